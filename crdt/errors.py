@@ -1,0 +1,91 @@
+"""Errors of the pure core.
+
+There is one root, `CrdtError`. Everything caused by bytes or values that came from outside
+(a peer, a client, a file, the chain) is an `InvalidInput`, and each way such input can be wrong
+has its own class, so callers can score a peer or answer a client precisely. `InternalError`
+marks a bug: nothing catches it.
+"""
+
+from __future__ import annotations
+
+
+class CrdtError(Exception):
+    """Root of every error raised by `crdt`."""
+
+
+class InternalError(CrdtError):
+    """A broken invariant inside the core. It is a bug, never an input problem."""
+
+
+class InvalidInput(CrdtError):
+    """Input from outside the process is wrong. The input is dropped; nothing changes."""
+
+    code = "invalid_input"
+
+
+class Truncated(InvalidInput):
+    code = "truncated"
+
+
+class NonCanonical(InvalidInput):
+    """Well-formed CBOR that is not the one canonical encoding of its value."""
+
+    code = "non_canonical"
+
+
+class WrongType(InvalidInput):
+    """A field has the wrong CBOR type, length or range."""
+
+    code = "wrong_type"
+
+
+class Oversized(InvalidInput):
+    """A size limit was exceeded: bytes, parents, body depth or item count."""
+
+    code = "oversized"
+
+
+class BadSignature(InvalidInput):
+    """The signature is malformed, has a high s, or does not recover to the author."""
+
+    code = "bad_signature"
+
+
+class WrongChannel(InvalidInput):
+    code = "wrong_channel"
+
+
+class UnknownAuthor(InvalidInput):
+    code = "unknown_author"
+
+
+class BadSequence(InvalidInput):
+    """seq is 0, or seq > 1 and the author's seq-1 is not in the causal past."""
+
+    code = "bad_sequence"
+
+
+class PendingFull(InvalidInput):
+    """The bounded buffer of operations waiting for parents is full for this source."""
+
+    code = "pending_full"
+
+
+class InvalidGenesis(InvalidInput):
+    code = "invalid_genesis"
+
+
+class MissingOperations(InvalidInput):
+    """A checkpoint cut names operations this replica has not accepted (yet)."""
+
+    code = "missing_operations"
+
+    def __init__(self, message: str, missing: frozenset[bytes] = frozenset()) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+class InvalidCut(InvalidInput):
+    """A checkpoint cut that cannot follow the previous one."""
+
+    code = "invalid_cut"

@@ -1,0 +1,296 @@
+"""Signed operations: the wire format of DESIGN.md, signing, and strict decoding.
+
+A signed operation on the wire is the canonical CBOR array
+
+    [channel, author, seq, parents, kind, body, ts, signature]
+
+and its identity is the EIP-712 digest ``op_id`` of Op(channel, author, seq, contentHash), with
+``contentHash = keccak256(canonical CBOR of [parents, kind, body, ts])``.
+
+Invariants of every `SignedOp` that `decode_op` returns:
+- ``raw`` is the canonical encoding of the fields, and no other byte string decodes to them;
+- the signature has low s, v in {27, 28}, and recovers to ``author``;
+- ``author`` is a participant and ``channel`` is the context's channel;
+- ``parents`` are strictly increasing 32-byte ids, at most ``limits.max_parents`` of them.
+
+Decoding builds the expected wire bytes around the content encoding (which the content hash
+needs anyway) instead of encoding the whole operation a second time: every other field has a
+fixed-length encoding, so one comparison proves the input canonical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import coincurve
+
+from crdt import cbor
+from crdt.eip712 import Domain, digest, op_struct_hash
+from crdt.errors import BadSignature, NonCanonical, Oversized, UnknownAuthor, WrongChannel, WrongType
+from crdt.hashing import keccak256
+from crdt.types import Address, ChannelId, Hash32, OpId
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+HALF_N = SECP256K1_N // 2
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one operation may be. Peers' bytes are checked against them first."""
+
+    max_op_bytes: int = 8192
+    max_parents: int = 128
+    max_body_depth: int = 6
+    max_kind_bytes: int = 32
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(slots=True)
+class Context:
+    """What decoding needs to know about the channel: its domain, id and participants."""
+
+    domain: Domain
+    channel: ChannelId
+    participants: frozenset[Address]
+    limits: Limits = DEFAULT_LIMITS
+    # compressed public key -> participant address; filled only with participants, so an
+    # attacker's random keys never grow it.
+    _known_keys: dict[bytes, Address] = field(default_factory=dict, repr=False)
+    _separator: bytes = field(default=b"", repr=False)
+
+    def __post_init__(self) -> None:
+        self._separator = self.domain.separator
+
+    @property
+    def separator(self) -> bytes:
+        return self._separator
+
+    def recover(self, op_id: bytes, signature: bytes) -> Address:
+        """The address that signed `op_id`, or raise `BadSignature`."""
+        if len(signature) != 65:
+            raise BadSignature(f"signature must be 65 bytes, got {len(signature)}")
+        r = int.from_bytes(signature[:32], "big")
+        s = int.from_bytes(signature[32:64], "big")
+        v = signature[64]
+        if v not in (27, 28):
+            raise BadSignature(f"v must be 27 or 28, got {v}")
+        if not 0 < r < SECP256K1_N or not 0 < s <= HALF_N:
+            raise BadSignature("r or s out of range (high s is not accepted)")
+        try:
+            key = coincurve.PublicKey.from_signature_and_message(
+                signature[:64] + bytes((v - 27,)), op_id, hasher=None
+            )
+        except Exception as exc:  # coincurve raises plain Exception for unrecoverable sigs
+            raise BadSignature(f"signature does not recover: {exc}") from exc
+        compressed = key.format(compressed=True)
+        address = self._known_keys.get(compressed)
+        if address is None:
+            address = Address(keccak256(key.format(compressed=False)[1:])[12:])
+            if address in self.participants:
+                self._known_keys[compressed] = address
+        return address
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SignedOp:
+    channel: ChannelId
+    author: Address
+    seq: int
+    parents: tuple[OpId, ...]
+    kind: str
+    body: Mapping[str, Any]
+    ts: int
+    signature: bytes
+    content_hash: Hash32
+    op_id: OpId
+    raw: bytes
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SignedOp) and other.raw == self.raw
+
+    def __hash__(self) -> int:
+        return hash(self.op_id)
+
+    def __repr__(self) -> str:
+        return (
+            f"SignedOp({self.kind} by 0x{self.author.hex()[:8]} seq={self.seq} "
+            f"id=0x{self.op_id.hex()[:12]})"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-friendly view (hex for bytes)."""
+        return {
+            "op_id": "0x" + self.op_id.hex(),
+            "author": "0x" + self.author.hex(),
+            "seq": self.seq,
+            "kind": self.kind,
+            "body": _jsonable(self.body),
+            "parents": ["0x" + parent.hex() for parent in self.parents],
+            "ts": self.ts,
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, Mapping):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+def _fixed_bytes(value: bytes, length: int) -> bytes:
+    """The CBOR encoding of a byte string of a known length below 2**16."""
+    if length < 24:
+        return bytes((0x40 | length,)) + value
+    if length < 256:
+        return bytes((0x58, length)) + value
+    return bytes((0x59,)) + length.to_bytes(2, "big") + value
+
+
+def _uint(value: int) -> bytes:
+    return cbor.encode_sorted(value)
+
+
+def _wire(channel: bytes, author: bytes, seq: int, content: bytes, signature: bytes) -> bytes:
+    # content is the encoding of the 4-element array [parents, kind, body, ts]: drop its 0x84
+    # head and put the 8-element head (0x88) in front of all eight fields.
+    return (
+        b"\x88"
+        + _fixed_bytes(channel, 32)
+        + _fixed_bytes(author, 20)
+        + _uint(seq)
+        + content[1:]
+        + _fixed_bytes(signature, 65)
+    )
+
+
+def content_bytes(parents: Iterable[bytes], kind: str, body: Mapping[str, Any], ts: int) -> bytes:
+    return cbor.encode([list(parents), kind, dict(body), ts])
+
+
+def compute_op_id(separator: bytes, channel: bytes, author: bytes, seq: int, content_hash: bytes) -> OpId:
+    return OpId(
+        digest(
+            separator,
+            op_struct_hash(ChannelId(channel), Address(author), seq, Hash32(content_hash)),
+        )
+    )
+
+
+def address_of(private_key: bytes) -> Address:
+    public = coincurve.PrivateKey(private_key).public_key.format(compressed=False)
+    return Address(keccak256(public[1:])[12:])
+
+
+def sign_op(
+    ctx: Context,
+    private_key: bytes,
+    seq: int,
+    parents: Iterable[bytes],
+    kind: str,
+    body: Mapping[str, Any],
+    ts: int = 0,
+) -> SignedOp:
+    """Sign a new operation as the owner of `private_key` and return it decoded and checked."""
+    key = coincurve.PrivateKey(private_key)
+    author = Address(keccak256(key.public_key.format(compressed=False)[1:])[12:])
+    ordered = sorted(set(parents))
+    content = content_bytes(ordered, kind, body, ts)
+    op_id = compute_op_id(ctx.separator, ctx.channel, author, seq, keccak256(content))
+    compact = key.sign_recoverable(op_id, hasher=None)  # libsecp256k1 always gives low s
+    signature = compact[:64] + bytes((27 + compact[64],))
+    return decode_op(_wire(ctx.channel, author, seq, content, signature), ctx)
+
+
+def forge(
+    ctx: Context,
+    *,
+    author: bytes,
+    seq: int,
+    parents: Iterable[bytes],
+    kind: str,
+    body: Mapping[str, Any],
+    ts: int,
+    signature: bytes,
+    channel: bytes | None = None,
+) -> bytes:
+    """Wire bytes for arbitrary fields and signature, unchecked: for tests and simulations."""
+    content = content_bytes(sorted(set(parents)), kind, body, ts)
+    return _wire(ctx.channel if channel is None else channel, author, seq, content, signature)
+
+
+def decode_op(data: bytes, ctx: Context, *, verify: bool = True) -> SignedOp:
+    """Decode and check one signed operation, or raise a subclass of `InvalidInput`.
+
+    ``verify=False`` skips only the signature recovery, for bytes this process verified before
+    (its own store, or a verifier process). Everything else is still checked.
+    """
+    limits = ctx.limits
+    value = cbor.decode(data, max_bytes=limits.max_op_bytes, max_depth=limits.max_body_depth + 2)
+    if type(value) is not list or len(value) != 8:
+        raise WrongType("an operation is an array of 8 fields")
+    channel, author, seq, parents, kind, body, ts, signature = value
+    if type(channel) is not bytes or len(channel) != 32:
+        raise WrongType("channel must be 32 bytes")
+    if type(author) is not bytes or len(author) != 20:
+        raise WrongType("author must be a 20-byte address")
+    if type(seq) is not int or not 0 <= seq <= cbor.UINT64_MAX:
+        raise WrongType("seq must be a uint64")
+    if type(parents) is not list:
+        raise WrongType("parents must be an array")
+    if len(parents) > limits.max_parents:
+        raise Oversized(f"{len(parents)} parents is more than {limits.max_parents}")
+    for parent in parents:
+        if type(parent) is not bytes or len(parent) != 32:
+            raise WrongType("each parent must be a 32-byte op id")
+    for earlier, later in zip(parents, parents[1:], strict=False):
+        if earlier >= later:
+            raise NonCanonical("parents must be sorted and unique")
+    if type(kind) is not str or not kind or len(kind.encode()) > limits.max_kind_bytes:
+        raise WrongType(f"kind must be a text string of 1 to {limits.max_kind_bytes} bytes")
+    if type(body) is not dict:
+        raise WrongType("body must be a map")
+    if type(ts) is not int or not 0 <= ts <= cbor.UINT64_MAX:
+        raise WrongType("ts must be a uint64")
+    if type(signature) is not bytes or len(signature) != 65:
+        raise WrongType("signature must be 65 bytes")
+    if channel != ctx.channel:
+        raise WrongChannel(f"operation is for channel 0x{channel.hex()}")
+    if author not in ctx.participants:
+        raise UnknownAuthor(f"0x{author.hex()} is not a participant of this channel")
+    content = cbor.encode_sorted([parents, kind, body, ts])
+    if _wire(channel, author, seq, content, signature) != data:
+        raise NonCanonical("operation bytes are not canonical")
+    content_hash = keccak256(content)
+    op_id = compute_op_id(ctx.separator, channel, author, seq, content_hash)
+    if verify and ctx.recover(op_id, signature) != author:
+        raise BadSignature(f"signature does not recover to the author 0x{author.hex()}")
+    return SignedOp(
+        channel=ChannelId(channel),
+        author=Address(author),
+        seq=seq,
+        parents=tuple(parents),
+        kind=kind,
+        body=body,
+        ts=ts,
+        signature=signature,
+        content_hash=Hash32(content_hash),
+        op_id=op_id,
+        raw=bytes(data),
+    )
+
+
+def encode_ops(ops: Iterable[SignedOp]) -> bytes:
+    """A CBOR sequence (RFC 8742) of signed operations: their wire bytes, one after another."""
+    return b"".join(op.raw for op in ops)
+
+
+def split_ops(data: bytes, ctx: Context) -> list[bytes]:
+    """Split a CBOR sequence into per-operation byte strings (each still to be decoded)."""
+    return cbor.decode_sequence(data, max_item_bytes=ctx.limits.max_op_bytes)

@@ -1,0 +1,295 @@
+"""A replica: the hash graph plus the ledger, kept in the epoch order of DESIGN.md.
+
+The order of application is: the operations of checkpoint 1's closure sorted by
+``(height, op_id)``, then those of checkpoint 2's closure not in checkpoint 1's, and so on, then
+the tentative suffix (everything not yet certified) sorted by the same key. The ledger state is
+therefore a pure function of the set of accepted operations and the certified cuts; any two
+replicas with the same set and cuts have byte-identical state hashes and payout roots.
+
+How it stays cheap:
+- the certified prefix is applied once and never touched again (it is the snapshot at the last
+  certified cut);
+- each tentative operation is applied inside an undo frame. An operation that sorts at the end
+  (the common case) is applied directly. A late one that sorts before others undoes only the
+  operations after its position, is applied, and re-applies them: the cost is the length of the
+  suffix after it, never a replay from genesis;
+- certifying a cut undoes the tentative suffix back to the snapshot, applies the new epoch,
+  credits its deposits, closes the epoch at the checkpoint time, and re-applies what is left.
+
+Freshness: an operation in epoch v >= 3 must have every head of cut v-2 in its causal past, or
+it is rejected as `stale`. "Has all heads of cut u in its past" is computed as a bitmask per
+operation (one bit per head, OR-ed over parents, memoised, and searched only above the lowest
+head), so the check costs a few dictionary look-ups per operation.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from crdt.errors import InvalidCut, MissingOperations
+from crdt.genesis import Genesis
+from crdt.graph import AddResult, Equivocation, HashGraph
+from crdt.ledger import Deposit, Frame, Ledger, Reason
+from crdt.merkle import MerkleTree, PayoutLeaf
+from crdt.ops import Context, SignedOp, decode_op
+from crdt.types import Hash32, OpId
+from crdt.units import from_e9
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """A certified checkpoint, as replay needs it: the heads, the time, the deposits credited."""
+
+    version: int
+    heads: tuple[OpId, ...]
+    time: int
+    deposits: tuple[Deposit, ...] = field(default=())
+
+
+Key = tuple[int, OpId]
+
+
+class Replica:
+    def __init__(self, genesis: Genesis, ctx: Context | None = None) -> None:
+        self.genesis = genesis
+        self.ctx = ctx if ctx is not None else genesis.context()
+        self.graph = HashGraph()
+        self.ledger = Ledger(genesis)
+        self.cuts: list[Cut] = []
+        self.epoch_of: dict[OpId, int] = {}
+        self.outcome: dict[OpId, Reason | None] = {}
+        self._suffix: list[Key] = []
+        self._frames: list[Frame] = []
+        self._masks: dict[int, dict[OpId, int]] = {}
+        self.replayed = 0  # operations re-applied because a late one sorted before them
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def receive_bytes(self, data: bytes, source: bytes = b"") -> AddResult:
+        """Decode, verify and receive one operation; raises `InvalidInput` for bad bytes."""
+        return self.receive(decode_op(data, self.ctx), source)
+
+    def receive(self, op: SignedOp, source: bytes = b"") -> AddResult:
+        """Add a checked operation to the graph and apply whatever it lets in."""
+        result = self.graph.add(op, source)
+        for accepted in result.accepted:
+            self._insert(accepted)
+        return result
+
+    def receive_many(self, ops: Iterable[SignedOp], source: bytes = b"") -> AddResult:
+        total = AddResult()
+        for op in ops:
+            result = self.receive(op, source)
+            total.accepted.extend(result.accepted)
+            total.rejected.extend(result.rejected)
+            total.missing |= result.missing
+        total.missing -= self.graph.ops.keys()
+        return total
+
+    def merge(self, other: Replica) -> None:
+        """Set union of the operations, then the other's certified cuts beyond ours."""
+        for op in other.graph.in_order():
+            self.receive(op)
+        for op in other.graph.pending.ops():
+            self.receive(op)
+        for index, cut in enumerate(other.cuts):
+            if index < len(self.cuts):
+                if self.cuts[index] != cut:
+                    raise InvalidCut(f"conflicting certified cuts at version {cut.version}")
+            else:
+                self.certify(cut)
+
+    def certify(self, cut: Cut) -> None:
+        """Make `cut` the next certified checkpoint. Raises `InvalidInput` (and changes
+        nothing) if it does not follow the last one or names unknown operations."""
+        version = len(self.cuts) + 1
+        graph = self.graph
+        if cut.version != version:
+            raise InvalidCut(f"expected checkpoint version {version}, got {cut.version}")
+        missing = frozenset(head for head in cut.heads if head not in graph.ops)
+        if missing:
+            raise MissingOperations(f"{len(missing)} operations of the cut are unknown", missing)
+        if self.cuts:
+            previous = self.cuts[-1]
+            if cut.time < previous.time:
+                raise InvalidCut("checkpoint time goes backwards")
+            for head in previous.heads:
+                if not graph.is_ancestor(head, cut.heads):
+                    raise InvalidCut(f"cut does not contain head 0x{head.hex()} of the previous cut")
+        nonce = self.ledger.deposit_nonce
+        for deposit in cut.deposits:
+            nonce += 1
+            if deposit.nonce != nonce:
+                raise InvalidCut(f"deposit nonce {deposit.nonce} where {nonce} was expected")
+        new = graph.closure(cut.heads, stop=self.epoch_of.keys())
+        tentative = self._unwind()
+        for op_id in new:
+            self.epoch_of[op_id] = version
+        self.cuts.append(cut)
+        ledger = self.ledger
+        for op in graph.in_order(new):
+            self.outcome[op.op_id] = ledger.apply(op, stale=self._is_stale(op, version))
+        for deposit in cut.deposits:
+            ledger.credit_deposit(deposit)
+        ledger.close_epoch(version, cut.time)
+        for old in [u for u in self._masks if u < version - 1]:
+            del self._masks[old]
+        for key in tentative:
+            if key[1] not in new:
+                self._apply_tentative(key)
+
+    # -- the tentative suffix --------------------------------------------------------------------
+
+    def _insert(self, op: SignedOp) -> None:
+        key = (self.graph.height[op.op_id], op.op_id)
+        suffix = self._suffix
+        position = bisect_left(suffix, key)
+        later = self._unwind(position)
+        self.replayed += len(later)
+        self._apply_tentative(key)
+        for again in later:
+            self._apply_tentative(again)
+
+    def _apply_tentative(self, key: Key) -> None:
+        op = self.graph.ops[key[1]]
+        ledger = self.ledger
+        frame = ledger.begin()
+        try:
+            self.outcome[op.op_id] = ledger.apply(op, stale=self._is_stale(op, len(self.cuts) + 1))
+        finally:
+            ledger.end()
+        self._suffix.append(key)
+        self._frames.append(frame)
+
+    def _unwind(self, position: int = 0) -> list[Key]:
+        """Undo the tentative operations from `position` on; return their keys in order."""
+        undone = self._suffix[position:]
+        for key, frame in zip(reversed(undone), reversed(self._frames[position:]), strict=True):
+            self.ledger.undo(frame)
+            del self.outcome[key[1]]
+        del self._suffix[position:]
+        del self._frames[position:]
+        return undone
+
+    # -- freshness ---------------------------------------------------------------------------------
+
+    def _is_stale(self, op: SignedOp, epoch: int) -> bool:
+        if epoch < 3:
+            return False
+        heads = self.cuts[epoch - 3].heads
+        full = (1 << len(heads)) - 1
+        return self._cover_mask(op.op_id, epoch - 2) != full
+
+    def _cover_mask(self, op_id: OpId, version: int) -> int:
+        """Bitmask of the heads of cut `version` that are `op_id` or in its causal past."""
+        memo = self._masks.setdefault(version, {})
+        if op_id in memo:
+            return memo[op_id]
+        heads = self.cuts[version - 1].heads
+        bit = {head: 1 << i for i, head in enumerate(heads)}
+        height = self.graph.height
+        ops = self.graph.ops
+        floor = min(height[head] for head in heads)
+        stack = [op_id]
+        while stack:
+            current = stack[-1]
+            pending = [p for p in ops[current].parents if p not in memo and height[p] >= floor]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            if current in memo:
+                continue
+            mask = bit.get(current, 0)
+            for parent in ops[current].parents:
+                mask |= memo.get(parent, 0)
+            memo[current] = mask
+        return memo[op_id]
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return len(self.cuts)
+
+    def status(self, op_id: OpId) -> str:
+        """``final``, ``tentative``, ``rejected:<reason>``, ``pending`` or ``unknown``."""
+        if op_id in self.outcome:
+            reason = self.outcome[op_id]
+            if reason is not None:
+                return f"rejected:{reason}"
+            return "final" if op_id in self.epoch_of else "tentative"
+        if op_id in self.graph.pending:
+            return "pending"
+        return "unknown"
+
+    def rejected(self) -> list[tuple[SignedOp, Reason]]:
+        """Operations replay gave no effect, in application order, with their reasons."""
+        return [
+            (op, reason)
+            for op in self.applied_order()
+            if (reason := self.outcome.get(op.op_id)) is not None
+        ]
+
+    def applied_order(self) -> list[SignedOp]:
+        """Every accepted operation in the order replay applied it."""
+        final = sorted(self.epoch_of, key=lambda op_id: (self.epoch_of[op_id], *self.graph.key(op_id)))
+        return [self.graph.ops[op_id] for op_id in final] + [
+            self.graph.ops[op_id] for _, op_id in self._suffix
+        ]
+
+    def evidence(self) -> list[Equivocation]:
+        return [self.graph.evidence[key] for key in sorted(self.graph.evidence)]
+
+    def state_hash(self) -> Hash32:
+        return self.ledger.state_hash()
+
+    def payout_tree(self) -> MerkleTree:
+        leaves = [
+            PayoutLeaf(
+                participant.address,
+                token.address,
+                from_e9(self.ledger.entitlement(participant.address, token.symbol), token.decimals),
+            )
+            for participant in self.genesis.participants
+            for token in self.genesis.tokens
+        ]
+        return MerkleTree(leaves)
+
+    def payout_root(self) -> Hash32:
+        return self.payout_tree().root
+
+    def totals(self) -> tuple[int, ...]:
+        """Per token (genesis order), the sum of the payout leaves, in token decimals."""
+        tree = self.payout_tree()
+        return tuple(
+            sum(leaf.amount for leaf in tree.leaves if leaf.token == token.address)
+            for token in self.genesis.tokens
+        )
+
+    def balances(self) -> dict[str, dict[str, dict[str, int]]]:
+        """account hex -> token -> {free, locked, withdrawable} in e9."""
+        ledger = self.ledger
+        return {
+            "0x" + p.address.hex(): {
+                token.symbol: {
+                    "free": ledger.balance(p.address, token.symbol),
+                    "locked": ledger.locked(p.address, token.symbol),
+                    "withdrawable": ledger.withdrawable.get((p.address, token.symbol), 0),
+                }
+                for token in self.genesis.tokens
+            }
+            for p in self.genesis.participants
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "operations": len(self.graph),
+            "pending": len(self.graph.pending),
+            "version": self.version,
+            "state_hash": "0x" + self.state_hash().hex(),
+            "payout_root": "0x" + self.payout_root().hex(),
+        }

@@ -1,0 +1,46 @@
+"""Conversions between e9 base units (the state) and a token's own decimals (the chain).
+
+Deposits come in exactly when the token has at most 9 decimals; for tokens with more, the part
+below 1e-9 is not credited. Payouts are always rounded down, so the sum paid never exceeds what
+was deposited.
+"""
+
+from __future__ import annotations
+
+E9 = 10**9
+
+
+def to_e9(amount: int, decimals: int) -> int:
+    """Token units to e9, rounding down."""
+    if decimals <= 9:
+        return amount * 10 ** (9 - decimals)
+    return amount // 10 ** (decimals - 9)
+
+
+def from_e9(amount: int, decimals: int) -> int:
+    """e9 to token units, rounding down."""
+    if decimals >= 9:
+        return amount * 10 ** (decimals - 9)
+    return amount // 10 ** (9 - decimals)
+
+
+def format_e9(amount: int) -> str:
+    """A human-readable decimal string of an e9 amount, without floats."""
+    sign = "-" if amount < 0 else ""
+    whole, frac = divmod(abs(amount), E9)
+    text = f"{sign}{whole}.{frac:09d}".rstrip("0")
+    return text[:-1] if text.endswith(".") else text
+
+
+def parse_e9(text: str) -> int:
+    """Parse a decimal string such as "12.5" into e9 units, exactly, or raise ValueError."""
+    text = text.strip()
+    negative = text.startswith("-")
+    digits = text[1:] if negative else text
+    whole, _, frac = digits.partition(".")
+    if not (whole or frac) or not (whole or "0").isdigit() or (frac and not frac.isdigit()):
+        raise ValueError(f"not a decimal amount: {text!r}")
+    if len(frac) > 9:
+        raise ValueError(f"more than 9 decimal places: {text!r}")
+    value = int(whole or "0") * E9 + int(frac.ljust(9, "0") or "0")
+    return -value if negative else value

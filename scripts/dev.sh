@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh machine, then run one job:
+#   bash scripts/dev.sh demo [ARGS]   the local multi-participant demo
+#   bash scripts/dev.sh test [ARGS]   ruff, mypy and the whole test suite
+#   bash scripts/dev.sh setup         only the set-up
+# VENV names the virtual environment (default .venv). Set-up is skipped when it is current.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+job=${1:-setup}
+shift || true
+
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+stamp="$VENV/.parley-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+    touch "$stamp"
+fi
+export PATH="$PWD/$VENV/bin:$PATH"
+
+case "$job" in
+    setup) ;;
+    demo) exec parley demo "$@" ;;
+    test)
+        ruff check .
+        mypy
+        # pytest exits 5 when it collects nothing; set -e turns that into a failure too.
+        pytest "$@"
+        ;;
+    *) echo "unknown job: $job (use demo, test or setup)" >&2; exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+"""On-chain settlement over web3: deploy, deposit, propose, challenge, finalize, claim, slash."""

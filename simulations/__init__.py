@@ -1,0 +1,1 @@
+"""Deterministic Byzantine simulations of a channel."""
