@@ -97,18 +97,25 @@ def check_value(value: Any, max_depth: int, _depth: int = 0) -> None:
         raise WrongType(f"CBOR type not allowed here: {kind.__name__}")
 
 
-def decode(data: bytes, *, max_bytes: int, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
-    """Decode one canonical CBOR item that must fill `data` exactly."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise WrongType(f"expected bytes, got {type(data).__name__}")
-    data = bytes(data)
+def parse(data: bytes, *, max_bytes: int) -> Any:
+    """Parse one CBOR item with the size limit and tag ban, but without the type, depth and
+    canonical checks: the caller must make them (as `decode` and `crdt.ops.decode_op` do)."""
+    if type(data) is not bytes:
+        if not isinstance(data, bytearray | memoryview):
+            raise WrongType(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
     if len(data) > max_bytes:
         raise Oversized(f"{len(data)} bytes is more than the limit of {max_bytes}")
     if not data:
         raise Truncated("empty input")
-    value = _loads(data)
+    return _loads(data)
+
+
+def decode(data: bytes, *, max_bytes: int, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """Decode one canonical CBOR item that must fill `data` exactly."""
+    value = parse(data, max_bytes=max_bytes)
     check_value(value, max_depth)
-    if encode_sorted(value) != data:
+    if encode_sorted(value) != bytes(data):
         raise NonCanonical("bytes are not the canonical CBOR encoding of their value")
     return value
 

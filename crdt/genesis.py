@@ -13,11 +13,11 @@ participant and a token.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eth_abi import encode as abi_encode
+from eth_abi.abi import encode as abi_encode
 
 from crdt.eip712 import Domain
 from crdt.errors import InvalidGenesis
@@ -77,16 +77,16 @@ class InitialBalance:
 def channel_id_for(
     chain_id: int,
     adjudicator: bytes,
-    participants: list[bytes],
+    participants: Sequence[bytes],
     threshold: int,
     dispute_window: int,
-    tokens: list[bytes],
+    tokens: Sequence[bytes],
     min_bond: int,
     nonce: int,
 ) -> ChannelId:
     encoded = abi_encode(
         ["uint256", "address", "address[]", "uint256", "uint256", "address[]", "uint256", "uint256"],
-        [chain_id, adjudicator, participants, threshold, dispute_window, tokens, min_bond, nonce],
+        [chain_id, adjudicator, list(participants), threshold, dispute_window, list(tokens), min_bond, nonce],
     )
     return ChannelId(keccak256(encoded))
 

@@ -18,7 +18,7 @@ Invariants, each kept by `HashGraph.add`:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,9 +253,8 @@ class HashGraph:
         ids = self.ops.keys() if op_ids is None else op_ids
         return [self.ops[op_id] for op_id in sorted(ids, key=self.key)]
 
-    def closure(self, heads: Iterable[OpId], stop: set[OpId] | None = None) -> set[OpId]:
+    def closure(self, heads: Iterable[OpId], stop: Container[OpId] = frozenset()) -> set[OpId]:
         """The causal closure of `heads` (heads included), not walking into `stop`."""
-        stop = stop or set()
         found: set[OpId] = set()
         stack = [head for head in heads if head not in stop]
         while stack:

@@ -10,4 +10,5 @@ from sha3 import keccak_256
 
 
 def keccak256(data: bytes) -> bytes:
-    return keccak_256(data).digest()
+    digest: bytes = keccak_256(data).digest()
+    return digest

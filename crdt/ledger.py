@@ -94,6 +94,7 @@ class Ledger:
     def __init__(self, genesis: Genesis) -> None:
         self.genesis = genesis
         self._participants = {p.address: p for p in genesis.participants}
+        self._movers = frozenset(p.address for p in genesis.participants if p.may(Permission.MOVE_FUNDS))
         self._tokens = {t.symbol: t for t in genesis.tokens}
         self.balances: dict[tuple[Address, Symbol], int] = {}
         self.locks: dict[OpId, Lock] = {}
@@ -197,9 +198,10 @@ class Ledger:
                 table[key] = old
 
     def _put(self, table: dict[Any, Any], key: Any, value: Any) -> None:
-        if self._journal is not None:
-            self._journal.append((table, key, table.get(key, _MISSING)))
-        if value == 0 or value is _MISSING:
+        journal = self._journal
+        if journal is not None:
+            journal.append((table, key, table.get(key, _MISSING)))
+        if value is _MISSING or value == 0:
             table.pop(key, None)
         else:
             table[key] = value
@@ -255,9 +257,9 @@ class Ledger:
     # -- handlers: every check first, then the change -----------------------------------------
 
     def _mover(self, op: SignedOp) -> None:
-        participant = self._participants[op.author]
-        if not participant.may(Permission.MOVE_FUNDS):
-            raise Rejected(Reason.NOT_PERMITTED, f"role {participant.role} cannot move funds")
+        if op.author not in self._movers:
+            role = self._participants[op.author].role
+            raise Rejected(Reason.NOT_PERMITTED, f"role {role} cannot move funds")
 
     def _token_amount(self, op: SignedOp) -> tuple[Symbol, int]:
         token = _field(op.body, "token", str)

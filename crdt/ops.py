@@ -25,13 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import coincurve
+from sha3 import keccak_256
 
 from crdt import cbor
-from crdt.eip712 import Domain, digest, op_struct_hash
+from crdt.eip712 import OP_TYPEHASH, Domain
 from crdt.errors import BadSignature, NonCanonical, Oversized, UnknownAuthor, WrongChannel, WrongType
 from crdt.hashing import keccak256
 from crdt.types import Address, ChannelId, Hash32, OpId
 
+_ADDRESS_PAD = bytes(12)
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 HALF_N = SECP256K1_N // 2
 
@@ -61,9 +63,20 @@ class Context:
     # attacker's random keys never grow it.
     _known_keys: dict[bytes, Address] = field(default_factory=dict, repr=False)
     _separator: bytes = field(default=b"", repr=False)
+    _digest_prefix: bytes = field(default=b"", repr=False)  # 0x1901 ‖ domain separator
+    _struct_prefix: bytes = field(default=b"", repr=False)  # Op typehash ‖ channel
 
     def __post_init__(self) -> None:
         self._separator = self.domain.separator
+        self._digest_prefix = b"\x19\x01" + self._separator
+        self._struct_prefix = OP_TYPEHASH + self.channel
+
+    def op_id(self, author: bytes, seq: int, content_hash: bytes) -> OpId:
+        """The EIP-712 digest of Op(channel, author, seq, contentHash) in this channel."""
+        struct = keccak_256(
+            self._struct_prefix + _ADDRESS_PAD + author + seq.to_bytes(32, "big") + content_hash
+        ).digest()
+        return OpId(keccak_256(self._digest_prefix + struct).digest())
 
     @property
     def separator(self) -> bytes:
@@ -71,21 +84,7 @@ class Context:
 
     def recover(self, op_id: bytes, signature: bytes) -> Address:
         """The address that signed `op_id`, or raise `BadSignature`."""
-        if len(signature) != 65:
-            raise BadSignature(f"signature must be 65 bytes, got {len(signature)}")
-        r = int.from_bytes(signature[:32], "big")
-        s = int.from_bytes(signature[32:64], "big")
-        v = signature[64]
-        if v not in (27, 28):
-            raise BadSignature(f"v must be 27 or 28, got {v}")
-        if not 0 < r < SECP256K1_N or not 0 < s <= HALF_N:
-            raise BadSignature("r or s out of range (high s is not accepted)")
-        try:
-            key = coincurve.PublicKey.from_signature_and_message(
-                signature[:64] + bytes((v - 27,)), op_id, hasher=None
-            )
-        except Exception as exc:  # coincurve raises plain Exception for unrecoverable sigs
-            raise BadSignature(f"signature does not recover: {exc}") from exc
+        key = recover_key(op_id, signature)
         compressed = key.format(compressed=True)
         address = self._known_keys.get(compressed)
         if address is None:
@@ -93,6 +92,30 @@ class Context:
             if address in self.participants:
                 self._known_keys[compressed] = address
         return address
+
+
+def recover_key(digest: bytes, signature: bytes) -> coincurve.PublicKey:
+    """The public key that made `signature` (r‖s‖v, low s, v in {27, 28}) over `digest`."""
+    if len(signature) != 65:
+        raise BadSignature(f"signature must be 65 bytes, got {len(signature)}")
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    v = signature[64]
+    if v not in (27, 28):
+        raise BadSignature(f"v must be 27 or 28, got {v}")
+    if not 0 < r < SECP256K1_N or not 0 < s <= HALF_N:
+        raise BadSignature("r or s out of range (high s is not accepted)")
+    try:
+        return coincurve.PublicKey.from_signature_and_message(
+            signature[:64] + bytes((v - 27,)), digest, hasher=None
+        )
+    except Exception as exc:  # coincurve raises plain Exception for unrecoverable sigs
+        raise BadSignature(f"signature does not recover: {exc}") from exc
+
+
+def recover_signer(digest: bytes, signature: bytes) -> Address:
+    """The address that made `signature` over `digest` (what Solidity's ecrecover returns)."""
+    return Address(keccak256(recover_key(digest, signature).format(compressed=False)[1:])[12:])
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -174,15 +197,6 @@ def content_bytes(parents: Iterable[bytes], kind: str, body: Mapping[str, Any], 
     return cbor.encode([list(parents), kind, dict(body), ts])
 
 
-def compute_op_id(separator: bytes, channel: bytes, author: bytes, seq: int, content_hash: bytes) -> OpId:
-    return OpId(
-        digest(
-            separator,
-            op_struct_hash(ChannelId(channel), Address(author), seq, Hash32(content_hash)),
-        )
-    )
-
-
 def address_of(private_key: bytes) -> Address:
     public = coincurve.PrivateKey(private_key).public_key.format(compressed=False)
     return Address(keccak256(public[1:])[12:])
@@ -202,10 +216,11 @@ def sign_op(
     author = Address(keccak256(key.public_key.format(compressed=False)[1:])[12:])
     ordered = sorted(set(parents))
     content = content_bytes(ordered, kind, body, ts)
-    op_id = compute_op_id(ctx.separator, ctx.channel, author, seq, keccak256(content))
+    op_id = ctx.op_id(author, seq, keccak256(content))
     compact = key.sign_recoverable(op_id, hasher=None)  # libsecp256k1 always gives low s
     signature = compact[:64] + bytes((27 + compact[64],))
-    return decode_op(_wire(ctx.channel, author, seq, content, signature), ctx)
+    # The signature is correct by construction; everything else is checked as for a peer's op.
+    return decode_op(_wire(ctx.channel, author, seq, content, signature), ctx, verify=False)
 
 
 def forge(
@@ -232,7 +247,9 @@ def decode_op(data: bytes, ctx: Context, *, verify: bool = True) -> SignedOp:
     (its own store, or a verifier process). Everything else is still checked.
     """
     limits = ctx.limits
-    value = cbor.decode(data, max_bytes=limits.max_op_bytes, max_depth=limits.max_body_depth + 2)
+    if type(data) is not bytes and isinstance(data, bytearray | memoryview):
+        data = bytes(data)
+    value = cbor.parse(data, max_bytes=limits.max_op_bytes)
     if type(value) is not list or len(value) != 8:
         raise WrongType("an operation is an array of 8 fields")
     channel, author, seq, parents, kind, body, ts, signature = value
@@ -246,16 +263,18 @@ def decode_op(data: bytes, ctx: Context, *, verify: bool = True) -> SignedOp:
         raise WrongType("parents must be an array")
     if len(parents) > limits.max_parents:
         raise Oversized(f"{len(parents)} parents is more than {limits.max_parents}")
+    previous = b""
     for parent in parents:
         if type(parent) is not bytes or len(parent) != 32:
             raise WrongType("each parent must be a 32-byte op id")
-    for earlier, later in zip(parents, parents[1:], strict=False):
-        if earlier >= later:
+        if parent <= previous:
             raise NonCanonical("parents must be sorted and unique")
+        previous = parent
     if type(kind) is not str or not kind or len(kind.encode()) > limits.max_kind_bytes:
         raise WrongType(f"kind must be a text string of 1 to {limits.max_kind_bytes} bytes")
     if type(body) is not dict:
         raise WrongType("body must be a map")
+    cbor.check_value(body, limits.max_body_depth)
     if type(ts) is not int or not 0 <= ts <= cbor.UINT64_MAX:
         raise WrongType("ts must be a uint64")
     if type(signature) is not bytes or len(signature) != 65:
@@ -264,25 +283,17 @@ def decode_op(data: bytes, ctx: Context, *, verify: bool = True) -> SignedOp:
         raise WrongChannel(f"operation is for channel 0x{channel.hex()}")
     if author not in ctx.participants:
         raise UnknownAuthor(f"0x{author.hex()} is not a participant of this channel")
+    # Every field except the content has one fixed encoding, so comparing the bytes built
+    # around the canonical content encoding with the input proves the whole input canonical.
     content = cbor.encode_sorted([parents, kind, body, ts])
     if _wire(channel, author, seq, content, signature) != data:
         raise NonCanonical("operation bytes are not canonical")
-    content_hash = keccak256(content)
-    op_id = compute_op_id(ctx.separator, channel, author, seq, content_hash)
+    content_hash = keccak_256(content).digest()
+    op_id = ctx.op_id(author, seq, content_hash)
     if verify and ctx.recover(op_id, signature) != author:
         raise BadSignature(f"signature does not recover to the author 0x{author.hex()}")
     return SignedOp(
-        channel=ChannelId(channel),
-        author=Address(author),
-        seq=seq,
-        parents=tuple(parents),
-        kind=kind,
-        body=body,
-        ts=ts,
-        signature=signature,
-        content_hash=Hash32(content_hash),
-        op_id=op_id,
-        raw=bytes(data),
+        ChannelId(channel), Address(author), seq, tuple(parents), kind, body, ts, signature, content_hash, op_id, data
     )
 
 

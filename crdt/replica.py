@@ -24,12 +24,13 @@ head), so the check costs a few dictionary look-ups per operation.
 
 from __future__ import annotations
 
+import heapq
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from crdt.errors import InvalidCut, MissingOperations
+from crdt.errors import InvalidCut, InvalidInput, MissingOperations
 from crdt.genesis import Genesis
 from crdt.graph import AddResult, Equivocation, HashGraph
 from crdt.ledger import Deposit, Frame, Ledger, Reason
@@ -80,13 +81,32 @@ class Replica:
         return result
 
     def receive_many(self, ops: Iterable[SignedOp], source: bytes = b"") -> AddResult:
+        """Receive a batch (a gossip message, a sync reply, a file).
+
+        Equivalent to calling `receive` for each operation, but the batch is applied with a
+        single unwind of the tentative suffix: the accepted keys are sorted, the suffix is
+        undone down to the smallest of them, and the two sorted runs are merged and applied.
+        Operations that `add` refuses are reported in ``rejected`` rather than raised.
+        """
         total = AddResult()
+        graph = self.graph
         for op in ops:
-            result = self.receive(op, source)
+            try:
+                result = graph.add(op, source)
+            except InvalidInput as exc:
+                total.rejected.append((op, exc))
+                continue
             total.accepted.extend(result.accepted)
             total.rejected.extend(result.rejected)
             total.missing |= result.missing
-        total.missing -= self.graph.ops.keys()
+        total.missing -= graph.ops.keys()
+        if total.accepted:
+            height = graph.height
+            keys = sorted((height[op.op_id], op.op_id) for op in total.accepted)
+            later = self._unwind(bisect_left(self._suffix, keys[0]))
+            self.replayed += len(later)
+            for key in heapq.merge(later, keys):
+                self._apply_tentative(key)
         return total
 
     def merge(self, other: Replica) -> None:
@@ -158,7 +178,8 @@ class Replica:
         ledger = self.ledger
         frame = ledger.begin()
         try:
-            self.outcome[op.op_id] = ledger.apply(op, stale=self._is_stale(op, len(self.cuts) + 1))
+            stale = len(self.cuts) >= 2 and self._is_stale(op, len(self.cuts) + 1)
+            self.outcome[key[1]] = ledger.apply(op, stale=stale)
         finally:
             ledger.end()
         self._suffix.append(key)

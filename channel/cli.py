@@ -1,0 +1,359 @@
+"""`parley`: the command-line tool (typer + rich).
+
+Every command that fails because of the user's input prints one clear line and exits with 1;
+`--json` output is a single JSON document on stdout, for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from channel import keystore
+from channel.errors import UserError
+from channel.genesis_file import load_genesis, save_genesis
+from crdt.errors import InvalidInput
+from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
+from crdt.hashing import keccak256
+from crdt.ops import decode_op, encode_ops, split_ops
+from crdt.replica import Replica
+from crdt.types import from_hex
+from crdt.units import format_e9, parse_e9
+
+# The embedded chain (eth-tester + py-evm): its chain id, and the address the adjudicator gets
+# when eth-tester's first account deploys it as its first transaction.
+EMBEDDED_CHAIN_ID = 131277322940537
+EMBEDDED_ADJUDICATOR = "0xf2e246bb76df876cef8b38ae84130f4f55de395b"
+
+app = typer.Typer(
+    help="Parley: multi-party state channels that keep working with Byzantine participants.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Participant keys, in Ethereum v3 keystore files.", no_args_is_help=True)
+genesis_app = typer.Typer(help="Channel genesis files.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(genesis_app, name="genesis")
+
+console = Console()
+errors = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def user_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn a `UserError` into one red line and exit code 1, instead of a traceback."""
+
+    @wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            errors.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
+
+    return wrapper
+
+
+def read_password(password_file: Path | None, *, confirm: bool) -> str:
+    if password_file is not None:
+        try:
+            return password_file.read_text().rstrip("\n")
+        except OSError as exc:
+            raise UserError(f"cannot read password file: {exc}") from exc
+    if "PARLEY_PASSWORD" in os.environ:
+        return os.environ["PARLEY_PASSWORD"]
+    if not sys.stdin.isatty():
+        raise UserError("no password: pass --password-file, set PARLEY_PASSWORD, or run in a terminal")
+    return str(typer.prompt("Keystore password", hide_input=True, confirmation_prompt=confirm))
+
+
+PasswordFile = Annotated[
+    Path | None,
+    typer.Option(help="File holding the keystore password (else $PARLEY_PASSWORD, else a prompt)."),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
+
+
+# -- keys ------------------------------------------------------------------------------------------
+
+
+@keys_app.command("new")
+@user_errors
+def keys_new(
+    out: Annotated[Path, typer.Option(help="Folder for the keystore file.")] = Path("keys"),
+    password_file: PasswordFile = None,
+    light_kdf: Annotated[
+        bool, typer.Option(help="Cheap scrypt (n=2^14) for throwaway keys; the default is n=2^18.")
+    ] = False,
+) -> None:
+    """Create a new participant key and store it encrypted (Ethereum v3 keystore)."""
+    password = read_password(password_file, confirm=True)
+    key = keystore.new_key()
+    path = keystore.save(key, out, password, light=light_kdf)
+    console.print(f"address [bold]0x{key.address.hex()}[/bold]\nkeystore {path}")
+
+
+@keys_app.command("show")
+@user_errors
+def keys_show(
+    path: Annotated[Path, typer.Argument(help="A keystore file.")],
+    password_file: PasswordFile = None,
+) -> None:
+    """Decrypt a keystore file and print its address (checks the password)."""
+    key = keystore.load(path, read_password(password_file, confirm=False))
+    console.print(f"0x{key.address.hex()}")
+
+
+# -- genesis -----------------------------------------------------------------------------------------
+
+
+def parse_token(text: str) -> Token:
+    """SYMBOL:DECIMALS[:ADDRESS]."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[1].isdigit():
+        raise UserError(f"token must be SYMBOL:DECIMALS[:ADDRESS], got {text!r}")
+    if len(parts) == 3:
+        try:
+            address = from_hex(parts[2], 20)
+        except ValueError as exc:
+            raise UserError(f"bad token address: {exc}") from exc
+    else:  # a placeholder address derived from the symbol, for channels without a chain yet
+        address = keccak256(b"parley-token:" + parts[0].encode())[:20]
+    return Token(parts[0], address, int(parts[1]))  # type: ignore[arg-type]
+
+
+def create_genesis_folder(
+    out: Path,
+    participants: int,
+    *,
+    password: str,
+    tokens: list[Token],
+    initial: int,
+    roles: list[Role] | None = None,
+    chain_id: int = EMBEDDED_CHAIN_ID,
+    adjudicator: bytes = from_hex(EMBEDDED_ADJUDICATOR, 20),
+    dispute_window: int = 3600,
+    threshold: int | None = None,
+    light_kdf: bool = False,
+) -> tuple[Genesis, list[keystore.Key]]:
+    """Write ``genesis.toml`` and ``keys/`` for a new channel into `out`."""
+    if participants < 1:
+        raise UserError("a channel needs at least one participant")
+    keys = [keystore.new_key() for _ in range(participants)]
+    keys.sort(key=lambda key: key.address)
+    chosen_roles = roles or [Role.TRADER] * participants
+    try:
+        genesis = Genesis.create(
+            chain_id=chain_id,
+            adjudicator=adjudicator,
+            participants=[Participant(k.address, r) for k, r in zip(keys, chosen_roles, strict=True)],
+            tokens=tokens,
+            threshold=threshold,
+            dispute_window=dispute_window,
+            initial_balances=[
+                InitialBalance(key.address, token.symbol, initial) for key in keys for token in tokens if initial
+            ],
+        )
+    except InvalidInput as exc:
+        raise UserError(str(exc)) from exc
+    for key in keys:
+        keystore.save(key, out / "keys", password, light=light_kdf)
+    save_genesis(genesis, out / "genesis.toml")
+    return genesis, keys
+
+
+@genesis_app.command("new")
+@user_errors
+def genesis_new(
+    out: Annotated[Path, typer.Option(help="Folder to write genesis.toml and keys/ into.")] = Path("channel"),
+    participants: Annotated[int, typer.Option("-n", "--participants", min=1, max=256)] = 4,
+    token: Annotated[
+        list[str] | None,
+        typer.Option(help="SYMBOL:DECIMALS[:ADDRESS], repeatable (default USDC:6)."),
+    ] = None,
+    initial: Annotated[str, typer.Option(help="Initial balance per participant and token, in tokens.")] = "0",
+    chain_id: Annotated[int, typer.Option(help="Chain id (default: the embedded chain).")] = EMBEDDED_CHAIN_ID,
+    adjudicator: Annotated[str, typer.Option(help="Adjudicator contract address.")] = EMBEDDED_ADJUDICATOR,
+    dispute_window: Annotated[int, typer.Option(help="Dispute window in seconds.")] = 3600,
+    threshold: Annotated[int | None, typer.Option(help="Signatures needed (default n - f).")] = None,
+    password_file: PasswordFile = None,
+    light_kdf: Annotated[bool, typer.Option(help="Cheap scrypt, for throwaway channels.")] = False,
+) -> None:
+    """Write a channel genesis for N participants, each with a new encrypted key."""
+    if (out / "genesis.toml").exists():
+        raise UserError(f"{out / 'genesis.toml'} exists; choose another --out")
+    try:
+        amount = parse_e9(initial)
+        contract = from_hex(adjudicator, 20)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    tokens = [parse_token(text) for text in (token or ["USDC:6"])]
+    password = read_password(password_file, confirm=True)
+    genesis, keys = create_genesis_folder(
+        out,
+        participants,
+        password=password,
+        tokens=tokens,
+        initial=amount,
+        chain_id=chain_id,
+        adjudicator=contract,
+        dispute_window=dispute_window,
+        threshold=threshold,
+        light_kdf=light_kdf,
+    )
+    table = Table(title=f"channel 0x{genesis.channel_id.hex()}")
+    table.add_column("participant")
+    table.add_column("role")
+    for participant in genesis.participants:
+        table.add_row(f"0x{participant.address.hex()}", participant.role.value)
+    console.print(table)
+    console.print(f"threshold {genesis.threshold} of {len(keys)}; wrote {out / 'genesis.toml'} and {out / 'keys'}/")
+
+
+# -- workload and replay ------------------------------------------------------------------------------
+
+
+@app.command()
+@user_errors
+def workload(
+    folder: Annotated[Path, typer.Argument(help="A channel folder from `parley genesis new`.")],
+    out: Annotated[Path, typer.Option(help="CBOR sequence file to write.")] = Path("ops.cbor"),
+    count: Annotated[int, typer.Option(min=1)] = 1000,
+    seed: Annotated[int, typer.Option(help="The workload is a pure function of the seed.")] = 0,
+    password_file: PasswordFile = None,
+) -> None:
+    """Write a file of signed operations by the channel's participants (transfers mostly)."""
+    from simulations.workload import Workload
+
+    genesis = load_genesis(folder / "genesis.toml")
+    password = read_password(password_file, confirm=False)
+    keys = [keystore.load(keystore.find(folder / "keys", p.address), password) for p in genesis.participants]
+    ops = list(Workload(genesis, [key.private_key for key in keys], seed=seed).ops(count))
+    out.write_bytes(encode_ops(ops))
+    console.print(f"wrote {len(ops)} operations to {out}")
+
+
+def replay_file(data: bytes, genesis: Genesis) -> tuple[Replica, list[dict[str, Any]]]:
+    """Replay a CBOR sequence of operations; return the replica and the inputs it refused."""
+    ctx = genesis.context()
+    replica = Replica(genesis, ctx)
+    refused: list[dict[str, Any]] = []
+    try:
+        items = split_ops(data, ctx)
+    except InvalidInput as exc:
+        raise UserError(f"not a CBOR sequence of operations: {exc}") from exc
+    ops = []
+    for index, item in enumerate(items):
+        try:
+            ops.append(decode_op(item, ctx))
+        except InvalidInput as exc:
+            refused.append({"index": index, "error": exc.code, "detail": str(exc)})
+    for op, error in replica.receive_many(ops).rejected:
+        refused.append({"op_id": "0x" + op.op_id.hex(), "error": error.code, "detail": str(error)})
+    return replica, refused
+
+
+def replay_report(replica: Replica, refused: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        **replica.summary(),
+        "balances": replica.balances(),
+        "rejected": [
+            {"op_id": "0x" + op.op_id.hex(), "author": "0x" + op.author.hex(), "seq": op.seq,
+             "kind": op.kind, "reason": str(reason)}
+            for op, reason in replica.rejected()
+        ],
+        "refused": refused,
+        "missing_parents": sorted("0x" + op_id.hex() for op_id in replica.graph.pending.missing()),
+        "equivocations": [evidence.describe() for evidence in replica.evidence()],
+    }
+
+
+@app.command()
+@user_errors
+def replay(
+    file: Annotated[Path, typer.Argument(help="A CBOR sequence (RFC 8742) of signed operations.")],
+    genesis_path: Annotated[Path, typer.Option("--genesis", help="The channel's genesis.toml.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Replay operations in any order and print the converged state.
+
+    Two replicas' files (or any shuffling of one file) give the same payout root and state
+    hash: the state depends only on the set of operations.
+    """
+    genesis = load_genesis(genesis_path)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {file}: {exc}") from exc
+    replica, refused = replay_file(data, genesis)
+    report = replay_report(replica, refused)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    print_replay(report, genesis)
+
+
+def print_replay(report: dict[str, Any], genesis: Genesis) -> None:
+    console.print(f"operations  {report['operations']} accepted, {report['pending']} waiting for parents")
+    console.print(f"state hash  [bold]{report['state_hash']}[/bold]")
+    console.print(f"payout root [bold]{report['payout_root']}[/bold]")
+    table = Table(title="balances")
+    table.add_column("account")
+    for token in genesis.tokens:
+        table.add_column(f"{token.symbol} free", justify="right")
+        table.add_column(f"{token.symbol} locked", justify="right")
+        table.add_column(f"{token.symbol} withdrawable", justify="right")
+    for account, per_token in report["balances"].items():
+        row = [account]
+        for token in genesis.tokens:
+            entry = per_token[token.symbol]
+            row += [format_e9(entry["free"]), format_e9(entry["locked"]), format_e9(entry["withdrawable"])]
+        table.add_row(*row)
+    console.print(table)
+    if report["rejected"]:
+        rejected = Table(title=f"rejected in replay ({len(report['rejected'])})")
+        for column in ("op id", "author", "seq", "kind", "reason"):
+            rejected.add_column(column)
+        for entry in report["rejected"][:50]:
+            rejected.add_row(
+                entry["op_id"][:18], entry["author"][:12], str(entry["seq"]), entry["kind"], entry["reason"]
+            )
+        console.print(rejected)
+    if report["refused"]:
+        console.print(f"[yellow]{len(report['refused'])} inputs refused as invalid[/yellow] (see --json)")
+    for evidence in report["equivocations"]:
+        console.print(f"[red]equivocation[/red] by {evidence['author']} at seq {evidence['seq']}")
+
+
+@app.command()
+@user_errors
+def demo(
+    participants: Annotated[int, typer.Option("-n", "--participants", min=2, max=64)] = 4,
+    operations: Annotated[int, typer.Option(min=1)] = 4000,
+    seed: Annotated[int, typer.Option()] = 0,
+    folder: Annotated[Path | None, typer.Option(help="Keep the channel files here (default: a temp folder).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the local multi-participant demo and print the converged state root."""
+    from channel.demo import run_demo
+
+    result = run_demo(participants=participants, operations=operations, seed=seed, folder=folder, quiet=as_json)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    elif not result["converged"]:
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - the console script
+    app()
