@@ -12,13 +12,13 @@ E9 = 10**9
 
 def to_e9(amount: int, decimals: int) -> int:
     """Token units to e9, rounding down."""
-    scale = 10 ** abs(9 - decimals)
+    scale: int = 10 ** abs(9 - decimals)
     return amount * scale if decimals <= 9 else amount // scale
 
 
 def from_e9(amount: int, decimals: int) -> int:
     """e9 to token units, rounding down."""
-    scale = 10 ** abs(decimals - 9)
+    scale: int = 10 ** abs(decimals - 9)
     return amount * scale if decimals >= 9 else amount // scale
 
 
