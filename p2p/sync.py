@@ -1,0 +1,275 @@
+"""The sync (anti-entropy) protocol as a pure state machine: messages in, messages out.
+
+One `SyncSession` per peer and stream. It never does I/O and never reads a clock: the driver
+feeds it the local view of the hash graph (`GraphView`), each decoded message from the peer,
+and the events it observes (``start``, a periodic ``tick``, ``need`` for parent ids that gossip
+showed to be missing), and writes whatever messages come back. Operations the peer sends are
+returned as raw bytes in `Step.deliver`; the driver decodes, verifies and applies them, then
+calls `after_delivery`. So the same code runs over libp2p, over the in-memory transport and in
+the simulator, and a test can run two sessions to quiescence with no network at all.
+
+The exchange:
+- ``Status`` (version vector + heads) is sent at start, on every tick, and after applying an
+  ``Ops`` message marked ``more``.
+- On a peer's ``Status`` we push what its vector lacks (`GraphView.missing_for`), parents first,
+  at most ``max_push_ops`` per answer, in ``Ops`` frames of at most ``max_ops_bytes``; the last
+  frame says ``more`` if we stopped at the bound, and the peer's next ``Status`` pulls the next
+  chunk. So catch-up after downtime streams in bounded steps, paced by the receiver.
+- Heads of the peer that we do not know, and parents that our pending buffer waits for, are
+  requested by id with ``Want`` (at most ``max_want`` ids a message, at most
+  ``max_inflight_wants`` outstanding). A ``Want`` is answered with the operations we hold.
+  Fetching by id is what repairs what version vectors cannot describe (equivocation forks).
+
+Invariants:
+- every answer is bounded: an ``Ops`` frame never exceeds the wire limits, a Status answer never
+  pushes more than ``max_push_ops``, a Want answer never more than the ids asked;
+- the session's memory is bounded: ``requested`` by ``max_inflight_wants``, ``wanted`` by the
+  ids the driver reports (the pending buffer's bounded missing set) capped at ``max_wanted``;
+- a message is produced only in answer to a message or an event, and answers to messages only
+  shrink the difference between the two graphs, so two sessions joined back to back reach
+  quiescence, and then both graphs hold the same accepted operations (`tests/p2p/test_sync.py`).
+
+``assumed`` is our belief of the peer's vector: its last report raised by what we pushed since.
+It avoids pushing the same operations twice when a Status crosses our push; a tick resets it to
+the last report, so a push that got lost is repeated on the next tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, cast
+
+from crdt.graph import HashGraph
+from crdt.ops import SignedOp
+from crdt.types import OpId
+from p2p.errors import UnexpectedMessage
+from p2p.wire import DEFAULT_WIRE_LIMITS, Message, Ops, Status, Want, WireLimits, make_status, make_want
+
+
+class GraphView(Protocol):
+    """What the sync protocol reads from the local replica."""
+
+    def version_vector(self) -> Mapping[bytes, int]: ...
+
+    def heads(self) -> Iterable[bytes]: ...
+
+    def knows(self, op_id: bytes) -> bool:
+        """Accepted, or waiting in the pending buffer."""
+        ...
+
+    def missing_parents(self) -> Iterable[bytes]:
+        """Parent ids that pending operations wait for."""
+        ...
+
+    def ops_by_id(self, ids: Iterable[bytes]) -> list[SignedOp]:
+        """The accepted operations among `ids`, parents first."""
+        ...
+
+    def missing_for(self, vector: Mapping[bytes, int], limit: int) -> list[SignedOp]:
+        """Up to `limit` accepted operations above `vector`, parents first."""
+        ...
+
+
+class HashGraphView:
+    """`GraphView` over a `crdt.graph.HashGraph` (reads only)."""
+
+    def __init__(self, graph: HashGraph) -> None:
+        self.graph = graph
+
+    def version_vector(self) -> Mapping[bytes, int]:
+        return cast(Mapping[bytes, int], self.graph.version_vector)
+
+    def heads(self) -> Iterable[bytes]:
+        return self.graph.heads
+
+    def knows(self, op_id: bytes) -> bool:
+        return op_id in self.graph.ops or op_id in self.graph.pending
+
+    def missing_parents(self) -> Iterable[bytes]:
+        return self.graph.pending.missing()
+
+    def ops_by_id(self, ids: Iterable[bytes]) -> list[SignedOp]:
+        graph = self.graph
+        return graph.in_order(OpId(i) for i in ids if i in graph.ops)
+
+    def missing_for(self, vector: Mapping[bytes, int], limit: int) -> list[SignedOp]:
+        # Walks only the sequence numbers above the vector (HashGraph.missing_for scans every
+        # chain), then sorts by the tentative key, which puts parents first.
+        graph = self.graph
+        ids: list[OpId] = []
+        for author, top in graph.version_vector.items():
+            have = vector.get(author, 0)
+            if top > have:
+                chain = graph.chains[author]
+                for seq in range(have + 1, top + 1):
+                    ids.extend(chain.get(seq, ()))
+        height = graph.height
+        ids.sort(key=lambda op_id: (height[op_id], op_id))
+        return [graph.ops[op_id] for op_id in ids[:limit]]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    max_push_ops: int = 4096
+    max_ops_bytes: int = 256 * 1024
+    max_inflight_wants: int = 2048
+    max_wanted: int = 65_536
+    limits: WireLimits = DEFAULT_WIRE_LIMITS
+
+    def __post_init__(self) -> None:
+        if self.max_ops_bytes + 9 * self.limits.max_ops_per_message + 16 > self.limits.max_frame_bytes:
+            raise ValueError("max_ops_bytes does not fit in a frame")
+
+
+@dataclass(slots=True)
+class Step:
+    """The result of one input: messages to send, raw operations to decode and apply."""
+
+    send: list[Message] = field(default_factory=list)
+    deliver: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatistics:
+    statuses_received: int
+    ops_pushed: int
+    ops_received: int
+    wants_sent: int
+    requested: int
+    wanted: int
+
+
+class SyncSession:
+    def __init__(self, channel: bytes, config: SyncConfig | None = None) -> None:
+        self.channel = bytes(channel)
+        self.config = config or SyncConfig()
+        self.peer_vector: dict[bytes, int] = {}
+        self.assumed: dict[bytes, int] = {}
+        self.requested: set[bytes] = set()
+        self.wanted: dict[bytes, None] = {}  # insertion-ordered set
+        self._status_due = False
+        self._statuses_received = 0
+        self._ops_pushed = 0
+        self._ops_received = 0
+        self._wants_sent = 0
+
+    # -- events from the driver ------------------------------------------------------------------
+
+    def start(self, view: GraphView) -> list[Message]:
+        return [self.status(view), *self.need(view, view.missing_parents())]
+
+    def tick(self, view: GraphView) -> list[Message]:
+        """The periodic round: forget assumptions and unanswered wants, announce our status."""
+        self.assumed = dict(self.peer_vector)
+        for op_id in self.requested:
+            if not view.knows(op_id):
+                self.wanted[op_id] = None
+        self.requested.clear()
+        return [self.status(view), *self.need(view, view.missing_parents())]
+
+    def need(self, view: GraphView, ids: Iterable[bytes]) -> list[Message]:
+        """Ask for these ids (unknown parents), unless already asked or known."""
+        wanted = self.wanted
+        for op_id in ids:
+            if len(wanted) >= self.config.max_wanted:
+                break
+            if op_id not in self.requested and not view.knows(op_id):
+                wanted[op_id] = None
+        return self._flush_wants(view)
+
+    def after_delivery(self, view: GraphView, missing: Iterable[bytes] = ()) -> list[Message]:
+        """Call after applying a `Step.deliver`, with the parent ids still missing."""
+        self.requested = {op_id for op_id in self.requested if not view.knows(op_id)}
+        out = self.need(view, missing)
+        if self._status_due:
+            self._status_due = False
+            out.insert(0, self.status(view))
+        return out
+
+    def status(self, view: GraphView) -> Status:
+        return make_status(self.channel, dict(view.version_vector()), view.heads())
+
+    # -- messages from the peer --------------------------------------------------------------------
+
+    def receive(self, view: GraphView, message: Message) -> Step:
+        if isinstance(message, Status):
+            return self._on_status(view, message)
+        if isinstance(message, Want):
+            return Step(send=self._pack(view.ops_by_id(message.ids), more=False))
+        if isinstance(message, Ops):
+            self._ops_received += len(message.ops)
+            if message.more:
+                self._status_due = True
+            return Step(deliver=message.ops)
+        raise TypeError(f"not a message: {message!r}")
+
+    def _on_status(self, view: GraphView, message: Status) -> Step:
+        if message.channel != self.channel:
+            raise UnexpectedMessage(f"status for channel 0x{message.channel.hex()}")
+        self._statuses_received += 1
+        reported = message.vector()
+        self.peer_vector = reported
+        assumed = self.assumed
+        for author, seq in reported.items():
+            if seq > assumed.get(author, 0):
+                assumed[author] = seq
+        limit = self.config.max_push_ops
+        push = view.missing_for(assumed, limit + 1)
+        more = len(push) > limit
+        del push[limit:]
+        for op in push:
+            if op.seq > assumed.get(op.author, 0):
+                assumed[op.author] = op.seq
+        send = self._pack(push, more)
+        send.extend(self.need(view, message.heads))
+        return Step(send=send)
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _pack(self, ops: list[SignedOp], more: bool) -> list[Message]:
+        """Ops frames within the byte and count limits; the last carries `more`."""
+        self._ops_pushed += len(ops)
+        frames: list[Message] = []
+        batch: list[bytes] = []
+        size = 0
+        max_bytes = self.config.max_ops_bytes
+        max_count = self.config.limits.max_ops_per_message
+        for op in ops:
+            if batch and (size + len(op.raw) > max_bytes or len(batch) >= max_count):
+                frames.append(Ops(tuple(batch), False))
+                batch, size = [], 0
+            batch.append(op.raw)
+            size += len(op.raw)
+        if batch or more:
+            frames.append(Ops(tuple(batch), more))
+        return frames
+
+    def _flush_wants(self, view: GraphView) -> list[Message]:
+        out: list[Message] = []
+        room = self.config.max_inflight_wants - len(self.requested)
+        max_want = self.config.limits.max_want
+        while self.wanted and room > 0:
+            batch: list[bytes] = []
+            while self.wanted and len(batch) < min(max_want, room):
+                op_id = next(iter(self.wanted))
+                del self.wanted[op_id]
+                if not view.knows(op_id) and op_id not in self.requested:
+                    batch.append(op_id)
+            if not batch:
+                continue
+            room -= len(batch)
+            self.requested.update(batch)
+            self._wants_sent += 1
+            out.append(make_want(batch))
+        return out
+
+    def statistics(self) -> SyncStatistics:
+        return SyncStatistics(
+            statuses_received=self._statuses_received,
+            ops_pushed=self._ops_pushed,
+            ops_received=self._ops_received,
+            wants_sent=self._wants_sent,
+            requested=len(self.requested),
+            wanted=len(self.wanted),
+        )

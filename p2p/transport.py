@@ -1,0 +1,69 @@
+"""The interface between the p2p logic and a network: gossip topics and byte streams.
+
+Two implementations share it: `p2p.host.Libp2pTransport` (py-libp2p: Noise, yamux, GossipSub)
+and `p2p.memory.MemoryTransport` (in-process, deterministic; for unit tests and the simulator).
+`p2p.peer.Peer` is written against this interface only, so the same gossip, sync, validation,
+scoring and rate limiting run over either.
+
+Contract every implementation keeps:
+- peer ids are opaque ``bytes``, stable for a peer across restarts (libp2p: the peer id bytes);
+- ``subscribe(topic, validator)`` installs the topic's one validator and returns a channel of
+  ``(origin, data)`` for messages that passed it. The validator is synchronous and cheap, is
+  called as ``validator(forwarder, data)`` for every message before it is delivered or
+  forwarded (our own publishes included, with ``forwarder == local_id``), and a ``False`` means
+  the message is neither delivered nor forwarded;
+- gossip is best effort (messages may be dropped or reordered); streams are reliable and
+  ordered until they fail, and then raise `p2p.errors.StreamClosed`;
+- after ``ban(peer)`` no stream to or from that peer is opened or kept, and its gossip is
+  dropped before validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import trio
+
+PeerId = bytes
+GossipValidator = Callable[[PeerId, bytes], bool]
+Subscription = trio.MemoryReceiveChannel[tuple[PeerId, bytes]]
+
+
+class Stream(Protocol):
+    remote: PeerId
+
+    async def read(self, max_bytes: int) -> bytes:
+        """Up to `max_bytes` bytes; ``b""`` at a clean end of stream. Raises `StreamClosed`."""
+        ...
+
+    async def write(self, data: bytes) -> None:
+        """Raises `StreamClosed` if the stream is gone."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def reset(self) -> None: ...
+
+
+StreamHandler = Callable[[Stream], Awaitable[None]]
+
+
+class Transport(Protocol):
+    local_id: PeerId
+
+    async def publish(self, topic: str, data: bytes) -> None: ...
+
+    async def subscribe(self, topic: str, validator: GossipValidator) -> Subscription: ...
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None: ...
+
+    async def open_stream(self, peer: PeerId, protocol: str) -> Stream:
+        """Raises `TransportError` if the peer cannot be reached or refuses."""
+        ...
+
+    def connected_peers(self) -> list[PeerId]: ...
+
+    async def ban(self, peer: PeerId) -> None: ...
+
+    def is_banned(self, peer: PeerId) -> bool: ...
