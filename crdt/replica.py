@@ -129,6 +129,10 @@ class Replica:
         graph = self.graph
         if cut.version != version:
             raise InvalidCut(f"expected checkpoint version {version}, got {cut.version}")
+        if len(set(cut.heads)) != len(cut.heads):
+            raise InvalidCut("cut names a head twice")  # its freshness mask could never be full
+        if cut.time < 0:
+            raise InvalidCut("checkpoint time is negative")
         missing = frozenset(head for head in cut.heads if head not in graph.ops)
         if missing:
             raise MissingOperations(f"{len(missing)} operations of the cut are unknown", missing)
@@ -144,6 +148,12 @@ class Replica:
             nonce += 1
             if deposit.nonce != nonce:
                 raise InvalidCut(f"deposit nonce {deposit.nonce} where {nonce} was expected")
+            # checked here, not only in credit_deposit, which runs after the replica has changed
+            genesis = self.genesis
+            if genesis.participant(deposit.account) is None or genesis.token(deposit.token) is None:
+                raise InvalidCut("deposit for an unknown account or token")
+            if deposit.amount < 0:
+                raise InvalidCut("negative deposit")
         new = graph.closure(cut.heads, stop=self.epoch_of.keys())
         tentative = self._unwind()
         for op_id in new:
@@ -201,6 +211,8 @@ class Replica:
         if epoch < 3:
             return False
         heads = self.cuts[epoch - 3].heads
+        if not heads:
+            return False  # a cut without heads (say, one that only credits deposits) asks nothing
         full = (1 << len(heads)) - 1
         return self._cover_mask(op.op_id, epoch - 2) != full
 
