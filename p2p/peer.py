@@ -45,7 +45,7 @@ from crdt.types import OpId
 from p2p.errors import RateLimited, StreamClosed, TransportError
 from p2p.policy import PeerScores, RateLimits, ScorePolicy, TokenBucket
 from p2p.sync import HashGraphView, SyncConfig, SyncSession
-from p2p.transport import PeerId, Stream, Transport
+from p2p.transport import PeerId, Stream, Subscription, Transport
 from p2p.wire import (
     DEFAULT_WIRE_LIMITS,
     BatchBuilder,
@@ -305,7 +305,7 @@ class Peer:
             cache.popitem(last=False)
         return True
 
-    async def _gossip_reader(self, subscription: trio.MemoryReceiveChannel[tuple[PeerId, bytes]]) -> None:
+    async def _gossip_reader(self, subscription: Subscription) -> None:
         async for origin, data in subscription:
             ops = self._validated.pop(hashlib.sha256(data).digest(), None)
             if ops is None:  # fell out of the cache; validate again (never trust undecoded bytes)
@@ -467,7 +467,7 @@ class Peer:
                 for target in targets:
                     target.send(target.session.need(self.view, ids))
 
-    async def _run(self, subscription: trio.MemoryReceiveChannel[tuple[PeerId, bytes]]) -> None:
+    async def _run(self, subscription: Subscription) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._gossip_reader, subscription)
             nursery.start_soon(self._batcher)

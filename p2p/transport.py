@@ -7,11 +7,11 @@ scoring and rate limiting run over either.
 
 Contract every implementation keeps:
 - peer ids are opaque ``bytes``, stable for a peer across restarts (libp2p: the peer id bytes);
-- ``subscribe(topic, validator)`` installs the topic's one validator and returns a channel of
-  ``(origin, data)`` for messages that passed it. The validator is synchronous and cheap, is
-  called as ``validator(forwarder, data)`` for every message before it is delivered or
-  forwarded (our own publishes included, with ``forwarder == local_id``), and a ``False`` means
-  the message is neither delivered nor forwarded;
+- ``subscribe(topic, validator)`` installs the topic's one validator and returns an async
+  iterable of ``(origin, data)`` for other peers' messages that passed it (never our own).
+  The validator is synchronous and cheap, is called as ``validator(forwarder, data)`` for
+  every message before it is delivered or forwarded (our own publishes included, with
+  ``forwarder == local_id``), and a ``False`` means it is neither delivered nor forwarded;
 - gossip is best effort (messages may be dropped or reordered); streams are reliable and
   ordered until they fail, and then raise `p2p.errors.StreamClosed`;
 - after ``ban(peer)`` no stream to or from that peer is opened or kept, and its gossip is
@@ -20,14 +20,12 @@ Contract every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Protocol
-
-import trio
 
 PeerId = bytes
 GossipValidator = Callable[[PeerId, bytes], bool]
-Subscription = trio.MemoryReceiveChannel[tuple[PeerId, bytes]]
+Subscription = AsyncIterable[tuple[PeerId, bytes]]
 
 
 class Stream(Protocol):
