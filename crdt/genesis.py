@@ -238,6 +238,8 @@ def _parse(data: Mapping[str, Any]) -> Genesis:
         raise InvalidGenesis("a channel needs at least one token")
     if len({token.symbol for token in tokens}) != len(tokens):
         raise InvalidGenesis("token symbols must be unique")
+    if len({token.address for token in tokens}) != len(tokens):
+        raise InvalidGenesis("token addresses must be unique (a payout leaf is per account and token address)")
     n = len(participants)
     threshold = _int(data, "threshold", 1)
     if threshold > n or 3 * threshold <= 2 * n:

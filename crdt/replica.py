@@ -111,10 +111,7 @@ class Replica:
 
     def merge(self, other: Replica) -> None:
         """Set union of the operations, then the other's certified cuts beyond ours."""
-        for op in other.graph.in_order():
-            self.receive(op)
-        for op in other.graph.pending.ops():
-            self.receive(op)
+        self.receive_many([*other.graph.in_order(), *other.graph.pending.ops()])
         for index, cut in enumerate(other.cuts):
             if index < len(self.cuts):
                 if self.cuts[index] != cut:

@@ -1,0 +1,167 @@
+"""The ledger's rules (DESIGN.md, "Ledger"; crdt/ledger.py): every Reason is reachable, locks,
+withdrawals, deposits and payouts, and the undo journal restores state exactly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from crdt_support import ADDR, E9, GENESIS, INITIAL, USDC, WETH, check_replica, sign, transfer
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
+from crdt.ledger import Deposit, Ledger, Reason
+from crdt.merkle import leaf_hash
+from crdt.replica import Cut, Replica
+from crdt.units import from_e9
+
+A, B, OBSERVER = 0, 1, 4
+
+
+def apply_one(author: int, kind: str, body: dict[str, Any], seq: int = 1) -> Reason | None:
+    return Ledger(GENESIS).apply(sign(author, seq, [], kind, body))
+
+
+REASON_CASES = [
+    (A, "teleport", {}, Reason.UNKNOWN_KIND),
+    (A, "transfer", {"to": ADDR[B], "token": "USDC"}, Reason.BAD_BODY),
+    (A, "transfer", {**transfer(B, 1), "memo": "x"}, Reason.BAD_BODY),
+    (A, "transfer", {"to": "0xabc", "token": "USDC", "amount": 1}, Reason.BAD_BODY),
+    (A, "transfer", {"to": ADDR[B], "token": "USDC", "amount": True}, Reason.BAD_BODY),
+    (A, "transfer", {"to": ADDR[B], "token": 5, "amount": 1}, Reason.BAD_BODY),
+    (A, "lock", {"token": "USDC", "amount": 1, "until": 10, "reason": "r" * 65}, Reason.BAD_BODY),
+    (A, "lock", {"token": "USDC", "amount": 1, "until": "10", "reason": "r"}, Reason.BAD_BODY),
+    (OBSERVER, "transfer", transfer(A, 1), Reason.NOT_PERMITTED),
+    (OBSERVER, "withdraw", {"token": "USDC", "amount": 1}, Reason.NOT_PERMITTED),
+    (OBSERVER, "lock", {"token": "USDC", "amount": 1, "until": 10, "reason": ""}, Reason.NOT_PERMITTED),
+    (A, "transfer", transfer(B, 1, "DOGE"), Reason.UNKNOWN_TOKEN),
+    (A, "withdraw", {"token": "DOGE", "amount": 1}, Reason.UNKNOWN_TOKEN),
+    (A, "transfer", {"to": bytes([9]) * 20, "token": "USDC", "amount": 1}, Reason.UNKNOWN_RECIPIENT),
+    (A, "transfer", transfer(A, 1), Reason.SELF_TRANSFER),
+    (A, "transfer", transfer(B, 0), Reason.BAD_AMOUNT),
+    (A, "transfer", transfer(B, -1), Reason.BAD_AMOUNT),
+    (A, "withdraw", {"token": "USDC", "amount": 0}, Reason.BAD_AMOUNT),
+    (A, "transfer", transfer(B, INITIAL + 1), Reason.INSUFFICIENT_BALANCE),
+    (A, "withdraw", {"token": "WETH", "amount": INITIAL + 1}, Reason.INSUFFICIENT_BALANCE),
+    (A, "lock", {"token": "USDC", "amount": INITIAL + 1, "until": 10, "reason": ""}, Reason.INSUFFICIENT_BALANCE),
+    (A, "lock", {"token": "USDC", "amount": 1, "until": 0, "reason": ""}, Reason.LOCK_IN_PAST),
+    (A, "lock", {"token": "USDC", "amount": 1, "until": -5, "reason": ""}, Reason.LOCK_IN_PAST),
+]
+
+
+@pytest.mark.parametrize(("author", "kind", "body", "reason"), REASON_CASES)
+def test_each_reason(author: int, kind: str, body: dict[str, Any], reason: Reason) -> None:
+    ledger = Ledger(GENESIS)
+    before = ledger.state_hash()
+    assert ledger.apply(sign(author, 1, [], kind, body)) == reason
+    assert ledger.state_hash() == before  # a rejected operation leaves no trace
+    ledger.check_conservation()
+
+
+def test_every_reason_is_covered_here() -> None:
+    reasons = {case[3] for case in REASON_CASES}
+    assert reasons | {Reason.EQUIVOCATION, Reason.STALE} == set(Reason)
+
+
+def test_equivocation_reason_for_the_second_op_with_one_seq() -> None:
+    ledger = Ledger(GENESIS)
+    first = sign(A, 1, [], "transfer", transfer(B, 1))
+    second = sign(A, 1, [], "transfer", transfer(B, 2))
+    assert ledger.apply(first) is None
+    assert ledger.apply(second) == Reason.EQUIVOCATION
+
+
+def test_stale_reason() -> None:
+    assert Ledger(GENESIS).apply(sign(A, 1, [], "transfer", transfer(B, 1)), stale=True) == Reason.STALE
+
+
+def test_lock_is_released_at_the_checkpoint_whose_time_passes_until() -> None:
+    replica = Replica(GENESIS)
+    lock = sign(A, 1, [], "lock", {"token": "USDC", "amount": 30 * E9, "until": 2000, "reason": "margin"})
+    replica.receive(lock)
+    account = "0x" + ADDR[A].hex()
+    assert replica.balances()[account]["USDC"] == {"free": INITIAL - 30 * E9, "locked": 30 * E9, "withdrawable": 0}
+    payout_before = replica.totals()
+    replica.certify(Cut(1, (lock.op_id,), 1999))
+    assert replica.balances()[account]["USDC"]["locked"] == 30 * E9
+    assert replica.totals() == payout_before  # locked funds still count in the payout
+    replica.certify(Cut(2, (lock.op_id,), 2000))
+    assert replica.balances()[account]["USDC"] == {"free": INITIAL, "locked": 0, "withdrawable": 0}
+    check_replica(replica)
+
+
+def test_lock_until_at_or_before_the_last_checkpoint_time_is_in_the_past() -> None:
+    replica = Replica(GENESIS)
+    replica.certify(Cut(1, (), 5000))
+    late = sign(A, 1, [], "lock", {"token": "USDC", "amount": 1, "until": 5000, "reason": ""})
+    ok = sign(B, 1, [], "lock", {"token": "USDC", "amount": 1, "until": 5001, "reason": ""})
+    replica.receive(late)
+    replica.receive(ok)
+    assert replica.status(late.op_id) == "rejected:lock_in_past"
+    assert replica.status(ok.op_id) == "tentative"
+
+
+def test_withdraw_moves_funds_to_withdrawable_and_they_count_in_the_payout_leaf() -> None:
+    replica = Replica(GENESIS)
+    replica.receive(sign(A, 1, [], "withdraw", {"token": "USDC", "amount": 40 * E9}))
+    view = replica.balances()["0x" + ADDR[A].hex()]["USDC"]
+    assert view == {"free": INITIAL - 40 * E9, "locked": 0, "withdrawable": 40 * E9}
+    leaf, _ = replica.payout_tree().proof_for(ADDR[A], USDC.address)
+    assert leaf.amount == from_e9(INITIAL, USDC.decimals)
+    assert leaf.hash() == leaf_hash(ADDR[A], USDC.address, from_e9(INITIAL, 6))
+    check_replica(replica)
+
+
+def test_deposits_credited_by_a_cut_appear_in_balances_and_totals() -> None:
+    replica = Replica(GENESIS)
+    before = replica.totals()
+    deposits = (
+        Deposit(1, ADDR[OBSERVER], "USDC", 1_234_567_891),  # 1.234567891 USDC: 1234567 units
+        Deposit(2, ADDR[OBSERVER], "WETH", 1_500_000_001),
+    )
+    replica.certify(Cut(1, (), 1000, deposits))
+    view = replica.balances()["0x" + ADDR[OBSERVER].hex()]
+    assert view["USDC"]["free"] == 1_234_567_891
+    assert view["WETH"]["free"] == 1_500_000_001
+    assert replica.totals() == (before[0] + 1_234_567, before[1] + 1_500_000_001 * 10**9)
+    assert replica.ledger.deposit_nonce == 2
+    check_replica(replica)
+
+
+def test_totals_round_each_leaf_down() -> None:
+    # four traders each hold INITIAL = 100e9 + 777 of USDC: 100_000_000 units each, not more
+    assert Replica(GENESIS).totals()[0] == 4 * from_e9(INITIAL, 6) == 400_000_000
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(1, 60 * E9)), max_size=12))
+def test_undo_restores_the_state_exactly(transfers: list[tuple[int, int, int]]) -> None:
+    ledger = Ledger(GENESIS)
+    ops = [sign(a, i + 1, [], "transfer", transfer(b, amount)) for i, (a, b, amount) in enumerate(transfers)]
+    states, frames = [], []
+    for op in ops:
+        states.append(ledger.canonical())
+        frame = ledger.begin()
+        ledger.apply(op)
+        ledger.end()
+        frames.append(frame)
+        ledger.check_conservation()
+    for frame, state in zip(reversed(frames), reversed(states), strict=True):
+        ledger.undo(frame)
+        assert ledger.canonical() == state
+    assert ledger.applied_seq == {}
+
+
+def test_regression_duplicate_token_addresses_are_refused() -> None:
+    """Two tokens with one contract address give two payout leaves for the same
+    (account, token) pair, both claimable once each, and double-counted totals."""
+    from crdt.errors import InvalidGenesis
+
+    with pytest.raises(InvalidGenesis):
+        Genesis.create(
+            chain_id=1,
+            adjudicator=bytes(20),
+            participants=[Participant(ADDR[i], Role.TRADER) for i in range(4)],
+            tokens=[WETH, Token("WETH2", WETH.address, 18)],  # type: ignore[arg-type]
+            initial_balances=[InitialBalance(ADDR[0], "WETH", 1)],  # type: ignore[arg-type]
+        )
