@@ -1,0 +1,236 @@
+"""Certificates: a checkpoint, the quorum's signatures on it, and the payout leaves behind its root.
+
+A certificate is what a participant keeps to leave the channel on its own (DESIGN.md, "Order
+and finality" and the emergency exit): the contract needs the checkpoint and the signatures,
+and a claim needs a Merkle proof, which the leaves give.
+
+Invariants of a certificate that `verify` accepts:
+- the checkpoint is for the genesis's channel and has one total per genesis token;
+- signatures are 65 bytes r||s||v, low s, v in {27, 28} (as OpenZeppelin's ECDSA requires);
+- they recover to participants in strictly increasing participant index (so there are no
+  duplicates, the order is canonical, and the contract's bitmap count equals their number), and
+  there are at least ``threshold`` of them;
+- the leaves are one per (account, token) and their tree root is the checkpoint's payout root,
+  and for each token the leaves sum to the checkpoint's total.
+
+Canonical CBOR (`encode`/`decode`), a 9-element array:
+
+    [channel, version, payoutRoot, stateHash, [total...], depositNonce, time,
+     [signature...], [[account, token, amount]...]]
+
+Totals and amounts are uint256 in token decimals (an 18-decimal token overflows 64 bits), so
+they are written as minimal big-endian byte strings (zero is the empty string, no leading zero
+byte); any other spelling is `NonCanonical`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import coincurve
+
+from crdt import cbor
+from crdt.eip712 import Checkpoint, Domain
+from crdt.errors import BadSignature, InvalidInput, NonCanonical, WrongChannel, WrongType
+from crdt.merkle import MerkleTree, PayoutLeaf
+from crdt.types import Address, ChannelId, Hash32
+
+if TYPE_CHECKING:
+    from crdt.genesis import Genesis
+    from crdt.replica import Replica
+
+MAX_CERTIFICATE_BYTES = 8 * 1024 * 1024
+
+
+def sign_checkpoint(domain: Domain, checkpoint: Checkpoint, private_key: bytes) -> bytes:
+    """A 65-byte EIP-712 signature r||s||v (v 27/28, low s) of `checkpoint` under `domain`."""
+    compact = coincurve.PrivateKey(private_key).sign_recoverable(checkpoint.digest(domain), hasher=None)
+    return compact[:64] + bytes((27 + compact[64],))
+
+
+def _uint_bytes(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def _uint_from(value: Any, what: str) -> int:
+    if type(value) is not bytes or len(value) > 32:
+        raise WrongType(f"{what} must be a byte string of at most 32 bytes")
+    if value[:1] == b"\x00":
+        raise NonCanonical(f"{what} has a leading zero byte")
+    return int.from_bytes(value, "big")
+
+
+def _fixed(value: Any, length: int, what: str) -> bytes:
+    if type(value) is not bytes or len(value) != length:
+        raise WrongType(f"{what} must be {length} bytes")
+    return value
+
+
+def _uint64(value: Any, what: str) -> int:
+    if type(value) is not int or not 0 <= value <= cbor.UINT64_MAX:
+        raise WrongType(f"{what} must be a uint64")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    checkpoint: Checkpoint
+    signatures: tuple[bytes, ...]
+    leaves: tuple[PayoutLeaf, ...]
+
+    # -- building ----------------------------------------------------------------------------
+
+    @classmethod
+    def assemble(
+        cls,
+        genesis: Genesis,
+        checkpoint: Checkpoint,
+        signatures: Iterable[bytes],
+        leaves: Iterable[PayoutLeaf],
+    ) -> Certificate:
+        """A canonical certificate from signatures in any order: each signer is recovered, the
+        signatures are sorted by participant index and a repeated signer is kept once. Raises
+        `InvalidInput` for a signature that is malformed or not by a participant."""
+        digest = checkpoint.digest(genesis.domain)
+        ctx = genesis.context()
+        index = {address: i for i, address in enumerate(genesis.addresses)}
+        by_index: dict[int, bytes] = {}
+        for signature in signatures:
+            signer = ctx.recover(digest, signature)
+            if signer not in index:
+                raise BadSignature(f"checkpoint signed by a non-participant 0x{signer.hex()}")
+            by_index.setdefault(index[signer], bytes(signature))
+        return cls(checkpoint, tuple(by_index[i] for i in sorted(by_index)), tuple(leaves))
+
+    @property
+    def version(self) -> int:
+        return self.checkpoint.version
+
+    def tree(self) -> MerkleTree:
+        return MerkleTree(self.leaves)
+
+    def proof_for(self, account: bytes, token: bytes) -> tuple[PayoutLeaf, list[Hash32]]:
+        """The leaf of (account, token) and its Merkle proof; KeyError if there is none."""
+        return self.tree().proof_for(account, token)
+
+    # -- checking ----------------------------------------------------------------------------
+
+    def signers(self, genesis: Genesis) -> list[Address]:
+        """The signer of each signature, in order; raises `BadSignature` for a bad one."""
+        digest = self.checkpoint.digest(genesis.domain)
+        ctx = genesis.context()
+        return [ctx.recover(digest, signature) for signature in self.signatures]
+
+    def verify(self, genesis: Genesis) -> None:
+        """Raise `InvalidInput` (`BadSignature`, `WrongChannel`, ...) unless the certificate is
+        valid for `genesis`; see the module docstring for what that means."""
+        checkpoint = self.checkpoint
+        if checkpoint.channel != genesis.channel_id:
+            raise WrongChannel(f"certificate is for channel 0x{checkpoint.channel.hex()}")
+        if len(checkpoint.totals) != len(genesis.tokens):
+            raise InvalidInput(f"{len(checkpoint.totals)} totals for {len(genesis.tokens)} tokens")
+        if checkpoint.version < 1:
+            raise InvalidInput("checkpoint versions start at 1")
+        index = {address: i for i, address in enumerate(genesis.addresses)}
+        previous = -1
+        for signer in self.signers(genesis):
+            position = index.get(signer)
+            if position is None:
+                raise BadSignature(f"checkpoint signed by a non-participant 0x{signer.hex()}")
+            if position <= previous:
+                raise BadSignature("signatures must come from distinct participants in participant order")
+            previous = position
+        if len(self.signatures) < genesis.threshold:
+            raise BadSignature(
+                f"{len(self.signatures)} signatures, the threshold is {genesis.threshold}"
+            )
+        if not self.leaves:
+            raise InvalidInput("a certificate needs its payout leaves")
+        keys = {(leaf.account, leaf.token) for leaf in self.leaves}
+        if len(keys) != len(self.leaves):
+            raise InvalidInput("two payout leaves for one (account, token)")
+        if self.tree().root != checkpoint.payout_root:
+            raise InvalidInput("the payout leaves do not hash to the checkpoint's payout root")
+        for token, total in zip(genesis.tokens, checkpoint.totals, strict=True):
+            paid = sum(leaf.amount for leaf in self.leaves if leaf.token == token.address)
+            if paid != total:
+                raise InvalidInput(f"leaves of {token.symbol} sum to {paid}, the checkpoint says {total}")
+        tokens = {token.address for token in genesis.tokens}
+        if any(leaf.token not in tokens for leaf in self.leaves):
+            raise InvalidInput("a payout leaf names a token that is not in the genesis")
+
+    # -- codec -------------------------------------------------------------------------------
+
+    def encode(self) -> bytes:
+        c = self.checkpoint
+        return cbor.encode(
+            [
+                c.channel,
+                c.version,
+                c.payout_root,
+                c.state_hash,
+                [_uint_bytes(total) for total in c.totals],
+                c.deposit_nonce,
+                c.time,
+                list(self.signatures),
+                [[leaf.account, leaf.token, _uint_bytes(leaf.amount)] for leaf in self.leaves],
+            ]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Certificate:
+        """Strictly decode canonical bytes, or raise `InvalidInput`. Signatures and the root
+        are not checked here: call `verify` with the genesis."""
+        value = cbor.decode(data, max_bytes=MAX_CERTIFICATE_BYTES, max_depth=3)
+        if type(value) is not list or len(value) != 9:
+            raise WrongType("a certificate is an array of 9 fields")
+        channel, version, root, state, totals, nonce, time, signatures, leaves = value
+        if type(totals) is not list or type(signatures) is not list or type(leaves) is not list:
+            raise WrongType("totals, signatures and leaves must be arrays")
+        checkpoint = Checkpoint(
+            channel=ChannelId(_fixed(channel, 32, "channel")),
+            version=_uint64(version, "version"),
+            payout_root=Hash32(_fixed(root, 32, "payout root")),
+            state_hash=Hash32(_fixed(state, 32, "state hash")),
+            totals=tuple(_uint_from(total, "total") for total in totals),
+            deposit_nonce=_uint64(nonce, "deposit nonce"),
+            time=_uint64(time, "time"),
+        )
+        parsed_leaves = []
+        for leaf in leaves:
+            if type(leaf) is not list or len(leaf) != 3:
+                raise WrongType("a payout leaf is [account, token, amount]")
+            parsed_leaves.append(
+                PayoutLeaf(
+                    Address(_fixed(leaf[0], 20, "account")),
+                    Address(_fixed(leaf[1], 20, "token")),
+                    _uint_from(leaf[2], "amount"),
+                )
+            )
+        return cls(
+            checkpoint,
+            tuple(_fixed(signature, 65, "signature") for signature in signatures),
+            tuple(parsed_leaves),
+        )
+
+
+def from_replica(
+    replica: Replica, version: int, deposit_nonce: int, time: int, keys: Iterable[bytes]
+) -> Certificate:
+    """Certify the replica's current state as checkpoint `version`, signed with `keys` (tests and
+    the simulator; real certificates come out of consensus)."""
+    genesis = replica.genesis
+    tree = replica.payout_tree()
+    checkpoint = Checkpoint(
+        channel=genesis.channel_id,
+        version=version,
+        payout_root=tree.root,
+        state_hash=replica.state_hash(),
+        totals=replica.totals(),
+        deposit_nonce=deposit_nonce,
+        time=time,
+    )
+    signatures = [sign_checkpoint(genesis.domain, checkpoint, key) for key in keys]
+    return Certificate.assemble(genesis, checkpoint, signatures, tree.leaves)

@@ -1,0 +1,39 @@
+"""Fixtures of the settlement tests: one anvil per session (started only when a test asks for
+it), and a fresh chain-and-channel `World` per test on each backend."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from settlement_kit import World, build_world, make_chain, require_anvil
+
+from settlement.chain import AnvilProcess, start_anvil
+
+BACKENDS = ["embedded", "anvil"]
+
+
+@pytest.fixture(scope="session")
+def anvil() -> Iterator[AnvilProcess]:
+    require_anvil()
+    process = start_anvil(extra=["--balance", "10000000"])
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def world(backend: str, request: pytest.FixtureRequest) -> World:
+    process = request.getfixturevalue("anvil") if backend == "anvil" else None
+    return build_world(make_chain(backend, process), salt=request.node.name.encode())
