@@ -71,28 +71,40 @@ def _loads(data: bytes) -> Any:
 
 
 def check_value(value: Any, max_depth: int, _depth: int = 0) -> None:
-    """Raise unless `value` is made only of the allowed types, nested at most `max_depth` deep."""
+    """Raise unless `value` is made only of the allowed types, nested at most `max_depth` deep,
+    with every map's keys in canonical order."""
     if _depth > max_depth:
         raise Oversized(f"nesting deeper than {max_depth}")
     kind = type(value)
-    if kind is int:
-        if not -UINT64_MAX - 1 <= value <= UINT64_MAX:
-            raise WrongType("integer out of the 64-bit range")
-    elif kind is bytes or kind is str or kind is bool:
-        return
-    elif kind is list:
-        for item in value:
-            check_value(item, max_depth, _depth + 1)
-    elif kind is dict:
+    if kind is dict:
         previous: tuple[int, bytes] | None = None
         for key, item in value.items():
             if type(key) is not str:
                 raise WrongType("map keys must be text strings")
-            order = map_key_order(key)
+            raw = key.encode()
+            order = (len(raw), raw)
             if previous is not None and order <= previous:
                 raise NonCanonical("map keys are not in canonical order")
             previous = order
-            check_value(item, max_depth, _depth + 1)
+            _check_item(item, max_depth, _depth + 1)
+    elif kind is list:
+        for item in value:
+            _check_item(item, max_depth, _depth + 1)
+    else:
+        _check_item(value, max_depth, _depth)
+
+
+def _check_item(value: Any, max_depth: int, depth: int) -> None:
+    if depth > max_depth:
+        raise Oversized(f"nesting deeper than {max_depth}")
+    kind = type(value)
+    if kind is bytes or kind is str or kind is bool:
+        return
+    if kind is int:
+        if not -UINT64_MAX - 1 <= value <= UINT64_MAX:
+            raise WrongType("integer out of the 64-bit range")
+    elif kind is dict or kind is list:
+        check_value(value, max_depth, depth)
     else:
         raise WrongType(f"CBOR type not allowed here: {kind.__name__}")
 

@@ -17,9 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eth_abi.abi import encode as abi_encode
-
-from crdt.eip712 import Domain
+from crdt.eip712 import Domain, address_word, word
 from crdt.errors import InvalidGenesis
 from crdt.hashing import keccak256
 from crdt.ops import DEFAULT_LIMITS, Context, Limits
@@ -84,11 +82,22 @@ def channel_id_for(
     min_bond: int,
     nonce: int,
 ) -> ChannelId:
-    encoded = abi_encode(
-        ["uint256", "address", "address[]", "uint256", "uint256", "address[]", "uint256", "uint256"],
-        [chain_id, adjudicator, list(participants), threshold, dispute_window, list(tokens), min_bond, nonce],
+    # abi.encode by hand (eth_abi is not a dependency of the core and imports socket and random):
+    # eight head words, the two address[] given as offsets to their tails (length, then items).
+    first = word(len(participants)) + b"".join(address_word(address) for address in participants)
+    second = word(len(tokens)) + b"".join(address_word(address) for address in tokens)
+    head = 8 * 32
+    encoded = (
+        word(chain_id)
+        + address_word(adjudicator)
+        + word(head)
+        + word(threshold)
+        + word(dispute_window)
+        + word(head + len(first))
+        + word(min_bond)
+        + word(nonce)
     )
-    return ChannelId(keccak256(encoded))
+    return ChannelId(keccak256(encoded + first + second))
 
 
 def bft_threshold(n: int) -> int:

@@ -167,17 +167,20 @@ class HashGraph:
         it that fail their checks are dropped and listed in ``result.rejected``.
         """
         result = AddResult()
-        if op.op_id in self.ops or op.op_id in self.pending:
+        ops = self.ops
+        if op.op_id in ops or op.op_id in self.pending:
             return result
         if op.seq < 1:
             raise BadSequence("seq starts at 1")
-        missing = {parent for parent in op.parents if parent not in self.ops}
+        missing = {parent for parent in op.parents if parent not in ops}
         if missing:
             self.pending.put(op, missing, source)
             result.missing = {parent for parent in missing if parent not in self.pending}
             return result
         self._accept(op)
         result.accepted.append(op)
+        if not self.pending:
+            return result
         queue = deque(self.pending.release(op.op_id))
         while queue:
             child = queue.popleft()

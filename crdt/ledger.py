@@ -85,9 +85,14 @@ def _field(body: Mapping[str, Any], name: str, kind: type) -> Any:
     return value
 
 
-def _exact_keys(body: Mapping[str, Any], *names: str) -> None:
-    if len(body) != len(names) or any(name not in body for name in names):
+def _exact_keys(body: Mapping[str, Any], names: frozenset[str]) -> None:
+    if body.keys() != names:
         raise Rejected(Reason.BAD_BODY, f"body must have exactly the keys {sorted(names)}")
+
+
+TRANSFER_KEYS = frozenset({"to", "token", "amount"})
+WITHDRAW_KEYS = frozenset({"token", "amount"})
+LOCK_KEYS = frozenset({"token", "amount", "until", "reason"})
 
 
 class Ledger:
@@ -273,7 +278,7 @@ class Ledger:
         return Symbol(token), amount
 
     def _transfer(self, op: SignedOp) -> None:
-        _exact_keys(op.body, "to", "token", "amount")
+        _exact_keys(op.body, TRANSFER_KEYS)
         recipient = _field(op.body, "to", bytes)
         self._mover(op)
         if recipient not in self._participants:
@@ -285,14 +290,14 @@ class Ledger:
         self._add(self.balances, (Address(recipient), token), amount)
 
     def _withdraw(self, op: SignedOp) -> None:
-        _exact_keys(op.body, "token", "amount")
+        _exact_keys(op.body, WITHDRAW_KEYS)
         self._mover(op)
         token, amount = self._token_amount(op)
         self._add(self.balances, (op.author, token), -amount)
         self._add(self.withdrawable, (op.author, token), amount)
 
     def _lock(self, op: SignedOp) -> None:
-        _exact_keys(op.body, "token", "amount", "until", "reason")
+        _exact_keys(op.body, LOCK_KEYS)
         until = _field(op.body, "until", int)
         reason = _field(op.body, "reason", str)
         if len(reason.encode()) > MAX_LOCK_REASON:

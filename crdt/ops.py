@@ -36,6 +36,9 @@ from crdt.types import Address, ChannelId, Hash32, OpId
 _ADDRESS_PAD = bytes(12)
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 HALF_N = SECP256K1_N // 2
+_ZERO = bytes(32)
+_N_BYTES = SECP256K1_N.to_bytes(32, "big")
+_HALF_N_BYTES = HALF_N.to_bytes(32, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +68,13 @@ class Context:
     _separator: bytes = field(default=b"", repr=False)
     _digest_prefix: bytes = field(default=b"", repr=False)  # 0x1901 ‖ domain separator
     _struct_prefix: bytes = field(default=b"", repr=False)  # Op typehash ‖ channel
+    _wire_prefix: bytes = field(default=b"", repr=False)  # array head ‖ channel ‖ author head
 
     def __post_init__(self) -> None:
         self._separator = self.domain.separator
         self._digest_prefix = b"\x19\x01" + self._separator
         self._struct_prefix = OP_TYPEHASH + self.channel
+        self._wire_prefix = b"\x88" + _fixed_bytes(self.channel, 32) + b"\x54"
 
     def op_id(self, author: bytes, seq: int, content_hash: bytes) -> OpId:
         """The EIP-712 digest of Op(channel, author, seq, contentHash) in this channel."""
@@ -98,12 +103,12 @@ def recover_key(digest: bytes, signature: bytes) -> coincurve.PublicKey:
     """The public key that made `signature` (r‖s‖v, low s, v in {27, 28}) over `digest`."""
     if len(signature) != 65:
         raise BadSignature(f"signature must be 65 bytes, got {len(signature)}")
-    r = int.from_bytes(signature[:32], "big")
-    s = int.from_bytes(signature[32:64], "big")
     v = signature[64]
     if v not in (27, 28):
         raise BadSignature(f"v must be 27 or 28, got {v}")
-    if not 0 < r < SECP256K1_N or not 0 < s <= HALF_N:
+    # Equal-length big-endian byte strings compare like the numbers they encode.
+    r, s = signature[:32], signature[32:64]
+    if not _ZERO < r < _N_BYTES or not _ZERO < s <= _HALF_N_BYTES:
         raise BadSignature("r or s out of range (high s is not accepted)")
     try:
         return coincurve.PublicKey.from_signature_and_message(
@@ -177,7 +182,16 @@ def _fixed_bytes(value: bytes, length: int) -> bytes:
 
 
 def _uint(value: int) -> bytes:
-    return cbor.encode_sorted(value)
+    """The shortest CBOR head of an unsigned integer (major type 0)."""
+    if value < 24:
+        return bytes((value,))
+    if value < 0x100:
+        return bytes((0x18, value))
+    if value < 0x10000:
+        return b"\x19" + value.to_bytes(2, "big")
+    if value < 0x100000000:
+        return b"\x1a" + value.to_bytes(4, "big")
+    return b"\x1b" + value.to_bytes(8, "big")
 
 
 def _wire(channel: bytes, author: bytes, seq: int, content: bytes, signature: bytes) -> bytes:
@@ -286,7 +300,7 @@ def decode_op(data: bytes, ctx: Context, *, verify: bool = True) -> SignedOp:
     # Every field except the content has one fixed encoding, so comparing the bytes built
     # around the canonical content encoding with the input proves the whole input canonical.
     content = cbor.encode_sorted([parents, kind, body, ts])
-    if _wire(channel, author, seq, content, signature) != data:
+    if ctx._wire_prefix + author + _uint(seq) + content[1:] + b"\x58\x41" + signature != data:
         raise NonCanonical("operation bytes are not canonical")
     content_hash = keccak_256(content).digest()
     op_id = ctx.op_id(author, seq, content_hash)

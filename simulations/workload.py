@@ -67,14 +67,14 @@ class Workload:
         self.max_amount = max(1, budget // 20)  # some transfers overdraw, most do not
 
     def _parents(self, author: _Author) -> list[OpId]:
-        """The heads of the author's view, at most MAX_PARENTS of them. The author's own last
-        operation is always among the parents, so its seq - 1 is in the causal past."""
-        heads = sorted(author.heads)
-        if len(heads) <= MAX_PARENTS:
-            return heads
+        """The heads of the author's view (at most MAX_PARENTS), plus the author's own last
+        operation. Naming the self-parent directly lets `HashGraph` check the sequence rule
+        from the parents alone instead of walking the causal past."""
         own = [author.last] if author.last is not None else []
-        others = [head for head in heads if head not in own]
-        return own + self.rng.sample(others, MAX_PARENTS - len(own))
+        others = sorted(head for head in author.heads if head not in own)
+        if len(others) > MAX_PARENTS - len(own):
+            others = self.rng.sample(others, MAX_PARENTS - len(own))
+        return own + others
 
     def next(self) -> SignedOp:
         rng = self.rng
