@@ -168,6 +168,20 @@ class Replica:
             if key[1] not in new:
                 self._apply_tentative(key)
 
+    def dry_run(self, op: SignedOp) -> Reason | None:
+        """What applying `op` at the end of the current order would give, changing nothing.
+
+        For an operation whose parents are the current heads (so it sorts after everything
+        applied), this is exactly its tentative outcome.
+        """
+        ledger = self.ledger
+        frame = ledger.begin()
+        try:
+            return ledger.apply(op, stale=len(self.cuts) >= 2 and self._is_stale(op, len(self.cuts) + 1))
+        finally:
+            ledger.undo(frame)
+            ledger.end()
+
     # -- the tentative suffix --------------------------------------------------------------------
 
     def _insert(self, op: SignedOp) -> None:
@@ -211,7 +225,10 @@ class Replica:
         if not heads:
             return False  # a cut without heads (say, one that only credits deposits) asks nothing
         full = (1 << len(heads)) - 1
-        return self._cover_mask(op.op_id, epoch - 2) != full
+        mask = 0
+        for parent in op.parents:  # the op itself is never a head of an older cut
+            mask |= self._cover_mask(parent, epoch - 2)
+        return mask != full
 
     def _cover_mask(self, op_id: OpId, version: int) -> int:
         """Bitmask of the heads of cut `version` that are `op_id` or in its causal past."""
