@@ -20,7 +20,7 @@ settings.register_profile(
 )
 settings.register_profile(
     "ci",
-    max_examples=250,
+    max_examples=500,
     derandomize=False,
     deadline=None,
     print_blob=True,

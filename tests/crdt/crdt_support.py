@@ -385,7 +385,7 @@ def bodies(draw: st.DrawFn, author: int) -> tuple[str, dict[str, Any]]:
 
 
 @st.composite
-def workloads(draw: st.DrawFn, max_ops: int = 14, authors: int = 5) -> Workload:
+def workloads(draw: st.DrawFn, max_ops: int = 22, authors: int = 5) -> Workload:
     """Several authors (one an observer); each op chains on its author's previous op and on the
     heads the author has seen, so the DAG has real concurrency. Some authors fork (equivocate)."""
     ops: list[SignedOp] = []

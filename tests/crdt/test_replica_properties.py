@@ -179,7 +179,7 @@ def cut_plans(draw: st.DrawFn, workload: Workload) -> list[Cut]:
     return cuts
 
 
-@given(workloads(max_ops=16), st.data())
+@given(workloads(max_ops=22), st.data())
 def test_certified_epochs_follow_the_epoch_order(workload: Workload, data: st.DataObject) -> None:
     ops = workload.ops
     cuts = data.draw(cut_plans(workload))
