@@ -39,17 +39,20 @@ class Chain:
     """A connected chain. Subclasses add the controls their backend has."""
 
     kind = "rpc"
+    #: When set, transactions are checked with one ``eth_call`` and sent with this gas limit
+    #: instead of being estimated (py-evm's estimate is a binary search: ~10 executions).
+    fixed_gas: int | None = None
 
     def __init__(self, w3: Web3) -> None:
         self.w3 = w3
 
     @property
     def chain_id(self) -> int:
-        return int(self.w3.eth.chain_id)
+        return int(retrying(lambda: self.w3.eth.chain_id, what="chain_id"))
 
     def now(self) -> int:
         """The timestamp of the latest block."""
-        return int(self.w3.eth.get_block("latest")["timestamp"])
+        return int(retrying(lambda: self.w3.eth.get_block("latest"), what="get_block")["timestamp"])
 
     def block_number(self) -> int:
         return int(self.w3.eth.block_number)
@@ -84,6 +87,7 @@ class EmbeddedChain(Chain):
     """eth-tester with py-evm, in this process."""
 
     kind = "embedded"
+    fixed_gas = 20_000_000
 
     def __init__(self) -> None:
         self.tester = EthereumTester(PyEVMBackend())

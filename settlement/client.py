@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -132,13 +133,30 @@ def _chain_of(exc: BaseException) -> list[BaseException]:
     return found
 
 
+def _tester_revert_bytes(arg: object) -> bytes | None:
+    """eth-tester puts the revert data in args[0]: as bytes (transactions), or as the text of a
+    bytes literal after "execution reverted: " (calls)."""
+    if isinstance(arg, bytes):
+        return arg
+    if isinstance(arg, str):
+        text = arg.removeprefix("execution reverted: ")
+        if text[:2] in ("b'", 'b"'):
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                return None
+            return value if isinstance(value, bytes) else None
+    return None
+
+
 def as_revert(exc: BaseException) -> ContractReverted | None:
     """Turn web3's (and eth-tester's) revert exceptions into `ContractReverted`, or None for
     anything else."""
     if type(exc).__name__ == "TransactionFailed":  # eth-tester: raw revert bytes down the chain
         for link in _chain_of(exc):
-            if link.args and isinstance(link.args[0], bytes):
-                return decode_revert(link.args[0])
+            data = _tester_revert_bytes(link.args[0] if link.args else None)
+            if data is not None:
+                return decode_revert(data)
         return ContractReverted("unknown", (str(exc),))
     if isinstance(exc, ContractCustomError | ContractPanicError | ContractLogicError):
         data = _revert_data(exc)
@@ -184,18 +202,26 @@ class Sender:
             )
 
     def estimate(self, call: Any, value: int = 0) -> int:
+        params = {"from": self.address, "value": value}
         try:
-            return int(retrying(lambda: call.estimate_gas({"from": self.address, "value": value}), what="estimate"))
+            if self.chain.fixed_gas is not None and hasattr(call, "call"):
+                call.call(params)  # raises on a revert, like the estimate would
+                return self.chain.fixed_gas
+            return int(retrying(lambda: call.estimate_gas(params), what="estimate"))
         except Exception as exc:
             reverted = as_revert(exc)
             if reverted is not None:
                 raise reverted from exc
+            text = str(exc).lower()
+            if "cannot afford" in text or "insufficient funds" in text:
+                raise InsufficientGas(f"{self.address} cannot pay for this transaction: {exc}") from exc
             raise
 
     def transact(self, call: Any, value: int = 0, extra_gas: int = 0) -> Any:
         """Send a contract call (or constructor); return the receipt of the mined transaction."""
         gas = self.estimate(call, value)
-        gas = gas * GAS_MARGIN_NUM // GAS_MARGIN_DEN + 10_000
+        if self.chain.fixed_gas is None:
+            gas = gas * GAS_MARGIN_NUM // GAS_MARGIN_DEN + 10_000
         self.ensure_can_pay(gas + extra_gas, value)
         fee = self.max_fee()
         nonce = retrying(lambda: self.w3.eth.get_transaction_count(self.address, "pending"), what="nonce")
