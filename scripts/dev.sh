@@ -27,6 +27,12 @@ case "$job" in
     test)
         ruff check .
         mypy
+        # solcjs (artifact check) and anvil (integration tests) from npm, pinned in
+        # contracts/package.json, into contracts/node_modules (git-ignored). Without npm the
+        # anvil tests skip locally; under CI=true they fail instead.
+        if command -v npm >/dev/null 2>&1; then
+            (cd contracts && npm install --no-audit --no-fund --silent)
+        fi
         # pytest exits 5 when it collects nothing; set -e turns that into a failure too.
         pytest "$@"
         ;;
