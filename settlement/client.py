@@ -50,7 +50,7 @@ STATUS_NAMES = ("none", "open", "pending", "concluded")
 GAS_MARGIN_NUM, GAS_MARGIN_DEN = 5, 4  # send with 25% more gas than estimated
 # Rough upper bounds used to check that an account can carry a dispute to its end.
 FINALIZE_GAS = 60_000
-CLAIM_GAS = 120_000
+CLAIM_GAS = 200_000
 
 
 @cache

@@ -1,0 +1,17 @@
+"""The gas table of contracts/README.md is measured, and the client's gas reserves cover it."""
+
+from __future__ import annotations
+
+from settlement.client import CLAIM_GAS, FINALIZE_GAS
+from settlement.gas import measure
+
+
+def test_gas_table_and_reserves() -> None:
+    gas = dict(measure())
+    assert gas["claim, Merkle depth 20"] > gas["claim, Merkle depth 10"]
+    assert gas["claim, Merkle depth 20"] < CLAIM_GAS
+    assert gas["finalizeSettlement"] < FINALIZE_GAS
+    # signatures dominate proposals: each extra signer costs an ecrecover and a bit, not storage
+    per_signer = (gas["proposeSettlement, 100 signers"] - gas["proposeSettlement, 4 signers"]) / 96
+    assert 4_000 < per_signer < 12_000
+    assert gas["proposeSettlement, 100 signers"] < 1_500_000
