@@ -37,3 +37,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 def world(backend: str, request: pytest.FixtureRequest) -> World:
     process = request.getfixturevalue("anvil") if backend == "anvil" else None
     return build_world(make_chain(backend, process), salt=request.node.name.encode())
+
+
+@pytest.fixture
+def embedded_world(request: pytest.FixtureRequest) -> World:
+    """A world on the embedded chain only, for tests one backend covers fully."""
+    return build_world(make_chain("embedded", None), salt=request.node.name.encode())

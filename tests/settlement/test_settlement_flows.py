@@ -260,9 +260,8 @@ def test_uncredited_deposit_is_refunded(world: World) -> None:
         client.refund_deposit(world.channel, 3)
 
 
-def test_claim_is_reentrancy_safe(world: World, backend: str) -> None:
-    if backend != "embedded":
-        pytest.skip("one backend is enough for the hostile token")
+def test_claim_is_reentrancy_safe(embedded_world: World) -> None:
+    world = embedded_world
     from settlement.client import load_artifact
 
     artifact = load_artifact("ReentrantToken")
