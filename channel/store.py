@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS ops (
     position INTEGER PRIMARY KEY AUTOINCREMENT,
     op_id BLOB NOT NULL UNIQUE,
     raw BLOB NOT NULL,
-    source TEXT NOT NULL
+    source BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY,
@@ -54,7 +54,7 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
-    def append_ops(self, ops: Iterable[tuple[bytes, bytes]], source: str) -> int:
+    def append_ops(self, ops: Iterable[tuple[bytes, bytes]], source: bytes) -> int:
         """Durably append (op_id, raw) pairs not stored yet; return how many were new."""
         rows = [(op_id, raw, source) for op_id, raw in ops]
         if not rows:

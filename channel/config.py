@@ -1,0 +1,90 @@
+"""The node's configuration file (``node.toml``), validated into a `NodeConfig`.
+
+    data_dir = "data"                  # store, libp2p identity, API token; relative to this file
+    genesis = "../genesis.toml"
+    keystore = "../keys/0x....json"
+    password_file = "../password"      # optional: else $PARLEY_PASSWORD
+    [p2p]
+    listen = ["/ip4/127.0.0.1/tcp/4001"]
+    [api]
+    host = "127.0.0.1"                 # loopback only: the API signs with the participant's key
+    port = 8545                        # 0 picks a free port; the URL is written to data_dir/api.json
+
+Paths are relative to the folder of the configuration file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from channel.errors import UserError
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    data_dir: Path
+    genesis: Path
+    keystore: Path
+    password_file: Path | None = None
+    p2p_listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    api_host: str = "127.0.0.1"
+    api_port: int = 0
+
+    @classmethod
+    def load(cls, path: Path) -> NodeConfig:
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise UserError(f"no node configuration at {path}") from exc
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read {path}: {exc}") from exc
+        try:
+            return cls.from_mapping(data, path.parent)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"invalid node configuration {path}: {exc!r}") from exc
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], base: Path) -> NodeConfig:
+        def path(value: str) -> Path:
+            return (base / value).resolve()
+
+        api = data.get("api", {})
+        host = str(api.get("host", "127.0.0.1"))
+        if not ipaddress.ip_address(host).is_loopback:
+            raise UserError(f"the API must listen on a loopback address, not {host}: it signs with your key")
+        port = int(api.get("port", 0))
+        if not 0 <= port < 65536:
+            raise UserError(f"API port out of range: {port}")
+        listen = tuple(str(addr) for addr in data.get("p2p", {}).get("listen", ["/ip4/127.0.0.1/tcp/0"]))
+        password = data.get("password_file")
+        return cls(
+            data_dir=path(data.get("data_dir", "data")),
+            genesis=path(data["genesis"]),
+            keystore=path(data["keystore"]),
+            password_file=path(password) if password else None,
+            p2p_listen=listen,
+            api_host=host,
+            api_port=port,
+        )
+
+    def to_mapping(self, base: Path) -> dict[str, Any]:
+        def rel(path: Path) -> str:
+            try:
+                return str(path.relative_to(base))
+            except ValueError:
+                return str(path)
+
+        mapping: dict[str, Any] = {
+            "data_dir": rel(self.data_dir),
+            "genesis": rel(self.genesis),
+            "keystore": rel(self.keystore),
+            "p2p": {"listen": list(self.p2p_listen)},
+            "api": {"host": self.api_host, "port": self.api_port},
+        }
+        if self.password_file is not None:
+            mapping["password_file"] = rel(self.password_file)
+        return mapping
