@@ -89,6 +89,8 @@ class HostConfig:
     degree_low: int = 4
     degree_high: int = 12
     heartbeat_interval: int = 1
+    gossip_window: int = 3  # heartbeats of message ids advertised in IHAVE
+    gossip_history: int = 5  # heartbeats of messages kept (and replayed to new peers)
     pubsub_signing: bool = False
     delivery_history: int = 1024  # entries kept per topic in recent_message_deliveries
 
@@ -280,6 +282,8 @@ async def open_libp2p_transport(config: HostConfig) -> AsyncIterator[Libp2pTrans
         degree_low=config.degree_low,
         degree_high=config.degree_high,
         heartbeat_interval=config.heartbeat_interval,
+        gossip_window=config.gossip_window,
+        gossip_history=config.gossip_history,
         spam_protection_enabled=False,
         adaptive_gossip_enabled=False,
     )

@@ -75,7 +75,7 @@ configs = st.builds(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)
 @given(subsets, subsets, configs, st.permutations(range(len(POOL))))
 def test_two_replicas_converge(left: set[int], right: set[int], config: SyncConfig, order: list[int]) -> None:
     a, b = Side(b"A", config), Side(b"B", config)
