@@ -108,7 +108,7 @@ class Ledger:
         self.insurance: dict[Symbol, int] = {}
         self.deposits: dict[Symbol, int] = {}
         self.meta: dict[str, int] = {}  # "version", "time", "deposit_nonce"
-        self.applied_seq: dict[tuple[Address, int], OpId] = {}
+        self.seq_owner: dict[tuple[Address, int], OpId] = {}  # the first op in the order at each seq
         self._journal: Frame | None = None
         self._handlers: dict[str, Callable[[SignedOp], None]] = {
             "transfer": self._transfer,
@@ -221,10 +221,13 @@ class Ledger:
 
     def apply(self, op: SignedOp, *, stale: bool = False) -> Reason | None:
         """Apply one operation; return None if it took effect, else the reason it did not."""
+        seq_key = (op.author, op.seq)
+        if seq_key in self.seq_owner:
+            return Reason.EQUIVOCATION
+        # The first operation in the order with this (author, seq) owns it, whatever its outcome:
+        # an equivocator's twin never takes effect, even when the first one was rejected.
+        self._put(self.seq_owner, seq_key, op.op_id)
         try:
-            seq_key = (op.author, op.seq)
-            if seq_key in self.applied_seq:
-                raise Rejected(Reason.EQUIVOCATION, "another operation with this seq came first")
             if stale:
                 raise Rejected(Reason.STALE)
             handler = self._handlers.get(op.kind)
@@ -233,7 +236,6 @@ class Ledger:
             handler(op)
         except Rejected as rejection:
             return rejection.reason
-        self._put(self.applied_seq, seq_key, op.op_id)
         return None
 
     def credit_deposit(self, deposit: Deposit) -> None:

@@ -153,7 +153,7 @@ class Model:
     withdrawable: dict[tuple[bytes, str], int] = field(default_factory=dict)
     deposits: dict[str, int] = field(default_factory=dict)
     time: int = 0
-    applied_seq: set[tuple[bytes, int]] = field(default_factory=set)
+    used_seq: set[tuple[bytes, int]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         for entry in self.genesis.initial_balances:
@@ -163,16 +163,14 @@ class Model:
 
     def apply(self, op: SignedOp, stale: bool = False) -> str | None:
         """Returns the reason code, or None when the operation took effect."""
-        if (op.author, op.seq) in self.applied_seq:
+        if (op.author, op.seq) in self.used_seq:
             return Reason.EQUIVOCATION
+        self.used_seq.add((op.author, op.seq))  # the first at a seq uses it, whatever its outcome
         if stale:
             return Reason.STALE
         if op.kind not in ("transfer", "withdraw", "lock"):
             return Reason.UNKNOWN_KIND
-        reason = self._apply(op)
-        if reason is None:
-            self.applied_seq.add((op.author, op.seq))
-        return reason
+        return self._apply(op)
 
     def _mover_ok(self, op: SignedOp) -> bool:
         participant = self.genesis.participant(op.author)

@@ -72,6 +72,17 @@ def test_equivocation_reason_for_the_second_op_with_one_seq() -> None:
     assert ledger.apply(second) == Reason.EQUIVOCATION
 
 
+def test_regression_twin_of_a_rejected_op_is_still_equivocation() -> None:
+    """The first operation at a seq owns it even when replay rejected it: an equivocator cannot
+    get a twin applied by making the first one fail (found by the crdt test suite's review)."""
+    ledger = Ledger(GENESIS)
+    overdraw = sign(A, 1, [], "transfer", transfer(B, INITIAL + 1))
+    twin = sign(A, 1, [], "transfer", transfer(B, 1))
+    assert ledger.apply(overdraw) == Reason.INSUFFICIENT_BALANCE
+    assert ledger.apply(twin) == Reason.EQUIVOCATION
+    assert ledger.balance(ADDR[A], "USDC") == INITIAL
+
+
 def test_stale_reason() -> None:
     assert Ledger(GENESIS).apply(sign(A, 1, [], "transfer", transfer(B, 1)), stale=True) == Reason.STALE
 
@@ -149,7 +160,7 @@ def test_undo_restores_the_state_exactly(transfers: list[tuple[int, int, int]]) 
     for frame, state in zip(reversed(frames), reversed(states), strict=True):
         ledger.undo(frame)
         assert ledger.canonical() == state
-    assert ledger.applied_seq == {}
+    assert ledger.seq_owner == {}
 
 
 def test_regression_duplicate_token_addresses_are_refused() -> None:
