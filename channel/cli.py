@@ -28,6 +28,7 @@ from crdt.ops import decode_op, encode_ops, split_ops
 from crdt.replica import Replica
 from crdt.types import from_hex
 from crdt.units import format_e9, parse_e9
+from settlement.cli import register as register_settlement
 
 # The embedded chain (eth-tester + py-evm): its chain id, and the address the adjudicator gets
 # when eth-tester's first account deploys it as its first transaction.
@@ -43,6 +44,7 @@ keys_app = typer.Typer(help="Participant keys, in Ethereum v3 keystore files.", 
 genesis_app = typer.Typer(help="Channel genesis files.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(genesis_app, name="genesis")
+register_settlement(app)  # parley exit, parley chain …
 
 console = Console()
 errors = Console(stderr=True)
