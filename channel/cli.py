@@ -9,18 +9,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from channel import keystore
+from channel.console import console, user_errors
 from channel.errors import UserError
 from channel.genesis_file import load_genesis, save_genesis
+from channel.node_cli import register as register_node
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
 from crdt.hashing import keccak256
@@ -44,28 +43,6 @@ keys_app = typer.Typer(help="Participant keys, in Ethereum v3 keystore files.", 
 genesis_app = typer.Typer(help="Channel genesis files.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(genesis_app, name="genesis")
-register_settlement(app)  # parley exit, parley chain …
-
-console = Console()
-errors = Console(stderr=True)
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def user_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn a `UserError` into one red line and exit code 1, instead of a traceback."""
-
-    @wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except UserError as exc:
-            errors.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from exc
-
-    return wrapper
-
 
 def read_password(password_file: Path | None, *, confirm: bool) -> str:
     if password_file is not None:
@@ -148,18 +125,25 @@ def create_genesis_folder(
     dispute_window: int = 3600,
     threshold: int | None = None,
     light_kdf: bool = False,
+    keys: list[keystore.Key] | None = None,
+    bootstraps: list[str] | None = None,
 ) -> tuple[Genesis, list[keystore.Key]]:
-    """Write ``genesis.toml`` and ``keys/`` for a new channel into `out`."""
+    """Write ``genesis.toml`` and ``keys/`` for a new channel into `out`.
+
+    `keys` (new ones by default) become the participants in address order; `bootstraps`, if
+    given, are their libp2p multiaddrs in that same order."""
     if participants < 1:
         raise UserError("a channel needs at least one participant")
-    keys = [keystore.new_key() for _ in range(participants)]
-    keys.sort(key=lambda key: key.address)
+    keys = sorted(keys or [keystore.new_key() for _ in range(participants)], key=lambda key: key.address)
     chosen_roles = roles or [Role.TRADER] * participants
+    addresses = bootstraps or [""] * participants
     try:
         genesis = Genesis.create(
             chain_id=chain_id,
             adjudicator=adjudicator,
-            participants=[Participant(k.address, r) for k, r in zip(keys, chosen_roles, strict=True)],
+            participants=[
+                Participant(k.address, r, b) for k, r, b in zip(keys, chosen_roles, addresses, strict=True)
+            ],
             tokens=tokens,
             threshold=threshold,
             dispute_window=dispute_window,
@@ -355,6 +339,10 @@ def demo(
         print(json.dumps(result, indent=2))
     elif not result["converged"]:
         raise typer.Exit(1)
+
+
+register_settlement(app)  # parley exit, parley chain …
+register_node(app)  # parley node run, balance, transfer, status, peers, stats, watch
 
 
 def main() -> None:  # pragma: no cover - the console script

@@ -1,0 +1,5 @@
+"""``python -m channel`` is the ``parley`` command (used to start node processes)."""
+
+from channel.cli import app
+
+app()

@@ -1,0 +1,135 @@
+"""A local cluster: one channel, N real node processes on 127.0.0.1, talking over libp2p.
+
+`create_cluster` writes the whole layout into a folder::
+
+    genesis.toml  keys/  password
+    node0/node.toml  node1/node.toml  …   (each node's data directory is its own folder)
+
+Each node's libp2p identity is created first, so the genesis can list every participant's
+bootstrap multiaddr (``/ip4/127.0.0.1/tcp/PORT/p2p/PEER_ID``). `NodeProcess` starts ``python -m
+channel node run`` for one of them and waits until its API answers. Used by the demo, the
+crash-recovery tests and the network benchmarks; nothing here is a stand-in for a real part.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomli_w
+
+from channel import keystore
+from channel.cli import create_genesis_folder
+from channel.client import Client, Endpoint
+from channel.config import NodeConfig
+from channel.errors import ChannelError
+from crdt.genesis import Genesis, Role, Token
+from p2p.host import peer_id_of
+
+CLUSTER_PASSWORD = "parley-local-cluster"  # throwaway keys in a folder the caller owns
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    root: Path
+    genesis: Genesis
+    node_dirs: tuple[Path, ...]
+
+    def config(self, index: int) -> Path:
+        return self.node_dirs[index] / "node.toml"
+
+
+def create_cluster(
+    root: Path, n: int, *, tokens: list[Token], initial: int, roles: list[Role] | None = None
+) -> Cluster:
+    root.mkdir(parents=True, exist_ok=True)
+    keys = sorted((keystore.new_key() for _ in range(n)), key=lambda key: key.address)
+    node_dirs = tuple(root / f"node{i}" for i in range(n))
+    ports = [free_port() for _ in range(n)]
+    bootstraps = [
+        f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id_of(folder)}" for port, folder in zip(ports, node_dirs, strict=True)
+    ]
+    genesis, _ = create_genesis_folder(
+        root, n, password=CLUSTER_PASSWORD, tokens=tokens, initial=initial, roles=roles, light_kdf=True,
+        keys=keys, bootstraps=bootstraps,
+    )
+    (root / "password").write_text(CLUSTER_PASSWORD)
+    for key, port, folder in zip(keys, ports, node_dirs, strict=True):
+        config = NodeConfig(
+            data_dir=folder, genesis=root / "genesis.toml", keystore=keystore.find(root / "keys", key.address),
+            password_file=root / "password", p2p_listen=(f"/ip4/127.0.0.1/tcp/{port}",),
+        )
+        (folder / "node.toml").write_text(tomli_w.dumps(config.to_mapping(folder)))
+    return Cluster(root, genesis, node_dirs)
+
+
+@dataclass
+class NodeProcess:
+    """One ``parley node run`` process."""
+
+    config: Path
+    process: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.config.parent / "node.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.parent
+
+    def start(self, timeout: float = 60.0) -> Endpoint:
+        (self.data_dir / "api.json").unlink(missing_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "channel", "node", "run", "--config", str(self.config)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        return self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> Endpoint:
+        deadline = time.monotonic() + timeout
+        info_path = self.data_dir / "api.json"
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ChannelError(f"node {self.config} exited with {self.process.returncode}; see {self.log}")
+            if info_path.exists():
+                info = json.loads(info_path.read_text())
+                if self.process is not None and info.get("pid") == self.process.pid:
+                    endpoint = Endpoint.for_node(self.data_dir)
+                    with Client(endpoint) as client:
+                        client.stats()
+                    return endpoint
+            time.sleep(0.05)
+        raise ChannelError(f"node {self.config} did not start within {timeout} s; see {self.log}")
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL if it does not exit in time. Returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: the crash the store must survive."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

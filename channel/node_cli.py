@@ -1,0 +1,158 @@
+"""CLI commands that run a node or talk to one: ``parley node run``, ``balance``, ``transfer``,
+``status``, ``peers``, ``stats`` and ``watch``. They use `channel.client`, so they do exactly
+what a Python program using the client would do."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import trio
+import typer
+from rich.table import Table
+
+from channel.client import Client
+from channel.config import NodeConfig
+from channel.console import console, user_errors
+from channel.errors import UserError
+from crdt.units import format_e9, parse_e9
+
+NodeDir = Annotated[
+    Path,
+    typer.Option("--node", envvar="PARLEY_NODE", help="The node's data directory (holds api.json and api-token)."),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def register(app: typer.Typer) -> None:
+    node_app = typer.Typer(help="Run a node.", no_args_is_help=True)
+    app.add_typer(node_app, name="node")
+
+    @node_app.command("run")
+    @user_errors
+    def node_run(
+        config: Annotated[Path, typer.Option(help="The node's node.toml.")] = Path("node.toml"),
+        log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    ) -> None:
+        """Run a node until SIGINT or SIGTERM: libp2p gossip and sync, the store, the local API."""
+        from channel.node import run_node
+
+        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        node_config = NodeConfig.load(config)
+        trio.run(run_node, node_config)
+
+    @app.command()
+    @user_errors
+    def balance(node: NodeDir = Path("data"), account: Annotated[str | None, typer.Option()] = None,
+                as_json: JsonFlag = False) -> None:
+        """Balances of every participant (or one) as the node sees them now."""
+        with Client.for_node(node) as client:
+            balances = client.balances(account)
+        if as_json:
+            print(json.dumps(balances, indent=2))
+            return
+        table = Table(title="balances")
+        for column in ("account", "token", "free", "locked", "withdrawable"):
+            table.add_column(column, justify="right" if column not in ("account", "token") else "left")
+        for holder, tokens in balances.items():
+            for token, parts in tokens.items():
+                table.add_row(holder, token, *(format_e9(int(parts[k])) for k in ("free", "locked", "withdrawable")))
+        console.print(table)
+
+    @app.command()
+    @user_errors
+    def transfer(
+        to: Annotated[str, typer.Argument(help="The recipient's address.")],
+        amount: Annotated[str, typer.Argument(help="Amount in tokens, e.g. 12.5")],
+        token: Annotated[str, typer.Option()] = "USDC",
+        request_id: Annotated[str | None, typer.Option(help="Idempotency key: a retry returns the first answer.")]
+        = None,
+        node: NodeDir = Path("data"),
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Transfer tokens to another participant, signed by the node's participant."""
+        try:
+            e9 = parse_e9(amount)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+        with Client.for_node(node) as client:
+            receipt = client.transfer(to, token, e9, request_id)
+        if as_json:
+            print(json.dumps(receipt))
+        else:
+            console.print(f"{receipt['status']}  op {receipt['op_id']}  seq {receipt['seq']}")
+
+    @app.command()
+    @user_errors
+    def status(
+        op_id: Annotated[str, typer.Argument()], node: NodeDir = Path("data"), as_json: JsonFlag = False
+    ) -> None:
+        """The status of an operation: tentative, final, rejected:<reason>, pending or unknown."""
+        with Client.for_node(node) as client:
+            result = client.status(op_id)
+        print(json.dumps(result) if as_json else result["status"])
+
+    @app.command()
+    @user_errors
+    def peers(node: NodeDir = Path("data"), as_json: JsonFlag = False) -> None:
+        """Connected peers, sync sessions and banned peers."""
+        with Client.for_node(node) as client:
+            result = client.peers()
+        if as_json:
+            print(json.dumps(result, indent=2))
+            return
+        table = Table(title=f"peers of {result['local_id']}")
+        table.add_column("peer")
+        table.add_column("sync")
+        table.add_column("banned")
+        everyone = sorted(set(result["connected"]) | set(result["banned"]))
+        for peer in everyone:
+            syncing = "yes" if peer in result["sync_sessions"] else ""
+            table.add_row(peer, syncing, "yes" if peer in result["banned"] else "")
+        console.print(table)
+
+    @app.command()
+    @user_errors
+    def stats(node: NodeDir = Path("data"), as_json: JsonFlag = False) -> None:
+        """Counts, roots and rates of the node."""
+        with Client.for_node(node) as client:
+            result = client.stats()
+        if as_json:
+            print(json.dumps(result, indent=2))
+            return
+        table = Table(title="node")
+        table.add_column("")
+        table.add_column("")
+        for key, value in result.items():
+            table.add_row(key, str(value))
+        console.print(table)
+
+    @app.command()
+    @user_errors
+    def watch(
+        topic: Annotated[str, typer.Argument(help="ops, balances or status")] = "ops",
+        node: NodeDir = Path("data"),
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Print the node's events as they happen (Ctrl-C to stop)."""
+        with Client.for_node(node) as client:
+            try:
+                for event in client.watch(topic):
+                    print(json.dumps(event) if as_json else _describe(topic, event), flush=True)
+            except KeyboardInterrupt:
+                return
+
+
+def _describe(topic: str, event: dict[str, Any]) -> str:
+    if topic == "ops":
+        body = event.get("body", {})
+        detail = " ".join(f"{k}={v}" for k, v in body.items())
+        return f"{event['status']:<12} {event['kind']:<9} seq {event['seq']:<5} {event['author'][:12]}… {detail}"
+    if topic == "balances":
+        parts = ", ".join(
+            f"{token} {format_e9(int(v['free']))}" for token, v in event["balances"].items()
+        )
+        return f"{event['account']}: {parts}"
+    return f"{event['op_id']} {event['status']}"
