@@ -325,19 +325,32 @@ def print_replay(report: dict[str, Any], genesis: Genesis) -> None:
 @app.command()
 @user_errors
 def demo(
-    participants: Annotated[int, typer.Option("-n", "--participants", min=2, max=64)] = 4,
-    operations: Annotated[int, typer.Option(min=1)] = 4000,
+    participants: Annotated[int, typer.Option("-n", "--participants", min=2, max=16)] = 4,
+    transfers: Annotated[int, typer.Option(min=1, help="Transfers sent through the nodes' APIs.")] = 2000,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Requests in flight per node.")] = 4,
     seed: Annotated[int, typer.Option()] = 0,
+    offline: Annotated[
+        bool, typer.Option(help="No network: replay one signed workload on 4 replicas in 4 delivery orders.")
+    ] = False,
     folder: Annotated[Path | None, typer.Option(help="Keep the channel files here (default: a temp folder).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run the local multi-participant demo and print the converged state root."""
-    from channel.demo import run_demo
+    """Run a local multi-node channel: real node processes on 127.0.0.1, transfers through their
+    APIs, every node converging to one state root."""
+    if offline:
+        from channel.demo import run_demo
 
-    result = run_demo(participants=participants, operations=operations, seed=seed, folder=folder, quiet=as_json)
+        result = run_demo(participants=participants, operations=transfers, seed=seed, folder=folder, quiet=as_json)
+    else:
+        from channel.network_demo import run_network_demo
+
+        result = run_network_demo(
+            participants=participants, transfers=transfers, concurrency=concurrency, seed=seed, folder=folder,
+            quiet=as_json,
+        )
     if as_json:
         print(json.dumps(result, indent=2))
-    elif not result["converged"]:
+    if not result["converged"]:
         raise typer.Exit(1)
 
 

@@ -92,6 +92,11 @@ class NodeProcess:
         return self.config.parent
 
     def start(self, timeout: float = 60.0) -> Endpoint:
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (see `start_all`)."""
         (self.data_dir / "api.json").unlink(missing_ok=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -99,7 +104,6 @@ class NodeProcess:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        return self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> Endpoint:
         deadline = time.monotonic() + timeout
@@ -133,3 +137,21 @@ class NodeProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def start_all(processes: list[NodeProcess], timeout: float = 90.0) -> list[Endpoint]:
+    """Launch every node at once (they dial each other), then wait until each API answers."""
+    for process in processes:
+        process.launch()
+    try:
+        return [process.wait_ready(timeout) for process in processes]
+    except BaseException:
+        stop_all(processes)
+        raise
+
+
+def stop_all(processes: list[NodeProcess]) -> list[int | None]:
+    for process in processes:
+        if process.process is not None and process.process.poll() is None:
+            process.process.send_signal(signal.SIGTERM)
+    return [process.stop() for process in processes]

@@ -190,8 +190,8 @@ def test_replay_of_a_truncated_file_is_a_clean_error(channel_folder: Path, ops_b
     assert "not a CBOR sequence" in output
 
 
-def test_demo_converges() -> None:
-    code, output = invoke("demo", "--operations", "400", "--json")
+def test_offline_demo_converges() -> None:
+    code, output = invoke("demo", "--offline", "--transfers", "400", "--json")
     assert code == 0, output
     result = json.loads(output)
     assert result["converged"] is True

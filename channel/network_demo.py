@@ -1,0 +1,152 @@
+"""``parley demo``: a channel of N real node processes on 127.0.0.1, talking over libp2p.
+
+1. writes a channel (genesis, encrypted keys, one node.toml per participant) into a folder;
+2. starts the nodes as separate processes (`channel.cluster`);
+3. sends a seeded transfer workload through each node's local API, several requests in flight
+   per node, with a live progress bar;
+4. waits until every node holds every operation and they all report the same state hash and
+   payout root;
+5. prints throughput and the latency a client sees for a submit (signed, stored, applied);
+6. stops every node with SIGTERM and checks that they exit cleanly.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from channel.client import ApiError, AsyncClient, Endpoint
+from channel.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all
+from crdt.genesis import Role, Token
+from crdt.hashing import keccak256
+
+E9 = 10**9
+CONVERGE_WITHIN = 60.0
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+async def _workload(
+    endpoints: list[Endpoint], addresses: list[str], transfers: int, concurrency: int, seed: int, progress: Any
+) -> tuple[list[float], int, float]:
+    """Submit `transfers` transfers spread over the nodes; returns latencies (s), refusals, seconds."""
+    rng = random.Random(seed)
+    plan = [(i % len(endpoints), rng.randrange(1, 10**8)) for i in range(transfers)]
+    queues = [[amount for node, amount in plan if node == index] for index in range(len(endpoints))]
+    latencies: list[float] = []
+    refused = 0
+    task = progress.add_task("transfers", total=transfers)
+
+    async def submitter(index: int, client: AsyncClient, amounts: list[int]) -> None:
+        nonlocal refused
+        recipients = [a for i, a in enumerate(addresses) if i != index]
+        while amounts:
+            amount = amounts.pop()
+            to = recipients[amount % len(recipients)]
+            began = time.perf_counter()
+            try:
+                await client.transfer(to, "USDC", amount)
+            except ApiError:
+                refused += 1
+            latencies.append(time.perf_counter() - began)
+            progress.advance(task)
+
+    began = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        clients = [AsyncClient(endpoint) for endpoint in endpoints]
+        for index, (client, amounts) in enumerate(zip(clients, queues, strict=True)):
+            for _ in range(concurrency):
+                nursery.start_soon(submitter, index, client, amounts)
+    elapsed = time.perf_counter() - began
+    for client in clients:
+        await client.aclose()
+    return latencies, refused, elapsed
+
+
+async def _converge(endpoints: list[Endpoint], expected: int) -> tuple[list[dict[str, Any]], float]:
+    """Wait (at most CONVERGE_WITHIN seconds) until every node has `expected` operations and one
+    state hash; return the last stats and how long it took."""
+    began = time.perf_counter()
+    async with AsyncClient(endpoints[0]) as first:
+        clients = [first] + [AsyncClient(e) for e in endpoints[1:]]
+        with trio.move_on_after(CONVERGE_WITHIN):
+            while True:
+                stats = [await client.stats() for client in clients]
+                if all(s["operations"] >= expected for s in stats) and len({s["state_hash"] for s in stats}) == 1:
+                    break
+                await trio.sleep(0.05)
+        for client in clients[1:]:
+            await client.aclose()
+    return stats, time.perf_counter() - began
+
+
+def run_network_demo(
+    *, participants: int = 4, transfers: int = 2000, concurrency: int = 4, seed: int = 0,
+    folder: Path | None = None, quiet: bool = False,
+) -> dict[str, Any]:
+    console = Console(quiet=quiet)
+    with tempfile.TemporaryDirectory(prefix="parley-demo-") as tmp:
+        root = folder or Path(tmp)
+        console.print(f"[bold]Parley demo[/bold]: {participants} node processes on 127.0.0.1 over libp2p, "
+                      f"{transfers} transfers")
+        usdc = Token("USDC", keccak256(b"parley-token:USDC")[:20], 6)  # type: ignore[arg-type]
+        roles = [Role.MARKET_MAKER] + [Role.TRADER] * (participants - 1)
+        cluster: Cluster = create_cluster(root, participants, tokens=[usdc], initial=10_000 * E9, roles=roles)
+        console.print(f"channel 0x{cluster.genesis.channel_id.hex()} in {root}")
+        processes = [NodeProcess(cluster.config(i)) for i in range(participants)]
+        started = time.perf_counter()
+        endpoints = start_all(processes)
+        console.print(f"{participants} nodes up in {time.perf_counter() - started:.1f} s")
+        try:
+            addresses = ["0x" + p.address.hex() for p in cluster.genesis.participants]
+            with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=console) as progress:
+                latencies, refused, elapsed = trio.run(
+                    _workload, endpoints, addresses, transfers, concurrency, seed, progress
+                )
+            accepted = transfers - refused
+            stats, settle = trio.run(_converge, endpoints, accepted)
+        finally:
+            codes = stop_all(processes)
+        converged = len({s["state_hash"] for s in stats}) == 1 and all(s["operations"] == accepted for s in stats)
+        table = Table(title="nodes")
+        for column in ("node", "participant", "ops", "rejected", "peers", "state hash", "payout root"):
+            table.add_column(column)
+        for index, s in enumerate(stats):
+            table.add_row(str(index), s["address"][:14] + "…", str(s["operations"]), str(s["rejected"]),
+                          str(s.get("peers", "")), s["state_hash"][:18] + "…", s["payout_root"][:18] + "…")
+        console.print(table)
+        p50, p99 = percentile(latencies, 0.5) * 1e3, percentile(latencies, 0.99) * 1e3
+        console.print(
+            f"{'[green]converged[/green]' if converged else '[red]NOT converged[/red]'}: "
+            f"state hash [bold]{stats[0]['state_hash']}[/bold]\n"
+            f"payout root [bold]{stats[0]['payout_root']}[/bold]\n"
+            f"throughput  {accepted / elapsed:,.0f} transfers/s through the APIs ({refused} refused)\n"
+            f"submit latency p50 {p50:.1f} ms, p99 {p99:.1f} ms; every node had everything "
+            f"{settle * 1e3:.0f} ms after the last submit\n"
+            f"nodes stopped with exit codes {codes}"
+        )
+        return {
+            "converged": converged,
+            "nodes": participants,
+            "transfers": accepted,
+            "refused": refused,
+            "transfers_per_s": round(accepted / elapsed, 1),
+            "submit_ms_p50": round(p50, 2),
+            "submit_ms_p99": round(p99, 2),
+            "converge_ms": round(settle * 1e3, 1),
+            "state_hash": stats[0]["state_hash"],
+            "payout_root": stats[0]["payout_root"],
+            "exit_codes": codes,
+        }
