@@ -173,10 +173,15 @@ class Peer:
         return result
 
     async def submit_many(self, ops: Sequence[SignedOp]) -> AddResult:
+        """`submit` for several operations; they are queued together, so they share batches."""
         result = self._ingest(ops, self.local_id, strict=True)
         for op in ops:
             if op.op_id in self.replica.graph.ops:
-                await self._outbox_send.send(op.raw)
+                try:
+                    self._outbox_send.send_nowait(op.raw)
+                except trio.WouldBlock:
+                    await self._outbox_send.send(op.raw)
+        await trio.lowlevel.checkpoint()
         return result
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
@@ -212,19 +217,17 @@ class Peer:
             return total
         if self.before_apply is not None:
             self.before_apply(fresh, source)
-        for op in fresh:
-            try:
-                result = self.replica.receive(op, source)
-            except InvalidInput as exc:
-                # BadSequence or PendingFull: the author's fault or our buffer's, not the
-                # forwarder's (honest peers relay what is well-formed and signed).
-                if strict:
-                    raise
-                log.debug("operation %r not added: %s", op, exc)
-                continue
-            total.accepted.extend(result.accepted)
-            total.rejected.extend(result.rejected)
-            total.missing |= result.missing
+        if strict:
+            for op in fresh:
+                result = self.replica.receive(op, source)  # raises for the caller (a client)
+                total.accepted.extend(result.accepted)
+                total.rejected.extend(result.rejected)
+                total.missing |= result.missing
+        else:
+            # One unwind of the tentative suffix for the whole batch. Refusals (BadSequence,
+            # PendingFull) come back in ``rejected``: the author's fault or our buffer's, not
+            # the forwarder's (honest peers relay whatever is well-formed and signed).
+            total = self.replica.receive_many(fresh, source)
         total.missing = {m for m in total.missing if not view.knows(m)}
         if total.accepted:
             if self.after_apply is not None:
@@ -330,8 +333,11 @@ class Peer:
                 for batch in full:
                     await self._publish(batch)
                 got: bytes | None = None
-                with trio.move_on_at(deadline):
-                    got = await outbox.receive()
+                try:
+                    got = outbox.receive_nowait()
+                except trio.WouldBlock:
+                    with trio.move_on_at(deadline):
+                        got = await outbox.receive()
                 if got is None:
                     break
                 full = builder.add(got)

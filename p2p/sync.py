@@ -12,6 +12,8 @@ The exchange:
 - ``Status`` (version vector + heads) is sent at start, on every tick, and after applying an
   ``Ops`` message marked ``more``.
 - On a peer's ``Status`` we push what its vector lacks (`GraphView.missing_for`), parents first,
+  (on a periodic Status, only what it lacked already at its previous one: gossip is given one
+  round to deliver recent operations, so a gossip loss is repaired within two rounds)
   at most ``max_push_ops`` per answer, in ``Ops`` frames of at most ``max_ops_bytes``; the last
   frame says ``more`` if we stopped at the bound, and the peer's next ``Status`` pulls the next
   chunk. So catch-up after downtime streams in bounded steps, paced by the receiver.
@@ -66,8 +68,11 @@ class GraphView(Protocol):
         """The accepted operations among `ids`, parents first."""
         ...
 
-    def missing_for(self, vector: Mapping[bytes, int], limit: int) -> list[SignedOp]:
-        """Up to `limit` accepted operations above `vector`, parents first."""
+    def missing_for(
+        self, vector: Mapping[bytes, int], limit: int, upto: Mapping[bytes, int] | None = None
+    ) -> list[SignedOp]:
+        """Up to `limit` accepted operations above `vector` (and, if given, at most `upto`),
+        parents first."""
         ...
 
 
@@ -93,12 +98,16 @@ class HashGraphView:
         graph = self.graph
         return graph.in_order(OpId(i) for i in ids if i in graph.ops)
 
-    def missing_for(self, vector: Mapping[bytes, int], limit: int) -> list[SignedOp]:
+    def missing_for(
+        self, vector: Mapping[bytes, int], limit: int, upto: Mapping[bytes, int] | None = None
+    ) -> list[SignedOp]:
         # Walks only the sequence numbers above the vector (HashGraph.missing_for scans every
         # chain), then sorts by the tentative key, which puts parents first.
         graph = self.graph
         ids: list[OpId] = []
         for author, top in graph.version_vector.items():
+            if upto is not None:
+                top = min(top, upto.get(author, 0))
             have = vector.get(author, 0)
             if top > have:
                 chain = graph.chains[author]
@@ -149,6 +158,8 @@ class SyncSession:
         self.requested: set[bytes] = set()
         self.wanted: dict[bytes, None] = {}  # insertion-ordered set
         self._status_due = False
+        self._continuing = False  # we answered the last Status with ``more``
+        self._ours_at_last_status: dict[bytes, int] | None = None
         self._statuses_received = 0
         self._ops_pushed = 0
         self._ops_received = 0
@@ -215,8 +226,16 @@ class SyncSession:
             if seq > assumed.get(author, 0):
                 assumed[author] = seq
         limit = self.config.max_push_ops
-        push = view.missing_for(assumed, limit + 1)
+        ours = dict(view.version_vector())
+        # The first Status of a session (start-up catch-up) and the ones that pull the next
+        # chunk get everything the peer lacks. A periodic Status gets only what it already
+        # lacked at its previous Status: newer operations are most likely still in flight by
+        # gossip, and pushing them too would send most operations twice under load.
+        upto = None if self._continuing or self._ours_at_last_status is None else self._ours_at_last_status
+        self._ours_at_last_status = ours
+        push = view.missing_for(assumed, limit + 1, upto)
         more = len(push) > limit
+        self._continuing = more
         del push[limit:]
         for op in push:
             if op.seq > assumed.get(op.author, 0):
