@@ -233,7 +233,8 @@ async def run(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as d:
             burst = await operations(n, Path(d) / "burst", args.ops // n, None, args.chunk)
         ops_rate, raw_rate = burst["ops_per_s_per_node"], raw["msgs_per_s_per_node"]
-        assert isinstance(ops_rate, float) and isinstance(raw_rate, float)
+        assert isinstance(ops_rate, float)
+        assert isinstance(raw_rate, float)
         burst["ratio_to_raw_gossipsub"] = round(ops_rate / max(1e-9, raw_rate), 2)
         print(json.dumps(burst), flush=True)
         with tempfile.TemporaryDirectory() as d:
