@@ -121,16 +121,26 @@ class NodeProcess:
             time.sleep(0.05)
         raise ChannelError(f"node {self.config} did not start within {timeout} s; see {self.log}")
 
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM, then SIGKILL if it does not exit in time. Returns the exit code."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
+    def terminate(self) -> None:
+        """Send SIGTERM once (a second one could land after the node restored the default
+        handler on its way out, and kill it)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float = 20.0) -> int | None:
+        """Wait for the exit code; SIGKILL if the node does not exit in time."""
+        if self.process is None:
+            return None
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait()
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL if it does not exit in time. Returns the exit code."""
+        self.terminate()
+        return self.wait(timeout)
 
     def kill(self) -> None:
         """SIGKILL: the crash the store must survive."""
@@ -151,7 +161,7 @@ def start_all(processes: list[NodeProcess], timeout: float = 90.0) -> list[Endpo
 
 
 def stop_all(processes: list[NodeProcess]) -> list[int | None]:
+    """SIGTERM to every node at once, then their exit codes."""
     for process in processes:
-        if process.process is not None and process.process.poll() is None:
-            process.process.send_signal(signal.SIGTERM)
-    return [process.stop() for process in processes]
+        process.terminate()
+    return [process.wait() for process in processes]
