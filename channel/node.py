@@ -49,6 +49,9 @@ from p2p.transport import PeerId, Transport
 log = logging.getLogger(__name__)
 
 MAX_PARENTS = 16
+# Status every half second: a gossip loss is repaired within two rounds, and a Status is a
+# version vector, cheap next to the operations it saves from waiting.
+NODE_PEER_CONFIG = PeerConfig(sync_interval=0.5)
 SUBSCRIBER_BUFFER = 1024
 
 
@@ -288,7 +291,8 @@ async def open_node(
     try:
         node = Node.restore(genesis, key, store)
         async with open_peer(
-            node.replica, transport, peer_config, before_apply=node.before_apply, after_apply=node.after_apply
+            node.replica, transport, peer_config or NODE_PEER_CONFIG,
+            before_apply=node.before_apply, after_apply=node.after_apply,
         ) as peer:
             node.peer = peer
             peer.sync_now()
