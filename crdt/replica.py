@@ -53,6 +53,17 @@ class Cut:
 Key = tuple[int, OpId]
 
 
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What certifying a cut would give (see `Replica.preview`)."""
+
+    state_hash: Hash32
+    payout_root: Hash32
+    totals: tuple[int, ...]  # per token, genesis order, token decimals
+    deposit_nonce: int
+    new_operations: int
+
+
 class Replica:
     def __init__(self, genesis: Genesis, ctx: Context | None = None) -> None:
         self.genesis = genesis
@@ -122,6 +133,47 @@ class Replica:
     def certify(self, cut: Cut) -> None:
         """Make `cut` the next certified checkpoint. Raises `InvalidInput` (and changes
         nothing) if it does not follow the last one or names unknown operations."""
+        new = self._check_cut(cut)
+        version = cut.version
+        tentative = self._unwind()
+        for op_id in new:
+            self.epoch_of[op_id] = version
+        self.cuts.append(cut)
+        ledger = self.ledger
+        for op in self.graph.in_order(new):
+            self.outcome[op.op_id] = ledger.apply(op, stale=self._is_stale(op, version))
+        for deposit in cut.deposits:
+            ledger.credit_deposit(deposit)
+        ledger.close_epoch(version, cut.time)
+        for old in [u for u in self._masks if u < version - 1]:
+            del self._masks[old]
+        for key in tentative:
+            if key[1] not in new:
+                self._apply_tentative(key)
+
+    def preview(self, cut: Cut) -> Preview:
+        """The roots that certifying `cut` would give, changing nothing: what a proposer puts
+        in a checkpoint and what a voter compares. Raises like `certify`."""
+        new = self._check_cut(cut)
+        tentative = self._unwind()
+        ledger = self.ledger
+        frame = ledger.begin()
+        try:
+            for op in self.graph.in_order(new):
+                ledger.apply(op, stale=self._is_stale(op, cut.version))
+            for deposit in cut.deposits:
+                ledger.credit_deposit(deposit)
+            ledger.close_epoch(cut.version, cut.time)
+            tree = self.payout_tree()
+            return Preview(ledger.state_hash(), tree.root, self._totals(tree), ledger.deposit_nonce, len(new))
+        finally:
+            ledger.undo(frame)
+            ledger.end()
+            for key in tentative:
+                self._apply_tentative(key)
+
+    def _check_cut(self, cut: Cut) -> set[OpId]:
+        """Every check `certify` makes, before any change; returns the cut's new operations."""
         version = len(self.cuts) + 1
         graph = self.graph
         if cut.version != version:
@@ -151,22 +203,7 @@ class Replica:
                 raise InvalidCut("deposit for an unknown account or token")
             if deposit.amount < 0:
                 raise InvalidCut("negative deposit")
-        new = graph.closure(cut.heads, stop=self.epoch_of.keys())
-        tentative = self._unwind()
-        for op_id in new:
-            self.epoch_of[op_id] = version
-        self.cuts.append(cut)
-        ledger = self.ledger
-        for op in graph.in_order(new):
-            self.outcome[op.op_id] = ledger.apply(op, stale=self._is_stale(op, version))
-        for deposit in cut.deposits:
-            ledger.credit_deposit(deposit)
-        ledger.close_epoch(version, cut.time)
-        for old in [u for u in self._masks if u < version - 1]:
-            del self._masks[old]
-        for key in tentative:
-            if key[1] not in new:
-                self._apply_tentative(key)
+        return graph.closure(cut.heads, stop=self.epoch_of.keys())
 
     def dry_run(self, op: SignedOp) -> Reason | None:
         """What applying `op` at the end of the current order would give, changing nothing.
@@ -311,7 +348,9 @@ class Replica:
 
     def totals(self) -> tuple[int, ...]:
         """Per token (genesis order), the sum of the payout leaves, in token decimals."""
-        tree = self.payout_tree()
+        return self._totals(self.payout_tree())
+
+    def _totals(self, tree: MerkleTree) -> tuple[int, ...]:
         return tuple(
             sum(leaf.amount for leaf in tree.leaves if leaf.token == token.address)
             for token in self.genesis.tokens

@@ -6,7 +6,22 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from crdt_support import ADDR, E9, GENESIS, INITIAL, check_replica, fingerprint, sign, transfer
+from crdt_support import (
+    ADDR,
+    E9,
+    GENESIS,
+    INITIAL,
+    Workload,
+    check_replica,
+    closed_subset,
+    fingerprint,
+    heads_of,
+    sign,
+    transfer,
+    workloads,
+)
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crdt.errors import InvalidCut, InvalidInput, MissingOperations
 from crdt.ledger import Deposit
@@ -157,3 +172,36 @@ def test_stale_operation_is_rejected_with_reason_stale() -> None:
     assert replica.status(d1.op_id) == "rejected:stale"
     assert replica.status(fresh.op_id) == "final"
     assert [(op.op_id, str(reason)) for op, reason in replica.rejected()] == [(d1.op_id, "stale")]
+
+
+@given(workload=workloads(), data=st.data())
+def test_preview_gives_what_certify_gives_and_changes_nothing(workload: Workload, data: st.DataObject) -> None:
+    """Cuts at growing prefixes of the creation order (each causally closed): before each is
+    certified, `preview` must report exactly the roots that certifying it then produces, and
+    leave the replica as it was."""
+    replica = Replica(GENESIS)
+    replica.receive_many(workload.ops)
+    by_id = {op.op_id: op for op in workload.ops}
+    ends = sorted(data.draw(st.sets(st.integers(1, len(workload.ops)), min_size=1, max_size=3)))
+    for version, end in enumerate(ends, start=1):
+        ids = closed_subset(workload.ops, [op.op_id for op in workload.ops[:end]])
+        heads = tuple(sorted(heads_of(by_id, ids)))
+        cut = Cut(version, heads, 1000 * version)
+        before = fingerprint(replica)
+        try:
+            preview = replica.preview(cut)
+        except InvalidInput:
+            with pytest.raises(InvalidInput):
+                replica.certify(cut)
+            return
+        assert fingerprint(replica) == before
+        replica.certify(cut)
+        # the certified prefix is fixed: roots at the cut = roots of the final state alone
+        final = Replica(GENESIS)
+        final.receive_many([by_id[i] for i in sorted(ids, key=lambda i: by_id[i].op_id)])
+        for certified in replica.cuts:
+            final.certify(certified)
+        assert (preview.state_hash, preview.payout_root, preview.totals) == (
+            final.state_hash(), final.payout_root(), final.totals()
+        )
+        check_replica(replica)
