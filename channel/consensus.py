@@ -1,0 +1,963 @@
+"""Checkpoint consensus: Tendermint as a pure state machine (DESIGN.md, "Order and finality").
+
+This is Algorithm 1 of Buchman, Kwon and Milosevic, "The latest gossip on BFT consensus" (2018),
+one instance per checkpoint version (the paper's height). Comments give the paper's line
+numbers. The machine never reads a clock, never opens a socket and never starts a task: the
+driver feeds it inputs and carries out the outputs it returns.
+
+Inputs (each method returns a list of outputs):
+- `start_height(h)`: begin version h (the first is 1; each next one after the previous
+  `Decide`, once the driver has applied it). Messages for h may already have been buffered.
+- `on_message(msg)`: a decoded `Proposal`, `Prevote`, `Precommit` or `Commit` or `Decision` from any peer.
+  Raises an `InvalidInput` subclass for a message that is badly signed, not from a
+  participant, from the wrong proposer or structurally wrong (score the peer down). Messages
+  that are merely too old or too far ahead are ignored (an empty list).
+- `on_timeout(Timeout)`: a timeout the machine asked for has expired.
+- `on_data_arrived()`: the application's answer for a proposal it called `NOT_YET` may have
+  changed (missing operations arrived, a deposit was confirmed).
+
+Outputs: `Broadcast(msg)` (gossip to every participant; the machine has already applied its
+own message), `Send(to, msg)` (to one participant: the `Decision` proof for a peer whose
+messages show it is behind), `ScheduleTimeout(timeout, duration_ms)`, `Decide(height, round, value,
+precommits)` (final: apply the cut, then call `start_height(h + 1)`), `Certified(height,
+value, certificate)` (threshold EIP-712 signatures: what goes to the contract) and
+`Evidence(offender, first, second)` (two conflicting messages signed by one participant).
+
+The application (`Application`) proposes values and judges them: `validate` answers
+`VALID`, `INVALID` or `NOT_YET`. A definite answer is cached for the height, so a value that
+was valid stays valid for this node even if its clock moves on; `NOT_YET` is asked again at
+every later evaluation (the driver calls `on_data_arrived`) until timeout_propose makes the
+node prevote nil (lines 57-60).
+
+Invariants and why they hold:
+- Safety: two quorums (``genesis.threshold`` > 2n/3) intersect in more than n/3 participants,
+  so in at least one correct one; a correct participant prevotes and precommits at most once
+  per (height, round, step) (its own messages go through the same store as everyone's, and the
+  store keeps the first vote of each signer), and locks as in lines 36-43, so no two values
+  gather a quorum of precommits at one height (the paper's Lemmas 1-3).
+- Attribution: every consensus message is signed (secp256k1, recoverable, low s) over a
+  digest that starts with ``\\x19Parley consensus\\n`` and binds the EIP-712 domain and the
+  channel, so a vote signature can never pass for an operation or a checkpoint signature,
+  and a Byzantine participant cannot forge another's vote.
+- The value id is the keccak of the whole canonical value (checkpoint fields, cut heads,
+  deposits, payout leaves), not only of the EIP-712 checkpoint: two proposals with the same
+  roots but different cuts are different values.
+- A correct node signs the EIP-712 Checkpoint of version h only once it has decided h (the
+  `Commit` message), never inside a precommit. In Tendermint a correct node may precommit
+  different values at one height in different rounds (it unlocks on a newer proof of lock,
+  lines 28-29 and 36-43); the contract's Checkpoint struct has no round, so precommit-time
+  checkpoint signatures would let `slashDoubleSign` slash honest nodes. Signing after the
+  decision costs one message delay and makes two checkpoint signatures at one version proof
+  of misbehaviour. Every correct node decides, so threshold commits always come.
+- Memory is bounded: messages are kept for the current and the next height only, each signer
+  keeps one vote per (round, step) and at most `max_future_rounds` rounds ahead of ours, a
+  proposer at most `max_proposals_per_round` values per round, and commits are kept for the
+  last `commit_window` versions.
+
+Deviation from the paper: line 49 decides without asking valid(v) again. A quorum of
+precommits means more than n/3 participants, so at least one correct one, found v valid; our
+validity depends on the local clock and local data, and a node that lagged must still follow.
+The application then fetches what is missing to apply the cut.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, NewType, Protocol
+
+import coincurve
+
+from crdt import cbor
+from crdt.certificate import Certificate, sign_checkpoint
+from crdt.eip712 import Checkpoint
+from crdt.errors import BadSignature, InternalError, InvalidInput, UnknownAuthor, WrongChannel, WrongType
+from crdt.genesis import Genesis
+from crdt.hashing import keccak256
+from crdt.ledger import Deposit
+from crdt.merkle import MerkleTree, PayoutLeaf
+from crdt.ops import address_of, recover_signer
+from crdt.replica import Cut
+from crdt.types import Address, ChannelId, Hash32, OpId, Symbol
+
+ValueId = NewType("ValueId", bytes)  # keccak256 of the canonical encoding of a CheckpointProposal
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_ROUND = 2**32 - 1
+MAX_HEADS = 4096
+MAX_DEPOSITS = 4096
+MAX_LEAVES = 65536
+VOTE_PREFIX = b"\x19Parley consensus\n"
+
+PROPOSAL, PREVOTE, PRECOMMIT, COMMIT, DECISION = 0, 1, 2, 3, 4
+
+
+class NotProposer(InvalidInput):
+    """A proposal signed by someone other than the round's proposer."""
+
+    code = "not_proposer"
+
+
+class InvalidProposal(InvalidInput):
+    """A proposed value that cannot be a checkpoint of this channel at this height."""
+
+    code = "invalid_proposal"
+
+
+class Validity(enum.Enum):
+    VALID = "valid"
+    INVALID = "invalid"
+    NOT_YET = "not_yet"  # data is missing; ask again after on_data_arrived
+
+
+class Step(enum.IntEnum):
+    PROPOSE = 0
+    PREVOTE = 1
+    PRECOMMIT = 2
+
+
+class TimeoutKind(enum.StrEnum):
+    PROPOSE = "propose"
+    PREVOTE = "prevote"
+    PRECOMMIT = "precommit"
+
+
+# -- the value ------------------------------------------------------------------------------------
+
+
+def _uint_bytes(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointProposal:
+    """A checkpoint and what a replica needs to certify it: the cut heads, the deposits it
+    credits (nonce order) and the payout leaves behind its root (so a certificate is complete)."""
+
+    checkpoint: Checkpoint
+    heads: tuple[OpId, ...]
+    deposits: tuple[Deposit, ...] = ()
+    leaves: tuple[PayoutLeaf, ...] = ()
+
+    @property
+    def height(self) -> int:
+        return self.checkpoint.version
+
+    @property
+    def value_id(self) -> ValueId:
+        return _value_id(self)
+
+    def cut(self) -> Cut:
+        """What `crdt.replica.Replica.certify` takes once this value is decided."""
+        return Cut(self.checkpoint.version, self.heads, self.checkpoint.time, self.deposits)
+
+    def to_wire(self) -> list[Any]:
+        c = self.checkpoint
+        return [
+            c.channel,
+            c.version,
+            c.payout_root,
+            c.state_hash,
+            [_uint_bytes(total) for total in c.totals],
+            c.deposit_nonce,
+            c.time,
+            list(self.heads),
+            [[d.nonce, d.account, d.token, d.amount] for d in self.deposits],
+            [[leaf.account, leaf.token, _uint_bytes(leaf.amount)] for leaf in self.leaves],
+        ]
+
+    def check(self, genesis: Genesis) -> None:
+        """Raise `InvalidInput` unless the value is well formed for `genesis` (what any node can
+        check without its own state; the application checks the rest)."""
+        c = self.checkpoint
+        if c.channel != genesis.channel_id:
+            raise WrongChannel("proposal for another channel")
+        if c.version < 1:
+            raise InvalidProposal("checkpoint versions start at 1")
+        if len(c.totals) != len(genesis.tokens):
+            raise InvalidProposal(f"{len(c.totals)} totals for {len(genesis.tokens)} tokens")
+        if len(set(self.heads)) != len(self.heads):
+            raise InvalidProposal("a head is named twice")
+        for previous, deposit in zip(self.deposits, self.deposits[1:], strict=False):
+            if deposit.nonce != previous.nonce + 1:
+                raise InvalidProposal("deposit nonces must be consecutive")
+        if self.deposits and self.deposits[-1].nonce != c.deposit_nonce:
+            raise InvalidProposal("the last deposit credited is not the checkpoint's deposit nonce")
+        for deposit in self.deposits:
+            if genesis.participant(deposit.account) is None or genesis.token(deposit.token) is None:
+                raise InvalidProposal("deposit for an unknown account or token")
+        if not self.leaves:
+            raise InvalidProposal("a proposal needs its payout leaves")
+        if len({(leaf.account, leaf.token) for leaf in self.leaves}) != len(self.leaves):
+            raise InvalidProposal("two payout leaves for one (account, token)")
+        if MerkleTree(self.leaves).root != c.payout_root:
+            raise InvalidProposal("the payout leaves do not hash to the payout root")
+        for token, total in zip(genesis.tokens, c.totals, strict=True):
+            if sum(leaf.amount for leaf in self.leaves if leaf.token == token.address) != total:
+                raise InvalidProposal(f"payout leaves of {token.symbol} do not sum to the total")
+        tokens = {token.address for token in genesis.tokens}
+        if any(leaf.token not in tokens for leaf in self.leaves):
+            raise InvalidProposal("a payout leaf names a token that is not in the genesis")
+
+
+@functools.lru_cache(maxsize=4096)
+def _value_id(value: CheckpointProposal) -> ValueId:
+    return ValueId(keccak256(cbor.encode(value.to_wire())))
+
+
+# -- messages -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    height: int
+    round: int
+    value: CheckpointProposal
+    valid_round: int  # -1, or the round of the proof of lock the proposer re-proposes
+    signature: bytes
+
+    @property
+    def value_id(self) -> ValueId:
+        return self.value.value_id
+
+
+@dataclass(frozen=True, slots=True)
+class Prevote:
+    height: int
+    round: int
+    value_id: ValueId | None  # None is nil
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Precommit:
+    height: int
+    round: int
+    value_id: ValueId | None
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """A participant's EIP-712 signature of a decided checkpoint (what the contract checks)."""
+
+    checkpoint: Checkpoint
+    signature: bytes
+
+    @property
+    def height(self) -> int:
+        return self.checkpoint.version
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Proof that `value` was decided at (height, round): a quorum of precommit signatures for
+    its id. Sent to a peer that is still at an older height, so it can catch up (lines 49-54)."""
+
+    height: int
+    round: int
+    value: CheckpointProposal
+    signatures: tuple[bytes, ...]
+
+    def precommits(self) -> list[Precommit]:
+        return [Precommit(self.height, self.round, self.value.value_id, sig) for sig in self.signatures]
+
+
+Vote = Prevote | Precommit
+Message = Proposal | Prevote | Precommit | Commit | Decision
+
+
+def vote_digest(
+    genesis: Genesis, kind: int, height: int, round_: int, value_id: bytes | None, valid_round: int = -1
+) -> bytes:
+    """The digest a consensus message's signature covers (never an EIP-712 or op digest)."""
+    payload = cbor.encode([kind, height, round_, valid_round, value_id or b""])
+    return keccak256(VOTE_PREFIX + genesis.domain.separator + genesis.channel_id + payload)
+
+
+def message_digest(genesis: Genesis, message: Message) -> bytes:
+    if isinstance(message, Proposal):
+        return vote_digest(genesis, PROPOSAL, message.height, message.round, message.value_id, message.valid_round)
+    if isinstance(message, Prevote):
+        return vote_digest(genesis, PREVOTE, message.height, message.round, message.value_id)
+    if isinstance(message, Precommit):
+        return vote_digest(genesis, PRECOMMIT, message.height, message.round, message.value_id)
+    if isinstance(message, Decision):
+        raise InternalError("a decision carries many signatures; check each of its precommits")
+    return message.checkpoint.digest(genesis.domain)
+
+
+def _sign(digest: bytes, private_key: bytes) -> bytes:
+    compact = coincurve.PrivateKey(private_key).sign_recoverable(digest, hasher=None)
+    return compact[:64] + bytes((27 + compact[64],))
+
+
+def sign_proposal(
+    genesis: Genesis, private_key: bytes, height: int, round_: int, value: CheckpointProposal, valid_round: int = -1
+) -> Proposal:
+    digest = vote_digest(genesis, PROPOSAL, height, round_, value.value_id, valid_round)
+    return Proposal(height, round_, value, valid_round, _sign(digest, private_key))
+
+
+def sign_prevote(genesis: Genesis, private_key: bytes, height: int, round_: int, value_id: bytes | None) -> Prevote:
+    vid = None if value_id is None else ValueId(value_id)
+    return Prevote(height, round_, vid, _sign(vote_digest(genesis, PREVOTE, height, round_, vid), private_key))
+
+
+def sign_precommit(genesis: Genesis, private_key: bytes, height: int, round_: int, value_id: bytes | None) -> Precommit:
+    vid = None if value_id is None else ValueId(value_id)
+    return Precommit(height, round_, vid, _sign(vote_digest(genesis, PRECOMMIT, height, round_, vid), private_key))
+
+
+def sign_commit(genesis: Genesis, private_key: bytes, checkpoint: Checkpoint) -> Commit:
+    return Commit(checkpoint, sign_checkpoint(genesis.domain, checkpoint, private_key))
+
+
+@functools.lru_cache(maxsize=65536)
+def _recover(digest: bytes, signature: bytes) -> Address | None:
+    try:
+        return recover_signer(digest, signature)
+    except BadSignature:
+        return None
+
+
+def signer_of(genesis: Genesis, message: Message) -> Address:
+    """The participant that signed `message`; `BadSignature` or `UnknownAuthor` otherwise."""
+    if isinstance(message, Decision):
+        raise InternalError("a decision has one signer per precommit")
+    signer = _recover(message_digest(genesis, message), message.signature)
+    if signer is None:
+        raise BadSignature("consensus message signature does not recover")
+    if genesis.participant(signer) is None:
+        raise UnknownAuthor(f"consensus message signed by a non-participant 0x{signer.hex()}")
+    return signer
+
+
+# -- codec ----------------------------------------------------------------------------------------
+#
+# A message is one canonical CBOR array whose first item is its kind:
+#   [0, height, round, valid_round, value, signature]           Proposal (valid_round may be -1)
+#   [1, height, round, value_id, signature]                      Prevote (value_id b"" is nil)
+#   [2, height, round, value_id, signature]                      Precommit
+#   [3, checkpoint, signature]                                   Commit (EIP-712 signature)
+#   [4, height, round, value, [signature...]]                    Decision (precommit signatures)
+# value = [channel, version, payoutRoot, stateHash, [total...], depositNonce, time,
+#          [head...], [[nonce, account, symbol, amount_e9]...], [[account, token, amount]...]]
+# checkpoint = the first seven fields of a value. uint256 totals and leaf amounts are minimal
+# big-endian byte strings, as in crdt.certificate.
+
+
+def encode_message(message: Message) -> bytes:
+    if isinstance(message, Proposal):
+        return cbor.encode(
+            [PROPOSAL, message.height, message.round, message.valid_round, message.value.to_wire(), message.signature]
+        )
+    if isinstance(message, Prevote | Precommit):
+        kind = PREVOTE if isinstance(message, Prevote) else PRECOMMIT
+        return cbor.encode([kind, message.height, message.round, message.value_id or b"", message.signature])
+    if isinstance(message, Decision):
+        return cbor.encode([DECISION, message.height, message.round, message.value.to_wire(), list(message.signatures)])
+    return cbor.encode([COMMIT, _checkpoint_wire(message.checkpoint), message.signature])
+
+
+def _checkpoint_wire(c: Checkpoint) -> list[Any]:
+    return [
+        c.channel,
+        c.version,
+        c.payout_root,
+        c.state_hash,
+        [_uint_bytes(t) for t in c.totals],
+        c.deposit_nonce,
+        c.time,
+    ]
+
+
+def _fixed(value: Any, length: int, what: str) -> bytes:
+    if type(value) is not bytes or len(value) != length:
+        raise WrongType(f"{what} must be {length} bytes")
+    return value
+
+
+def _uint(value: Any, what: str, maximum: int = cbor.UINT64_MAX) -> int:
+    if type(value) is not int or not 0 <= value <= maximum:
+        raise WrongType(f"{what} must be an integer in [0, {maximum}]")
+    return value
+
+
+def _big(value: Any, what: str) -> int:
+    if type(value) is not bytes or len(value) > 32:
+        raise WrongType(f"{what} must be a byte string of at most 32 bytes")
+    if value[:1] == b"\x00":
+        raise WrongType(f"{what} has a leading zero byte")
+    return int.from_bytes(value, "big")
+
+
+def _array(value: Any, length: int | None, what: str, limit: int = MAX_LEAVES) -> list[Any]:
+    if type(value) is not list or (length is not None and len(value) != length) or len(value) > limit:
+        raise WrongType(f"{what} must be an array" + (f" of {length}" if length is not None else ""))
+    return value
+
+
+def _checkpoint_from(fields: list[Any]) -> Checkpoint:
+    channel, version, root, state, totals, nonce, time = fields
+    return Checkpoint(
+        channel=ChannelId(_fixed(channel, 32, "channel")),
+        version=_uint(version, "version"),
+        payout_root=Hash32(_fixed(root, 32, "payout root")),
+        state_hash=Hash32(_fixed(state, 32, "state hash")),
+        totals=tuple(_big(t, "total") for t in _array(totals, None, "totals", 256)),
+        deposit_nonce=_uint(nonce, "deposit nonce"),
+        time=_uint(time, "time"),
+    )
+
+
+def _value_from(raw: Any) -> CheckpointProposal:
+    fields = _array(raw, 10, "a value")
+    heads = tuple(OpId(_fixed(h, 32, "head")) for h in _array(fields[7], None, "heads", MAX_HEADS))
+    deposits = []
+    for entry in _array(fields[8], None, "deposits", MAX_DEPOSITS):
+        nonce, account, token, amount = _array(entry, 4, "a deposit")
+        if type(token) is not str or not 0 < len(token) <= 16:
+            raise WrongType("a deposit's token is a symbol of 1 to 16 characters")
+        deposits.append(
+            Deposit(
+                _uint(nonce, "nonce"), Address(_fixed(account, 20, "account")), Symbol(token), _uint(amount, "amount")
+            )
+        )
+    leaves = []
+    for entry in _array(fields[9], None, "leaves", MAX_LEAVES):
+        account, token, amount = _array(entry, 3, "a payout leaf")
+        leaves.append(
+            PayoutLeaf(
+                Address(_fixed(account, 20, "account")), Address(_fixed(token, 20, "token")), _big(amount, "amount")
+            )
+        )
+    return CheckpointProposal(_checkpoint_from(fields[:7]), heads, tuple(deposits), tuple(leaves))
+
+
+def _value_id_from(raw: Any) -> ValueId | None:
+    if raw == b"":
+        return None
+    return ValueId(_fixed(raw, 32, "value id"))
+
+
+def decode_message(data: bytes) -> Message:
+    """Strictly decode one message, or raise `InvalidInput`. Signatures are checked by
+    `Consensus.on_message` (or `signer_of`), which needs the genesis."""
+    raw = cbor.decode(data, max_bytes=MAX_MESSAGE_BYTES, max_depth=4)
+    if type(raw) is not list or not raw:
+        raise WrongType("a consensus message is a non-empty array")
+    kind = raw[0]
+    if kind == PROPOSAL and type(kind) is int:
+        _, height, round_, valid_round, value, signature = _array(raw, 6, "a proposal")
+        round_ = _uint(round_, "round", MAX_ROUND)
+        if type(valid_round) is not int or not -1 <= valid_round < round_:
+            raise WrongType("valid_round must be -1 or a round before the proposal's")
+        return Proposal(
+            _uint(height, "height"), round_, _value_from(value), valid_round, _fixed(signature, 65, "signature")
+        )
+    if kind in (PREVOTE, PRECOMMIT) and type(kind) is int:
+        _, height, round_, value_id, signature = _array(raw, 5, "a vote")
+        cls = Prevote if kind == PREVOTE else Precommit
+        return cls(
+            _uint(height, "height"),
+            _uint(round_, "round", MAX_ROUND),
+            _value_id_from(value_id),
+            _fixed(signature, 65, "signature"),
+        )
+    if kind == COMMIT and type(kind) is int:
+        _, checkpoint, signature = _array(raw, 3, "a commit")
+        return Commit(_checkpoint_from(_array(checkpoint, 7, "a checkpoint")), _fixed(signature, 65, "signature"))
+    if kind == DECISION and type(kind) is int:
+        _, height, round_, value, signatures = _array(raw, 5, "a decision")
+        return Decision(
+            _uint(height, "height"),
+            _uint(round_, "round", MAX_ROUND),
+            _value_from(value),
+            tuple(_fixed(sig, 65, "signature") for sig in _array(signatures, None, "signatures", 1024)),
+        )
+    raise WrongType(f"unknown consensus message kind {kind!r}")
+
+
+# -- inputs and outputs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    kind: TimeoutKind
+    height: int
+    round: int
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send `message` to one participant only (a `Decision` for a peer that is behind)."""
+
+    to: Address
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleTimeout:
+    timeout: Timeout
+    duration: int  # ms
+
+
+@dataclass(frozen=True, slots=True)
+class Decide:
+    """Version `height` is decided (irrevocably); `proof` is the quorum of precommits."""
+
+    height: int
+    round: int
+    value: CheckpointProposal
+    proof: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class Certified:
+    """Threshold EIP-712 signatures on the decided checkpoint: settle this on-chain."""
+
+    height: int
+    value: CheckpointProposal
+    certificate: Certificate
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Two different messages that `offender` signed for the same slot. For two `Commit`s
+    (``kind == "double_sign"``) this is what the contract's slashDoubleSign takes."""
+
+    offender: Address
+    first: Message
+    second: Message
+
+    @property
+    def kind(self) -> str:
+        if isinstance(self.first, Commit):
+            return "double_sign"
+        if isinstance(self.first, Proposal):
+            return "double_proposal"
+        return "double_vote"
+
+
+Output = Broadcast | Send | ScheduleTimeout | Decide | Certified | Evidence
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutConfig:
+    """timeout_<step>(round) = base + round * delta, in ms (the paper's increasing timeouts)."""
+
+    propose_base: int = 3000
+    propose_delta: int = 500
+    prevote_base: int = 1000
+    prevote_delta: int = 500
+    precommit_base: int = 1000
+    precommit_delta: int = 500
+
+    def duration(self, kind: TimeoutKind, round_: int) -> int:
+        if kind is TimeoutKind.PROPOSE:
+            return self.propose_base + round_ * self.propose_delta
+        if kind is TimeoutKind.PREVOTE:
+            return self.prevote_base + round_ * self.prevote_delta
+        return self.precommit_base + round_ * self.precommit_delta
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_future_rounds: int = 8  # rounds ahead of ours in which one signer may have messages
+    max_proposals_per_round: int = 4  # distinct values kept from an equivocating proposer
+    commit_window: int = 4  # versions behind ours for which commits are still collected
+
+
+class Application(Protocol):
+    """What the driver supplies: values to propose and a judgement of others' values."""
+
+    def get_value(self, height: int, round_: int) -> CheckpointProposal | None:
+        """A checkpoint to propose (None: nothing to propose; the others will time out)."""
+
+    def validate(self, height: int, value: CheckpointProposal) -> Validity:
+        """Does this node hold every op of the cut, see the same deposits at the configured
+        confirmations, compute the same roots, and find the time acceptable?"""
+
+
+def proposer(genesis: Genesis, height: int, round_: int) -> Address:
+    """Round-robin over the participants in genesis order."""
+    return genesis.addresses[(height + round_) % len(genesis.addresses)]
+
+
+# -- the machine ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Height:
+    """Messages of one height."""
+
+    proposals: dict[int, dict[ValueId, Proposal]] = field(default_factory=dict)  # round -> id -> first proposal
+    first_proposal: dict[int, ValueId] = field(default_factory=dict)
+    votes: dict[tuple[int, int], dict[Address, Vote]] = field(default_factory=dict)  # (round, kind)
+    tally: dict[tuple[int, int], Counter[ValueId | None]] = field(default_factory=dict)
+    senders: dict[int, set[Address]] = field(default_factory=dict)  # round -> who sent anything
+    rounds_of: dict[Address, set[int]] = field(default_factory=dict)
+    values: dict[ValueId, CheckpointProposal] = field(default_factory=dict)
+    reported: set[tuple[Address, int, int]] = field(default_factory=set)  # (signer, kind, round)
+
+
+class Consensus:
+    """One participant's consensus state; see the module docstring for how to drive it."""
+
+    def __init__(
+        self,
+        genesis: Genesis,
+        private_key: bytes,
+        app: Application,
+        timeouts: TimeoutConfig | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.genesis = genesis
+        self.address = address_of(private_key)
+        if genesis.participant(self.address) is None:
+            raise InternalError("this node's key is not a participant of the channel")
+        self._key = private_key
+        self.app = app
+        self.timeouts = timeouts or TimeoutConfig()
+        self.limits = limits or Limits()
+        n = len(genesis.participants)
+        self.quorum = genesis.threshold  # "2f + 1": any two quorums share a correct participant
+        self.skip = n - genesis.threshold + 1  # "f + 1": at least one correct participant
+        # lines 2-9
+        self.height = 0
+        self.round = 0
+        self.step = Step.PROPOSE
+        self.decision: CheckpointProposal | None = None
+        self.locked_value: CheckpointProposal | None = None
+        self.locked_round = -1
+        self.valid_value: CheckpointProposal | None = None
+        self.valid_round = -1
+        self._started = False
+        self._messages: dict[int, _Height] = {}
+        self._validity: dict[ValueId, Validity] = {}
+        self._prevote_timeout_set = False  # line 34 "for the first time"
+        self._precommit_timeout_set = False  # line 47
+        self._locked_this_round = False  # line 36
+        # decided checkpoints and their EIP-712 commits: version -> signer -> digest -> commit
+        self.decided: dict[int, CheckpointProposal] = {}
+        self.certified: set[int] = set()
+        self._commits: dict[int, dict[Address, dict[bytes, Commit]]] = {}
+        self._proofs: dict[int, Decision] = {}
+        self._helped: set[tuple[Address, int]] = set()
+        self._out: list[Output] = []
+
+    # -- inputs ------------------------------------------------------------------------------------
+
+    def start_height(self, height: int) -> list[Output]:
+        """Begin version `height` (line 10 for the first, lines 52-54 for the next ones)."""
+        if height < 1 or (self._started and self.decision is None) or height <= self.height:
+            raise InternalError(f"start_height({height}) at height {self.height}")
+        self.height = height
+        self.decision = None
+        self.locked_value, self.locked_round = None, -1  # line 53
+        self.valid_value, self.valid_round = None, -1
+        self._validity = {}
+        self._started = True
+        for old in [h for h in self._messages if h < height]:
+            del self._messages[old]
+        for old in [v for v in self._commits if v < height - self.limits.commit_window]:
+            del self._commits[old]
+        for old in [v for v in self.decided if v < height - self.limits.commit_window]:
+            del self.decided[old]
+            self._proofs.pop(old, None)
+        self._helped = {(who, h) for who, h in self._helped if h in self._proofs}
+        self._start_round(0)
+        self._evaluate()
+        return self._take()
+
+    def on_message(self, message: Message) -> list[Output]:
+        if isinstance(message, Decision):
+            self._receive_decision(message)
+        elif isinstance(message, Commit):
+            self._receive_commit(message, signer_of(self.genesis, message))
+        else:
+            if isinstance(message, Proposal):
+                if message.value.height != message.height:
+                    raise InvalidProposal("the proposal's height is not its checkpoint version")
+                if not -1 <= message.valid_round < message.round:
+                    raise InvalidProposal("valid_round must be -1 or an earlier round")
+            signer = signer_of(self.genesis, message)
+            if signer == self.address:
+                return self._take()  # an echo of our own message: we applied it when we sent it
+            if message.height < self.height or (message.height == self.height and self.decision is not None):
+                self._help(signer, message.height)
+                return self._take()
+            if isinstance(message, Proposal):
+                if signer != proposer(self.genesis, message.height, message.round):
+                    raise NotProposer(f"0x{signer.hex()} is not the proposer of round {message.round}")
+                message.value.check(self.genesis)
+            if not self._store(message, signer):
+                return self._take()
+        self._evaluate()
+        return self._take()
+
+    def on_timeout(self, timeout: Timeout) -> list[Output]:
+        if self._started and self.decision is None and timeout.height == self.height and timeout.round == self.round:
+            if timeout.kind is TimeoutKind.PROPOSE and self.step is Step.PROPOSE:  # lines 57-60
+                self._vote(Prevote, None)
+                self.step = Step.PREVOTE
+            elif timeout.kind is TimeoutKind.PREVOTE and self.step is Step.PREVOTE:  # lines 61-64
+                self._vote(Precommit, None)
+                self.step = Step.PRECOMMIT
+            elif timeout.kind is TimeoutKind.PRECOMMIT:  # lines 65-67
+                self._start_round(self.round + 1)
+        self._evaluate()
+        return self._take()
+
+    def on_data_arrived(self) -> list[Output]:
+        """Ask the application again about values it called NOT_YET."""
+        self._evaluate()
+        return self._take()
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def proposer(self, height: int, round_: int) -> Address:
+        return proposer(self.genesis, height, round_)
+
+    def commits(self, height: int) -> list[Commit]:
+        """Every commit kept for `height` (for gossip to a node that is behind)."""
+        return [c for by_digest in self._commits.get(height, {}).values() for c in by_digest.values()]
+
+    # -- the algorithm -------------------------------------------------------------------------------
+
+    def _take(self) -> list[Output]:
+        out, self._out = self._out, []
+        return out
+
+    def _start_round(self, round_: int) -> None:  # lines 11-21
+        self.round = round_
+        self.step = Step.PROPOSE
+        self._prevote_timeout_set = False
+        self._precommit_timeout_set = False
+        self._locked_this_round = False
+        height = self.height
+        if self.proposer(height, round_) == self.address:
+            if self.valid_value is not None:  # lines 15-16
+                value: CheckpointProposal | None = self.valid_value
+            else:
+                value = self.app.get_value(height, round_)  # line 18
+            if value is not None:
+                if value.height != height:
+                    raise InternalError(f"the application proposed version {value.height} at height {height}")
+                proposal = sign_proposal(self.genesis, self._key, height, round_, value, self.valid_round)
+                self._broadcast(proposal)  # line 19
+                return
+        self._schedule(TimeoutKind.PROPOSE)  # line 21 (and a proposer with nothing to propose)
+
+    def _schedule(self, kind: TimeoutKind) -> None:
+        timeout = Timeout(kind, self.height, self.round)
+        self._out.append(ScheduleTimeout(timeout, self.timeouts.duration(kind, self.round)))
+
+    def _broadcast(self, message: Proposal | Vote | Commit) -> None:
+        self._out.append(Broadcast(message))
+        if isinstance(message, Commit):
+            self._receive_commit(message, self.address)
+        elif not self._store(message, self.address):
+            raise InternalError("this node tried to sign two messages for one slot")
+
+    def _vote(self, cls: type[Prevote] | type[Precommit], value_id: ValueId | None) -> None:
+        sign = sign_prevote if cls is Prevote else sign_precommit
+        self._broadcast(sign(self.genesis, self._key, self.height, self.round, value_id))
+
+    def _valid(self, value: CheckpointProposal) -> Validity:
+        known = self._validity.get(value.value_id)
+        if known is not None:
+            return known
+        answer = self.app.validate(self.height, value)
+        if answer is not Validity.NOT_YET:
+            self._validity[value.value_id] = answer
+        return answer
+
+    def _evaluate(self) -> None:
+        """Run the upon rules of the current height and round until none fires."""
+        while self._started and self.decision is None and self._rules():
+            pass
+
+    def _rules(self) -> bool:
+        """Fire the first rule whose condition holds; False if none does."""
+        at = self._messages.get(self.height)
+        if at is None:
+            return False
+        r = self.round
+        quorum = self.quorum
+        prevotes = at.tally.get((r, PREVOTE), Counter())
+        proposals = at.proposals.get(r, {})
+        # lines 49-54 (any round): a known value with a quorum of precommits is decided.
+        for (round_, kind), tally in at.tally.items():
+            if kind != PRECOMMIT:
+                continue
+            for value_id, count in tally.items():
+                if value_id is not None and count >= quorum and value_id in at.values:
+                    self._decide(round_, at.values[value_id])
+                    return True
+        if self.step is Step.PROPOSE and r in at.first_proposal:
+            proposal = proposals[at.first_proposal[r]]
+            v, vr = proposal.value, proposal.valid_round
+            if vr == -1:  # lines 22-27
+                validity = self._valid(v)
+                if validity is not Validity.NOT_YET:
+                    good = validity is Validity.VALID and (self.locked_round == -1 or self.locked_value == v)
+                    self._vote(Prevote, v.value_id if good else None)
+                    self.step = Step.PREVOTE
+                    return True
+            elif vr < r and at.tally.get((vr, PREVOTE), Counter())[v.value_id] >= quorum:  # lines 28-33
+                validity = self._valid(v)
+                if validity is not Validity.NOT_YET:
+                    good = validity is Validity.VALID and (self.locked_round <= vr or self.locked_value == v)
+                    self._vote(Prevote, v.value_id if good else None)
+                    self.step = Step.PREVOTE
+                    return True
+        if self.step is Step.PREVOTE and not self._prevote_timeout_set and prevotes.total() >= quorum:  # 34-35
+            self._prevote_timeout_set = True
+            self._schedule(TimeoutKind.PREVOTE)
+            return True
+        if self.step >= Step.PREVOTE and not self._locked_this_round:  # lines 36-43
+            for value_id, proposal in proposals.items():
+                if prevotes[value_id] >= quorum and self._valid(proposal.value) is Validity.VALID:
+                    self._locked_this_round = True
+                    if self.step is Step.PREVOTE:
+                        self.locked_value, self.locked_round = proposal.value, r
+                        self._vote(Precommit, value_id)
+                        self.step = Step.PRECOMMIT
+                    self.valid_value, self.valid_round = proposal.value, r
+                    return True
+        if self.step is Step.PREVOTE and prevotes[None] >= quorum:  # lines 44-46
+            self._vote(Precommit, None)
+            self.step = Step.PRECOMMIT
+            return True
+        precommits = at.tally.get((r, PRECOMMIT), Counter())
+        if not self._precommit_timeout_set and precommits.total() >= quorum:  # lines 47-48
+            self._precommit_timeout_set = True
+            self._schedule(TimeoutKind.PRECOMMIT)
+            return True
+        ahead = [round_ for round_, who in at.senders.items() if round_ > r and len(who) >= self.skip]
+        if ahead:  # lines 55-56
+            self._start_round(max(ahead))
+            return True
+        return False
+
+    def _decide(self, round_: int, value: CheckpointProposal, signatures: tuple[bytes, ...] | None = None) -> None:
+        height = self.height  # lines 49-54
+        if signatures is None:
+            votes = self._messages[height].votes.get((round_, PRECOMMIT), {})
+            signatures = tuple(vote.signature for vote in votes.values() if vote.value_id == value.value_id)
+        proof = Decision(height, round_, value, signatures)
+        self.decision = value
+        self.decided[height] = value
+        self._proofs[height] = proof
+        self._out.append(Decide(height, round_, value, proof))
+        self._broadcast(sign_commit(self.genesis, self._key, value.checkpoint))
+
+    def _receive_decision(self, decision: Decision) -> None:
+        """A peer's proof of a decision at our height: check it, then decide as line 49 would."""
+        if decision.height != self.height or self.decision is not None or not self._started:
+            return
+        if decision.value.height != decision.height:
+            raise InvalidProposal("the decision's height is not its checkpoint version")
+        decision.value.check(self.genesis)
+        signers = {signer_of(self.genesis, precommit) for precommit in decision.precommits()}
+        if len(signers) < self.quorum:
+            raise InvalidInput(f"a decision needs {self.quorum} distinct precommits, it has {len(signers)}")
+        self._decide(decision.round, decision.value, decision.signatures)
+
+    def _help(self, signer: Address, height: int) -> None:
+        """`signer` is behind: send it the proof of the height it is working on, once."""
+        proof = self._proofs.get(height)
+        if proof is not None and signer != self.address and (signer, height) not in self._helped:
+            self._helped.add((signer, height))
+            self._out.append(Send(signer, proof))
+
+    # -- storing messages -----------------------------------------------------------------------------
+
+    def _store(self, message: Proposal | Vote, signer: Address) -> bool:
+        """Keep a verified message; False if it is ignored (too old, too far ahead, a repeat or
+        a conflict, which is reported as evidence)."""
+        height = message.height
+        lowest = self.height if self._started else 1
+        if not lowest <= height <= max(self.height, 1) + 1:
+            return False
+        if height == self.height and self.decision is not None:
+            return False
+        at = self._messages.setdefault(height, _Height())
+        round_ = message.round
+        rounds = at.rounds_of.setdefault(signer, set())
+        current = self.round if height == self.height else 0
+        ahead = sum(1 for r in rounds if r > current)
+        if round_ > current and round_ not in rounds and ahead >= self.limits.max_future_rounds:
+            return False
+        if isinstance(message, Proposal):
+            kept = at.proposals.setdefault(round_, {})
+            existing = kept.get(message.value_id)
+            if existing is not None:
+                if existing.valid_round != message.valid_round:
+                    self._evidence(at, signer, existing, message, PROPOSAL)
+                return False
+            if kept:
+                self._evidence(at, signer, next(iter(kept.values())), message, PROPOSAL)
+                if len(kept) >= self.limits.max_proposals_per_round:
+                    return False
+            kept[message.value_id] = message
+            at.first_proposal.setdefault(round_, message.value_id)
+            at.values.setdefault(message.value_id, message.value)
+        else:
+            kind = PREVOTE if isinstance(message, Prevote) else PRECOMMIT
+            votes = at.votes.setdefault((round_, kind), {})
+            previous = votes.get(signer)
+            if previous is not None:
+                if previous.value_id != message.value_id:
+                    self._evidence(at, signer, previous, message, kind)
+                return False
+            votes[signer] = message
+            at.tally.setdefault((round_, kind), Counter())[message.value_id] += 1
+        rounds.add(round_)
+        at.senders.setdefault(round_, set()).add(signer)
+        return True
+
+    def _evidence(self, at: _Height, signer: Address, first: Message, second: Message, kind: int) -> None:
+        key = (signer, kind, getattr(second, "round", 0))
+        if key not in at.reported:
+            at.reported.add(key)
+            self._out.append(Evidence(signer, first, second))
+
+    def _receive_commit(self, commit: Commit, signer: Address) -> None:
+        version = commit.checkpoint.version
+        if commit.checkpoint.channel != self.genesis.channel_id:
+            raise WrongChannel("commit for another channel")
+        if not self.height - self.limits.commit_window <= version <= self.height + 1:
+            return
+        digest = commit.checkpoint.digest(self.genesis.domain)
+        mine = self._commits.setdefault(version, {}).setdefault(signer, {})
+        if digest in mine:
+            return
+        if len(mine) >= 2:
+            return  # already reported; keep no more than two per signer
+        if mine:
+            self._out.append(Evidence(signer, next(iter(mine.values())), commit))
+        mine[digest] = commit
+        self._try_certify(version)
+
+    def _try_certify(self, version: int) -> None:
+        value = self.decided.get(version)
+        if value is None or version in self.certified:
+            return
+        digest = value.checkpoint.digest(self.genesis.domain)
+        signatures = [
+            by_digest[digest].signature for by_digest in self._commits.get(version, {}).values() if digest in by_digest
+        ]
+        if len(signatures) >= self.quorum:
+            certificate = Certificate.assemble(self.genesis, value.checkpoint, signatures, value.leaves)
+            self.certified.add(version)
+            self._out.append(Certified(version, value, certificate))

@@ -1,0 +1,481 @@
+"""Checkpoint consensus: codec, signatures, the rules one at a time, and whole runs in the
+deterministic harness (safety with Byzantine nodes, liveness after GST, certificates)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from channel.consensus import (
+    Broadcast,
+    CheckpointProposal,
+    Commit,
+    Consensus,
+    Decide,
+    Decision,
+    Evidence,
+    InvalidProposal,
+    Message,
+    NotProposer,
+    Prevote,
+    ScheduleTimeout,
+    Step,
+    Timeout,
+    TimeoutConfig,
+    TimeoutKind,
+    Validity,
+    ValueId,
+    decode_message,
+    encode_message,
+    proposer,
+    sign_commit,
+    sign_precommit,
+    sign_prevote,
+    sign_proposal,
+    signer_of,
+)
+from crdt.eip712 import Checkpoint
+from crdt.errors import BadSignature, InvalidInput, UnknownAuthor
+from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
+from crdt.hashing import keccak256
+from crdt.ops import address_of, sign_op
+from crdt.replica import Cut, Replica
+from crdt.types import Symbol
+from tests.channel.consensus_harness import (
+    TOKEN,
+    Byzantine,
+    Simulation,
+    make_genesis,
+    synthetic_value,
+)
+
+PROFILE_EXAMPLES = settings.default.max_examples  # 40 at "dev", 500 at "ci"
+
+
+def examples(share: int) -> int:
+    """A fraction of the profile's examples: whole simulations cost ~0.1-0.5 s each."""
+    return max(8, PROFILE_EXAMPLES // share)
+
+
+# -- a single machine, driven by hand -----------------------------------------------------------------
+
+
+class FixedApp:
+    def __init__(self, value: CheckpointProposal | None, validity: Validity = Validity.VALID) -> None:
+        self.value = value
+        self.validity = validity
+        self.asked = 0
+
+    def get_value(self, height: int, round_: int) -> CheckpointProposal | None:
+        return self.value
+
+    def validate(self, height: int, value: CheckpointProposal) -> Validity:
+        self.asked += 1
+        return self.validity
+
+
+def broadcasts(outputs: list[object]) -> list[Message]:
+    return [o.message for o in outputs if isinstance(o, Broadcast)]
+
+
+def machine(index: int, app: FixedApp, n: int = 4) -> tuple[Genesis, tuple[bytes, ...], Consensus]:
+    genesis, keys = make_genesis(n)
+    return genesis, keys, Consensus(genesis, keys[index], app, TimeoutConfig(100, 10, 200, 20, 300, 30))
+
+
+def test_proposer_rotates_in_genesis_order_and_timeouts_grow() -> None:
+    genesis, _ = make_genesis(4)
+    assert [proposer(genesis, 1, r) for r in range(5)] == [genesis.addresses[(1 + r) % 4] for r in range(5)]
+    config = TimeoutConfig(100, 10, 200, 20, 300, 30)
+    assert [config.duration(TimeoutKind.PROPOSE, r) for r in range(3)] == [100, 110, 120]
+    assert config.duration(TimeoutKind.PREVOTE, 2) == 240
+    assert config.duration(TimeoutKind.PRECOMMIT, 1) == 330
+
+
+def test_non_proposer_waits_then_prevotes_nil_on_timeout() -> None:
+    _, _, node = machine(0, FixedApp(None))  # height 1 round 0: proposer is index 1
+    out = node.start_height(1)
+    assert out == [ScheduleTimeout(Timeout(TimeoutKind.PROPOSE, 1, 0), 100)]
+    out = node.on_timeout(Timeout(TimeoutKind.PROPOSE, 1, 0))  # lines 57-60
+    assert [(type(m), m.value_id) for m in broadcasts(out)] == [(Prevote, None)]  # type: ignore[union-attr]
+    assert node.step is Step.PREVOTE
+    assert node.on_timeout(Timeout(TimeoutKind.PROPOSE, 1, 0)) == []  # stale: nothing twice
+
+
+def test_not_yet_waits_for_data_then_prevotes_the_value() -> None:
+    genesis, keys, node = machine(0, FixedApp(None, Validity.NOT_YET))
+    node.start_height(1)
+    value = synthetic_value(genesis, 1, 0)
+    assert broadcasts(node.on_message(sign_proposal(genesis, keys[1], 1, 0, value))) == []
+    assert node.step is Step.PROPOSE
+    node.app.validity = Validity.VALID  # type: ignore[attr-defined]
+    votes = broadcasts(node.on_data_arrived())
+    assert votes == [sign_prevote(genesis, keys[0], 1, 0, value.value_id)]  # lines 22-27
+
+
+def test_full_round_by_hand_locks_decides_and_certifies() -> None:
+    genesis, keys, node = machine(0, FixedApp(None))
+    value = synthetic_value(genesis, 1, 3)
+    node.start_height(1)
+    node.on_message(sign_proposal(genesis, keys[1], 1, 0, value))
+    for i in (1, 2):
+        node.on_message(sign_prevote(genesis, keys[i], 1, 0, value.value_id))
+    assert (node.locked_round, node.locked_value) == (0, value)  # lines 36-43
+    assert node.step is Step.PRECOMMIT
+    out = []
+    for i in (1, 2):
+        out += node.on_message(sign_precommit(genesis, keys[i], 1, 0, value.value_id))
+    decide = next(o for o in out if isinstance(o, Decide))
+    assert decide.value == value
+    assert decide.height == 1
+    assert len({signer_of(genesis, p) for p in decide.proof.precommits()}) == 3
+    commit = next(m for m in broadcasts(out) if isinstance(m, Commit))
+    assert commit == sign_commit(genesis, keys[0], value.checkpoint)
+    out = []
+    for i in (3, 1):
+        out += node.on_message(sign_commit(genesis, keys[i], value.checkpoint))
+    certified = [o for o in out if type(o).__name__ == "Certified"]
+    assert len(certified) == 1
+    certificate = certified[0].certificate  # type: ignore[attr-defined]
+    certificate.verify(genesis)
+    digest = value.checkpoint.digest(genesis.domain)
+    signers = {Account._recover_hash(digest, signature=sig) for sig in certificate.signatures}
+    assert {s.lower() for s in signers} == {"0x" + genesis.addresses[i].hex() for i in (0, 1, 3)}
+    # a node that is behind gets the proof and decides from it
+    _, _, late = machine(2, FixedApp(None))
+    late.start_height(1)
+    out = late.on_message(decode_message(encode_message(decide.proof)))
+    assert any(isinstance(o, Decide) and o.value == value for o in out)
+
+
+def test_locked_node_prevotes_nil_for_another_value_until_a_newer_proof_of_lock() -> None:
+    genesis, keys, node = machine(0, FixedApp(None))
+    v, w = synthetic_value(genesis, 1, 1), synthetic_value(genesis, 1, 2)
+    node.start_height(1)
+    node.on_message(sign_proposal(genesis, keys[1], 1, 0, v))
+    for i in (1, 2):
+        node.on_message(sign_prevote(genesis, keys[i], 1, 0, v.value_id))
+    assert node.locked_value == v
+    node.on_timeout(Timeout(TimeoutKind.PRECOMMIT, 1, 0))  # lines 65-67
+    assert node.round == 1
+    # round 1 (proposer 2) proposes w fresh: the lock wins (line 23)
+    out = node.on_message(sign_proposal(genesis, keys[2], 1, 1, w))
+    assert [m.value_id for m in broadcasts(out)] == [None]  # type: ignore[union-attr]
+    node.on_timeout(Timeout(TimeoutKind.PREVOTE, 1, 1))
+    node.on_timeout(Timeout(TimeoutKind.PRECOMMIT, 1, 1))
+    # round 2 (proposer 3) re-proposes w with a proof of lock from round 1: unlock (lines 28-33)
+    for i in (1, 2, 3):
+        node.on_message(sign_prevote(genesis, keys[i], 1, 1, w.value_id))
+    out = node.on_message(sign_proposal(genesis, keys[3], 1, 2, w, valid_round=1))
+    assert [m.value_id for m in broadcasts(out)] == [w.value_id]  # type: ignore[union-attr]
+
+
+def test_round_skip_on_f_plus_one_messages_from_a_later_round() -> None:
+    genesis, keys, node = machine(0, FixedApp(None))
+    node.start_height(1)
+    node.on_message(sign_prevote(genesis, keys[1], 1, 5, None))
+    assert node.round == 0
+    node.on_message(sign_precommit(genesis, keys[2], 1, 5, None))  # lines 55-56: f + 1 = 2
+    assert node.round == 5
+
+
+def test_double_votes_and_double_signs_become_evidence() -> None:
+    genesis, keys, node = machine(0, FixedApp(None))
+    node.start_height(1)
+    a, b = synthetic_value(genesis, 1, 1), synthetic_value(genesis, 1, 2)
+    first = sign_prevote(genesis, keys[3], 1, 0, a.value_id)
+    second = sign_prevote(genesis, keys[3], 1, 0, b.value_id)
+    node.on_message(first)
+    out = node.on_message(second)
+    assert out == [Evidence(genesis.addresses[3], first, second)]
+    assert out[0].kind == "double_vote"  # type: ignore[union-attr]
+    assert node.on_message(second) == []  # reported once
+    p1, p2 = sign_proposal(genesis, keys[1], 1, 0, a), sign_proposal(genesis, keys[1], 1, 0, b)
+    node.on_message(p1)
+    assert [o.kind for o in node.on_message(p2) if isinstance(o, Evidence)] == ["double_proposal"]
+    c1, c2 = sign_commit(genesis, keys[2], a.checkpoint), sign_commit(genesis, keys[2], b.checkpoint)
+    node.on_message(c1)
+    evidence = node.on_message(c2)
+    assert len(evidence) == 1
+    assert isinstance(evidence[0], Evidence)
+    assert evidence[0].kind == "double_sign"
+    # exactly what slashDoubleSign needs: one signer, one version, two checkpoints
+    for commit in (c1, c2):
+        signer = Account._recover_hash(commit.checkpoint.digest(genesis.domain), signature=commit.signature)
+        assert signer.lower() == "0x" + genesis.addresses[2].hex()
+
+
+def test_forged_and_misplaced_messages_are_refused() -> None:
+    genesis, keys, node = machine(0, FixedApp(None))
+    node.start_height(1)
+    value = synthetic_value(genesis, 1, 0)
+    outsider = keccak256(b"not a participant")
+    with pytest.raises(UnknownAuthor):
+        node.on_message(sign_prevote(genesis, outsider, 1, 0, None))
+    with pytest.raises(NotProposer):
+        node.on_message(sign_proposal(genesis, keys[2], 1, 0, value))  # round 0's proposer is 1
+    vote = sign_prevote(genesis, keys[1], 1, 0, value.value_id)
+    with pytest.raises(InvalidInput):
+        node.on_message(replace(vote, signature=vote.signature[:64] + b"\x05"))
+    forged = replace(vote, value_id=ValueId(b"\x01" * 32))  # another value under 1's signature
+    with pytest.raises((BadSignature, UnknownAuthor)):
+        node.on_message(forged)
+    bad_root = replace(value, leaves=value.leaves[1:])
+    with pytest.raises(InvalidProposal):
+        node.on_message(sign_proposal(genesis, keys[1], 1, 0, bad_root))
+    too_few = Decision(
+        1, 0, value, tuple(sign_precommit(genesis, keys[i], 1, 0, value.value_id).signature for i in (1, 2))
+    )
+    with pytest.raises(InvalidInput):
+        node.on_message(too_few)
+    assert node.step is Step.PROPOSE
+    assert node.decision is None
+
+
+# -- codec ----------------------------------------------------------------------------------------------
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> Message:
+    genesis, keys = make_genesis(4)
+    key = keys[draw(st.integers(0, 3))]
+    height = draw(st.integers(1, 2**64 - 1))
+    round_ = draw(st.integers(0, 2**32 - 1))
+    value = synthetic_value(genesis, draw(st.integers(1, 5)), draw(st.integers(0, 20)))
+    value_id = draw(st.sampled_from([None, value.value_id]))
+    kind = draw(st.sampled_from(["proposal", "prevote", "precommit", "commit", "decision"]))
+    if kind == "proposal":
+        return sign_proposal(genesis, key, height, round_, value, draw(st.integers(-1, round_ - 1)))
+    if kind == "prevote":
+        return sign_prevote(genesis, key, height, round_, value_id)
+    if kind == "precommit":
+        return sign_precommit(genesis, key, height, round_, value_id)
+    if kind == "commit":
+        return sign_commit(genesis, key, value.checkpoint)
+    return Decision(height, round_, value, tuple(keccak256(b"%d" % i) * 2 + b"\x1b" for i in range(3)))
+
+
+@given(messages())
+def test_encoding_round_trips(message: Message) -> None:
+    assert decode_message(encode_message(message)) == message
+
+
+@given(messages(), st.data())
+def test_mutated_bytes_are_an_error_or_another_message(message: Message, data: st.DataObject) -> None:
+    raw = bytearray(encode_message(message))
+    position = data.draw(st.integers(0, len(raw) - 1))
+    raw[position] ^= data.draw(st.integers(1, 255))
+    try:
+        decoded = decode_message(bytes(raw))
+    except InvalidInput:
+        return
+    assert encode_message(decoded) == bytes(raw)  # strict: only canonical encodings decode
+
+
+@given(st.binary(max_size=300))
+def test_garbage_is_a_typed_error(data: bytes) -> None:
+    with contextlib.suppress(InvalidInput):
+        decode_message(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x80",  # []
+        b"\x81\x09",  # [9]
+        b"\x85\x01\x01\x00\x41\x00" + b"\x58\x41" + b"\x00" * 65,  # value id of 1 byte
+        b"\x85\xf5\x01\x00\x40" + b"\x58\x41" + b"\x00" * 65,  # kind True
+        b"\x86\x00\x01\x00\x00\x80" + b"\x58\x41" + b"\x00" * 65,  # valid_round not < round
+        b"\x9f\x01\xff",  # indefinite length
+        b"\x85\x01\x01\x00\x40" + b"\x58\x41" + b"\x00" * 65 + b"\x00",  # trailing byte
+    ],
+)
+def test_crafted_garbage(data: bytes) -> None:
+    with pytest.raises(InvalidInput):
+        decode_message(data)
+
+
+# -- whole runs in the harness ----------------------------------------------------------------------------
+
+behaviours = st.builds(Byzantine, st.booleans(), st.booleans(), st.booleans(), st.booleans())
+
+
+@settings(max_examples=examples(2))
+@given(
+    n=st.sampled_from([4, 7]),
+    seed=st.integers(0, 2**32 - 1),
+    faults=st.lists(st.one_of(st.none(), behaviours), min_size=2, max_size=2),
+    gst=st.integers(0, 30_000),
+    drop=st.sampled_from([0.0, 0.2, 0.5]),
+    lossy=st.booleans(),
+    not_yet=st.sampled_from([0.0, 0.3]),
+    data=st.data(),
+)
+def test_safety_with_f_byzantine(
+    n: int,
+    seed: int,
+    faults: list[Byzantine | None],
+    gst: int,
+    drop: float,
+    lossy: bool,
+    not_yet: float,
+    data: st.DataObject,
+) -> None:
+    f = (n - 1) // 3
+    who = data.draw(st.lists(st.integers(0, n - 1), min_size=f, max_size=f, unique=True), label="faulty")
+    byzantine = {i: b for i, b in zip(who, faults, strict=False) if b is not None}
+    crashed = {i for i, b in zip(who, faults, strict=False) if b is None}  # silent
+    sim = Simulation(
+        n,
+        seed=seed,
+        heights=2,
+        byzantine=byzantine,
+        crashed=crashed,
+        gst=gst,
+        drop=drop,
+        lossy=lossy,
+        not_yet=not_yet,
+    )
+    sim.run(gst + 120_000)
+    sim.check_safety()
+    if not lossy:  # after GST the non-faulty nodes get there, whatever the faulty ones did
+        for i in sim.honest:
+            assert set(sim.logs[i].certificates) == {1, 2}, (i, sorted(sim.logs[i].decisions))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_safety_seeds_with_aggressive_byzantines(seed: int) -> None:
+    everything = Byzantine(True, True, True, True)
+    n = 7 if seed % 2 else 4
+    byzantine = {seed % n: everything, (seed + 3) % n: everything} if n == 7 else {seed % n: everything}
+    sim = Simulation(
+        n, seed=seed, heights=3, byzantine=byzantine, gst=15_000, drop=0.3, lossy=seed % 3 == 0, not_yet=0.2
+    )
+    sim.run(200_000)
+    sim.check_safety()
+    evidence = [e for i in sim.honest for e in sim.logs[i].evidence]
+    assert evidence, "double votes to two halves are relayed, so someone sees both"
+
+
+@settings(max_examples=examples(3))
+@given(n=st.sampled_from([4, 7]), seed=st.integers(0, 2**32 - 1), gst=st.integers(0, 20_000), data=st.data())
+def test_liveness_after_gst_with_f_crashed(n: int, seed: int, gst: int, data: st.DataObject) -> None:
+    f = (n - 1) // 3
+    crashed = set(data.draw(st.lists(st.integers(0, n - 1), min_size=f, max_size=f, unique=True), label="crashed"))
+    timeouts = TimeoutConfig(1000, 500, 1000, 500, 1000, 500)
+    delta = 100
+    sim = Simulation(n, seed=seed, heights=3, crashed=crashed, gst=gst, delta=delta, drop=0.3, timeouts=timeouts)
+    sim.run(gst + 200_000)
+    sim.check_safety()
+    for i in sim.honest:
+        log = sim.logs[i]
+        assert set(log.certificates) == {1, 2, 3}
+        for height, decide in log.decisions.items():
+            started = min(sim.logs[j].started[height] for j in sim.honest)
+            if started > gst + delta:
+                # all correct nodes start together after GST: at most f crashed proposers in a row
+                assert decide.round <= f, (height, decide.round)
+    # and quickly: every height certified within a bounded time after GST
+    last = max(c for i in sim.honest for c in [max(sim.logs[i].started.values())])
+    assert last <= gst + 3 * (f + 2) * 6_000 + 60_000
+
+
+@pytest.mark.parametrize("n", [4, 7])
+def test_nothing_is_certified_with_f_plus_one_crashed(n: int) -> None:
+    f = (n - 1) // 3
+    sim = Simulation(n, seed=n, heights=2, crashed=set(range(f + 1)), gst=5_000, drop=0.2)
+    sim.run(300_000)
+    sim.check_safety()
+    for i in sim.honest:
+        assert sim.logs[i].decisions == {}
+        assert sim.logs[i].certificates == {}
+        # Without a quorum of votes, lines 34 and 47 never schedule the next timeout: the node
+        # waits in round 0 after its nil prevote, as in the paper, and emits nothing unsafe.
+        assert sim.nodes[i].decision is None
+        assert sim.nodes[i].round == 0
+        assert sim.nodes[i].step is Step.PREVOTE
+        assert sim.logs[i].evidence == []
+
+
+def test_certificates_are_what_the_contract_recovers() -> None:
+    sim = Simulation(7, seed=11, heights=2, gst=0)
+    sim.run(60_000)
+    genesis = sim.genesis
+    for i in sim.honest:
+        for certified in sim.logs[i].certificates.values():
+            certificate = certified.certificate
+            certificate.verify(genesis)
+            checkpoint = certificate.checkpoint
+            typed = checkpoint.typed_data(genesis.domain)
+            signable = encode_typed_data(full_message=typed)
+            digest = keccak256(b"\x19" + signable.version + signable.header + signable.body)
+            assert digest == checkpoint.digest(genesis.domain)
+            recovered = [Account._recover_hash(digest, signature=s).lower() for s in certificate.signatures]
+            assert recovered == ["0x" + a.hex() for a in certificate.signers(genesis)]
+            assert len(recovered) >= genesis.threshold
+
+
+# -- real values from replicas ------------------------------------------------------------------------------
+
+
+def test_real_checkpoint_from_replica_state_is_decided_and_applies() -> None:
+    keys = [keccak256(b"parley-consensus-test-%d" % i) for i in range(4)]
+    addresses = [address_of(k) for k in keys]
+    genesis = Genesis.create(
+        chain_id=31337,
+        adjudicator=b"\x01" * 20,
+        participants=[Participant(a, Role.TRADER) for a in addresses],
+        tokens=[Token(Symbol("USDC"), TOKEN, 6)],
+        initial_balances=[InitialBalance(a, Symbol("USDC"), 100 * 10**9) for a in addresses],
+    )
+    ctx = genesis.context()
+    ops = [
+        sign_op(ctx, keys[0], 1, [], "transfer", {"to": addresses[1], "token": "USDC", "amount": 5 * 10**9}),
+        sign_op(ctx, keys[2], 1, [], "transfer", {"to": addresses[3], "token": "USDC", "amount": 7 * 10**9}),
+    ]
+    replicas = []
+    for _ in range(4):
+        replica = Replica(genesis)
+        replica.receive_many(ops)
+        replicas.append(replica)
+
+    def build(height: int) -> CheckpointProposal:
+        scratch = Replica(genesis)
+        scratch.receive_many(ops)
+        heads = tuple(sorted(scratch.graph.heads))
+        scratch.certify(Cut(height, heads, 1_000 * height, ()))
+        checkpoint = Checkpoint(
+            channel=genesis.channel_id,
+            version=height,
+            payout_root=scratch.payout_root(),
+            state_hash=scratch.state_hash(),
+            totals=scratch.totals(),
+            deposit_nonce=0,
+            time=1_000 * height,
+        )
+        return CheckpointProposal(checkpoint, heads, (), tuple(scratch.payout_tree().leaves))
+
+    class ReplicaApp:
+        def get_value(self, height: int, round_: int) -> CheckpointProposal | None:
+            return build(height)
+
+        def validate(self, height: int, value: CheckpointProposal) -> Validity:
+            return Validity.VALID if value == build(height) else Validity.INVALID
+
+    sim = Simulation(4, seed=5, heights=1, app_factory=lambda _sim, _i: ReplicaApp())
+    sim.run(30_000)
+    sim.check_safety()
+    for i, replica in enumerate(replicas):
+        certified = sim.logs[i].certificates[1]
+        replica.certify(certified.value.cut())
+        assert replica.payout_root() == certified.certificate.checkpoint.payout_root
+        assert replica.state_hash() == certified.certificate.checkpoint.state_hash
+        assert replica.status(ops[0].op_id) == "final"
+        certified.certificate.verify(genesis)
