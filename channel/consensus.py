@@ -32,8 +32,8 @@ node prevote nil (lines 57-60).
 Invariants and why they hold:
 - Safety: two quorums (``genesis.threshold`` > 2n/3) intersect in more than n/3 participants,
   so in at least one correct one; a correct participant prevotes and precommits at most once
-  per (height, round, step) (its own messages go through the same store as everyone's, and the
-  store keeps the first vote of each signer), and locks as in lines 36-43, so no two values
+  per (height, round, step) (its own messages go through the same store as everyone's, which
+  refuses a second own vote for a slot), and locks as in lines 36-43, so no two values
   gather a quorum of precommits at one height (the paper's Lemmas 1-3).
 - Attribution: every consensus message is signed (secp256k1, recoverable, low s) over a
   digest that starts with ``\\x19Parley consensus\\n`` and binds the EIP-712 domain and the
@@ -601,7 +601,9 @@ class _Height:
 
     proposals: dict[int, dict[ValueId, Proposal]] = field(default_factory=dict)  # round -> id -> first proposal
     first_proposal: dict[int, ValueId] = field(default_factory=dict)
-    votes: dict[tuple[int, int], dict[Address, Vote]] = field(default_factory=dict)  # (round, kind)
+    # (round, kind) -> signer -> value id -> vote. An equivocator's votes count for each value it
+    # voted (the paper counts messages per value); "2f + 1 of any kind" counts distinct signers.
+    votes: dict[tuple[int, int], dict[Address, dict[ValueId | None, Vote]]] = field(default_factory=dict)
     tally: dict[tuple[int, int], Counter[ValueId | None]] = field(default_factory=dict)
     senders: dict[int, set[Address]] = field(default_factory=dict)  # round -> who sent anything
     rounds_of: dict[Address, set[int]] = field(default_factory=dict)
@@ -765,8 +767,8 @@ class Consensus:
         self._out.append(Broadcast(message))
         if isinstance(message, Commit):
             self._receive_commit(message, self.address)
-        elif not self._store(message, self.address):
-            raise InternalError("this node tried to sign two messages for one slot")
+        elif not self._store(message, self.address) and isinstance(message, Proposal):
+            raise InternalError("this node tried to sign two proposals for one round")
 
     def _vote(self, cls: type[Prevote] | type[Precommit], value_id: ValueId | None) -> None:
         sign = sign_prevote if cls is Prevote else sign_precommit
@@ -820,7 +822,9 @@ class Consensus:
                     self._vote(Prevote, v.value_id if good else None)
                     self.step = Step.PREVOTE
                     return True
-        if self.step is Step.PREVOTE and not self._prevote_timeout_set and prevotes.total() >= quorum:  # 34-35
+        if (
+            self.step is Step.PREVOTE and not self._prevote_timeout_set and self._signers(at, r, PREVOTE) >= quorum
+        ):  # 34-35
             self._prevote_timeout_set = True
             self._schedule(TimeoutKind.PREVOTE)
             return True
@@ -838,8 +842,7 @@ class Consensus:
             self._vote(Precommit, None)
             self.step = Step.PRECOMMIT
             return True
-        precommits = at.tally.get((r, PRECOMMIT), Counter())
-        if not self._precommit_timeout_set and precommits.total() >= quorum:  # lines 47-48
+        if not self._precommit_timeout_set and self._signers(at, r, PRECOMMIT) >= quorum:  # lines 47-48
             self._precommit_timeout_set = True
             self._schedule(TimeoutKind.PRECOMMIT)
             return True
@@ -849,11 +852,15 @@ class Consensus:
             return True
         return False
 
+    @staticmethod
+    def _signers(at: _Height, round_: int, kind: int) -> int:
+        return len(at.votes.get((round_, kind), {}))
+
     def _decide(self, round_: int, value: CheckpointProposal, signatures: tuple[bytes, ...] | None = None) -> None:
         height = self.height  # lines 49-54
         if signatures is None:
             votes = self._messages[height].votes.get((round_, PRECOMMIT), {})
-            signatures = tuple(vote.signature for vote in votes.values() if vote.value_id == value.value_id)
+            signatures = tuple(mine[value.value_id].signature for mine in votes.values() if value.value_id in mine)
         proof = Decision(height, round_, value, signatures)
         self.decision = value
         self.decided[height] = value
@@ -914,13 +921,17 @@ class Consensus:
             at.values.setdefault(message.value_id, message.value)
         else:
             kind = PREVOTE if isinstance(message, Prevote) else PRECOMMIT
-            votes = at.votes.setdefault((round_, kind), {})
-            previous = votes.get(signer)
-            if previous is not None:
-                if previous.value_id != message.value_id:
-                    self._evidence(at, signer, previous, message, kind)
+            mine = at.votes.setdefault((round_, kind), {}).setdefault(signer, {})
+            if message.value_id in mine:
                 return False
-            votes[signer] = message
+            if mine:
+                if signer == self.address:
+                    raise InternalError("this node tried to sign two votes for one slot")
+                self._evidence(at, signer, next(iter(mine.values())), message, kind)
+                known = message.value_id is None or message.value_id in at.values
+                if not known and len(mine) >= self.limits.max_proposals_per_round:
+                    return False  # junk ids from an equivocator: keep a few, and every known value
+            mine[message.value_id] = message
             at.tally.setdefault((round_, kind), Counter())[message.value_id] += 1
         rounds.add(round_)
         at.senders.setdefault(round_, set()).add(signer)

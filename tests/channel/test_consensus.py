@@ -307,7 +307,7 @@ def test_crafted_garbage(data: bytes) -> None:
 behaviours = st.builds(Byzantine, st.booleans(), st.booleans(), st.booleans(), st.booleans())
 
 
-@settings(max_examples=examples(2))
+@settings(max_examples=examples(1))
 @given(
     n=st.sampled_from([4, 7]),
     seed=st.integers(0, 2**32 - 1),
@@ -350,6 +350,17 @@ def test_safety_with_f_byzantine(
             assert set(sim.logs[i].certificates) == {1, 2}, (i, sorted(sim.logs[i].decisions))
 
 
+def test_regression_equivocated_prevote_still_counts_towards_a_proof_of_lock() -> None:
+    """Shrunk by hypothesis: a double-voter's prevote for v was seen by two nodes (which locked
+    on v) while the third kept its nil prevote; when only the first vote of an equivocator was
+    kept, the third could never check the proof of lock, and the height stalled forever."""
+    sim = Simulation(4, seed=1, heights=2, byzantine={1: Byzantine(double_vote=True)}, gst=0, not_yet=0.3)
+    sim.run(120_000)
+    sim.check_safety()
+    for i in sim.honest:
+        assert set(sim.logs[i].certificates) == {1, 2}
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_safety_seeds_with_aggressive_byzantines(seed: int) -> None:
     everything = Byzantine(True, True, True, True)
@@ -364,7 +375,7 @@ def test_safety_seeds_with_aggressive_byzantines(seed: int) -> None:
     assert evidence, "double votes to two halves are relayed, so someone sees both"
 
 
-@settings(max_examples=examples(3))
+@settings(max_examples=examples(2))
 @given(n=st.sampled_from([4, 7]), seed=st.integers(0, 2**32 - 1), gst=st.integers(0, 20_000), data=st.data())
 def test_liveness_after_gst_with_f_crashed(n: int, seed: int, gst: int, data: st.DataObject) -> None:
     f = (n - 1) // 3
