@@ -47,6 +47,7 @@ TOPICS = ("ops", "balances", "status")
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL = -32700, -32600, -32601, -32602, -32603
 REJECTED = -32001
+NOT_FOUND = -32004
 
 
 class RpcError(Exception):
@@ -226,6 +227,46 @@ async def _stats(node: Node, args: list[Any]) -> Any:
     return node.stats()
 
 
+async def _checkpoints(node: Node, args: list[Any]) -> Any:
+    certified = node.finality.certificates if node.finality is not None else {}
+    return [
+        {"version": cut.version, "time": cut.time, "heads": len(cut.heads), "deposits": len(cut.deposits),
+         "certified": cut.version in certified}
+        for cut in node.replica.cuts
+    ]
+
+
+async def _certificate(node: Node, args: list[Any]) -> Any:
+    (version,) = args
+    certificates = node.finality.certificates if node.finality is not None else {}
+    if version is None:
+        if not certificates:
+            raise RpcError(NOT_FOUND, "no certificate yet")
+        version = max(certificates)
+    version = _uint(version, "version")
+    certificate = certificates.get(version)
+    if certificate is None:
+        raise RpcError(NOT_FOUND, f"no certificate for version {version}")
+    checkpoint = certificate.checkpoint
+    return {
+        "version": version,
+        "payout_root": "0x" + checkpoint.payout_root.hex(),
+        "state_hash": "0x" + checkpoint.state_hash.hex(),
+        "totals": [str(total) for total in checkpoint.totals],
+        "deposit_nonce": checkpoint.deposit_nonce,
+        "time": checkpoint.time,
+        "signers": ["0x" + signer.hex() for signer in certificate.signers(node.genesis)],
+        "certificate": "0x" + certificate.encode().hex(),
+    }
+
+
+async def _evidence(node: Node, args: list[Any]) -> Any:
+    found = [{"kind": "equivocation", **evidence.describe()} for evidence in node.replica.evidence()]
+    for kind, offender, _data in node.store.evidence():
+        found.append({"kind": kind, "offender": "0x" + offender.hex()})
+    return found
+
+
 async def _discover(node: Node, args: list[Any]) -> Any:
     return openrpc_document()
 
@@ -246,6 +287,13 @@ METHODS: dict[str, Method] = {
         Method("parley_heads", (), 0, "The heads of the hash graph and the version vector.", _heads),
         Method("parley_peers", (), 0, "Connected peers, sync sessions, banned peers and penalties.", _peers),
         Method("parley_stats", (), 0, "Counts, roots and rates of this node.", _stats),
+        Method("parley_checkpoints", (), 0, "The certified checkpoints this node has applied.", _checkpoints),
+        Method("parley_certificate", ("version",), 0,
+               "A checkpoint certificate (threshold EIP-712 signatures, payout leaves) as hex CBOR, the newest "
+               "by default: what `parley exit` and the contract take.", _certificate),
+        Method("parley_evidence", (), 0,
+               "Misbehaviour seen: operation equivocation (for slashEquivocation), double signing (for "
+               "slashDoubleSign), double votes and double proposals.", _evidence),
         Method("rpc.discover", (), 0, "This API's OpenRPC document.", _discover),
     )
 }

@@ -109,6 +109,15 @@ class _Calls:
     def stats(self) -> Any:
         return self.call("parley_stats")
 
+    def checkpoints(self) -> Any:
+        return self.call("parley_checkpoints")
+
+    def certificate(self, version: int | None = None) -> Any:
+        return self.call("parley_certificate", version)
+
+    def evidence(self) -> Any:
+        return self.call("parley_evidence")
+
     def discover(self) -> Any:
         return self.call("rpc.discover")
 

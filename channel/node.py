@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -38,6 +38,9 @@ from channel.errors import ChannelError, UserError
 from channel.genesis_file import load_genesis
 from channel.keystore import write_atomic
 from channel.store import Store
+
+if TYPE_CHECKING:
+    from channel.finality import Finality, FinalityConfig
 from crdt.genesis import Genesis
 from crdt.ledger import Reason
 from crdt.ops import DEFAULT_LIMITS, SignedOp, decode_op, sign_op
@@ -115,6 +118,7 @@ class Node:
         self.replica = replica
         self.events = EventHub()
         self.peer: Peer | None = None
+        self.finality: Finality | None = None
         self.started = time.monotonic()
         self._lock = trio.Lock()
         self._watched: dict[OpId, str] = {}  # op ids submitted here -> last status sent
@@ -127,15 +131,20 @@ class Node:
     def restore(cls, genesis: Genesis, key: keystore.Key, store: Store) -> Node:
         """A node whose replica holds everything in the store (signatures were checked before
         the operations were stored, so they are not checked again)."""
+        from channel.finality import restore_decisions
+
         replica = Replica(genesis)
         ops = [decode_op(raw, replica.ctx, verify=False) for raw in store.load_ops()]
         replica.receive_many(ops)
+        restore_decisions(replica, store.decisions())
         return cls(genesis, key, store, replica)
 
     def before_apply(self, ops: Sequence[SignedOp], source: PeerId) -> None:
         self.store.append_ops(((op.op_id, op.raw) for op in ops), source)
 
     def after_apply(self, ops: Sequence[SignedOp]) -> None:
+        if ops and self.finality is not None:
+            self.finality.data_arrived()
         events = self.events
         if events.wants("ops"):
             for op in ops:
@@ -301,9 +310,12 @@ async def open_node(
         store.close()
 
 
-async def run_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def run_node(
+    config: NodeConfig, finality_config: FinalityConfig | None = None, *, task_status: Any = trio.TASK_STATUS_IGNORED
+) -> None:
     """Run a node until SIGINT/SIGTERM (or cancellation). Reports the API URL when serving."""
     from channel.api import serve_api
+    from channel.finality import Finality
     from p2p.host import HostConfig, bootstrap_from_genesis, open_libp2p_transport
 
     genesis = load_genesis(config.genesis)
@@ -317,6 +329,8 @@ async def run_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_IG
             open_libp2p_transport(host_config) as transport,
             open_node(config, transport) as node,
         ):
+            node.finality = Finality(node, transport, finality_config)
+            await nursery.start(node.finality.run)
             url = await nursery.start(serve_api, node, token, config.api_host, config.api_port)
             info = {
                 "url": url, "peer_id": peer_name(transport.local_id), "p2p": transport.listen_addrs(),

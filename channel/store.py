@@ -10,8 +10,9 @@ What is written, and when (the write-ahead rule of DESIGN.md):
   (that would be equivocation);
 - client requests are recorded with their idempotency key, so a retried submit returns the
   first answer instead of signing again;
-- ``meta`` holds small values such as the API token's creation, and later the chain cursor and
-  certificates have tables of their own.
+- decided checkpoints (the value and its quorum of precommits) are stored once the replica has
+  certified them, and certificates (threshold EIP-712 signatures) as they form, so a restart
+  re-certifies the same cuts in order; misbehaviour evidence is kept for the contract.
 
 ``synchronous=FULL`` makes each commit durable (fsync) when it returns: go-nitro once ran its
 store with fsync off. The store is used from one writer at a time (the node's trio task); calls
@@ -34,6 +35,20 @@ CREATE TABLE IF NOT EXISTS ops (
 CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY,
     op_id BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    version INTEGER PRIMARY KEY,
+    decision BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS certificates (
+    version INTEGER PRIMARY KEY,
+    certificate BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evidence (
+    kind TEXT NOT NULL,
+    offender BLOB NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (kind, offender, data)
 );
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -79,6 +94,33 @@ class Store:
     def request(self, request_id: str) -> bytes | None:
         row = self._db.execute("SELECT op_id FROM requests WHERE request_id = ?", (request_id,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def put_decision(self, version: int, decision: bytes) -> None:
+        """A decided checkpoint (the encoded `Decision`: value and quorum of precommits)."""
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO decisions(version, decision) VALUES (?, ?)", (version, decision))
+
+    def decisions(self) -> list[tuple[int, bytes]]:
+        rows = self._db.execute("SELECT version, decision FROM decisions ORDER BY version")
+        return [(int(version), bytes(data)) for version, data in rows]
+
+    def put_certificate(self, version: int, certificate: bytes) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO certificates(version, certificate) VALUES (?, ?)", (version, certificate)
+            )
+
+    def certificates(self) -> list[tuple[int, bytes]]:
+        rows = self._db.execute("SELECT version, certificate FROM certificates ORDER BY version")
+        return [(int(version), bytes(data)) for version, data in rows]
+
+    def put_evidence(self, kind: str, offender: bytes, data: bytes) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO evidence(kind, offender, data) VALUES (?, ?, ?)", (kind, offender, data))
+
+    def evidence(self) -> list[tuple[str, bytes, bytes]]:
+        rows = self._db.execute("SELECT kind, offender, data FROM evidence ORDER BY kind, offender")
+        return [(str(kind), bytes(offender), bytes(data)) for kind, offender, data in rows]
 
     def get_meta(self, key: str) -> bytes | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

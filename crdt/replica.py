@@ -62,6 +62,7 @@ class Preview:
     totals: tuple[int, ...]  # per token, genesis order, token decimals
     deposit_nonce: int
     new_operations: int
+    leaves: tuple[PayoutLeaf, ...]  # behind payout_root, genesis order
 
 
 class Replica:
@@ -165,7 +166,9 @@ class Replica:
                 ledger.credit_deposit(deposit)
             ledger.close_epoch(cut.version, cut.time)
             tree = self.payout_tree()
-            return Preview(ledger.state_hash(), tree.root, self._totals(tree), ledger.deposit_nonce, len(new))
+            return Preview(
+                ledger.state_hash(), tree.root, self._totals(tree), ledger.deposit_nonce, len(new), tuple(tree.leaves)
+            )
         finally:
             ledger.undo(frame)
             ledger.end()

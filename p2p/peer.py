@@ -194,6 +194,10 @@ class Peer:
         for handle in list(self._sessions.values()):
             handle.send(handle.session.tick(self.view))
 
+    def request(self, op_ids: Iterable[OpId]) -> None:
+        """Ask every sync peer for these operations by id (say, a checkpoint's cut we lack)."""
+        self._note_gaps(op_ids, b"")
+
     def sessions(self) -> list[PeerId]:
         return list(self._sessions)
 

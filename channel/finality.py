@@ -1,0 +1,344 @@
+"""Checkpoint finality in the node: the trio driver of `channel.consensus.Consensus`.
+
+One task owns the consensus state machine and feeds it, from one input channel: consensus
+messages from the gossip topic ``/parley/consensus/<channel>``, expired timeouts, "data arrived"
+(the replica accepted operations, so a proposal we could not judge may now be judgeable), and a
+ticker. It carries out the machine's outputs: publishing messages, scheduling timeouts, applying
+decisions to the replica, storing certificates and evidence.
+
+When a height starts: a node starts version h once `interval` has passed since it decided h - 1
+and it has something new to certify (heads beyond the last cut, or confirmed deposits), or as
+soon as it sees any message for version h or later (so idle nodes still vote, and a node that
+was down starts voting, which makes its peers send it the `Decision` proofs it missed).
+
+What this node proposes (`NodeApplication.get_value`): its current heads as the cut, the
+confirmed deposits not yet credited, the time of its clock (strictly after the previous
+checkpoint's), and the roots `Replica.preview` computes for that cut. What it votes for
+(`validate`): it holds every operation of the cut (else it asks its peers for them by id and
+answers NOT_YET), knows the same deposits, finds the time within `time_bound_ms` of its clock
+and after the previous checkpoint, and computes exactly the same roots, totals and leaves.
+
+Write-ahead: a decision is stored only after the replica certified it (its operations are
+already stored), so a restart re-certifies the stored decisions in order; a decision lost to a
+crash between the two is learnt again from the peers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from channel.consensus import (
+    Application,
+    Broadcast,
+    Certified,
+    CheckpointProposal,
+    Consensus,
+    Decide,
+    Decision,
+    Evidence,
+    Message,
+    ScheduleTimeout,
+    Send,
+    Timeout,
+    TimeoutConfig,
+    Validity,
+    decode_message,
+    encode_message,
+    signer_of,
+)
+from crdt.certificate import Certificate
+from crdt.eip712 import Checkpoint
+from crdt.errors import InvalidInput, MissingOperations
+from crdt.ledger import Deposit
+from crdt.replica import Cut, Replica
+from p2p.transport import PeerId, Transport
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]  # ms
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def consensus_topic(channel: bytes) -> str:
+    return f"/parley/consensus/{channel.hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class FinalityConfig:
+    interval: float = 1.0  # seconds between checkpoints while there is something new
+    time_bound_ms: int = 10_000  # a proposal's time must be this close to our clock
+    timeouts: TimeoutConfig = field(
+        default_factory=lambda: TimeoutConfig(
+            propose_base=1000, propose_delta=500, prevote_base=500, prevote_delta=250,
+            precommit_base=500, precommit_delta=250,
+        )
+    )
+
+
+def restore_decisions(replica: Replica, decisions: list[tuple[int, bytes]]) -> None:
+    """Certify the stored decisions, in order (at start-up, after the operations are loaded)."""
+    for version, data in decisions:
+        decision = decode_message(data)
+        if not isinstance(decision, Decision) or decision.height != version:
+            raise InvalidInput(f"stored decision {version} is damaged")
+        replica.certify(decision.value.cut())
+
+
+class NodeApplication(Application):
+    """Values to propose and the judgement of others' values, from this node's replica."""
+
+    def __init__(self, finality: Finality) -> None:
+        self.finality = finality
+
+    @property
+    def replica(self) -> Replica:
+        return self.finality.replica
+
+    def has_news(self) -> bool:
+        replica = self.replica
+        if self.finality.new_deposits():
+            return True
+        previous = set(replica.cuts[-1].heads) if replica.cuts else set()
+        return bool(replica.graph.heads) and set(replica.graph.heads) != previous
+
+    def get_value(self, height: int, round_: int) -> CheckpointProposal | None:
+        replica = self.replica
+        if height != replica.version + 1 or not self.has_news():
+            return None
+        previous_time = replica.cuts[-1].time if replica.cuts else 0
+        when = max(self.finality.clock(), previous_time + 1)
+        deposits = tuple(self.finality.new_deposits())
+        heads = tuple(sorted(replica.graph.heads))
+        return self._proposal(Cut(height, heads, when, deposits))
+
+    def _proposal(self, cut: Cut) -> CheckpointProposal | None:
+        try:
+            preview = self.replica.preview(cut)
+        except InvalidInput as exc:  # should not happen for our own heads; propose nothing
+            log.warning("cannot propose checkpoint %d: %s", cut.version, exc)
+            return None
+        checkpoint = Checkpoint(
+            channel=self.replica.genesis.channel_id,
+            version=cut.version,
+            payout_root=preview.payout_root,
+            state_hash=preview.state_hash,
+            totals=preview.totals,
+            deposit_nonce=preview.deposit_nonce,
+            time=cut.time,
+        )
+        return CheckpointProposal(checkpoint, cut.heads, cut.deposits, preview.leaves)
+
+    def validate(self, height: int, value: CheckpointProposal) -> Validity:
+        replica = self.replica
+        if height != replica.version + 1:
+            return Validity.NOT_YET  # we have not applied the previous decision yet
+        missing = [head for head in value.heads if head not in replica.graph.ops]
+        if missing:
+            self.finality.request(missing)
+            return Validity.NOT_YET
+        for deposit in value.deposits:
+            known = self.finality.confirmed_deposits.get(deposit.nonce)
+            if known is None:
+                return Validity.NOT_YET  # our watcher has not confirmed it yet
+            if known != deposit:
+                return Validity.INVALID
+        checkpoint = value.checkpoint
+        previous_time = replica.cuts[-1].time if replica.cuts else 0
+        if checkpoint.time <= previous_time and replica.cuts:
+            return Validity.INVALID
+        if abs(checkpoint.time - self.finality.clock()) > self.finality.config.time_bound_ms:
+            return Validity.INVALID
+        try:
+            preview = replica.preview(value.cut())
+        except MissingOperations as exc:
+            self.finality.request(list(exc.missing))
+            return Validity.NOT_YET
+        except InvalidInput:
+            return Validity.INVALID
+        same = (
+            preview.state_hash == checkpoint.state_hash
+            and preview.payout_root == checkpoint.payout_root
+            and preview.totals == checkpoint.totals
+            and preview.deposit_nonce == checkpoint.deposit_nonce
+            and preview.leaves == value.leaves
+        )
+        return Validity.VALID if same else Validity.INVALID
+
+
+class Finality:
+    def __init__(
+        self,
+        node: Any,  # channel.node.Node (not imported: node imports this module)
+        transport: Transport,
+        config: FinalityConfig | None = None,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        self.node = node
+        self.replica: Replica = node.replica
+        self.transport = transport
+        self.config = config or FinalityConfig()
+        self.clock = clock
+        self.genesis = node.genesis
+        self.topic = consensus_topic(self.genesis.channel_id)
+        self.app = NodeApplication(self)
+        self.consensus = Consensus(self.genesis, node.key.private_key, self.app, self.config.timeouts)
+        self.height = self.replica.version + 1
+        self.started = False
+        self.highest_seen = 0
+        self.last_decision = -math.inf
+        self.confirmed_deposits: dict[int, Deposit] = {}
+        self.certificates: dict[int, Certificate] = {
+            version: Certificate.decode(data) for version, data in node.store.certificates()
+        }
+        self.evidence: list[Evidence] = []
+        self.decided_at: dict[int, float] = {}  # version -> monotonic time this node applied it
+        self._pending: Decide | None = None  # decided, waiting for operations of its cut
+        self._send, self._inputs = trio.open_memory_channel[tuple[str, Any]](math.inf)
+        self._nursery: trio.Nursery | None = None
+        self.on_certified: list[Callable[[Certificate], None]] = []
+
+    # -- called from other tasks of the node (synchronous, never blocking) ---------------------------
+
+    def data_arrived(self) -> None:
+        self._send.send_nowait(("data", None))
+
+    def request(self, op_ids: list[Any]) -> None:
+        if self.node.peer is not None:
+            self.node.peer.request(op_ids)
+
+    def new_deposits(self) -> list[Deposit]:
+        nonce = self.replica.ledger.deposit_nonce
+        found = []
+        while (deposit := self.confirmed_deposits.get(nonce + 1)) is not None:
+            found.append(deposit)
+            nonce += 1
+        return found
+
+    def add_deposit(self, deposit: Deposit) -> None:
+        """A deposit the chain watcher confirmed; it triggers a checkpoint."""
+        self.confirmed_deposits[deposit.nonce] = deposit
+        self.data_arrived()
+
+    def latest_certificate(self) -> Certificate | None:
+        return self.certificates[max(self.certificates)] if self.certificates else None
+
+    # -- the task ------------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        subscription = await self.transport.subscribe(self.topic, self._validate)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._reader, subscription)
+            nursery.start_soon(self._ticker)
+            task_status.started()
+            async for kind, item in self._inputs:
+                try:
+                    await self._step(kind, item)
+                except InvalidInput as exc:
+                    log.info("consensus input refused: %s: %s", exc.code, exc)
+
+    def _validate(self, forwarder: PeerId, data: bytes) -> bool:
+        """Gossip validator: structure and signature, before anything is forwarded."""
+        try:
+            message = decode_message(data)
+            if not isinstance(message, Decision):
+                signer_of(self.genesis, message)
+        except InvalidInput:
+            return False
+        return True
+
+    async def _reader(self, subscription: Any) -> None:
+        async for _origin, data in subscription:
+            try:
+                message = decode_message(data)
+            except InvalidInput:
+                continue
+            self._send.send_nowait(("message", message))
+
+    async def _ticker(self) -> None:
+        while True:
+            await trio.sleep(self.config.interval / 4)
+            self._send.send_nowait(("tick", None))
+
+    async def _timer(self, due: Timeout, duration_ms: int) -> None:
+        await trio.sleep(duration_ms / 1000)
+        self._send.send_nowait(("timeout", due))
+
+    async def _step(self, kind: str, item: Any) -> None:
+        consensus = self.consensus
+        if kind == "message":
+            message: Message = item
+            height = message.height
+            self.highest_seen = max(self.highest_seen, height)
+            if height >= self.height and not self.started and self._pending is None:
+                await self._start()
+            await self._carry_out(consensus.on_message(message))
+        elif kind == "timeout":
+            await self._carry_out(consensus.on_timeout(item))
+        elif kind == "data":
+            if self._pending is not None:
+                await self._apply(self._pending)
+            elif self.started:
+                await self._carry_out(consensus.on_data_arrived())
+        elif kind == "tick" and not self.started and self._pending is None:
+            due = time.monotonic() - self.last_decision >= self.config.interval
+            if self.highest_seen >= self.height or (due and self.app.has_news()):
+                await self._start()
+
+    async def _start(self) -> None:
+        self.started = True
+        await self._carry_out(self.consensus.start_height(self.height))
+
+    async def _carry_out(self, outputs: list[Any]) -> None:
+        for output in outputs:
+            if isinstance(output, Broadcast | Send):  # gossip reaches the one peer too
+                await self.transport.publish(self.topic, encode_message(output.message))
+            elif isinstance(output, ScheduleTimeout):
+                assert self._nursery is not None
+                self._nursery.start_soon(self._timer, output.timeout, output.duration)
+            elif isinstance(output, Decide):
+                await self._apply(output)
+            elif isinstance(output, Certified):
+                self._certified(output.certificate)
+            elif isinstance(output, Evidence):
+                self.evidence.append(output)
+                self.node.store.put_evidence(output.kind, output.offender, encode_message(output.second))
+                log.warning("evidence of %s by 0x%s", output.kind, output.offender.hex())
+
+    async def _apply(self, decide: Decide) -> None:
+        """Certify the decided cut (fetching what is missing first), store it, move on."""
+        try:
+            self.replica.certify(decide.value.cut())
+        except MissingOperations as exc:
+            self._pending = decide
+            self.request(list(exc.missing))
+            return
+        self._pending = None
+        self.node.store.put_decision(decide.height, encode_message(decide.proof))
+        self.decided_at[decide.height] = time.monotonic()
+        self.last_decision = time.monotonic()
+        self.height = decide.height + 1
+        self.started = False
+        self.node.after_apply([])  # statuses moved from tentative to final
+        log.info("checkpoint %d final (%d heads)", decide.height, len(decide.value.heads))
+        if self.highest_seen >= self.height:
+            await self._start()
+
+    def _certified(self, certificate: Certificate) -> None:
+        version = certificate.version
+        if version in self.certificates:
+            return
+        self.certificates[version] = certificate
+        self.node.store.put_certificate(version, certificate.encode())
+        for callback in self.on_certified:
+            callback(certificate)
