@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
@@ -53,8 +54,10 @@ class Cluster:
 
 
 def create_cluster(
-    root: Path, n: int, *, tokens: list[Token], initial: int, roles: list[Role] | None = None
+    root: Path, n: int, *, tokens: list[Token], initial: int, roles: list[Role] | None = None, **chain: Any
 ) -> Cluster:
+    """The layout of an n-node channel in `root`. `chain` passes chain_id, adjudicator and
+    dispute_window through to the genesis (for a channel opened on a real chain)."""
     root.mkdir(parents=True, exist_ok=True)
     keys = sorted((keystore.new_key() for _ in range(n)), key=lambda key: key.address)
     node_dirs = tuple(root / f"node{i}" for i in range(n))
@@ -64,7 +67,7 @@ def create_cluster(
     ]
     genesis, _ = create_genesis_folder(
         root, n, password=CLUSTER_PASSWORD, tokens=tokens, initial=initial, roles=roles, light_kdf=True,
-        keys=keys, bootstraps=bootstraps,
+        keys=keys, bootstraps=bootstraps, **chain,
     )
     (root / "password").write_text(CLUSTER_PASSWORD)
     for key, port, folder in zip(keys, ports, node_dirs, strict=True):

@@ -303,6 +303,11 @@ class Finality:
         for output in outputs:
             if isinstance(output, Broadcast | Send):  # gossip reaches the one peer too
                 await self.transport.publish(self.topic, encode_message(output.message))
+                if isinstance(output, Send) and isinstance(output.message, Decision):
+                    # A peer that is behind missed the commits of that version too: without
+                    # them it could apply the decision but never assemble the certificate.
+                    for commit in self.consensus.commits(output.message.height):
+                        await self.transport.publish(self.topic, encode_message(commit))
             elif isinstance(output, ScheduleTimeout):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._timer, output.timeout, output.duration)
