@@ -9,6 +9,8 @@
     [api]
     host = "127.0.0.1"                 # loopback only: the API signs with the participant's key
     port = 8545                        # 0 picks a free port; the URL is written to data_dir/api.json
+    [finality]
+    interval = 1.0                     # seconds between checkpoints while there is something new
 
 Paths are relative to the folder of the configuration file.
 """
@@ -33,6 +35,7 @@ class NodeConfig:
     p2p_listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
     api_host: str = "127.0.0.1"
     api_port: int = 0
+    finality_interval: float = 1.0  # seconds between checkpoints while there is something new
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
@@ -61,6 +64,9 @@ class NodeConfig:
             raise UserError(f"API port out of range: {port}")
         listen = tuple(str(addr) for addr in data.get("p2p", {}).get("listen", ["/ip4/127.0.0.1/tcp/0"]))
         password = data.get("password_file")
+        interval = float(data.get("finality", {}).get("interval", 1.0))
+        if not 0.05 <= interval <= 3600:
+            raise UserError(f"finality interval must be between 0.05 and 3600 seconds, not {interval}")
         return cls(
             data_dir=path(data.get("data_dir", "data")),
             genesis=path(data["genesis"]),
@@ -69,6 +75,7 @@ class NodeConfig:
             p2p_listen=listen,
             api_host=host,
             api_port=port,
+            finality_interval=interval,
         )
 
     def to_mapping(self, base: Path) -> dict[str, Any]:
@@ -84,6 +91,7 @@ class NodeConfig:
             "keystore": rel(self.keystore),
             "p2p": {"listen": list(self.p2p_listen)},
             "api": {"host": self.api_host, "port": self.api_port},
+            "finality": {"interval": self.finality_interval},
         }
         if self.password_file is not None:
             mapping["password_file"] = rel(self.password_file)

@@ -6,8 +6,9 @@ messages from the gossip topic ``/parley/consensus/<channel>``, expired timeouts
 ticker. It carries out the machine's outputs: publishing messages, scheduling timeouts, applying
 decisions to the replica, storing certificates and evidence.
 
-When a height starts: a node starts version h once `interval` has passed since it decided h - 1
-and it has something new to certify (heads beyond the last cut, or confirmed deposits), or as
+When a height starts: a node starts version h once `interval` has passed since it started
+h - 1 (so checkpoints come at most once per interval) and h - 1 is decided, and it has
+something new to certify (heads beyond the last cut, or confirmed deposits), or as
 soon as it sees any message for version h or later (so idle nodes still vote, and a node that
 was down starts voting, which makes its peers send it the `Decision` proofs it missed).
 
@@ -195,7 +196,7 @@ class Finality:
         self.height = self.replica.version + 1
         self.started = False
         self.highest_seen = 0
-        self.last_decision = -math.inf
+        self.last_start = -math.inf
         self.confirmed_deposits: dict[int, Deposit] = {}
         self.certificates: dict[int, Certificate] = {
             version: Certificate.decode(data) for version, data in node.store.certificates()
@@ -291,12 +292,13 @@ class Finality:
             elif self.started:
                 await self._carry_out(consensus.on_data_arrived())
         elif kind == "tick" and not self.started and self._pending is None:
-            due = time.monotonic() - self.last_decision >= self.config.interval
+            due = time.monotonic() - self.last_start >= self.config.interval
             if self.highest_seen >= self.height or (due and self.app.has_news()):
                 await self._start()
 
     async def _start(self) -> None:
         self.started = True
+        self.last_start = time.monotonic()
         await self._carry_out(self.consensus.start_height(self.height))
 
     async def _carry_out(self, outputs: list[Any]) -> None:
@@ -331,7 +333,6 @@ class Finality:
         self._pending = None
         self.node.store.put_decision(decide.height, encode_message(decide.proof))
         self.decided_at[decide.height] = time.monotonic()
-        self.last_decision = time.monotonic()
         self.height = decide.height + 1
         self.started = False
         self.node.after_apply([])  # statuses moved from tentative to final

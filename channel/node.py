@@ -315,7 +315,7 @@ async def run_node(
 ) -> None:
     """Run a node until SIGINT/SIGTERM (or cancellation). Reports the API URL when serving."""
     from channel.api import serve_api
-    from channel.finality import Finality
+    from channel.finality import Finality, FinalityConfig
     from p2p.host import HostConfig, bootstrap_from_genesis, open_libp2p_transport
 
     genesis = load_genesis(config.genesis)
@@ -329,7 +329,9 @@ async def run_node(
             open_libp2p_transport(host_config) as transport,
             open_node(config, transport) as node,
         ):
-            node.finality = Finality(node, transport, finality_config)
+            node.finality = Finality(
+                node, transport, finality_config or FinalityConfig(interval=config.finality_interval)
+            )
             await nursery.start(node.finality.run)
             url = await nursery.start(serve_api, node, token, config.api_host, config.api_port)
             info = {
