@@ -113,6 +113,23 @@ PasswordFileOption = Annotated[
 ]
 
 
+def serve_command(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8545,
+) -> None:
+    """Serve the embedded chain (eth-tester + py-evm) over JSON-RPC on 127.0.0.1, with anvil's
+    evm_increaseTime / evm_mine / evm_snapshot / evm_revert, until Ctrl-C."""
+    import trio
+
+    from settlement.server import serve_chain
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_chain, "127.0.0.1", port)
+            print(f"embedded chain on {url}", flush=True)
+
+    trio.run(main)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``exit`` and the ``chain`` sub-app to `app`."""
     app.command("exit", help=EXIT_HELP)(exit_command)
@@ -121,6 +138,7 @@ def register(app: typer.Typer) -> None:
     chain_app.command("open")(open_command)
     chain_app.command("deposit")(deposit_command)
     chain_app.command("status")(status_command)
+    chain_app.command("serve")(serve_command)
     app.add_typer(chain_app, name="chain")
 
 

@@ -1,0 +1,95 @@
+"""The embedded chain (eth-tester + py-evm) served over JSON-RPC on 127.0.0.1.
+
+``parley chain serve`` lets several processes (the nodes of a local channel, `parley exit`, a
+script) share one embedded chain, with no external program: the same EVM as the in-process
+default, reached through `settlement.chain.RpcChain` like anvil or a testnet. It answers the
+standard ``eth_*`` methods through web3's `EthereumTesterProvider`, plus anvil's development
+methods ``evm_increaseTime``, ``evm_mine``, ``evm_snapshot`` and ``evm_revert``, so the dispute
+window can be fast-forwarded in demos and tests.
+
+Requests are handled one at a time on one trio task (eth-tester is not thread safe), and the
+server binds to a loopback address only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from web3 import Web3
+
+from settlement.chain import EmbeddedChain
+from settlement.errors import SettlementError
+
+
+class ChainServer:
+    def __init__(self, chain: EmbeddedChain | None = None) -> None:
+        self.chain = chain or EmbeddedChain()
+        # Through web3's request manager, so the provider's middleware turns JSON-RPC's hex
+        # params into what eth-tester takes; results are serialised with Web3.to_json.
+        self.manager = self.chain.w3.manager
+
+    def handle(self, request: Any) -> dict[str, Any]:
+        if not isinstance(request, dict) or not isinstance(request.get("method"), str):
+            return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "invalid request"}}
+        method, params, request_id = request["method"], request.get("params") or [], request.get("id")
+        try:
+            result = self._development(method, params)
+            if result is NotImplemented:
+                response = dict(self.manager._make_request(method, params))
+            else:
+                response = {"result": result}
+        except Exception as exc:  # eth-tester raises many types; each becomes a JSON-RPC error
+            response = {"error": {"code": -32000, "message": f"{type(exc).__name__}: {exc}"}}
+        response.update(jsonrpc="2.0", id=request_id)
+        return response
+
+    def _development(self, method: str, params: list[Any]) -> Any:
+        chain = self.chain
+        if method == "evm_increaseTime":
+            chain.increase_time(int(params[0], 16) if isinstance(params[0], str) else int(params[0]))
+            return True
+        if method == "evm_mine":
+            chain.mine(1)
+            return "0x0"
+        if method == "evm_snapshot":
+            return hex(chain.snapshot())
+        if method == "evm_revert":
+            chain.revert(int(params[0], 16) if isinstance(params[0], str) else int(params[0]))
+            return True
+        return NotImplemented
+
+    def app(self) -> Starlette:
+        async def rpc(request: Request) -> Response:
+            try:
+                payload = json.loads(await request.body())
+            except ValueError as exc:
+                return JSONResponse({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": str(exc)}})
+            answer = [self.handle(item) for item in payload] if isinstance(payload, list) else self.handle(payload)
+            return Response(Web3.to_json(answer), media_type="application/json")  # type: ignore[arg-type]
+
+        return Starlette(routes=[Route("/", rpc, methods=["POST"])])
+
+
+async def serve_chain(
+    host: str = "127.0.0.1", port: int = 8545, *, server: ChainServer | None = None,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled; reports the URL once bound."""
+    if not ipaddress.ip_address(host).is_loopback:
+        raise SettlementError(f"the embedded chain serves on loopback only, not {host}")
+    config = HypercornConfig()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(serve, (server or ChainServer()).app(), config)
+        task_status.started(str(binds[0]))
