@@ -31,6 +31,7 @@ from channel.cli import create_genesis_folder
 from channel.client import Client, Endpoint
 from channel.config import NodeConfig
 from channel.errors import ChannelError
+from channel.onchain import ChainConfig
 from crdt.genesis import Genesis, Role, Token
 from p2p.host import peer_id_of
 
@@ -55,7 +56,7 @@ class Cluster:
 
 def create_cluster(
     root: Path, n: int, *, tokens: list[Token], initial: int, roles: list[Role] | None = None,
-    finality_interval: float = 1.0, **chain: Any,
+    finality_interval: float = 1.0, node_chain: ChainConfig | None = None, **chain: Any,
 ) -> Cluster:
     """The layout of an n-node channel in `root`. `chain` passes chain_id, adjudicator and
     dispute_window through to the genesis (for a channel opened on a real chain)."""
@@ -75,7 +76,7 @@ def create_cluster(
         config = NodeConfig(
             data_dir=folder, genesis=root / "genesis.toml", keystore=keystore.find(root / "keys", key.address),
             password_file=root / "password", p2p_listen=(f"/ip4/127.0.0.1/tcp/{port}",),
-            finality_interval=finality_interval,
+            finality_interval=finality_interval, chain=node_chain,
         )
         (folder / "node.toml").write_text(tomli_w.dumps(config.to_mapping(folder)))
     return Cluster(root, genesis, node_dirs)

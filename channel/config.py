@@ -11,6 +11,10 @@
     port = 8545                        # 0 picks a free port; the URL is written to data_dir/api.json
     [finality]
     interval = 1.0                     # seconds between checkpoints while there is something new
+    [chain]                            # optional: settle on-chain (see channel.onchain)
+    rpc = "http://127.0.0.1:8545"      # anvil, `parley chain serve`, a testnet, mainnet
+    confirmations = 1
+    settle_every = 1                   # propose every k-th certified checkpoint
 
 Paths are relative to the folder of the configuration file.
 """
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from channel.errors import UserError
+from channel.onchain import ChainConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,7 @@ class NodeConfig:
     api_host: str = "127.0.0.1"
     api_port: int = 0
     finality_interval: float = 1.0  # seconds between checkpoints while there is something new
+    chain: ChainConfig | None = None  # None: no chain (checkpoints are certified, not settled)
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
@@ -65,6 +71,16 @@ class NodeConfig:
         listen = tuple(str(addr) for addr in data.get("p2p", {}).get("listen", ["/ip4/127.0.0.1/tcp/0"]))
         password = data.get("password_file")
         interval = float(data.get("finality", {}).get("interval", 1.0))
+        chain_table = data.get("chain")
+        chain = None
+        if chain_table is not None:
+            chain = ChainConfig(
+                rpc=str(chain_table["rpc"]),
+                confirmations=int(chain_table.get("confirmations", 1)),
+                settle_every=max(1, int(chain_table.get("settle_every", 1))),
+                poll_interval=float(chain_table.get("poll_interval", 0.5)),
+                fallback_delay=float(chain_table.get("fallback_delay", 5.0)),
+            )
         if not 0.05 <= interval <= 3600:
             raise UserError(f"finality interval must be between 0.05 and 3600 seconds, not {interval}")
         return cls(
@@ -76,6 +92,7 @@ class NodeConfig:
             api_host=host,
             api_port=port,
             finality_interval=interval,
+            chain=chain,
         )
 
     def to_mapping(self, base: Path) -> dict[str, Any]:
@@ -95,4 +112,10 @@ class NodeConfig:
         }
         if self.password_file is not None:
             mapping["password_file"] = rel(self.password_file)
+        if self.chain is not None:
+            mapping["chain"] = {
+                "rpc": self.chain.rpc, "confirmations": self.chain.confirmations,
+                "settle_every": self.chain.settle_every, "poll_interval": self.chain.poll_interval,
+                "fallback_delay": self.chain.fallback_delay,
+            }
         return mapping

@@ -41,6 +41,7 @@ from channel.store import Store
 
 if TYPE_CHECKING:
     from channel.finality import Finality, FinalityConfig
+    from channel.onchain import OnChain
 from crdt.genesis import Genesis
 from crdt.ledger import Reason
 from crdt.ops import DEFAULT_LIMITS, SignedOp, decode_op, sign_op
@@ -119,6 +120,7 @@ class Node:
         self.events = EventHub()
         self.peer: Peer | None = None
         self.finality: Finality | None = None
+        self.onchain: OnChain | None = None
         self.started = time.monotonic()
         self._lock = trio.Lock()
         self._watched: dict[OpId, str] = {}  # op ids submitted here -> last status sent
@@ -247,6 +249,15 @@ class Node:
             stats["gossip_rejected"] = peer_stats.gossip_rejected
             stats["gossip_ops_received"] = peer_stats.gossip_ops_received
             stats["sync_ops_received"] = peer_stats.sync_ops_received
+        if self.finality is not None:
+            stats["certified"] = max(self.finality.certificates, default=0)
+        if self.onchain is not None:
+            chain = self.onchain.status
+            stats["chain"] = {
+                "status": chain.status, "settled_version": chain.settled_version,
+                "proposals_sent": chain.proposals_sent, "challenges_sent": chain.challenges_sent,
+                "deposits_seen": chain.deposits_seen, "error": chain.error,
+            }
         return stats
 
     def peers(self) -> dict[str, Any]:
@@ -316,6 +327,7 @@ async def run_node(
     """Run a node until SIGINT/SIGTERM (or cancellation). Reports the API URL when serving."""
     from channel.api import serve_api
     from channel.finality import Finality, FinalityConfig
+    from channel.onchain import OnChain
     from p2p.host import HostConfig, bootstrap_from_genesis, open_libp2p_transport
 
     genesis = load_genesis(config.genesis)
@@ -333,6 +345,9 @@ async def run_node(
                 node, transport, finality_config or FinalityConfig(interval=config.finality_interval)
             )
             await nursery.start(node.finality.run)
+            if config.chain is not None:
+                node.onchain = OnChain(node, node.finality, config.chain, config.data_dir)
+                await nursery.start(node.onchain.run)
             url = await nursery.start(serve_api, node, token, config.api_host, config.api_port)
             info = {
                 "url": url, "peer_id": peer_name(transport.local_id), "p2p": transport.listen_addrs(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -115,6 +116,8 @@ PasswordFileOption = Annotated[
 
 def serve_command(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8545,
+    block_time: Annotated[float, typer.Option(help="Mine a block this often, in seconds (0: only on transactions).")]
+    = 1.0,
 ) -> None:
     """Serve the embedded chain (eth-tester + py-evm) over JSON-RPC on 127.0.0.1, with anvil's
     evm_increaseTime / evm_mine / evm_snapshot / evm_revert, until Ctrl-C."""
@@ -124,7 +127,7 @@ def serve_command(
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            url = await nursery.start(serve_chain, "127.0.0.1", port)
+            url = await nursery.start(partial(serve_chain, "127.0.0.1", port, block_time=block_time))
             print(f"embedded chain on {url}", flush=True)
 
     trio.run(main)

@@ -80,16 +80,57 @@ class ChainServer:
 
 
 async def serve_chain(
-    host: str = "127.0.0.1", port: int = 8545, *, server: ChainServer | None = None,
+    host: str = "127.0.0.1", port: int = 8545, *, server: ChainServer | None = None, block_time: float = 1.0,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; reports the URL once bound."""
+    """Serve until cancelled; reports the URL once bound. With `block_time` > 0 an (empty)
+    block is mined that often, as anvil's --block-time does, so confirmations advance on a
+    quiet chain too; transactions are mined at once either way."""
     if not ipaddress.ip_address(host).is_loopback:
         raise SettlementError(f"the embedded chain serves on loopback only, not {host}")
     config = HypercornConfig()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = None
+    server = server or ChainServer()
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(serve, (server or ChainServer()).app(), config)
+        binds = await nursery.start(serve, server.app(), config)
         task_status.started(str(binds[0]))
+        while block_time > 0:
+            await trio.sleep(block_time)
+            server.chain.mine(1)
+
+
+class ChainServerProcess:
+    """``parley chain serve`` as a child process on a free port (for demos and tests)."""
+
+    def __init__(self, timeout: float = 60.0, block_time: float = 1.0) -> None:
+        import subprocess
+        import sys
+        import time
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "channel", "chain", "serve", "--port", "0", "--block-time", str(block_time)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+        )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = ""
+        while time.monotonic() < deadline and self.process.poll() is None:
+            line = self.process.stdout.readline()
+            if line.startswith("embedded chain on "):
+                self.url = line.split(" on ", 1)[1].strip()
+                return
+        self.stop()
+        raise SettlementError(f"the embedded chain server did not start: {line!r}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except Exception:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
