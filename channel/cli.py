@@ -325,29 +325,36 @@ def print_replay(report: dict[str, Any], genesis: Genesis) -> None:
 @app.command()
 @user_errors
 def demo(
-    participants: Annotated[int, typer.Option("-n", "--participants", min=2, max=16)] = 4,
-    transfers: Annotated[int, typer.Option(min=1, help="Transfers sent through the nodes' APIs.")] = 2000,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Requests in flight per node.")] = 4,
+    transfers: Annotated[int, typer.Option(min=10, help="Transfers sent through the nodes' APIs.")] = 300,
     seed: Annotated[int, typer.Option()] = 0,
+    no_chain: Annotated[
+        bool, typer.Option(help="Only the network: N nodes, a transfer workload, throughput and latency.")
+    ] = False,
     offline: Annotated[
         bool, typer.Option(help="No network: replay one signed workload on 4 replicas in 4 delivery orders.")
     ] = False,
+    participants: Annotated[int, typer.Option("-n", "--participants", min=2, max=16,
+                                              help="Nodes, with --no-chain or --offline.")] = 4,
     folder: Annotated[Path | None, typer.Option(help="Keep the channel files here (default: a temp folder).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run a local multi-node channel: real node processes on 127.0.0.1, transfers through their
-    APIs, every node converging to one state root."""
+    """The whole flow on an embedded chain: 4 node processes over libp2p (one Byzantine),
+    deposits, transfers, BFT checkpoints settled on-chain, a node stopped while the others keep
+    finalising, and an emergency exit that pays a participant."""
     if offline:
         from channel.demo import run_demo
 
         result = run_demo(participants=participants, operations=transfers, seed=seed, folder=folder, quiet=as_json)
-    else:
+    elif no_chain:
         from channel.network_demo import run_network_demo
 
         result = run_network_demo(
-            participants=participants, transfers=transfers, concurrency=concurrency, seed=seed, folder=folder,
-            quiet=as_json,
+            participants=participants, transfers=transfers, seed=seed, folder=folder, quiet=as_json
         )
+    else:
+        from channel.full_demo import run_full_demo
+
+        result = run_full_demo(transfers=transfers, seed=seed, folder=folder, quiet=as_json)
     if as_json:
         print(json.dumps(result, indent=2))
     if not result["converged"]:

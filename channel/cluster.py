@@ -56,7 +56,8 @@ class Cluster:
 
 def create_cluster(
     root: Path, n: int, *, tokens: list[Token], initial: int, roles: list[Role] | None = None,
-    finality_interval: float = 1.0, node_chain: ChainConfig | None = None, **chain: Any,
+    finality_interval: float = 1.0, node_chain: ChainConfig | None = None,
+    byzantine: dict[int, tuple[str, ...]] | None = None, **chain: Any,
 ) -> Cluster:
     """The layout of an n-node channel in `root`. `chain` passes chain_id, adjudicator and
     dispute_window through to the genesis (for a channel opened on a real chain)."""
@@ -72,11 +73,11 @@ def create_cluster(
         keys=keys, bootstraps=bootstraps, **chain,
     )
     (root / "password").write_text(CLUSTER_PASSWORD)
-    for key, port, folder in zip(keys, ports, node_dirs, strict=True):
+    for index, (key, port, folder) in enumerate(zip(keys, ports, node_dirs, strict=True)):
         config = NodeConfig(
             data_dir=folder, genesis=root / "genesis.toml", keystore=keystore.find(root / "keys", key.address),
             password_file=root / "password", p2p_listen=(f"/ip4/127.0.0.1/tcp/{port}",),
-            finality_interval=finality_interval, chain=node_chain,
+            finality_interval=finality_interval, chain=node_chain, byzantine=(byzantine or {}).get(index, ()),
         )
         (folder / "node.toml").write_text(tomli_w.dumps(config.to_mapping(folder)))
     return Cluster(root, genesis, node_dirs)

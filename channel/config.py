@@ -30,6 +30,8 @@ from typing import Any
 from channel.errors import UserError
 from channel.onchain import ChainConfig
 
+BYZANTINE_BEHAVIOURS = frozenset({"equivocate", "invalid"})
+
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
@@ -42,6 +44,9 @@ class NodeConfig:
     api_port: int = 0
     finality_interval: float = 1.0  # seconds between checkpoints while there is something new
     chain: ChainConfig | None = None  # None: no chain (checkpoints are certified, not settled)
+    # For demos and simulations only: make this node misbehave ("equivocate": sign a second
+    # operation with every seq; "invalid": sign operations replay will reject).
+    byzantine: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
@@ -71,6 +76,10 @@ class NodeConfig:
         listen = tuple(str(addr) for addr in data.get("p2p", {}).get("listen", ["/ip4/127.0.0.1/tcp/0"]))
         password = data.get("password_file")
         interval = float(data.get("finality", {}).get("interval", 1.0))
+        byzantine = tuple(str(b) for b in data.get("byzantine", {}).get("behaviours", []))
+        unknown = sorted(set(byzantine) - BYZANTINE_BEHAVIOURS)
+        if unknown:
+            raise UserError(f"unknown byzantine behaviours {unknown}; known: {sorted(BYZANTINE_BEHAVIOURS)}")
         chain_table = data.get("chain")
         chain = None
         if chain_table is not None:
@@ -93,6 +102,7 @@ class NodeConfig:
             api_port=port,
             finality_interval=interval,
             chain=chain,
+            byzantine=byzantine,
         )
 
     def to_mapping(self, base: Path) -> dict[str, Any]:
@@ -112,6 +122,8 @@ class NodeConfig:
         }
         if self.password_file is not None:
             mapping["password_file"] = rel(self.password_file)
+        if self.byzantine:
+            mapping["byzantine"] = {"behaviours": list(self.byzantine)}
         if self.chain is not None:
             mapping["chain"] = {
                 "rpc": self.chain.rpc, "confirmations": self.chain.confirmations,

@@ -24,6 +24,7 @@ import os
 import secrets
 import signal
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -126,6 +127,7 @@ class Node:
         self._watched: dict[OpId, str] = {}  # op ids submitted here -> last status sent
         self._balances = self._balance_snapshot()
         self.submitted = 0
+        self.byzantine: tuple[str, ...] = ()
 
     # -- restoring and persisting --------------------------------------------------------------------
 
@@ -202,17 +204,25 @@ class Node:
             if len(op.raw) > DEFAULT_LIMITS.max_op_bytes:
                 raise RequestRejected(Reason.BAD_BODY, "the operation is larger than the limit")
             reason = self.replica.dry_run(op)
-            if reason is not None:
+            if reason is not None and "invalid" not in self.byzantine:
                 raise RequestRejected(reason)
             self._watched[op.op_id] = "tentative"
             if self.peer is not None:
                 await self.peer.submit(op)
+                if "equivocate" in self.byzantine:
+                    await self.peer.submit(self._twin(op))
             else:
                 self.receive([op])
             if request_id is not None:
                 self.store.record_request(request_id, op.op_id)
             self.submitted += 1
             return self._receipt(op.op_id)
+
+    def _twin(self, op: SignedOp) -> SignedOp:
+        """A second operation with `op`'s seq and parents (Byzantine demos only): equivocation."""
+        body = dict(op.body)
+        body["amount"] = body.get("amount", 0) + 1
+        return sign_op(self.replica.ctx, self.key.private_key, op.seq, op.parents, op.kind, body)
 
     def _receipt(self, op_id: OpId) -> dict[str, Any]:
         op = self.replica.graph.ops.get(op_id)
@@ -227,12 +237,14 @@ class Node:
     def stats(self) -> dict[str, Any]:
         replica = self.replica
         uptime = time.monotonic() - self.started
+        reasons = Counter(str(reason) for reason in replica.outcome.values() if reason is not None)
         stats: dict[str, Any] = {
             "address": "0x" + self.address.hex(),
             "channel": "0x" + self.genesis.channel_id.hex(),
             "operations": len(replica.graph),
             "pending": len(replica.graph.pending),
-            "rejected": sum(1 for reason in replica.outcome.values() if reason is not None),
+            "rejected": sum(reasons.values()),
+            "rejected_reasons": dict(sorted(reasons.items())),
             "heads": len(replica.graph.heads),
             "version": replica.version,
             "state_hash": "0x" + replica.state_hash().hex(),
@@ -310,6 +322,7 @@ async def open_node(
     store = Store(config.data_dir / "node.sqlite")
     try:
         node = Node.restore(genesis, key, store)
+        node.byzantine = config.byzantine
         async with open_peer(
             node.replica, transport, peer_config or NODE_PEER_CONFIG,
             before_apply=node.before_apply, after_apply=node.after_apply,

@@ -18,6 +18,7 @@ import json
 from typing import Any
 
 import trio
+from eth_tester.exceptions import TransactionFailed
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.applications import Starlette
@@ -27,6 +28,7 @@ from starlette.routing import Route
 from web3 import Web3
 
 from settlement.chain import EmbeddedChain
+from settlement.client import _tester_revert_bytes
 from settlement.errors import SettlementError
 
 
@@ -47,6 +49,13 @@ class ChainServer:
                 response = dict(self.manager._make_request(method, params))
             else:
                 response = {"result": result}
+        except TransactionFailed as exc:
+            # As anvil answers: code 3 with the revert data, so clients decode custom errors.
+            data = _tester_revert_bytes(exc.args[0]) if exc.args else None
+            error: dict[str, Any] = {"code": 3, "message": "execution reverted"}
+            if data is not None:
+                error["data"] = "0x" + data.hex()
+            response = {"error": error}
         except Exception as exc:  # eth-tester raises many types; each becomes a JSON-RPC error
             response = {"error": {"code": -32000, "message": f"{type(exc).__name__}: {exc}"}}
         response.update(jsonrpc="2.0", id=request_id)

@@ -197,3 +197,16 @@ def test_offline_demo_converges() -> None:
     assert result["converged"] is True
     assert len({replica["state_hash"] for replica in result["replicas"]}) == 1
     assert result["state_hash"] == result["replicas"][0]["state_hash"]
+
+
+@pytest.mark.slow
+def test_the_full_demo_settles_and_pays_the_exit(tmp_path: Path) -> None:
+    """`parley demo`: deposits, a Byzantine node, checkpoints settled on-chain, finality with a
+    node stopped, and an emergency exit paid exactly what the newest certificate owes."""
+    code, output = invoke("demo", "--transfers", "120", "--folder", str(tmp_path / "demo"), "--json")
+    assert code == 0, output
+    result = json.loads(output[output.index("{"):])
+    assert result["converged"] is True
+    assert result["paid"] == result["expected"] > 0
+    assert result["equivocations"] == 30  # every transfer of the Byzantine node had a twin
+    assert result["checkpoints"] >= 3

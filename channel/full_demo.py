@@ -1,0 +1,206 @@
+"""``parley demo``: the whole life of a channel, on one embedded chain and four node processes.
+
+1. an embedded chain (eth-tester + py-evm) is served on 127.0.0.1; the adjudicator and a
+   6-decimal USDC-like test token are deployed; the channel is opened and every participant
+   deposits 1,000 USDC, which the first checkpoint credits;
+2. four nodes run over libp2p; node 3 is Byzantine: it signs a second operation for every seq
+   it uses (equivocation) and signs operations replay must reject;
+3. transfers flow through the nodes' local APIs; checkpoints are certified by BFT consensus
+   and proposed on-chain by a rotating submitter;
+4. the Byzantine node is stopped, and the other three keep finalising (3 is the threshold);
+5. a participant takes the newest certificate from their node, everyone goes offline, and
+   ``parley exit`` proposes (or challenges), waits out the dispute window (the demo moves the
+   embedded chain's clock forward), finalises and claims the participant's USDC.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from rich.console import Console
+from rich.table import Table
+
+from channel.client import ApiError, Client, Endpoint
+from channel.cluster import NodeProcess, create_cluster, start_all, stop_all
+from channel.onchain import ChainConfig
+from crdt.genesis import Role, Token
+from crdt.types import Symbol
+from crdt.units import format_e9
+from settlement.chain import RpcChain
+from settlement.client import AdjudicatorClient, Sender, TestTokenClient, address_bytes, checksum
+from settlement.server import ChainServerProcess
+
+E9 = 10**9
+DEPOSIT = 1_000 * E9
+
+
+def _wait(condition: Any, within: float, what: str) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the demo timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _stats(endpoint: Endpoint) -> dict[str, Any]:
+    with Client(endpoint) as client:
+        result: dict[str, Any] = client.stats()
+        return result
+
+
+def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = None, quiet: bool = False
+                  ) -> dict[str, Any]:
+    console = Console(quiet=quiet)
+    rng = random.Random(seed)
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="parley-demo-") as tmp:
+        root = folder or Path(tmp)
+        console.rule("[bold]Parley demo[/bold]: 4 nodes, one Byzantine, settled on an embedded chain")
+        server = ChainServerProcess()
+        processes: list[NodeProcess] = []
+        try:
+            chain = RpcChain(server.url)
+            deployer = Account.create()
+            chain.fund(deployer.address, 10**21)
+            sender = Sender(chain, deployer)
+            adjudicator = AdjudicatorClient.deploy(sender)
+            usdc = TestTokenClient.deploy(sender, "USD Coin (test)", "USDC", 6)
+            token = Token(Symbol("USDC"), address_bytes(usdc.address), 6)
+            console.print(f"chain {server.url} (id {chain.chain_id}): adjudicator {adjudicator.address}, "
+                          f"USDC {usdc.address}")
+            cluster = create_cluster(
+                root, 4, tokens=[token], initial=0, roles=[Role.MARKET_MAKER] + [Role.TRADER] * 3,
+                finality_interval=0.5, byzantine={3: ("equivocate", "invalid")},
+                node_chain=ChainConfig(rpc=server.url, confirmations=1, settle_every=1, poll_interval=0.3),
+                chain_id=chain.chain_id, adjudicator=adjudicator.address_bytes, dispute_window=3600,
+            )
+            genesis = cluster.genesis
+            channel = adjudicator.open_genesis(genesis)
+            usdc.mint(deployer.address, 4 * DEPOSIT // 1000)
+            accounts = ["0x" + p.address.hex() for p in genesis.participants]
+            for account in accounts:
+                chain.fund(checksum(account), 10**20)  # gas for proposals, challenges and the exit
+                adjudicator.deposit(channel, token, DEPOSIT, account)
+            console.print(f"channel 0x{channel.hex()[:16]}… opened; 4 deposits of {format_e9(DEPOSIT)} USDC")
+
+            processes = [NodeProcess(cluster.config(i)) for i in range(4)]
+            endpoints = start_all(processes)
+            clients = [Client(endpoint) for endpoint in endpoints]
+            for client in clients:
+                _wait(lambda c=client: int(c.balances(accounts[0])[accounts[0]]["USDC"]["free"]) == DEPOSIT,
+                      60, "the deposits to be credited")
+            console.print("[green]1.[/green] 4 nodes up; the deposits are credited by checkpoint "
+                          f"{_stats(endpoints[0])['version']}")
+
+            receipts, refused, byzantine_ops, last = [], 0, 0, ""
+            for i in range(transfers):
+                sender_index = i % 4
+                recipient = accounts[(sender_index + 1 + rng.randrange(3)) % 4]
+                amount = rng.randrange(1, 20) * E9 // 10
+                if sender_index == 3:  # the Byzantine node: equivocates, and overdraws every other time
+                    amount = 5_000 * E9 if i % 8 == 3 else amount
+                    byzantine_ops += 1
+                try:
+                    receipts.append(clients[sender_index].transfer(recipient, "USDC", amount))
+                except ApiError:
+                    refused += 1
+                    continue
+                if sender_index != 3:  # the Byzantine node's own may end rejected as equivocation
+                    last = receipts[-1]["op_id"]
+            for client in clients[:3]:
+                _wait(lambda c=client: c.status(last)["status"] == "final", 60, "the transfers to be final")
+            honest = _stats(endpoints[0])
+            console.print(f"[green]2.[/green] {len(receipts)} transfers submitted ({byzantine_ops} by the Byzantine "
+                          f"node, each with an equivocating twin); final at checkpoint {honest['version']}")
+            evidence = clients[0].evidence()
+            console.print(f"   evidence: {len(evidence)} equivocations by {accounts[3][:10]}…; "
+                          f"rejected in replay on every node: {honest['rejected_reasons']}")
+            certified = honest["certified"]
+            _wait(lambda: adjudicator.settlement(channel).version >= certified, 60, "the proposal on-chain")
+            settled = adjudicator.settlement(channel).version
+            console.print(f"[green]3.[/green] checkpoint {settled} is proposed on-chain by its designated "
+                          f"submitter (status {adjudicator.channel(channel).status})")
+
+            processes[3].stop()
+            before = _stats(endpoints[0])["version"]
+            more = [clients[i % 3].transfer(accounts[(i + 1) % 3], "USDC", E9 // 100) for i in range(30)]
+            for client in clients[:3]:
+                _wait(lambda c=client: c.status(more[-1]["op_id"])["status"] == "final", 60, "finality without node 3")
+            after = _stats(endpoints[0])["version"]
+            console.print(f"[green]4.[/green] Byzantine node stopped; the other 3 keep finalising: checkpoint "
+                          f"{before} → {after}")
+
+            user = 1
+            newest = clients[user].certificate()
+            exit_version = newest["version"]
+            certificate = bytes.fromhex(newest["certificate"][2:])
+            (root / "exit").mkdir(exist_ok=True)
+            (root / "exit" / "newest.cbor").write_bytes(certificate)
+            expected = int(clients[user].balances(accounts[user])[accounts[user]]["USDC"]["free"])
+            for client in clients:
+                client.close()
+            stop_all(processes)
+            console.print(f"[green]5.[/green] every node is offline; participant {user} runs parley exit with its "
+                          f"newest certificate (owed {format_e9(expected)} USDC)")
+            paid = _exit(console, root, exit_version, server.url, accounts[user], usdc, adjudicator, chain, channel)
+        finally:
+            stop_all(processes)
+            server.stop()
+        ok = paid == expected // 1000  # e9 to 6 decimals
+        table = Table(title="what happened")
+        table.add_column("")
+        table.add_column("")
+        for key, value in (
+            ("transfers final", str(len(receipts) + len(more))),
+            ("refused by the API", str(refused)),
+            ("equivocations detected", str(len(evidence))),
+            ("checkpoints certified", str(after)),
+            ("proposed on-chain while running", f"up to v{settled}"),
+            ("exit settled the channel at", f"v{exit_version}"),
+            ("exit paid", f"{paid / 10**6:,.6f} USDC ({'correct' if ok else 'WRONG'})"),
+            ("demo took", f"{time.monotonic() - began:.0f} s"),
+        ):
+            table.add_row(key, value)
+        console.print(table)
+        return {"converged": ok, "paid": paid, "expected": expected // 1000, "checkpoints": after,
+                "equivocations": len(evidence), "transfers": len(receipts) + len(more)}
+
+
+def _exit(console: Console, root: Path, version: int, url: str, account: str, usdc: TestTokenClient,
+          adjudicator: AdjudicatorClient, chain: RpcChain, channel: bytes) -> int:
+    """Run the real ``parley exit``; once its certificate (version `version`) is the pending
+    proposal, move the chain's clock past the dispute window. Returns the USDC it was paid."""
+    key_file = root / "keys" / f"{account}.json"
+    before = usdc.balance_of(account)
+    exit_run = subprocess.Popen(
+        [sys.executable, "-m", "channel", "exit", "--genesis", str(root / "genesis.toml"),
+         "--certificate", str(root / "exit"), "--rpc", url, "--key-file", str(key_file),
+         "--password-file", str(root / "password")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while exit_run.poll() is None and time.monotonic() < deadline:
+        if adjudicator.channel(channel).status == "pending":
+            pending = adjudicator.settlement(channel)
+            remaining = pending.finalizes_at - chain.now()
+            if pending.version == version and remaining >= 0:
+                console.print(f"   v{version} is pending; moving the embedded chain's clock {remaining + 1} s "
+                              "forward, past the dispute window")
+                chain.increase_time(remaining + 1)
+        time.sleep(0.5)
+    if exit_run.poll() is None:
+        exit_run.kill()
+    output = exit_run.communicate(timeout=30)[0]
+    for line in output.strip().splitlines()[-4 if exit_run.returncode == 0 else -40:]:
+        console.print(f"   [dim]{line}[/dim]")
+    return usdc.balance_of(account) - before
