@@ -23,21 +23,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import emit, percentiles
 from channel.client import AsyncClient, Client, Endpoint
 from channel.cluster import NodeProcess, create_cluster
 from crdt.genesis import Token
-
-
-def emit(**fields: object) -> None:
-    print(json.dumps(fields), flush=True)
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "p50_ms": round(ordered[len(ordered) // 2] * 1e3, 3),
-        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3, 3),
-    }
 
 
 def http_latency(endpoint: Endpoint, to: str, n: int, method: str) -> list[float]:
@@ -95,9 +84,9 @@ def main() -> None:
             to = "0x" + cluster.genesis.participants[1].address.hex()
             http_latency(endpoint, to, 50, "transfer")  # warm up
             n = args.requests
-            emit(bench="api_http", requests=n, **summary(http_latency(endpoint, to, n, "transfer")))
-            emit(bench="api_ws", requests=n, **summary(ws_latency(endpoint, to, n)))
-            emit(bench="api_noop", requests=n, **summary(http_latency(endpoint, to, n, "heads")))
+            emit(bench="api_http", requests=n, **percentiles(http_latency(endpoint, to, n, "transfer")))
+            emit(bench="api_ws", requests=n, **percentiles(ws_latency(endpoint, to, n)))
+            emit(bench="api_noop", requests=n, **percentiles(http_latency(endpoint, to, n, "heads")))
             rate = trio.run(throughput, endpoint, to, args.requests, 8)
             emit(bench="api_throughput", requests=args.requests, in_flight=8, transfers_per_s=round(rate, 1))
         finally:

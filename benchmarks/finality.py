@@ -13,7 +13,6 @@ p50/p99 in ms, beside the submit latency measured in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -21,21 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import emit, percentiles
 from channel.client import Client, Endpoint
 from channel.cluster import NodeProcess, create_cluster, start_all, stop_all
 from crdt.genesis import Token
-
-
-def emit(**fields: object) -> None:
-    print(json.dumps(fields), flush=True)
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "p50_ms": round(ordered[len(ordered) // 2] * 1e3, 1),
-        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3, 1),
-    }
 
 
 def measure(endpoints: list[Endpoint], to: list[str], count: int) -> tuple[list[float], list[float]]:

@@ -18,7 +18,6 @@ gossip would deliver them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -29,16 +28,13 @@ import coincurve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import emit
 from channel.verifier import VerifierPool
 from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
 from crdt.hashing import keccak256
 from crdt.ops import Context, SignedOp, address_of, decode_op, sign_op
 from crdt.replica import Replica
 from simulations.workload import Workload
-
-
-def emit(**fields: object) -> None:
-    print(json.dumps(fields), flush=True)
 
 
 def timed(function: Callable[[], object], clock: Callable[[], float] = time.process_time) -> float:

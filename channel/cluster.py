@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,18 @@ from crdt.genesis import Genesis, Role, Token
 from p2p.host import peer_id_of
 
 CLUSTER_PASSWORD = "parley-local-cluster"  # throwaway keys in a folder the caller owns
+
+
+def wait_until(condition: Callable[[], Any], within: float = 90.0, what: str = "a condition") -> Any:
+    """Poll `condition` until it returns something truthy (returned), or raise TimeoutError."""
+    deadline = time.monotonic() + within
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {within:.0f} s waiting for {what}")
+        time.sleep(0.1)
 
 
 def free_port() -> int:

@@ -71,7 +71,15 @@ from typing import Any, NewType, Protocol
 import coincurve
 
 from crdt import cbor
-from crdt.certificate import Certificate, sign_checkpoint
+from crdt.certificate import (
+    Certificate,
+    checkpoint_from_wire,
+    checkpoint_to_wire,
+    fixed_bytes,
+    leaf_from_wire,
+    leaf_to_wire,
+    sign_checkpoint,
+)
 from crdt.eip712 import Checkpoint
 from crdt.errors import BadSignature, InternalError, InvalidInput, UnknownAuthor, WrongChannel, WrongType
 from crdt.genesis import Genesis
@@ -80,7 +88,7 @@ from crdt.ledger import Deposit
 from crdt.merkle import MerkleTree, PayoutLeaf
 from crdt.ops import address_of, recover_signer
 from crdt.replica import Cut
-from crdt.types import Address, ChannelId, Hash32, OpId, Symbol
+from crdt.types import Address, OpId, Symbol
 
 ValueId = NewType("ValueId", bytes)  # keccak256 of the canonical encoding of a CheckpointProposal
 
@@ -127,10 +135,6 @@ class TimeoutKind(enum.StrEnum):
 # -- the value ------------------------------------------------------------------------------------
 
 
-def _uint_bytes(value: int) -> bytes:
-    return value.to_bytes((value.bit_length() + 7) // 8, "big")
-
-
 @dataclass(frozen=True, slots=True)
 class CheckpointProposal:
     """A checkpoint and what a replica needs to certify it: the cut heads, the deposits it
@@ -154,18 +158,12 @@ class CheckpointProposal:
         return Cut(self.checkpoint.version, self.heads, self.checkpoint.time, self.deposits)
 
     def to_wire(self) -> list[Any]:
-        c = self.checkpoint
+        """The 7 checkpoint fields (as in a certificate), then heads, deposits and leaves."""
         return [
-            c.channel,
-            c.version,
-            c.payout_root,
-            c.state_hash,
-            [_uint_bytes(total) for total in c.totals],
-            c.deposit_nonce,
-            c.time,
+            *checkpoint_to_wire(self.checkpoint),
             list(self.heads),
             [[d.nonce, d.account, d.token, d.amount] for d in self.deposits],
-            [[leaf.account, leaf.token, _uint_bytes(leaf.amount)] for leaf in self.leaves],
+            [leaf_to_wire(leaf) for leaf in self.leaves],
         ]
 
     def check(self, genesis: Genesis) -> None:
@@ -359,25 +357,8 @@ def encode_message(message: Message) -> bytes:
         return cbor.encode([kind, message.height, message.round, message.value_id or b"", message.signature])
     if isinstance(message, Decision):
         return cbor.encode([DECISION, message.height, message.round, message.value.to_wire(), list(message.signatures)])
-    return cbor.encode([COMMIT, _checkpoint_wire(message.checkpoint), message.signature])
+    return cbor.encode([COMMIT, checkpoint_to_wire(message.checkpoint), message.signature])
 
-
-def _checkpoint_wire(c: Checkpoint) -> list[Any]:
-    return [
-        c.channel,
-        c.version,
-        c.payout_root,
-        c.state_hash,
-        [_uint_bytes(t) for t in c.totals],
-        c.deposit_nonce,
-        c.time,
-    ]
-
-
-def _fixed(value: Any, length: int, what: str) -> bytes:
-    if type(value) is not bytes or len(value) != length:
-        raise WrongType(f"{what} must be {length} bytes")
-    return value
 
 
 def _uint(value: Any, what: str, maximum: int = cbor.UINT64_MAX) -> int:
@@ -386,36 +367,15 @@ def _uint(value: Any, what: str, maximum: int = cbor.UINT64_MAX) -> int:
     return value
 
 
-def _big(value: Any, what: str) -> int:
-    if type(value) is not bytes or len(value) > 32:
-        raise WrongType(f"{what} must be a byte string of at most 32 bytes")
-    if value[:1] == b"\x00":
-        raise WrongType(f"{what} has a leading zero byte")
-    return int.from_bytes(value, "big")
-
-
 def _array(value: Any, length: int | None, what: str, limit: int = MAX_LEAVES) -> list[Any]:
     if type(value) is not list or (length is not None and len(value) != length) or len(value) > limit:
         raise WrongType(f"{what} must be an array" + (f" of {length}" if length is not None else ""))
     return value
 
 
-def _checkpoint_from(fields: list[Any]) -> Checkpoint:
-    channel, version, root, state, totals, nonce, time = fields
-    return Checkpoint(
-        channel=ChannelId(_fixed(channel, 32, "channel")),
-        version=_uint(version, "version"),
-        payout_root=Hash32(_fixed(root, 32, "payout root")),
-        state_hash=Hash32(_fixed(state, 32, "state hash")),
-        totals=tuple(_big(t, "total") for t in _array(totals, None, "totals", 256)),
-        deposit_nonce=_uint(nonce, "deposit nonce"),
-        time=_uint(time, "time"),
-    )
-
-
 def _value_from(raw: Any) -> CheckpointProposal:
     fields = _array(raw, 10, "a value")
-    heads = tuple(OpId(_fixed(h, 32, "head")) for h in _array(fields[7], None, "heads", MAX_HEADS))
+    heads = tuple(OpId(fixed_bytes(h, 32, "head")) for h in _array(fields[7], None, "heads", MAX_HEADS))
     deposits = []
     for entry in _array(fields[8], None, "deposits", MAX_DEPOSITS):
         nonce, account, token, amount = _array(entry, 4, "a deposit")
@@ -423,24 +383,20 @@ def _value_from(raw: Any) -> CheckpointProposal:
             raise WrongType("a deposit's token is a symbol of 1 to 16 characters")
         deposits.append(
             Deposit(
-                _uint(nonce, "nonce"), Address(_fixed(account, 20, "account")), Symbol(token), _uint(amount, "amount")
+                _uint(nonce, "nonce"),
+                Address(fixed_bytes(account, 20, "account")),
+                Symbol(token),
+                _uint(amount, "amount"),
             )
         )
-    leaves = []
-    for entry in _array(fields[9], None, "leaves", MAX_LEAVES):
-        account, token, amount = _array(entry, 3, "a payout leaf")
-        leaves.append(
-            PayoutLeaf(
-                Address(_fixed(account, 20, "account")), Address(_fixed(token, 20, "token")), _big(amount, "amount")
-            )
-        )
-    return CheckpointProposal(_checkpoint_from(fields[:7]), heads, tuple(deposits), tuple(leaves))
+    leaves = [leaf_from_wire(entry) for entry in _array(fields[9], None, "leaves", MAX_LEAVES)]
+    return CheckpointProposal(checkpoint_from_wire(fields[:7]), heads, tuple(deposits), tuple(leaves))
 
 
 def _value_id_from(raw: Any) -> ValueId | None:
     if raw == b"":
         return None
-    return ValueId(_fixed(raw, 32, "value id"))
+    return ValueId(fixed_bytes(raw, 32, "value id"))
 
 
 def decode_message(data: bytes) -> Message:
@@ -456,7 +412,7 @@ def decode_message(data: bytes) -> Message:
         if type(valid_round) is not int or not -1 <= valid_round < round_:
             raise WrongType("valid_round must be -1 or a round before the proposal's")
         return Proposal(
-            _uint(height, "height"), round_, _value_from(value), valid_round, _fixed(signature, 65, "signature")
+            _uint(height, "height"), round_, _value_from(value), valid_round, fixed_bytes(signature, 65, "signature")
         )
     if kind in (PREVOTE, PRECOMMIT) and type(kind) is int:
         _, height, round_, value_id, signature = _array(raw, 5, "a vote")
@@ -465,18 +421,18 @@ def decode_message(data: bytes) -> Message:
             _uint(height, "height"),
             _uint(round_, "round", MAX_ROUND),
             _value_id_from(value_id),
-            _fixed(signature, 65, "signature"),
+            fixed_bytes(signature, 65, "signature"),
         )
     if kind == COMMIT and type(kind) is int:
         _, checkpoint, signature = _array(raw, 3, "a commit")
-        return Commit(_checkpoint_from(_array(checkpoint, 7, "a checkpoint")), _fixed(signature, 65, "signature"))
+        return Commit(checkpoint_from_wire(checkpoint), fixed_bytes(signature, 65, "signature"))
     if kind == DECISION and type(kind) is int:
         _, height, round_, value, signatures = _array(raw, 5, "a decision")
         return Decision(
             _uint(height, "height"),
             _uint(round_, "round", MAX_ROUND),
             _value_from(value),
-            tuple(_fixed(sig, 65, "signature") for sig in _array(signatures, None, "signatures", 1024)),
+            tuple(fixed_bytes(sig, 65, "signature") for sig in _array(signatures, None, "signatures", 1024)),
         )
     raise WrongType(f"unknown consensus message kind {kind!r}")
 

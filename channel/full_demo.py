@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from channel.client import ApiError, Client, Endpoint
-from channel.cluster import NodeProcess, create_cluster, start_all, stop_all
+from channel.cluster import NodeProcess, create_cluster, start_all, stop_all, wait_until
 from channel.onchain import ChainConfig
 from crdt.genesis import Role, Token
 from crdt.types import Symbol
@@ -41,15 +42,12 @@ E9 = 10**9
 DEPOSIT = 1_000 * E9
 
 
-def _wait(condition: Any, within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the demo timed out waiting for {what}")
-        time.sleep(0.1)
+def _is_final(client: Client, op_id: str) -> bool:
+    return bool(client.status(op_id)["status"] == "final")
+
+
+def _free_is(client: Client, account: str, amount: int) -> bool:
+    return int(client.balances(account)[account]["USDC"]["free"]) == amount
 
 
 def _stats(endpoint: Endpoint) -> dict[str, Any]:
@@ -97,8 +95,7 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             endpoints = start_all(processes)
             clients = [Client(endpoint) for endpoint in endpoints]
             for client in clients:
-                _wait(lambda c=client: int(c.balances(accounts[0])[accounts[0]]["USDC"]["free"]) == DEPOSIT,
-                      60, "the deposits to be credited")
+                wait_until(partial(_free_is, client, accounts[0], DEPOSIT), 60, "the deposits to be credited")
             console.print("[green]1.[/green] 4 nodes up; the deposits are credited by checkpoint "
                           f"{_stats(endpoints[0])['version']}")
 
@@ -118,7 +115,7 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
                 if sender_index != 3:  # the Byzantine node's own may end rejected as equivocation
                     last = receipts[-1]["op_id"]
             for client in clients[:3]:
-                _wait(lambda c=client: c.status(last)["status"] == "final", 60, "the transfers to be final")
+                wait_until(partial(_is_final, client, last), 60, "the transfers to be final")
             honest = _stats(endpoints[0])
             console.print(f"[green]2.[/green] {len(receipts)} transfers submitted ({byzantine_ops} by the Byzantine "
                           f"node, each with an equivocating twin); final at checkpoint {honest['version']}")
@@ -126,7 +123,7 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             console.print(f"   evidence: {len(evidence)} equivocations by {accounts[3][:10]}…; "
                           f"rejected in replay on every node: {honest['rejected_reasons']}")
             certified = honest["certified"]
-            _wait(lambda: adjudicator.settlement(channel).version >= certified, 60, "the proposal on-chain")
+            wait_until(lambda: adjudicator.settlement(channel).version >= certified, 60, "the proposal on-chain")
             settled = adjudicator.settlement(channel).version
             console.print(f"[green]3.[/green] checkpoint {settled} is proposed on-chain by its designated "
                           f"submitter (status {adjudicator.channel(channel).status})")
@@ -135,7 +132,7 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             before = _stats(endpoints[0])["version"]
             more = [clients[i % 3].transfer(accounts[(i + 1) % 3], "USDC", E9 // 100) for i in range(30)]
             for client in clients[:3]:
-                _wait(lambda c=client: c.status(more[-1]["op_id"])["status"] == "final", 60, "finality without node 3")
+                wait_until(partial(_is_final, client, more[-1]["op_id"]), 60, "finality without node 3")
             after = _stats(endpoints[0])["version"]
             console.print(f"[green]4.[/green] Byzantine node stopped; the other 3 keep finalising: checkpoint "
                           f"{before} → {after}")

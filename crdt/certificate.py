@@ -50,11 +50,15 @@ def sign_checkpoint(domain: Domain, checkpoint: Checkpoint, private_key: bytes) 
     return compact[:64] + bytes((27 + compact[64],))
 
 
-def _uint_bytes(value: int) -> bytes:
+# -- the wire form of checkpoints and leaves, shared with channel.consensus ---------------------
+
+
+def uint_bytes(value: int) -> bytes:
+    """A uint256 as its minimal big-endian bytes (uint256 totals do not fit CBOR integers)."""
     return value.to_bytes((value.bit_length() + 7) // 8, "big")
 
 
-def _uint_from(value: Any, what: str) -> int:
+def uint_from_bytes(value: Any, what: str) -> int:
     if type(value) is not bytes or len(value) > 32:
         raise WrongType(f"{what} must be a byte string of at most 32 bytes")
     if value[:1] == b"\x00":
@@ -62,16 +66,53 @@ def _uint_from(value: Any, what: str) -> int:
     return int.from_bytes(value, "big")
 
 
-def _fixed(value: Any, length: int, what: str) -> bytes:
+def fixed_bytes(value: Any, length: int, what: str) -> bytes:
     if type(value) is not bytes or len(value) != length:
         raise WrongType(f"{what} must be {length} bytes")
     return value
 
 
-def _uint64(value: Any, what: str) -> int:
+def uint64(value: Any, what: str) -> int:
     if type(value) is not int or not 0 <= value <= cbor.UINT64_MAX:
         raise WrongType(f"{what} must be a uint64")
     return value
+
+
+def checkpoint_to_wire(c: Checkpoint) -> list[Any]:
+    """[channel, version, payoutRoot, stateHash, totals, depositNonce, time]."""
+    totals = [uint_bytes(total) for total in c.totals]
+    return [c.channel, c.version, c.payout_root, c.state_hash, totals, c.deposit_nonce, c.time]
+
+
+def checkpoint_from_wire(fields: Any, max_tokens: int = 256) -> Checkpoint:
+    if type(fields) is not list or len(fields) != 7:
+        raise WrongType("a checkpoint is an array of 7 fields")
+    channel, version, root, state, totals, nonce, time = fields
+    if type(totals) is not list or len(totals) > max_tokens:
+        raise WrongType(f"totals must be an array of at most {max_tokens}")
+    return Checkpoint(
+        channel=ChannelId(fixed_bytes(channel, 32, "channel")),
+        version=uint64(version, "version"),
+        payout_root=Hash32(fixed_bytes(root, 32, "payout root")),
+        state_hash=Hash32(fixed_bytes(state, 32, "state hash")),
+        totals=tuple(uint_from_bytes(total, "total") for total in totals),
+        deposit_nonce=uint64(nonce, "deposit nonce"),
+        time=uint64(time, "time"),
+    )
+
+
+def leaf_to_wire(leaf: PayoutLeaf) -> list[Any]:
+    return [leaf.account, leaf.token, uint_bytes(leaf.amount)]
+
+
+def leaf_from_wire(fields: Any) -> PayoutLeaf:
+    if type(fields) is not list or len(fields) != 3:
+        raise WrongType("a payout leaf is [account, token, amount]")
+    return PayoutLeaf(
+        Address(fixed_bytes(fields[0], 20, "account")),
+        Address(fixed_bytes(fields[1], 20, "token")),
+        uint_from_bytes(fields[2], "amount"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,20 +205,9 @@ class Certificate:
     # -- codec -------------------------------------------------------------------------------
 
     def encode(self) -> bytes:
-        c = self.checkpoint
-        return cbor.encode(
-            [
-                c.channel,
-                c.version,
-                c.payout_root,
-                c.state_hash,
-                [_uint_bytes(total) for total in c.totals],
-                c.deposit_nonce,
-                c.time,
-                list(self.signatures),
-                [[leaf.account, leaf.token, _uint_bytes(leaf.amount)] for leaf in self.leaves],
-            ]
-        )
+        """[checkpoint fields…, signatures, leaves]: the 7 checkpoint fields, then two arrays."""
+        wire = checkpoint_to_wire(self.checkpoint)
+        return cbor.encode([*wire, list(self.signatures), [leaf_to_wire(leaf) for leaf in self.leaves]])
 
     @classmethod
     def decode(cls, data: bytes) -> Certificate:
@@ -186,32 +216,14 @@ class Certificate:
         value = cbor.decode(data, max_bytes=MAX_CERTIFICATE_BYTES, max_depth=3)
         if type(value) is not list or len(value) != 9:
             raise WrongType("a certificate is an array of 9 fields")
-        channel, version, root, state, totals, nonce, time, signatures, leaves = value
-        if type(totals) is not list or type(signatures) is not list or type(leaves) is not list:
-            raise WrongType("totals, signatures and leaves must be arrays")
-        checkpoint = Checkpoint(
-            channel=ChannelId(_fixed(channel, 32, "channel")),
-            version=_uint64(version, "version"),
-            payout_root=Hash32(_fixed(root, 32, "payout root")),
-            state_hash=Hash32(_fixed(state, 32, "state hash")),
-            totals=tuple(_uint_from(total, "total") for total in totals),
-            deposit_nonce=_uint64(nonce, "deposit nonce"),
-            time=_uint64(time, "time"),
-        )
-        parsed_leaves = []
-        for leaf in leaves:
-            if type(leaf) is not list or len(leaf) != 3:
-                raise WrongType("a payout leaf is [account, token, amount]")
-            parsed_leaves.append(
-                PayoutLeaf(
-                    Address(_fixed(leaf[0], 20, "account")),
-                    Address(_fixed(leaf[1], 20, "token")),
-                    _uint_from(leaf[2], "amount"),
-                )
-            )
+        checkpoint = checkpoint_from_wire(value[:7])
+        signatures, leaves = value[7], value[8]
+        if type(signatures) is not list or type(leaves) is not list:
+            raise WrongType("signatures and leaves must be arrays")
+        parsed_leaves = [leaf_from_wire(leaf) for leaf in leaves]
         return cls(
             checkpoint,
-            tuple(_fixed(signature, 65, "signature") for signature in signatures),
+            tuple(fixed_bytes(signature, 65, "signature") for signature in signatures),
             tuple(parsed_leaves),
         )
 

@@ -75,8 +75,8 @@ def test_four_nodes_converge_after_concurrent_transfers(cluster: Cluster, proces
     stats = wait_converged(endpoints, 240)
     assert len({s["payout_root"] for s in stats}) == 1
     with Client(endpoints[2]) as client:
-        for receipt in receipts[:10]:
-            assert client.status(receipt["op_id"])["status"] == "tentative"
+        for receipt in receipts[:10]:  # applied, and final once a checkpoint covers it
+            assert client.status(receipt["op_id"])["status"] in {"tentative", "final"}
         assert sorted(client.peers()["sync_sessions"]) == sorted(client.peers()["connected"])
     response = httpx.post(endpoints[0].url + "/rpc", json={"jsonrpc": "2.0", "id": 1, "method": "parley_stats"})
     assert response.status_code == 401
@@ -137,7 +137,7 @@ def test_sigkill_in_a_burst_loses_no_acknowledged_operation(cluster: Cluster, pr
     restarted = processes[0].start()
     with Client(restarted) as client:
         statuses = {client.status(op_id)["status"] for op_id in acknowledged}
-    assert statuses == {"tentative"}
+    assert statuses <= {"tentative", "final"}  # none lost (unknown) or rejected
     # Operations stored and gossiped just before the kill, whose answers never reached a
     # client, exist too: so at least the acknowledged ones.
     stats = wait_converged([restarted, *endpoints[1:]], len(set(acknowledged)), within=120)

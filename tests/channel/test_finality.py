@@ -3,16 +3,14 @@ accepts them, a killed node does not stop finality, and a restarted node catches
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from eth_account import Account
 
 from channel.client import Client, Endpoint
-from channel.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all
+from channel.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all, wait_until
 from crdt.certificate import Certificate
 from crdt.genesis import Token
 from crdt.types import Symbol
@@ -23,17 +21,6 @@ pytestmark = pytest.mark.slow
 
 E9 = 10**9
 INITIAL = 1_000 * E9
-
-
-def wait_for(condition: Callable[[], Any], within: float = 90.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def statuses(endpoint: Endpoint, op_ids: list[str]) -> set[str]:
@@ -83,7 +70,7 @@ def test_operations_become_final_and_the_contract_accepts_the_certificate(
     to = ["0x" + p.address.hex() for p in cluster.genesis.participants]
     ops = transfers(endpoints[0], to[1:], 10) + transfers(endpoints[2], [to[0]], 5)
     for endpoint in endpoints:
-        wait_for(lambda endpoint=endpoint: statuses(endpoint, ops) == {"final"}, what="final statuses")
+        wait_until(lambda endpoint=endpoint: statuses(endpoint, ops) == {"final"}, what="final statuses")
     with Client(endpoints[1]) as client:
         answer = client.certificate()
         checkpoints = client.checkpoints()
@@ -109,20 +96,20 @@ def test_finality_survives_a_killed_node_and_the_node_catches_up(
     endpoints = start_all(processes)
     to = ["0x" + p.address.hex() for p in cluster.genesis.participants]
     first = transfers(endpoints[0], [to[1]], 5)
-    wait_for(lambda: statuses(endpoints[3], first) == {"final"}, what="first batch final")
+    wait_until(lambda: statuses(endpoints[3], first) == {"final"}, what="first batch final")
     processes[3].kill()
     second = transfers(endpoints[1], [to[2]], 5)  # 3 of 4 left: the threshold, so still final
     for endpoint in endpoints[:3]:
-        wait_for(lambda endpoint=endpoint: statuses(endpoint, second) == {"final"}, what="final without node 3")
+        wait_until(lambda endpoint=endpoint: statuses(endpoint, second) == {"final"}, what="final without node 3")
     with Client(endpoints[0]) as client:
         versions = [c["version"] for c in client.checkpoints()]
     restarted = processes[3].start()
-    wait_for(lambda: statuses(restarted, first + second) == {"final"}, what="restarted node final")
+    wait_until(lambda: statuses(restarted, first + second) == {"final"}, what="restarted node final")
     with Client(restarted) as client:
         assert [c["version"] for c in client.checkpoints()][: len(versions)] == versions
         # certificates of the versions decided while it was down reach it too
-        wait_for(lambda: all(c["certified"] for c in client.checkpoints()), what="restarted node's certificates")
+        wait_until(lambda: all(c["certified"] for c in client.checkpoints()), what="restarted node's certificates")
         with Client(endpoints[0]) as other:
             assert client.certificate(versions[-1])["payout_root"] == other.certificate(versions[-1])["payout_root"]
     with Client(endpoints[0]) as a, Client(restarted) as b:
-        wait_for(lambda: a.stats()["state_hash"] == b.stats()["state_hash"], what="same state")
+        wait_until(lambda: a.stats()["state_hash"] == b.stats()["state_hash"], what="same state")

@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from eth_account import Account
 
 from channel.client import Client, Endpoint
-from channel.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all
+from channel.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all, wait_until
 from channel.onchain import ChainConfig
 from crdt.certificate import Certificate
 from crdt.genesis import Token
@@ -25,17 +23,6 @@ from settlement.server import ChainServerProcess
 pytestmark = pytest.mark.slow
 
 E9 = 10**9
-
-
-def wait_for(condition: Callable[[], Any], within: float = 90.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 @dataclass
@@ -91,13 +78,13 @@ def test_deposits_are_credited_by_checkpoints_and_checkpoints_settle_on_chain(
         alice, bob = ("0x" + p.address.hex() for p in genesis.participants[:2])
         world.adjudicator.deposit(genesis.channel_id, world.token, 250 * E9, alice)
         for endpoint in endpoints:  # every node credits it, through a certified checkpoint
-            wait_for(lambda endpoint=endpoint: free_balance(endpoint, alice) == 250 * E9, what="deposit credited")
+            wait_until(lambda endpoint=endpoint: free_balance(endpoint, alice) == 250 * E9, what="deposit credited")
         with Client(endpoints[0]) as client:
             receipt = client.transfer(bob, "USDC", 40 * E9)
-            wait_for(lambda: client.status(receipt["op_id"])["status"] == "final", what="transfer final")
+            wait_until(lambda: client.status(receipt["op_id"])["status"] == "final", what="transfer final")
             certified = client.stats()["certified"]
         channel = genesis.channel_id
-        wait_for(lambda: world.adjudicator.settlement(channel).version >= certified, what="proposal on-chain")
+        wait_until(lambda: world.adjudicator.settlement(channel).version >= certified, what="proposal on-chain")
         settlement = world.adjudicator.settlement(channel)
         assert world.adjudicator.channel(channel).status == "pending"
         assert settlement.totals == (250 * 10**6,)  # in token decimals: what was deposited
@@ -122,16 +109,16 @@ def test_the_watchtower_defeats_a_stale_proposal(tmp_path: Path, server: ChainSe
         genesis = world.cluster.genesis
         alice, bob = ("0x" + p.address.hex() for p in genesis.participants[:2])
         world.adjudicator.deposit(genesis.channel_id, world.token, 100 * E9, alice)
-        wait_for(lambda: free_balance(endpoints[0], alice) == 100 * E9, what="deposit credited")
+        wait_until(lambda: free_balance(endpoints[0], alice) == 100 * E9, what="deposit credited")
         with Client(endpoints[0]) as client:
             stale = Certificate.decode(bytes.fromhex(client.certificate()["certificate"][2:]))
             receipt = client.transfer(bob, "USDC", 60 * E9)  # after this the stale one pays alice too much
-            wait_for(lambda: client.status(receipt["op_id"])["status"] == "final", what="transfer final")
+            wait_until(lambda: client.status(receipt["op_id"])["status"] == "final", what="transfer final")
             newest = client.stats()["certified"]
         assert newest > stale.version
         world.adjudicator.propose(stale)  # someone registers the old checkpoint
         channel = genesis.channel_id
-        wait_for(lambda: world.adjudicator.settlement(channel).version >= newest, what="watchtower challenge")
+        wait_until(lambda: world.adjudicator.settlement(channel).version >= newest, what="watchtower challenge")
         challenges = 0
         for endpoint in endpoints:
             with Client(endpoint) as client:
