@@ -50,6 +50,12 @@ def _free_is(client: Client, account: str, amount: int) -> bool:
     return int(client.balances(account)[account]["USDC"]["free"]) == amount
 
 
+def _same_roots(endpoints: list[Endpoint]) -> tuple[str, str] | None:
+    """The nodes' (state hash, payout root) when they all agree, else None."""
+    roots = {(s["state_hash"], s["payout_root"]) for s in (_stats(endpoint) for endpoint in endpoints)}
+    return next(iter(roots)) if len(roots) == 1 else None
+
+
 def _stats(endpoint: Endpoint) -> dict[str, Any]:
     with Client(endpoint) as client:
         result: dict[str, Any] = client.stats()
@@ -136,6 +142,9 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             after = _stats(endpoints[0])["version"]
             console.print(f"[green]4.[/green] Byzantine node stopped; the other 3 keep finalising: checkpoint "
                           f"{before} → {after}")
+            roots = wait_until(partial(_same_roots, endpoints[:3]), 60, "the honest nodes to agree")
+            console.print(f"   state hash  [bold]{roots[0]}[/bold]\n   payout root [bold]{roots[1]}[/bold] "
+                          "(the same on the 3 running nodes)")
 
             user = 1
             newest = clients[user].certificate()
@@ -170,6 +179,7 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             table.add_row(key, value)
         console.print(table)
         return {"converged": ok, "paid": paid, "expected": expected // 1000, "checkpoints": after,
+                "state_hash": roots[0], "payout_root": roots[1],
                 "equivocations": len(evidence), "transfers": len(receipts) + len(more)}
 
 
