@@ -7,8 +7,6 @@ Every command that fails because of the user's input prints one clear line and e
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +14,7 @@ import typer
 from rich.table import Table
 
 from channel import keystore
-from channel.console import console, user_errors
+from channel.console import console, read_password, user_errors
 from channel.errors import UserError
 from channel.genesis_file import load_genesis, save_genesis
 from channel.node_cli import register as register_node
@@ -43,19 +41,6 @@ keys_app = typer.Typer(help="Participant keys, in Ethereum v3 keystore files.", 
 genesis_app = typer.Typer(help="Channel genesis files.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(genesis_app, name="genesis")
-
-def read_password(password_file: Path | None, *, confirm: bool) -> str:
-    if password_file is not None:
-        try:
-            return password_file.read_text().rstrip("\n")
-        except OSError as exc:
-            raise UserError(f"cannot read password file: {exc}") from exc
-    if "PARLEY_PASSWORD" in os.environ:
-        return os.environ["PARLEY_PASSWORD"]
-    if not sys.stdin.isatty():
-        raise UserError("no password: pass --password-file, set PARLEY_PASSWORD, or run in a terminal")
-    return str(typer.prompt("Keystore password", hide_input=True, confirmation_prompt=confirm))
-
 
 PasswordFile = Annotated[
     Path | None,

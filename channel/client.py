@@ -84,8 +84,13 @@ def _unwrap(response: httpx.Response) -> Any:
 class _Calls:
     """The node's methods, shared by both clients (`call` is sync in one, async in the other)."""
 
+    _ids: itertools.count[int]
+
     def call(self, method: str, *params: Any) -> Any:
         raise NotImplementedError
+
+    def _request(self, method: str, params: tuple[Any, ...]) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
 
     def submit(self, kind: str, body: dict[str, Any], request_id: str | None = None) -> Any:
         return self.call("parley_submit", kind, body, request_id)
@@ -142,9 +147,8 @@ class Client(_Calls):
         self._http.close()
 
     def call(self, method: str, *params: Any) -> Any:
-        request = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
         try:
-            return _unwrap(self._http.post("/rpc", json=request))
+            return _unwrap(self._http.post("/rpc", json=self._request(method, params)))
         except httpx.TransportError as exc:
             raise NodeUnavailable(f"cannot reach the node at {self.endpoint.url}: {exc}") from exc
 
@@ -195,9 +199,8 @@ class AsyncClient(_Calls):
         await self._http.aclose()
 
     async def call(self, method: str, *params: Any) -> Any:
-        request = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
         try:
-            return _unwrap(await self._http.post("/rpc", json=request))
+            return _unwrap(await self._http.post("/rpc", json=self._request(method, params)))
         except httpx.TransportError as exc:
             raise NodeUnavailable(f"cannot reach the node at {self.endpoint.url}: {exc}") from exc
 

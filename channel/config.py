@@ -22,12 +22,12 @@ Paths are relative to the folder of the configuration file.
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from channel.errors import UserError
+from channel.genesis_file import read_toml
 from channel.onchain import ChainConfig
 
 BYZANTINE_BEHAVIOURS = frozenset({"equivocate", "invalid"})
@@ -50,12 +50,7 @@ class NodeConfig:
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise UserError(f"no node configuration at {path}") from exc
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"cannot read {path}: {exc}") from exc
+        data = read_toml(path, "node configuration")
         try:
             return cls.from_mapping(data, path.parent)
         except (KeyError, TypeError, ValueError) as exc:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import typer
@@ -30,3 +33,17 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(1) from exc
 
     return wrapper
+
+
+def read_password(password_file: Path | None, *, confirm: bool) -> str:
+    """From the file, else $PARLEY_PASSWORD, else a prompt on a terminal; `UserError` otherwise."""
+    if password_file is not None:
+        try:
+            return password_file.read_text().rstrip("\n")
+        except OSError as exc:
+            raise UserError(f"cannot read password file: {exc}") from exc
+    if "PARLEY_PASSWORD" in os.environ:
+        return os.environ["PARLEY_PASSWORD"]
+    if not sys.stdin.isatty():
+        raise UserError("no password: pass --password-file, set PARLEY_PASSWORD, or run in a terminal")
+    return str(typer.prompt("Keystore password", hide_input=True, confirmation_prompt=confirm))

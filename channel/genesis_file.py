@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
@@ -19,13 +20,18 @@ HEADER = """\
 """
 
 
-def load_genesis(path: Path) -> Genesis:
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file as a mapping, or a `UserError` naming `what` the file should have been."""
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError as exc:
-        raise UserError(f"no genesis file at {path}") from exc
+        raise UserError(f"no {what} at {path}") from exc
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read genesis {path}: {exc}") from exc
+        raise UserError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def load_genesis(path: Path) -> Genesis:
+    data = read_toml(path, "genesis file")
     try:
         return Genesis.from_mapping(data)
     except InvalidGenesis as exc:

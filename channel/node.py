@@ -35,6 +35,7 @@ import trio
 
 from channel import keystore
 from channel.config import NodeConfig
+from channel.console import read_password
 from channel.errors import ChannelError, UserError
 from channel.genesis_file import load_genesis
 from channel.keystore import write_atomic
@@ -304,21 +305,13 @@ def api_token(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def read_node_password(config: NodeConfig) -> str:
-    if config.password_file is not None:
-        return config.password_file.read_text().rstrip("\n")
-    if "PARLEY_PASSWORD" in os.environ:
-        return os.environ["PARLEY_PASSWORD"]
-    raise UserError("no keystore password: set password_file in the config or $PARLEY_PASSWORD")
-
-
 @asynccontextmanager
 async def open_node(
     config: NodeConfig, transport: Transport, peer_config: PeerConfig | None = None
 ) -> AsyncIterator[Node]:
     """A restored node running its peer over `transport` (the API is separate)."""
     genesis = load_genesis(config.genesis)
-    key = keystore.load(config.keystore, read_node_password(config))
+    key = keystore.load(config.keystore, read_password(config.password_file, confirm=False))
     store = Store(config.data_dir / "node.sqlite")
     try:
         node = Node.restore(genesis, key, store)
