@@ -13,6 +13,8 @@ Inputs (each method returns a list of outputs):
   participant, from the wrong proposer or structurally wrong (score the peer down). Messages
   that are merely too old or too far ahead are ignored (an empty list).
 - `on_timeout(Timeout)`: a timeout the machine asked for has expired.
+- `catch_up(decision)`: decide a version from a peer's stored `Decision` proof, for a node
+  that is behind by more than the versions peers still keep in memory.
 - `on_data_arrived()`: the application's answer for a proposal it called `NOT_YET` may have
   changed (missing operations arrived, a deposit was confirmed).
 
@@ -618,22 +620,24 @@ class Consensus:
         """Begin version `height` (line 10 for the first, lines 52-54 for the next ones)."""
         if height < 1 or (self._started and self.decision is None) or height <= self.height:
             raise InternalError(f"start_height({height}) at height {self.height}")
-        self.height = height
-        self.decision = None
-        self.locked_value, self.locked_round = None, -1  # line 53
-        self.valid_value, self.valid_round = None, -1
-        self._validity = {}
-        self._started = True
-        for old in [h for h in self._messages if h < height]:
-            del self._messages[old]
-        for old in [v for v in self._commits if v < height - self.limits.commit_window]:
-            del self._commits[old]
-        for old in [v for v in self.decided if v < height - self.limits.commit_window]:
-            del self.decided[old]
-            self._proofs.pop(old, None)
-        self._helped = {(who, h) for who, h in self._helped if h in self._proofs}
+        self._enter(height)
         self._start_round(0)
         self._evaluate()
+        return self._take()
+
+    def catch_up(self, decision: Decision) -> list[Output]:
+        """Decide `decision.height` from a peer's proof without running its rounds: for a node
+        that fell more than one version behind (it was down, or partitioned) and fetched the
+        proofs it missed from a peer's store, in version order. The driver passes the version
+        after the last one it applied; an older or already decided one is ignored. Raises
+        `InvalidInput` for a proof without a quorum of precommits."""
+        if decision.height < self.height or (decision.height == self.height and self.decision is not None):
+            return []
+        self._check_decision(decision)
+        if decision.height > self.height or not self._started:
+            self._enter(decision.height)
+            self.round, self.step = decision.round, Step.PRECOMMIT
+        self._decide(decision.round, decision.value, decision.signatures)
         return self._take()
 
     def on_message(self, message: Message) -> list[Output]:
@@ -694,6 +698,23 @@ class Consensus:
     def _take(self) -> list[Output]:
         out, self._out = self._out, []
         return out
+
+    def _enter(self, height: int) -> None:
+        """Reset the per-height state for `height` (line 53) and drop what is now too old."""
+        self.height = height
+        self.decision = None
+        self.locked_value, self.locked_round = None, -1
+        self.valid_value, self.valid_round = None, -1
+        self._validity = {}
+        self._started = True
+        for old in [h for h in self._messages if h < height]:
+            del self._messages[old]
+        for old in [v for v in self._commits if v < height - self.limits.commit_window]:
+            del self._commits[old]
+        for old in [v for v in self.decided if v < height - self.limits.commit_window]:
+            del self.decided[old]
+            self._proofs.pop(old, None)
+        self._helped = {(who, h) for who, h in self._helped if h in self._proofs}
 
     def _start_round(self, round_: int) -> None:  # lines 11-21
         self.round = round_
@@ -828,13 +849,16 @@ class Consensus:
         """A peer's proof of a decision at our height: check it, then decide as line 49 would."""
         if decision.height != self.height or self.decision is not None or not self._started:
             return
+        self._check_decision(decision)
+        self._decide(decision.round, decision.value, decision.signatures)
+
+    def _check_decision(self, decision: Decision) -> None:
         if decision.value.height != decision.height:
             raise InvalidProposal("the decision's height is not its checkpoint version")
         decision.value.check(self.genesis)
         signers = {signer_of(self.genesis, precommit) for precommit in decision.precommits()}
         if len(signers) < self.quorum:
             raise InvalidInput(f"a decision needs {self.quorum} distinct precommits, it has {len(signers)}")
-        self._decide(decision.round, decision.value, decision.signatures)
 
     def _help(self, signer: Address, height: int) -> None:
         """`signer` is behind: send it the proof of the height it is working on, once."""

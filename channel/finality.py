@@ -22,6 +22,15 @@ and after the previous checkpoint, and computes exactly the same roots, totals a
 Write-ahead: a decision is stored only after the replica certified it (its operations are
 already stored), so a restart re-certifies the stored decisions in order; a decision lost to a
 crash between the two is learnt again from the peers.
+
+Catch-up (`channel.catchup`): peers send the proof of a recent version to a node whose votes
+show it is behind, but they keep only a few versions in memory, and nobody sends a version's
+commits twice. So a node also asks one peer at a time (in turn) for the stored proofs and
+certificates it lacks: at start-up, when it sees messages of a version beyond the one it works
+on, when its version has not decided in round 0, for a decided version whose certificate has
+not formed within `certificate_grace` seconds, and every `catchup_idle` seconds anyway (idle
+peers send nothing that would show we are behind). It asks at most once per `catchup_period`,
+and again at once while the answers bring new versions.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from typing import Any
 
 import trio
 
+from channel.catchup import MAX_RECORDS, PROTOCOL, Answer, CatchUpServer, Request, fetch
 from channel.consensus import (
     Application,
     Broadcast,
@@ -59,6 +69,7 @@ from crdt.eip712 import Checkpoint
 from crdt.errors import InvalidInput, MissingOperations
 from crdt.ledger import Deposit
 from crdt.replica import Cut, Replica
+from p2p.errors import TransportError
 from p2p.transport import PeerId, Transport
 
 log = logging.getLogger(__name__)
@@ -78,6 +89,9 @@ def consensus_topic(channel: bytes) -> str:
 class FinalityConfig:
     interval: float = 1.0  # seconds between checkpoints while there is something new
     time_bound_ms: int = 10_000  # a proposal's time must be this close to our clock
+    catchup_period: float = 1.0  # seconds between two catch-up requests
+    catchup_idle: float = 10.0  # ask anyway after this long without asking
+    certificate_grace: float = 2.0  # a decided version's commits normally all arrive by then
     timeouts: TimeoutConfig = field(
         default_factory=lambda: TimeoutConfig(
             propose_base=1000, propose_delta=500, prevote_base=500, prevote_delta=250,
@@ -201,6 +215,19 @@ class Finality:
         self.certificates: dict[int, Certificate] = {
             version: Certificate.decode(data) for version, data in node.store.certificates()
         }
+        # decided here, certificate not assembled yet: version -> (checkpoint, monotonic time)
+        self.uncertified: dict[int, tuple[Checkpoint, float]] = {}
+        for version, data in node.store.uncertified_decisions():
+            stored = decode_message(data)
+            assert isinstance(stored, Decision)  # restore_decisions has checked every one
+            self.uncertified[version] = (stored.value.checkpoint, -math.inf)
+        self.catchup_server = CatchUpServer(self.genesis.channel_id, node.store)
+        self.catchup_counts = {"requests": 0, "failed": 0, "versions": 0, "certificates": 0}
+        self._fetching = False
+        self._last_fetch = -math.inf
+        self._caught_up = False  # no peer has told us its latest version yet
+        self._next_peer = 0
+        self._catching_up = False
         self.evidence: list[Evidence] = []
         self.decided_at: dict[int, float] = {}  # version -> monotonic time this node applied it
         self._pending: Decide | None = None  # decided, waiting for operations of its cut
@@ -236,6 +263,7 @@ class Finality:
     # -- the task ------------------------------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self.transport.set_stream_handler(PROTOCOL, self.catchup_server.handle)
         subscription = await self.transport.subscribe(self.topic, self._validate)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -291,10 +319,16 @@ class Finality:
                 await self._apply(self._pending)
             elif self.started:
                 await self._carry_out(consensus.on_data_arrived())
-        elif kind == "tick" and not self.started and self._pending is None:
-            due = time.monotonic() - self.last_start >= self.config.interval
-            if self.highest_seen >= self.height or (due and self.app.has_news()):
-                await self._start()
+        elif kind == "tick":
+            self._maybe_fetch()
+            if not self.started and self._pending is None:
+                due = time.monotonic() - self.last_start >= self.config.interval
+                if self.highest_seen >= self.height or (due and self.app.has_news()):
+                    await self._start()
+        elif kind == "fetched":
+            self._fetching = False
+            if item is not None:
+                await self._catch_up(item)
 
     async def _start(self) -> None:
         self.started = True
@@ -332,19 +366,102 @@ class Finality:
             return
         self._pending = None
         self.node.store.put_decision(decide.height, encode_message(decide.proof))
-        self.decided_at[decide.height] = time.monotonic()
+        now = time.monotonic()
+        self.decided_at[decide.height] = now
+        if decide.height not in self.certificates:
+            self.uncertified[decide.height] = (decide.value.checkpoint, now)
         self.height = decide.height + 1
         self.started = False
         self.node.after_apply([])  # statuses moved from tentative to final
         log.info("checkpoint %d final (%d heads)", decide.height, len(decide.value.heads))
-        if self.highest_seen >= self.height:
+        if self.highest_seen >= self.height and not self._catching_up:
             await self._start()
 
     def _certified(self, certificate: Certificate) -> None:
         version = certificate.version
         if version in self.certificates:
             return
+        self.uncertified.pop(version, None)
         self.certificates[version] = certificate
         self.node.store.put_certificate(version, certificate.encode())
         for callback in self.on_certified:
             callback(certificate)
+
+    # -- catch-up ------------------------------------------------------------------------------------
+
+    def _catch_up_from(self, now: float) -> int | None:
+        """The first version to ask a peer for, or None if we need nothing."""
+        grace = self.config.certificate_grace
+        waiting = [version for version, (_, since) in self.uncertified.items() if now - since >= grace]
+        if waiting:
+            return min(waiting)
+        behind = (
+            not self._caught_up
+            or self.highest_seen > self.height  # others vote on a later version
+            or (self.started and self.consensus.round > 0)  # our version did not decide in round 0
+            or now - self._last_fetch >= self.config.catchup_idle  # peers may be idle, and ahead
+        )
+        if self._pending is None and behind:
+            return self.replica.version + 1
+        return None
+
+    def _maybe_fetch(self) -> None:
+        now = time.monotonic()
+        if self._fetching or now - self._last_fetch < self.config.catchup_period:
+            return
+        first = self._catch_up_from(now)
+        peers = sorted(self.transport.connected_peers())
+        if first is None or not peers:
+            return
+        peer = peers[self._next_peer % len(peers)]
+        self._next_peer += 1
+        self._fetching = True
+        self._last_fetch = now
+        assert self._nursery is not None
+        self._nursery.start_soon(self._fetch, peer, Request(self.genesis.channel_id, first, MAX_RECORDS))
+
+    async def _fetch(self, peer: PeerId, request: Request) -> None:
+        self.catchup_counts["requests"] += 1
+        answer = None
+        try:
+            answer = await fetch(self.transport, peer, request)
+        except (TransportError, InvalidInput) as exc:
+            self.catchup_counts["failed"] += 1
+            log.info("checkpoint catch-up from a peer failed: %s", exc)
+        self._send.send_nowait(("fetched", answer))
+
+    async def _catch_up(self, answer: Answer) -> None:
+        """Apply the fetched proofs in version order, and adopt the certificates we lack."""
+        before = self.replica.version
+        self._catching_up = True
+        try:
+            for record in answer.records:
+                if record.version == self.replica.version + 1 and self._pending is None:
+                    await self._carry_out(self.consensus.catch_up(record.decision))
+                if record.certificate is not None and record.version in self.uncertified:
+                    self._adopt(record.certificate)
+        except InvalidInput as exc:
+            log.warning("a peer's checkpoint proof is invalid: %s: %s", exc.code, exc)
+        finally:
+            self._catching_up = False
+        self.catchup_counts["versions"] += self.replica.version - before
+        if answer.latest <= self.replica.version:
+            self._caught_up = True
+        elif self.replica.version > before:
+            self._last_fetch = -math.inf  # more to fetch: ask again at the next tick
+        if self._pending is None and not self.started and self.highest_seen >= self.height:
+            await self._start()
+
+    def _adopt(self, certificate: Certificate) -> None:
+        version = certificate.version
+        decided, _ = self.uncertified[version]
+        if certificate.checkpoint != decided:
+            log.error("a peer's certificate %d signs another checkpoint than the one decided here", version)
+            return
+        try:
+            certificate.verify(self.genesis)
+        except InvalidInput as exc:
+            log.warning("a peer's certificate %d is invalid: %s: %s", version, exc.code, exc)
+            return
+        self.catchup_counts["certificates"] += 1
+        self._certified(certificate)

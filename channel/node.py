@@ -264,6 +264,7 @@ class Node:
             stats["sync_ops_received"] = peer_stats.sync_ops_received
         if self.finality is not None:
             stats["certified"] = max(self.finality.certificates, default=0)
+            stats["catchup"] = dict(self.finality.catchup_counts)
         if self.onchain is not None:
             chain = self.onchain.status
             stats["chain"] = {

@@ -104,6 +104,28 @@ class Store:
         rows = self._db.execute("SELECT version, decision FROM decisions ORDER BY version")
         return [(int(version), bytes(data)) for version, data in rows]
 
+    def checkpoint_records(self, first: int, limit: int) -> list[tuple[int, bytes, bytes | None]]:
+        """(version, decision, certificate or None) for up to `limit` decided versions from
+        `first` on, in order: what a peer that is behind fetches (`channel.catchup`)."""
+        rows = self._db.execute(
+            "SELECT d.version, d.decision, c.certificate FROM decisions d"
+            " LEFT JOIN certificates c ON c.version = d.version"
+            " WHERE d.version >= ? ORDER BY d.version LIMIT ?",
+            (first, limit),
+        )
+        return [(int(v), bytes(d), None if c is None else bytes(c)) for v, d, c in rows]
+
+    def latest_decision(self) -> int:
+        return int(self._db.execute("SELECT coalesce(max(version), 0) FROM decisions").fetchone()[0])
+
+    def uncertified_decisions(self) -> list[tuple[int, bytes]]:
+        """Decided versions whose certificate this node has not assembled yet."""
+        rows = self._db.execute(
+            "SELECT version, decision FROM decisions"
+            " WHERE version NOT IN (SELECT version FROM certificates) ORDER BY version"
+        )
+        return [(int(version), bytes(data)) for version, data in rows]
+
     def put_certificate(self, version: int, certificate: bytes) -> None:
         with self._transaction() as db:
             db.execute(

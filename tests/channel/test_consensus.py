@@ -238,6 +238,25 @@ def test_forged_and_misplaced_messages_are_refused() -> None:
     assert node.decision is None
 
 
+def test_catch_up_decides_from_a_stored_proof_skipping_heights_and_signs_its_commit() -> None:
+    genesis, keys, node = machine(0, FixedApp(None))
+    node.start_height(1)
+    value = synthetic_value(genesis, 3, 0)  # two versions ahead of ours
+    signatures = tuple(sign_precommit(genesis, keys[i], 3, 2, value.value_id).signature for i in (1, 2, 3))
+    with pytest.raises(InvalidInput):
+        node.catch_up(Decision(3, 2, value, signatures[:2]))
+    assert node.height == 1
+    outputs = node.catch_up(Decision(3, 2, value, signatures))
+    decided = [o for o in outputs if isinstance(o, Decide)]
+    assert [(d.height, d.round, d.value) for d in decided] == [(3, 2, value)]
+    commits = [o.message for o in outputs if isinstance(o, Broadcast) and isinstance(o.message, Commit)]
+    assert [c.checkpoint for c in commits] == [value.checkpoint]
+    assert (node.height, node.decision) == (3, value)
+    assert node.catch_up(Decision(3, 2, value, signatures)) == []  # already decided
+    assert node.catch_up(Decision(2, 0, synthetic_value(genesis, 2, 0), signatures)) == []  # older
+    node.start_height(4)  # and the machine goes on from there
+
+
 # -- codec ----------------------------------------------------------------------------------------------
 
 

@@ -82,17 +82,17 @@ def test_deposits_are_credited_by_checkpoints_and_checkpoints_settle_on_chain(
         with Client(endpoints[0]) as client:
             receipt = client.transfer(bob, "USDC", 40 * E9)
             wait_until(lambda: client.status(receipt["op_id"])["status"] == "final", what="transfer final")
-            certified = client.stats()["certified"]
+            certified = client.stats()["version"]  # decided; its certificate forms a moment later
+            wait_until(lambda: client.stats()["certified"] >= certified, what="certificate")
         channel = genesis.channel_id
         wait_until(lambda: world.adjudicator.settlement(channel).version >= certified, what="proposal on-chain")
         settlement = world.adjudicator.settlement(channel)
         assert world.adjudicator.channel(channel).status == "pending"
         assert settlement.totals == (250 * 10**6,)  # in token decimals: what was deposited
         assert settlement.deposit_nonce == 1
-        with Client(endpoints[2]) as client:
-            chain_view = client.stats()["chain"]
-        assert chain_view["status"] == "pending"
-        assert chain_view["deposits_seen"] == 1
+        with Client(endpoints[2]) as client:  # its watcher sees the proposal once it is confirmed
+            wait_until(lambda: client.stats()["chain"]["status"] == "pending", what="node 2 sees the proposal")
+            assert client.stats()["chain"]["deposits_seen"] == 1
         proposals = 0
         for endpoint in endpoints:
             with Client(endpoint) as client:
@@ -114,8 +114,9 @@ def test_the_watchtower_defeats_a_stale_proposal(tmp_path: Path, server: ChainSe
             stale = Certificate.decode(bytes.fromhex(client.certificate()["certificate"][2:]))
             receipt = client.transfer(bob, "USDC", 60 * E9)  # after this the stale one pays alice too much
             wait_until(lambda: client.status(receipt["op_id"])["status"] == "final", what="transfer final")
+            # final means decided; the certificate forms once a quorum of commits has arrived
+            wait_until(lambda: client.stats()["certified"] > stale.version, what="a newer certificate")
             newest = client.stats()["certified"]
-        assert newest > stale.version
         world.adjudicator.propose(stale)  # someone registers the old checkpoint
         channel = genesis.channel_id
         wait_until(lambda: world.adjudicator.settlement(channel).version >= newest, what="watchtower challenge")

@@ -1,0 +1,203 @@
+"""Checkpoint catch-up (`channel.catchup`): the codec refuses bad bytes with typed errors, and
+nodes over the in-memory transport fetch the proofs and certificates they missed: after a
+downtime longer than the versions peers keep in memory, and after a crash between a decision
+and its commits."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from channel.catchup import (
+    MAX_RECORDS,
+    Request,
+    decode_reply,
+    decode_request,
+    encode_end,
+    encode_record,
+    encode_request,
+)
+from channel.consensus import Limits
+from channel.finality import Finality, FinalityConfig
+from channel.keystore import Key
+from channel.node import Node
+from channel.store import Store
+from crdt import cbor
+from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
+from crdt.hashing import keccak256
+from crdt.ops import address_of
+from crdt.types import Address, Symbol
+from p2p.errors import MalformedMessage, OversizedMessage
+from p2p.memory import MemoryNetwork
+from p2p.peer import PeerConfig, open_peer
+
+USDC = Symbol("USDC")
+KEYS = sorted((keccak256(b"parley-catchup-test-%d" % i) for i in range(4)), key=address_of)
+CHANNEL = b"\x07" * 32
+FAST = FinalityConfig(interval=0.05, catchup_period=0.1, certificate_grace=0.3)
+PEERS = PeerConfig(sync_interval=0.2, connect_interval=0.05)
+
+
+def make_genesis() -> Genesis:
+    participants = [Participant(address_of(key), Role.TRADER, "") for key in KEYS]
+    return Genesis.create(
+        chain_id=31337,
+        adjudicator=b"\x11" * 20,
+        participants=participants,
+        tokens=[Token(USDC, Address(b"\x22" * 20), 6)],
+        initial_balances=[InitialBalance(p.address, USDC, 10**15) for p in participants],
+    )
+
+
+# -- codec -------------------------------------------------------------------------------------------
+
+
+def test_a_request_round_trips_and_bad_requests_are_refused() -> None:
+    request = Request(CHANNEL, 5, MAX_RECORDS)
+    assert decode_request(encode_request(request)) == request
+    bad = [
+        b"\xff\xfe",  # not CBOR
+        cbor.encode([0, CHANNEL, 0, 1]),  # versions start at 1
+        cbor.encode([0, CHANNEL, 1, MAX_RECORDS + 1]),  # too many
+        cbor.encode([0, CHANNEL, 1, 0]),
+        cbor.encode([0, b"\x07" * 31, 1, 1]),
+        cbor.encode([1, CHANNEL, 1, 1]),  # a record where a request belongs
+        cbor.encode([0, CHANNEL, 1]),
+    ]
+    for data in bad:
+        with pytest.raises(MalformedMessage):
+            decode_request(data)
+    with pytest.raises(OversizedMessage):
+        decode_request(cbor.encode([0, CHANNEL, 1, 1, b"x" * 100]))
+
+
+def test_replies_are_checked_for_shape_and_content() -> None:
+    assert decode_reply(encode_end(42)) == 42
+    bad = [
+        cbor.encode([2, -1]),
+        cbor.encode([2]),
+        cbor.encode([1, 3, b"not a decision", b""]),
+        cbor.encode([1, 3, cbor.encode([4, 3]), b""]),  # a truncated decision
+        cbor.encode([1, 3, b"\x00" * 10, b"garbage certificate"]),
+        cbor.encode([1, "3", b"", b""]),
+        bytes([0x84, 1, 3, 0x40, 0xF6]),  # null: canonical CBOR here has none
+        cbor.encode([7, 1]),
+        encode_record(3, b"", 5),  # type: ignore[arg-type]
+    ]
+    for data in bad:
+        with pytest.raises(MalformedMessage):
+            decode_reply(data)
+
+
+# -- nodes over the memory transport --------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def memory_node(genesis: Genesis, index: int, path: Path, network: MemoryNetwork) -> AsyncIterator[Node]:
+    store = Store(path / f"node{index}.sqlite")
+    try:
+        node = Node.restore(genesis, Key(address_of(KEYS[index]), KEYS[index]), store)
+        async with (
+            network.open_transport(bytes([index + 1]) * 8) as transport,
+            open_peer(
+                node.replica, transport, PEERS, before_apply=node.before_apply, after_apply=node.after_apply
+            ) as peer,
+            trio.open_nursery() as nursery,
+        ):
+            node.peer = peer
+            node.finality = Finality(node, transport, FAST)
+            await nursery.start(node.finality.run)
+            yield node
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+def link(network: MemoryNetwork, index: int, others: range, up: bool) -> None:
+    me = bytes([index + 1]) * 8
+    for other in others:
+        if other != index:
+            (network.connect if up else network.disconnect)(me, bytes([other + 1]) * 8)
+
+
+async def poll(condition: Callable[[], bool]) -> None:
+    while True:
+        if condition():
+            return
+        await trio.sleep(0.02)
+
+
+async def advance(node: Node, versions: int, to: Address) -> None:
+    """Submit transfers at `node` until `versions` more checkpoints are decided there."""
+    target = node.replica.version + versions
+    with trio.fail_after(60):
+        while node.replica.version < target:
+            await node.submit("transfer", {"to": to, "token": USDC, "amount": 1})
+            with trio.move_on_after(0.5):
+                await poll(lambda: node.replica.version >= target)
+
+
+def certified_everywhere(nodes: list[Node]) -> bool:
+    """Every node has applied the same versions and holds every certificate."""
+    return len({(n.replica.version, n.replica.state_hash()) for n in nodes}) == 1 and all(
+        set(n.finality.certificates) == set(range(1, n.replica.version + 1))  # type: ignore[union-attr]
+        for n in nodes
+    )
+
+
+async def settled(nodes: list[Node]) -> None:
+    with trio.fail_after(60):
+        await poll(lambda: certified_everywhere(nodes))
+
+
+def test_a_node_down_for_longer_than_the_proof_window_catches_up(tmp_path: Path) -> None:
+    async def main() -> None:
+        genesis = make_genesis()
+        network = MemoryNetwork()
+        async with AsyncExitStack() as stack:
+            nodes = [await stack.enter_async_context(memory_node(genesis, i, tmp_path, network)) for i in range(4)]
+            network.connect_all()
+            await advance(nodes[0], 1, nodes[1].address)
+            link(network, 3, range(4), up=False)
+            behind = nodes[3].replica.version
+            await advance(nodes[0], Limits().commit_window + 4, nodes[2].address)  # three of four decide
+            assert nodes[3].replica.version == behind
+            link(network, 3, range(4), up=True)
+            await settled(nodes)
+            finality = nodes[3].finality
+            assert finality is not None
+            assert finality.catchup_counts["versions"] >= Limits().commit_window
+            served = sum(n.finality.catchup_server.served for n in nodes[:3])  # type: ignore[union-attr]
+            assert served >= 1
+
+    trio.run(main)
+
+
+def test_a_restarted_node_gets_the_certificate_it_decided_but_never_assembled(tmp_path: Path) -> None:
+    async def main() -> None:
+        genesis = make_genesis()
+        network = MemoryNetwork()
+        async with AsyncExitStack() as stack:
+            nodes = [await stack.enter_async_context(memory_node(genesis, i, tmp_path, network)) for i in range(3)]
+            async with memory_node(genesis, 3, tmp_path, network) as last:
+                network.connect_all()
+                await advance(nodes[0], 2, last.address)
+                await settled([*nodes, last])
+                version = last.replica.version
+            # as if node 3 had crashed after deciding `version` and before the commits arrived
+            with sqlite3.connect(tmp_path / "node3.sqlite") as db:
+                db.execute("DELETE FROM certificates WHERE version = ?", (version,))
+            async with memory_node(genesis, 3, tmp_path, network) as restarted:
+                assert restarted.finality is not None
+                assert version in restarted.finality.uncertified
+                network.connect_all()
+                await settled([*nodes, restarted])
+                assert restarted.finality.catchup_counts["certificates"] >= 1
+                assert version in dict(restarted.store.certificates())
+
+    trio.run(main)
