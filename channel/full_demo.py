@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 import tempfile
@@ -24,12 +23,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import trio
 from eth_account import Account
 from rich.console import Console
 from rich.table import Table
 
-from channel.client import ApiError, Client, Endpoint
+from channel.client import Client, Endpoint
 from channel.cluster import NodeProcess, create_cluster, start_all, stop_all, wait_until
+from channel.network_demo import converge, node_table, progress_bar, run_workload, seeded_plan
 from channel.onchain import ChainConfig
 from crdt.genesis import Role, Token
 from crdt.types import Symbol
@@ -65,7 +66,6 @@ def _stats(endpoint: Endpoint) -> dict[str, Any]:
 def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = None, quiet: bool = False
                   ) -> dict[str, Any]:
     console = Console(quiet=quiet)
-    rng = random.Random(seed)
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="parley-demo-") as tmp:
         root = folder or Path(tmp)
@@ -105,31 +105,25 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             console.print("[green]1.[/green] 4 nodes up; the deposits are credited by checkpoint "
                           f"{_stats(endpoints[0])['version']}")
 
-            receipts, refused, byzantine_ops, last = [], 0, 0, ""
-            for i in range(transfers):
-                sender_index = i % 4
-                recipient = accounts[(sender_index + 1 + rng.randrange(3)) % 4]
-                amount = rng.randrange(1, 20) * E9 // 10
-                if sender_index == 3:  # the Byzantine node: equivocates, and overdraws every other time
-                    amount = 5_000 * E9 if i % 8 == 3 else amount
-                    byzantine_ops += 1
-                try:
-                    receipts.append(clients[sender_index].transfer(recipient, "USDC", amount))
-                except ApiError:
-                    refused += 1
-                    continue
-                if sender_index != 3:  # the Byzantine node's own may end rejected as equivocation
-                    last = receipts[-1]["op_id"]
-            for client in clients[:3]:
-                wait_until(partial(_is_final, client, last), 60, "the transfers to be final")
+            plan = [(node, 5_000 * E9 if node == 3 and i % 8 == 3 else amount)  # node 3 overdraws now and then
+                    for i, (node, amount) in enumerate(seeded_plan(4, transfers, seed))]
+            with progress_bar(console) as progress:
+                workload = trio.run(run_workload, endpoints, accounts, plan, 2, progress)
+            stats, _ = trio.run(converge, endpoints, workload.accepted)
+            console.print(node_table(stats, {3: " byz"}))
+            for client in clients[:3]:  # a node's newest operation has all its earlier ones in its past
+                for index in range(3):
+                    wait_until(partial(_is_final, client, workload.last[index][1]), 60, "the transfers to be final")
             honest = _stats(endpoints[0])
-            console.print(f"[green]2.[/green] {len(receipts)} transfers submitted ({byzantine_ops} by the Byzantine "
-                          f"node, each with an equivocating twin); final at checkpoint {honest['version']}")
+            console.print(f"[green]2.[/green] {workload.accepted} transfers through the 4 APIs, a quarter by the "
+                          f"Byzantine node, which signs an equivocating twin of each; all 4 nodes hold the same "
+                          f"state; final at checkpoint {honest['version']}\n   {workload.summary()}")
             evidence = clients[0].evidence()
             console.print(f"   evidence: {len(evidence)} equivocations by {accounts[3][:10]}…; "
                           f"rejected in replay on every node: {honest['rejected_reasons']}")
-            certified = honest["certified"]
-            wait_until(lambda: adjudicator.settlement(channel).version >= certified, 60, "the proposal on-chain")
+            final = honest["version"]  # decided; its certificate forms once the commits are in
+            wait_until(lambda: _stats(endpoints[0])["certified"] >= final, 60, "the certificate")
+            wait_until(lambda: adjudicator.settlement(channel).version >= final, 60, "the proposal on-chain")
             settled = adjudicator.settlement(channel).version
             console.print(f"[green]3.[/green] checkpoint {settled} is proposed on-chain by its designated "
                           f"submitter (status {adjudicator.channel(channel).status})")
@@ -167,8 +161,9 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
         table.add_column("")
         table.add_column("")
         for key, value in (
-            ("transfers final", str(len(receipts) + len(more))),
-            ("refused by the API", str(refused)),
+            ("transfers submitted (all final)", str(workload.accepted + len(more))),
+            ("rejected in replay (Byzantine)", str(honest["rejected"])),
+            ("refused by the API", str(workload.refused)),
             ("equivocations detected", str(len(evidence))),
             ("checkpoints certified", str(after)),
             ("proposed on-chain while running", f"up to v{settled}"),
@@ -180,7 +175,7 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
         console.print(table)
         return {"converged": ok, "paid": paid, "expected": expected // 1000, "checkpoints": after,
                 "state_hash": roots[0], "payout_root": roots[1],
-                "equivocations": len(evidence), "transfers": len(receipts) + len(more)}
+                "equivocations": len(evidence), "transfers": workload.accepted + len(more)}
 
 
 def _exit(console: Console, root: Path, version: int, url: str, account: str, usdc: TestTokenClient,

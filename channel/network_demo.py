@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,29 +38,53 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
-async def _workload(
-    endpoints: list[Endpoint], addresses: list[str], transfers: int, concurrency: int, seed: int, progress: Any
-) -> tuple[list[float], int, float]:
-    """Submit `transfers` transfers spread over the nodes; returns latencies (s), refusals, seconds."""
+@dataclass
+class Workload:
+    """What a transfer workload through the nodes' APIs gave."""
+
+    latencies: list[float] = field(default_factory=list)  # seconds per submit
+    refused: int = 0
+    elapsed: float = 0.0
+    last: dict[int, tuple[int, str]] = field(default_factory=dict)  # node -> (seq, op id) of its newest
+
+    @property
+    def accepted(self) -> int:
+        return len(self.latencies) - self.refused
+
+    def summary(self) -> str:
+        p50, p99 = percentile(self.latencies, 0.5) * 1e3, percentile(self.latencies, 0.99) * 1e3
+        return (f"{self.accepted / self.elapsed:,.0f} transfers/s through the APIs ({self.refused} refused); "
+                f"submit latency p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+
+
+def seeded_plan(nodes: int, transfers: int, seed: int) -> list[tuple[int, int]]:
+    """(node, amount in e9 units) for each transfer: round robin over the nodes, up to 0.1 USDC."""
     rng = random.Random(seed)
-    plan = [(i % len(endpoints), rng.randrange(1, 10**8)) for i in range(transfers)]
+    return [(i % nodes, rng.randrange(1, 10**8)) for i in range(transfers)]
+
+
+async def run_workload(
+    endpoints: list[Endpoint], addresses: list[str], plan: list[tuple[int, int]], concurrency: int,
+    progress: Progress,
+) -> Workload:
+    """Submit the planned transfers through the nodes' APIs, `concurrency` in flight per node,
+    advancing a progress bar. Each goes to a recipient chosen from its amount."""
     queues = [[amount for node, amount in plan if node == index] for index in range(len(endpoints))]
-    latencies: list[float] = []
-    refused = 0
-    task = progress.add_task("transfers", total=transfers)
+    result = Workload()
+    task = progress.add_task("transfers", total=len(plan))
 
     async def submitter(index: int, client: AsyncClient, amounts: list[int]) -> None:
-        nonlocal refused
         recipients = [a for i, a in enumerate(addresses) if i != index]
         while amounts:
             amount = amounts.pop()
             to = recipients[amount % len(recipients)]
             began = time.perf_counter()
             try:
-                await client.transfer(to, "USDC", amount)
+                receipt = await client.transfer(to, "USDC", amount)
+                result.last[index] = max(result.last.get(index, (0, "")), (receipt["seq"], receipt["op_id"]))
             except ApiError:
-                refused += 1
-            latencies.append(time.perf_counter() - began)
+                result.refused += 1
+            result.latencies.append(time.perf_counter() - began)
             progress.advance(task)
 
     began = time.perf_counter()
@@ -68,13 +93,29 @@ async def _workload(
         for index, (client, amounts) in enumerate(zip(clients, queues, strict=True)):
             for _ in range(concurrency):
                 nursery.start_soon(submitter, index, client, amounts)
-    elapsed = time.perf_counter() - began
+    result.elapsed = time.perf_counter() - began
     for client in clients:
         await client.aclose()
-    return latencies, refused, elapsed
+    return result
 
 
-async def _converge(endpoints: list[Endpoint], expected: int) -> tuple[list[dict[str, Any]], float]:
+def progress_bar(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console)
+
+
+def node_table(stats: list[dict[str, Any]], notes: dict[int, str] | None = None) -> Table:
+    table = Table(title="nodes")
+    for column in ("node", "participant", "ops", "rejected", "peers", "state hash", "payout root"):
+        table.add_column(column)
+    for index, s in enumerate(stats):
+        note = (notes or {}).get(index, "")
+        table.add_row(f"{index}{note}", s["address"][:10] + "…", str(s["operations"]), str(s["rejected"]),
+                      str(s.get("peers", "")), s["state_hash"][:14] + "…", s["payout_root"][:14] + "…")
+    return table
+
+
+async def converge(endpoints: list[Endpoint], expected: int) -> tuple[list[dict[str, Any]], float]:
     """Wait (at most CONVERGE_WITHIN seconds) until every node has `expected` operations and one
     state hash; return the last stats and how long it took."""
     began = time.perf_counter()
@@ -110,39 +151,30 @@ def run_network_demo(
         console.print(f"{participants} nodes up in {time.perf_counter() - started:.1f} s")
         try:
             addresses = ["0x" + p.address.hex() for p in cluster.genesis.participants]
-            with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), console=console) as progress:
-                latencies, refused, elapsed = trio.run(
-                    _workload, endpoints, addresses, transfers, concurrency, seed, progress
-                )
-            accepted = transfers - refused
-            stats, settle = trio.run(_converge, endpoints, accepted)
+            with progress_bar(console) as progress:
+                plan = seeded_plan(participants, transfers, seed)
+                workload = trio.run(run_workload, endpoints, addresses, plan, concurrency, progress)
+            accepted = workload.accepted
+            stats, settle = trio.run(converge, endpoints, accepted)
         finally:
             codes = stop_all(processes)
         converged = len({s["state_hash"] for s in stats}) == 1 and all(s["operations"] == accepted for s in stats)
-        table = Table(title="nodes")
-        for column in ("node", "participant", "ops", "rejected", "peers", "state hash", "payout root"):
-            table.add_column(column)
-        for index, s in enumerate(stats):
-            table.add_row(str(index), s["address"][:14] + "…", str(s["operations"]), str(s["rejected"]),
-                          str(s.get("peers", "")), s["state_hash"][:18] + "…", s["payout_root"][:18] + "…")
-        console.print(table)
-        p50, p99 = percentile(latencies, 0.5) * 1e3, percentile(latencies, 0.99) * 1e3
+        console.print(node_table(stats))
+        p50, p99 = percentile(workload.latencies, 0.5) * 1e3, percentile(workload.latencies, 0.99) * 1e3
         console.print(
             f"{'[green]converged[/green]' if converged else '[red]NOT converged[/red]'}: "
             f"state hash [bold]{stats[0]['state_hash']}[/bold]\n"
             f"payout root [bold]{stats[0]['payout_root']}[/bold]\n"
-            f"throughput  {accepted / elapsed:,.0f} transfers/s through the APIs ({refused} refused)\n"
-            f"submit latency p50 {p50:.1f} ms, p99 {p99:.1f} ms; every node had everything "
-            f"{settle * 1e3:.0f} ms after the last submit\n"
+            f"{workload.summary()}\n"
+            f"every node had everything {settle * 1e3:.0f} ms after the last submit\n"
             f"nodes stopped with exit codes {codes}"
         )
         return {
             "converged": converged,
             "nodes": participants,
             "transfers": accepted,
-            "refused": refused,
-            "transfers_per_s": round(accepted / elapsed, 1),
+            "refused": workload.refused,
+            "transfers_per_s": round(accepted / workload.elapsed, 1),
             "submit_ms_p50": round(p50, 2),
             "submit_ms_p99": round(p99, 2),
             "converge_ms": round(settle * 1e3, 1),
