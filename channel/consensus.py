@@ -463,6 +463,35 @@ class Send:
 
 
 @dataclass(frozen=True, slots=True)
+class Signed:
+    """This node signed `message` (with `value`, the proposal it refers to, when known). The
+    driver must store it durably before it carries out the `Broadcast` that follows, and give
+    the stored ones of the height back through `Consensus.restore` after a restart: so a
+    restarted node neither signs a second vote for a slot nor forgets the value it locked."""
+
+    height: int
+    message: Proposal | Prevote | Precommit
+    value: CheckpointProposal | None
+
+
+def encode_signed(record: Signed) -> bytes:
+    value = record.value.to_wire() if record.value is not None else []
+    return cbor.encode([record.height, encode_message(record.message), value])
+
+
+def decode_signed(data: bytes) -> Signed:
+    """Decode a stored `Signed` record, or raise `InvalidInput`."""
+    raw = cbor.decode(data, max_bytes=2 * MAX_MESSAGE_BYTES, max_depth=8)
+    height, message_bytes, value = _array(raw, 3, "a signed record")
+    if type(message_bytes) is not bytes:
+        raise WrongType("a signed record's message is a byte string")
+    message = decode_message(message_bytes)
+    if not isinstance(message, Proposal | Prevote | Precommit) or message.height != height:
+        raise WrongType("a signed record holds a proposal or a vote of its height")
+    return Signed(message.height, message, _value_from(value) if value else None)
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleTimeout:
     timeout: Timeout
     duration: int  # ms
@@ -505,7 +534,7 @@ class Evidence:
         return "double_vote"
 
 
-Output = Broadcast | Send | ScheduleTimeout | Decide | Certified | Evidence
+Output = Broadcast | Signed | Send | ScheduleTimeout | Decide | Certified | Evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -612,6 +641,7 @@ class Consensus:
         self._commits: dict[int, dict[Address, dict[bytes, Commit]]] = {}
         self._proofs: dict[int, Decision] = {}
         self._helped: set[tuple[Address, int]] = set()
+        self._restored: dict[int, list[Signed]] = {}
         self._out: list[Output] = []
 
     # -- inputs ------------------------------------------------------------------------------------
@@ -621,9 +651,21 @@ class Consensus:
         if height < 1 or (self._started and self.decision is None) or height <= self.height:
             raise InternalError(f"start_height({height}) at height {self.height}")
         self._enter(height)
+        for record in self._restored.pop(height, []):
+            self._restore(record)
+        self._restored = {h: records for h, records in self._restored.items() if h > height}
         self._start_round(0)
         self._evaluate()
         return self._take()
+
+    def restore(self, records: list[Signed]) -> None:
+        """What this node signed before a restart (the driver's stored `Signed` outputs), to
+        be taken back when their height starts: it re-sends those messages instead of signing
+        different ones, and keeps the lock its newest precommit implies (lines 36-43)."""
+        for record in records:
+            if signer_of(self.genesis, record.message) != self.address:
+                raise InvalidInput("a restored message was not signed by this node")
+            self._restored.setdefault(record.height, []).append(record)
 
     def catch_up(self, decision: Decision) -> list[Output]:
         """Decide `decision.height` from a peer's proof without running its rounds: for a node
@@ -716,6 +758,17 @@ class Consensus:
             self._proofs.pop(old, None)
         self._helped = {(who, h) for who, h in self._helped if h in self._proofs}
 
+    def _restore(self, record: Signed) -> None:
+        message, value = record.message, record.value
+        at = self._messages.setdefault(self.height, _Height())
+        if value is not None:
+            at.values.setdefault(value.value_id, value)
+        self._store(message, self.address)
+        locks = isinstance(message, Precommit) and value is not None and message.value_id == value.value_id
+        if locks and message.round > self.locked_round:
+            self.locked_value, self.locked_round = value, message.round
+            self.valid_value, self.valid_round = value, message.round
+
     def _start_round(self, round_: int) -> None:  # lines 11-21
         self.round = round_
         self.step = Step.PROPOSE
@@ -724,6 +777,11 @@ class Consensus:
         self._locked_this_round = False
         height = self.height
         if self.proposer(height, round_) == self.address:
+            at = self._messages.get(height)
+            signed = at.proposals.get(round_) if at is not None else None
+            if signed:  # proposed before a restart: the same proposal again
+                self._out.append(Broadcast(next(iter(signed.values()))))
+                return
             if self.valid_value is not None:  # lines 15-16
                 value: CheckpointProposal | None = self.valid_value
             else:
@@ -741,13 +799,27 @@ class Consensus:
         self._out.append(ScheduleTimeout(timeout, self.timeouts.duration(kind, self.round)))
 
     def _broadcast(self, message: Proposal | Vote | Commit) -> None:
-        self._out.append(Broadcast(message))
         if isinstance(message, Commit):
+            self._out.append(Broadcast(message))
             self._receive_commit(message, self.address)
-        elif not self._store(message, self.address) and isinstance(message, Proposal):
+            return
+        at = self._messages.setdefault(self.height, _Height())
+        if isinstance(message, Proposal):
+            value: CheckpointProposal | None = message.value
+        else:
+            value = at.values.get(message.value_id) if message.value_id is not None else None
+        self._out.append(Signed(self.height, message, value))
+        self._out.append(Broadcast(message))
+        if not self._store(message, self.address) and isinstance(message, Proposal):
             raise InternalError("this node tried to sign two proposals for one round")
 
     def _vote(self, cls: type[Prevote] | type[Precommit], value_id: ValueId | None) -> None:
+        kind = PREVOTE if cls is Prevote else PRECOMMIT
+        at = self._messages.get(self.height)
+        signed = at.votes.get((self.round, kind), {}).get(self.address) if at is not None else None
+        if signed:  # voted in this slot before a restart: that vote again, never a second one
+            self._out.append(Broadcast(next(iter(signed.values()))))
+            return
         sign = sign_prevote if cls is Prevote else sign_precommit
         self._broadcast(sign(self.genesis, self._key, self.height, self.round, value_id))
 

@@ -21,7 +21,9 @@ and after the previous checkpoint, and computes exactly the same roots, totals a
 
 Write-ahead: a decision is stored only after the replica certified it (its operations are
 already stored), so a restart re-certifies the stored decisions in order; a decision lost to a
-crash between the two is learnt again from the peers.
+crash between the two is learnt again from the peers. Every proposal and vote this node signs
+is stored before it is published (the machine's `Signed` output) and given back to the machine
+after a restart, so the node never signs two votes for one slot and keeps its lock.
 
 Catch-up (`channel.catchup`): peers send the proof of a recent version to a node whose votes
 show it is behind, but they keep only a few versions in memory, and nobody sends a version's
@@ -57,11 +59,14 @@ from channel.consensus import (
     Message,
     ScheduleTimeout,
     Send,
+    Signed,
     Timeout,
     TimeoutConfig,
     Validity,
     decode_message,
+    decode_signed,
     encode_message,
+    encode_signed,
     signer_of,
 )
 from crdt.certificate import Certificate
@@ -208,6 +213,7 @@ class Finality:
         self.app = NodeApplication(self)
         self.consensus = Consensus(self.genesis, node.key.private_key, self.app, self.config.timeouts)
         self.height = self.replica.version + 1
+        self.consensus.restore([decode_signed(record) for record in node.store.signed(self.height)])
         self.started = False
         self.highest_seen = 0
         self.last_start = -math.inf
@@ -337,7 +343,9 @@ class Finality:
 
     async def _carry_out(self, outputs: list[Any]) -> None:
         for output in outputs:
-            if isinstance(output, Broadcast | Send):  # gossip reaches the one peer too
+            if isinstance(output, Signed):  # durable before the message leaves (the Broadcast next)
+                self.node.store.put_signed(output.height, encode_signed(output))
+            elif isinstance(output, Broadcast | Send):  # gossip reaches the one peer too
                 await self.transport.publish(self.topic, encode_message(output.message))
                 if isinstance(output, Send) and isinstance(output.message, Decision):
                     # A peer that is behind missed the commits of that version too: without
@@ -366,6 +374,7 @@ class Finality:
             return
         self._pending = None
         self.node.store.put_decision(decide.height, encode_message(decide.proof))
+        self.node.store.forget_signed(below=decide.height + 1)
         now = time.monotonic()
         self.decided_at[decide.height] = now
         if decide.height not in self.certificates:

@@ -12,7 +12,10 @@ What is written, and when (the write-ahead rule of DESIGN.md):
   first answer instead of signing again;
 - decided checkpoints (the value and its quorum of precommits) are stored once the replica has
   certified them, and certificates (threshold EIP-712 signatures) as they form, so a restart
-  re-certifies the same cuts in order; misbehaviour evidence is kept for the contract.
+  re-certifies the same cuts in order; misbehaviour evidence is kept for the contract;
+- every consensus proposal and vote this node signs is stored before it is sent, until its
+  height is decided, so a restarted node re-sends those instead of signing conflicting ones,
+  and keeps the value it locked.
 
 ``synchronous=FULL`` makes each commit durable (fsync) when it returns: go-nitro once ran its
 store with fsync off. The store is used from one writer at a time (the node's trio task); calls
@@ -49,6 +52,11 @@ CREATE TABLE IF NOT EXISTS evidence (
     offender BLOB NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (kind, offender, data)
+);
+CREATE TABLE IF NOT EXISTS signed (
+    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    height INTEGER NOT NULL,
+    record BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -135,6 +143,21 @@ class Store:
     def certificates(self) -> list[tuple[int, bytes]]:
         rows = self._db.execute("SELECT version, certificate FROM certificates ORDER BY version")
         return [(int(version), bytes(data)) for version, data in rows]
+
+    def put_signed(self, height: int, record: bytes) -> None:
+        """A consensus message this node signed, stored before it is sent (`Signed`)."""
+        with self._transaction() as db:
+            db.execute("INSERT INTO signed(height, record) VALUES (?, ?)", (height, record))
+
+    def signed(self, lowest: int) -> list[bytes]:
+        """The stored signed records of heights `lowest` and above, in signing order."""
+        rows = self._db.execute("SELECT record FROM signed WHERE height >= ? ORDER BY position", (lowest,))
+        return [bytes(record) for (record,) in rows]
+
+    def forget_signed(self, below: int) -> None:
+        """Drop the records of decided heights (below `below`)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM signed WHERE height < ?", (below,))
 
     def put_evidence(self, kind: str, offender: bytes, data: bytes) -> None:
         with self._transaction() as db:

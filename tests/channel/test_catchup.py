@@ -22,7 +22,7 @@ from channel.catchup import (
     encode_record,
     encode_request,
 )
-from channel.consensus import Limits
+from channel.consensus import Limits, Step, decode_signed
 from channel.finality import Finality, FinalityConfig
 from channel.keystore import Key
 from channel.node import Node
@@ -199,5 +199,40 @@ def test_a_restarted_node_gets_the_certificate_it_decided_but_never_assembled(tm
                 await settled([*nodes, restarted])
                 assert restarted.finality.catchup_counts["certificates"] >= 1
                 assert version in dict(restarted.store.certificates())
+
+    trio.run(main)
+
+
+def test_a_node_restarted_mid_height_never_signs_two_votes_for_one_slot(tmp_path: Path) -> None:
+    """Node 3, cut off, starts a height it cannot decide alone and votes in it; it is
+    restarted twice in the middle of that height. Everything it ever signed is in its store,
+    one message per (round, step): a restart re-sends the stored ones instead of signing new
+    ones. Once it is back it agrees with the others, and the records are dropped."""
+
+    def slots(store: Store) -> list[tuple[int, str]]:
+        records = [decode_signed(data) for data in store.signed(1)]
+        return [(r.message.round, type(r.message).__name__) for r in records]
+
+    async def main() -> None:
+        genesis = make_genesis()
+        network = MemoryNetwork()
+        async with AsyncExitStack() as stack:
+            nodes = [await stack.enter_async_context(memory_node(genesis, i, tmp_path, network)) for i in range(3)]
+            network.connect_all()
+            for restart in range(3):
+                async with memory_node(genesis, 3, tmp_path, network) as node:
+                    if restart == 0:  # something to checkpoint, which only node 3 knows
+                        await node.submit("transfer", {"to": nodes[0].address, "token": USDC, "amount": 1})
+                    consensus = node.finality.consensus  # type: ignore[union-attr]
+                    with trio.fail_after(30):  # the propose timeout passes, and it (re)sends its prevote
+                        await poll(lambda: consensus.height == 1 and consensus.step >= Step.PREVOTE)  # noqa: B023
+                    seen = slots(node.store)
+                    assert "Prevote" in {kind for _, kind in seen}
+                    assert len(seen) == len(set(seen)), seen
+            async with memory_node(genesis, 3, tmp_path, network) as node:
+                link(network, 3, range(4), up=True)
+                await settled([*nodes, node])
+                left = [decode_signed(data).height for data in node.store.signed(1)]
+                assert all(height > node.replica.version for height in left)  # forgotten once decided
 
     trio.run(main)

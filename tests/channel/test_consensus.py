@@ -23,8 +23,11 @@ from channel.consensus import (
     InvalidProposal,
     Message,
     NotProposer,
+    Precommit,
     Prevote,
+    Proposal,
     ScheduleTimeout,
+    Signed,
     Step,
     Timeout,
     TimeoutConfig,
@@ -32,7 +35,9 @@ from channel.consensus import (
     Validity,
     ValueId,
     decode_message,
+    decode_signed,
     encode_message,
+    encode_signed,
     proposer,
     sign_commit,
     sign_precommit,
@@ -255,6 +260,52 @@ def test_catch_up_decides_from_a_stored_proof_skipping_heights_and_signs_its_com
     assert node.catch_up(Decision(3, 2, value, signatures)) == []  # already decided
     assert node.catch_up(Decision(2, 0, synthetic_value(genesis, 2, 0), signatures)) == []  # older
     node.start_height(4)  # and the machine goes on from there
+
+
+def test_a_restarted_node_re_sends_what_it_signed_and_keeps_its_lock() -> None:
+    genesis, keys, node = machine(0, FixedApp(None))
+    v, w = synthetic_value(genesis, 1, 0), synthetic_value(genesis, 1, 1)
+    outputs = node.start_height(1)
+    outputs += node.on_message(sign_proposal(genesis, keys[1], 1, 0, v))  # round 0's proposer is 1
+    for i in (1, 2):
+        outputs += node.on_message(sign_prevote(genesis, keys[i], 1, 0, v.value_id))
+    records = [o for o in outputs if isinstance(o, Signed)]  # what the driver stores first
+    assert [(type(r.message), r.message.value_id, r.value) for r in records] == [  # type: ignore[union-attr]
+        (Prevote, v.value_id, v), (Precommit, v.value_id, v)
+    ]
+    assert [decode_signed(encode_signed(r)) for r in records] == records
+
+    def after_a_restart(restored: list[Signed]) -> list[Message]:
+        """Round 0 times out with nil precommits from the others, then round 1's proposer (2)
+        proposes w: what does node 0 send?"""
+        _, _, restarted = machine(0, FixedApp(None))
+        restarted.restore(restored)
+        sent = restarted.start_height(1)
+        sent += restarted.on_timeout(Timeout(TimeoutKind.PROPOSE, 1, 0))
+        for i in (1, 2, 3):
+            sent += restarted.on_message(sign_precommit(genesis, keys[i], 1, 0, None))
+        sent += restarted.on_timeout(Timeout(TimeoutKind.PRECOMMIT, 1, 0))
+        sent += restarted.on_message(sign_proposal(genesis, keys[2], 1, 1, w))
+        return [m for m in broadcasts(sent) if isinstance(m, Prevote | Precommit)]
+
+    votes = after_a_restart(records)
+    assert [m for m in votes if m.round == 0] == [records[0].message]  # the same prevote, re-sent
+    assert [(type(m), m.value_id) for m in votes if m.round == 1] == [(Prevote, None)]  # locked on v
+    # without its records the same node would sign a conflicting prevote and give up its lock
+    forgetful = after_a_restart([])
+    assert [m.value_id for m in forgetful if m.round == 0] == [None]
+    assert [m.value_id for m in forgetful if m.round == 1] == [w.value_id]
+
+
+def test_a_restarted_proposer_proposes_the_same_value_again() -> None:
+    genesis, keys, proposer_node = machine(1, FixedApp(synthetic_value(make_genesis(4)[0], 1, 0)))
+    records = [o for o in proposer_node.start_height(1) if isinstance(o, Signed)]
+    assert [type(r.message) for r in records] == [Proposal, Prevote]  # it prevotes its own proposal
+    _, _, restarted = machine(1, FixedApp(synthetic_value(genesis, 1, 5)))  # its app now offers another
+    restarted.restore(records)
+    assert broadcasts(restarted.start_height(1)) == [r.message for r in records]
+    with pytest.raises(InvalidInput):
+        restarted.restore([Signed(1, sign_prevote(genesis, keys[2], 1, 0, None), None)])  # not its own
 
 
 # -- codec ----------------------------------------------------------------------------------------------
