@@ -7,7 +7,10 @@ Prints JSON lines:
   client waits for an operation to be signed, stored durably, applied and queued for gossip;
 - ``api_ws``: the same over one WebSocket (JSON-RPC frames, no HTTP request per call);
 - ``api_noop``: ``parley_heads`` over HTTP, the floor of the HTTP stack itself, for comparison;
-- ``api_throughput``: 8 requests in flight over HTTP, transfers per second.
+- ``api_throughput``: 8 requests in flight over HTTP, transfers per second;
+- ``api_http_cluster`` and ``api_noop_cluster``: the same two HTTP measurements at one node of a
+  running 4-node channel (gossip, sync and checkpoint consensus at the default 1 s interval,
+  all four processes on this machine), one request every 10 ms.
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import emit, percentiles
 from channel.client import AsyncClient, Client, Endpoint
-from channel.cluster import NodeProcess, create_cluster
+from channel.cluster import NodeProcess, create_cluster, start_all, stop_all
 from crdt.genesis import Token
 
 
-def http_latency(endpoint: Endpoint, to: str, n: int, method: str) -> list[float]:
+def http_latency(endpoint: Endpoint, to: str, n: int, method: str, pause: float = 0.0) -> list[float]:
     samples = []
     with Client(endpoint) as client:
         for i in range(n):
@@ -39,6 +42,7 @@ def http_latency(endpoint: Endpoint, to: str, n: int, method: str) -> list[float
             else:
                 client.heads()
             samples.append(time.perf_counter() - began)
+            time.sleep(pause)
     return samples
 
 
@@ -91,6 +95,19 @@ def main() -> None:
             emit(bench="api_throughput", requests=args.requests, in_flight=8, transfers_per_s=round(rate, 1))
         finally:
             node.stop()
+    with tempfile.TemporaryDirectory(prefix="parley-bench-api-") as tmp:
+        cluster = create_cluster(Path(tmp), 4, tokens=[Token("USDC", b"\x22" * 20, 6)], initial=10**18)  # type: ignore[arg-type]
+        nodes = [NodeProcess(cluster.config(i)) for i in range(4)]
+        endpoints = start_all(nodes)
+        try:
+            to = "0x" + cluster.genesis.participants[1].address.hex()
+            n = min(args.requests, 500)
+            transfers = http_latency(endpoints[0], to, n, "transfer", pause=0.01)
+            emit(bench="api_http_cluster", nodes=4, requests=n, **percentiles(transfers))
+            emit(bench="api_noop_cluster", nodes=4, requests=n,
+                 **percentiles(http_latency(endpoints[0], to, n, "heads", pause=0.01)))
+        finally:
+            stop_all(nodes)
 
 
 if __name__ == "__main__":

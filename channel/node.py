@@ -145,7 +145,8 @@ class Node:
         return cls(genesis, key, store, replica)
 
     def before_apply(self, ops: Sequence[SignedOp], source: PeerId) -> None:
-        self.store.append_ops(((op.op_id, op.raw) for op in ops), source)
+        own = self.peer is None or source == self.peer.local_id  # signed here: fsync before it leaves
+        self.store.append_ops(((op.op_id, op.raw) for op in ops), source, fsync=own)
 
     def after_apply(self, ops: Sequence[SignedOp]) -> None:
         if ops and self.finality is not None:

@@ -18,8 +18,14 @@ What is written, and when (the write-ahead rule of DESIGN.md):
   and keeps the value it locked.
 
 ``synchronous=FULL`` makes each commit durable (fsync) when it returns: go-nitro once ran its
-store with fsync off. The store is used from one writer at a time (the node's trio task); calls
-are short and the caller may run them in a worker thread.
+store with fsync off. The exceptions are what peers can give back: operations received from
+peers, decisions, certificates and evidence are committed with ``synchronous=NORMAL`` (in WAL
+mode: durable against a crash of the process, not of the machine), because after a power cut
+they are fetched again by sync and catch-up, and fsyncing every gossip batch was most of the
+disk contention of a busy node (its own submits waited behind it). The WAL is append-only, so
+the next fsync'd commit makes every earlier one durable too. The store is used from one writer
+at a time (the node's trio task); calls are short and the caller may run them in a worker
+thread.
 """
 
 from __future__ import annotations
@@ -72,17 +78,20 @@ class Store:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._fsync = True
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         self._db.close()
 
-    def append_ops(self, ops: Iterable[tuple[bytes, bytes]], source: bytes) -> int:
-        """Durably append (op_id, raw) pairs not stored yet; return how many were new."""
+    def append_ops(self, ops: Iterable[tuple[bytes, bytes]], source: bytes, *, fsync: bool = True) -> int:
+        """Append (op_id, raw) pairs not stored yet; return how many were new. With
+        ``fsync=False`` (operations from peers) the commit survives a crash of the process but
+        not of the machine; the next fsync'd commit makes it durable too."""
         rows = [(op_id, raw, source) for op_id, raw in ops]
         if not rows:
             return 0
-        with self._transaction() as db:
+        with self._transaction(fsync) as db:
             before = db.total_changes
             db.executemany("INSERT OR IGNORE INTO ops(op_id, raw, source) VALUES (?, ?, ?)", rows)
             return db.total_changes - before
@@ -105,7 +114,7 @@ class Store:
 
     def put_decision(self, version: int, decision: bytes) -> None:
         """A decided checkpoint (the encoded `Decision`: value and quorum of precommits)."""
-        with self._transaction() as db:
+        with self._transaction(fsync=False) as db:
             db.execute("INSERT OR REPLACE INTO decisions(version, decision) VALUES (?, ?)", (version, decision))
 
     def decisions(self) -> list[tuple[int, bytes]]:
@@ -135,7 +144,7 @@ class Store:
         return [(int(version), bytes(data)) for version, data in rows]
 
     def put_certificate(self, version: int, certificate: bytes) -> None:
-        with self._transaction() as db:
+        with self._transaction(fsync=False) as db:
             db.execute(
                 "INSERT OR REPLACE INTO certificates(version, certificate) VALUES (?, ?)", (version, certificate)
             )
@@ -156,11 +165,11 @@ class Store:
 
     def forget_signed(self, below: int) -> None:
         """Drop the records of decided heights (below `below`)."""
-        with self._transaction() as db:
+        with self._transaction(fsync=False) as db:
             db.execute("DELETE FROM signed WHERE height < ?", (below,))
 
     def put_evidence(self, kind: str, offender: bytes, data: bytes) -> None:
-        with self._transaction() as db:
+        with self._transaction(fsync=False) as db:
             db.execute("INSERT OR IGNORE INTO evidence(kind, offender, data) VALUES (?, ?, ?)", (kind, offender, data))
 
     def evidence(self) -> list[tuple[str, bytes, bytes]]:
@@ -175,7 +184,10 @@ class Store:
         with self._transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
-    def _transaction(self) -> _Transaction:
+    def _transaction(self, fsync: bool = True) -> _Transaction:
+        if fsync != self._fsync:  # a pragma that cannot change inside a transaction
+            self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+            self._fsync = fsync
         return _Transaction(self._db)
 
 
