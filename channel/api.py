@@ -31,7 +31,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -498,11 +498,20 @@ class _NodeCollector:
             ("parley_peers", "peers", "Connected peers."),
             ("parley_sync_sessions", "sync_sessions", "Running sync sessions."),
             ("parley_gossip_rejected", "gossip_rejected", "Gossip batches refused by the validator."),
-            ("parley_version", "version", "Last certified checkpoint version."),
+            ("parley_version", "version", "Last decided (final) checkpoint version."),
+            ("parley_certified", "certified", "Newest checkpoint version with a certificate."),
             ("parley_equivocations", "equivocations", "Authors caught equivocating."),
         ):
             if key in stats:
                 yield GaugeMetricFamily(name, help_text, value=float(stats[key]))
+        for key, help_text in (
+            ("requests", "Checkpoint catch-up requests sent to peers."),
+            ("failed", "Catch-up requests that failed or got a malformed answer."),
+            ("versions", "Checkpoint versions applied from catch-up answers."),
+            ("certificates", "Certificates adopted from catch-up answers."),
+        ):
+            if "catchup" in stats:
+                yield CounterMetricFamily(f"parley_catchup_{key}", help_text, value=float(stats["catchup"][key]))
         lag = len(self.node.replica.graph.pending.missing())
         yield GaugeMetricFamily("parley_lag_missing_parents", "Parents we know we lack (sync lag).", value=float(lag))
 

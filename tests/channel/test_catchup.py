@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from channel.api import _NodeCollector
 from channel.catchup import (
     MAX_RECORDS,
     Request,
@@ -174,6 +175,9 @@ def test_a_node_down_for_longer_than_the_proof_window_catches_up(tmp_path: Path)
             assert finality.catchup_counts["versions"] >= Limits().commit_window
             served = sum(n.finality.catchup_server.served for n in nodes[:3])  # type: ignore[union-attr]
             assert served >= 1
+            metrics = {m.name: m.samples[0].value for m in _NodeCollector(nodes[3]).collect()}
+            assert metrics["parley_catchup_versions"] == finality.catchup_counts["versions"]
+            assert metrics["parley_certified"] == nodes[3].replica.version
 
     trio.run(main)
 
