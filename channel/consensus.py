@@ -955,7 +955,8 @@ class Consensus:
         rounds = at.rounds_of.setdefault(signer, set())
         current = self.round if height == self.height else 0
         ahead = sum(1 for r in rounds if r > current)
-        if round_ > current and round_ not in rounds and ahead >= self.limits.max_future_rounds:
+        too_far = round_ > current and round_ not in rounds and ahead >= self.limits.max_future_rounds
+        if too_far and signer != self.address:  # our own (restored after a restart) are all kept
             return False
         if isinstance(message, Proposal):
             kept = at.proposals.setdefault(round_, {})
