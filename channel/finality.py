@@ -235,7 +235,6 @@ class Finality:
         self._next_peer = 0
         self._catching_up = False
         self.evidence: list[Evidence] = []
-        self.decided_at: dict[int, float] = {}  # version -> monotonic time this node applied it
         self._pending: Decide | None = None  # decided, waiting for operations of its cut
         self._send, self._inputs = trio.open_memory_channel[tuple[str, Any]](math.inf)
         self._nursery: trio.Nursery | None = None
@@ -375,10 +374,8 @@ class Finality:
         self._pending = None
         self.node.store.put_decision(decide.height, encode_message(decide.proof))
         self.node.store.forget_signed(below=decide.height + 1)
-        now = time.monotonic()
-        self.decided_at[decide.height] = now
         if decide.height not in self.certificates:
-            self.uncertified[decide.height] = (decide.value.checkpoint, now)
+            self.uncertified[decide.height] = (decide.value.checkpoint, time.monotonic())
         self.height = decide.height + 1
         self.started = False
         self.node.after_apply([])  # statuses moved from tentative to final
