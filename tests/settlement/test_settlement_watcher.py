@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from settlement_kit import E9, World
+from web3.datastructures import AttributeDict
 
 from crdt.ledger import Deposit
 from crdt.types import Symbol
@@ -83,3 +85,34 @@ def test_rpc_failures_back_off_then_raise(world: World, tmp_path: Path) -> None:
         w.poll()
     assert delays == [0.5, 1.0, 2.0]
     assert w.cursor == -1
+
+
+def test_a_log_delivered_as_removed_rewinds_and_rereads(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """eth_getLogs never returns ``removed`` logs on these chains, but a provider that does must
+    not be trusted past it: the watcher drops what it stored from that block on, reports it as
+    removed, and reads it again if it is still on the chain."""
+    w = watcher(world, tmp_path / "w.sqlite")
+    world.deposit(0, 3 * E9)
+    first = w.poll().new
+    deposit = next(e for e in first if e.name == "Deposited")
+    real_get_logs = world.chain.w3.eth.get_logs
+    stored_log = next(log for log in real_get_logs({"address": world.adjudicator.address, "fromBlock": 0})
+                      if int(log["blockNumber"]) == deposit.block_number)
+    calls = 0
+
+    def get_logs(query: Any) -> list[Any]:
+        nonlocal calls
+        calls += 1
+        logs = list(real_get_logs(query))
+        return [*logs, AttributeDict({**stored_log, "removed": True})] if calls == 1 else logs
+
+    monkeypatch.setattr(world.chain.w3.eth, "get_logs", get_logs)
+    world.chain.mine(1)
+    result = w.poll()
+    assert [(e.name, e.block_number) for e in result.removed] == [("Deposited", deposit.block_number)]
+    assert w.cursor == deposit.block_number - 1
+    again = w.poll()  # the block is still on the chain: the deposit is read again, once
+    assert [e.args["nonce"] for e in again.new if e.name == "Deposited"] == [1]
+    assert [d.nonce for d in w.deposits(world.genesis)] == [1]
