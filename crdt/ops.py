@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import coincurve
+from coincurve._libsecp256k1 import ffi as _ffi
+from coincurve._libsecp256k1 import lib as _lib
+from coincurve.context import GLOBAL_CONTEXT
 from sha3 import keccak_256
 
 from crdt import cbor
@@ -39,6 +42,7 @@ HALF_N = SECP256K1_N // 2
 _ZERO = bytes(32)
 _N_BYTES = SECP256K1_N.to_bytes(32, "big")
 _HALF_N_BYTES = HALF_N.to_bytes(32, "big")
+_SECP = GLOBAL_CONTEXT.ctx  # libsecp256k1's context, as coincurve made it (verify-capable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +66,8 @@ class Context:
     channel: ChannelId
     participants: frozenset[Address]
     limits: Limits = DEFAULT_LIMITS
-    # compressed public key -> participant address; filled only with participants, so an
-    # attacker's random keys never grow it.
+    # libsecp256k1's internal 64-byte public key -> participant address; filled only with
+    # participants, so an attacker's random keys never grow it.
     _known_keys: dict[bytes, Address] = field(default_factory=dict, repr=False)
     _separator: bytes = field(default=b"", repr=False)
     _digest_prefix: bytes = field(default=b"", repr=False)  # 0x1901 ‖ domain separator
@@ -88,19 +92,35 @@ class Context:
         return self._separator
 
     def recover(self, op_id: bytes, signature: bytes) -> Address:
-        """The address that signed `op_id`, or raise `BadSignature`."""
-        key = recover_key(op_id, signature)
-        compressed = key.format(compressed=True)
-        address = self._known_keys.get(compressed)
+        """The address that signed `op_id`, or raise `BadSignature`.
+
+        The hot path of ingest, so it calls libsecp256k1 through coincurve's bindings directly
+        (no PublicKey object, and no serialisation for a known key): a participant's key is
+        looked up by libsecp256k1's 64-byte internal form, which is stable within a process."""
+        _check_signature(signature)
+        if len(op_id) != 32:
+            raise BadSignature("the signed digest must be 32 bytes")
+        parsed = _ffi.new("secp256k1_ecdsa_recoverable_signature *")
+        key = _ffi.new("secp256k1_pubkey *")
+        if not (
+            _lib.secp256k1_ecdsa_recoverable_signature_parse_compact(_SECP, parsed, signature, signature[64] - 27)
+            and _lib.secp256k1_ecdsa_recover(_SECP, key, parsed, op_id)
+        ):
+            raise BadSignature("signature does not recover")
+        internal = bytes(_ffi.buffer(key, 64))
+        address = self._known_keys.get(internal)
         if address is None:
-            address = Address(keccak256(key.format(compressed=False)[1:])[12:])
+            serialized = _ffi.new("unsigned char[65]")
+            length = _ffi.new("size_t *", 65)
+            _lib.secp256k1_ec_pubkey_serialize(_SECP, serialized, length, key, _lib.SECP256K1_EC_UNCOMPRESSED)
+            address = Address(keccak256(bytes(_ffi.buffer(serialized, 65))[1:])[12:])
             if address in self.participants:
-                self._known_keys[compressed] = address
+                self._known_keys[internal] = address
         return address
 
 
-def recover_key(digest: bytes, signature: bytes) -> coincurve.PublicKey:
-    """The public key that made `signature` (r‖s‖v, low s, v in {27, 28}) over `digest`."""
+def _check_signature(signature: bytes) -> None:
+    """r‖s‖v with v in {27, 28}, 0 < r < n and 0 < s <= n/2 (low s), or raise `BadSignature`."""
     if len(signature) != 65:
         raise BadSignature(f"signature must be 65 bytes, got {len(signature)}")
     v = signature[64]
@@ -110,9 +130,14 @@ def recover_key(digest: bytes, signature: bytes) -> coincurve.PublicKey:
     r, s = signature[:32], signature[32:64]
     if not _ZERO < r < _N_BYTES or not _ZERO < s <= _HALF_N_BYTES:
         raise BadSignature("r or s out of range (high s is not accepted)")
+
+
+def recover_key(digest: bytes, signature: bytes) -> coincurve.PublicKey:
+    """The public key that made `signature` (r‖s‖v, low s, v in {27, 28}) over `digest`."""
+    _check_signature(signature)
     try:
         return coincurve.PublicKey.from_signature_and_message(
-            signature[:64] + bytes((v - 27,)), digest, hasher=None
+            signature[:64] + bytes((signature[64] - 27,)), digest, hasher=None
         )
     except Exception as exc:  # coincurve raises plain Exception for unrecoverable sigs
         raise BadSignature(f"signature does not recover: {exc}") from exc
