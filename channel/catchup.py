@@ -41,7 +41,7 @@ from p2p.wire import FrameDecoder, WireLimits, encode_frame
 
 PROTOCOL = "/parley/checkpoints/1.0.0"
 REQUEST, RECORD, END = 0, 1, 2
-MAX_RECORDS = 16
+MAX_RECORDS = 64  # a few KB each with a handful of participants
 MAX_REQUEST_BYTES = 64
 MAX_FRAME_BYTES = MAX_MESSAGE_BYTES + MAX_CERTIFICATE_BYTES + 64
 READ_CHUNK = 64 * 1024

@@ -32,7 +32,7 @@ certificates it lacks: at start-up, when it sees messages of a version beyond th
 on, when its version has not decided in round 0, for a decided version whose certificate has
 not formed within `certificate_grace` seconds, and every `catchup_idle` seconds anyway (idle
 peers send nothing that would show we are behind). It asks at most once per `catchup_period`,
-and again at once while the answers bring new versions.
+and again at once (the next peer in turn) while the answers bring new versions.
 """
 
 from __future__ import annotations
@@ -454,7 +454,8 @@ class Finality:
         if answer.latest <= self.replica.version:
             self._caught_up = True
         elif self.replica.version > before:
-            self._last_fetch = -math.inf  # more to fetch: ask again at the next tick
+            self._last_fetch = -math.inf  # more to fetch: ask the next peer now
+            self._maybe_fetch()
         if self._pending is None and not self.started and self.highest_seen >= self.height:
             await self._start()
 
