@@ -416,8 +416,10 @@ class Finality:
         if self._fetching or now - self._last_fetch < self.config.catchup_period:
             return
         first = self._catch_up_from(now)
+        if first is None:
+            return
         peers = sorted(self.transport.connected_peers())
-        if first is None or not peers:
+        if not peers:
             return
         peer = peers[self._next_peer % len(peers)]
         self._next_peer += 1

@@ -115,9 +115,11 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
                 for index in range(3):
                     wait_until(partial(_is_final, client, workload.last[index][1]), 60, "the transfers to be final")
             honest = _stats(endpoints[0])
+            same = "all 4 nodes hold the same state" if len({s["state_hash"] for s in stats}) == 1 else (
+                "[red]the nodes did NOT converge[/red]")
             console.print(f"[green]2.[/green] {workload.accepted} transfers through the 4 APIs, a quarter by the "
-                          f"Byzantine node, which signs an equivocating twin of each; all 4 nodes hold the same "
-                          f"state; final at checkpoint {honest['version']}\n   {workload.summary()}")
+                          f"Byzantine node, which signs an equivocating twin of each; {same}; final at checkpoint "
+                          f"{honest['version']}\n   {workload.summary()}")
             evidence = clients[0].evidence()
             console.print(f"   evidence: {len(evidence)} equivocations by {accounts[3][:10]}…; "
                           f"rejected in replay on every node: {honest['rejected_reasons']}")
