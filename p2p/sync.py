@@ -168,16 +168,16 @@ class SyncSession:
     # -- events from the driver ------------------------------------------------------------------
 
     def start(self, view: GraphView) -> list[Message]:
-        return [self.status(view), *self.need(view, view.missing_parents())]
+        return [self.status(view), *self.need(view, sorted(view.missing_parents()))]
 
     def tick(self, view: GraphView) -> list[Message]:
         """The periodic round: forget assumptions and unanswered wants, announce our status."""
         self.assumed = dict(self.peer_vector)
-        for op_id in self.requested:
+        for op_id in sorted(self.requested):  # sorted: the same inputs give the same messages
             if not view.knows(op_id):
                 self.wanted[op_id] = None
         self.requested.clear()
-        return [self.status(view), *self.need(view, view.missing_parents())]
+        return [self.status(view), *self.need(view, sorted(view.missing_parents()))]
 
     def need(self, view: GraphView, ids: Iterable[bytes]) -> list[Message]:
         """Ask for these ids (unknown parents), unless already asked or known."""

@@ -87,10 +87,14 @@ def test_two_replicas_converge(left: set[int], right: set[int], config: SyncConf
     run_to_quiescence(a, b, a.session.start(a.view), b.session.start(b.view))
     # Periodic rounds: a Status that is not the first of a session, nor pulls a chunk, gets only
     # what the peer lacked at its previous Status (recent operations are left to gossip for a
-    # round), so operations accepted during an exchange may need up to two more rounds.
-    for _ in range(3):
-        run_to_quiescence(a, b, a.session.tick(a.view), b.session.tick(b.view))
+    # round), so operations accepted during an exchange may need up to two more rounds. And a
+    # Want the peer cannot answer (a parent neither side has) holds its in-flight slot until
+    # the next tick, so with `max_inflight_wants` slots the wanted ids move that many a round.
     union = expected_closure(left | right)
+    for _ in range(3 + len(POOL) // config.max_inflight_wants):
+        run_to_quiescence(a, b, a.session.tick(a.view), b.session.tick(b.view))
+        if set(a.replica.graph.ops) == union == set(b.replica.graph.ops):
+            break
     assert set(a.replica.graph.ops) == union
     assert set(b.replica.graph.ops) == union
     assert a.replica.state_hash() == b.replica.state_hash()
