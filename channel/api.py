@@ -5,13 +5,27 @@
 - Every request carries ``Authorization: Bearer <token>`` (a WebSocket may pass ``?token=``
   instead, since browsers cannot set headers on one). The token is in ``<data_dir>/api-token``.
   A missing or wrong token gets HTTP 401, for the WebSocket handshake too.
-- Requests are bounded (1 MiB, 100 calls per batch). Malformed input gets the JSON-RPC error it
-  deserves (-32700 parse error, -32600 invalid request, -32601 method not found, -32602 invalid
-  params, with a message that says what is wrong); a request replay would reject gets -32001
-  with the reason in ``data``.
+- Requests are bounded before they are read or parsed: 1 MiB (HTTP 413 from the Content-Length,
+  or as soon as a chunked body passes it; hypercorn closes a larger WebSocket message with 1009,
+  and two fixes at the end of this module make that limit hold), 100 calls per batch, and
+  arrays and objects nested at most 32 deep (`crdt.jsontext` measures that without
+  recursing before `json.loads` runs: under the recursion limit the eth stack sets, 100,000,
+  deeper JSON segfaulted the C parser).
+- Malformed input gets the JSON-RPC error it deserves (-32700 parse error, -32600 invalid
+  request, -32601 method not found, -32602 invalid params, with a message that names the
+  parameter and says what is wrong); a request replay would reject gets -32001 with the reason
+  in ``data``; -32002 means the node does not know its own last seq yet (its store is new and
+  it is asking its peers), -32003 that its store refused the write (a full disk). In all three
+  nothing was signed. Numbers in strings are ASCII digits only (``str.isdigit`` also accepts "²" and
+  Arabic-Indic digits), at most 20 of them.
+- Every request, alone or in a batch, gets its own answer: an unexpected exception in a method
+  becomes -32603 for that request only (logged with its traceback), so a batch never fails as a
+  whole after some of its items were signed, HTTP never answers 500, and a WebSocket is never
+  closed by a request.
 - Subscriptions (WebSocket only): ``parley_subscribe`` with ``ops``, ``balances`` or ``status``
   returns an id; events arrive as ``{"method": "parley_subscription", "params": {"subscription":
-  id, "result": event}}``. A subscriber that falls 1,024 events behind is dropped.
+  id, "result": event}}``. A subscriber that falls 1,024 events behind is dropped. At most 64
+  WebSockets are open at once (then 503) and each holds at most 16 subscriptions.
 - ``GET /openrpc.json`` (and the ``rpc.discover`` method) describe every method. ``GET /metrics``
   is the Prometheus endpoint (no token: it is on loopback and holds only counts).
 
@@ -23,31 +37,43 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Awaitable, Callable
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.protocol import ws_stream
 from hypercorn.trio import serve
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
+from wsproto.extensions import PerMessageDeflate
 
-from channel.node import Node, RequestRejected
-from crdt.types import from_hex
+from channel.errors import StorageUnavailable
+from channel.node import Node, NotReady, RequestRejected
+from crdt.jsontext import MAX_NESTING, deeper_than_limit
 
 MAX_REQUEST_BYTES = 1 << 20
 MAX_BATCH = 100
+MAX_WEBSOCKETS = 64  # open at once; each costs a task, a buffer and its subscribers' fan-out
+MAX_SUBSCRIPTIONS = 16  # per WebSocket (there are 3 topics)
 TOPICS = ("ops", "balances", "status")
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL = -32700, -32600, -32601, -32602, -32603
 REJECTED = -32001
+NOT_READY = -32002  # the node does not know its own last seq yet (a new store): nothing signed
+STORAGE = -32003  # the store refused the write (a full disk): nothing signed
 NOT_FOUND = -32004
+
+logger = logging.getLogger(__name__)
 
 
 class RpcError(Exception):
@@ -66,49 +92,125 @@ def invalid(message: str) -> RpcError:
     return RpcError(INVALID_PARAMS, message)
 
 
+# -- JSON text ----------------------------------------------------------------------------------------
+
+
+def load_json(data: bytes) -> Any:
+    """One JSON-RPC payload, parsed: its size and nesting are checked before `json.loads` runs."""
+    if len(data) > MAX_REQUEST_BYTES:
+        raise RpcError(INVALID_REQUEST, "request larger than 1 MiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RpcError(PARSE_ERROR, f"invalid JSON: not UTF-8 ({exc})") from exc
+    depth = deeper_than_limit(data)
+    if depth is not None:
+        raise RpcError(INVALID_REQUEST, f"arrays and objects nest {depth} deep; the nesting limit is {MAX_NESTING}")
+    try:
+        return json.loads(text)
+    except RecursionError as exc:  # only with a recursion limit far below MAX_NESTING's needs
+        raise RpcError(INVALID_REQUEST, f"JSON nested too deep (the nesting limit is {MAX_NESTING})") from exc
+    except ValueError as exc:
+        raise RpcError(PARSE_ERROR, f"invalid JSON: {exc}") from exc
+
+
+def encode_response(response: Any) -> str:
+    """A response as JSON text in ASCII (a lone surrogate in an echoed id stays an escape)."""
+    try:
+        return json.dumps(response, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        logger.exception("a response could not be encoded as JSON")
+        return json.dumps(RpcError(INTERNAL, "internal error").response(None))
+
+
 # -- parameter parsing ---------------------------------------------------------------------------------
+
+# ASCII only: str.isdigit() also accepts superscripts (which int() then refuses) and Arabic-Indic
+# digits (which int() reads as numbers: "\u0661\u0660" is 10).
+_UINT64_TEXT = re.compile(r"[0-9]{1,20}")
+_HEX_TEXT = re.compile(r"[0-9a-fA-F]*")
+UINT64_LIMIT = 2**64
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A client's value for an error message: its repr, cut short."""
+    text = repr(value[: limit + 1] if isinstance(value, str) else value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _integer(value: Any) -> int | None:
+    """A JSON number that is an integer, or a string of at most 20 ASCII digits; else None."""
+    if type(value) is int:
+        return value
+    if isinstance(value, str) and _UINT64_TEXT.fullmatch(value):
+        return int(value)
+    return None
 
 
 def _amount(value: Any, name: str = "amount") -> int:
-    if type(value) is int:
-        number = value
-    elif isinstance(value, str) and value.isdigit():
-        number = int(value)
-    else:
-        raise invalid(f"{name} must be a positive integer in e9 units (a number or a string of digits)")
-    if number <= 0 or number >= 2**64:
+    number = _integer(value)
+    if number is None:
+        raise invalid(
+            f"{name} must be a positive integer in e9 units (a number or a string of at most 20 ASCII digits)"
+        )
+    if not 0 < number < UINT64_LIMIT:
         raise invalid(f"{name} must be between 1 and 2**64 - 1")
     return number
 
 
-def _address(value: Any, name: str) -> bytes:
+def _uint(value: Any, name: str) -> int:
+    number = _integer(value)
+    if number is None or not 0 <= number < UINT64_LIMIT:
+        raise invalid(f"{name} must be an unsigned 64-bit integer (a number or a string of at most 20 ASCII digits)")
+    return number
+
+
+def _hex(value: Any, name: str, size: int) -> bytes:
+    """0x-prefixed (or bare) ASCII hex of exactly `size` bytes (bytes.fromhex alone would also
+    take spaces between the bytes)."""
     if not isinstance(value, str):
-        raise invalid(f"{name} must be a 0x-prefixed 20-byte hex address")
-    try:
-        return from_hex(value, 20)
-    except ValueError as exc:
-        raise invalid(f"{name}: {exc}") from exc
+        raise invalid(f"{name} must be a 0x-prefixed {size}-byte hex string")
+    digits = value[2:] if value[:2] in ("0x", "0X") else value
+    if len(digits) != 2 * size:
+        raise invalid(f"{name}: expected {size} bytes, got {len(digits) / 2:g} ({_shown(value)})")
+    if not _HEX_TEXT.fullmatch(digits):
+        raise invalid(f"{name}: not hex: {_shown(value)}")
+    return bytes.fromhex(digits)
+
+
+def _address(value: Any, name: str) -> bytes:
+    return _hex(value, name, 20)
 
 
 def _text(value: Any, name: str, limit: int = 64) -> str:
-    if not isinstance(value, str) or not value or len(value.encode()) > limit:
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise invalid(f"{name} must be a non-empty string of at most {limit} bytes")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise invalid(f"{name} must be Unicode text (it holds a lone surrogate)") from exc
+    if size > limit:
         raise invalid(f"{name} must be a non-empty string of at most {limit} bytes")
     return value
 
 
-def _uint(value: Any, name: str) -> int:
-    if type(value) is int and 0 <= value < 2**64:
-        return value
-    if isinstance(value, str) and value.isdigit() and int(value) < 2**64:
-        return int(value)
-    raise invalid(f"{name} must be an unsigned 64-bit integer")
+def _request_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 128:
+        raise invalid("request_id must be a string of 1 to 128 characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise invalid("request_id must be Unicode text (it holds a lone surrogate)") from exc
+    return value
 
 
 def _exact(body: dict[str, Any], *names: str) -> None:
     extra = sorted(set(body) - set(names))
     missing = sorted(set(names) - set(body))
     if extra or missing:
-        raise invalid(f"body must have exactly {sorted(names)}; missing {missing}, unexpected {extra}")
+        raise invalid(f"body must have exactly {sorted(names)}; missing {missing}, unexpected {_shown(extra)}")
 
 
 def parse_body(kind: str, body: Any) -> dict[str, Any]:
@@ -126,7 +228,7 @@ def parse_body(kind: str, body: Any) -> dict[str, Any]:
         _exact(body, "token", "amount", "until", "reason")
         return {"token": _text(body["token"], "token", 16), "amount": _amount(body["amount"]),
                 "until": _uint(body["until"], "until"), "reason": _text(body["reason"], "reason")}
-    raise invalid(f"unknown kind {kind!r}; this node signs transfer, withdraw and lock")
+    raise invalid(f"unknown kind {_shown(kind)}; this node signs transfer, withdraw and lock")
 
 
 def _params(params: Any, names: tuple[str, ...], required: int) -> list[Any]:
@@ -136,7 +238,7 @@ def _params(params: Any, names: tuple[str, ...], required: int) -> list[Any]:
     if isinstance(params, dict):
         unknown = sorted(set(params) - set(names))
         if unknown:
-            raise invalid(f"unknown parameters {unknown}; expected {list(names)}")
+            raise invalid(f"unknown parameters {_shown(unknown)}; expected {list(names)}")
         values = [params.get(name) for name in names]
         missing = [name for name, value in zip(names[:required], values, strict=False) if value is None]
     elif isinstance(params, list):
@@ -167,12 +269,16 @@ async def _submit(node: Node, args: list[Any]) -> Any:
     kind, body, request_id = args
     if not isinstance(kind, str):
         raise invalid("kind must be a string")
-    if request_id is not None and (not isinstance(request_id, str) or not 0 < len(request_id) <= 128):
-        raise invalid("request_id must be a string of 1 to 128 characters")
+    request_id = _request_id(request_id)
+    parsed = parse_body(kind, body)
     try:
-        return await node.submit(kind, parse_body(kind, body), request_id)
+        return await node.submit(kind, parsed, request_id)
     except RequestRejected as exc:
         raise RpcError(REJECTED, f"rejected: {exc}", {"reason": exc.reason}) from exc
+    except NotReady as exc:
+        raise RpcError(NOT_READY, f"not ready: {exc}") from exc
+    except StorageUnavailable as exc:
+        raise RpcError(STORAGE, f"the node cannot store the operation: {exc}") from exc
 
 
 async def _transfer(node: Node, args: list[Any]) -> Any:
@@ -197,15 +303,10 @@ async def _balances(node: Node, args: list[Any]) -> Any:
 
 async def _status(node: Node, args: list[Any]) -> Any:
     (op_id_hex,) = args
-    if not isinstance(op_id_hex, str):
-        raise invalid("op_id must be a 0x-prefixed 32-byte hex string")
-    try:
-        op_id = from_hex(op_id_hex, 32)
-    except ValueError as exc:
-        raise invalid(f"op_id: {exc}") from exc
+    op_id = _hex(op_id_hex, "op_id", 32)
     status = node.replica.status(op_id)  # type: ignore[arg-type]
     op = node.replica.graph.ops.get(op_id)  # type: ignore[call-overload]
-    result: dict[str, Any] = {"op_id": op_id_hex.lower(), "status": status}
+    result: dict[str, Any] = {"op_id": "0x" + op_id.hex(), "status": status}
     if op is not None:
         result.update({"author": "0x" + op.author.hex(), "seq": op.seq, "kind": op.kind})
     return result
@@ -329,41 +430,48 @@ def openrpc_document() -> dict[str, Any]:
     }
 
 
-async def call(node: Node, request: Any) -> dict[str, Any] | None:
-    """Run one JSON-RPC request object; None for a notification (no id)."""
+async def call(node: Node, request: Any, session: Mapping[str, Method] | None = None) -> dict[str, Any] | None:
+    """Run one JSON-RPC request object; None for a notification (no id). `session` holds the
+    methods of one WebSocket (subscriptions). It never raises: an unexpected exception in a
+    method is logged and answered -32603, for this request only."""
     if not isinstance(request, dict) or request.get("jsonrpc") != "2.0" or not isinstance(request.get("method"), str):
         return RpcError(INVALID_REQUEST, "not a JSON-RPC 2.0 request object").response(None)
     request_id = request.get("id")
-    if request_id is not None and not isinstance(request_id, str | int):
+    if request_id is not None and (type(request_id) is bool or not isinstance(request_id, str | int)):
         return RpcError(INVALID_REQUEST, "id must be a string or an integer").response(None)
-    method = METHODS.get(request["method"])
+    name = request["method"]
+    method = METHODS.get(name) or (session or {}).get(name)
     try:
         if method is None:
-            if request["method"] in (SUBSCRIBE, UNSUBSCRIBE):
-                raise RpcError(METHOD_NOT_FOUND, f"{request['method']} is only available over the WebSocket")
-            raise RpcError(METHOD_NOT_FOUND, f"no method {request['method']!r}; see rpc.discover")
+            if name in (SUBSCRIBE, UNSUBSCRIBE):
+                raise RpcError(METHOD_NOT_FOUND, f"{name} is only available over the WebSocket")
+            raise RpcError(METHOD_NOT_FOUND, f"no method {_shown(name)}; see rpc.discover")
         result = await method.handler(node, _params(request.get("params"), method.params, method.required))
     except RpcError as error:
         return None if "id" not in request else error.response(request_id)
+    except Exception:
+        logger.exception("internal error in %s", _shown(name))
+        return None if "id" not in request else RpcError(INTERNAL, "internal error").response(request_id)
     if "id" not in request:
         return None
     return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
 
-async def handle_payload(node: Node, text: str | bytes) -> Any:
-    """A raw JSON-RPC payload (one request or a batch) to its response (None: nothing to send)."""
+async def handle_payload(node: Node, data: bytes, session: Mapping[str, Method] | None = None) -> Any:
+    """A raw JSON-RPC payload (one request or a batch) to its response (None: nothing to send).
+    Every item of a batch is answered on its own, whatever happens to the others."""
     try:
-        payload = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return RpcError(PARSE_ERROR, f"invalid JSON: {exc}").response(None)
+        payload = load_json(data)
+    except RpcError as error:
+        return error.response(None)
     if isinstance(payload, list):
         if not payload:
             return RpcError(INVALID_REQUEST, "empty batch").response(None)
         if len(payload) > MAX_BATCH:
             return RpcError(INVALID_REQUEST, f"a batch holds at most {MAX_BATCH} requests").response(None)
-        responses = [r for r in [await call(node, item) for item in payload] if r is not None]
+        responses = [r for r in [await call(node, item, session) for item in payload] if r is not None]
         return responses or None
-    return await call(node, payload)
+    return await call(node, payload, session)
 
 
 # -- the ASGI application ---------------------------------------------------------------------------------
@@ -373,7 +481,32 @@ def _authorized(token: str, header: str | None, query: str | None) -> bool:
     presented = query
     if header is not None and header.startswith("Bearer "):
         presented = header[len("Bearer ") :]
-    return presented is not None and hmac.compare_digest(presented.encode(), token.encode())
+    return presented is not None and hmac.compare_digest(presented.encode("utf-8", "surrogatepass"), token.encode())
+
+
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,8}")
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The request body, or None as soon as it is known to be over the cap: from the declared
+    Content-Length before reading anything, or, without one (chunked), at the chunk that passes
+    the cap. Nothing beyond it is read (hypercorn closes the connection after the answer)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and not (_CONTENT_LENGTH.fullmatch(declared) and int(declared) <= MAX_REQUEST_BYTES):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async with aclosing(request.stream()) as stream:
+        async for chunk in stream:
+            size += len(chunk)
+            if size > MAX_REQUEST_BYTES:
+                return None
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(payload: Any, status_code: int = 200) -> Response:
+    return Response(encode_response(payload), status_code=status_code, media_type="application/json")
 
 
 def build_app(node: Node, token: str) -> Starlette:
@@ -389,11 +522,18 @@ def build_app(node: Node, token: str) -> Starlette:
     async def rpc(request: Request) -> Response:
         if not _authorized(token, request.headers.get("authorization"), None):
             return unauthorized()
-        body = await request.body()
-        if len(body) > MAX_REQUEST_BYTES:
-            return JSONResponse(RpcError(INVALID_REQUEST, "request larger than 1 MiB").response(None), 413)
-        response = await handle_payload(node, body)
-        return Response(status_code=204) if response is None else JSONResponse(response)
+        try:
+            body = await _read_body(request)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is left to read it
+        if body is None:
+            return _json(RpcError(INVALID_REQUEST, "request larger than 1 MiB").response(None), 413)
+        try:
+            response = await handle_payload(node, body)
+        except Exception:  # handle_payload answers every error itself: this is the last resort
+            logger.exception("internal error answering a request")
+            response = RpcError(INTERNAL, "internal error").response(None)
+        return Response(status_code=204) if response is None else _json(response)
 
     async def openrpc(request: Request) -> Response:
         return JSONResponse(openrpc_document())
@@ -401,12 +541,24 @@ def build_app(node: Node, token: str) -> Starlette:
     async def metrics(request: Request) -> Response:
         return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
 
+    sockets = 0
+
     async def websocket(ws: WebSocket) -> None:
+        nonlocal sockets
         if not _authorized(token, ws.headers.get("authorization"), ws.query_params.get("token")):
             await ws.send_denial_response(unauthorized())
             return
-        await ws.accept()
-        await _serve_websocket(node, ws)
+        if sockets >= MAX_WEBSOCKETS:
+            await ws.send_denial_response(
+                JSONResponse({"error": f"at most {MAX_WEBSOCKETS} WebSockets at once"}, status_code=503)
+            )
+            return
+        sockets += 1
+        try:
+            await ws.accept()
+            await _serve_websocket(node, ws)
+        finally:
+            sockets -= 1
 
     return Starlette(routes=[
         Route("/rpc", rpc, methods=["POST"]),
@@ -417,6 +569,8 @@ def build_app(node: Node, token: str) -> Starlette:
 
 
 async def _serve_websocket(node: Node, ws: WebSocket) -> None:
+    """Answer the messages of one WebSocket in order (text or binary frames, each one payload),
+    with two more methods: subscriptions, whose events a writer task interleaves."""
     outgoing_send, outgoing = trio.open_memory_channel[Any](256)
     subscriptions: dict[str, Any] = {}
     counter = 0
@@ -432,50 +586,48 @@ async def _serve_websocket(node: Node, ws: WebSocket) -> None:
 
     async def writer() -> None:
         async for message in outgoing:
-            await ws.send_text(json.dumps(message))
+            await ws.send_text(encode_response(message))
 
-    async def answer(request: Any) -> Any:
+    async def subscribe(_node: Node, args: list[Any]) -> Any:
         nonlocal counter
-        if isinstance(request, dict) and request.get("method") in (SUBSCRIBE, UNSUBSCRIBE):
-            request_id = request.get("id")
-            try:
-                if request["method"] == SUBSCRIBE:
-                    (topic,) = _params(request.get("params"), ("topic",), 1)
-                    if topic not in TOPICS:
-                        raise invalid(f"topic must be one of {list(TOPICS)}")
-                    counter += 1
-                    subscription_id = f"0x{counter:x}"
-                    subscriber, receive = node.events.open(topic)
-                    subscriptions[subscription_id] = subscriber
-                    nursery.start_soon(forward, subscription_id, receive)
-                    return {"jsonrpc": "2.0", "id": request_id, "result": subscription_id}
-                (subscription_id,) = _params(request.get("params"), ("subscription",), 1)
-                subscriber = subscriptions.pop(subscription_id, None)
-                if subscriber is not None:
-                    node.events.close(subscriber)
-                return {"jsonrpc": "2.0", "id": request_id, "result": subscriber is not None}
-            except RpcError as error:
-                return error.response(request_id)
-        return await handle_payload(node, json.dumps(request))
+        (topic,) = args
+        if not isinstance(topic, str) or topic not in TOPICS:
+            raise invalid(f"topic must be one of {list(TOPICS)}")
+        if len(subscriptions) >= MAX_SUBSCRIPTIONS:
+            raise RpcError(INVALID_REQUEST, f"a WebSocket holds at most {MAX_SUBSCRIPTIONS} subscriptions")
+        counter += 1
+        subscription_id = f"0x{counter:x}"
+        subscriber, receive = node.events.open(topic)
+        subscriptions[subscription_id] = subscriber
+        nursery.start_soon(forward, subscription_id, receive)
+        return subscription_id
 
+    async def unsubscribe(_node: Node, args: list[Any]) -> Any:
+        (subscription_id,) = args
+        if not isinstance(subscription_id, str):
+            raise invalid("subscription must be an id that parley_subscribe returned")
+        subscriber = subscriptions.pop(subscription_id, None)
+        if subscriber is not None:
+            node.events.close(subscriber)
+        return subscriber is not None
+
+    session = {
+        SUBSCRIBE: Method(SUBSCRIBE, ("topic",), 1, "", subscribe),
+        UNSUBSCRIBE: Method(UNSUBSCRIBE, ("subscription",), 1, "", unsubscribe),
+    }
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)
             while True:
-                text = await ws.receive_text()
-                if len(text) > MAX_REQUEST_BYTES:
-                    response: Any = RpcError(INVALID_REQUEST, "message larger than 1 MiB").response(None)
-                else:
-                    try:
-                        request = json.loads(text)
-                    except ValueError as exc:
-                        response = RpcError(PARSE_ERROR, f"invalid JSON: {exc}").response(None)
-                    else:
-                        response = await answer(request)
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                data = text.encode("utf-8", "surrogatepass") if text is not None else message.get("bytes") or b""
+                response = await handle_payload(node, data, session)
                 if response is not None:
                     await outgoing_send.send(response)
-    except WebSocketDisconnect:
-        pass
+            nursery.cancel_scope.cancel()
     finally:
         for subscriber in subscriptions.values():
             node.events.close(subscriber)
@@ -512,8 +664,49 @@ class _NodeCollector:
         ):
             if "catchup" in stats:
                 yield CounterMetricFamily(f"parley_catchup_{key}", help_text, value=float(stats["catchup"][key]))
-        lag = len(self.node.replica.graph.pending.missing())
+        lag = self.node.replica.graph.pending.missing_count()
         yield GaugeMetricFamily("parley_lag_missing_parents", "Parents we know we lack (sync lag).", value=float(lag))
+
+
+# -- two fixes to hypercorn 0.18's WebSocket messages (pinned; read by every new WSStream) ------------
+
+
+class _BoundedWebsocketBuffer(ws_stream.WebsocketBuffer):
+    """hypercorn's message buffer writes each fragment before it checks the size, and goes on
+    writing the fragments of an oversized frame after it has answered 1009, so a client that
+    ignores the close still has its whole message buffered (a 200 MiB frame: +187 MB peak RSS).
+    This one checks first and drops the rest of the message. Raising again for each dropped
+    fragment would stop hypercorn's event loop at each of them, so the client's close reply,
+    read together with the last fragment, would wait for the next ping; instead the end of the
+    message tells the app it is disconnected, and the app's return closes the socket."""
+
+    def extend(self, event: Any) -> None:
+        if self.length > self.max_length:
+            return  # the rest of an oversized message
+        if self.length + len(event.data) > self.max_length:
+            self.length, self.value = self.max_length + 1, None
+            raise ws_stream.FrameTooLargeError()  # hypercorn answers 1009
+        super().extend(event)
+
+    def to_message(self) -> dict[str, Any]:
+        if self.length > self.max_length:
+            return {"type": "websocket.disconnect", "code": 1009}
+        message: dict[str, Any] = super().to_message()
+        return message
+
+
+class _NoDeflate(PerMessageDeflate):
+    """Declines permessage-deflate, which hypercorn always offers: wsproto inflates each
+    received chunk without a bound before any size check, so 64 KiB of compressed spaces
+    became 64 MiB at once (200 MiB of spaces, sent as 200 KB: +252 MB peak RSS). The API's
+    messages are small; they gain nothing from compression."""
+
+    def accept(self, offer: str) -> None:
+        return None
+
+
+ws_stream.WebsocketBuffer = _BoundedWebsocketBuffer  # type: ignore[misc]
+ws_stream.PerMessageDeflate = _NoDeflate  # type: ignore[attr-defined]
 
 
 async def serve_api(
@@ -526,6 +719,7 @@ async def serve_api(
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 1.0
+    config.websocket_max_message_size = MAX_REQUEST_BYTES  # larger messages: closed with 1009, not buffered
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(serve, build_app(node, token), config)
         task_status.started(str(binds[0]))

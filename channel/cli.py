@@ -7,6 +7,7 @@ Every command that fails because of the user's input prints one clear line and e
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from channel.genesis_file import load_genesis, save_genesis
 from channel.node_cli import register as register_node
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
+from crdt.graph import PendingBuffer
 from crdt.hashing import keccak256
 from crdt.ops import decode_op, encode_ops, split_ops
 from crdt.replica import Replica
@@ -85,7 +87,7 @@ def keys_show(
 def parse_token(text: str) -> Token:
     """SYMBOL:DECIMALS[:ADDRESS]."""
     parts = text.split(":")
-    if len(parts) not in (2, 3) or not parts[1].isdigit():
+    if len(parts) not in (2, 3) or not re.fullmatch(r"[0-9]{1,2}", parts[1]):  # not isdigit(): "²" is one
         raise UserError(f"token must be SYMBOL:DECIMALS[:ADDRESS], got {text!r}")
     if len(parts) == 3:
         try:
@@ -218,12 +220,12 @@ def workload(
 def replay_file(data: bytes, genesis: Genesis) -> tuple[Replica, list[dict[str, Any]]]:
     """Replay a CBOR sequence of operations; return the replica and the inputs it refused."""
     ctx = genesis.context()
-    replica = Replica(genesis, ctx)
     refused: list[dict[str, Any]] = []
     try:
         items = split_ops(data, ctx)
     except InvalidInput as exc:
         raise UserError(f"not a CBOR sequence of operations: {exc}") from exc
+    replica = Replica(genesis, ctx, PendingBuffer.for_local_input(len(items)))
     ops = []
     for index, item in enumerate(items):
         try:

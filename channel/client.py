@@ -11,7 +11,8 @@
 
 Both expose the same calls (`_Calls`): in `Client` they return results, in `AsyncClient` they
 return awaitables. Errors from the node raise `ApiError` with the JSON-RPC code, message and
-data; a wrong token raises `Unauthorized`; a node that is not running raises `NodeUnavailable`.
+data, and so does an answer that is not a JSON-RPC response (code -32603: the node failed); a
+wrong token raises `Unauthorized`; a node that is not running raises `NodeUnavailable`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from typing import Any
 import httpx
 
 from channel.errors import ChannelError, UserError
+from crdt.jsontext import MAX_NESTING, deeper_than_limit
+
+BAD_ANSWER = -32603  # the code of an `ApiError` for an answer that is not JSON-RPC
 
 
 class ApiError(ChannelError):
@@ -57,6 +61,10 @@ class Endpoint:
             token = (folder / "api-token").read_text().strip()
         except FileNotFoundError as exc:
             raise NodeUnavailable(f"no running node found in {folder} (missing {exc.filename})") from exc
+        except (OSError, ValueError) as exc:
+            raise NodeUnavailable(f"cannot read the node's endpoint in {folder}: {exc}") from exc
+        if not isinstance(info, dict) or not isinstance(info.get("url"), str):
+            raise NodeUnavailable(f"{folder / 'api.json'} does not hold the node's url")
         return cls(info["url"], token)
 
     @property
@@ -73,12 +81,43 @@ def _unwrap(response: httpx.Response) -> Any:
         raise Unauthorized(401, "the node refused the API token")
     if response.status_code == 204:
         return None
-    response.raise_for_status()
-    payload = response.json()
+    return _result(_parse(response.content, f"HTTP {response.status_code}"), f"HTTP {response.status_code}")
+
+
+def _parse(message: str | bytes, where: str) -> Any:
+    data = message.encode("utf-8", "surrogatepass") if isinstance(message, str) else message
+    if deeper_than_limit(data) is not None:
+        raise ApiError(BAD_ANSWER, f"the node's answer ({where}) nests deeper than {MAX_NESTING}")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ApiError(BAD_ANSWER, f"the node's answer ({where}) is not JSON: {message[:200]!r}") from exc
+
+
+def _result(payload: Any, where: str) -> Any:
+    """The result of a JSON-RPC response object; its error, or a malformed answer, raises `ApiError`."""
+    if not isinstance(payload, dict):
+        raise ApiError(BAD_ANSWER, f"the node's answer ({where}) is not a JSON-RPC response: {str(payload)[:200]}")
     if "error" in payload:
         error = payload["error"]
-        raise ApiError(error["code"], error["message"], error.get("data"))
+        if isinstance(error, dict) and type(error.get("code")) is int and isinstance(error.get("message"), str):
+            raise ApiError(error["code"], error["message"], error.get("data"))
+        raise ApiError(BAD_ANSWER, f"the node's answer ({where}) holds a malformed error: {str(error)[:200]}")
+    if "result" not in payload:
+        raise ApiError(BAD_ANSWER, f"the node's answer ({where}) has neither a result nor an error")
     return payload["result"]
+
+
+def _event(message: str | bytes) -> dict[str, Any]:
+    """The event of one subscription message (a dropped subscription raises `ApiError`)."""
+    event = _parse(message, "WebSocket")
+    if isinstance(event, dict) and event.get("method") == "parley_subscription_dropped":
+        raise ApiError(-32000, "the node dropped this subscription: the client fell behind")
+    params = event.get("params") if isinstance(event, dict) else None
+    if not isinstance(params, dict) or not isinstance(params.get("result"), dict):
+        raise ApiError(BAD_ANSWER, f"the node sent a WebSocket message that is not an event: {str(event)[:200]}")
+    result: dict[str, Any] = params["result"]
+    return result
 
 
 class _Calls:
@@ -167,14 +206,9 @@ class Client(_Calls):
             raise NodeUnavailable(f"cannot reach the node at {self.endpoint.url}: {exc}") from exc
         with connection:
             connection.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "parley_subscribe", "params": [topic]}))
-            answer = json.loads(connection.recv())
-            if "error" in answer:
-                raise ApiError(answer["error"]["code"], answer["error"]["message"])
+            _result(_parse(connection.recv(), "WebSocket"), "WebSocket")
             for message in connection:
-                event = json.loads(message)
-                if event.get("method") == "parley_subscription_dropped":
-                    raise ApiError(-32000, "the node dropped this subscription: the client fell behind")
-                yield event["params"]["result"]
+                yield _event(message)
 
 
 class AsyncClient(_Calls):
@@ -220,9 +254,7 @@ class AsyncClient(_Calls):
                 await ws.send_message(
                     json.dumps({"jsonrpc": "2.0", "id": 1, "method": "parley_subscribe", "params": [topic]})
                 )
-                answer = json.loads(await ws.get_message())
-                if "error" in answer:
-                    raise ApiError(answer["error"]["code"], answer["error"]["message"])
+                _result(_parse(await ws.get_message(), "WebSocket"), "WebSocket")
                 yield Events(ws)
         except HandshakeError as exc:
             raise Unauthorized(401, f"the node refused the WebSocket: {exc}") from exc
@@ -238,8 +270,4 @@ class Events:
         return self
 
     async def __anext__(self) -> dict[str, Any]:
-        event = json.loads(await self._ws.get_message())
-        if event.get("method") == "parley_subscription_dropped":
-            raise ApiError(-32000, "the node dropped this subscription: the client fell behind")
-        result: dict[str, Any] = event["params"]["result"]
-        return result
+        return _event(await self._ws.get_message())

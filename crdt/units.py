@@ -7,6 +7,8 @@ was deposited.
 
 from __future__ import annotations
 
+import re
+
 E9 = 10**9
 
 
@@ -30,15 +32,19 @@ def format_e9(amount: int) -> str:
     return text[:-1] if text.endswith(".") else text
 
 
+# ASCII digits only (str.isdigit() also takes "²", which int() refuses, and Arabic-Indic digits,
+# which int() reads as numbers), and at most 20 before the point: 2**64 e9 units is 1.8e10 tokens.
+_DECIMAL = re.compile(r"(-?)([0-9]{0,20})(?:\.([0-9]*))?")
+
+
 def parse_e9(text: str) -> int:
     """Parse a decimal string such as "12.5" into e9 units, exactly, or raise ValueError."""
-    text = text.strip()
-    negative = text.startswith("-")
-    digits = text[1:] if negative else text
-    whole, _, frac = digits.partition(".")
-    if not (whole or frac) or not (whole or "0").isdigit() or (frac and not frac.isdigit()):
-        raise ValueError(f"not a decimal amount: {text!r}")
+    text = text.strip(" \t\r\n")
+    match = _DECIMAL.fullmatch(text)
+    if match is None or not (match[2] or match[3]):
+        raise ValueError(f"not a decimal amount: {text[:40]!r}")
+    sign, whole, frac = match[1], match[2], match[3] or ""
     if len(frac) > 9:
-        raise ValueError(f"more than 9 decimal places: {text!r}")
-    value = int(whole or "0") * E9 + int(frac.ljust(9, "0") or "0")
-    return -value if negative else value
+        raise ValueError(f"more than 9 decimal places: {text[:40]!r}")
+    value = int(whole or "0") * E9 + int(frac.ljust(9, "0"))
+    return -value if sign else value

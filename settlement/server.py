@@ -27,9 +27,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from web3 import Web3
 
+from crdt.jsontext import MAX_NESTING, deeper_than_limit
 from settlement.chain import EmbeddedChain
 from settlement.client import _tester_revert_bytes
 from settlement.errors import SettlementError
+
+MAX_REQUEST_BYTES = 4 << 20  # a deploy with its bytecode is about 40 KB
 
 
 class ChainServer:
@@ -78,9 +81,17 @@ class ChainServer:
 
     def app(self) -> Starlette:
         async def rpc(request: Request) -> Response:
+            declared = request.headers.get("content-length", "")
+            if not (declared.isascii() and declared.isdigit() and int(declared) <= MAX_REQUEST_BYTES):
+                error = {"code": -32600, "message": f"a request needs a Content-Length of at most {MAX_REQUEST_BYTES}"}
+                return JSONResponse({"jsonrpc": "2.0", "id": None, "error": error}, status_code=413)
+            body = await request.body()
+            if deeper_than_limit(body) is not None:  # before json.loads can run out of C stack
+                error = {"code": -32600, "message": f"JSON nested deeper than {MAX_NESTING}"}
+                return JSONResponse({"jsonrpc": "2.0", "id": None, "error": error})
             try:
-                payload = json.loads(await request.body())
-            except ValueError as exc:
+                payload = json.loads(body)
+            except (ValueError, RecursionError) as exc:
                 return JSONResponse({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": str(exc)}})
             answer = [self.handle(item) for item in payload] if isinstance(payload, list) else self.handle(payload)
             return Response(Web3.to_json(answer), media_type="application/json")  # type: ignore[arg-type]
