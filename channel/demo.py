@@ -25,6 +25,7 @@ from rich.table import Table
 from channel import keystore
 from channel.cli import create_genesis_folder
 from crdt.genesis import Genesis, Role, Token
+from crdt.graph import PendingBuffer
 from crdt.hashing import keccak256
 from crdt.ops import SignedOp, encode_ops
 from crdt.replica import Replica
@@ -52,7 +53,7 @@ def _orders(ops: list[SignedOp], seed: int) -> list[tuple[str, list[list[SignedO
 def _deliver(genesis: Genesis, plan: list[list[SignedOp]], advance: Callable[[float], None]) -> Replica:
     partitions = []
     for part in plan:
-        replica = Replica(genesis)
+        replica = Replica(genesis, pending=PendingBuffer.for_local_input(len(part)))
         for op in part:
             replica.receive(op)
             advance(1)

@@ -66,9 +66,30 @@ class BadSequence(InvalidInput):
 
 
 class PendingFull(InvalidInput):
-    """The bounded buffer of operations waiting for parents is full for this source."""
+    """The bounded buffer of operations waiting for parents has no room for this operation.
+
+    The operation is dropped, not lost: sync brings it again later, parents first. It is not
+    the forwarder's fault (honest peers relay whatever is well-formed and signed), so a caller
+    must not penalise the peer that sent it. The subclasses say whose share is used up.
+    """
 
     code = "pending_full"
+
+
+class AuthorPendingFull(PendingFull):
+    """The author's own share of the pending buffer is used up: its waiting operations, their
+    links to parents not yet accepted, or the missing parent ids they wait for
+    (`crdt.graph.PendingBuffer`). Other authors' operations still have room."""
+
+    code = "pending_full_author"
+
+
+class AuthorQuarantined(PendingFull):
+    """The author's waiting operations expired (their parents never came) often enough that,
+    until its fault count decays, its operations that lack a parent are not buffered at all.
+    Its operations whose parents are all known are still accepted."""
+
+    code = "author_quarantined"
 
 
 class InvalidGenesis(InvalidInput):

@@ -32,7 +32,7 @@ from typing import Any
 
 from crdt.errors import InvalidCut, InvalidInput, MissingOperations
 from crdt.genesis import Genesis
-from crdt.graph import AddResult, Equivocation, HashGraph
+from crdt.graph import AddResult, Equivocation, HashGraph, PendingBuffer
 from crdt.ledger import Deposit, Frame, Ledger, Reason
 from crdt.merkle import MerkleTree, PayoutLeaf
 from crdt.ops import Context, SignedOp, decode_op
@@ -66,10 +66,12 @@ class Preview:
 
 
 class Replica:
-    def __init__(self, genesis: Genesis, ctx: Context | None = None) -> None:
+    def __init__(self, genesis: Genesis, ctx: Context | None = None, pending: PendingBuffer | None = None) -> None:
+        """`pending` sets the bounds of the buffer of operations waiting for parents (the
+        defaults of `PendingBuffer` otherwise)."""
         self.genesis = genesis
         self.ctx = ctx if ctx is not None else genesis.context()
-        self.graph = HashGraph()
+        self.graph = HashGraph(pending)
         self.ledger = Ledger(genesis)
         self.cuts: list[Cut] = []
         self.epoch_of: dict[OpId, int] = {}
@@ -106,7 +108,9 @@ class Replica:
             try:
                 result = graph.add(op, source)
             except InvalidInput as exc:
-                total.rejected.append((op, exc))
+                # without its traceback, which would hold this frame (and the batch) in a cycle
+                # that only the cyclic collector frees: a flood's refusals are freed at once
+                total.rejected.append((op, exc.with_traceback(None)))
                 continue
             total.accepted.extend(result.accepted)
             total.rejected.extend(result.rejected)

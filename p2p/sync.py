@@ -21,12 +21,26 @@ The exchange:
   requested by id with ``Want`` (at most ``max_want`` ids a message, at most
   ``max_inflight_wants`` outstanding). A ``Want`` is answered with the operations we hold.
   Fetching by id is what repairs what version vectors cannot describe (equivocation forks).
+- Ids come from two places. The driver's `need` (and `after_delivery`, and the peer's heads)
+  queue them in ``wanted``, first come first asked. And at ``start`` and on each ``tick`` the
+  session takes the next share of the pending buffer's missing parents from
+  `GraphView.missing_parents`: at most what the free in-flight budget holds (at least half of
+  it, the rest going first to ``wanted``), one author at a time, continuing per author after
+  the last id it took (``rotation``). So a Byzantine author that makes us wait for thousands
+  of ids that do not exist gets one author's turn of every round, the honest authors' gaps
+  are asked for in every round, and an id nobody answers is asked again only when the
+  rotation comes back to it. A tick never sorts or scans the whole missing set.
+- On a tick, a Want that went unanswered is forgotten if it is a missing parent (the rotation
+  asks for it again in its turn), else queued again at most ``max_want_retries`` times (a cut
+  head the driver asked for, a peer's head), so nothing is asked for forever.
 
 Invariants:
 - every answer is bounded: an ``Ops`` frame never exceeds the wire limits, a Status answer never
   pushes more than ``max_push_ops``, a Want answer never more than the ids asked;
-- the session's memory is bounded: ``requested`` by ``max_inflight_wants``, ``wanted`` by the
-  ids the driver reports (the pending buffer's bounded missing set) capped at ``max_wanted``;
+- the session's memory is bounded: ``requested`` by ``max_inflight_wants``, ``wanted`` by
+  ``max_wanted``, ``rotation`` by the number of authors;
+- a ``start`` or ``tick`` costs O(``max_inflight_wants`` + authors) view calls, whatever the
+  number of missing parents;
 - a message is produced only in answer to a message or an event, and answers to messages only
   shrink the difference between the two graphs, so two sessions joined back to back reach
   quiescence, and then both graphs hold the same accepted operations (`tests/p2p/test_sync.py`).
@@ -38,13 +52,13 @@ the last report, so a push that got lost is repeated on the next tick.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 from crdt.graph import HashGraph
 from crdt.ops import SignedOp
-from crdt.types import OpId
+from crdt.types import Address, OpId
 from p2p.errors import UnexpectedMessage
 from p2p.wire import DEFAULT_WIRE_LIMITS, Message, Ops, Status, Want, WireLimits, make_status, make_want
 
@@ -60,8 +74,14 @@ class GraphView(Protocol):
         """Accepted, or waiting in the pending buffer."""
         ...
 
-    def missing_parents(self) -> Iterable[bytes]:
-        """Parent ids that pending operations wait for."""
+    def missing_parents(self, limit: int, after: Mapping[bytes, bytes] | None = None) -> Sequence[tuple[bytes, bytes]]:
+        """Up to `limit` distinct (author, id) pairs: parent ids that pending operations of that
+        author wait for and that are neither accepted nor pending, one author at a time in
+        turn, each author's ids continuing after ``after[author]`` (wrapping around)."""
+        ...
+
+    def is_missing_parent(self, op_id: bytes) -> bool:
+        """Whether pending operations wait for `op_id` and it is neither accepted nor pending."""
         ...
 
     def ops_by_id(self, ids: Iterable[bytes]) -> list[SignedOp]:
@@ -91,8 +111,11 @@ class HashGraphView:
     def knows(self, op_id: bytes) -> bool:
         return op_id in self.graph.ops or op_id in self.graph.pending
 
-    def missing_parents(self) -> Iterable[bytes]:
-        return self.graph.pending.missing()
+    def missing_parents(self, limit: int, after: Mapping[bytes, bytes] | None = None) -> Sequence[tuple[bytes, bytes]]:
+        return self.graph.pending.missing_round_robin(limit, cast(Mapping[Address, OpId] | None, after))
+
+    def is_missing_parent(self, op_id: bytes) -> bool:
+        return self.graph.pending.is_missing(op_id)
 
     def ops_by_id(self, ids: Iterable[bytes]) -> list[SignedOp]:
         graph = self.graph
@@ -124,6 +147,7 @@ class SyncConfig:
     max_ops_bytes: int = 256 * 1024
     max_inflight_wants: int = 2048
     max_wanted: int = 65_536
+    max_want_retries: int = 8  # ticks an unanswered id that is not a missing parent is asked again
     limits: WireLimits = DEFAULT_WIRE_LIMITS
 
     def __post_init__(self) -> None:
@@ -155,8 +179,9 @@ class SyncSession:
         self.config = config or SyncConfig()
         self.peer_vector: dict[bytes, int] = {}
         self.assumed: dict[bytes, int] = {}
-        self.requested: set[bytes] = set()
-        self.wanted: dict[bytes, None] = {}  # insertion-ordered set
+        self.requested: dict[bytes, int] = {}  # id -> times it was asked before, in the order asked
+        self.wanted: dict[bytes, int] = {}  # the same, first come first asked
+        self.rotation: dict[bytes, bytes] = {}  # author -> the last of its missing parents we asked for
         self._status_due = False
         self._continuing = False  # we answered the last Status with ``more``
         self._ours_at_last_status: dict[bytes, int] | None = None
@@ -168,16 +193,21 @@ class SyncSession:
     # -- events from the driver ------------------------------------------------------------------
 
     def start(self, view: GraphView) -> list[Message]:
-        return [self.status(view), *self.need(view, sorted(view.missing_parents()))]
+        return [self.status(view), *self._ask(view)]
 
     def tick(self, view: GraphView) -> list[Message]:
-        """The periodic round: forget assumptions and unanswered wants, announce our status."""
+        """The periodic round: forget assumptions, retry or forget unanswered wants, announce
+        our status, and ask for the next share of the missing parents."""
         self.assumed = dict(self.peer_vector)
-        for op_id in sorted(self.requested):  # sorted: the same inputs give the same messages
-            if not view.knows(op_id):
-                self.wanted[op_id] = None
+        wanted = self.wanted
+        retries = self.config.max_want_retries
+        for op_id, tries in self.requested.items():  # in the order asked: the same inputs give the same messages
+            if view.knows(op_id) or view.is_missing_parent(op_id):
+                continue  # answered, or the rotation asks for it again in its turn
+            if tries < retries and op_id not in wanted and len(wanted) < self.config.max_wanted:
+                wanted[op_id] = tries + 1
         self.requested.clear()
-        return [self.status(view), *self.need(view, sorted(view.missing_parents()))]
+        return [self.status(view), *self._ask(view)]
 
     def need(self, view: GraphView, ids: Iterable[bytes]) -> list[Message]:
         """Ask for these ids (unknown parents), unless already asked or known."""
@@ -185,13 +215,13 @@ class SyncSession:
         for op_id in ids:
             if len(wanted) >= self.config.max_wanted:
                 break
-            if op_id not in self.requested and not view.knows(op_id):
-                wanted[op_id] = None
+            if op_id not in self.requested and op_id not in wanted and not view.knows(op_id):
+                wanted[op_id] = 0
         return self._flush_wants(view)
 
     def after_delivery(self, view: GraphView, missing: Iterable[bytes] = ()) -> list[Message]:
         """Call after applying a `Step.deliver`, with the parent ids still missing."""
-        self.requested = {op_id for op_id in self.requested if not view.knows(op_id)}
+        self.requested = {op_id: tries for op_id, tries in self.requested.items() if not view.knows(op_id)}
         out = self.need(view, missing)
         if self._status_due:
             self._status_due = False
@@ -264,21 +294,45 @@ class SyncSession:
             frames.append(Ops(tuple(batch), more))
         return frames
 
-    def _flush_wants(self, view: GraphView) -> list[Message]:
+    def _ask(self, view: GraphView) -> list[Message]:
+        """Take the next share of the missing parents (fair across authors) and ask."""
+        room = self.config.max_inflight_wants - len(self.requested)
+        if room <= 0:
+            return []
+        limit = room - min(len(self.wanted), room // 2)  # at least half for the rotation
+        picked = view.missing_parents(limit, self.rotation)
+        for author, op_id in picked:
+            self.rotation[author] = op_id
+        return self._flush_wants(view, [op_id for _, op_id in picked])
+
+    def _flush_wants(self, view: GraphView, first: Sequence[bytes] = ()) -> list[Message]:
+        """Ask for `first`, then for ``wanted`` in order, while the in-flight budget lasts."""
         out: list[Message] = []
         room = self.config.max_inflight_wants - len(self.requested)
         max_want = self.config.limits.max_want
-        while self.wanted and room > 0:
-            batch: list[bytes] = []
-            while self.wanted and len(batch) < min(max_want, room):
-                op_id = next(iter(self.wanted))
-                del self.wanted[op_id]
-                if not view.knows(op_id) and op_id not in self.requested:
-                    batch.append(op_id)
-            if not batch:
+        requested, wanted = self.requested, self.wanted
+        batch: list[bytes] = []
+        position = 0
+        while room > 0:
+            if position < len(first):
+                op_id = first[position]
+                position += 1
+                tries = wanted.pop(op_id, 0)
+            elif wanted:
+                op_id = next(iter(wanted))
+                tries = wanted.pop(op_id)
+            else:
+                break
+            if op_id in requested or view.knows(op_id):
                 continue
-            room -= len(batch)
-            self.requested.update(batch)
+            requested[op_id] = tries
+            batch.append(op_id)
+            room -= 1
+            if len(batch) >= max_want:
+                self._wants_sent += 1
+                out.append(make_want(batch))
+                batch = []
+        if batch:
             self._wants_sent += 1
             out.append(make_want(batch))
         return out

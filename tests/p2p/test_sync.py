@@ -7,10 +7,12 @@ from collections import deque
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from p2p_kit import make_genesis, random_dag
+from p2p_kit import authors, make_genesis, random_dag
 
 from crdt.errors import InvalidInput
-from crdt.ops import decode_op
+from crdt.graph import PendingBuffer
+from crdt.hashing import keccak256
+from crdt.ops import decode_op, sign_op
 from crdt.replica import Replica
 from p2p.errors import UnexpectedMessage
 from p2p.sync import HashGraphView, SyncConfig, SyncSession
@@ -149,3 +151,64 @@ def test_want_is_bounded_and_answers_only_what_we_hold() -> None:
     assert side.session.need(side.view, []) == []
     tick = side.session.tick(side.view)
     assert sum(len(w.ids) for w in tick if isinstance(w, Want)) == 5
+
+
+# -- a flood of missing parents (tests/crdt/test_pending_flood.py has the buffer's side) -------------
+
+
+def flooded_side(config: SyncConfig) -> tuple[Side, set[bytes], set[bytes]]:
+    """A replica whose pending buffer holds a Byzantine author's flood (operations naming 128
+    parents that do not exist: its share of 1,024 missing ids) and two honest authors' gaps.
+    Returns it with the honest and the flood missing ids."""
+    side = Side(b"A", config)
+    people = authors(GENESIS)
+    flooder = people[2]
+    body = {"to": people[0].address, "token": "USDC", "amount": 1}
+    for i in range(40):
+        fake = [keccak256(b"nowhere/%d/%d" % (i, j)) for j in range(128)]
+        side.replica.receive_many([sign_op(flooder.ctx, flooder.key, i + 1, fake, "transfer", body)], b"relay")
+    honest = []
+    for author, length in ((people[0], 6), (people[1], 2)):
+        chain = [author.transfer(people[2].address) for _ in range(length)]
+        honest += chain[1::2]  # every other op: each waits for the one before
+    side.replica.receive_many(honest, b"relay")
+    missing = side.replica.graph.pending.missing()
+    flood = {op_id for op_id in missing if side.view.is_missing_parent(op_id)} - {op.op_id for op in POOL}
+    honest_missing = {parent for op in honest for parent in op.parents} & missing
+    return side, honest_missing, flood - honest_missing
+
+
+@pytest.mark.hostile
+def test_regression_a_flood_of_missing_parents_does_not_crowd_out_honest_gaps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each tick used to sort the whole missing set and ask for it in id order, so 1,000s of ids
+    that do not exist took the whole Want budget, every 0.5 s, forever. Now a tick asks for
+    the missing parents one author at a time within the budget: the honest gaps in every tick,
+    the flood's ids a share at a time, and without reading the whole missing set."""
+    config = SyncConfig(max_inflight_wants=16)
+    side, honest, flood = flooded_side(config)
+    assert len(honest) == 4
+    assert len(flood) == 1024
+    monkeypatch.setattr(PendingBuffer, "missing", lambda self: pytest.fail("a tick read the whole missing set"))
+    asked_flood: set[bytes] = set()
+    ticks = 0
+    while asked_flood != flood:
+        ticks += 1
+        assert ticks <= 1024 // 12 + 1  # the flooder's share is 16 - 4 ids a tick
+        messages = side.session.tick(side.view) if ticks > 1 else side.session.start(side.view)
+        asked = {op_id for m in messages if isinstance(m, Want) for op_id in m.ids}
+        assert len(asked) <= 16
+        assert honest <= asked  # every tick, however large the flood
+        if asked_flood & asked:  # no flood id twice until all were asked once
+            assert asked_flood | (asked & flood) == flood
+        asked_flood |= asked & flood
+    assert side.session.statistics().wanted == 0
+
+
+def test_a_want_nobody_answers_is_dropped_after_its_retries() -> None:
+    side = Side(b"A", SyncConfig(max_want_retries=2))
+    nowhere = b"\x07" * 32  # not a missing parent: say, a cut head the driver asked for
+    assert [m.ids for m in side.session.need(side.view, [nowhere]) if isinstance(m, Want)] == [(nowhere,)]
+    for _ in range(2):
+        assert [m.ids for m in side.session.tick(side.view) if isinstance(m, Want)] == [(nowhere,)]
+    assert [m for m in side.session.tick(side.view) if isinstance(m, Want)] == []
+    assert side.session.statistics().wanted == side.session.statistics().requested == 0
