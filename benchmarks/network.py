@@ -25,6 +25,7 @@ from pathlib import Path
 
 import trio
 import trio.lowlevel
+from libp2p.crypto.ed25519 import create_new_key_pair
 
 from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
 from crdt.hashing import keccak256
@@ -82,11 +83,11 @@ def pct(values: Sequence[float], q: float) -> float:
 @asynccontextmanager
 async def hosts(n: int, tmp: Path) -> AsyncIterator[list[Libp2pTransport]]:
     async with AsyncExitStack() as stack:
-        first = await stack.enter_async_context(open_libp2p_transport(HostConfig(tmp / "h0")))
+        first = await stack.enter_async_context(open_libp2p_transport(HostConfig(identity=create_new_key_pair())))
         transports = [first]
-        for i in range(1, n):
+        for _ in range(1, n):
             boot = tuple(a for t in transports for a in t.listen_addrs())
-            config = HostConfig(tmp / f"h{i}", bootstrap=boot)
+            config = HostConfig(identity=create_new_key_pair(), bootstrap=boot)  # admission: only at connect
             transports.append(await stack.enter_async_context(open_libp2p_transport(config)))
         with trio.fail_after(DEADLINE):
             while not all(len(t.connected_peers()) == n - 1 for t in transports):  # noqa: ASYNC110 - no event

@@ -36,7 +36,7 @@ from crdt.certificate import MAX_CERTIFICATE_BYTES, Certificate
 from crdt.errors import InvalidInput
 from p2p.errors import MalformedMessage, OversizedMessage, RateLimited, TransportError
 from p2p.policy import TokenBucket
-from p2p.transport import PeerId, Stream, Transport
+from p2p.transport import PeerId, Stream, Transport, read_one_frame
 from p2p.wire import FrameDecoder, WireLimits, encode_frame
 
 PROTOCOL = "/parley/checkpoints/1.0.0"
@@ -151,7 +151,7 @@ class CatchUpServer:
     async def handle(self, stream: Stream) -> None:
         try:
             with trio.fail_after(FETCH_SECONDS):
-                request = decode_request(await _read_frame(stream, MAX_REQUEST_BYTES))
+                request = decode_request(await read_one_frame(stream, MAX_REQUEST_BYTES, FETCH_SECONDS))
                 now = trio.current_time()
                 bucket = self._buckets.setdefault(stream.remote, TokenBucket(REQUESTS_PER_SECOND, REQUEST_BURST, now))
                 if not bucket.take(1, now):
@@ -195,16 +195,3 @@ async def fetch(transport: Transport, peer: PeerId, request: Request) -> Answer:
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(1):
             await stream.close()
-
-
-async def _read_frame(stream: Stream, max_bytes: int) -> bytes:
-    decoder = FrameDecoder(max_bytes)
-    while True:
-        data = await stream.read(READ_CHUNK)
-        if not data:
-            raise MalformedMessage("the stream ended before a whole frame")
-        frames = decoder.feed(data)
-        if frames:
-            if len(frames) > 1 or not decoder.at_boundary():
-                raise MalformedMessage("one request per stream")
-            return frames[0]

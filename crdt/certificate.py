@@ -29,12 +29,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import coincurve
-
 from crdt import cbor
 from crdt.eip712 import Checkpoint, Domain
 from crdt.errors import BadSignature, InvalidInput, NonCanonical, WrongChannel, WrongType
 from crdt.merkle import MerkleTree, PayoutLeaf
+from crdt.ops import sign_digest
 from crdt.types import Address, ChannelId, Hash32
 
 if TYPE_CHECKING:
@@ -46,8 +45,7 @@ MAX_CERTIFICATE_BYTES = 8 * 1024 * 1024
 
 def sign_checkpoint(domain: Domain, checkpoint: Checkpoint, private_key: bytes) -> bytes:
     """A 65-byte EIP-712 signature r||s||v (v 27/28, low s) of `checkpoint` under `domain`."""
-    compact = coincurve.PrivateKey(private_key).sign_recoverable(checkpoint.digest(domain), hasher=None)
-    return compact[:64] + bytes((27 + compact[64],))
+    return sign_digest(private_key, checkpoint.digest(domain))
 
 
 # -- the wire form of checkpoints and leaves, shared with channel.consensus ---------------------

@@ -8,6 +8,10 @@ data, so the two can never drift apart.
     Op(bytes32 channel,address author,uint64 seq,bytes32 contentHash)
     Checkpoint(bytes32 channel,uint64 version,bytes32 payoutRoot,bytes32 stateHash,
                uint256[] totals,uint64 depositNonce,uint64 time)
+    PeerBinding(bytes32 channel,bytes peerId)
+
+A third struct is never sent to the contract: `PeerBinding` is what a participant signs to say
+which libp2p peer id speaks for it in this channel (`p2p.admission`).
 
 The domain is {name "Parley", version "1", chainId, verifyingContract}: a signature is valid
 only on one chain and for one adjudicator, and every struct carries the channel id.
@@ -30,6 +34,7 @@ CHECKPOINT_TYPE = (
     b"Checkpoint(bytes32 channel,uint64 version,bytes32 payoutRoot,bytes32 stateHash,"
     b"uint256[] totals,uint64 depositNonce,uint64 time)"
 )
+PEER_BINDING_TYPE = b"PeerBinding(bytes32 channel,bytes peerId)"
 DOMAIN_TYPEHASH = keccak256(DOMAIN_TYPE)
 DOMAIN_FIELDS = [
     {"name": "name", "type": "string"},
@@ -39,6 +44,7 @@ DOMAIN_FIELDS = [
 ]
 OP_TYPEHASH = keccak256(OP_TYPE)
 CHECKPOINT_TYPEHASH = keccak256(CHECKPOINT_TYPE)
+PEER_BINDING_TYPEHASH = keccak256(PEER_BINDING_TYPE)
 
 
 def word(value: int) -> bytes:
@@ -164,4 +170,22 @@ def op_typed_data(
             "seq": seq,
             "contentHash": content_hash,
         },
+    }
+
+
+def peer_binding_digest(domain: Domain, channel: ChannelId, peer_id: bytes) -> Hash32:
+    """The EIP-712 digest of PeerBinding(channel, peerId) (a dynamic ``bytes`` is hashed)."""
+    return digest(domain.separator, keccak256(PEER_BINDING_TYPEHASH + channel + keccak256(peer_id)))
+
+
+def peer_binding_typed_data(domain: Domain, channel: ChannelId, peer_id: bytes) -> dict[str, Any]:
+    """The EIP-712 message of a peer binding, for eth-account and for wallets."""
+    return {
+        "types": {
+            "EIP712Domain": DOMAIN_FIELDS,
+            "PeerBinding": [{"name": "channel", "type": "bytes32"}, {"name": "peerId", "type": "bytes"}],
+        },
+        "primaryType": "PeerBinding",
+        "domain": domain.typed_data(),
+        "message": {"channel": channel, "peerId": peer_id},
     }

@@ -241,6 +241,13 @@ def address_of(private_key: bytes) -> Address:
     return Address(keccak256(public[1:])[12:])
 
 
+def sign_digest(private_key: bytes, digest: bytes) -> bytes:
+    """A recoverable signature r‖s‖v (v in {27, 28}, low s) of a 32-byte digest, as Solidity's
+    ``ecrecover`` and `Context.recover` take it."""
+    compact = coincurve.PrivateKey(private_key).sign_recoverable(digest, hasher=None)  # always low s
+    return compact[:64] + bytes((27 + compact[64],))
+
+
 def sign_op(
     ctx: Context,
     private_key: bytes,
@@ -256,8 +263,7 @@ def sign_op(
     ordered = sorted(set(parents))
     content = content_bytes(ordered, kind, body, ts)
     op_id = ctx.op_id(author, seq, keccak256(content))
-    compact = key.sign_recoverable(op_id, hasher=None)  # libsecp256k1 always gives low s
-    signature = compact[:64] + bytes((27 + compact[64],))
+    signature = sign_digest(private_key, op_id)
     # The signature is correct by construction; everything else is checked as for a peer's op.
     return decode_op(_wire(ctx.channel, author, seq, content, signature), ctx, verify=False)
 

@@ -61,3 +61,7 @@ class StreamClosed(TransportError):
 
 class Banned(TransportError):
     """The peer is banned on this node; no stream to or from it is allowed."""
+
+
+class NotPersisted(P2PError):
+    """The write-ahead hook could not store operations (the disk is full): nothing was applied."""

@@ -26,7 +26,7 @@ import trio
 import trio.testing
 
 from p2p.errors import Banned, StreamClosed, TransportError
-from p2p.transport import GossipValidator, PeerId, Stream, StreamHandler, Subscription
+from p2p.transport import FaultHandler, GossipValidator, PeerId, Stream, StreamHandler, Subscription
 
 SEEN_LIMIT = 65_536
 
@@ -89,11 +89,13 @@ class MemoryNetwork:
         return b in self.links.get(a, []) and a in self.transports and b in self.transports
 
     @asynccontextmanager
-    async def open_transport(self, peer_id: PeerId) -> AsyncIterator[MemoryTransport]:
+    async def open_transport(self, peer_id: PeerId, participant: bytes | None = None) -> AsyncIterator[MemoryTransport]:
+        """Join the network as `peer_id`, speaking for `participant` if given (the in-memory
+        counterpart of `p2p.admission`: the network vouches for the binding)."""
         if peer_id in self.transports:
             raise ValueError("peer id already on the network")
         async with trio.open_nursery() as nursery:
-            transport = MemoryTransport(self, peer_id, nursery)
+            transport = MemoryTransport(self, peer_id, nursery, participant)
             self.transports[peer_id] = transport
             try:
                 yield transport
@@ -121,9 +123,12 @@ class MemoryNetwork:
 
 
 class MemoryTransport:
-    def __init__(self, network: MemoryNetwork, local_id: PeerId, nursery: trio.Nursery) -> None:
+    def __init__(
+        self, network: MemoryNetwork, local_id: PeerId, nursery: trio.Nursery, participant: bytes | None = None
+    ) -> None:
         self.network = network
         self.local_id = local_id
+        self.own_participant = participant
         self._nursery = nursery
         self._handlers: dict[str, StreamHandler] = {}
         self._topics: dict[str, tuple[GossipValidator, trio.MemorySendChannel[tuple[PeerId, bytes]]]] = {}
@@ -213,6 +218,13 @@ class MemoryTransport:
 
     def is_banned(self, peer: PeerId) -> bool:
         return peer in self._banned
+
+    def participant(self, peer: PeerId) -> bytes | None:
+        other = self.network.transports.get(peer)
+        return None if other is None else other.own_participant
+
+    def set_fault_handler(self, handler: FaultHandler) -> None:
+        """Nothing below the `Peer` can be garbled in memory: no faults to report."""
 
     def _close_streams_with(self, peer: PeerId) -> None:
         for stream in [s for s in self._streams if s.remote == peer]:

@@ -17,8 +17,9 @@
 
 Invariants:
 - the replica is changed only on this trio thread, by `_ingest`, which calls ``before_apply``
-  with the operations not yet known (the node's write-ahead hook: it may persist them) and then
-  `Replica.receive` for each, then ``after_apply`` with what was accepted;
+  with the operations not yet known (the node's write-ahead hook: it may persist them, and if
+  it says it could not, nothing is applied) and then `Replica.receive` for each, then
+  ``after_apply`` with what was accepted;
 - nothing a peer sends can raise out of this object: peer input errors become penalties, and
   transport errors end only the stream they happened on;
 - a banned peer's pending operations are dropped from the pending buffer, no stream with it is
@@ -42,7 +43,7 @@ from crdt.graph import AddResult
 from crdt.ops import SignedOp, decode_op
 from crdt.replica import Replica
 from crdt.types import OpId
-from p2p.errors import RateLimited, StreamClosed, TransportError
+from p2p.errors import NotPersisted, RateLimited, StreamClosed, TransportError
 from p2p.policy import PeerScores, RateLimits, ScorePolicy, TokenBucket
 from p2p.sync import HashGraphView, SyncConfig, SyncSession
 from p2p.transport import PeerId, Stream, Subscription, Transport
@@ -75,6 +76,9 @@ class PeerConfig:
     gap_grace: float = 0.05  # wait this long for gossip to fill a gap before asking by sync
     flush_delay: float = 0.002  # a gossip batch leaves at most this long after its first op
     read_chunk: int = 64 * 1024
+    pending_generation: float = 1.0  # seconds per generation of the pending buffer (its expiry clock)
+    frame_timeout: float = 30.0  # a sync frame that has begun must be complete within this
+    idle_timeout: float = 60.0  # a sync stream that sends nothing for this long is closed
     validated_cache: int = 4096  # gossip batches decoded by the validator, awaiting delivery
     max_gaps: int = 65_536
     outbox_size: int = 65_536  # local operations queued for gossip before submit waits
@@ -96,12 +100,15 @@ class PeerStatistics:
     sync_sessions: int
     sync_ops_received: int
     sync_streams_failed: int
+    not_persisted: int
+    pending_expired: int
     banned: tuple[PeerId, ...]
     penalties: dict[str, int]
 
 
-BeforeApply = Callable[[Sequence[SignedOp], PeerId], None]
+BeforeApply = Callable[[Sequence[SignedOp], PeerId], bool]  # False: could not persist
 AfterApply = Callable[[Sequence[SignedOp]], None]
+Expired = Callable[[Sequence[SignedOp]], None]  # operations dropped from the pending buffer
 
 
 class _Session:
@@ -130,8 +137,10 @@ class Peer:
         config: PeerConfig | None = None,
         before_apply: BeforeApply | None = None,
         after_apply: AfterApply | None = None,
+        on_expired: Expired | None = None,
     ) -> None:
         self.replica = replica
+        self.on_expired = on_expired
         self.transport = transport
         self.config = config or PeerConfig()
         self.before_apply = before_apply
@@ -144,7 +153,7 @@ class Peer:
         self._nursery = nursery
         self._sessions: dict[PeerId, _Session] = {}
         self._dialing: set[PeerId] = set()
-        self._validated: OrderedDict[bytes, list[SignedOp]] = OrderedDict()
+        self._validated: OrderedDict[bytes, tuple[PeerId, list[SignedOp]]] = OrderedDict()
         self._gossip_buckets: dict[PeerId, TokenBucket] = {}
         self._gaps: dict[OpId, PeerId] = {}
         self._gap_event = trio.Event()
@@ -159,6 +168,8 @@ class Peer:
                 "gossip_rejected",
                 "sync_ops_received",
                 "sync_streams_failed",
+                "not_persisted",
+                "pending_expired",
             ),
             0,
         )
@@ -201,6 +212,15 @@ class Peer:
     def sessions(self) -> list[PeerId]:
         return list(self._sessions)
 
+    def reported_seqs(self, author: bytes) -> dict[PeerId, int]:
+        """For each sync peer that has sent us a Status, the highest seq of `author` it holds
+        (what a node that lost its store learns its own last seq from)."""
+        return {
+            peer: handle.session.peer_vector.get(author, 0)
+            for peer, handle in self._sessions.items()
+            if handle.session.statistics().statuses_received
+        }
+
     def statistics(self) -> PeerStatistics:
         return PeerStatistics(
             operations=len(self.replica.graph),
@@ -219,8 +239,13 @@ class Peer:
         total = AddResult()
         if not fresh:
             return total
-        if self.before_apply is not None:
-            self.before_apply(fresh, source)
+        if self.before_apply is not None and not self.before_apply(self._keepable(fresh, strict, source), source):
+            # Write-ahead: what could not be stored is not applied. A peer's operations come
+            # again by sync once the store works; our own caller is told.
+            self._counts["not_persisted"] += len(fresh)
+            if strict:
+                raise NotPersisted("the write-ahead store refused the operations")
+            return total
         if strict:
             for op in fresh:
                 result = self.replica.receive(op, source)  # raises for the caller (a client)
@@ -239,6 +264,34 @@ class Peer:
             self._changed.set()
             self._changed = trio.Event()
         return total
+
+    def _keepable(self, fresh: list[SignedOp], strict: bool, source: PeerId) -> list[SignedOp]:
+        """What the write-ahead hook should store: not a peer's operation the pending buffer
+        will refuse (else one Byzantine author could fill our disk with operations that name
+        parents nobody has). Parents in the same batch count as known: batches come parents
+        first, and an approximation here only stores one batch too much or too little."""
+        pending = self.replica.graph.pending
+        if strict or not pending:
+            return fresh
+        ops, batch = self.replica.graph.ops, {op.op_id for op in fresh}
+        keep = []
+        for op in fresh:
+            missing = {p for p in op.parents if p not in ops and p not in batch}
+            if not missing or pending.admits(op, missing, source):
+                keep.append(op)
+        return keep
+
+    async def _expire_pending(self) -> None:
+        """The pending buffer's clock: one generation a `pending_generation`; operations that
+        waited too long for parents are dropped (their author is charged a fault)."""
+        while True:
+            await trio.sleep(self.config.pending_generation)
+            expired = self.replica.graph.pending.advance()
+            if expired:
+                self._counts["pending_expired"] += len(expired)
+                log.info("%d operations expired waiting for parents", len(expired))
+                if self.on_expired is not None:
+                    self.on_expired(expired)
 
     def _decode_ops(self, raws: Iterable[bytes]) -> list[SignedOp]:
         """Decode and verify; an operation we already hold (same bytes) skips the signature."""
@@ -307,24 +360,27 @@ class Peer:
             log.exception("gossip validator failed")
             return False
         cache = self._validated
-        cache[hashlib.sha256(data).digest()] = ops
+        cache[hashlib.sha256(data).digest()] = (forwarder, ops)
         while len(cache) > self.config.validated_cache:
             cache.popitem(last=False)
         return True
 
     async def _gossip_reader(self, subscription: Subscription) -> None:
+        # The source of a batch is the peer that forwarded it to us (authenticated by Noise, and
+        # remembered by the validator), not the message's origin field, which nobody signs.
         async for origin, data in subscription:
-            ops = self._validated.pop(hashlib.sha256(data).digest(), None)
-            if ops is None:  # fell out of the cache; validate again (never trust undecoded bytes)
+            validated = self._validated.pop(hashlib.sha256(data).digest(), None)
+            if validated is None:  # fell out of the cache; validate again (never trust undecoded bytes)
                 try:
-                    ops = self._decode_ops(decode_batch(data, self.config.wire))
+                    validated = origin, self._decode_ops(decode_batch(data, self.config.wire))
                 except InvalidInput:
                     continue
+            source, ops = validated
             self._counts["gossip_batches_received"] += 1
             self._counts["gossip_ops_received"] += len(ops)
-            result = self._ingest(ops, origin)
+            result = self._ingest(ops, source)
             if result.missing:
-                self._note_gaps(result.missing, origin)
+                self._note_gaps(result.missing, source)
 
     async def _batcher(self) -> None:
         builder = BatchBuilder(self.config.wire)
@@ -435,13 +491,22 @@ class Peer:
         message_bucket = TokenBucket(rates.sync_messages_per_second, rates.sync_messages_burst, now)
         decoder = FrameDecoder(self.config.wire.max_frame_bytes)
         session = handle.session
+        frame_due: float | None = None  # when the frame being received must be complete
         try:
             while True:
-                try:
-                    data = await stream.read(self.config.read_chunk)
-                except (StreamClosed, TransportError):
+                idle_due = trio.current_time() + self.config.idle_timeout
+                data = None
+                with trio.move_on_at(idle_due if frame_due is None else min(frame_due, idle_due)):
+                    try:
+                        data = await stream.read(self.config.read_chunk)
+                    except (StreamClosed, TransportError):
+                        self._counts["sync_streams_failed"] += 1
+                        return
+                if data is None:
                     self._counts["sync_streams_failed"] += 1
-                    return
+                    if frame_due is not None:  # a frame trickled in too slowly: a slow-loris
+                        raise RateLimited(f"a sync frame took longer than {self.config.frame_timeout:.0f} s")
+                    return  # silent for longer than the idle timeout: the peer is gone
                 if not data:
                     return
                 now = trio.current_time()
@@ -457,6 +522,11 @@ class Peer:
                         self._counts["sync_ops_received"] += len(ops)
                         result = self._ingest(ops, peer)
                         handle.send(session.after_delivery(self.view, result.missing))
+                if not decoder.at_boundary():
+                    if frame_due is None:
+                        frame_due = now + self.config.frame_timeout
+                else:
+                    frame_due = None
         except InvalidInput as exc:  # PeerInputError (wire) or a core error (an operation)
             self._penalize(peer, exc)
             self._counts["sync_streams_failed"] += 1
@@ -483,6 +553,7 @@ class Peer:
             nursery.start_soon(self._batcher)
             nursery.start_soon(self._connector)
             nursery.start_soon(self._gap_filler)
+            nursery.start_soon(self._expire_pending)
 
 
 @asynccontextmanager
@@ -493,10 +564,12 @@ async def open_peer(
     *,
     before_apply: BeforeApply | None = None,
     after_apply: AfterApply | None = None,
+    on_expired: Expired | None = None,
 ) -> AsyncIterator[Peer]:
     """Run a `Peer` over `transport` for the duration of the block."""
     async with trio.open_nursery() as nursery:
-        peer = Peer(replica, transport, nursery, config, before_apply, after_apply)
+        peer = Peer(replica, transport, nursery, config, before_apply, after_apply, on_expired)
+        transport.set_fault_handler(peer._penalize)
         transport.set_stream_handler(SYNC_PROTOCOL, peer._accept)
         subscription = await transport.subscribe(peer.topic, peer._validate)
         nursery.start_soon(peer._run, subscription)

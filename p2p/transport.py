@@ -15,13 +15,21 @@ Contract every implementation keeps:
 - gossip is best effort (messages may be dropped or reordered); streams are reliable and
   ordered until they fail, and then raise `p2p.errors.StreamClosed`;
 - after ``ban(peer)`` no stream to or from that peer is opened or kept, and its gossip is
-  dropped before validation.
+  dropped before validation; where peers are bound to participants, the ban is the
+  participant's, whatever peer id it comes back with;
+- only admitted peers are reported by ``connected_peers``, get gossip, or get streams.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Protocol
+
+import trio
+
+from crdt.errors import InvalidInput
+from p2p.errors import MalformedMessage
+from p2p.wire import FrameDecoder
 
 PeerId = bytes
 GossipValidator = Callable[[PeerId, bytes], bool]
@@ -45,6 +53,7 @@ class Stream(Protocol):
 
 
 StreamHandler = Callable[[Stream], Awaitable[None]]
+FaultHandler = Callable[[PeerId, InvalidInput], None]
 
 
 class Transport(Protocol):
@@ -65,3 +74,31 @@ class Transport(Protocol):
     async def ban(self, peer: PeerId) -> None: ...
 
     def is_banned(self, peer: PeerId) -> bool: ...
+
+    def participant(self, peer: PeerId) -> bytes | None:
+        """The participant address this peer proved it speaks for; None where the transport
+        does not bind peers to participants."""
+        ...
+
+    def set_fault_handler(self, handler: FaultHandler) -> None:
+        """Report the peer faults the transport itself detects (garbled or oversized frames
+        below the `Peer`, failed admission), so the caller can score and ban."""
+        ...
+
+
+async def read_one_frame(stream: Stream, max_bytes: int, within: float) -> bytes:
+    """Exactly one length-prefixed frame (`p2p.wire`) of at most `max_bytes`, the last bytes of
+    its stream's direction, within `within` seconds; raises `MalformedMessage` (or
+    `StreamClosed`) otherwise. For the one-request protocols (hello, checkpoint catch-up)."""
+    decoder = FrameDecoder(max_bytes)
+    with trio.move_on_after(within):
+        while True:
+            data = await stream.read(max_bytes + 8)
+            if not data:
+                raise MalformedMessage("the stream ended before a whole frame")
+            frames = decoder.feed(data)
+            if frames:
+                if len(frames) > 1 or not decoder.at_boundary():
+                    raise MalformedMessage("one frame was expected")
+                return frames[0]
+    raise MalformedMessage(f"no whole frame within {within:.0f} s")

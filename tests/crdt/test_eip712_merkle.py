@@ -68,6 +68,15 @@ def test_checkpoint_digest_matches_eth_account(
     assert typed_hash(checkpoint.typed_data(domain)) == checkpoint.digest(domain)
 
 
+@given(words, st.binary(min_size=1, max_size=64), st.integers(1, 2**64), addresses)
+def test_peer_binding_digest_matches_eth_account(channel, peer_id, chain, contract) -> None:
+    from crdt.eip712 import Domain, peer_binding_digest, peer_binding_typed_data
+
+    domain = Domain(chain, contract)
+    expected = peer_binding_digest(domain, channel, peer_id)
+    assert typed_hash(peer_binding_typed_data(domain, channel, peer_id)) == expected
+
+
 def resign(op, signature: bytes) -> bytes:
     return forge(
         CTX, author=op.author, seq=op.seq, parents=op.parents, kind=op.kind, body=op.body, ts=op.ts, signature=signature

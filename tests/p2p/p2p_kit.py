@@ -5,13 +5,18 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
+from libp2p.peer.id import ID
 
 from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
 from crdt.hashing import keccak256
 from crdt.ops import Context, SignedOp, address_of, sign_op
 from crdt.types import Address, OpId, Symbol
+from p2p.admission import Admission, sign_binding
+from p2p.host import HostConfig
+from p2p.identity import load_or_create
 
 TOKEN = Symbol("USDC")
 
@@ -83,6 +88,18 @@ def random_dag(genesis: Genesis, count: int, seed: int = 0, forks: int = 0) -> l
         )
         ops.append(fork)
     return ops
+
+
+def host_config(genesis: Genesis, data_dir: Path, participant: int | None, boot: tuple[str, ...] = ()) -> HostConfig:
+    """A libp2p host for participant `participant` (None: a keyless host, which honest nodes do
+    not admit), with its identity kept (encrypted) in `data_dir`."""
+    identity = load_or_create(data_dir, "p2p-test")
+    admission = None
+    if participant is not None:
+        ctx = genesis.context()
+        peer_id = ID.from_pubkey(identity.public_key).to_bytes()
+        admission = Admission(ctx, sign_binding(ctx, private_key(participant), peer_id))
+    return HostConfig(identity=identity, bootstrap=boot, admission=admission)
 
 
 async def poll_until(predicate: Callable[[], bool], interval: float = 0.02) -> None:

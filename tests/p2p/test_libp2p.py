@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 import trio
 import trio.lowlevel
-from libp2p.peer.id import ID
-from p2p_kit import Author, authors, make_genesis, poll_until
+from p2p_kit import Author, authors, host_config, make_genesis, poll_until
 
 from crdt.genesis import Genesis
 from crdt.ops import forge
 from crdt.replica import Replica
-from p2p.host import HostConfig, Libp2pTransport, load_or_create_identity, open_libp2p_transport
+from p2p.host import Libp2pTransport, open_libp2p_transport
 from p2p.peer import SYNC_PROTOCOL, Peer, PeerConfig, open_peer
 from p2p.wire import encode_batch, encode_varint
 
@@ -36,9 +35,10 @@ async def started(
     boot: tuple[str, ...] = (),
     config: PeerConfig = CONFIG,
     replica: Replica | None = None,
+    participant: int = 0,
 ) -> AsyncIterator[tuple[Peer, Libp2pTransport]]:
     async with (
-        open_libp2p_transport(HostConfig(data_dir, bootstrap=boot)) as transport,
+        open_libp2p_transport(host_config(genesis, data_dir, participant, boot)) as transport,
         open_peer(replica or Replica(genesis), transport, config) as peer,
     ):
         yield peer, transport
@@ -59,7 +59,7 @@ async def cluster(genesis: Genesis, tmp: Path, n: int) -> AsyncIterator[tuple[li
         boot = tuple(transport.listen_addrs())
         peers = [first]
         for index in range(1, n):
-            peer, _ = await stack.enter_async_context(started(genesis, tmp / f"p{index}", boot))
+            peer, _ = await stack.enter_async_context(started(genesis, tmp / f"p{index}", boot, participant=index))
             peers.append(peer)
         yield peers, boot
 
@@ -104,13 +104,6 @@ def test_concurrent_transfers_converge(tmp_path: Path) -> None:
     trio.run(main)
 
 
-def test_identity_persists(tmp_path: Path) -> None:
-    first = load_or_create_identity(tmp_path)
-    again = load_or_create_identity(tmp_path)
-    assert ID.from_pubkey(first.public_key) == ID.from_pubkey(again.public_key)
-    assert (tmp_path / "p2p-identity.key").stat().st_mode & 0o077 == 0
-
-
 def test_late_node_catches_up_by_sync(tmp_path: Path) -> None:
     async def main() -> None:
         genesis = make_genesis(3)
@@ -120,7 +113,7 @@ def test_late_node_catches_up_by_sync(tmp_path: Path) -> None:
             await transfers(peers[1], people[1], people[0].address, 150)
             await wait_all(peers, 300)
             await wait_gossip_forgotten(peers)
-            async with started(genesis, tmp_path / "late", boot) as (late, _):
+            async with started(genesis, tmp_path / "late", boot, participant=2) as (late, _):
                 await wait_all([late], 300)
                 assert late.statistics().sync_ops_received >= 300
                 assert_same_state([*peers, late])
@@ -139,7 +132,7 @@ def test_node_that_missed_gossip_catches_up_by_sync(tmp_path: Path) -> None:
         slow = PeerConfig(sync_interval=600.0)
         async with cluster(genesis, tmp_path, 2) as (peers, boot):
             kept = Replica(genesis)
-            async with started(genesis, tmp_path / "away", boot, slow, kept) as (away, transport):
+            async with started(genesis, tmp_path / "away", boot, slow, kept, participant=2) as (away, transport):
                 away_id = transport.local_id
                 await transfers(peers[0], people[0], people[1].address, 20)
                 await wait_all([*peers, away], 20)
@@ -148,7 +141,7 @@ def test_node_that_missed_gossip_catches_up_by_sync(tmp_path: Path) -> None:
             await wait_all(peers, 220)
             await wait_gossip_forgotten(peers)
             assert len(kept.graph) == 20
-            async with started(genesis, tmp_path / "away", boot, slow, kept) as (back, transport):
+            async with started(genesis, tmp_path / "away", boot, slow, kept, participant=2) as (back, transport):
                 assert transport.local_id == away_id
                 await transfers(peers[0], people[0], people[1].address, 10)  # gossip with unknown parents
                 await wait_all([*peers, back], 230)
@@ -160,11 +153,11 @@ def test_node_that_missed_gossip_catches_up_by_sync(tmp_path: Path) -> None:
 
 def test_garbage_and_oversized_frames_on_sync_are_rejected(tmp_path: Path) -> None:
     async def main() -> None:
-        genesis = make_genesis(2)
+        genesis = make_genesis(3)
         people = authors(genesis)
         async with (
             cluster(genesis, tmp_path, 2) as (peers, boot),
-            open_libp2p_transport(HostConfig(tmp_path / "evil", bootstrap=boot)) as evil,
+            open_libp2p_transport(host_config(genesis, tmp_path / "evil", 2, boot)) as evil,
         ):
             target = peers[0].transport.local_id
             with trio.fail_after(DEADLINE):
@@ -192,7 +185,7 @@ def test_byzantine_bad_signatures_are_scored_down_and_never_applied(tmp_path: Pa
         ctx = genesis.context()
         async with (
             cluster(genesis, tmp_path, 2) as (peers, _),
-            open_libp2p_transport(HostConfig(tmp_path / "evil", bootstrap=everyone(peers))) as evil,
+            open_libp2p_transport(host_config(genesis, tmp_path / "evil", 2, everyone(peers))) as evil,
         ):
             topic = peers[0].topic
             with trio.fail_after(DEADLINE):
