@@ -34,7 +34,7 @@ from channel.config import NodeConfig
 from channel.errors import ChannelError
 from channel.onchain import ChainConfig
 from crdt.genesis import Genesis, Role, Token
-from p2p.host import peer_id_of
+from p2p.identity import load_or_create, peer_id_of
 
 CLUSTER_PASSWORD = "parley-local-cluster"  # throwaway keys in a folder the caller owns
 
@@ -79,7 +79,8 @@ def create_cluster(
     node_dirs = tuple(root / f"node{i}" for i in range(n))
     ports = [free_port() for _ in range(n)]
     bootstraps = [
-        f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id_of(folder)}" for port, folder in zip(ports, node_dirs, strict=True)
+        f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id_of(load_or_create(folder, CLUSTER_PASSWORD))}"
+        for port, folder in zip(ports, node_dirs, strict=True)
     ]
     genesis, _ = create_genesis_folder(
         root, n, password=CLUSTER_PASSWORD, tokens=tokens, initial=initial, roles=roles, light_kdf=True,
@@ -98,10 +99,12 @@ def create_cluster(
 
 @dataclass
 class NodeProcess:
-    """One ``parley node run`` process."""
+    """One ``parley node run`` process. ``fresh_channel``: pass ``--fresh-channel`` when the
+    node has no store yet (the cluster was just created, so nothing was signed anywhere)."""
 
     config: Path
     process: subprocess.Popen[bytes] | None = None
+    fresh_channel: bool = True
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -118,9 +121,12 @@ class NodeProcess:
     def launch(self) -> None:
         """Start the process without waiting for it (see `start_all`)."""
         (self.data_dir / "api.json").unlink(missing_ok=True)
+        command = [sys.executable, "-m", "channel", "node", "run", "--config", str(self.config)]
+        if self.fresh_channel and not (self.data_dir / "node.sqlite").exists():
+            command.append("--fresh-channel")
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "channel", "node", "run", "--config", str(self.config)],
+                command,
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )

@@ -11,6 +11,9 @@
     port = 8545                        # 0 picks a free port; the URL is written to data_dir/api.json
     [finality]
     interval = 1.0                     # seconds between checkpoints while there is something new
+    [store]
+    max_mb = 0                         # optional cap on node.sqlite (0: none); at the cap the
+                                       # node refuses new writes as on a full disk
     [chain]                            # optional: settle on-chain (see channel.onchain)
     rpc = "http://127.0.0.1:8545"      # anvil, `parley chain serve`, a testnet, mainnet
     confirmations = 1
@@ -44,6 +47,7 @@ class NodeConfig:
     api_port: int = 0
     finality_interval: float = 1.0  # seconds between checkpoints while there is something new
     chain: ChainConfig | None = None  # None: no chain (checkpoints are certified, not settled)
+    store_max_bytes: int | None = None  # a cap on node.sqlite; None: as much as the disk holds
     # For demos and simulations only: make this node misbehave ("equivocate": sign a second
     # operation with every seq; "invalid": sign operations replay will reject).
     byzantine: tuple[str, ...] = ()
@@ -71,6 +75,9 @@ class NodeConfig:
         listen = tuple(str(addr) for addr in data.get("p2p", {}).get("listen", ["/ip4/127.0.0.1/tcp/0"]))
         password = data.get("password_file")
         interval = float(data.get("finality", {}).get("interval", 1.0))
+        max_mb = float(data.get("store", {}).get("max_mb", 0))
+        if not max_mb >= 0:
+            raise UserError(f"store max_mb must be 0 (no cap) or a positive number of MiB, not {max_mb}")
         byzantine = tuple(str(b) for b in data.get("byzantine", {}).get("behaviours", []))
         unknown = sorted(set(byzantine) - BYZANTINE_BEHAVIOURS)
         if unknown:
@@ -97,6 +104,7 @@ class NodeConfig:
             api_port=port,
             finality_interval=interval,
             chain=chain,
+            store_max_bytes=int(max_mb * 1024 * 1024) or None,
             byzantine=byzantine,
         )
 
@@ -117,6 +125,8 @@ class NodeConfig:
         }
         if self.password_file is not None:
             mapping["password_file"] = rel(self.password_file)
+        if self.store_max_bytes is not None:
+            mapping["store"] = {"max_mb": self.store_max_bytes / (1024 * 1024)}
         if self.byzantine:
             mapping["byzantine"] = {"behaviours": list(self.byzantine)}
         if self.chain is not None:

@@ -56,6 +56,13 @@ Invariants and why they hold:
   proposer at most `max_proposals_per_round` values per round, and commits are kept for the
   last `commit_window` versions.
 
+Abstention (`Consensus.abstain_below`): a node that lost its signing log (its store was
+deleted or replaced) cannot know which votes it signed before, so it must not sign any
+proposal or vote at a height where it may have: the driver sets ``abstain_below`` to a height
+it learnt from its peers, and below that height the machine follows the rounds, decides from
+others' precommits and signs only the Commit of a decided value (which never conflicts:
+decisions are unique), but proposes and votes nothing, as if its messages were lost.
+
 Deviation from the paper: line 49 decides without asking valid(v) again. A quorum of
 precommits means more than n/3 participants, so at least one correct one, found v valid; our
 validity depends on the local clock and local data, and a node that lagged must still follow.
@@ -69,8 +76,6 @@ import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, NewType, Protocol
-
-import coincurve
 
 from crdt import cbor
 from crdt.certificate import (
@@ -88,7 +93,7 @@ from crdt.genesis import Genesis
 from crdt.hashing import keccak256
 from crdt.ledger import Deposit
 from crdt.merkle import MerkleTree, PayoutLeaf
-from crdt.ops import address_of, recover_signer
+from crdt.ops import address_of, recover_signer, sign_digest
 from crdt.replica import Cut
 from crdt.types import Address, OpId, Symbol
 
@@ -289,26 +294,23 @@ def message_digest(genesis: Genesis, message: Message) -> bytes:
     return message.checkpoint.digest(genesis.domain)
 
 
-def _sign(digest: bytes, private_key: bytes) -> bytes:
-    compact = coincurve.PrivateKey(private_key).sign_recoverable(digest, hasher=None)
-    return compact[:64] + bytes((27 + compact[64],))
-
-
 def sign_proposal(
     genesis: Genesis, private_key: bytes, height: int, round_: int, value: CheckpointProposal, valid_round: int = -1
 ) -> Proposal:
     digest = vote_digest(genesis, PROPOSAL, height, round_, value.value_id, valid_round)
-    return Proposal(height, round_, value, valid_round, _sign(digest, private_key))
+    return Proposal(height, round_, value, valid_round, sign_digest(private_key, digest))
 
 
 def sign_prevote(genesis: Genesis, private_key: bytes, height: int, round_: int, value_id: bytes | None) -> Prevote:
     vid = None if value_id is None else ValueId(value_id)
-    return Prevote(height, round_, vid, _sign(vote_digest(genesis, PREVOTE, height, round_, vid), private_key))
+    digest = vote_digest(genesis, PREVOTE, height, round_, vid)
+    return Prevote(height, round_, vid, sign_digest(private_key, digest))
 
 
 def sign_precommit(genesis: Genesis, private_key: bytes, height: int, round_: int, value_id: bytes | None) -> Precommit:
     vid = None if value_id is None else ValueId(value_id)
-    return Precommit(height, round_, vid, _sign(vote_digest(genesis, PRECOMMIT, height, round_, vid), private_key))
+    digest = vote_digest(genesis, PRECOMMIT, height, round_, vid)
+    return Precommit(height, round_, vid, sign_digest(private_key, digest))
 
 
 def sign_commit(genesis: Genesis, private_key: bytes, checkpoint: Checkpoint) -> Commit:
@@ -643,6 +645,7 @@ class Consensus:
         self._helped: set[tuple[Address, int]] = set()
         self._restored: dict[int, list[Signed]] = {}
         self._out: list[Output] = []
+        self.abstain_below = 0  # no proposal or vote is signed at heights below this
 
     # -- inputs ------------------------------------------------------------------------------------
 
@@ -776,7 +779,7 @@ class Consensus:
         self._precommit_timeout_set = False
         self._locked_this_round = False
         height = self.height
-        if self.proposer(height, round_) == self.address:
+        if self.proposer(height, round_) == self.address and height >= self.abstain_below:
             at = self._messages.get(height)
             signed = at.proposals.get(round_) if at is not None else None
             if signed:  # proposed before a restart: the same proposal again
@@ -814,6 +817,8 @@ class Consensus:
             raise InternalError("this node tried to sign two proposals for one round")
 
     def _vote(self, cls: type[Prevote] | type[Precommit], value_id: ValueId | None) -> None:
+        if self.height < self.abstain_below:
+            return  # we may have voted here before we lost our signing log
         kind = PREVOTE if cls is Prevote else PRECOMMIT
         at = self._messages.get(self.height)
         signed = at.votes.get((self.round, kind), {}).get(self.address) if at is not None else None

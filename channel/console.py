@@ -15,14 +15,15 @@ from rich.console import Console
 from channel.errors import UserError
 
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 def user_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn a `UserError` into one red line on stderr and exit code 1, instead of a traceback."""
+    """Turn a `UserError` into one red line on stderr and exit code 1, instead of a traceback,
+    also when it comes out of a trio nursery inside an exception group."""
 
     @wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -31,8 +32,21 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
         except UserError as exc:
             errors.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from exc
+        except BaseExceptionGroup as group:
+            found, rest = group.split(UserError)
+            if found is None or rest is not None:
+                raise
+            first = _first_leaf(found)
+            errors.print(f"[red]error:[/red] {first}")
+            raise typer.Exit(1) from first
 
     return wrapper
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def read_password(password_file: Path | None, *, confirm: bool) -> str:

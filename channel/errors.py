@@ -13,3 +13,17 @@ class UserError(ChannelError):
 
 class KeystoreError(UserError):
     pass
+
+
+class StoreDamaged(UserError):
+    """The store on disk is not what this node wrote (a failing disk, an edit, a truncation).
+    The node refuses to start rather than run on it; the message says how to get out."""
+
+
+class StorageUnavailable(ChannelError):
+    """A write to the store failed at run time (the disk is full, or an I/O error). Nothing
+    that depended on the write happened; the node keeps serving reads and retries."""
+
+
+class DataDirLocked(UserError):
+    """Another process holds the data directory (two nodes with one key would equivocate)."""

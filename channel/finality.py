@@ -33,6 +33,17 @@ on, when its version has not decided in round 0, for a decided version whose cer
 not formed within `certificate_grace` seconds, and every `catchup_idle` seconds anyway (idle
 peers send nothing that would show we are behind). It asks at most once per `catchup_period`,
 and again at once (the next peer in turn) while the answers bring new versions.
+
+A node whose store lost its signing log (`channel.node.SignerState`: ``vote_from`` unknown)
+abstains (`Consensus.abstain_below`): it follows and decides, but signs no proposal or vote,
+until checkpoint catch-up answers from a quorum of other participants (threshold - 1) have
+brought it up to their latest version L. It then votes from L + 2 on: it may have voted at
+L + 1 (the height running when it lost its store, at most) but at no height after that.
+
+Store writes that fail (a full disk) are never raised here: a vote whose record could not be
+stored is not sent (to anyone, so no peer holds a vote this node could contradict after a
+restart); decisions, certificates and evidence that could not be stored are learnt again from
+peers after a restart.
 """
 
 from __future__ import annotations
@@ -80,6 +91,7 @@ from p2p.transport import PeerId, Transport
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]  # ms
+ABSTAIN_ALWAYS = 2**63  # `Consensus.abstain_below` while the height to vote from is unknown
 
 
 def wall_clock_ms() -> int:
@@ -213,14 +225,23 @@ class Finality:
         self.app = NodeApplication(self)
         self.consensus = Consensus(self.genesis, node.key.private_key, self.app, self.config.timeouts)
         self.height = self.replica.version + 1
-        self.consensus.restore([decode_signed(record) for record in node.store.signed(self.height)])
+        store = node.store
+        try:
+            self.consensus.restore([decode_signed(record) for record in store.signed(self.height)])
+            self.certificates: dict[int, Certificate] = {}
+            for version, data in store.certificates():
+                certificate = Certificate.decode(data)
+                certificate.verify(self.genesis)
+                self.certificates[version] = certificate
+        except InvalidInput as exc:
+            raise store.damaged("a stored consensus record or certificate fails its checks", exc) from exc
+        vote_from = node.signer.vote_from
+        self.consensus.abstain_below = ABSTAIN_ALWAYS if vote_from is None else vote_from
+        self._vote_reports: set[bytes] = set()  # participants whose catch-up answers we caught up to
         self.started = False
         self.highest_seen = 0
         self.last_start = -math.inf
         self.confirmed_deposits: dict[int, Deposit] = {}
-        self.certificates: dict[int, Certificate] = {
-            version: Certificate.decode(data) for version, data in node.store.certificates()
-        }
         # decided here, certificate not assembled yet: version -> (checkpoint, monotonic time)
         self.uncertified: dict[int, tuple[Checkpoint, float]] = {}
         for version, data in node.store.uncertified_decisions():
@@ -332,8 +353,9 @@ class Finality:
                     await self._start()
         elif kind == "fetched":
             self._fetching = False
-            if item is not None:
-                await self._catch_up(item)
+            peer, answer = item
+            if answer is not None:
+                await self._catch_up(peer, answer)
 
     async def _start(self) -> None:
         self.started = True
@@ -341,10 +363,14 @@ class Finality:
         await self._carry_out(self.consensus.start_height(self.height))
 
     async def _carry_out(self, outputs: list[Any]) -> None:
+        unsent: Message | None = None  # signed, but its record could not be stored: never sent
         for output in outputs:
             if isinstance(output, Signed):  # durable before the message leaves (the Broadcast next)
-                self.node.store.put_signed(output.height, encode_signed(output))
+                if not self.node.persist("a vote", self.node.store.put_signed, output.height, encode_signed(output)):
+                    unsent = output.message
             elif isinstance(output, Broadcast | Send):  # gossip reaches the one peer too
+                if output.message is unsent:
+                    continue
                 await self.transport.publish(self.topic, encode_message(output.message))
                 if isinstance(output, Send) and isinstance(output.message, Decision):
                     # A peer that is behind missed the commits of that version too: without
@@ -360,7 +386,8 @@ class Finality:
                 self._certified(output.certificate)
             elif isinstance(output, Evidence):
                 self.evidence.append(output)
-                self.node.store.put_evidence(output.kind, output.offender, encode_message(output.second))
+                second = encode_message(output.second)
+                self.node.persist("evidence", self.node.store.put_evidence, output.kind, output.offender, second)
                 log.warning("evidence of %s by 0x%s", output.kind, output.offender.hex())
 
     async def _apply(self, decide: Decide) -> None:
@@ -372,8 +399,9 @@ class Finality:
             self.request(list(exc.missing))
             return
         self._pending = None
-        self.node.store.put_decision(decide.height, encode_message(decide.proof))
-        self.node.store.forget_signed(below=decide.height + 1)
+        store = self.node.store
+        self.node.persist("a decision", store.put_decision, decide.height, encode_message(decide.proof))
+        self.node.persist("the signing log", store.forget_signed, below=decide.height + 1)
         if decide.height not in self.certificates:
             self.uncertified[decide.height] = (decide.value.checkpoint, time.monotonic())
         self.height = decide.height + 1
@@ -389,7 +417,7 @@ class Finality:
             return
         self.uncertified.pop(version, None)
         self.certificates[version] = certificate
-        self.node.store.put_certificate(version, certificate.encode())
+        self.node.persist("a certificate", self.node.store.put_certificate, version, certificate.encode())
         for callback in self.on_certified:
             callback(certificate)
 
@@ -403,6 +431,7 @@ class Finality:
             return min(waiting)
         behind = (
             not self._caught_up
+            or self.abstaining  # asking every peer in turn until a quorum has answered
             or self.highest_seen > self.height  # others vote on a later version
             or (self.started and self.consensus.round > 0)  # our version did not decide in round 0
             or now - self._last_fetch >= self.config.catchup_idle  # peers may be idle, and ahead
@@ -436,9 +465,9 @@ class Finality:
         except (TransportError, InvalidInput) as exc:
             self.catchup_counts["failed"] += 1
             log.info("checkpoint catch-up from a peer failed: %s", exc)
-        self._send.send_nowait(("fetched", answer))
+        self._send.send_nowait(("fetched", (peer, answer)))
 
-    async def _catch_up(self, answer: Answer) -> None:
+    async def _catch_up(self, peer: PeerId, answer: Answer) -> None:
         """Apply the fetched proofs in version order, and adopt the certificates we lack."""
         before = self.replica.version
         self._catching_up = True
@@ -455,11 +484,31 @@ class Finality:
         self.catchup_counts["versions"] += self.replica.version - before
         if answer.latest <= self.replica.version:
             self._caught_up = True
+            self._learn_vote_floor(peer)
         elif self.replica.version > before:
             self._last_fetch = -math.inf  # more to fetch: ask the next peer now
             self._maybe_fetch()
         if self._pending is None and not self.started and self.highest_seen >= self.height:
             await self._start()
+
+    @property
+    def abstaining(self) -> bool:
+        return self.node.signer.vote_from is None
+
+    def _learn_vote_floor(self, peer: PeerId) -> None:
+        """Once a quorum of other participants answered, each no further ahead than we now
+        are, vote from two heights above the newest version decided."""
+        if not self.abstaining:
+            return
+        who = self.transport.participant(peer) or peer
+        if who != self.node.address:
+            self._vote_reports.add(who)
+        if len(self._vote_reports) >= self.node.peers_needed:
+            vote_from = self.replica.version + 2
+            self.node.set_vote_from(vote_from)
+            self.consensus.abstain_below = vote_from
+            log.warning("learnt from %d peers that checkpoint %d is the newest: voting from %d on",
+                        len(self._vote_reports), self.replica.version, vote_from)
 
     def _adopt(self, certificate: Certificate) -> None:
         version = certificate.version

@@ -143,6 +143,8 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
                           "(the same on the 3 running nodes)")
 
             user = 1
+            decided = _stats(endpoints[user])["version"]  # its certificate forms a moment after the decision
+            wait_until(lambda: _stats(endpoints[user])["certified"] >= decided, 60, "the newest certificate")
             newest = clients[user].certificate()
             exit_version = newest["version"]
             certificate = bytes.fromhex(newest["certificate"][2:])

@@ -13,7 +13,18 @@ Invariants:
   the next seq is derived from the operations in the graph, so the node never signs two
   operations with one seq, not even across a crash;
 - a client request that replay would reject (insufficient balance, a bad body, a role that may
-  not) is refused before signing, with the reason, and consumes no seq.
+  not) is refused before signing, with the reason, and consumes no seq;
+- no signature without knowing what was signed before (`SignerState`): a node whose store is
+  new (deleted, truncated, or never used) does not sign an operation until a quorum of peers
+  (threshold - 1 others) has told it the highest seq of its own it holds and it holds those
+  operations itself, and does not sign a consensus vote below the height it learns from a
+  quorum of checkpoint catch-up answers (`channel.finality`). ``--fresh-channel`` is the one
+  way round, for a brand-new genesis;
+- restore checks every stored operation against its id and its signature, and refuses to
+  start on a store that fails (`StoreDamaged`, naming the row and the way out);
+- a write that fails (a full disk) is never an unhandled exception: what depended on it is
+  not done (an operation is not applied, a vote is not sent), submissions are refused with a
+  clear error, and the node keeps serving reads until a probe write succeeds again.
 """
 
 from __future__ import annotations
@@ -25,35 +36,42 @@ import secrets
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
+from libp2p.peer.id import ID
 
 from channel import keystore
 from channel.config import NodeConfig
 from channel.console import read_password
-from channel.errors import ChannelError, UserError
+from channel.errors import ChannelError, StorageUnavailable, StoreDamaged, UserError
 from channel.genesis_file import load_genesis
 from channel.keystore import write_atomic
 from channel.store import Store
+from crdt.errors import InvalidInput
+from crdt.genesis import Genesis
+from crdt.ledger import Reason
+from crdt.ops import DEFAULT_LIMITS, Context, SignedOp, decode_op, sign_op
+from crdt.replica import Replica
+from crdt.types import OpId
+from p2p import identity as p2p_identity
+from p2p.admission import Admission, sign_binding
+from p2p.errors import NotPersisted
+from p2p.host import HostConfig, bootstrap_from_genesis, open_libp2p_transport
+from p2p.peer import Peer, PeerConfig, open_peer
+from p2p.transport import PeerId, Transport
 
 if TYPE_CHECKING:
     from channel.finality import Finality, FinalityConfig
     from channel.onchain import OnChain
-from crdt.genesis import Genesis
-from crdt.ledger import Reason
-from crdt.ops import DEFAULT_LIMITS, SignedOp, decode_op, sign_op
-from crdt.replica import Replica
-from crdt.types import OpId
-from p2p.peer import Peer, PeerConfig, open_peer
-from p2p.transport import PeerId, Transport
 
 log = logging.getLogger(__name__)
 
+STORE_FILE = "node.sqlite"
 MAX_PARENTS = 16
 # Status every half second: a gossip loss is repaired within two rounds, and a Status is a
 # version vector, cheap next to the operations it saves from waiting.
@@ -67,6 +85,79 @@ class RequestRejected(ChannelError):
     def __init__(self, reason: Reason | str, detail: str = "") -> None:
         super().__init__(f"{reason}{': ' + detail if detail else ''}")
         self.reason = str(reason)
+
+
+class NotReady(ChannelError):
+    """The node does not know its own last seq yet (its store is new); nothing was signed."""
+
+
+SEQ_KNOWN_KEY = "own_seq_known"  # meta: b"1" once this store knows every seq this key signed
+VOTE_FROM_KEY = "vote_from"  # meta: the first height at which this store may sign votes
+
+
+@dataclass(slots=True)
+class SignerState:
+    """What this node may sign, kept in the store's meta table (fsync'd).
+
+    A store that has recorded nothing says nothing about what the key signed before it: it may
+    be brand new, or it may replace one that was lost. So a new store starts with neither
+    fact known, and the node learns them from its peers; ``fresh_channel`` (a brand-new
+    genesis, nothing signed anywhere yet) knows both at once. A store written by an earlier
+    version of Parley, which kept no signer state, is trusted if it holds anything: it was the
+    node's own write-ahead store.
+    """
+
+    seq_known: bool
+    vote_from: int | None  # None: not learnt yet; consensus abstains until it is
+
+    @classmethod
+    def load(cls, store: Store, *, fresh_channel: bool = False) -> SignerState:
+        known = store.get_meta(SEQ_KNOWN_KEY)
+        vote_from = store.get_meta(VOTE_FROM_KEY)
+        if known is None and vote_from is None and (fresh_channel or not store.is_empty()):
+            state = cls(True, 1)
+            state.save(store)
+            return state
+        return cls(known == b"1", None if vote_from is None else int(vote_from.decode()))
+
+    def save(self, store: Store) -> None:
+        if self.seq_known:
+            store.set_meta(SEQ_KNOWN_KEY, b"1")
+        if self.vote_from is not None:
+            store.set_meta(VOTE_FROM_KEY, str(self.vote_from).encode())
+
+    @staticmethod
+    def forget(store: Store) -> None:
+        """Make the store learn both again (after a repair dropped some of what it held)."""
+        store.delete_meta(SEQ_KNOWN_KEY)
+        store.delete_meta(VOTE_FROM_KEY)
+
+
+def verify_stored_ops(store: Store, ctx: Context) -> tuple[list[SignedOp], list[tuple[int, str]]]:
+    """Every stored operation checked against its op id and its signature: the good ones, and
+    (row position, what is wrong) for the others. Costs one signature recovery per row."""
+    good: list[SignedOp] = []
+    bad: list[tuple[int, str]] = []
+    for position, op_id, raw in store.load_ops():
+        try:
+            op = decode_op(raw, ctx, verify=False)
+        except InvalidInput as exc:
+            bad.append((position, f"does not decode ({exc.code}: {exc})"))
+            continue
+        if op.op_id != op_id:
+            bad.append((position, f"its bytes do not hash to its op id 0x{op_id.hex()}"))
+        elif not _signed_by_author(ctx, op):
+            bad.append((position, f"op 0x{op_id.hex()}: its signature does not recover to its author"))
+        else:
+            good.append(op)
+    return good, bad
+
+
+def _signed_by_author(ctx: Context, op: SignedOp) -> bool:
+    try:
+        return ctx.recover(op.op_id, op.signature) == op.author
+    except InvalidInput:
+        return False
 
 
 @dataclass(slots=True)
@@ -111,7 +202,9 @@ class EventHub:
 
 
 class Node:
-    def __init__(self, genesis: Genesis, key: keystore.Key, store: Store, replica: Replica) -> None:
+    def __init__(
+        self, genesis: Genesis, key: keystore.Key, store: Store, replica: Replica, signer: SignerState | None = None
+    ) -> None:
         if genesis.participant(key.address) is None:
             raise UserError(f"key 0x{key.address.hex()} is not a participant of this channel")
         self.genesis = genesis
@@ -119,6 +212,8 @@ class Node:
         self.address = key.address
         self.store = store
         self.replica = replica
+        self.signer = signer if signer is not None else SignerState(True, 1)
+        self.storage_error: str | None = None  # the last failed write, until a write works again
         self.events = EventHub()
         self.peer: Peer | None = None
         self.finality: Finality | None = None
@@ -129,24 +224,117 @@ class Node:
         self._balances = self._balance_snapshot()
         self.submitted = 0
         self.byzantine: tuple[str, ...] = ()
+        self._requests: dict[OpId, str] = {}  # op id -> request id, stored with the op itself
 
     # -- restoring and persisting --------------------------------------------------------------------
 
     @classmethod
-    def restore(cls, genesis: Genesis, key: keystore.Key, store: Store) -> Node:
-        """A node whose replica holds everything in the store (signatures were checked before
-        the operations were stored, so they are not checked again)."""
+    def restore(cls, genesis: Genesis, key: keystore.Key, store: Store, *, fresh_channel: bool = False) -> Node:
+        """A node whose replica holds everything in the store, each operation checked again
+        against its id and its signature (a disk can fail, and a file can be edited): a row
+        that fails raises `StoreDamaged`, naming it, and the node does not start."""
         from channel.finality import restore_decisions
 
         replica = Replica(genesis)
-        ops = [decode_op(raw, replica.ctx, verify=False) for raw in store.load_ops()]
+        ops, bad = verify_stored_ops(store, replica.ctx)
+        if bad:
+            rows = "; ".join(f"row {position}: {what}" for position, what in bad[:3])
+            more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+            raise store.damaged(f"{len(bad)} stored operations fail their checks: {rows}{more}")
         replica.receive_many(ops)
-        restore_decisions(replica, store.decisions())
-        return cls(genesis, key, store, replica)
+        try:
+            restore_decisions(replica, store.decisions())
+        except InvalidInput as exc:
+            raise store.damaged("a stored checkpoint decision does not apply", exc) from exc
+        return cls(genesis, key, store, replica, SignerState.load(store, fresh_channel=fresh_channel))
 
-    def before_apply(self, ops: Sequence[SignedOp], source: PeerId) -> None:
+    def before_apply(self, ops: Sequence[SignedOp], source: PeerId) -> bool:
+        """Write-ahead: store the operations (with the request id of a submit) before they are
+        applied. False if the store refused the write: then nothing is applied."""
         own = self.peer is None or source == self.peer.local_id  # signed here: fsync before it leaves
-        self.store.append_ops(((op.op_id, op.raw) for op in ops), source, fsync=own)
+        requests = [(self._requests[op.op_id], op.op_id) for op in ops if op.op_id in self._requests]
+        pairs = [(op.op_id, op.raw) for op in ops]
+        return self.persist("operations", self.store.append_ops, pairs, source, fsync=own, requests=requests)
+
+    def forget_expired(self, ops: Sequence[SignedOp]) -> None:
+        """Operations that waited in vain for their parents leave the store too (they were
+        never applied), so a Byzantine author cannot grow it with them."""
+        self.persist("expiry", self.store.delete_op_ids, [op.op_id for op in ops])
+
+    def persist(self, what: str, write: Callable[..., object], *args: Any, **kwargs: Any) -> bool:
+        """Run one store write; on failure record it (refusing submissions) and return False."""
+        try:
+            write(*args, **kwargs)
+        except StorageUnavailable as exc:
+            if self.storage_error is None:
+                log.error("storing %s failed: %s; submissions are refused until the store is writable", what, exc)
+            self.storage_error = str(exc)
+            return False
+        return True
+
+    async def watch_storage(self, interval: float = 1.0) -> None:
+        """While a write has failed, probe the store; when it works again, resume (and ask the
+        peers again for what was dropped meanwhile)."""
+        while True:
+            await trio.sleep(interval)
+            if self.storage_error is not None and self.persist("a probe", self.store.set_meta, "probe", b"1"):
+                log.warning("the store is writable again")
+                self.storage_error = None
+                if self.peer is not None:
+                    self.peer.sync_now()
+
+    # -- what this node may sign ---------------------------------------------------------------------
+
+    @property
+    def peers_needed(self) -> int:
+        """How many other participants must report this node's seq before it signs again."""
+        return max(0, self.genesis.threshold - 1)
+
+    def learning(self) -> str:
+        """Why the node cannot sign yet, or "" if it can."""
+        if self.signer.seq_known:
+            return ""
+        answered = len(self._seq_reports()) if self.peer is not None else 0
+        return (
+            f"this node's store is new, so it does not know which seq its key signed last; it is asking its "
+            f"peers ({answered} of {self.peers_needed} answered). Start a brand-new channel with --fresh-channel"
+        )
+
+    def _seq_reports(self) -> dict[bytes, int]:
+        """Participant -> the highest seq of ours it holds, from the sync peers' Status."""
+        assert self.peer is not None
+        transport = self.peer.transport
+        reports: dict[bytes, int] = {}
+        for peer, seq in self.peer.reported_seqs(self.address).items():
+            who = transport.participant(peer) or peer
+            if who != self.address:
+                reports[who] = max(seq, reports.get(who, 0))
+        return reports
+
+    def check_signer(self) -> bool:
+        """Learn the own seq once a quorum of peers reported it and we hold it; True if known."""
+        if self.signer.seq_known:
+            return True
+        if self.peer is None:
+            return False
+        reports = self._seq_reports()
+        highest = max(reports.values(), default=0)
+        if len(reports) >= self.peers_needed and self.replica.graph.version_vector.get(self.address, 0) >= highest:
+            self.signer.seq_known = True
+            if not self.persist("the signer state", self.signer.save, self.store):
+                self.signer.seq_known = False
+                return False
+            log.warning("learnt this node's last seq from %d peers: %d", len(reports), highest)
+        return self.signer.seq_known
+
+    def set_vote_from(self, height: int) -> None:
+        self.signer.vote_from = height
+        self.persist("the signer state", self.signer.save, self.store)
+
+    async def learn_signer(self, interval: float = 0.25) -> None:
+        """Until the own seq is known (the peers' Status reports announce no event: poll)."""
+        while not self.check_signer():  # noqa: ASYNC110
+            await trio.sleep(interval)
 
     def after_apply(self, ops: Sequence[SignedOp]) -> None:
         if ops and self.finality is not None:
@@ -169,8 +357,10 @@ class Node:
 
     def receive(self, ops: Sequence[SignedOp], source: PeerId = b"local") -> None:
         """Store, apply and announce operations that did not come through the peer (a node
-        without a network, an imported file, tests)."""
-        self.before_apply(ops, source)
+        without a network, an imported file, tests). Raises `NotPersisted` if the store
+        refused them (nothing is applied)."""
+        if not self.before_apply(ops, source):
+            raise NotPersisted("the store refused the operations")
         self.after_apply(self.replica.receive_many(ops).accepted)
 
     def _balance_snapshot(self) -> dict[str, Any]:
@@ -202,21 +392,30 @@ class Node:
                 known = self.store.request(request_id)
                 if known is not None:
                     return self._receipt(OpId(known))
+            if not self.check_signer():
+                raise NotReady(self.learning())
+            if self.storage_error is not None:
+                raise StorageUnavailable(self.storage_error)
             op = sign_op(self.replica.ctx, self.key.private_key, self.next_seq(), self.parents(), kind, body)
             if len(op.raw) > DEFAULT_LIMITS.max_op_bytes:
                 raise RequestRejected(Reason.BAD_BODY, "the operation is larger than the limit")
             reason = self.replica.dry_run(op)
             if reason is not None and "invalid" not in self.byzantine:
                 raise RequestRejected(reason)
-            self._watched[op.op_id] = "tentative"
-            if self.peer is not None:
-                await self.peer.submit(op)
-                if "equivocate" in self.byzantine:
-                    await self.peer.submit(self._twin(op))
-            else:
-                self.receive([op])
             if request_id is not None:
-                self.store.record_request(request_id, op.op_id)
+                self._requests[op.op_id] = request_id
+            try:
+                if self.peer is not None:
+                    await self.peer.submit(op)
+                    if "equivocate" in self.byzantine:
+                        await self.peer.submit(self._twin(op))
+                else:
+                    self.receive([op])
+            except NotPersisted as exc:  # signed, but neither stored nor applied nor sent
+                raise StorageUnavailable(self.storage_error or "the store refused the write") from exc
+            finally:
+                self._requests.pop(op.op_id, None)
+            self._watched[op.op_id] = "tentative"
             self.submitted += 1
             return self._receipt(op.op_id)
 
@@ -255,7 +454,11 @@ class Node:
             "uptime_s": round(uptime, 3),
             "ops_per_s": round(len(replica.graph) / uptime, 1) if uptime > 0 else 0.0,
             "equivocations": len(replica.graph.evidence),
+            "signing": "ready" if self.signer.seq_known else "learning own seq from peers",
+            "voting_from": self.signer.vote_from,
         }
+        if self.storage_error is not None:
+            stats["storage_error"] = self.storage_error
         if self.peer is not None:
             peer_stats = self.peer.statistics()
             stats["peers"] = len(self.peer.transport.connected_peers())
@@ -290,8 +493,6 @@ class Node:
 
 def peer_name(peer: PeerId) -> str:
     """A peer id as libp2p prints it (base58 of its multihash)."""
-    from libp2p.peer.id import ID
-
     return str(ID(peer).to_base58())
 
 
@@ -307,52 +508,84 @@ def api_token(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def open_store(config: NodeConfig) -> Store:
+    return Store(config.data_dir / STORE_FILE, max_bytes=config.store_max_bytes)
+
+
+def load_key(config: NodeConfig) -> tuple[keystore.Key, str]:
+    password = read_password(config.password_file, confirm=False)
+    return keystore.load(config.keystore, password), password
+
+
 @asynccontextmanager
-async def open_node(
-    config: NodeConfig, transport: Transport, peer_config: PeerConfig | None = None
-) -> AsyncIterator[Node]:
+async def open_node(node: Node, transport: Transport, peer_config: PeerConfig | None = None) -> AsyncIterator[Node]:
     """A restored node running its peer over `transport` (the API is separate)."""
-    genesis = load_genesis(config.genesis)
-    key = keystore.load(config.keystore, read_password(config.password_file, confirm=False))
-    store = Store(config.data_dir / "node.sqlite")
+    async with open_peer(
+        node.replica, transport, peer_config or NODE_PEER_CONFIG,
+        before_apply=node.before_apply, after_apply=node.after_apply, on_expired=node.forget_expired,
+    ) as peer:
+        node.peer = peer
+        peer.sync_now()
+        yield node
+
+
+def host_config(config: NodeConfig, genesis: Genesis, key: keystore.Key, password: str) -> HostConfig:
+    """The libp2p host of this node: its encrypted identity, and admission of participants
+    only, with this participant's signed binding of its peer id."""
     try:
-        node = Node.restore(genesis, key, store)
+        identity = p2p_identity.load_or_create(config.data_dir, password)
+    except p2p_identity.IdentityError as exc:
+        raise UserError(str(exc)) from exc
+    peer_id = ID.from_pubkey(identity.public_key).to_bytes()
+    ctx = genesis.context()
+    return HostConfig(
+        identity=identity,
+        listen_addrs=config.p2p_listen,
+        bootstrap=bootstrap_from_genesis(genesis),
+        admission=Admission(ctx, sign_binding(ctx, key.private_key, peer_id)),
+    )
+
+
+async def run_node(
+    config: NodeConfig,
+    finality_config: FinalityConfig | None = None,
+    *,
+    fresh_channel: bool = False,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a node until SIGINT/SIGTERM (or cancellation). Reports the API URL when serving."""
+    genesis = load_genesis(config.genesis)
+    key, password = load_key(config)
+    store = open_store(config)  # first: it holds the data directory's lock
+    try:
+        node = Node.restore(genesis, key, store, fresh_channel=fresh_channel)
         node.byzantine = config.byzantine
-        async with open_peer(
-            node.replica, transport, peer_config or NODE_PEER_CONFIG,
-            before_apply=node.before_apply, after_apply=node.after_apply,
-        ) as peer:
-            node.peer = peer
-            peer.sync_now()
-            yield node
+        await _serve(node, config, password, finality_config, task_status)
     finally:
         store.close()
 
 
-async def run_node(
-    config: NodeConfig, finality_config: FinalityConfig | None = None, *, task_status: Any = trio.TASK_STATUS_IGNORED
+async def _serve(
+    node: Node, config: NodeConfig, password: str, finality_config: FinalityConfig | None, task_status: Any
 ) -> None:
-    """Run a node until SIGINT/SIGTERM (or cancellation). Reports the API URL when serving."""
     from channel.api import serve_api
     from channel.finality import Finality, FinalityConfig
     from channel.onchain import OnChain
-    from p2p.host import HostConfig, bootstrap_from_genesis, open_libp2p_transport
 
-    genesis = load_genesis(config.genesis)
     token = api_token(config.data_dir)
-    host_config = HostConfig(
-        data_dir=config.data_dir, listen_addrs=config.p2p_listen, bootstrap=bootstrap_from_genesis(genesis)
-    )
+    libp2p_config = host_config(config, node.genesis, node.key, password)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
             trio.open_nursery() as nursery,
-            open_libp2p_transport(host_config) as transport,
-            open_node(config, transport) as node,
+            open_libp2p_transport(libp2p_config) as transport,
+            open_node(node, transport),
         ):
             node.finality = Finality(
                 node, transport, finality_config or FinalityConfig(interval=config.finality_interval)
             )
             await nursery.start(node.finality.run)
+            nursery.start_soon(node.learn_signer)
+            nursery.start_soon(node.watch_storage)
             if config.chain is not None:
                 node.onchain = OnChain(node, node.finality, config.chain, config.data_dir)
                 await nursery.start(node.onchain.run)
@@ -363,6 +596,8 @@ async def run_node(
             }
             write_atomic(config.data_dir / "api.json", json.dumps(info).encode(), mode=0o644)
             log.info("node 0x%s serving %s", node.address.hex(), url)
+            if not node.signer.seq_known:
+                log.warning("%s", node.learning())
             task_status.started(url)
             async for signum in signals:
                 log.info("signal %s: shutting down", signal.Signals(signum).name)
@@ -370,3 +605,83 @@ async def run_node(
             nursery.cancel_scope.cancel()
 
 
+# -- repair --------------------------------------------------------------------------------------------
+
+
+def _readable_store(config: NodeConfig) -> Store | None:
+    """The store, if SQLite can read it and every page of its operations."""
+    try:
+        store = open_store(config)
+    except StoreDamaged:
+        return None
+    try:
+        for _ in store.load_ops():
+            pass
+    except StoreDamaged:
+        store.close()
+        return None
+    return store
+
+
+def repair_store(config: NodeConfig) -> dict[str, Any]:
+    """Make a damaged store usable again: drop every stored operation, decision, certificate
+    and signing record that fails its checks (or, if SQLite cannot read the file at all, move
+    it aside and start an empty one), and make the node learn its own seq and its vote floor
+    from its peers again, since what was dropped may have been its own. Returns what it did."""
+    from channel.consensus import Decision, decode_message, decode_signed
+    from crdt.certificate import Certificate
+
+    genesis = load_genesis(config.genesis)
+    path = config.data_dir / STORE_FILE
+    report: dict[str, Any] = {"store": str(path), "moved_aside": None, "operations": 0, "decisions": 0,
+                              "certificates": 0, "signed": 0}
+    store = _readable_store(config)
+    if store is None:
+        aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            source = path.with_name(path.name + suffix)
+            if source.exists():
+                source.rename(aside.with_name(aside.name + suffix))
+        report["moved_aside"] = str(aside)
+        open_store(config).close()  # a new, empty store: the node learns everything again
+        return report
+    try:
+        replica = Replica(genesis)
+        ops, bad = verify_stored_ops(store, replica.ctx)
+        report["operations"] = store.delete_ops(position for position, _ in bad)
+        replica.receive_many(ops)
+        dropped: list[int] = []
+        for version, data in store.decisions():
+            try:
+                decision = decode_message(data)
+                if dropped or not isinstance(decision, Decision) or decision.height != version:
+                    raise InvalidInput("not the decision of its version")
+                replica.certify(decision.value.cut())
+            except InvalidInput:
+                dropped.append(version)  # and every later one: they build on it
+        store.delete_rows("decisions", "version", dropped)
+        report["decisions"] = len(dropped)
+        bad_certificates = []
+        for version, data in store.certificates():
+            try:
+                certificate = Certificate.decode(data)
+                certificate.verify(genesis)
+                if certificate.version != version or version in dropped:
+                    raise InvalidInput("not the certificate of its version")
+            except InvalidInput:
+                bad_certificates.append(version)
+        store.delete_rows("certificates", "version", bad_certificates)
+        report["certificates"] = len(bad_certificates)
+        bad_signed = []
+        for position, record in store.signed_rows():
+            try:
+                decode_signed(record)
+            except InvalidInput:
+                bad_signed.append(position)
+        store.delete_rows("signed", "position", bad_signed)
+        report["signed"] = len(bad_signed)
+        if report["operations"] or dropped or bad_certificates or bad_signed:
+            SignerState.forget(store)
+    finally:
+        store.close()
+    return report

@@ -35,13 +35,42 @@ def register(app: typer.Typer) -> None:
     def node_run(
         config: Annotated[Path, typer.Option(help="The node's node.toml.")] = Path("node.toml"),
         log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+        fresh_channel: Annotated[bool, typer.Option(
+            "--fresh-channel",
+            help="The genesis is brand new and this key has signed nothing in it: sign at once instead of first "
+            "learning this node's last seq and vote height from a quorum of peers. Only for a node's first start "
+            "in a new channel; with a store that lost data, it would make the node equivocate.",
+        )] = False,
     ) -> None:
         """Run a node until SIGINT or SIGTERM: libp2p gossip and sync, the store, the local API."""
+        from functools import partial
+
         from channel.node import run_node
 
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         node_config = NodeConfig.load(config)
-        trio.run(run_node, node_config)
+        trio.run(partial(run_node, node_config, fresh_channel=fresh_channel))
+
+    @node_app.command("repair")
+    @user_errors
+    def node_repair(
+        config: Annotated[Path, typer.Option(help="The node's node.toml.")] = Path("node.toml"),
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Drop what fails its checks in a node's store (or move an unreadable store aside), so the
+        node starts again and learns what was dropped from its peers. The node must be stopped."""
+        from channel.node import repair_store
+
+        report = repair_store(NodeConfig.load(config))
+        if as_json:
+            print(json.dumps(report))
+            return
+        if report["moved_aside"]:
+            console.print(f"the store could not be read; moved it to {report['moved_aside']} and started an empty one")
+        else:
+            dropped = ", ".join(f"{report[k]} {k}" for k in ("operations", "decisions", "certificates", "signed"))
+            console.print(f"dropped {dropped} from {report['store']}")
+        console.print("on its next start the node learns its last seq and vote height from its peers")
 
     @app.command()
     @user_errors

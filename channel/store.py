@@ -17,6 +17,22 @@ What is written, and when (the write-ahead rule of DESIGN.md):
   height is decided, so a restarted node re-sends those instead of signing conflicting ones,
   and keeps the value it locked.
 
+Hostile disks. The store is not trusted blindly:
+- opening a file that is not a SQLite database, or one whose pages are damaged, raises
+  `StoreDamaged` with the way out (``parley node repair``, or moving the file away to resync
+  from peers), never a traceback;
+- a write that fails at run time (``database or disk is full``, an I/O error) raises
+  `StorageUnavailable` after the transaction is rolled back, so the caller can refuse what
+  depended on it; ``max_bytes`` caps the file (SQLite's ``max_page_count``), so an operator can
+  bound the disk a node may use, and the same path runs when the disk itself fills up;
+- the node checks every stored operation against its id and signature when it restores
+  (`channel.node.Node.restore`), and `repair` drops what fails.
+
+One writer: the store takes an exclusive ``flock`` on ``LOCK`` in its folder (the data
+directory) for as long as it is open, with the holder's pid in the file. A second process
+gets `DataDirLocked` naming that pid: two nodes sharing one key and one store would sign two
+operations with one seq, which is equivocation.
+
 ``synchronous=FULL`` makes each commit durable (fsync) when it returns: go-nitro once ran its
 store with fsync off. The exceptions are what peers can give back: operations received from
 peers, decisions, certificates and evidence are committed with ``synchronous=NORMAL`` (in WAL
@@ -30,9 +46,21 @@ thread.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
+
+from channel.errors import DataDirLocked, StorageUnavailable, StoreDamaged
+
+LOCK_FILE = "LOCK"
+REPAIR_HINT = (
+    "run `parley node repair --config <node.toml>` to drop what is damaged (the node then learns it "
+    "again from its peers), or move the file away to resync everything from peers"
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ops (
@@ -71,46 +99,127 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
+class DataDirLock:
+    """An exclusive flock on ``<folder>/LOCK``, held until `release` (or the process ends)."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / LOCK_FILE
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DataDirLocked(
+                f"the data directory {folder} is in use by process {holder} (another `parley node run`?); "
+                "two processes with one key and one store would equivocate"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, max_bytes: int | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._fsync = True
-        self._db.executescript(SCHEMA)
+        self.lock = DataDirLock(path.parent)
+        try:
+            self.created = not path.exists() or path.stat().st_size == 0
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._fsync = True
+            self._db.executescript(SCHEMA)
+            if max_bytes is not None:
+                page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+                self._db.execute(f"PRAGMA max_page_count={max(16, max_bytes // page)}")
+        except sqlite3.DatabaseError as exc:
+            self.lock.release()
+            raise StoreDamaged(f"the store {path} cannot be read ({exc}); {REPAIR_HINT}") from exc
+        except BaseException:
+            self.lock.release()
+            raise
 
     def close(self) -> None:
         self._db.close()
+        self.lock.release()
 
-    def append_ops(self, ops: Iterable[tuple[bytes, bytes]], source: bytes, *, fsync: bool = True) -> int:
-        """Append (op_id, raw) pairs not stored yet; return how many were new. With
-        ``fsync=False`` (operations from peers) the commit survives a crash of the process but
-        not of the machine; the next fsync'd commit makes it durable too."""
+    def damaged(self, what: str, exc: Exception | None = None) -> StoreDamaged:
+        detail = f" ({exc})" if exc is not None else ""
+        return StoreDamaged(f"the store {self.path}: {what}{detail}; {REPAIR_HINT}")
+
+    def append_ops(
+        self,
+        ops: Iterable[tuple[bytes, bytes]],
+        source: bytes,
+        *,
+        fsync: bool = True,
+        requests: Iterable[tuple[str, bytes]] = (),
+    ) -> int:
+        """Append (op_id, raw) pairs not stored yet, and the (request id, op id) of the
+        client requests that made them, in one transaction; return how many ops were new.
+        With ``fsync=False`` (operations from peers) the commit survives a crash of the
+        process but not of the machine; the next fsync'd commit makes it durable too."""
         rows = [(op_id, raw, source) for op_id, raw in ops]
         if not rows:
             return 0
         with self._transaction(fsync) as db:
             before = db.total_changes
             db.executemany("INSERT OR IGNORE INTO ops(op_id, raw, source) VALUES (?, ?, ?)", rows)
+            new = db.total_changes - before
+            db.executemany("INSERT OR IGNORE INTO requests(request_id, op_id) VALUES (?, ?)", list(requests))
+            return new
+
+    def load_ops(self) -> Iterator[tuple[int, bytes, bytes]]:
+        """Every stored operation as (row position, op id, bytes), in arrival order."""
+        try:
+            for position, op_id, raw in self._db.execute("SELECT position, op_id, raw FROM ops ORDER BY position"):
+                yield int(position), bytes(op_id), bytes(raw)
+        except sqlite3.DatabaseError as exc:
+            raise self.damaged("its operations cannot be read", exc) from exc
+
+    def delete_ops(self, positions: Iterable[int]) -> int:
+        """Drop operation rows (repair); returns how many went."""
+        with self._transaction() as db:
+            before = db.total_changes
+            db.executemany("DELETE FROM ops WHERE position = ?", [(p,) for p in positions])
             return db.total_changes - before
 
-    def load_ops(self) -> Iterator[bytes]:
-        """Every stored operation's bytes, in arrival order."""
-        for (raw,) in self._db.execute("SELECT raw FROM ops ORDER BY position"):
-            yield bytes(raw)
+    def delete_op_ids(self, op_ids: Iterable[bytes]) -> None:
+        """Drop operations by id (ones that expired in the pending buffer, never applied)."""
+        with self._transaction(fsync=False) as db:
+            db.executemany("DELETE FROM ops WHERE op_id = ?", [(op_id,) for op_id in op_ids])
+
+    def delete_rows(self, table: str, key: str, values: Iterable[int]) -> None:
+        """Drop rows of a table by an integer key (repair of decisions, certificates, signed)."""
+        if (table, key) not in {("decisions", "version"), ("certificates", "version"), ("signed", "position")}:
+            raise ValueError(f"no repair for {table}.{key}")
+        with self._transaction() as db:
+            db.executemany(f"DELETE FROM {table} WHERE {key} = ?", [(v,) for v in values])
+
+    def signed_rows(self) -> list[tuple[int, bytes]]:
+        """Every stored signed record as (position, record), for repair."""
+        rows = self._query("SELECT position, record FROM signed ORDER BY position")
+        return [(int(position), bytes(record)) for position, record in rows]
+
+    def is_empty(self) -> bool:
+        """Nothing of a channel is stored (a new store, or one whose file was lost)."""
+        query = "SELECT EXISTS(SELECT 1 FROM ops) OR EXISTS(SELECT 1 FROM decisions) OR EXISTS(SELECT 1 FROM signed)"
+        return not self._query(query)[0][0]
 
     def count_ops(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM ops").fetchone()[0])
-
-    def record_request(self, request_id: str, op_id: bytes) -> None:
-        with self._transaction() as db:
-            db.execute("INSERT OR IGNORE INTO requests(request_id, op_id) VALUES (?, ?)", (request_id, op_id))
+        return int(self._query("SELECT count(*) FROM ops")[0][0])
 
     def request(self, request_id: str) -> bytes | None:
-        row = self._db.execute("SELECT op_id FROM requests WHERE request_id = ?", (request_id,)).fetchone()
-        return None if row is None else bytes(row[0])
+        rows = self._query("SELECT op_id FROM requests WHERE request_id = ?", (request_id,))
+        return bytes(rows[0][0]) if rows else None
 
     def put_decision(self, version: int, decision: bytes) -> None:
         """A decided checkpoint (the encoded `Decision`: value and quorum of precommits)."""
@@ -118,13 +227,13 @@ class Store:
             db.execute("INSERT OR REPLACE INTO decisions(version, decision) VALUES (?, ?)", (version, decision))
 
     def decisions(self) -> list[tuple[int, bytes]]:
-        rows = self._db.execute("SELECT version, decision FROM decisions ORDER BY version")
+        rows = self._query("SELECT version, decision FROM decisions ORDER BY version")
         return [(int(version), bytes(data)) for version, data in rows]
 
     def checkpoint_records(self, first: int, limit: int) -> list[tuple[int, bytes, bytes | None]]:
         """(version, decision, certificate or None) for up to `limit` decided versions from
         `first` on, in order: what a peer that is behind fetches (`channel.catchup`)."""
-        rows = self._db.execute(
+        rows = self._query(
             "SELECT d.version, d.decision, c.certificate FROM decisions d"
             " LEFT JOIN certificates c ON c.version = d.version"
             " WHERE d.version >= ? ORDER BY d.version LIMIT ?",
@@ -133,11 +242,11 @@ class Store:
         return [(int(v), bytes(d), None if c is None else bytes(c)) for v, d, c in rows]
 
     def latest_decision(self) -> int:
-        return int(self._db.execute("SELECT coalesce(max(version), 0) FROM decisions").fetchone()[0])
+        return int(self._query("SELECT coalesce(max(version), 0) FROM decisions")[0][0])
 
     def uncertified_decisions(self) -> list[tuple[int, bytes]]:
         """Decided versions whose certificate this node has not assembled yet."""
-        rows = self._db.execute(
+        rows = self._query(
             "SELECT version, decision FROM decisions"
             " WHERE version NOT IN (SELECT version FROM certificates) ORDER BY version"
         )
@@ -150,7 +259,7 @@ class Store:
             )
 
     def certificates(self) -> list[tuple[int, bytes]]:
-        rows = self._db.execute("SELECT version, certificate FROM certificates ORDER BY version")
+        rows = self._query("SELECT version, certificate FROM certificates ORDER BY version")
         return [(int(version), bytes(data)) for version, data in rows]
 
     def put_signed(self, height: int, record: bytes) -> None:
@@ -160,7 +269,7 @@ class Store:
 
     def signed(self, lowest: int) -> list[bytes]:
         """The stored signed records of heights `lowest` and above, in signing order."""
-        rows = self._db.execute("SELECT record FROM signed WHERE height >= ? ORDER BY position", (lowest,))
+        rows = self._query("SELECT record FROM signed WHERE height >= ? ORDER BY position", (lowest,))
         return [bytes(record) for (record,) in rows]
 
     def forget_signed(self, below: int) -> None:
@@ -173,31 +282,67 @@ class Store:
             db.execute("INSERT OR IGNORE INTO evidence(kind, offender, data) VALUES (?, ?, ?)", (kind, offender, data))
 
     def evidence(self) -> list[tuple[str, bytes, bytes]]:
-        rows = self._db.execute("SELECT kind, offender, data FROM evidence ORDER BY kind, offender")
+        rows = self._query("SELECT kind, offender, data FROM evidence ORDER BY kind, offender")
         return [(str(kind), bytes(offender), bytes(data)) for kind, offender, data in rows]
 
     def get_meta(self, key: str) -> bytes | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else bytes(row[0])
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return bytes(rows[0][0]) if rows else None
 
     def set_meta(self, key: str, value: bytes) -> None:
         with self._transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
+    def delete_meta(self, key: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self.damaged("a read failed", exc) from exc
+
     def _transaction(self, fsync: bool = True) -> _Transaction:
         if fsync != self._fsync:  # a pragma that cannot change inside a transaction
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             self._fsync = fsync
-        return _Transaction(self._db)
+        return _Transaction(self._db, self.path)
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE ... COMMIT; any SQLite error (a full disk above all) rolls back and
+    becomes `StorageUnavailable`, so nothing is half-written and nothing raw escapes."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self.db = db
+        self.path = path
 
     def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
         return self.db
 
-    def __exit__(self, kind: object, *_: object) -> None:
-        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+    def __exit__(self, kind: object, error: object, _traceback: object) -> None:
+        if kind is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise self._unavailable(exc) from exc
+        self._rollback()
+        if isinstance(error, sqlite3.Error):
+            raise self._unavailable(error) from error
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # SQLite rolls back by itself when it cannot
+                self.db.execute("ROLLBACK")
+
+    def _unavailable(self, exc: sqlite3.Error) -> StorageUnavailable:
+        full = "full" in str(exc).lower()
+        what = "the disk (or the store's size cap) is full" if full else "the store cannot be written"
+        return StorageUnavailable(f"{what}: {exc} ({self.path})")

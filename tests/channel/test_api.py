@@ -44,7 +44,7 @@ def with_node(channel_dir: Path, tmp_path: Path, body: Callable[[Node, Endpoint]
     store = Store(data_dir / "node.sqlite")
 
     async def main() -> None:
-        node = Node.restore(genesis, key, store)
+        node = Node.restore(genesis, key, store, fresh_channel=True)
         token = api_token(data_dir)
         async with trio.open_nursery() as nursery:
             url = await nursery.start(serve_api, node, token)

@@ -100,11 +100,12 @@ def test_replies_are_checked_for_shape_and_content() -> None:
 
 @asynccontextmanager
 async def memory_node(genesis: Genesis, index: int, path: Path, network: MemoryNetwork) -> AsyncIterator[Node]:
-    store = Store(path / f"node{index}.sqlite")
+    store = Store(path / f"node{index}" / "node.sqlite")
     try:
-        node = Node.restore(genesis, Key(address_of(KEYS[index]), KEYS[index]), store)
+        key = Key(address_of(KEYS[index]), KEYS[index])
+        node = Node.restore(genesis, key, store, fresh_channel=True)
         async with (
-            network.open_transport(bytes([index + 1]) * 8) as transport,
+            network.open_transport(bytes([index + 1]) * 8, participant=key.address) as transport,
             open_peer(
                 node.replica, transport, PEERS, before_apply=node.before_apply, after_apply=node.after_apply
             ) as peer,
@@ -194,7 +195,7 @@ def test_a_restarted_node_gets_the_certificate_it_decided_but_never_assembled(tm
                 await settled([*nodes, last])
                 version = last.replica.version
             # as if node 3 had crashed after deciding `version` and before the commits arrived
-            with sqlite3.connect(tmp_path / "node3.sqlite") as db:
+            with sqlite3.connect(tmp_path / "node3" / "node.sqlite") as db:
                 db.execute("DELETE FROM certificates WHERE version = ?", (version,))
             async with memory_node(genesis, 3, tmp_path, network) as restarted:
                 assert restarted.finality is not None

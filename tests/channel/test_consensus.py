@@ -159,6 +159,29 @@ def test_full_round_by_hand_locks_decides_and_certifies() -> None:
     assert any(isinstance(o, Decide) and o.value == value for o in out)
 
 
+def test_an_abstaining_node_signs_no_vote_or_proposal_but_follows_and_commits() -> None:
+    """A node that lost its signing log abstains below `abstain_below`: it may have voted there
+    before, so it signs nothing but the commit of what the others decided."""
+    genesis, keys, node = machine(0, FixedApp(None))  # the proposer of (1, 0) is index 1
+    node.abstain_below = 2
+    value = synthetic_value(genesis, 1, 3)
+    signed = broadcasts(node.start_height(1))
+    signed += broadcasts(node.on_message(sign_proposal(genesis, keys[1], 1, 0, value)))
+    for i in (1, 2, 3):
+        signed += broadcasts(node.on_message(sign_prevote(genesis, keys[i], 1, 0, value.value_id)))
+    assert signed == []  # it would have prevoted and precommitted
+    out = []
+    for i in (1, 2, 3):
+        out += node.on_message(sign_precommit(genesis, keys[i], 1, 0, value.value_id))
+    assert [o.value for o in out if isinstance(o, Decide)] == [value]  # it follows
+    assert broadcasts(out) == [sign_commit(genesis, keys[0], value.checkpoint)]  # and signs only its commit
+    node.start_height(2)  # from abstain_below on it votes again
+    assert [type(m) for m in broadcasts(node.on_timeout(Timeout(TimeoutKind.PROPOSE, 2, 0)))] == [Prevote]
+    _, _, proposer_node = machine(1, FixedApp(value))
+    proposer_node.abstain_below = 2
+    assert broadcasts(proposer_node.start_height(1)) == []  # an abstaining proposer proposes nothing
+
+
 def test_locked_node_prevotes_nil_for_another_value_until_a_newer_proof_of_lock() -> None:
     genesis, keys, node = machine(0, FixedApp(None))
     v, w = synthetic_value(genesis, 1, 1), synthetic_value(genesis, 1, 2)
