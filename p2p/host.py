@@ -37,7 +37,8 @@ Two faults of py-libp2p 0.8.1 that let one remote host end the whole node, and w
   peer from pubsub, report a fault to `on_fault`, which scores and bans), and per message
   (``push_msg`` runs in pubsub's service, where an exception would stop it). Our own stream
   handlers do the same. Oversized RPCs (over 1 MiB) are refused by libp2p before their body is
-  read; that is reported as a fault too.
+  read; that is reported as a fault too, and so is an RPC that has begun but is not complete
+  within `PUBSUB_FRAME_SECONDS`.
 
 Admission (`p2p.admission`): with a `HostConfig.admission`, every new connection runs the
 ``/parley/hello/1.0.0`` exchange of signed peer bindings. A peer that has not proved within
@@ -71,7 +72,8 @@ from libp2p.abc import INotifee
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
-from libp2p.io.exceptions import MessageTooLarge
+from libp2p.io.abc import Reader
+from libp2p.io.exceptions import IncompleteReadError, MessageTooLarge
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
@@ -87,7 +89,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from crdt.errors import InvalidInput
 from p2p.admission import HELLO_PROTOCOL, MAX_BINDING_BYTES, Admission
-from p2p.errors import Banned, MalformedMessage, OversizedMessage, StreamClosed, TransportError
+from p2p.errors import Banned, MalformedMessage, OversizedMessage, RateLimited, StreamClosed, TransportError
 from p2p.transport import FaultHandler, GossipValidator, PeerId, Stream, StreamHandler, Subscription, read_one_frame
 from p2p.wire import WireLimits, encode_frame
 
@@ -122,13 +124,34 @@ async def _write_whole(self: YamuxStream, data: bytes) -> None:
 YamuxStream.write = _write_whole  # type: ignore[method-assign]
 
 _read_rpc = pubsub_module.read_varint_prefixed_bytes_limited  # type: ignore[attr-defined]
+PUBSUB_FRAME_SECONDS = 30.0  # an RPC that has begun must be complete within this
+
+
+class _FirstByteRead(Reader):
+    """A stream whose first byte was read already (pubsub's frame reader reads the rest)."""
+
+    def __init__(self, first: bytes, stream: Any) -> None:
+        self._first, self._stream = first, stream
+
+    async def read(self, n: int | None = None) -> bytes:
+        if self._first:
+            first, self._first = self._first, b""
+            return first
+        data: bytes = await self._stream.read(n)
+        return data
 
 
 async def _read_rpc_noting_oversize(reader: Any, max_length: int) -> bytes:
-    """Pubsub's frame reader, which also marks the stream when it refuses an oversized RPC
-    (pubsub swallows `MessageTooLarge`; `_GuardedPubsub` reads the mark to report the peer)."""
+    """Pubsub's frame reader with two additions: once an RPC's first byte is in, the rest must
+    come within `PUBSUB_FRAME_SECONDS` (a peer trickling a byte at a time held the stream for
+    as long as it liked), and a refused oversized RPC marks the stream (pubsub swallows
+    `MessageTooLarge`; `_GuardedPubsub` reads the mark to report the peer)."""
+    first = await reader.read(1)  # an idle stream waits here without a deadline
+    if not first:
+        raise IncompleteReadError("stream ended before an RPC", expected_bytes=1, received_bytes=0)
     try:
-        return await _read_rpc(reader, max_length)
+        with trio.fail_after(PUBSUB_FRAME_SECONDS):
+            return await _read_rpc(_FirstByteRead(first, reader), max_length)
     except MessageTooLarge:
         reader.__dict__["_parley_oversized"] = True
         raise
@@ -156,6 +179,12 @@ class _GuardedPubsub(Pubsub):
             return
         try:
             await self.continuously_read_stream(stream)
+        except trio.TooSlowError:
+            log.info("pubsub stream from %s: an RPC took longer than %.0f s", peer_id, PUBSUB_FRAME_SECONDS)
+            await _reset_quietly(stream)
+            self._handle_dead_peer(peer_id)
+            self._fault(peer_id, RateLimited(f"a pubsub RPC took longer than {PUBSUB_FRAME_SECONDS:.0f} s"))
+            return
         except Exception as exc:  # protobuf's DecodeError above all; nothing may reach the host
             log.info("pubsub stream from %s failed: %s: %s", peer_id, type(exc).__name__, exc)
             await _reset_quietly(stream)

@@ -20,6 +20,7 @@ from p2p_kit import authors, host_config, make_genesis, poll_until, private_key
 from crdt.genesis import Genesis
 from crdt.ops import forge
 from crdt.replica import Replica
+from p2p import host as host_module
 from p2p.admission import Admission, sign_binding
 from p2p.host import HostConfig, open_libp2p_transport
 from p2p.identity import load_or_create
@@ -149,6 +150,37 @@ def test_an_oversized_pubsub_rpc_is_refused_before_its_body_and_scored(tmp_path:
                 stream = await rogue.host.new_stream(ID(target), [TProtocol(PROTOCOL_ID_V11)])
                 await stream.write(encode_varint(1_800_000) + b"\x99" * 4096)  # announces 1.8 MB
                 await poll_until(lambda: peers[0].statistics().penalties.get("oversized", 0) >= 1)
+            await still_syncing(peers, genesis)
+
+    trio.run(main)
+
+
+def test_a_trickled_pubsub_rpc_is_reset_and_scored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pubsub RPC announced as 100 KB and sent a byte at a time held its stream open for as
+    long as the sender liked: py-libp2p waits for the rest of a frame without a deadline."""
+    monkeypatch.setattr(host_module, "PUBSUB_FRAME_SECONDS", 2.0)
+
+    async def main() -> None:
+        genesis = make_genesis(3)
+        async with (
+            honest_pair(genesis, tmp_path) as peers,
+            open_libp2p_transport(host_config(genesis, tmp_path / "slow", 2, boot_of(peers))) as slow,
+        ):
+            target = peers[0].transport.local_id
+            with trio.fail_after(DEADLINE):
+                await poll_until(lambda: target in slow.connected_peers())
+                stream = await slow.host.new_stream(ID(target), [TProtocol(PROTOCOL_ID_V11)])
+                await stream.write(encode_varint(100_000))
+                closed = False
+                for _ in range(DEADLINE * 4):
+                    try:
+                        await stream.write(b"\x00")
+                    except Exception:
+                        closed = True
+                        break
+                    await trio.sleep(0.25)
+                assert closed
+                await poll_until(lambda: peers[0].statistics().penalties.get("rate_limited", 0) >= 1)
             await still_syncing(peers, genesis)
 
     trio.run(main)
