@@ -165,6 +165,7 @@ def test_a_node_down_for_longer_than_the_proof_window_catches_up(tmp_path: Path)
             nodes = [await stack.enter_async_context(memory_node(genesis, i, tmp_path, network)) for i in range(4)]
             network.connect_all()
             await advance(nodes[0], 1, nodes[1].address)
+            await settled(nodes)  # node 3 too, before it is cut off (else its decision may still be in flight)
             link(network, 3, range(4), up=False)
             behind = nodes[3].replica.version
             await advance(nodes[0], Limits().commit_window + 4, nodes[2].address)  # three of four decide
