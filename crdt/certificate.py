@@ -10,13 +10,14 @@ Invariants of a certificate that `verify` accepts:
 - they recover to participants in strictly increasing participant index (so there are no
   duplicates, the order is canonical, and the contract's bitmap count equals their number), and
   there are at least ``threshold`` of them;
-- the leaves are one per (account, token) and their tree root is the checkpoint's payout root,
-  and for each token the leaves sum to the checkpoint's total.
+- the leaves are one per (kind, account, token) and their tree root is the checkpoint's payout
+  root, and for each token the balance leaves sum to the checkpoint's total and the withdrawal
+  leaves to its withdrawn amount.
 
-Canonical CBOR (`encode`/`decode`), a 9-element array:
+Canonical CBOR (`encode`/`decode`), a 10-element array:
 
-    [channel, version, payoutRoot, stateHash, [total...], depositNonce, time,
-     [signature...], [[account, token, amount]...]]
+    [channel, version, payoutRoot, stateHash, [total...], [withdrawn...], depositNonce, time,
+     [signature...], [[account, token, amount, kind]...]]
 
 Totals and amounts are uint256 in token decimals (an 18-decimal token overflows 64 bits), so
 they are written as minimal big-endian byte strings (zero is the empty string, no leading zero
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from crdt import cbor
 from crdt.eip712 import Checkpoint, Domain
 from crdt.errors import BadSignature, InvalidInput, NonCanonical, WrongChannel, WrongType
-from crdt.merkle import MerkleTree, PayoutLeaf
+from crdt.merkle import BALANCE, LEAF_KINDS, WITHDRAWN, MerkleTree, PayoutLeaf, leaf_totals
 from crdt.ops import sign_digest
 from crdt.types import Address, ChannelId, Hash32
 
@@ -76,41 +77,73 @@ def uint64(value: Any, what: str) -> int:
     return value
 
 
+CHECKPOINT_FIELDS = 8
+
+
 def checkpoint_to_wire(c: Checkpoint) -> list[Any]:
-    """[channel, version, payoutRoot, stateHash, totals, depositNonce, time]."""
+    """[channel, version, payoutRoot, stateHash, totals, withdrawn, depositNonce, time]."""
     totals = [uint_bytes(total) for total in c.totals]
-    return [c.channel, c.version, c.payout_root, c.state_hash, totals, c.deposit_nonce, c.time]
+    withdrawn = [uint_bytes(amount) for amount in c.withdrawn]
+    return [c.channel, c.version, c.payout_root, c.state_hash, totals, withdrawn, c.deposit_nonce, c.time]
 
 
 def checkpoint_from_wire(fields: Any, max_tokens: int = 256) -> Checkpoint:
-    if type(fields) is not list or len(fields) != 7:
-        raise WrongType("a checkpoint is an array of 7 fields")
-    channel, version, root, state, totals, nonce, time = fields
-    if type(totals) is not list or len(totals) > max_tokens:
-        raise WrongType(f"totals must be an array of at most {max_tokens}")
+    if type(fields) is not list or len(fields) != CHECKPOINT_FIELDS:
+        raise WrongType(f"a checkpoint is an array of {CHECKPOINT_FIELDS} fields")
+    channel, version, root, state, totals, withdrawn, nonce, time = fields
+    for name, amounts in (("totals", totals), ("withdrawn", withdrawn)):
+        if type(amounts) is not list or len(amounts) > max_tokens:
+            raise WrongType(f"{name} must be an array of at most {max_tokens}")
+    if len(withdrawn) != len(totals):
+        raise WrongType("a checkpoint has one total and one withdrawn amount per token")
     return Checkpoint(
         channel=ChannelId(fixed_bytes(channel, 32, "channel")),
         version=uint64(version, "version"),
         payout_root=Hash32(fixed_bytes(root, 32, "payout root")),
         state_hash=Hash32(fixed_bytes(state, 32, "state hash")),
         totals=tuple(uint_from_bytes(total, "total") for total in totals),
+        withdrawn=tuple(uint_from_bytes(amount, "withdrawn") for amount in withdrawn),
         deposit_nonce=uint64(nonce, "deposit nonce"),
         time=uint64(time, "time"),
     )
 
 
 def leaf_to_wire(leaf: PayoutLeaf) -> list[Any]:
-    return [leaf.account, leaf.token, uint_bytes(leaf.amount)]
+    return [leaf.account, leaf.token, uint_bytes(leaf.amount), leaf.kind]
 
 
 def leaf_from_wire(fields: Any) -> PayoutLeaf:
-    if type(fields) is not list or len(fields) != 3:
-        raise WrongType("a payout leaf is [account, token, amount]")
+    if type(fields) is not list or len(fields) != 4:
+        raise WrongType("a payout leaf is [account, token, amount, kind]")
+    if fields[3] not in LEAF_KINDS or type(fields[3]) is not int:
+        raise WrongType("a payout leaf's kind is 0 (balance) or 1 (withdrawn)")
     return PayoutLeaf(
         Address(fixed_bytes(fields[0], 20, "account")),
         Address(fixed_bytes(fields[1], 20, "token")),
         uint_from_bytes(fields[2], "amount"),
+        fields[3],
     )
+
+
+def check_leaves(
+    genesis: Genesis, checkpoint: Checkpoint, leaves: Iterable[PayoutLeaf], error: type[InvalidInput]
+) -> None:
+    """Raise `error` unless the leaves are one per (kind, account, token) of the genesis's
+    tokens, hash to the checkpoint's payout root, and sum to its totals and withdrawn amounts."""
+    leaves = list(leaves)
+    if not leaves:
+        raise error("a checkpoint needs its payout leaves")
+    if len({(leaf.kind, leaf.account, leaf.token) for leaf in leaves}) != len(leaves):
+        raise error("two payout leaves of one kind for one (account, token)")
+    tokens = [token.address for token in genesis.tokens]
+    if any(leaf.token not in tokens for leaf in leaves):
+        raise error("a payout leaf names a token that is not in the genesis")
+    if MerkleTree(leaves).root != checkpoint.payout_root:
+        raise error("the payout leaves do not hash to the checkpoint's payout root")
+    if leaf_totals(tokens, leaves, BALANCE) != checkpoint.totals:
+        raise error("the balance leaves do not sum to the checkpoint's totals")
+    if leaf_totals(tokens, leaves, WITHDRAWN) != checkpoint.withdrawn:
+        raise error("the withdrawal leaves do not sum to the checkpoint's withdrawn amounts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +183,9 @@ class Certificate:
     def tree(self) -> MerkleTree:
         return MerkleTree(self.leaves)
 
-    def proof_for(self, account: bytes, token: bytes) -> tuple[PayoutLeaf, list[Hash32]]:
-        """The leaf of (account, token) and its Merkle proof; KeyError if there is none."""
-        return self.tree().proof_for(account, token)
+    def proof_for(self, account: bytes, token: bytes, kind: int = BALANCE) -> tuple[PayoutLeaf, list[Hash32]]:
+        """The leaf of (kind, account, token) and its Merkle proof; KeyError if there is none."""
+        return self.tree().proof_for(account, token, kind)
 
     # -- checking ----------------------------------------------------------------------------
 
@@ -185,25 +218,12 @@ class Certificate:
             raise BadSignature(
                 f"{len(self.signatures)} signatures, the threshold is {genesis.threshold}"
             )
-        if not self.leaves:
-            raise InvalidInput("a certificate needs its payout leaves")
-        keys = {(leaf.account, leaf.token) for leaf in self.leaves}
-        if len(keys) != len(self.leaves):
-            raise InvalidInput("two payout leaves for one (account, token)")
-        if self.tree().root != checkpoint.payout_root:
-            raise InvalidInput("the payout leaves do not hash to the checkpoint's payout root")
-        for token, total in zip(genesis.tokens, checkpoint.totals, strict=True):
-            paid = sum(leaf.amount for leaf in self.leaves if leaf.token == token.address)
-            if paid != total:
-                raise InvalidInput(f"leaves of {token.symbol} sum to {paid}, the checkpoint says {total}")
-        tokens = {token.address for token in genesis.tokens}
-        if any(leaf.token not in tokens for leaf in self.leaves):
-            raise InvalidInput("a payout leaf names a token that is not in the genesis")
+        check_leaves(genesis, checkpoint, self.leaves, InvalidInput)
 
     # -- codec -------------------------------------------------------------------------------
 
     def encode(self) -> bytes:
-        """[checkpoint fields…, signatures, leaves]: the 7 checkpoint fields, then two arrays."""
+        """[checkpoint fields…, signatures, leaves]: the 8 checkpoint fields, then two arrays."""
         wire = checkpoint_to_wire(self.checkpoint)
         return cbor.encode([*wire, list(self.signatures), [leaf_to_wire(leaf) for leaf in self.leaves]])
 
@@ -212,10 +232,10 @@ class Certificate:
         """Strictly decode canonical bytes, or raise `InvalidInput`. Signatures and the root
         are not checked here: call `verify` with the genesis."""
         value = cbor.decode(data, max_bytes=MAX_CERTIFICATE_BYTES, max_depth=3)
-        if type(value) is not list or len(value) != 9:
-            raise WrongType("a certificate is an array of 9 fields")
-        checkpoint = checkpoint_from_wire(value[:7])
-        signatures, leaves = value[7], value[8]
+        if type(value) is not list or len(value) != CHECKPOINT_FIELDS + 2:
+            raise WrongType(f"a certificate is an array of {CHECKPOINT_FIELDS + 2} fields")
+        checkpoint = checkpoint_from_wire(value[:CHECKPOINT_FIELDS])
+        signatures, leaves = value[CHECKPOINT_FIELDS], value[CHECKPOINT_FIELDS + 1]
         if type(signatures) is not list or type(leaves) is not list:
             raise WrongType("signatures and leaves must be arrays")
         parsed_leaves = [leaf_from_wire(leaf) for leaf in leaves]
@@ -239,6 +259,7 @@ def from_replica(
         payout_root=tree.root,
         state_hash=replica.state_hash(),
         totals=replica.totals(),
+        withdrawn=replica.withdrawn_totals(),
         deposit_nonce=deposit_nonce,
         time=time,
     )

@@ -7,7 +7,7 @@ data, so the two can never drift apart.
 
     Op(bytes32 channel,address author,uint64 seq,bytes32 contentHash)
     Checkpoint(bytes32 channel,uint64 version,bytes32 payoutRoot,bytes32 stateHash,
-               uint256[] totals,uint64 depositNonce,uint64 time)
+               uint256[] totals,uint256[] withdrawn,uint64 depositNonce,uint64 time)
     PeerBinding(bytes32 channel,bytes peerId)
 
 A third struct is never sent to the contract: `PeerBinding` is what a participant signs to say
@@ -32,7 +32,7 @@ DOMAIN_TYPE = b"EIP712Domain(string name,string version,uint256 chainId,address 
 OP_TYPE = b"Op(bytes32 channel,address author,uint64 seq,bytes32 contentHash)"
 CHECKPOINT_TYPE = (
     b"Checkpoint(bytes32 channel,uint64 version,bytes32 payoutRoot,bytes32 stateHash,"
-    b"uint256[] totals,uint64 depositNonce,uint64 time)"
+    b"uint256[] totals,uint256[] withdrawn,uint64 depositNonce,uint64 time)"
 )
 PEER_BINDING_TYPE = b"PeerBinding(bytes32 channel,bytes peerId)"
 DOMAIN_TYPEHASH = keccak256(DOMAIN_TYPE)
@@ -99,19 +99,20 @@ class Checkpoint:
     version: int
     payout_root: Hash32
     state_hash: Hash32
-    totals: tuple[int, ...]  # per token, in the order of the genesis, in token decimals
+    totals: tuple[int, ...]  # per token, genesis order, token decimals: the balance leaves' sums
+    withdrawn: tuple[int, ...]  # the same for the withdrawal leaves (cumulative withdrawals)
     deposit_nonce: int
     time: int  # checkpoint time, ms
 
     def struct_hash(self) -> bytes:
-        totals_hash = keccak256(b"".join(word(total) for total in self.totals))
         return keccak256(
             CHECKPOINT_TYPEHASH
             + self.channel
             + word(self.version)
             + self.payout_root
             + self.state_hash
-            + totals_hash
+            + keccak256(b"".join(word(total) for total in self.totals))
+            + keccak256(b"".join(word(amount) for amount in self.withdrawn))
             + word(self.deposit_nonce)
             + word(self.time)
         )
@@ -130,6 +131,7 @@ class Checkpoint:
                     {"name": "payoutRoot", "type": "bytes32"},
                     {"name": "stateHash", "type": "bytes32"},
                     {"name": "totals", "type": "uint256[]"},
+                    {"name": "withdrawn", "type": "uint256[]"},
                     {"name": "depositNonce", "type": "uint64"},
                     {"name": "time", "type": "uint64"},
                 ],
@@ -142,6 +144,7 @@ class Checkpoint:
                 "payoutRoot": self.payout_root,
                 "stateHash": self.state_hash,
                 "totals": list(self.totals),
+                "withdrawn": list(self.withdrawn),
                 "depositNonce": self.deposit_nonce,
                 "time": self.time,
             },

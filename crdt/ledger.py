@@ -7,7 +7,13 @@ exactly. That is what lets `Replica` reorder a late operation without replaying 
 
 Conservation, per token, in every state (`check_conservation`):
 
-    deposits == sum(balances) + sum(locked) + sum(withdrawable) + fees + insurance
+    deposits == sum(balances) + sum(locked) + sum(withdrawn) + fees + insurance
+
+``withdrawn`` is cumulative: what each account has withdrawn in the channel, which only grows.
+The contract pays it out from any finalised checkpoint, the difference against what it paid
+already, so a withdrawal never needs a debit inside the channel. Withdrawals are in whole units
+of the token (a multiple of 10**(9 - decimals) e9), so what a withdrawal leaf says is exactly
+what was withdrawn, and rounding never makes a later leaf smaller than an earlier one.
 
 Every handler moves an amount between these buckets and never creates or destroys one; only
 `credit_deposit` raises both sides together. Zero entries are deleted, so the canonical state
@@ -57,12 +63,15 @@ class Rejected(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Deposit:
-    """An on-chain deposit, credited by a checkpoint (nonce order, no gaps)."""
+    """An on-chain deposit, credited by a checkpoint (nonce order, no gaps). ``block`` is the
+    hash of the block that holds it: a reorg can give its nonce to another deposit, so nodes
+    agree on (nonce, block), and a deposit the chain no longer holds is never credited."""
 
     nonce: int
     account: Address
     token: Symbol
     amount: int  # e9
+    block: bytes = bytes(32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +112,7 @@ class Ledger:
         self._tokens = {t.symbol: t for t in genesis.tokens}
         self.balances: dict[tuple[Address, Symbol], int] = {}
         self.locks: dict[OpId, Lock] = {}
-        self.withdrawable: dict[tuple[Address, Symbol], int] = {}
+        self.withdrawn: dict[tuple[Address, Symbol], int] = {}  # cumulative, per (account, token)
         self.fees: dict[Symbol, int] = {}
         self.insurance: dict[Symbol, int] = {}
         self.deposits: dict[Symbol, int] = {}
@@ -142,12 +151,18 @@ class Ledger:
         )
 
     def entitlement(self, account: Address, token: Symbol) -> int:
-        """What the account would be paid (e9) if the channel settled now."""
-        return (
-            self.balance(account, token)
-            + self.locked(account, token)
-            + self.withdrawable.get((account, token), 0)
-        )
+        """What the account would be paid (e9) if the channel concluded now, besides what it
+        withdrew: its free and locked balance."""
+        return self.balance(account, token) + self.locked(account, token)
+
+    def withdrawn_by(self, account: Address, token: Symbol) -> int:
+        """What the account has withdrawn in the channel so far (e9, cumulative)."""
+        return self.withdrawn.get((account, token), 0)
+
+    def unit(self, token: Symbol) -> int:
+        """One whole unit of the token in e9 (withdrawals are multiples of it)."""
+        unit: int = 10 ** max(0, 9 - self._tokens[token].decimals)
+        return unit
 
     def check_conservation(self) -> None:
         """Raise `InternalError` unless every token's deposits equal the sum of its buckets."""
@@ -155,7 +170,7 @@ class Ledger:
             held = (
                 sum(v for (_, t), v in self.balances.items() if t == token)
                 + sum(lock.amount for lock in self.locks.values() if lock.token == token)
-                + sum(v for (_, t), v in self.withdrawable.items() if t == token)
+                + sum(v for (_, t), v in self.withdrawn.items() if t == token)
                 + self.fees.get(token, 0)
                 + self.insurance.get(token, 0)
             )
@@ -174,7 +189,7 @@ class Ledger:
                 [op_id, lock.account, lock.token, lock.amount, lock.until, lock.reason]
                 for op_id, lock in sorted(self.locks.items())
             ],
-            [[a, t, v] for (a, t), v in sorted(self.withdrawable.items())],
+            [[a, t, v] for (a, t), v in sorted(self.withdrawn.items())],
             sorted([t, v] for t, v in self.fees.items()),
             sorted([t, v] for t, v in self.insurance.items()),
             sorted([t, v] for t, v in self.deposits.items()),
@@ -295,8 +310,11 @@ class Ledger:
         _exact_keys(op.body, WITHDRAW_KEYS)
         self._mover(op)
         token, amount = self._token_amount(op)
+        unit = self.unit(token)
+        if amount % unit:
+            raise Rejected(Reason.BAD_AMOUNT, f"withdrawals are whole units of {token} ({unit} e9)")
         self._add(self.balances, (op.author, token), -amount)
-        self._add(self.withdrawable, (op.author, token), amount)
+        self._add(self.withdrawn, (op.author, token), amount)
 
     def _lock(self, op: SignedOp) -> None:
         _exact_keys(op.body, LOCK_KEYS)

@@ -34,10 +34,10 @@ from crdt.errors import InvalidCut, InvalidInput, MissingOperations
 from crdt.genesis import Genesis
 from crdt.graph import AddResult, Equivocation, HashGraph, PendingBuffer
 from crdt.ledger import Deposit, Frame, Ledger, Reason
-from crdt.merkle import MerkleTree, PayoutLeaf
+from crdt.merkle import BALANCE, WITHDRAWN, MerkleTree, PayoutLeaf, leaf_totals
 from crdt.ops import Context, SignedOp, decode_op
-from crdt.types import Hash32, OpId
-from crdt.units import from_e9
+from crdt.types import Address, Hash32, OpId
+from crdt.units import apportion, from_e9
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,8 @@ class Preview:
 
     state_hash: Hash32
     payout_root: Hash32
-    totals: tuple[int, ...]  # per token, genesis order, token decimals
+    totals: tuple[int, ...]  # per token, genesis order, token decimals: the balance leaves
+    withdrawn: tuple[int, ...]  # the same for the withdrawal leaves (cumulative)
     deposit_nonce: int
     new_operations: int
     leaves: tuple[PayoutLeaf, ...]  # behind payout_root, genesis order
@@ -170,8 +171,10 @@ class Replica:
                 ledger.credit_deposit(deposit)
             ledger.close_epoch(cut.version, cut.time)
             tree = self.payout_tree()
+            tokens = self._token_addresses
             return Preview(
-                ledger.state_hash(), tree.root, self._totals(tree), ledger.deposit_nonce, len(new), tuple(tree.leaves)
+                ledger.state_hash(), tree.root, leaf_totals(tokens, tree.leaves, BALANCE),
+                leaf_totals(tokens, tree.leaves, WITHDRAWN), ledger.deposit_nonce, len(new), tuple(tree.leaves),
             )
         finally:
             ledger.undo(frame)
@@ -339,39 +342,43 @@ class Replica:
         return self.ledger.state_hash()
 
     def payout_tree(self) -> MerkleTree:
-        leaves = [
-            PayoutLeaf(
-                participant.address,
-                token.address,
-                from_e9(self.ledger.entitlement(participant.address, token.symbol), token.decimals),
-            )
-            for participant in self.genesis.participants
-            for token in self.genesis.tokens
-        ]
+        """Per (participant, token), in genesis order: the balance leaf (free + locked, in token
+        units, apportioned so the leaves of a token pay out its whole sum) and the withdrawal
+        leaf (cumulative withdrawn, whole units by construction)."""
+        ledger, participants = self.ledger, self.genesis.participants
+        leaves: list[PayoutLeaf] = []
+        for token in self.genesis.tokens:
+            owed = apportion([ledger.entitlement(p.address, token.symbol) for p in participants], token.decimals)
+            for participant, amount in zip(participants, owed, strict=True):
+                withdrawn = from_e9(ledger.withdrawn_by(participant.address, token.symbol), token.decimals)
+                leaves.append(PayoutLeaf(participant.address, token.address, amount, BALANCE))
+                leaves.append(PayoutLeaf(participant.address, token.address, withdrawn, WITHDRAWN))
         return MerkleTree(leaves)
 
     def payout_root(self) -> Hash32:
         return self.payout_tree().root
 
     def totals(self) -> tuple[int, ...]:
-        """Per token (genesis order), the sum of the payout leaves, in token decimals."""
-        return self._totals(self.payout_tree())
+        """Per token (genesis order), the sum of the balance leaves, in token decimals."""
+        return leaf_totals(self._token_addresses, self.payout_tree().leaves, BALANCE)
 
-    def _totals(self, tree: MerkleTree) -> tuple[int, ...]:
-        return tuple(
-            sum(leaf.amount for leaf in tree.leaves if leaf.token == token.address)
-            for token in self.genesis.tokens
-        )
+    def withdrawn_totals(self) -> tuple[int, ...]:
+        """Per token (genesis order), the sum of the withdrawal leaves, in token decimals."""
+        return leaf_totals(self._token_addresses, self.payout_tree().leaves, WITHDRAWN)
+
+    @property
+    def _token_addresses(self) -> list[Address]:
+        return [token.address for token in self.genesis.tokens]
 
     def balances(self) -> dict[str, dict[str, dict[str, int]]]:
-        """account hex -> token -> {free, locked, withdrawable} in e9."""
+        """account hex -> token -> {free, locked, withdrawn} in e9 (withdrawn: cumulative)."""
         ledger = self.ledger
         return {
             "0x" + p.address.hex(): {
                 token.symbol: {
                     "free": ledger.balance(p.address, token.symbol),
                     "locked": ledger.locked(p.address, token.symbol),
-                    "withdrawable": ledger.withdrawable.get((p.address, token.symbol), 0),
+                    "withdrawn": ledger.withdrawn_by(p.address, token.symbol),
                 }
                 for token in self.genesis.tokens
             }

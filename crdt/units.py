@@ -24,6 +24,25 @@ def from_e9(amount: int, decimals: int) -> int:
     return amount * scale if decimals >= 9 else amount // scale
 
 
+def apportion(amounts: list[int], decimals: int) -> list[int]:
+    """Each e9 amount in token units, so that they sum to the units of their sum, rounded down
+    (largest remainder: every amount is rounded down, then the units that rounding lost go,
+    one each, to the amounts with the largest remainders, the earlier one first on a tie).
+
+    Rounding each payout down on its own would leave up to one unit per account in the
+    contract that no leaf pays: a channel's holdings in a 6-decimal token are whole units,
+    but balances moved by e9 transfers are not. Apportioned, the leaves pay out all of it."""
+    if decimals >= 9:
+        return [from_e9(amount, decimals) for amount in amounts]
+    scale = 10 ** (9 - decimals)
+    floors = [amount // scale for amount in amounts]
+    lost = sum(amounts) // scale - sum(floors)
+    order = sorted(range(len(amounts)), key=lambda i: (-(amounts[i] % scale), i))
+    for i in order[:lost]:
+        floors[i] += 1
+    return floors
+
+
 def format_e9(amount: int) -> str:
     """A human-readable decimal string of an e9 amount, without floats."""
     sign = "-" if amount < 0 else ""

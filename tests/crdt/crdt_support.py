@@ -150,7 +150,7 @@ class Model:
     genesis: Genesis
     balances: dict[tuple[bytes, str], int] = field(default_factory=dict)
     locks: dict[bytes, tuple[bytes, str, int, int, str]] = field(default_factory=dict)
-    withdrawable: dict[tuple[bytes, str], int] = field(default_factory=dict)
+    withdrawn: dict[tuple[bytes, str], int] = field(default_factory=dict)  # cumulative
     deposits: dict[str, int] = field(default_factory=dict)
     time: int = 0
     used_seq: set[tuple[bytes, int]] = field(default_factory=set)
@@ -222,8 +222,11 @@ class Model:
             reason, token, amount = self._token_amount(op)
             if reason:
                 return reason
+            decimals = self.genesis.token(token).decimals  # type: ignore[union-attr]
+            if decimals < 9 and amount % 10 ** (9 - decimals):
+                return Reason.BAD_AMOUNT  # withdrawals are whole units of the token
             self._move(self.balances, (op.author, token), -amount)
-            self._move(self.withdrawable, (op.author, token), amount)
+            self._move(self.withdrawn, (op.author, token), amount)
             return None
         # lock
         if set(body) != {"token", "amount", "until", "reason"}:
@@ -264,7 +267,7 @@ class Model:
                 t.symbol: {
                     "free": self.balances.get((p.address, t.symbol), 0),
                     "locked": self.locked(p.address, t.symbol),
-                    "withdrawable": self.withdrawable.get((p.address, t.symbol), 0),
+                    "withdrawn": self.withdrawn.get((p.address, t.symbol), 0),
                 }
                 for t in self.genesis.tokens
             }

@@ -106,6 +106,6 @@ def test_decode_rejects_garbage() -> None:
     with pytest.raises(NonCanonical):
         Certificate.decode(cbor.encode(value))
     value = cbor.decode(data, max_bytes=len(data), max_depth=3)
-    value[7][0] = value[7][0][:64]
+    value[8][0] = value[8][0][:64]  # a signature of 64 bytes
     with pytest.raises(WrongType):
         Certificate.decode(cbor.encode(value))

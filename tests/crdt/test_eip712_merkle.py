@@ -64,7 +64,8 @@ def test_checkpoint_digest_matches_eth_account(
     from crdt.eip712 import Domain
 
     domain = Domain(chain, contract)
-    checkpoint = Checkpoint(channel, version, root, state, tuple(totals), nonce, time)
+    withdrawn = tuple(total // 3 for total in totals)
+    checkpoint = Checkpoint(channel, version, root, state, tuple(totals), withdrawn, nonce, time)
     assert typed_hash(checkpoint.typed_data(domain)) == checkpoint.digest(domain)
 
 
@@ -142,8 +143,9 @@ def test_channel_id_is_keccak_of_abi_encode(chain, adjudicator, participants, th
 # -- Merkle -------------------------------------------------------------------------------------
 
 
-def oz_leaf(account: bytes, token: bytes, amount: int) -> bytes:
-    return keccak(keccak(abi_encode(["address", "address", "uint256"], [account, token, amount])))
+def oz_leaf(account: bytes, token: bytes, amount: int, kind: int = 0) -> bytes:
+    types = ["uint8", "address", "address", "uint256"]
+    return keccak(keccak(abi_encode(types, [kind, account, token, amount])))
 
 
 def oz_verify(root: bytes, leaf: bytes, proof: list[bytes]) -> bool:
@@ -167,29 +169,34 @@ def oz_root(leaf_hashes: list[bytes]) -> bytes:
     return tree[0]
 
 
-leaves = st.lists(st.builds(PayoutLeaf, addresses, addresses, st.integers(0, 2**256 - 1)), min_size=1, max_size=24)
+leaves = st.lists(
+    st.builds(PayoutLeaf, addresses, addresses, st.integers(0, 2**256 - 1), st.sampled_from([0, 1])),
+    min_size=1, max_size=24,
+)
 
 
 @given(leaves)
 def test_every_proof_verifies_independently(payouts: list[PayoutLeaf]) -> None:
     tree = MerkleTree(payouts)
-    assert tree.root == oz_root([oz_leaf(p.account, p.token, p.amount) for p in payouts])
+    assert tree.root == oz_root([oz_leaf(p.account, p.token, p.amount, p.kind) for p in payouts])
     for i, p in enumerate(payouts):
-        assert p.hash() == leaf_hash(p.account, p.token, p.amount) == oz_leaf(p.account, p.token, p.amount)
+        independent = oz_leaf(p.account, p.token, p.amount, p.kind)
+        assert p.hash() == leaf_hash(p.account, p.token, p.amount, p.kind) == independent
         proof = tree.proof(i)
-        assert oz_verify(tree.root, oz_leaf(p.account, p.token, p.amount), proof)
+        assert oz_verify(tree.root, independent, proof)
         assert verify(tree.root, p.hash(), proof)
-        # a wrong amount, account or token fails
-        assert not oz_verify(tree.root, oz_leaf(p.account, p.token, (p.amount + 1) % 2**256), proof)
+        # a wrong amount, account, token or kind fails
+        assert not oz_verify(tree.root, oz_leaf(p.account, p.token, (p.amount + 1) % 2**256, p.kind), proof)
         other = bytes([p.account[0] ^ 1]) + p.account[1:]
-        assert not oz_verify(tree.root, oz_leaf(other, p.token, p.amount), proof)
-        assert not oz_verify(tree.root, oz_leaf(p.account, other, p.amount), proof)
+        assert not oz_verify(tree.root, oz_leaf(other, p.token, p.amount, p.kind), proof)
+        assert not oz_verify(tree.root, oz_leaf(p.account, other, p.amount, p.kind), proof)
+        assert not oz_verify(tree.root, oz_leaf(p.account, p.token, p.amount, 1 - p.kind), proof)
 
 
 def test_single_leaf_tree_is_its_leaf() -> None:
     leaf = PayoutLeaf(ADDR[0], ADDR[1], 5)
     tree = MerkleTree([leaf])
-    assert tree.root == oz_leaf(ADDR[0], ADDR[1], 5)
+    assert tree.root == oz_leaf(ADDR[0], ADDR[1], 5, 0)
     assert tree.proof(0) == []
 
 
@@ -198,8 +205,9 @@ def test_payout_tree_of_a_replica_verifies() -> None:
 
     replica = Replica(GENESIS)
     tree = replica.payout_tree()
-    assert len(tree.leaves) == len(GENESIS.participants) * len(GENESIS.tokens)
+    assert len(tree.leaves) == 2 * len(GENESIS.participants) * len(GENESIS.tokens)  # a balance and a withdrawal leaf
     for participant in GENESIS.participants:
         for token in GENESIS.tokens:
-            leaf, proof = tree.proof_for(participant.address, token.address)
-            assert oz_verify(replica.payout_root(), oz_leaf(leaf.account, leaf.token, leaf.amount), proof)
+            for kind in (0, 1):
+                leaf, proof = tree.proof_for(participant.address, token.address, kind)
+                assert oz_verify(replica.payout_root(), oz_leaf(leaf.account, leaf.token, leaf.amount, kind), proof)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
 from crdt.ledger import Deposit, Ledger, Reason
-from crdt.merkle import leaf_hash
+from crdt.merkle import WITHDRAWN, leaf_hash
 from crdt.replica import Cut, Replica
 from crdt.units import from_e9
 
@@ -92,13 +92,13 @@ def test_lock_is_released_at_the_checkpoint_whose_time_passes_until() -> None:
     lock = sign(A, 1, [], "lock", {"token": "USDC", "amount": 30 * E9, "until": 2000, "reason": "margin"})
     replica.receive(lock)
     account = "0x" + ADDR[A].hex()
-    assert replica.balances()[account]["USDC"] == {"free": INITIAL - 30 * E9, "locked": 30 * E9, "withdrawable": 0}
+    assert replica.balances()[account]["USDC"] == {"free": INITIAL - 30 * E9, "locked": 30 * E9, "withdrawn": 0}
     payout_before = replica.totals()
     replica.certify(Cut(1, (lock.op_id,), 1999))
     assert replica.balances()[account]["USDC"]["locked"] == 30 * E9
     assert replica.totals() == payout_before  # locked funds still count in the payout
     replica.certify(Cut(2, (lock.op_id,), 2000))
-    assert replica.balances()[account]["USDC"] == {"free": INITIAL, "locked": 0, "withdrawable": 0}
+    assert replica.balances()[account]["USDC"] == {"free": INITIAL, "locked": 0, "withdrawn": 0}
     check_replica(replica)
 
 
@@ -113,15 +113,30 @@ def test_lock_until_at_or_before_the_last_checkpoint_time_is_in_the_past() -> No
     assert replica.status(ok.op_id) == "tentative"
 
 
-def test_withdraw_moves_funds_to_withdrawable_and_they_count_in_the_payout_leaf() -> None:
+def test_withdrawals_accumulate_in_the_withdrawal_leaf_and_leave_the_balance_leaf() -> None:
     replica = Replica(GENESIS)
-    replica.receive(sign(A, 1, [], "withdraw", {"token": "USDC", "amount": 40 * E9}))
+    first = sign(A, 1, [], "withdraw", {"token": "USDC", "amount": 40 * E9})
+    replica.receive(first)
+    replica.receive(sign(A, 2, [first.op_id], "withdraw", {"token": "USDC", "amount": 2 * E9}))
     view = replica.balances()["0x" + ADDR[A].hex()]["USDC"]
-    assert view == {"free": INITIAL - 40 * E9, "locked": 0, "withdrawable": 40 * E9}
-    leaf, _ = replica.payout_tree().proof_for(ADDR[A], USDC.address)
-    assert leaf.amount == from_e9(INITIAL, USDC.decimals)
-    assert leaf.hash() == leaf_hash(ADDR[A], USDC.address, from_e9(INITIAL, 6))
+    assert view == {"free": INITIAL - 42 * E9, "locked": 0, "withdrawn": 42 * E9}
+    tree = replica.payout_tree()
+    withdrawn, _ = tree.proof_for(ADDR[A], USDC.address, WITHDRAWN)
+    assert withdrawn.amount == 42_000_000  # cumulative, in USDC units
+    assert withdrawn.hash() == leaf_hash(ADDR[A], USDC.address, 42_000_000, WITHDRAWN)
+    balance, _ = tree.proof_for(ADDR[A], USDC.address)
+    assert balance.amount - from_e9(INITIAL - 42 * E9, USDC.decimals) in (0, 1)  # apportioned
+    assert balance.hash() != leaf_hash(ADDR[A], USDC.address, balance.amount, WITHDRAWN)  # kinds never collide
+    assert replica.withdrawn_totals()[0] == 42_000_000
     check_replica(replica)
+
+
+def test_a_withdrawal_is_in_whole_units_of_the_token() -> None:
+    """A withdrawal leaf is in token units; a part of a unit could never be paid, and rounding
+    it would make a later leaf shrink. So a USDC withdrawal is a multiple of 1,000 e9."""
+    assert apply_one(A, "withdraw", {"token": "USDC", "amount": E9 + 1}) == Reason.BAD_AMOUNT
+    assert apply_one(A, "withdraw", {"token": "USDC", "amount": 1_000}) is None
+    assert apply_one(A, "withdraw", {"token": "WETH", "amount": 1}) is None  # 18 decimals: any e9 amount
 
 
 def test_deposits_credited_by_a_cut_appear_in_balances_and_totals() -> None:
@@ -140,9 +155,24 @@ def test_deposits_credited_by_a_cut_appear_in_balances_and_totals() -> None:
     check_replica(replica)
 
 
-def test_totals_round_each_leaf_down() -> None:
-    # four traders each hold INITIAL = 100e9 + 777 of USDC: 100_000_000 units each, not more
-    assert Replica(GENESIS).totals()[0] == 4 * from_e9(INITIAL, 6) == 400_000_000
+def test_balance_leaves_apportion_the_units_that_rounding_each_down_would_strand() -> None:
+    # four traders each hold INITIAL = 100e9 + 777 of USDC: 400e9 + 3,108 e9 in all, which is
+    # 400,000,003 whole units; rounding each leaf down would pay 400,000,000 and strand 3
+    replica = Replica(GENESIS)
+    assert replica.totals()[0] == 400_000_003
+    leaves = replica.payout_tree().leaves
+    amounts = sorted(leaf.amount for leaf in leaves if leaf.token == USDC.address and leaf.kind == 0)
+    assert amounts[-4:] == [100_000_000, 100_000_001, 100_000_001, 100_000_001]  # the earlier three get one each
+
+
+@given(st.lists(st.integers(0, 10**15), min_size=1, max_size=8), st.integers(0, 18))
+def test_apportion_sums_to_the_whole_units_and_moves_each_by_less_than_one(amounts: list[int], decimals: int) -> None:
+    from crdt.units import apportion
+
+    units = apportion(amounts, decimals)
+    assert sum(units) == from_e9(sum(amounts), decimals)
+    for amount, unit in zip(amounts, units, strict=True):
+        assert from_e9(amount, decimals) <= unit <= from_e9(amount, decimals) + (1 if decimals < 9 else 0)
 
 
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(1, 60 * E9)), max_size=12))
