@@ -11,25 +11,28 @@ in ``ps``). Errors of the settlement layer are shown as one line and exit with c
 
 from __future__ import annotations
 
+import json
 import os
+from decimal import Decimal, InvalidOperation, localcontext
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from web3.logs import DISCARD
 
 from crdt.certificate import Certificate
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis
 from crdt.units import format_e9, to_e9
 from settlement.chain import RpcChain
-from settlement.client import AdjudicatorClient, Sender, TestTokenClient, address_bytes
-from settlement.errors import SettlementError
-from settlement.exit import ExitEvent, run_exit
+from settlement.client import AdjudicatorClient, Sender, TestTokenClient, address_bytes, checksum
+from settlement.errors import ContractReverted, SettlementError
+from settlement.exit import ExitEvent, ExitResult, claim_leaves, refund_deposits, run_exit, usable_certificates
 
 KEY_ENV = "PARLEY_PRIVATE_KEY"
 DEFAULT_RPC = "http://127.0.0.1:8545"
@@ -45,7 +48,8 @@ The flow, which needs no other participant to be online:
 
   3. finalize the settlement (the channel concludes at that checkpoint);
 
-  4. claim your payout in every token with your Merkle proof.
+  4. claim your payout in every token with your Merkle proof, the rest of your withdrawals, and
+     a refund of each of your deposits that the final checkpoint did not credit.
 
 Every step is read back from the chain, so if the command is interrupted, run it again with the
 same arguments: it resumes where it stopped. The account pays the gas and must hold enough for
@@ -107,12 +111,54 @@ def load_account(key_file: Path | None, password_file: Path | None) -> LocalAcco
     raise typer.BadParameter(f"give --key-file, or set {KEY_ENV}")
 
 
+def parse_wei(text: str) -> int:
+    """A decimal amount of the chain's native currency ("0.5" ether) in wei, exactly."""
+    try:
+        with localcontext() as context:
+            context.prec = 120
+            value = Decimal(text.strip()[:80]) * 10**18
+    except InvalidOperation as exc:
+        raise typer.BadParameter(f"not a decimal amount: {text[:40]!r}") from exc
+    if not value.is_finite() or value <= 0 or value != value.to_integral_value():
+        raise typer.BadParameter(f"not a positive amount of whole wei: {text[:40]!r}")
+    return int(value)
+
+
+def format_wei(wei: int) -> str:
+    """Wei as a decimal amount of the native currency."""
+    whole, rest = divmod(wei, 10**18)
+    return f"{whole}.{rest:018d}".rstrip("0") if rest else str(whole)
+
+
+def open_client(
+    genesis: Path, rpc: str, key_file: Path | None, password_file: Path | None, *, signer: bool = True
+) -> tuple[Genesis, AdjudicatorClient]:
+    """The genesis and its adjudicator, acting as the user's account (or a throwaway one, to
+    read); refuses a chain other than the genesis's."""
+    parsed = load_genesis(genesis)
+    account = load_account(key_file, password_file) if signer else Account.create()
+    chain = RpcChain(rpc)
+    if chain.chain_id != parsed.chain_id:
+        raise SettlementError(f"{rpc} is chain {chain.chain_id}, the genesis is for chain {parsed.chain_id}")
+    return parsed, AdjudicatorClient(Sender(chain, account), "0x" + parsed.adjudicator.hex())
+
+
+def print_leaves(genesis: Genesis, leaves: list[Any], verb: str, console: Console) -> None:
+    decimals = {token.address: (token.symbol, token.decimals) for token in genesis.tokens}
+    for leaf in leaves:
+        symbol, places = decimals[leaf.token]
+        console.print(f"{verb} {format_e9(to_e9(leaf.amount, places))} {symbol}")
+
+
 RpcOption = Annotated[str, typer.Option("--rpc", help="JSON-RPC URL of the chain (anvil, a testnet, mainnet).")]
 KeyFileOption = Annotated[
     Path | None, typer.Option("--key-file", help="Ethereum v3 keystore JSON of your account.")
 ]
 PasswordFileOption = Annotated[
     Path | None, typer.Option("--password-file", help="File holding the keystore password.")
+]
+CertificateOption = Annotated[
+    list[Path], typer.Option("--certificate", help="A certificate file (CBOR), or a folder of *.cbor; repeatable.")
 ]
 
 
@@ -138,11 +184,19 @@ def serve_command(
 def register(app: typer.Typer) -> None:
     """Add ``exit`` and the ``chain`` sub-app to `app`."""
     app.command("exit", help=EXIT_HELP)(exit_command)
-    chain_app = typer.Typer(help="Talk to the adjudicator directly: deploy, open, deposit, status.")
+    chain_app = typer.Typer(
+        help="Talk to the adjudicator directly: deploy, open, deposit, bonds, withdrawals, refunds, slashing."
+    )
     chain_app.command("deploy")(deploy_command)
     chain_app.command("open")(open_command)
     chain_app.command("deposit")(deposit_command)
     chain_app.command("status")(status_command)
+    chain_app.command("bond")(bond_command)
+    chain_app.command("unbond")(unbond_command)
+    chain_app.command("withdraw-bond")(withdraw_bond_command)
+    chain_app.command("claim-withdrawals")(claim_withdrawals_command)
+    chain_app.command("refund")(refund_command)
+    chain_app.command("slash")(slash_command)
     chain_app.command("serve")(serve_command)
     app.add_typer(chain_app, name="chain")
 
@@ -154,24 +208,16 @@ def _fail(exc: Exception) -> typer.Exit:
 
 def exit_command(
     genesis: Annotated[Path, typer.Option("--genesis", help="The channel's genesis TOML.")],
-    certificate: Annotated[
-        list[Path],
-        typer.Option("--certificate", help="A certificate file (CBOR), or a folder of *.cbor; repeatable."),
-    ],
+    certificate: CertificateOption,
     rpc: RpcOption = DEFAULT_RPC,
     key_file: KeyFileOption = None,
     password_file: PasswordFileOption = None,
     poll_interval: Annotated[float, typer.Option(help="Seconds between checks while waiting.")] = 5.0,
 ) -> None:
-    parsed = load_genesis(genesis)
     certificates = load_certificates(certificate)
-    account = load_account(key_file, password_file)
     console = Console()
     try:
-        chain = RpcChain(rpc)
-        if chain.chain_id != parsed.chain_id:
-            raise SettlementError(f"{rpc} is chain {chain.chain_id}, the genesis is for chain {parsed.chain_id}")
-        client = AdjudicatorClient(Sender(chain, account), "0x" + parsed.adjudicator.hex())
+        parsed, client = open_client(genesis, rpc, key_file, password_file)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -193,18 +239,15 @@ def exit_command(
                 progress.update(task, completed=max(0, elapsed), description=f"dispute window ({event.message})")
 
             result = run_exit(
-                client, parsed, certificates, address_bytes(account.address), report=report,
+                client, parsed, certificates, address_bytes(client.sender.address), report=report,
                 poll_interval=poll_interval,
             )
     except SettlementError as exc:
         raise _fail(exc) from exc
-    decimals = {token.address: (token.symbol, token.decimals) for token in parsed.tokens}
-    for leaf in result.claimed:
-        symbol, places = decimals[leaf.token]
-        console.print(f"claimed {format_e9(to_e9(leaf.amount, places))} {symbol}")
-    for leaf in result.already_claimed:
-        symbol, places = decimals[leaf.token]
-        console.print(f"already claimed {format_e9(to_e9(leaf.amount, places))} {symbol}")
+    print_leaves(parsed, result.claimed, "claimed", console)
+    print_leaves(parsed, result.already_claimed, "already claimed", console)
+    for nonce in result.refunded:
+        console.print(f"refunded deposit {nonce}")
     console.print(f"[green]exit complete[/green] at checkpoint v{result.version}")
 
 
@@ -271,20 +314,203 @@ def deposit_command(
     typer.echo(f"deposit {nonce}: {amount} {token}")
 
 
-def status_command(
-    genesis: Annotated[Path, typer.Option("--genesis", help="The channel's genesis TOML.")],
-    rpc: RpcOption = DEFAULT_RPC,
-) -> None:
-    """Show the channel's on-chain status and pending settlement."""
-    parsed = load_genesis(genesis)
+GenesisOption = Annotated[Path, typer.Option("--genesis", help="The channel's genesis TOML.")]
+
+
+def status_command(genesis: GenesisOption, rpc: RpcOption = DEFAULT_RPC) -> None:
+    """Show the channel's on-chain status: bonds, deposits, the finalised checkpoint and the one
+    in dispute."""
     try:
-        chain = RpcChain(rpc)
-        client = AdjudicatorClient(Sender(chain, Account.create()), "0x" + parsed.adjudicator.hex())
-        info = client.channel(parsed.channel_id)
-        typer.echo(f"status {info.status}, deposit nonce {info.deposit_nonce}, insurance {info.insurance} wei")
-        if info.status in ("pending", "concluded"):
-            s = client.settlement(parsed.channel_id)
-            typer.echo(f"settlement v{s.version}, root 0x{s.payout_root.hex()}, final at {s.finalizes_at}")
+        parsed, client = open_client(genesis, rpc, None, None, signer=False)
+        channel = parsed.channel_id
+        info = client.channel(channel)
+        typer.echo(
+            f"status {info.status}, deposit nonce {info.deposit_nonce}, "
+            f"bonded {info.fully_bonded}/{len(info.participants)} (min {format_wei(info.min_bond)}), "
+            f"insurance {format_wei(info.insurance)}"
+        )
+        final = client.finalized(channel)
+        if final.version:
+            typer.echo(f"finalised v{final.version}, credits deposits to {final.deposit_nonce}, "
+                       f"root 0x{final.payout_root.hex()}")
+        if info.disputing:
+            s = client.settlement(channel)
+            typer.echo(f"in dispute v{s.version}, root 0x{s.payout_root.hex()}, final at {s.finalizes_at}")
+    except SettlementError as exc:
+        raise _fail(exc) from exc
+
+
+def bond_command(
+    genesis: GenesisOption,
+    amount: Annotated[
+        str | None, typer.Option(help="Native currency to add, e.g. 0.5 (default: what is missing to the minimum).")
+    ] = None,
+    rpc: RpcOption = DEFAULT_RPC,
+    key_file: KeyFileOption = None,
+    password_file: PasswordFileOption = None,
+) -> None:
+    """Bond native currency in the channel. Deposits open once every participant has bonded the
+    channel's minimum; a participant below it has no voice in checkpoints the contract accepts."""
+    try:
+        parsed, client = open_client(genesis, rpc, key_file, password_file)
+        have = client.bond_of(parsed.channel_id, client.sender.address).bonded
+        if amount is not None:
+            wei = parse_wei(amount)
+        else:
+            wei = max(0, client.channel(parsed.channel_id).min_bond - have)
+            if wei == 0:
+                typer.echo(f"bonded {format_wei(have)}, the minimum already")
+                return
+        client.bond(parsed.channel_id, wei)
+    except SettlementError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"bonded {format_wei(have + wei)}")
+
+
+def unbond_command(
+    genesis: GenesisOption,
+    amount: Annotated[str | None, typer.Option(help="How much to unbond (default: all of it).")] = None,
+    rpc: RpcOption = DEFAULT_RPC,
+    key_file: KeyFileOption = None,
+    password_file: PasswordFileOption = None,
+) -> None:
+    """Start unbonding: the amount stays slashable for one dispute window, then `withdraw-bond`
+    pays it. Not while the channel is closing."""
+    try:
+        parsed, client = open_client(genesis, rpc, key_file, password_file)
+        me = client.sender.address
+        wei = parse_wei(amount) if amount is not None else client.bond_of(parsed.channel_id, me).bonded
+        client.unbond(parsed.channel_id, wei)
+        ready = client.bond_of(parsed.channel_id, me).ready_at
+    except SettlementError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"unbonding {format_wei(wei)}, withdrawable from {ready} (chain time)")
+
+
+def withdraw_bond_command(
+    genesis: GenesisOption,
+    rpc: RpcOption = DEFAULT_RPC,
+    key_file: KeyFileOption = None,
+    password_file: PasswordFileOption = None,
+) -> None:
+    """Withdraw what finished unbonding."""
+    try:
+        parsed, client = open_client(genesis, rpc, key_file, password_file)
+        wei = client.bond_of(parsed.channel_id, client.sender.address).unbonding
+        client.withdraw_bond(parsed.channel_id)
+    except SettlementError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"withdrew {format_wei(wei)}")
+
+
+def claim_withdrawals_command(
+    genesis: GenesisOption,
+    certificate: CertificateOption,
+    rpc: RpcOption = DEFAULT_RPC,
+    key_file: KeyFileOption = None,
+    password_file: PasswordFileOption = None,
+) -> None:
+    """Claim what your withdrawals in the channel added since your last claim, against the
+    newest finalised checkpoint (give its certificate). The channel stays open."""
+    certificates = load_certificates(certificate)
+    try:
+        parsed, client = open_client(genesis, rpc, key_file, password_file)
+        final = client.finalized(parsed.channel_id)
+        if final.version == 0:
+            raise SettlementError("no checkpoint of this channel is finalised on-chain yet")
+        usable = usable_certificates(parsed, certificates)
+        matching = [c for c in usable if c.checkpoint.payout_root == final.payout_root]
+        if not matching:
+            raise SettlementError(f"no certificate given is the finalised checkpoint v{final.version}")
+        me = address_bytes(client.sender.address)
+        result = ExitResult(version=final.version)
+        claim_leaves(client, parsed.channel_id, matching[0], me, result, lambda event: None)
+        paid = {leaf.token: client.withdrawal_paid(parsed.channel_id, me, leaf.token) for leaf in result.claimed}
+    except SettlementError as exc:
+        raise _fail(exc) from exc
+    for token in parsed.tokens:
+        if token.address in paid:
+            typer.echo(f"withdrawn {format_e9(to_e9(paid[token.address], token.decimals))} {token.symbol} in all")
+    if not paid:
+        typer.echo(f"nothing to claim at v{final.version}")
+
+
+def refund_command(
+    genesis: GenesisOption,
+    nonce: Annotated[list[int] | None, typer.Option(help="A deposit nonce (default: all of yours); repeatable.")]
+    = None,
+    rpc: RpcOption = DEFAULT_RPC,
+    key_file: KeyFileOption = None,
+    password_file: PasswordFileOption = None,
+) -> None:
+    """After the channel concluded, refund deposits that its final checkpoint did not credit
+    (to the account they were made for; anyone may send this)."""
+    try:
+        parsed, client = open_client(genesis, rpc, key_file, password_file)
+        channel = parsed.channel_id
+        if client.channel(channel).status != "concluded":
+            raise SettlementError("refunds wait until the channel concluded (a later checkpoint may credit them)")
+        result = ExitResult()
+        if nonce:
+            for chosen in nonce:
+                client.refund_deposit(channel, chosen)
+                result.refunded.append(chosen)
+        else:
+            credited = client.finalized(channel).deposit_nonce
+            refund_deposits(client, channel, address_bytes(client.sender.address), credited, result, lambda e: None)
+    except SettlementError as exc:
+        raise _fail(exc) from exc
+    for done in result.refunded:
+        typer.echo(f"refunded deposit {done}")
+    if not result.refunded:
+        typer.echo("no deposit of yours to refund")
+
+
+EVIDENCE_FIELDS = ("channel", "author", "seq", "content_hash_a", "signature_a", "content_hash_b", "signature_b")
+
+
+def slash_command(
+    genesis: GenesisOption,
+    evidence: Annotated[
+        Path, typer.Option(help="JSON evidence, as `parley evidence --json` prints it (one item or a list).")
+    ],
+    rpc: RpcOption = DEFAULT_RPC,
+    key_file: KeyFileOption = None,
+    password_file: PasswordFileOption = None,
+) -> None:
+    """Slash a participant's bond with evidence of equivocation (two operations signed for one
+    seq): half to you, half to the channel's insurance. Each evidence pays once."""
+    try:
+        items = json.loads(evidence.read_text()[:1_000_000])
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(f"cannot read {evidence}: {exc}") from exc
+    found = [item for item in (items if isinstance(items, list) else [items])
+             if isinstance(item, dict) and item.get("kind") == "equivocation"]
+    if not found:  # double votes are evidence for peers, not for the contract
+        raise typer.BadParameter(f"{evidence} holds no equivocation evidence")
+    try:
+        parsed, client = open_client(genesis, rpc, key_file, password_file)
+        for item in found:
+            try:
+                values = [item[name] for name in EVIDENCE_FIELDS]
+                channel, author, seq = bytes.fromhex(values[0][2:]), checksum(values[1]), int(values[2])
+                proofs = [bytes.fromhex(value[2:]) for value in values[3:]]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise typer.BadParameter(f"malformed equivocation evidence: {exc}") from exc
+            if channel != parsed.channel_id:
+                raise SettlementError("the evidence is for another channel")
+            try:
+                receipt = client.sender.transact(
+                    client.contract.functions.slashEquivocation(channel, author, seq, *proofs)
+                )
+            except ContractReverted as reverted:
+                if reverted.name not in ("EvidenceUsed", "NothingToSlash"):
+                    raise
+                typer.echo(f"{author} at seq {seq}: {reverted.name}")
+                continue
+            (event,) = client.contract.events.Slashed().process_receipt(receipt, errors=DISCARD)
+            typer.echo(f"slashed {author} at seq {seq}: {format_wei(event['args']['toReporter'])} to you, "
+                       f"{format_wei(event['args']['toInsurance'])} to the insurance")
     except SettlementError as exc:
         raise _fail(exc) from exc
 

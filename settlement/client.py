@@ -39,14 +39,14 @@ from crdt.certificate import Certificate
 from crdt.eip712 import Checkpoint
 from crdt.genesis import Genesis, Token
 from crdt.graph import Equivocation
-from crdt.merkle import PayoutLeaf
+from crdt.merkle import WITHDRAWN, PayoutLeaf
 from crdt.types import Address, ChannelId, Hash32
 from crdt.units import from_e9, to_e9
 from settlement.chain import Chain, retrying
 from settlement.errors import ChainDataError, ContractReverted, InsufficientGas
 
 BUILD = Path(__file__).resolve().parent.parent / "contracts" / "build"
-STATUS_NAMES = ("none", "open", "pending", "concluded")
+STATUS_NAMES = ("none", "open", "closing", "concluded")
 GAS_MARGIN_NUM, GAS_MARGIN_DEN = 5, 4  # send with 25% more gas than estimated
 # Rough upper bounds used to check that an account can carry a dispute to its end.
 FINALIZE_GAS = 60_000
@@ -271,7 +271,7 @@ class Sender:
 
 @dataclass(frozen=True, slots=True)
 class ChannelInfo:
-    status: str
+    status: str  # "open", "pending" (open, a checkpoint in dispute), "closing" or "concluded" (or "none")
     participants: tuple[Address, ...]
     threshold: int
     dispute_window: int
@@ -279,6 +279,12 @@ class ChannelInfo:
     min_bond: int
     deposit_nonce: int
     insurance: int
+    fully_bonded: int = 0  # participants with at least min_bond
+
+    @property
+    def disputing(self) -> bool:
+        """A checkpoint is in its dispute window (proposed, challenged or closing)."""
+        return self.status in ("pending", "closing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +296,7 @@ class SettlementInfo:
     payout_root: Hash32
     state_hash: Hash32
     totals: tuple[int, ...]
+    withdrawn: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +313,7 @@ def checkpoint_arg(checkpoint: Checkpoint) -> tuple[Any, ...]:
         checkpoint.payout_root,
         checkpoint.state_hash,
         list(checkpoint.totals),
+        list(checkpoint.withdrawn),
         checkpoint.deposit_nonce,
         checkpoint.time,
     )
@@ -467,13 +475,32 @@ class AdjudicatorClient:
         call = self.contract.functions.challengeSettlement(checkpoint_arg(checkpoint), list(signatures))
         return self.sender.transact(call, extra_gas=FINALIZE_GAS)
 
+    def close(self, certificate: Certificate) -> Any:
+        """Close the channel with `certificate` (one window, then it concludes)."""
+        return self.close_raw(certificate.checkpoint, certificate.signatures)
+
+    def close_raw(self, checkpoint: Checkpoint, signatures: Sequence[bytes]) -> Any:
+        call = self.contract.functions.closeChannel(checkpoint_arg(checkpoint), list(signatures))
+        return self.sender.transact(call, extra_gas=FINALIZE_GAS)
+
+    def request_close(self, channel: bytes) -> Any:
+        """Close at the newest checkpoint on-chain, without a certificate (participants only)."""
+        return self.sender.transact(self.contract.functions.requestClose(channel), extra_gas=FINALIZE_GAS)
+
     def finalize(self, channel: bytes) -> Any:
         return self.sender.transact(self.contract.functions.finalizeSettlement(channel))
 
     def claim(self, channel: bytes, leaf: PayoutLeaf, proof: Sequence[bytes]) -> Any:
-        call = self.contract.functions.claim(
-            channel, checksum(leaf.account), checksum(leaf.token), leaf.amount, list(proof)
-        )
+        """Pay a leaf: a balance leaf once the channel concluded, or the increase of a withdrawal
+        leaf of the finalised checkpoint."""
+        if leaf.kind == WITHDRAWN:
+            call = self.contract.functions.claimWithdrawal(
+                channel, checksum(leaf.account), checksum(leaf.token), leaf.amount, list(proof)
+            )
+        else:
+            call = self.contract.functions.claim(
+                channel, checksum(leaf.account), checksum(leaf.token), leaf.amount, list(proof)
+            )
         return self.sender.transact(call)
 
     def refund_deposit(self, channel: bytes, nonce: int) -> Any:
@@ -497,11 +524,12 @@ class AdjudicatorClient:
     # -- views -----------------------------------------------------------------------------
 
     def channel(self, channel: bytes) -> ChannelInfo:
-        status, participants, threshold, window, tokens, min_bond, nonce, insurance = self._call(
+        status, disputing, participants, threshold, window, tokens, min_bond, nonce, insurance, bonded = self._call(
             self.contract.functions.getChannel(channel)
         )
+        name = STATUS_NAMES[status]
         return ChannelInfo(
-            STATUS_NAMES[status],
+            "pending" if name == "open" and disputing else name,
             tuple(address_bytes(p) for p in participants),
             int(threshold),
             int(window),
@@ -509,16 +537,31 @@ class AdjudicatorClient:
             int(min_bond),
             int(nonce),
             int(insurance),
+            int(bonded),
         )
 
     def settlement(self, channel: bytes) -> SettlementInfo:
-        version, nonce, time, finalizes_at, root, state, totals = self._call(
-            self.contract.functions.getSettlement(channel)
-        )
+        """The checkpoint in dispute (meaningful while the channel is pending or closing)."""
+        return self._settlement(self.contract.functions.getSettlement(channel))
+
+    def finalized(self, channel: bytes) -> SettlementInfo:
+        """The newest finalised checkpoint (version 0: none yet)."""
+        return self._settlement(self.contract.functions.getFinalized(channel))
+
+    def _settlement(self, call: Any) -> SettlementInfo:
+        version, nonce, time, finalizes_at, root, state, totals, withdrawn = self._call(call)
         return SettlementInfo(
             int(version), int(nonce), int(time), int(finalizes_at), Hash32(bytes(root)), Hash32(bytes(state)),
-            tuple(int(t) for t in totals),
+            tuple(int(t) for t in totals), tuple(int(w) for w in withdrawn),
         )
+
+    def withdrawal_paid(self, channel: bytes, account: bytes | str, token: bytes | str) -> int:
+        return int(self._call(self.contract.functions.withdrawalPaid(channel, checksum(account), checksum(token))))
+
+    def deposit_of(self, channel: bytes, nonce: int) -> tuple[Address, int, bool, int]:
+        """(account, token index, refunded, amount in token units) of deposit `nonce`."""
+        account, token_index, refunded, amount = self._call(self.contract.functions.depositOf(channel, nonce))
+        return address_bytes(account), int(token_index), bool(refunded), int(amount)
 
     def is_claimed(self, channel: bytes, leaf: PayoutLeaf) -> bool:
         return bool(self._call(self.contract.functions.isClaimed(channel, leaf.hash())))
@@ -527,9 +570,12 @@ class AdjudicatorClient:
         bonded, unbonding, ready_at = self._call(self.contract.functions.bondOf(channel, checksum(participant)))
         return BondInfo(int(bonded), int(unbonding), int(ready_at))
 
-    def token_totals(self, channel: bytes, token: bytes | str) -> tuple[int, int, int]:
-        deposited, claimed, refunded = self._call(self.contract.functions.tokenTotals(channel, checksum(token)))
-        return int(deposited), int(claimed), int(refunded)
+    def token_totals(self, channel: bytes, token: bytes | str) -> tuple[int, int, int, int]:
+        """(credited deposits, balance leaves paid, refunds, withdrawals paid) in token units."""
+        deposited, claimed, refunded, withdrawn = self._call(
+            self.contract.functions.tokenTotals(channel, checksum(token))
+        )
+        return int(deposited), int(claimed), int(refunded), int(withdrawn)
 
     def domain_separator(self) -> bytes:
         return bytes(self._call(self.contract.functions.domainSeparator()))

@@ -1,17 +1,20 @@
 """The emergency exit: from the newest certificate a participant holds to tokens in its wallet.
 
-    1. propose the certificate (or challenge an older pending proposal, or reuse a pending
-       proposal that is at least as new);
+    1. close the channel: with the certificate (`closeChannel`), or, when the chain already holds
+       a checkpoint at least as new, at that one (`requestClose`); if the channel is closing
+       already, challenge an older checkpoint in dispute, or reuse it;
     2. wait out the dispute window;
     3. finalize (the channel concludes);
-    4. claim every payout leaf of the account with its Merkle proof.
+    4. claim the account's balance leaves, the rest of its withdrawals, and refunds of its
+       deposits the final checkpoint did not credit.
 
 Invariants:
 - the plan is recomputed from the chain at every start, never from local state: the contract's
-  status, pending version and claimed leaves say which steps are done. So an interrupted exit
-  resumes where it stopped, two exits (or another participant) racing change nothing, and no
-  other participant has to answer: a certificate already holds the quorum's signatures;
-- nothing is sent unless the account can pay for the rest of the dispute (propose or challenge,
+  status, the checkpoint in dispute, the claimed leaves, the withdrawals paid and the deposits
+  refunded say which steps are done. So an interrupted exit resumes where it stopped, two
+  exits (or another participant) racing change nothing, and no other participant has to
+  answer: a certificate already holds the quorum's signatures;
+- nothing is sent unless the account can pay for the rest of the dispute (close or challenge,
   finalize and the claims), else `InsufficientGas` before the first transaction;
 - only certificates that verify against the genesis are used; the claim uses the certificate
   whose payout root is the one finalised, so a newer checkpoint that someone else settled is
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from crdt.certificate import Certificate
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis
-from crdt.merkle import PayoutLeaf
+from crdt.merkle import WITHDRAWN, PayoutLeaf
 from crdt.types import Address
 from settlement.client import CLAIM_GAS, FINALIZE_GAS, AdjudicatorClient, checkpoint_arg
 from settlement.errors import ContractReverted, NoCertificate, NotYourLeaf, SettlementError
@@ -37,7 +40,7 @@ from settlement.errors import ContractReverted, NoCertificate, NotYourLeaf, Sett
 class ExitEvent:
     """One report of the exit's progress, for a display."""
 
-    step: str  # "propose", "challenge", "reuse", "wait", "finalize", "claim", "done"
+    step: str  # "close", "challenge", "reuse", "wait", "finalize", "claim", "refund", "done"
     message: str
     finalizes_at: int = 0
     now: int = 0
@@ -52,6 +55,7 @@ class ExitResult:
     finalized: bool = False
     claimed: list[PayoutLeaf] = field(default_factory=list)
     already_claimed: list[PayoutLeaf] = field(default_factory=list)
+    refunded: list[int] = field(default_factory=list)  # deposit nonces
 
 
 def usable_certificates(genesis: Genesis, certificates: Sequence[Certificate]) -> list[Certificate]:
@@ -89,25 +93,32 @@ def run_exit(
     info = client.channel(channel)
     window = info.dispute_window
 
-    # 1. propose, challenge or reuse
+    # 1. close, challenge or reuse
     if info.status == "none":
         raise SettlementError("the channel is not open on this adjudicator (wrong --rpc or genesis?)")
-    if info.status == "open":
-        client.sender.ensure_can_pay(
-            client.sender.estimate(
-                client.contract.functions.proposeSettlement(checkpoint_arg(best.checkpoint), list(best.signatures))
-            )
-            + FINALIZE_GAS
-            + CLAIM_GAS * len(mine),
-            what="propose, finalize and claim",
+    if info.status in ("open", "pending"):
+        newest = client.settlement(channel).version if info.status == "pending" else client.finalized(channel).version
+        use_ours = best.version > newest or (info.status == "open" and best.version == newest)
+        call = (
+            client.contract.functions.closeChannel(checkpoint_arg(best.checkpoint), list(best.signatures))
+            if use_ours
+            else client.contract.functions.requestClose(channel)
         )
-        report(ExitEvent("propose", f"proposing checkpoint v{best.version}"))
-        client.propose(best)
+        client.sender.ensure_can_pay(
+            client.sender.estimate(call) + FINALIZE_GAS + CLAIM_GAS * (len(mine) + 1),
+            what="close, finalize and claim",
+        )
+        if use_ours:
+            report(ExitEvent("close", f"closing the channel with checkpoint v{best.version}"))
+            client.close(best)
+        else:
+            report(ExitEvent("close", f"closing the channel at v{newest}, the newest checkpoint on-chain"))
+            client.request_close(channel)
         result.proposed = True
-    elif info.status == "pending":
+    elif info.status == "closing":
         pending = client.settlement(channel)
         if pending.version < best.version and client.chain.now() < pending.finalizes_at:
-            report(ExitEvent("challenge", f"challenging pending v{pending.version} with v{best.version}"))
+            report(ExitEvent("challenge", f"challenging v{pending.version} in dispute with v{best.version}"))
             try:
                 client.challenge(best)
                 result.challenged = True
@@ -115,10 +126,10 @@ def run_exit(
                 if reverted.name not in ("DisputeWindowClosed", "VersionNotNewer"):
                     raise
         else:
-            report(ExitEvent("reuse", f"reusing the pending proposal v{pending.version}"))
+            report(ExitEvent("reuse", f"the channel is closing at v{pending.version}"))
 
     # 2. wait out the window
-    while client.channel(channel).status == "pending":
+    while client.channel(channel).status == "closing":
         pending = client.settlement(channel)
         if client.finalize_ready(channel):
             break
@@ -135,7 +146,7 @@ def run_exit(
         sleep(poll_interval)
 
     # 3. finalize
-    if client.channel(channel).status == "pending":
+    if client.channel(channel).status == "closing":
         report(ExitEvent("finalize", "finalizing"))
         try:
             client.finalize(channel)
@@ -144,8 +155,8 @@ def run_exit(
             if reverted.name != "ChannelConcluded":
                 raise
 
-    # 4. claim with the certificate of the root that was finalised
-    final = client.settlement(channel)
+    # 4. claim with the certificate of the root that was finalised, then the refunds
+    final = client.finalized(channel)
     matching = [c for c in usable if c.checkpoint.payout_root == final.payout_root]
     if not matching:
         raise NoCertificate(
@@ -153,21 +164,66 @@ def run_exit(
         )
     settled = matching[0]
     result.version = settled.version
-    tree = settled.tree()
+    claim_leaves(client, channel, settled, account, result, report)
+    refund_deposits(client, channel, account, final.deposit_nonce, result, report)
+    report(ExitEvent("done", f"exit complete at v{settled.version}"))
+    return result
+
+
+def claim_leaves(
+    client: AdjudicatorClient,
+    channel: bytes,
+    certificate: Certificate,
+    account: Address,
+    result: ExitResult,
+    report: Callable[[ExitEvent], None],
+) -> None:
+    """Claim what the finalised `certificate` owes `account` and was not paid yet: the increase
+    of each withdrawal leaf and, once the channel concluded, each balance leaf once."""
+    concluded = client.channel(channel).status == "concluded"
+    tree = certificate.tree()
     for position, leaf in enumerate(tree.leaves):
         if leaf.account != account:
             continue
-        if client.is_claimed(channel, leaf):
-            result.already_claimed.append(leaf)
-            continue
-        report(ExitEvent("claim", f"claiming {leaf.amount} of token 0x{leaf.token.hex()}"))
+        if leaf.kind == WITHDRAWN:
+            paid = client.withdrawal_paid(channel, account, leaf.token)
+            if leaf.amount <= paid:
+                continue
+            what = f"withdrawal of {leaf.amount - paid} of token 0x{leaf.token.hex()}"
+        else:
+            if not concluded:
+                continue
+            if client.is_claimed(channel, leaf):
+                result.already_claimed.append(leaf)
+                continue
+            what = f"{leaf.amount} of token 0x{leaf.token.hex()}"
+        report(ExitEvent("claim", f"claiming {what}"))
         try:
             client.claim(channel, leaf, tree.proof(position))
             result.claimed.append(leaf)
         except ContractReverted as reverted:
-            if reverted.name != "AlreadyClaimed":
+            if reverted.name not in ("AlreadyClaimed", "NothingToWithdraw"):
                 raise
             result.already_claimed.append(leaf)
-    report(ExitEvent("done", f"exit complete at v{settled.version}"))
-    return result
 
+
+def refund_deposits(
+    client: AdjudicatorClient,
+    channel: bytes,
+    account: Address,
+    credited_up_to: int,
+    result: ExitResult,
+    report: Callable[[ExitEvent], None],
+) -> None:
+    """Refund `account`'s deposits that the final checkpoint did not credit."""
+    for nonce in range(credited_up_to + 1, client.channel(channel).deposit_nonce + 1):
+        owner, _, refunded, amount = client.deposit_of(channel, nonce)
+        if owner != account or refunded:
+            continue
+        report(ExitEvent("refund", f"refunding deposit {nonce} ({amount} token units), which no checkpoint credited"))
+        try:
+            client.refund_deposit(channel, nonce)
+            result.refunded.append(nonce)
+        except ContractReverted as reverted:
+            if reverted.name != "AlreadyRefunded":
+                raise

@@ -72,11 +72,28 @@ class Bench:
         return genesis, keys
 
     def certified(
-        self, genesis: Genesis, keys: list[bytes], version: int, root: bytes, total: int, signers: int
+        self, genesis: Genesis, keys: list[bytes], version: int, root: bytes, total: int, signers: int,
+        withdrawn: int = 0,
     ) -> Certificate:
-        checkpoint = Checkpoint(genesis.channel_id, version, Hash32(root), Hash32(b"\x01" * 32), (total,), 1, version)
+        checkpoint = Checkpoint(
+            genesis.channel_id, version, Hash32(root), Hash32(b"\x01" * 32), (total,), (withdrawn,), 1, version
+        )
         signatures = [sign_checkpoint(genesis.domain, checkpoint, k) for k in keys[:signers]]
         return Certificate(checkpoint, tuple(signatures), ())
+
+    def deposit(self, genesis: Genesis, account: str, units: int) -> Any:
+        return self.sender.transact(
+            self.adjudicator.contract.functions.deposit(genesis.channel_id, self.token.address, units, account)
+        )
+
+
+def _root_at_depth(leaf: PayoutLeaf, depth: int) -> tuple[bytes, list[Hash32]]:
+    """A root whose proof for `leaf` has `depth` siblings (what a tree of 2**depth leaves gives)."""
+    proof = [Hash32(keccak256(b"sibling-%d" % i)) for i in range(depth)]
+    node: bytes = leaf.hash()
+    for sibling in proof:
+        node = hash_pair(node, sibling)
+    return node, proof
 
 
 def measure() -> list[tuple[str, int]]:
@@ -86,11 +103,7 @@ def measure() -> list[tuple[str, int]]:
     for n in (4, 10, 100):
         genesis, keys = bench.channel(n, label=f"openChannel, {n} participants, 1 token")
         for i in range(2):
-            receipt = bench.sender.transact(
-                adjudicator.contract.functions.deposit(
-                    genesis.channel_id, bench.token.address, 1_000_000, local_account(keys[i]).address
-                )
-            )
+            receipt = bench.deposit(genesis, local_account(keys[i]).address, 1_000_000)
             if n == 4:
                 bench.record("deposit (first of the channel)" if i == 0 else "deposit (later)", receipt)
         cert = bench.certified(genesis, keys, 1, b"\x02" * 32, 1_000_000, signers=n)
@@ -99,24 +112,36 @@ def measure() -> list[tuple[str, int]]:
             newer = bench.certified(genesis, keys, 2, b"\x03" * 32, 1_000_000, signers=n)
             bench.record("challengeSettlement, 4 signers", adjudicator.challenge(newer))
             bench.chain.increase_time(WINDOW + 1)
-            bench.record("finalizeSettlement", adjudicator.finalize(genesis.channel_id))
+            bench.record("finalizeSettlement (the channel stays open)", adjudicator.finalize(genesis.channel_id))
+            member = local_account(keys[0])
+            bench.chain.fund(member.address, 10**19)
+            as_member = adjudicator.with_sender(Sender(bench.chain, member))
+            bench.record("requestClose (at the finalised checkpoint)", as_member.request_close(genesis.channel_id))
+            bench.chain.increase_time(WINDOW + 1)
+            bench.record("finalizeSettlement (concludes)", adjudicator.finalize(genesis.channel_id))
 
     for depth in (10, 20):
         genesis, keys = bench.channel(4)
         account = local_account(keys[0])
-        bench.sender.transact(
-            adjudicator.contract.functions.deposit(genesis.channel_id, bench.token.address, 5_000_000, account.address)
-        )
-        leaf = PayoutLeaf(address_bytes(account.address), address_bytes(bench.token.address), 5_000_000)
-        proof = [keccak256(b"sibling-%d" % i) for i in range(depth)]
-        node: bytes = leaf.hash()
-        for sibling in proof:
-            node = hash_pair(node, sibling)
-        cert = bench.certified(genesis, keys, 1, node, 5_000_000, signers=3)
-        adjudicator.propose(cert)
+        bench.deposit(genesis, account.address, 5_000_000)
+        bench.deposit(genesis, account.address, 1_000_000)  # not credited: refunded at the end
+        withdrawal = PayoutLeaf(address_bytes(account.address), address_bytes(bench.token.address), 2_000_000, 1)
+        root, proof = _root_at_depth(withdrawal, depth)
+        adjudicator.propose(bench.certified(genesis, keys, 1, root, 3_000_000, signers=3, withdrawn=2_000_000))
         bench.chain.increase_time(WINDOW + 1)
         adjudicator.finalize(genesis.channel_id)
-        bench.record(f"claim, Merkle depth {depth}", adjudicator.claim(genesis.channel_id, leaf, proof))
+        bench.record(f"claimWithdrawal, Merkle depth {depth}", adjudicator.claim(genesis.channel_id, withdrawal, proof))
+        balance = PayoutLeaf(withdrawal.account, withdrawal.token, 3_000_000)
+        root, proof = _root_at_depth(balance, depth)
+        closing = bench.certified(genesis, keys, 2, root, 3_000_000, signers=3, withdrawn=2_000_000)
+        receipt = adjudicator.close(closing)
+        if depth == 10:
+            bench.record("closeChannel, 3 signers", receipt)
+        bench.chain.increase_time(WINDOW + 1)
+        adjudicator.finalize(genesis.channel_id)
+        bench.record(f"claim, Merkle depth {depth}", adjudicator.claim(genesis.channel_id, balance, proof))
+        if depth == 10:
+            bench.record("refundDeposit", adjudicator.refund_deposit(genesis.channel_id, 2))
 
     genesis, keys = bench.channel(4, min_bond=10**17)
     offender = local_account(keys[1])
@@ -130,8 +155,8 @@ def measure() -> list[tuple[str, int]]:
     second = sign_op(ctx, keys[1], 1, [], "transfer", {**body, "amount": 2})
     bench.record("slashEquivocation", adjudicator.slash_equivocation(Equivocation(first, second)))
     as_offender.bond(genesis.channel_id, 10**18)
-    a = Checkpoint(genesis.channel_id, 1, Hash32(b"\x04" * 32), Hash32(b"\x05" * 32), (0,), 0, 1)
-    b = Checkpoint(genesis.channel_id, 1, Hash32(b"\x06" * 32), Hash32(b"\x05" * 32), (0,), 0, 1)
+    a = Checkpoint(genesis.channel_id, 1, Hash32(b"\x04" * 32), Hash32(b"\x05" * 32), (0,), (0,), 0, 1)
+    b = Checkpoint(genesis.channel_id, 1, Hash32(b"\x06" * 32), Hash32(b"\x05" * 32), (0,), (0,), 0, 1)
     bench.record(
         "slashDoubleSign",
         adjudicator.slash_double_sign(

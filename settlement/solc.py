@@ -39,6 +39,8 @@ TARGETS = (
     ("src/Adjudicator.sol", "Adjudicator"),
     ("src/test/TestToken.sol", "TestToken"),
     ("src/test/ReentrantToken.sol", "ReentrantToken"),
+    ("src/test/RebasingToken.sol", "RebasingToken"),
+    ("src/test/FeeOnTransferToken.sol", "FeeOnTransferToken"),
 )
 
 SETTINGS: dict[str, Any] = {

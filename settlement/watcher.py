@@ -16,7 +16,8 @@ Invariants:
   node stays unreachable the poll raises `RpcUnavailable` and the store is unchanged.
 
 Deposits come out as `crdt.ledger.Deposit` values in e9, converted from token decimals with the
-genesis's token table, in nonce order: exactly what the core credits at a checkpoint.
+genesis's token table, in nonce order, each with the hash of its block: exactly what the core
+credits at a checkpoint, and what a reorg that gives the nonce to another deposit changes.
 """
 
 from __future__ import annotations
@@ -194,6 +195,7 @@ class ChainWatcher:
                 Address(bytes.fromhex(args["account"][2:])),
                 Symbol(token.symbol),
                 to_e9(int(args["amount"]), token.decimals),
+                event.block_hash,
             )
         return [found[nonce] for nonce in sorted(found)]
 

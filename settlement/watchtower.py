@@ -1,11 +1,12 @@
-"""The watchtower: challenge any on-chain proposal older than the newest certificate we hold.
+"""A standalone watchtower: challenge any checkpoint in dispute older than the newest certificate.
 
-Invariant: whenever a settlement is pending on-chain with a version lower than the newest valid
-certificate the node holds, and the dispute window is still open, `Watchtower.step` sends a
-challenge with that certificate. It reads the pending settlement from the contract itself (not
-from confirmed events), so it acts within the window even with a slow confirmation depth; the
-watcher's settlement events only make it look sooner. Losing a race (another honest party
-challenged first, the window just closed) is reported, not raised.
+Invariant: whenever a checkpoint is in dispute on-chain (a periodic one, or a close) with a
+version lower than the newest valid certificate held, and its window is still open,
+`Watchtower.step` sends a challenge with that certificate. It reads the dispute from the
+contract itself, never from events, and the decision is `settlement.policy.watchtower_move`,
+the same pure function the node's chain worker calls every poll: call `step` as often as you
+like (`run` does, every `interval`), and a challenge that failed is tried again. Losing a race
+(another honest party challenged first, the window just closed) is reported, not raised.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from crdt.certificate import Certificate
 from crdt.genesis import Genesis
 from settlement.client import AdjudicatorClient
 from settlement.errors import ContractReverted
+from settlement.policy import ChainView, watchtower_move
 from settlement.watcher import PollResult
 
-SETTLEMENT_EVENTS = frozenset({"SettlementProposed", "SettlementChallenged"})
 LOST_RACE = frozenset({"VersionNotNewer", "DisputeWindowClosed", "ChannelConcluded", "NoSettlementPending"})
 
 
@@ -47,15 +48,18 @@ class Watchtower:
 
     def step(self) -> Action | None:
         """Check the chain once and challenge if needed; return what was done, if anything."""
-        if self.client.channel(self.channel).status != "pending":
+        info = self.client.channel(self.channel)
+        if not info.disputing:
             return None
         pending = self.client.settlement(self.channel)
         ours = self.newest_certificate()
-        if ours is None or ours.version <= pending.version:
+        view = ChainView(info.status, pending.version, pending.finalizes_at, 0, self.client.chain.now())
+        move = watchtower_move(view, ours.version if ours is not None else 0)
+        if ours is None or (move.kind == "none" and not move.reason):
             return None
         ours.verify(self.genesis)
-        if self.client.chain.now() >= pending.finalizes_at:
-            action = Action("too_late", pending.version, ours.version, "the dispute window has closed")
+        if move.kind != "challenge":
+            action = Action("too_late", pending.version, ours.version, move.reason)
         else:
             try:
                 self.client.challenge(ours)
@@ -68,10 +72,9 @@ class Watchtower:
         return action
 
     def on_poll(self, result: PollResult) -> Action | None:
-        """Hook for `ChainWatcher.run`: look again when a settlement event was confirmed."""
-        if any(event.name in SETTLEMENT_EVENTS for event in result.new):
-            return self.step()
-        return None
+        """Hook for `ChainWatcher.run`: look at the chain on every poll, whatever events came (a
+        challenge decided only on a new event is never retried once it failed: audit F1)."""
+        return self.step()
 
     def run(self, interval: float = 5.0, stop: Callable[[], bool] = lambda: False,
             sleep: Callable[[float], None] = time.sleep) -> None:

@@ -1,16 +1,18 @@
-"""Shared pieces of the settlement tests: a deployed adjudicator, a test token and a channel.
+"""Shared pieces of the settlement tests: a deployed adjudicator, test tokens and a channel.
 
 Everything is real: the EVM (py-evm in process, or anvil), the contract built from the committed
-artifacts, signatures made with coincurve by the core.
+artifacts, signatures made with coincurve by the core, payout trees built by the core's replay.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
+from web3.contract import Contract
 
 from crdt.certificate import Certificate, from_replica
 from crdt.genesis import Genesis, Participant, Role, Token
@@ -20,14 +22,29 @@ from crdt.ops import sign_op
 from crdt.replica import Cut, Replica
 from crdt.types import Address, ChannelId, Symbol
 from settlement.chain import AnvilProcess, Chain, EmbeddedChain, RpcChain, anvil_binary
-from settlement.client import AdjudicatorClient, Sender, TestTokenClient, address_bytes, local_account
+from settlement.client import (
+    AdjudicatorClient,
+    Sender,
+    TestTokenClient,
+    address_bytes,
+    checksum,
+    load_artifact,
+    local_account,
+)
+from settlement.errors import ContractReverted
 
 WINDOW = 3600
 E9 = 10**9
+BOND = 10**18  # the bond of a channel opened with min_bond > 0 in these tests
 
 
 def key(i: int, salt: bytes = b"") -> bytes:
     return keccak256(b"parley-settlement-test-" + salt + str(i).encode())
+
+
+def reverts(name: str) -> pytest.RaisesExc[ContractReverted]:
+    """Expect the contract to revert with custom error `name`."""
+    return pytest.raises(ContractReverted, match=rf"^{name}\(")
 
 
 def require_anvil() -> None:
@@ -50,6 +67,26 @@ def fund(chain: Chain, account: LocalAccount, wei: int = 10**20) -> None:
     chain.fund(account.address, wei)
 
 
+def deploy_artifact(sender: Sender, name: str, *args: Any) -> Contract:
+    """Deploy a contract of contracts/build/ (a hostile test token, say) and return it."""
+    artifact = load_artifact(name)
+    factory = sender.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    receipt = sender.transact(factory.constructor(*args))
+    contract: Contract = sender.w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"])
+    return contract
+
+
+def travel_to(chain: Chain, timestamp: int) -> None:
+    """Move the chain's clock forward so the next block is at about `timestamp` (never back)."""
+    delta = timestamp - chain.now()
+    if delta > 0:
+        chain.increase_time(delta)
+
+
+def block_time(chain: Chain, receipt: Any) -> int:
+    return int(chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"])
+
+
 @dataclass
 class World:
     """A deployed adjudicator and USDC-like token, and one open channel of n participants."""
@@ -62,6 +99,7 @@ class World:
     accounts: list[LocalAccount]
     genesis: Genesis
     deposits: list[Deposit] = field(default_factory=list)
+    seqs: dict[int, int] = field(default_factory=dict)
 
     @property
     def channel(self) -> ChannelId:
@@ -80,13 +118,34 @@ class World:
     def client(self, i: int) -> AdjudicatorClient:
         return self.adjudicator.with_sender(self.sender(i))
 
-    def deposit(self, i: int, amount_e9: int, token: Token | None = None) -> Deposit:
-        """Participant i deposits for itself; returns the deposit as the core sees it."""
+    def erc20(self, token: Token | None = None) -> TestTokenClient:
+        return TestTokenClient(self.deployer, "0x" + (token or self.usdc).address.hex())
+
+    def held(self, token: Token | None = None) -> int:
+        """What the adjudicator books as held of `token`, for all channels together."""
+        return int(self.adjudicator.contract.functions.held(checksum((token or self.usdc).address)).call())
+
+    def bond_all(self, wei: int = BOND, who: range | list[int] | None = None) -> None:
+        for i in who if who is not None else range(len(self.accounts)):
+            self.client(i).bond(self.channel, wei)
+
+    def deposit(self, i: int, amount_e9: int, token: Token | None = None, account: int | None = None) -> Deposit:
+        """Participant i deposits for `account` (itself by default); returns the deposit as the
+        core sees it (the block hash read from its event, as the watcher reads it)."""
         chosen = token or self.usdc
-        nonce = self.client(i).deposit(self.channel, chosen, amount_e9, self.accounts[i].address)
-        deposit = Deposit(nonce, self.address(i), Symbol(chosen.symbol), amount_e9)
+        target = i if account is None else account
+        nonce = self.client(i).deposit(self.channel, chosen, amount_e9, self.accounts[target].address)
+        deposit = Deposit(nonce, self.address(target), Symbol(chosen.symbol), amount_e9, self.deposit_block(nonce))
         self.deposits.append(deposit)
         return deposit
+
+    def deposit_block(self, nonce: int, channel: bytes | None = None) -> bytes:
+        """The hash of the block that holds deposit `nonce` of the channel on the current chain."""
+        event = self.adjudicator.contract.events.Deposited()
+        logs = event.get_logs(
+            from_block=0, argument_filters={"channelId": channel or self.channel, "nonce": nonce}
+        )
+        return bytes(logs[-1]["blockHash"])
 
     def replica(self) -> Replica:
         """A replica that credited every deposit so far in checkpoint 1."""
@@ -94,24 +153,44 @@ class World:
         replica.certify(Cut(1, (), 1_000, tuple(self.deposits)))
         return replica
 
-    def transfer(self, replica: Replica, sender: int, to: int, amount_e9: int, seq: int) -> None:
+    def next_seq(self, i: int) -> int:
+        self.seqs[i] = self.seqs.get(i, 0) + 1
+        return self.seqs[i]
+
+    def submit(self, replica: Replica, author: int, kind: str, body: dict[str, Any], seq: int | None = None) -> None:
+        """Sign an operation on the replica's heads and apply it; it must be accepted."""
         heads = sorted(replica.graph.heads)
-        op = sign_op(
-            self.genesis.context(),
-            self.keys[sender],
-            seq,
-            heads,
-            "transfer",
-            {"to": self.address(to), "token": self.usdc.symbol, "amount": amount_e9},
-        )
+        chosen = self.next_seq(author) if seq is None else seq
+        self.seqs[author] = max(self.seqs.get(author, 0), chosen)
+        op = sign_op(self.genesis.context(), self.keys[author], chosen, heads, kind, body)
         result = replica.receive(op)
-        assert result.accepted, "the transfer was not accepted"
-        assert replica.outcome[op.op_id] is None, f"transfer rejected: {replica.outcome[op.op_id]}"
+        assert result.accepted, f"the {kind} was not accepted"
+        assert replica.outcome[op.op_id] is None, f"{kind} rejected: {replica.outcome[op.op_id]}"
+
+    def transfer(
+        self, replica: Replica, sender: int, to: int, amount_e9: int, seq: int | None = None, token: Token | None = None
+    ) -> None:
+        body = {"to": self.address(to), "token": (token or self.usdc).symbol, "amount": amount_e9}
+        self.submit(replica, sender, "transfer", body, seq)
+
+    def withdraw(self, replica: Replica, who: int, amount_e9: int, token: Token | None = None) -> None:
+        """`who` withdraws `amount_e9` (whole token units) in the channel: its withdrawal leaf grows."""
+        self.submit(replica, who, "withdraw", {"token": (token or self.usdc).symbol, "amount": amount_e9})
 
     def certify(self, replica: Replica, version: int, signers: list[int] | None = None) -> Certificate:
-        nonce = max((d.nonce for d in self.deposits), default=0)
+        """A certificate of the replica's current state (tentative operations included)."""
         chosen = signers if signers is not None else list(range(self.genesis.threshold))
+        nonce = replica.ledger.deposit_nonce
         return from_replica(replica, version, nonce, 1_000 * version, [self.keys[i] for i in chosen])
+
+    def checkpoint(self, replica: Replica, signers: list[int] | None = None) -> Certificate:
+        """Certify the next checkpoint of `replica` as consensus would: every operation so far and
+        every deposit not credited yet, then a certificate of exactly that state."""
+        version = replica.version + 1
+        credited = replica.ledger.deposit_nonce
+        fresh = tuple(d for d in self.deposits if d.nonce > credited)
+        replica.certify(Cut(version, tuple(sorted(replica.graph.heads)), 1_000 * version, fresh))
+        return self.certify(replica, version, signers)
 
 
 def build_world(

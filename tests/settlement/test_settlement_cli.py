@@ -3,6 +3,7 @@ for a channel whose other participants never answer."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,9 +15,11 @@ import pytest
 import tomli_w
 import typer
 from eth_account import Account
-from settlement_kit import E9, WINDOW, build_world
-from typer.testing import CliRunner
+from settlement_kit import BOND, E9, WINDOW, build_world
+from typer.testing import CliRunner, Result
 
+from crdt.graph import Equivocation
+from crdt.ops import sign_op
 from settlement.chain import AnvilProcess, RpcChain
 from settlement.cli import KEY_ENV, register
 
@@ -67,18 +70,20 @@ def test_exit_process_alone_interrupted_and_resumed(anvil: AnvilProcess, tmp_pat
     )
     try:
         for _ in range(600):  # until the proposal is on-chain (bounded, not timed)
-            if world.adjudicator.channel(world.channel).status == "pending" or process.poll() is not None:
+            if world.adjudicator.channel(world.channel).status == "closing" or process.poll() is not None:
                 break
             time.sleep(0.1)
-        assert world.adjudicator.channel(world.channel).status == "pending"
+        assert world.adjudicator.channel(world.channel).status == "closing"
         process.send_signal(signal.SIGINT)  # the user gives up waiting
         output, _ = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
     assert process.returncode != 0
-    assert b"propose" in output
+    assert b"closing the channel with checkpoint v1" in output
 
     chain.increase_time(WINDOW + 1)
     keystore = tmp_path / "key.json"
@@ -93,3 +98,79 @@ def test_exit_process_alone_interrupted_and_resumed(anvil: AnvilProcess, tmp_pat
     assert "claimed 4 USDC" in result.output
     assert world.adjudicator.channel(world.channel).status == "concluded"
     assert world.token.balance_of(world.accounts[3].address) == 10**30 + 4_000_000
+
+
+@pytest.mark.slow
+def test_chain_commands_bond_claim_withdrawals_slash_unbond_and_refund(anvil: AnvilProcess, tmp_path: Path) -> None:
+    """`parley chain bond|claim-withdrawals|slash|unbond|withdraw-bond|refund`, as a user types
+    them, on anvil: every answer is one line, and what each says happened on-chain."""
+    world = build_world(RpcChain(anvil.url), salt=b"cli-bonds", min_bond=BOND)
+    genesis_file = tmp_path / "genesis.toml"
+    genesis_file.write_text(tomli_w.dumps(world.genesis.to_mapping()))
+
+    def run(who: int, *args: str) -> Result:
+        command = ["chain", args[0], "--genesis", str(genesis_file), "--rpc", anvil.url, *args[1:]]
+        result = CliRunner().invoke(app(), command, env={KEY_ENV: world.keys[who].hex()}, terminal_width=200)
+        assert "Traceback" not in result.output
+        return result
+
+    refused = run(0, "deposit", "--token", "USDC", "--amount", "10")
+    assert refused.exit_code == 1
+    assert "BondsMissing" in refused.output
+    for i in range(4):
+        assert run(i, "bond").output.strip() == "bonded 1"  # the channel's minimum, by default
+    assert run(0, "bond").output.strip() == "bonded 1, the minimum already"
+    assert "bonded 4/4 (min 1)" in run(0, "status").output
+
+    world.deposit(0, 40 * E9)
+    replica = world.replica()
+    world.withdraw(replica, 0, 15 * E9)
+    certificate = world.certify(replica, 1)
+    (tmp_path / "v1.cbor").write_bytes(certificate.encode())
+    world.client(1).propose(certificate)
+    world.chain.increase_time(WINDOW + 1)
+    world.client(1).finalize(world.channel)
+    late = world.deposit(2, 3 * E9)  # no checkpoint credits it
+    assert "finalised v1" in run(0, "status").output
+
+    claimed = run(0, "claim-withdrawals", "--certificate", str(tmp_path / "v1.cbor"))
+    assert claimed.exit_code == 0, claimed.output
+    assert claimed.output.strip() == "withdrawn 15 USDC in all"
+    assert world.token.balance_of(world.accounts[0].address) == 10**30 - 40_000_000 + 15_000_000
+    assert run(0, "claim-withdrawals", "--certificate", str(tmp_path / "v1.cbor")).output.strip() == (
+        "nothing to claim at v1"
+    )
+
+    ctx = world.genesis.context()
+    body = {"to": world.address(0), "token": "USDC", "amount": 1}
+    first = sign_op(ctx, world.keys[3], 9, [], "transfer", body)
+    second = sign_op(ctx, world.keys[3], 9, [], "transfer", {**body, "amount": 2})
+    evidence = tmp_path / "evidence.json"
+    evidence.write_text(json.dumps([{"kind": "double_vote"}, {"kind": "equivocation",
+                                                             **Equivocation(first, second).describe()}]))
+    slashed = run(0, "slash", "--evidence", str(evidence))
+    assert slashed.exit_code == 0, slashed.output
+    assert f"slashed {world.accounts[3].address} at seq 9: 0.5 to you, 0.5 to the insurance" in slashed.output
+    assert run(0, "slash", "--evidence", str(evidence)).output.strip().endswith("EvidenceUsed")
+    assert world.adjudicator.bond_of(world.channel, world.accounts[3].address).bonded == 0
+
+    unbonded = run(1, "unbond")
+    assert unbonded.exit_code == 0
+    assert unbonded.output.startswith("unbonding 1,")
+    assert "BondsMissing" in run(1, "deposit", "--token", "USDC", "--amount", "1").output
+    early = run(1, "withdraw-bond")
+    assert early.exit_code == 1
+    assert "UnbondNotReady" in early.output
+    assert "concluded" in run(2, "refund").output  # refunds wait for the conclusion
+
+    world.client(0).request_close(world.channel)
+    world.chain.increase_time(WINDOW + 1)
+    world.client(0).finalize(world.channel)
+    assert run(2, "refund").output.strip() == f"refunded deposit {late.nonce}"
+    assert run(2, "refund").output.strip() == "no deposit of yours to refund"
+    before = world.chain.w3.eth.get_balance(world.accounts[1].address)
+    assert run(1, "withdraw-bond").output.strip() == "withdrew 1"
+    assert world.chain.w3.eth.get_balance(world.accounts[1].address) > before + BOND * 99 // 100
+    bad = run(1, "bond", "--amount", "0.1234567890123456789")
+    assert bad.exit_code == 2
+    assert "whole wei" in bad.output

@@ -40,9 +40,20 @@ def test_watchtower_defeats_a_stale_proposal(world: World, tmp_path: Path) -> No
     assert tower.on_poll(watcher.poll()) is None  # the challenge itself needs no answer
     world.chain.increase_time(WINDOW + 1)
     world.client(3).finalize(world.channel)
-    leaf, proof = new.proof_for(world.address(3), world.usdc.address)
-    world.client(3).claim(world.channel, leaf, proof)
+    assert world.adjudicator.finalized(world.channel).payout_root == new.checkpoint.payout_root
+    assert world.adjudicator.channel(world.channel).status == "open"  # a periodic settlement
+    result = run_exit(world.client(3), world.genesis, [new], world.address(3),
+                      sleep=lambda _: world.chain.increase_time(WINDOW))
+    assert [leaf.amount for leaf in result.claimed] == [25_000_000]
     assert world.token.balance_of(world.accounts[3].address) == 10**30 + 25_000_000
+
+
+def test_watchtower_ignores_a_proposal_it_cannot_better(world: World) -> None:
+    _, old, new = two_versions(world)
+    world.client(1).propose(new)
+    assert Watchtower(world.client(3), world.genesis, lambda: old).step() is None
+    assert Watchtower(world.client(3), world.genesis, lambda: new).step() is None
+    assert world.adjudicator.settlement(world.channel).version == 2
 
 
 def test_watchtower_too_late_does_not_send(world: World) -> None:
@@ -67,7 +78,8 @@ def test_exit_alone_with_resume(world: World) -> None:
 
     with pytest.raises(Interrupted):
         run_exit(me, world.genesis, [old, new], world.address(3), report=events.append, sleep=interrupt)
-    assert [e.step for e in events] == ["propose", "wait"]
+    assert [e.step for e in events] == ["close", "wait"]
+    assert world.adjudicator.channel(world.channel).status == "closing"
     assert world.adjudicator.settlement(world.channel).version == 2
 
     def advance(_: float) -> None:
@@ -77,7 +89,7 @@ def test_exit_alone_with_resume(world: World) -> None:
     result = run_exit(me, world.genesis, [new, old], world.address(3), report=events.append, sleep=advance)
     steps = [e.step for e in events]
     assert steps[0] == "reuse"
-    assert "propose" not in steps
+    assert "close" not in steps
     assert steps[-3:] == ["finalize", "claim", "done"]
     waits = [e for e in events if e.step == "wait"]
     assert waits
@@ -89,13 +101,44 @@ def test_exit_alone_with_resume(world: World) -> None:
     assert (again.claimed, [leaf.amount for leaf in again.already_claimed]) == ([], [25_000_000])
 
 
-def test_exit_challenges_an_older_pending_proposal(world: World) -> None:
+def test_exit_closes_over_an_older_pending_proposal(world: World) -> None:
     _, old, new = two_versions(world)
-    world.client(1).propose(old)
+    world.client(1).propose(old)  # a periodic proposal in dispute, not a close
+    events: list[ExitEvent] = []
+    result = run_exit(world.client(3), world.genesis, [new], world.address(3), report=events.append,
+                      sleep=lambda _: world.chain.increase_time(WINDOW))
+    assert events[0].step == "close"
+    assert (result.proposed, result.challenged, result.version) == (True, False, 2)
+    assert [leaf.amount for leaf in result.claimed] == [25_000_000]
+
+
+def test_exit_challenges_an_older_close(world: World) -> None:
+    _, old, new = two_versions(world)
+    world.client(1).close(old)  # participant 1 would rather be paid 60 than 35
     result = run_exit(world.client(3), world.genesis, [new], world.address(3),
                       sleep=lambda _: world.chain.increase_time(WINDOW))
-    assert result.challenged
+    assert (result.proposed, result.challenged, result.version) == (False, True, 2)
     assert [leaf.amount for leaf in result.claimed] == [25_000_000]
+
+
+def test_exit_claims_the_rest_of_withdrawals_and_refunds(world: World) -> None:
+    """The exit pays all an account is owed: its balance leaf, the part of its withdrawals not
+    claimed yet, and its deposits that no checkpoint credited."""
+    world.deposit(0, 40 * E9)
+    world.deposit(3, 10 * E9)
+    replica = world.replica()
+    world.transfer(replica, 0, 3, 5 * E9)
+    world.withdraw(replica, 3, 4 * E9)
+    cert = world.checkpoint(replica)
+    late = world.deposit(3, 2 * E9)
+    result = run_exit(world.client(3), world.genesis, [cert], world.address(3),
+                      sleep=lambda _: world.chain.increase_time(WINDOW))
+    assert sorted((leaf.kind, leaf.amount) for leaf in result.claimed) == [(0, 11_000_000), (1, 4_000_000)]
+    assert result.refunded == [late.nonce]
+    assert world.token.balance_of(world.accounts[3].address) == 10**30 + 5_000_000
+    again = run_exit(world.client(3), world.genesis, [cert], world.address(3))
+    assert (again.claimed, again.refunded) == ([], [])
+    assert [leaf.amount for leaf in again.already_claimed] == [11_000_000]
 
 
 def test_exit_refuses_without_gas_or_certificate(world: World) -> None:

@@ -30,7 +30,7 @@ def test_reads_deposits_after_confirmations(world: World, tmp_path: Path) -> Non
     result = w.poll()
     assert [e.name for e in result.new] == ["Deposited"]
     assert w.deposits(world.genesis) == [first]
-    assert first == Deposit(1, world.address(0), Symbol("USDC"), 3 * E9)
+    assert first == Deposit(1, world.address(0), Symbol("USDC"), 3 * E9, world.deposit_block(1))
     assert w.poll().new == []  # nothing twice
 
 
