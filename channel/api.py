@@ -382,7 +382,7 @@ METHODS: dict[str, Method] = {
         Method("parley_transfer", ("to", "token", "amount", "request_id"), 3,
                "Shorthand for parley_submit with kind transfer.", _transfer),
         Method("parley_balances", ("account",), 0,
-               "Free, locked and withdrawable balances (e9 strings) per participant and token.", _balances),
+               "Free, locked and withdrawn (cumulative) balances (e9 strings) per participant and token.", _balances),
         Method("parley_status", ("op_id",), 1,
                "The status of an operation: tentative, final, rejected:<reason>, pending or unknown.", _status),
         Method("parley_heads", (), 0, "The heads of the hash graph and the version vector.", _heads),
@@ -666,6 +666,18 @@ class _NodeCollector:
                 yield CounterMetricFamily(f"parley_catchup_{key}", help_text, value=float(stats["catchup"][key]))
         lag = self.node.replica.graph.pending.missing_count()
         yield GaugeMetricFamily("parley_lag_missing_parents", "Parents we know we lack (sync lag).", value=float(lag))
+        chain = stats.get("chain")
+        if chain is not None:
+            yield GaugeMetricFamily(
+                "parley_chain_alert", "1 while the chain worker needs an operator (no gas for a challenge, a "
+                "reorged credited deposit); parley stats says why.", value=1.0 if chain["alert"] else 0.0,
+            )
+            for key, help_text in (
+                ("proposals_sent", "Checkpoints this node proposed on-chain."),
+                ("challenges_sent", "Stale checkpoints this node challenged."),
+                ("finalizations_sent", "Checkpoints this node finalised on-chain."),
+            ):
+                yield CounterMetricFamily(f"parley_chain_{key}", help_text, value=float(chain[key]))
 
 
 # -- two fixes to hypercorn 0.18's WebSocket messages (pinned; read by every new WSStream) ------------

@@ -286,12 +286,12 @@ def print_replay(report: dict[str, Any], genesis: Genesis) -> None:
     for token in genesis.tokens:
         table.add_column(f"{token.symbol} free", justify="right")
         table.add_column(f"{token.symbol} locked", justify="right")
-        table.add_column(f"{token.symbol} withdrawable", justify="right")
+        table.add_column(f"{token.symbol} withdrawn", justify="right")
     for account, per_token in report["balances"].items():
         row = [account]
         for token in genesis.tokens:
             entry = per_token[token.symbol]
-            row += [format_e9(entry["free"]), format_e9(entry["locked"]), format_e9(entry["withdrawable"])]
+            row += [format_e9(entry["free"]), format_e9(entry["locked"]), format_e9(entry["withdrawn"])]
         table.add_row(*row)
     console.print(table)
     if report["rejected"]:

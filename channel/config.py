@@ -16,8 +16,10 @@
                                        # node refuses new writes as on a full disk
     [chain]                            # optional: settle on-chain (see channel.onchain)
     rpc = "http://127.0.0.1:8545"      # anvil, `parley chain serve`, a testnet, mainnet
-    confirmations = 1
-    settle_every = 1                   # propose every k-th certified checkpoint
+    confirmations = 64                 # optional: deposits count once this deep; by default 1 on
+                                       # a development chain (anvil, eth-tester), 64 elsewhere
+    settle_every = 1                   # propose every k-th certified checkpoint; its withdrawals
+                                       # are claimable one dispute window later
 
 Paths are relative to the folder of the configuration file.
 """
@@ -85,9 +87,10 @@ class NodeConfig:
         chain_table = data.get("chain")
         chain = None
         if chain_table is not None:
+            confirmations = chain_table.get("confirmations")
             chain = ChainConfig(
                 rpc=str(chain_table["rpc"]),
-                confirmations=int(chain_table.get("confirmations", 1)),
+                confirmations=None if confirmations is None else int(confirmations),
                 settle_every=max(1, int(chain_table.get("settle_every", 1))),
                 poll_interval=float(chain_table.get("poll_interval", 0.5)),
                 fallback_delay=float(chain_table.get("fallback_delay", 5.0)),
@@ -131,8 +134,9 @@ class NodeConfig:
             mapping["byzantine"] = {"behaviours": list(self.byzantine)}
         if self.chain is not None:
             mapping["chain"] = {
-                "rpc": self.chain.rpc, "confirmations": self.chain.confirmations,
-                "settle_every": self.chain.settle_every, "poll_interval": self.chain.poll_interval,
-                "fallback_delay": self.chain.fallback_delay,
+                "rpc": self.chain.rpc, "settle_every": self.chain.settle_every,
+                "poll_interval": self.chain.poll_interval, "fallback_delay": self.chain.fallback_delay,
             }
+            if self.chain.confirmations is not None:
+                mapping["chain"]["confirmations"] = self.chain.confirmations
         return mapping

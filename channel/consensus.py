@@ -79,7 +79,9 @@ from typing import Any, NewType, Protocol
 
 from crdt import cbor
 from crdt.certificate import (
+    CHECKPOINT_FIELDS,
     Certificate,
+    check_leaves,
     checkpoint_from_wire,
     checkpoint_to_wire,
     fixed_bytes,
@@ -92,7 +94,7 @@ from crdt.errors import BadSignature, InternalError, InvalidInput, UnknownAuthor
 from crdt.genesis import Genesis
 from crdt.hashing import keccak256
 from crdt.ledger import Deposit
-from crdt.merkle import MerkleTree, PayoutLeaf
+from crdt.merkle import PayoutLeaf
 from crdt.ops import address_of, recover_signer, sign_digest
 from crdt.replica import Cut
 from crdt.types import Address, OpId, Symbol
@@ -165,11 +167,11 @@ class CheckpointProposal:
         return Cut(self.checkpoint.version, self.heads, self.checkpoint.time, self.deposits)
 
     def to_wire(self) -> list[Any]:
-        """The 7 checkpoint fields (as in a certificate), then heads, deposits and leaves."""
+        """The 8 checkpoint fields (as in a certificate), then heads, deposits and leaves."""
         return [
             *checkpoint_to_wire(self.checkpoint),
             list(self.heads),
-            [[d.nonce, d.account, d.token, d.amount] for d in self.deposits],
+            [[d.nonce, d.account, d.token, d.amount, d.block] for d in self.deposits],
             [leaf_to_wire(leaf) for leaf in self.leaves],
         ]
 
@@ -193,18 +195,7 @@ class CheckpointProposal:
         for deposit in self.deposits:
             if genesis.participant(deposit.account) is None or genesis.token(deposit.token) is None:
                 raise InvalidProposal("deposit for an unknown account or token")
-        if not self.leaves:
-            raise InvalidProposal("a proposal needs its payout leaves")
-        if len({(leaf.account, leaf.token) for leaf in self.leaves}) != len(self.leaves):
-            raise InvalidProposal("two payout leaves for one (account, token)")
-        if MerkleTree(self.leaves).root != c.payout_root:
-            raise InvalidProposal("the payout leaves do not hash to the payout root")
-        for token, total in zip(genesis.tokens, c.totals, strict=True):
-            if sum(leaf.amount for leaf in self.leaves if leaf.token == token.address) != total:
-                raise InvalidProposal(f"payout leaves of {token.symbol} do not sum to the total")
-        tokens = {token.address for token in genesis.tokens}
-        if any(leaf.token not in tokens for leaf in self.leaves):
-            raise InvalidProposal("a payout leaf names a token that is not in the genesis")
+        check_leaves(genesis, c, self.leaves, InvalidProposal)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -378,11 +369,12 @@ def _array(value: Any, length: int | None, what: str, limit: int = MAX_LEAVES) -
 
 
 def _value_from(raw: Any) -> CheckpointProposal:
-    fields = _array(raw, 10, "a value")
-    heads = tuple(OpId(fixed_bytes(h, 32, "head")) for h in _array(fields[7], None, "heads", MAX_HEADS))
+    n = CHECKPOINT_FIELDS
+    fields = _array(raw, n + 3, "a value")
+    heads = tuple(OpId(fixed_bytes(h, 32, "head")) for h in _array(fields[n], None, "heads", MAX_HEADS))
     deposits = []
-    for entry in _array(fields[8], None, "deposits", MAX_DEPOSITS):
-        nonce, account, token, amount = _array(entry, 4, "a deposit")
+    for entry in _array(fields[n + 1], None, "deposits", MAX_DEPOSITS):
+        nonce, account, token, amount, block = _array(entry, 5, "a deposit")
         if type(token) is not str or not 0 < len(token) <= 16:
             raise WrongType("a deposit's token is a symbol of 1 to 16 characters")
         deposits.append(
@@ -391,10 +383,11 @@ def _value_from(raw: Any) -> CheckpointProposal:
                 Address(fixed_bytes(account, 20, "account")),
                 Symbol(token),
                 _uint(amount, "amount"),
+                fixed_bytes(block, 32, "block hash"),
             )
         )
-    leaves = [leaf_from_wire(entry) for entry in _array(fields[9], None, "leaves", MAX_LEAVES)]
-    return CheckpointProposal(checkpoint_from_wire(fields[:7]), heads, tuple(deposits), tuple(leaves))
+    leaves = [leaf_from_wire(entry) for entry in _array(fields[n + 2], None, "leaves", MAX_LEAVES)]
+    return CheckpointProposal(checkpoint_from_wire(fields[:n]), heads, tuple(deposits), tuple(leaves))
 
 
 def _value_id_from(raw: Any) -> ValueId | None:

@@ -113,13 +113,13 @@ def run_demo(
         console.print(table)
         first = rows[0][1]
         balances = Table(title="balances (USDC)")
-        for column in ("participant", "role", "free", "locked", "withdrawable"):
+        for column in ("participant", "role", "free", "locked", "withdrawn"):
             balances.add_column(column)
         for participant in genesis.participants:
             entry = first.balances()["0x" + participant.address.hex()]["USDC"]
             balances.add_row(
                 "0x" + participant.address.hex(), participant.role.value,
-                format_e9(entry["free"]), format_e9(entry["locked"]), format_e9(entry["withdrawable"]),
+                format_e9(entry["free"]), format_e9(entry["locked"]), format_e9(entry["withdrawn"]),
             )
         console.print(balances)
         state_hash, payout_root = next(iter(roots)) if converged else (first.state_hash(), first.payout_root())

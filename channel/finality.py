@@ -165,6 +165,7 @@ class NodeApplication(Application):
             payout_root=preview.payout_root,
             state_hash=preview.state_hash,
             totals=preview.totals,
+            withdrawn=preview.withdrawn,
             deposit_nonce=preview.deposit_nonce,
             time=cut.time,
         )
@@ -201,6 +202,7 @@ class NodeApplication(Application):
             preview.state_hash == checkpoint.state_hash
             and preview.payout_root == checkpoint.payout_root
             and preview.totals == checkpoint.totals
+            and preview.withdrawn == checkpoint.withdrawn
             and preview.deposit_nonce == checkpoint.deposit_nonce
             and preview.leaves == value.leaves
         )
@@ -278,10 +280,24 @@ class Finality:
             nonce += 1
         return found
 
-    def add_deposit(self, deposit: Deposit) -> None:
-        """A deposit the chain watcher confirmed; it triggers a checkpoint."""
-        self.confirmed_deposits[deposit.nonce] = deposit
+    def set_confirmed_deposits(self, deposits: list[Deposit]) -> None:
+        """Every deposit the chain watcher holds as confirmed, each with its block: a deposit a
+        reorg removed leaves the set (and is not credited), one whose nonce went to another
+        deposit is replaced. A change triggers a checkpoint. A removed deposit that a certified
+        checkpoint already credited is reported: the chain worker refuses to propose it."""
+        confirmed = {deposit.nonce: deposit for deposit in deposits}
+        if confirmed == self.confirmed_deposits:
+            return
+        for nonce, old in self.confirmed_deposits.items():
+            if confirmed.get(nonce) != old:
+                late = " after a checkpoint credited it" if nonce <= self.replica.ledger.deposit_nonce else ""
+                log.warning("deposit %d was reorged out%s", nonce, late)
+        self.confirmed_deposits = confirmed
         self.data_arrived()
+
+    def credited_deposits(self, first: int, last: int) -> list[Deposit]:
+        """The deposits that certified checkpoints credited, nonces `first` to `last`."""
+        return [d for cut in self.replica.cuts for d in cut.deposits if first <= d.nonce <= last]
 
     def latest_certificate(self) -> Certificate | None:
         return self.certificates[max(self.certificates)] if self.certificates else None

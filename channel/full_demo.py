@@ -6,11 +6,14 @@
 2. four nodes run over libp2p; node 3 is Byzantine: it signs a second operation for every seq
    it uses (equivocation) and signs operations replay must reject;
 3. transfers flow through the nodes' local APIs; checkpoints are certified by BFT consensus
-   and proposed on-chain by a rotating submitter;
-4. the Byzantine node is stopped, and the other three keep finalising (3 is the threshold);
-5. a participant takes the newest certificate from their node, everyone goes offline, and
-   ``parley exit`` proposes (or challenges), waits out the dispute window (the demo moves the
-   embedded chain's clock forward), finalises and claims the participant's USDC.
+   and proposed on-chain by a rotating submitter, and the channel stays open;
+4. a participant withdraws 100 USDC; one dispute window later (the demo moves the embedded
+   chain's clock forward) the nodes finalise the checkpoint that holds it, and the participant
+   claims it on-chain while the channel carries on: a new deposit is credited, trading goes on;
+5. the Byzantine node is stopped, and the other three keep finalising (3 is the threshold);
+6. a participant takes the newest certificate from their node, everyone goes offline, and
+   ``parley exit`` closes the channel with it, waits out the dispute window, finalises and
+   claims the participant's USDC.
 """
 
 from __future__ import annotations
@@ -28,19 +31,24 @@ from eth_account import Account
 from rich.console import Console
 from rich.table import Table
 
+from channel import keystore
 from channel.client import Client, Endpoint
-from channel.cluster import NodeProcess, create_cluster, start_all, stop_all, wait_until
+from channel.cluster import CLUSTER_PASSWORD, NodeProcess, create_cluster, start_all, stop_all, wait_until
 from channel.network_demo import converge, node_table, progress_bar, run_workload, seeded_plan
 from channel.onchain import ChainConfig
+from crdt.certificate import Certificate
 from crdt.genesis import Role, Token
 from crdt.types import Symbol
 from crdt.units import format_e9
 from settlement.chain import RpcChain
 from settlement.client import AdjudicatorClient, Sender, TestTokenClient, address_bytes, checksum
+from settlement.exit import ExitResult, claim_leaves
 from settlement.server import ChainServerProcess
 
 E9 = 10**9
 DEPOSIT = 1_000 * E9
+WITHDRAWAL = 100 * E9
+LATE_DEPOSIT = 50 * E9
 
 
 def _is_final(client: Client, op_id: str) -> bool:
@@ -90,7 +98,7 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             )
             genesis = cluster.genesis
             channel = adjudicator.open_genesis(genesis)
-            usdc.mint(deployer.address, 4 * DEPOSIT // 1000)
+            usdc.mint(deployer.address, (4 * DEPOSIT + LATE_DEPOSIT) // 1000)
             accounts = ["0x" + p.address.hex() for p in genesis.participants]
             for account in accounts:
                 chain.fund(checksum(account), 10**20)  # gas for proposals, challenges and the exit
@@ -128,7 +136,10 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             wait_until(lambda: adjudicator.settlement(channel).version >= final, 60, "the proposal on-chain")
             settled = adjudicator.settlement(channel).version
             console.print(f"[green]3.[/green] checkpoint {settled} is proposed on-chain by its designated "
-                          f"submitter (status {adjudicator.channel(channel).status})")
+                          f"submitter (status {adjudicator.channel(channel).status}: the channel stays open)")
+
+            withdrawal = _withdraw_and_claim(console, root, chain, adjudicator, usdc, clients, endpoints, accounts,
+                                             channel, token)
 
             processes[3].stop()
             before = _stats(endpoints[0])["version"]
@@ -136,7 +147,7 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             for client in clients[:3]:
                 wait_until(partial(_is_final, client, more[-1]["op_id"]), 60, "finality without node 3")
             after = _stats(endpoints[0])["version"]
-            console.print(f"[green]4.[/green] Byzantine node stopped; the other 3 keep finalising: checkpoint "
+            console.print(f"[green]5.[/green] Byzantine node stopped; the other 3 keep finalising: checkpoint "
                           f"{before} → {after}")
             roots = wait_until(partial(_same_roots, endpoints[:3]), 60, "the honest nodes to agree")
             console.print(f"   state hash  [bold]{roots[0]}[/bold]\n   payout root [bold]{roots[1]}[/bold] "
@@ -150,17 +161,18 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             certificate = bytes.fromhex(newest["certificate"][2:])
             (root / "exit").mkdir(exist_ok=True)
             (root / "exit" / "newest.cbor").write_bytes(certificate)
-            expected = int(clients[user].balances(accounts[user])[accounts[user]]["USDC"]["free"])
+            owed, _ = Certificate.decode(certificate).proof_for(address_bytes(accounts[user]), token.address)
+            expected = owed.amount  # token units: what the certificate's balance leaf pays
             for client in clients:
                 client.close()
             stop_all(processes)
-            console.print(f"[green]5.[/green] every node is offline; participant {user} runs parley exit with its "
-                          f"newest certificate (owed {format_e9(expected)} USDC)")
+            console.print(f"[green]6.[/green] every node is offline; participant {user} runs parley exit with its "
+                          f"newest certificate (owed {expected / 10**6:,.6f} USDC)")
             paid = _exit(console, root, exit_version, server.url, accounts[user], usdc, adjudicator, chain, channel)
         finally:
             stop_all(processes)
             server.stop()
-        ok = paid == expected // 1000  # e9 to 6 decimals
+        ok = paid == expected
         table = Table(title="what happened")
         table.add_column("")
         table.add_column("")
@@ -171,15 +183,51 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             ("equivocations detected", str(len(evidence))),
             ("checkpoints certified", str(after)),
             ("proposed on-chain while running", f"up to v{settled}"),
+            ("withdrawn and claimed mid-run", f"{withdrawal / 10**6:,.6f} USDC (the channel stayed open)"),
             ("exit settled the channel at", f"v{exit_version}"),
             ("exit paid", f"{paid / 10**6:,.6f} USDC ({'correct' if ok else 'WRONG'})"),
             ("demo took", f"{time.monotonic() - began:.0f} s"),
         ):
             table.add_row(key, value)
         console.print(table)
-        return {"converged": ok, "paid": paid, "expected": expected // 1000, "checkpoints": after,
+        return {"converged": ok, "paid": paid, "expected": expected, "checkpoints": after, "withdrawn": withdrawal,
                 "state_hash": roots[0], "payout_root": roots[1],
                 "equivocations": len(evidence), "transfers": workload.accepted + len(more)}
+
+
+def _withdraw_and_claim(console: Console, root: Path, chain: RpcChain, adjudicator: AdjudicatorClient,
+                        usdc: TestTokenClient, clients: list[Client], endpoints: list[Endpoint], accounts: list[str],
+                        channel: bytes, token: Token) -> int:
+    """A participant withdraws while the channel runs, and claims it once a checkpoint holding
+    the withdrawal is finalised on-chain; a new deposit shows the channel still open. Returns
+    the token units claimed."""
+    user = 2
+    receipt = clients[user].submit("withdraw", {"token": "USDC", "amount": str(WITHDRAWAL)})
+    wait_until(partial(_is_final, clients[user], receipt["op_id"]), 60, "the withdrawal to be final")
+    holding = _stats(endpoints[user])["version"]
+    wait_until(lambda: _stats(endpoints[user])["certified"] >= holding, 60, "its certificate")
+    # The watchtowers keep the checkpoint in dispute the newest one certified, without moving
+    # its deadline; one window later the designated node finalises it.
+    wait_until(lambda: adjudicator.settlement(channel).version >= holding, 60, "the checkpoint on-chain")
+    disputed = adjudicator.settlement(channel)
+    chain.increase_time(disputed.finalizes_at - chain.now() + 1)
+    wait_until(lambda: adjudicator.finalized(channel).version >= holding, 60, "the checkpoint to be finalised")
+    finalized = adjudicator.finalized(channel).version
+    certificate = Certificate.decode(bytes.fromhex(clients[user].certificate(finalized)["certificate"][2:]))
+    key = keystore.load(keystore.find(root / "keys", address_bytes(accounts[user])), CLUSTER_PASSWORD)
+    as_user = adjudicator.with_sender(Sender(chain, Account.from_key(key.private_key)))
+    before = usdc.balance_of(accounts[user])
+    claim_leaves(as_user, channel, certificate, address_bytes(accounts[user]), ExitResult(), lambda event: None)
+    claimed = usdc.balance_of(accounts[user]) - before
+    adjudicator.deposit(channel, token, LATE_DEPOSIT, accounts[0])  # deposits go on while the channel lives
+    credited = int(clients[0].balances(accounts[0])[accounts[0]]["USDC"]["free"]) + LATE_DEPOSIT
+    wait_until(partial(_free_is, clients[0], accounts[0], credited), 60, "the new deposit to be credited")
+    console.print(f"[green]4.[/green] participant {user} withdrew {format_e9(WITHDRAWAL)} USDC; checkpoint "
+                  f"v{finalized}, which holds it, was finalised on-chain one dispute window later (the demo moved the "
+                  f"chain's clock) and it claimed {claimed / 10**6:,.6f} USDC to its wallet; the channel stays open: a "
+                  f"new deposit of {format_e9(LATE_DEPOSIT)} USDC is credited by checkpoint "
+                  f"v{_stats(endpoints[0])['version']}")
+    return claimed
 
 
 def _exit(console: Console, root: Path, version: int, url: str, account: str, usdc: TestTokenClient,
@@ -196,12 +244,12 @@ def _exit(console: Console, root: Path, version: int, url: str, account: str, us
     )
     deadline = time.monotonic() + 120
     while exit_run.poll() is None and time.monotonic() < deadline:
-        if adjudicator.channel(channel).status == "pending":
+        if adjudicator.channel(channel).status == "closing":
             pending = adjudicator.settlement(channel)
             remaining = pending.finalizes_at - chain.now()
             if pending.version == version and remaining >= 0:
-                console.print(f"   v{version} is pending; moving the embedded chain's clock {remaining + 1} s "
-                              "forward, past the dispute window")
+                console.print(f"   the channel is closing at v{version}; moving the embedded chain's clock "
+                              f"{remaining + 1} s forward, past the dispute window")
                 chain.increase_time(remaining + 1)
         time.sleep(0.5)
     if exit_run.poll() is None:

@@ -38,7 +38,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -470,12 +470,7 @@ class Node:
             stats["certified"] = max(self.finality.certificates, default=0)
             stats["catchup"] = dict(self.finality.catchup_counts)
         if self.onchain is not None:
-            chain = self.onchain.status
-            stats["chain"] = {
-                "status": chain.status, "settled_version": chain.settled_version,
-                "proposals_sent": chain.proposals_sent, "challenges_sent": chain.challenges_sent,
-                "deposits_seen": chain.deposits_seen, "error": chain.error,
-            }
+            stats["chain"] = asdict(self.onchain.status)
         return stats
 
     def peers(self) -> dict[str, Any]:

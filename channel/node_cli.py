@@ -83,11 +83,11 @@ def register(app: typer.Typer) -> None:
             print(json.dumps(balances, indent=2))
             return
         table = Table(title="balances")
-        for column in ("account", "token", "free", "locked", "withdrawable"):
+        for column in ("account", "token", "free", "locked", "withdrawn"):
             table.add_column(column, justify="right" if column not in ("account", "token") else "left")
         for holder, tokens in balances.items():
             for token, parts in tokens.items():
-                table.add_row(holder, token, *(format_e9(int(parts[k])) for k in ("free", "locked", "withdrawable")))
+                table.add_row(holder, token, *(format_e9(int(parts[k])) for k in ("free", "locked", "withdrawn")))
         console.print(table)
 
     @app.command()
@@ -157,6 +157,22 @@ def register(app: typer.Typer) -> None:
         for key, value in result.items():
             table.add_row(key, str(value))
         console.print(table)
+
+    @app.command()
+    @user_errors
+    def evidence(node: NodeDir = Path("data"), as_json: JsonFlag = False) -> None:
+        """Misbehaviour the node has seen. Equivocations (two operations signed for one seq) are
+        what `parley chain slash --evidence FILE` takes: save them with --json."""
+        with Client.for_node(node) as client:
+            found = client.evidence()
+        if as_json:
+            print(json.dumps(found, indent=2))
+            return
+        if not found:
+            console.print("no misbehaviour seen")
+        for item in found:
+            where = f"at seq {item['seq']}" if item["kind"] == "equivocation" else ""
+            console.print(f"[red]{item['kind']}[/red] by {item.get('author') or item.get('offender')} {where}")
 
     @app.command()
     @user_errors

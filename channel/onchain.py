@@ -1,19 +1,26 @@
-"""The node's side of the chain: deposits in, certified checkpoints out, stale proposals beaten.
+"""The node's side of the chain: deposits in, certified checkpoints out, stale ones beaten.
 
 One worker thread owns everything that talks to the chain (web3 is blocking, and the chain
-watcher's SQLite cursor belongs to the thread that opened it). It loops every `poll_interval`:
+watcher's SQLite cursor belongs to the thread that opened it). Before it starts, it checks that
+the node's account can pay for a challenge and a finalize, and the node refuses to start
+otherwise (DESIGN.md: disputes must never fail for lack of gas). Then it loops every
+`poll_interval`, and every decision is taken again from the chain's state at every poll
+(`settlement.policy`), never only when an event arrives:
 - the chain watcher (`settlement.watcher.ChainWatcher`, cursor in ``DATA_DIR/chain.sqlite``)
-  reads confirmed events; every confirmed deposit goes to `Finality.add_deposit`, which makes the
-  next checkpoint credit it (so on-chain deposits appear in balances after the next checkpoint);
-- when a settlement event was confirmed, the watchtower (`settlement.watchtower.Watchtower`)
-  compares the pending proposal with the newest certificate this node holds and challenges a
-  stale one within the window;
-- certified checkpoints whose version is a multiple of `settle_every` are proposed on-chain (or
-  challenge an older pending proposal) by a designated submitter: participant
-  ``(version // settle_every) % n`` in genesis order first, the next one `fallback_delay`
-  seconds later if the chain still shows nothing as new, and so on, so one node being down or
-  slow does not stop settlement. A submitter refuses to send unless its account can pay for the
-  proposal and a finalize (`settlement.client.Sender.ensure_can_pay`).
+  reads confirmed events; the whole set of confirmed deposits, each with its block hash, goes to
+  `Finality.set_confirmed_deposits`, so a deposit a reorg removed (or gave its nonce to another
+  deposit) leaves the set and is never credited, and consensus agrees on (nonce, block);
+- the watchtower challenges a checkpoint in dispute that is older than the newest certificate
+  this node holds, while its window is open, retrying with backoff, and raises an alert
+  (`ChainStatus.alert`, ``parley stats``, the ``parley_chain_alert`` metric) when it cannot pay;
+- certified checkpoints whose version is a multiple of `settle_every` are proposed on-chain by a
+  designated submitter: participant ``(version // settle_every) % n`` in genesis order first,
+  the next one `fallback_delay` seconds later if the chain still shows nothing as new, and so on.
+  Before proposing, every deposit the checkpoint credits beyond the finalised one is compared
+  with the contract's record of that nonce: a checkpoint that credits a deposit the chain no
+  longer has is never sent (and the node alerts);
+- a periodic checkpoint whose window has passed is finalised by the same rota (that unlocks its
+  withdrawals; the channel stays open), and a closing channel by anyone.
 """
 
 from __future__ import annotations
@@ -22,42 +29,94 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
 from eth_account import Account
 
+from channel.errors import UserError
 from crdt.certificate import Certificate
+from crdt.ledger import Deposit
+from crdt.units import from_e9
 from settlement.chain import RpcChain
-from settlement.client import AdjudicatorClient, Sender
-from settlement.errors import ContractReverted, SettlementError
+from settlement.client import FINALIZE_GAS, AdjudicatorClient, Sender
+from settlement.errors import ContractReverted, InsufficientGas, SettlementError
+from settlement.policy import Backoff, ChainView, finalize_move, rank, settle_move, watchtower_move
 from settlement.watcher import ChainWatcher
-from settlement.watchtower import SETTLEMENT_EVENTS, Watchtower
 
 log = logging.getLogger(__name__)
+
+CHALLENGE_GAS = 300_000  # a challenge with a handful of signers is about 220,000
+# Development chains reorganise only when told to; elsewhere a deposit counts once it is final.
+DEV_CHAIN_IDS = frozenset({31337, 1337, 131277322940537})  # anvil, geth --dev, eth-tester
+SAFE_CONFIRMATIONS = 64  # Ethereum and its proof-of-stake testnets: two epochs, which is finality
+# Chains with faster blocks, whose finality follows the L1 (or a checkpoint layer): an hour of
+# blocks, well past the finality of the L1 batch that holds them.
+CHAIN_CONFIRMATIONS = {
+    10: 1_800,  # OP Mainnet, 2 s blocks
+    8453: 1_800,  # Base, 2 s blocks
+    137: 1_800,  # Polygon PoS, 2 s blocks
+    42161: 14_400,  # Arbitrum One, 0.25 s blocks
+}
+LOST_RACE = frozenset({"VersionNotNewer", "DisputeWindowClosed", "ChannelConcluded", "NoSettlementPending",
+                       "SettlementPending", "ChannelClosing", "DisputeWindowOpen"})
 
 
 @dataclass(frozen=True, slots=True)
 class ChainConfig:
     rpc: str
-    confirmations: int = 1
+    confirmations: int | None = None  # None: 1 on a development chain, else per chain (see below)
     settle_every: int = 1  # propose every k-th certified checkpoint
     poll_interval: float = 0.5
     fallback_delay: float = 5.0
 
+    def confirmations_for(self, chain_id: int) -> int:
+        if self.confirmations is not None:
+            return self.confirmations
+        if chain_id in DEV_CHAIN_IDS:
+            return 1
+        return CHAIN_CONFIRMATIONS.get(chain_id, SAFE_CONFIRMATIONS)
+
 
 @dataclass(slots=True)
 class ChainStatus:
-    """What the node last saw on-chain (read by the API)."""
+    """What the node last saw and did on-chain (read by the API)."""
 
     status: str = "unknown"
-    settled_version: int = 0  # the pending or finalised proposal's version
+    settled_version: int = 0  # the checkpoint in dispute, or else the finalised one
+    finalized_version: int = 0
     proposals_sent: int = 0
     challenges_sent: int = 0
+    finalizations_sent: int = 0
     deposits_seen: int = 0
-    error: str = ""
+    deposits_removed: int = 0
+    error: str = ""  # the last failure of a poll (RPC errors: retried)
+    alert: str = ""  # what needs an operator: no gas for a challenge, a reorged credited deposit
+    alerts: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A certified checkpoint waiting for this node's turn to settle it."""
+
+    certificate: Certificate
+    turn_at: float  # monotonic
+
+
+@dataclass(slots=True)
+class _Moves:
+    backoff: dict[str, Backoff] = field(default_factory=dict)
+
+    def due(self, key: str, now: float) -> bool:
+        return self.backoff.get(key, Backoff()).due(now)
+
+    def failed(self, key: str, now: float) -> None:
+        self.backoff[key] = self.backoff.get(key, Backoff()).failed(now)
+
+    def done(self, key: str) -> None:
+        self.backoff.pop(key, None)
 
 
 class OnChain:
@@ -70,35 +129,47 @@ class OnChain:
         self.status = ChainStatus()
         self._certificates: queue.Queue[Certificate] = queue.Queue()
         self._stop = threading.Event()
+        self._waiting: dict[int, _Pending] = {}
+        self._moves = _Moves()
+        self._alerts: list[str] = []  # this poll's
+        self._gas_alerts: dict[str, str] = {}  # move -> why it could not be paid, while it is wanted
         finality.on_certified.append(self._certificates.put)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        chain, client = await trio.to_thread.run_sync(self._connect)
         task_status.started()
         try:
             # (trio-typing's stubs, pulled in by libp2p, predate abandon_on_cancel)
-            await trio.to_thread.run_sync(self._loop, abandon_on_cancel=True)  # type: ignore[call-arg]
+            await trio.to_thread.run_sync(self._loop, chain, client, abandon_on_cancel=True)  # type: ignore[call-arg]
         finally:
             self._stop.set()
 
+    def _connect(self) -> tuple[RpcChain, AdjudicatorClient]:
+        """The chain and the client; `UserError` if the account cannot carry a dispute."""
+        try:
+            chain = RpcChain(self.config.rpc)
+            client = AdjudicatorClient(
+                Sender(chain, Account.from_key(self.node.key.private_key)), "0x" + self.genesis.adjudicator.hex()
+            )
+            client.sender.ensure_can_pay(CHALLENGE_GAS + FINALIZE_GAS, what="a challenge and a finalize")
+        except InsufficientGas as exc:
+            raise UserError(f"the node's account cannot pay for a dispute, so it will not start: {exc}") from exc
+        except SettlementError as exc:
+            raise UserError(f"cannot use the chain at {self.config.rpc}: {exc}") from exc
+        return chain, client
+
     # -- the worker thread ---------------------------------------------------------------------------
 
-    def _loop(self) -> None:
+    def _loop(self, chain: RpcChain, client: AdjudicatorClient) -> None:
         genesis = self.genesis
-        chain = RpcChain(self.config.rpc)
-        account = Account.from_key(self.node.key.private_key)
-        client = AdjudicatorClient(Sender(chain, account), "0x" + genesis.adjudicator.hex())
         watcher = ChainWatcher(
             chain.w3, "0x" + genesis.adjudicator.hex(), genesis.channel_id, self.db_path,
-            confirmations=self.config.confirmations,
+            confirmations=self.config.confirmations_for(chain.chain_id),
         )
-        tower = Watchtower(client, genesis, self.finality.latest_certificate)
-        due: list[tuple[float, Certificate]] = []
         try:
             while not self._stop.is_set():
                 try:
-                    self._poll(watcher, tower, client)
-                    due.extend(self._schedule())
-                    due = [entry for entry in due if not self._submit_if_due(entry, client)]
+                    self._poll(watcher, client)
                     self.status.error = ""
                 except (SettlementError, OSError) as exc:
                     self.status.error = str(exc)
@@ -107,59 +178,156 @@ class OnChain:
         finally:
             watcher.close()
 
-    def _poll(self, watcher: ChainWatcher, tower: Watchtower, client: AdjudicatorClient) -> None:
+    def _poll(self, watcher: ChainWatcher, client: AdjudicatorClient) -> None:
+        """One round; the alert is what this round found wrong, so it clears when the cause goes."""
+        self._alerts = []
+        try:
+            self._round(watcher, client)
+        finally:
+            alert = "; ".join(self._alerts)
+            if alert and alert != self.status.alert:
+                log.error("chain alert: %s", alert)
+                self.status.alerts += 1
+            self.status.alert = alert
+
+    def _round(self, watcher: ChainWatcher, client: AdjudicatorClient) -> None:
         result = watcher.poll()
         deposits = watcher.deposits(self.genesis)
-        for deposit in deposits[self.status.deposits_seen :]:
-            trio.from_thread.run_sync(self.finality.add_deposit, deposit)
+        self.status.deposits_removed += sum(1 for event in result.removed if event.name == "Deposited")
+        trio.from_thread.run_sync(self.finality.set_confirmed_deposits, deposits)
         self.status.deposits_seen = len(deposits)
-        if any(event.name in SETTLEMENT_EVENTS for event in result.new):
-            action = tower.step()
-            if action is not None:
-                log.warning("watchtower: %s v%d with v%d", action.kind, action.pending_version, action.our_version)
-                if action.kind == "challenged":
-                    self.status.challenges_sent += 1
-        info = client.channel(self.genesis.channel_id)
-        self.status.status = info.status
-        if info.status in ("pending", "concluded"):
-            self.status.settled_version = client.settlement(self.genesis.channel_id).version
+        view = self._view(client)
+        self._take_certificates()
+        self._watchtower(view, client)
+        self._settle(view, client)
+        self._finalize(view, client)
 
-    def _schedule(self) -> list[tuple[float, Certificate]]:
-        """New certificates to settle, each at the time this node's turn comes."""
-        scheduled: list[tuple[float, Certificate]] = []
+    def _view(self, client: AdjudicatorClient) -> ChainView:
+        channel = self.genesis.channel_id
+        info = client.channel(channel)
+        finalized = client.finalized(channel).version
+        disputed = client.settlement(channel) if info.disputing else None
+        view = ChainView(
+            info.status,
+            disputed.version if disputed is not None else 0,
+            disputed.finalizes_at if disputed is not None else 0,
+            finalized,
+            client.chain.now(),
+        )
+        self.status.status = info.status
+        self.status.finalized_version = finalized
+        self.status.settled_version = view.disputed_version or finalized
+        return view
+
+    def _alert(self, message: str) -> None:
+        self._alerts.append(message)
+
+    def _send(self, key: str, what: str, send: Any) -> bool:
+        """Send one move unless it is backing off; True if it was sent. A lost race (someone was
+        first, the window just moved) counts as done; anything else backs off and is retried."""
+        now = time.monotonic()
+        if not self._moves.due(key, now):
+            if key in self._gas_alerts:
+                self._alert(self._gas_alerts[key])  # still wanted, still unpaid
+            return False
+        try:
+            send()
+        except ContractReverted as reverted:
+            if reverted.name in LOST_RACE:
+                log.info("%s: %s", what, reverted.name)
+                self._moves.done(key)
+                return False
+            self._moves.failed(key, now)
+            raise
+        except InsufficientGas as exc:
+            self._moves.failed(key, now)
+            self._gas_alerts[key] = f"cannot pay for gas to {what}: {exc}"
+            self._alert(self._gas_alerts[key])
+            return False
+        except SettlementError:
+            self._moves.failed(key, now)
+            raise
+        self._moves.done(key)
+        self._gas_alerts.pop(key, None)
+        return True
+
+    # -- what to do --------------------------------------------------------------------------------
+
+    def _watchtower(self, view: ChainView, client: AdjudicatorClient) -> None:
+        newest = self.finality.latest_certificate()
+        move = watchtower_move(view, newest.version if newest is not None else 0)
+        if move.kind == "challenge" and newest is not None:
+            what = f"challenge v{view.disputed_version} with v{move.version}"
+            if self._send(f"challenge-{move.version}", what, lambda: client.challenge(newest)):
+                self.status.challenges_sent += 1
+                log.warning("watchtower: challenged v%d with v%d", view.disputed_version, move.version)
+        elif move.reason:
+            self._alert(f"v{view.disputed_version} is in dispute, v{move.version} is newer, and it is {move.reason}")
+
+    def _take_certificates(self) -> None:
         n = len(self.genesis.participants)
-        index = self.genesis.addresses.index(self.node.address)
+        me = self.genesis.addresses.index(self.node.address)
         while True:
             try:
                 certificate = self._certificates.get_nowait()
             except queue.Empty:
-                return scheduled
-            turn = certificate.version // self.config.settle_every
+                return
             if certificate.version % self.config.settle_every:
                 continue
-            rank = (index - turn) % n
-            scheduled.append((time.monotonic() + rank * self.config.fallback_delay, certificate))
+            delay = rank(certificate.version, self.config.settle_every, me, n) * self.config.fallback_delay
+            self._waiting[certificate.version] = _Pending(certificate, time.monotonic() + delay)
 
-    def _submit_if_due(self, entry: tuple[float, Certificate], client: AdjudicatorClient) -> bool:
-        """Propose or challenge with the certificate once due; True when done with it."""
-        when, certificate = entry
-        if time.monotonic() < when:
-            return False
+    def _settle(self, view: ChainView, client: AdjudicatorClient) -> None:
+        settled = max(view.finalized_version, view.disputed_version)
+        for version in [v for v in self._waiting if v <= settled]:
+            del self._waiting[version]
+        due = [p for p in self._waiting.values() if p.turn_at <= time.monotonic()]
+        if not due:
+            return
+        newest = max(due, key=lambda p: p.certificate.version)
+        if settle_move(view, newest.certificate.version, self.config.settle_every).kind != "propose":
+            return
+        if not self._deposits_still_on_chain(newest.certificate, view, client):
+            return
+        what = f"propose checkpoint v{newest.certificate.version}"
+        if self._send(f"propose-{newest.certificate.version}", what, lambda: client.propose(newest.certificate)):
+            self.status.proposals_sent += 1
+            log.info("proposed checkpoint %d on-chain", newest.certificate.version)
+            self._waiting.pop(newest.certificate.version, None)
+
+    def _deposits_still_on_chain(self, certificate: Certificate, view: ChainView, client: AdjudicatorClient) -> bool:
+        """Whether every deposit the checkpoint credits beyond the finalised one is the deposit
+        the contract holds under that nonce (a reorg deeper than the confirmations could have
+        replaced it); alerts and returns False if not."""
         channel = self.genesis.channel_id
-        info = client.channel(channel)
-        try:
-            if info.status == "open":
-                client.propose(certificate)
-                self.status.proposals_sent += 1
-                log.info("proposed checkpoint %d on-chain", certificate.version)
-            elif info.status == "pending":
-                pending = client.settlement(channel)
-                if pending.version < certificate.version and client.chain.now() < pending.finalizes_at:
-                    client.challenge(certificate)
-                    self.status.challenges_sent += 1
-                    log.info("replaced on-chain proposal %d with %d", pending.version, certificate.version)
-        except ContractReverted as reverted:  # another submitter was first, or the window closed
-            log.info("settling checkpoint %d: %s", certificate.version, reverted.name)
+        start = client.finalized(channel).deposit_nonce + 1 if view.finalized_version else 1
+        credited: list[Deposit] = trio.from_thread.run_sync(
+            self.finality.credited_deposits, start, certificate.checkpoint.deposit_nonce
+        )
+        tokens = {token.symbol: token for token in self.genesis.tokens}
+        for deposit in credited:
+            account, token_index, _, amount = client.deposit_of(channel, deposit.nonce)
+            token = tokens[deposit.token]
+            if (account, self.genesis.tokens[token_index].symbol, amount) != (
+                deposit.account, deposit.token, from_e9(deposit.amount, token.decimals)
+            ):
+                self._alert(
+                    f"checkpoint v{certificate.version} credits deposit {deposit.nonce}, which the chain no longer "
+                    "holds (a reorg deeper than the confirmations): it will not be proposed"
+                )
+                return False
         return True
 
-
+    def _finalize(self, view: ChainView, client: AdjudicatorClient) -> None:
+        if finalize_move(view).kind != "finalize":
+            return
+        if view.status == "pending":  # a periodic checkpoint: the rota finalises it
+            n = len(self.genesis.participants)
+            me = self.genesis.addresses.index(self.node.address)
+            late = view.now - view.finalizes_at
+            if late < rank(view.disputed_version, self.config.settle_every, me, n) * self.config.fallback_delay:
+                return
+        what = f"finalize v{view.disputed_version}"
+        if self._send(f"finalize-{view.disputed_version}", what, lambda: client.finalize(self.genesis.channel_id)):
+            self.status.finalizations_sent += 1
+            log.info("finalized checkpoint %d on-chain", view.disputed_version)

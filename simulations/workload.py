@@ -63,6 +63,7 @@ class Workload:
         self.authors = [_Author(key, address_of(key)) for key in keys]
         self.step = 0
         self.token = genesis.tokens[0].symbol
+        self.unit = 10 ** max(0, 9 - genesis.tokens[0].decimals)  # withdrawals are whole token units
         budget = min((b.amount for b in genesis.initial_balances), default=10**12)
         self.max_amount = max(1, budget // 20)  # some transfers overdraw, most do not
 
@@ -87,7 +88,7 @@ class Workload:
         roll = rng.randrange(1000)
         amount = rng.randrange(1, self.max_amount + 1)
         if roll < self.mix.withdraw:
-            kind, body = "withdraw", {"token": self.token, "amount": amount // 10 + 1}
+            kind, body = "withdraw", {"token": self.token, "amount": (amount // 10 // self.unit + 1) * self.unit}
         elif roll < self.mix.withdraw + self.mix.lock:
             until = self.step * 10 + rng.randrange(1, 10_000)
             kind, body = "lock", {"token": self.token, "amount": amount // 10 + 1, "until": until, "reason": "margin"}

@@ -82,7 +82,9 @@ def make_genesis(n: int) -> tuple[Genesis, tuple[bytes, ...]]:
 def synthetic_value(genesis: Genesis, height: int, tag: int, good: bool = True) -> CheckpointProposal:
     """A well-formed checkpoint value; `tag` tells values apart, `good` is what the oracle checks."""
     leaves = tuple(
-        PayoutLeaf(address, TOKEN, height * 1000 + tag * 10 + i) for i, address in enumerate(genesis.addresses)
+        PayoutLeaf(address, TOKEN, height * 1000 + tag * 10 + i + 500 * kind, kind)
+        for i, address in enumerate(genesis.addresses)
+        for kind in (0, 1)
     )
     marker = b"good" if good else b"bad"
     checkpoint = Checkpoint(
@@ -90,7 +92,8 @@ def synthetic_value(genesis: Genesis, height: int, tag: int, good: bool = True) 
         version=height,
         payout_root=MerkleTree(leaves).root,
         state_hash=Hash32(keccak256(b"state %d %d " % (height, tag) + marker)),
-        totals=(sum(leaf.amount for leaf in leaves),),
+        totals=(sum(leaf.amount for leaf in leaves if leaf.kind == 0),),
+        withdrawn=(sum(leaf.amount for leaf in leaves if leaf.kind == 1),),
         deposit_nonce=0,
         time=height * 10_000 + tag,
     )

@@ -105,7 +105,7 @@ def test_transfer_updates_balances_and_status(channel_dir: Path, tmp_path: Path)
             assert second["seq"] == 2
             mine = await client.balances("0x" + node.address.hex())
             assert list(mine) == ["0x" + node.address.hex()]
-            assert mine["0x" + node.address.hex()]["USDC"]["withdrawable"] == "1000"
+            assert mine["0x" + node.address.hex()]["USDC"]["withdrawn"] == "1000"
             heads = await client.heads()
             assert heads["heads"] == [second["op_id"]]
             assert heads["version_vector"] == {"0x" + node.address.hex(): 2}

@@ -201,12 +201,14 @@ def test_offline_demo_converges() -> None:
 
 @pytest.mark.slow
 def test_the_full_demo_settles_and_pays_the_exit(tmp_path: Path) -> None:
-    """`parley demo`: deposits, a Byzantine node, checkpoints settled on-chain, finality with a
-    node stopped, and an emergency exit paid exactly what the newest certificate owes."""
+    """`parley demo`: deposits, a Byzantine node, checkpoints settled on-chain while the channel
+    stays open (a withdrawal claimed mid-run), finality with a node stopped, and an emergency
+    exit paid exactly what the newest certificate owes."""
     code, output = invoke("demo", "--transfers", "120", "--folder", str(tmp_path / "demo"), "--json")
     assert code == 0, output
     result = json.loads(output[output.index("{"):])
     assert result["converged"] is True
     assert result["paid"] == result["expected"] > 0
+    assert result["withdrawn"] == 100 * 10**6  # claimed on-chain from a periodic checkpoint
     assert result["equivocations"] == 30  # every transfer of the Byzantine node had a twin
     assert result["checkpoints"] >= 3

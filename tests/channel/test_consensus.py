@@ -561,6 +561,7 @@ def test_real_checkpoint_from_replica_state_is_decided_and_applies() -> None:
             payout_root=scratch.payout_root(),
             state_hash=scratch.state_hash(),
             totals=scratch.totals(),
+            withdrawn=scratch.withdrawn_totals(),
             deposit_nonce=0,
             time=1_000 * height,
         )
