@@ -27,9 +27,9 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import emit, percentiles
-from channel.client import AsyncClient, Client, Endpoint
-from channel.cluster import NodeProcess, create_cluster, start_all, stop_all
+from channel.api.client import AsyncClient, Client, Endpoint
 from crdt.genesis import Token
+from simulations.cluster import NodeProcess, create_cluster, start_all, stop_all
 
 
 def http_latency(endpoint: Endpoint, to: str, n: int, method: str, pause: float = 0.0) -> list[float]:

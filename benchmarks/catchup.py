@@ -21,9 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import emit
-from channel.client import Client
-from channel.cluster import NodeProcess, create_cluster, start_all, stop_all, wait_until
+from channel.api.client import Client
 from crdt.genesis import Token
+from simulations.cluster import NodeProcess, create_cluster, start_all, stop_all, wait_until
 
 
 def main() -> None:

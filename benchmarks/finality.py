@@ -1,4 +1,4 @@
-"""Finality latency: from submitting an operation to every live node reporting it final.
+"""ConsensusDriver latency: from submitting an operation to every live node reporting it final.
 
     python benchmarks/finality.py [--ops N]
 
@@ -21,9 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import emit, percentiles
-from channel.client import Client, Endpoint
-from channel.cluster import NodeProcess, create_cluster, start_all, stop_all
+from channel.api.client import Client, Endpoint
 from crdt.genesis import Token
+from simulations.cluster import NodeProcess, create_cluster, start_all, stop_all
 
 
 def measure(endpoints: list[Endpoint], to: list[str], count: int) -> tuple[list[float], list[float]]:

@@ -34,13 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "chann
 import trio.lowlevel
 
 from benchmarks.common import emit, percentiles
-from channel.client import Client, Endpoint
-from channel.cluster import NodeProcess, create_cluster, start_all, stop_all
+from channel.api.client import Client, Endpoint
 from crdt.genesis import Token
 from crdt.ops import sign_op
 from p2p.host import open_libp2p_transport
 from p2p.peer import ops_topic
 from p2p.wire import encode_batch
+from simulations.cluster import NodeProcess, create_cluster, start_all, stop_all
 
 
 def rss_mb(process: NodeProcess) -> float:

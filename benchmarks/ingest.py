@@ -29,7 +29,7 @@ import coincurve
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import emit
-from channel.verifier import VerifierPool
+from channel.runtime.verifier import VerifierPool
 from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
 from crdt.hashing import keccak256
 from crdt.ops import Context, SignedOp, address_of, decode_op, sign_op

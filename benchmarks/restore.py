@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import emit
 from benchmarks.ingest import best_of, channel
-from channel.keystore import Key
-from channel.node import Node
-from channel.store import Store
+from channel.runtime.keystore import Key
+from channel.runtime.node import Node
+from channel.runtime.store import Store
 from crdt.ops import address_of, decode_op
 from crdt.replica import Replica
 from simulations.workload import Workload

@@ -1,5 +1,5 @@
 """``python -m channel`` is the ``parley`` command (used to start node processes)."""
 
-from channel.cli import app
+from channel.cli.main import app
 
 app()

@@ -49,7 +49,7 @@ def sign_checkpoint(domain: Domain, checkpoint: Checkpoint, private_key: bytes) 
     return sign_digest(private_key, checkpoint.digest(domain))
 
 
-# -- the wire form of checkpoints and leaves, shared with channel.consensus ---------------------
+# -- the wire form of checkpoints and leaves, shared with channel.core.consensus ---------------------
 
 
 def uint_bytes(value: int) -> bytes:

@@ -27,6 +27,7 @@ case "$job" in
     test)
         ruff check .
         mypy
+        lint-imports  # the layers of DESIGN.md, [tool.importlinter] in pyproject.toml
         # solcjs (artifact check) and anvil (integration tests) from npm, pinned in
         # contracts/package.json, into contracts/node_modules (git-ignored). Without npm the
         # anvil tests skip locally; under CI=true they fail instead.

@@ -1,4 +1,4 @@
-"""A deterministic harness for `channel.consensus`: a mock clock, n nodes, a controllable network.
+"""A deterministic harness for `channel.core.consensus`: a mock clock, n nodes, a controllable network.
 
 Everything is driven by one event queue ordered by (time, sequence number); nothing reads the
 real clock and all randomness comes from one seeded `random.Random`, so a run is a pure function
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from channel.consensus import (
+from channel.core.consensus import (
     Application,
     Broadcast,
     Certified,

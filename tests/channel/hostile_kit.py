@@ -12,12 +12,12 @@ from typing import Any
 
 from libp2p.peer.id import ID
 
-from channel import keystore
-from channel.client import ApiError, Client, Endpoint
-from channel.cluster import CLUSTER_PASSWORD, Cluster, NodeProcess
+from channel.api.client import ApiError, Client, Endpoint
+from channel.runtime import keystore
 from p2p.admission import Admission, sign_binding
 from p2p.host import HostConfig, bootstrap_from_genesis
 from p2p.identity import load_or_create
+from simulations.cluster import CLUSTER_PASSWORD, Cluster, NodeProcess
 
 NOT_READY, STORAGE = -32002, -32003
 

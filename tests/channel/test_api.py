@@ -12,13 +12,12 @@ import httpx
 import pytest
 import trio
 
-from channel import keystore
-from channel.api import serve_api
-from channel.cli import create_genesis_folder
-from channel.client import ApiError, AsyncClient, Client, Endpoint, Unauthorized
-from channel.genesis_file import load_genesis
-from channel.node import Node, api_token
-from channel.store import Store
+from channel.api.client import ApiError, AsyncClient, Client, Endpoint, Unauthorized
+from channel.api.server import serve_api
+from channel.runtime import keystore
+from channel.runtime.genesis_file import create_genesis_folder, load_genesis
+from channel.runtime.node import Node, api_token
+from channel.runtime.store import Store
 from crdt.genesis import Role, Token
 from crdt.ops import sign_op
 

@@ -28,11 +28,11 @@ from trio_websocket import open_websocket_url
 from websockets.exceptions import ConnectionClosedError, WebSocketException
 from websockets.sync.client import connect as ws_connect
 
-from channel.api import MAX_REQUEST_BYTES, METHODS
-from channel.cli import parse_token
-from channel.client import ApiError, Client, Endpoint, Events
+from channel.api.client import ApiError, Client, Endpoint, Events
+from channel.api.server import MAX_REQUEST_BYTES, METHODS
+from channel.cli.main import parse_token
 from channel.errors import UserError
-from channel.node import Node
+from channel.runtime.node import Node
 from crdt.jsontext import MAX_NESTING, deeper_than_limit, json_nesting
 from crdt.units import parse_e9
 from tests.channel.test_api import E9, channel_dir, others, with_node
@@ -194,7 +194,7 @@ TOML = ETH_STACK + """
 import json, sys
 from pathlib import Path
 from channel.errors import UserError
-from channel.genesis_file import read_toml
+from channel.runtime.genesis_file import read_toml
 
 assert sys.getrecursionlimit() == 100_000, sys.getrecursionlimit()
 folder, genesis = Path(sys.argv[1]), Path(sys.argv[2])
@@ -237,7 +237,7 @@ import json, sys
 from crdt import cbor
 from crdt.errors import InvalidInput
 from crdt.ops import decode_op
-from channel.genesis_file import load_genesis
+from channel.runtime.genesis_file import load_genesis
 
 assert sys.getrecursionlimit() == 100_000, sys.getrecursionlimit()
 ctx = load_genesis(__import__("pathlib").Path(sys.argv[1])).context()
@@ -407,9 +407,9 @@ def test_an_unexpected_exception_is_internal_error_for_that_request_only(
                 assert answer["id"] == request_id
                 assert answer["error"]["code"] == -32603
 
-    with caplog.at_level(logging.ERROR, logger="channel.api"):
+    with caplog.at_level(logging.ERROR, logger="channel.api.server"):
         with_node(channel_dir, tmp_path, body)
-    logged = [record for record in caplog.records if record.name == "channel.api"]
+    logged = [record for record in caplog.records if record.name == "channel.api.server"]
     assert len(logged) == 3
     for record in logged:
         assert record.exc_info is not None
@@ -462,7 +462,7 @@ def test_the_client_raises_api_error_on_a_malformed_event(message: str) -> None:
 CLIENT = ETH_STACK + """
 import sys
 import httpx
-from channel.client import ApiError, Client, Endpoint
+from channel.api.client import ApiError, Client, Endpoint
 
 assert sys.getrecursionlimit() == 100_000, sys.getrecursionlimit()
 client = Client(Endpoint("http://node.invalid", "token"))
@@ -833,7 +833,7 @@ def test_websockets_and_subscriptions_are_capped(channel_dir: Path, tmp_path: Pa
     process opening them without end would slow every event down. Both are bounded."""
     from websockets.exceptions import InvalidStatus
 
-    from channel.api import MAX_SUBSCRIPTIONS, MAX_WEBSOCKETS
+    from channel.api.server import MAX_SUBSCRIPTIONS, MAX_WEBSOCKETS
 
     async def body(node: Node, endpoint: Endpoint) -> None:
         headers = [(b"authorization", f"Bearer {endpoint.token}".encode())]

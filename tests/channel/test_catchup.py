@@ -1,4 +1,4 @@
-"""Checkpoint catch-up (`channel.catchup`): the codec refuses bad bytes with typed errors, and
+"""Checkpoint catch-up (`channel.runtime.catchup`): the codec refuses bad bytes with typed errors, and
 nodes over the in-memory transport fetch the proofs and certificates they missed: after a
 downtime longer than the versions peers keep in memory, and after a crash between a decision
 and its commits."""
@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from channel.api import _NodeCollector
-from channel.catchup import (
+from channel.api.server import _NodeCollector
+from channel.core.consensus import Limits, Step, decode_signed
+from channel.runtime.catchup import (
     MAX_RECORDS,
     Request,
     decode_reply,
@@ -23,11 +24,10 @@ from channel.catchup import (
     encode_record,
     encode_request,
 )
-from channel.consensus import Limits, Step, decode_signed
-from channel.finality import Finality, FinalityConfig
-from channel.keystore import Key
-from channel.node import Node
-from channel.store import Store
+from channel.runtime.driver import ConsensusDriver, DriverConfig
+from channel.runtime.keystore import Key
+from channel.runtime.node import Node
+from channel.runtime.store import Store
 from crdt import cbor
 from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
 from crdt.hashing import keccak256
@@ -40,7 +40,7 @@ from p2p.peer import PeerConfig, open_peer
 USDC = Symbol("USDC")
 KEYS = sorted((keccak256(b"parley-catchup-test-%d" % i) for i in range(4)), key=address_of)
 CHANNEL = b"\x07" * 32
-FAST = FinalityConfig(interval=0.05, catchup_period=0.1, certificate_grace=0.3)
+FAST = DriverConfig(interval=0.05, catchup_period=0.1, certificate_grace=0.3)
 PEERS = PeerConfig(sync_interval=0.2, connect_interval=0.05)
 
 
@@ -112,8 +112,8 @@ async def memory_node(genesis: Genesis, index: int, path: Path, network: MemoryN
             trio.open_nursery() as nursery,
         ):
             node.peer = peer
-            node.finality = Finality(node, transport, FAST)
-            await nursery.start(node.finality.run)
+            node.driver = ConsensusDriver(node, transport, FAST)
+            await nursery.start(node.driver.run)
             yield node
             nursery.cancel_scope.cancel()
     finally:
@@ -147,7 +147,7 @@ async def advance(node: Node, versions: int, to: Address) -> None:
 def certified_everywhere(nodes: list[Node]) -> bool:
     """Every node has applied the same versions and holds every certificate."""
     return len({(n.replica.version, n.replica.state_hash()) for n in nodes}) == 1 and all(
-        set(n.finality.certificates) == set(range(1, n.replica.version + 1))  # type: ignore[union-attr]
+        set(n.driver.certificates) == set(range(1, n.replica.version + 1))  # type: ignore[union-attr]
         for n in nodes
     )
 
@@ -172,10 +172,10 @@ def test_a_node_down_for_longer_than_the_proof_window_catches_up(tmp_path: Path)
             assert nodes[3].replica.version == behind
             link(network, 3, range(4), up=True)
             await settled(nodes)
-            finality = nodes[3].finality
+            finality = nodes[3].driver
             assert finality is not None
             assert finality.catchup_counts["versions"] >= Limits().commit_window
-            served = sum(n.finality.catchup_server.served for n in nodes[:3])  # type: ignore[union-attr]
+            served = sum(n.driver.catchup_server.served for n in nodes[:3])  # type: ignore[union-attr]
             assert served >= 1
             metrics = {m.name: m.samples[0].value for m in _NodeCollector(nodes[3]).collect()}
             assert metrics["parley_catchup_versions"] == finality.catchup_counts["versions"]
@@ -199,11 +199,11 @@ def test_a_restarted_node_gets_the_certificate_it_decided_but_never_assembled(tm
             with sqlite3.connect(tmp_path / "node3" / "node.sqlite") as db:
                 db.execute("DELETE FROM certificates WHERE version = ?", (version,))
             async with memory_node(genesis, 3, tmp_path, network) as restarted:
-                assert restarted.finality is not None
-                assert version in restarted.finality.uncertified
+                assert restarted.driver is not None
+                assert version in restarted.driver.uncertified
                 network.connect_all()
                 await settled([*nodes, restarted])
-                assert restarted.finality.catchup_counts["certificates"] >= 1
+                assert restarted.driver.catchup_counts["certificates"] >= 1
                 assert version in dict(restarted.store.certificates())
 
     trio.run(main)
@@ -229,7 +229,7 @@ def test_a_node_restarted_mid_height_never_signs_two_votes_for_one_slot(tmp_path
                 async with memory_node(genesis, 3, tmp_path, network) as node:
                     if restart == 0:  # something to checkpoint, which only node 3 knows
                         await node.submit("transfer", {"to": nodes[0].address, "token": USDC, "amount": 1})
-                    consensus = node.finality.consensus  # type: ignore[union-attr]
+                    consensus = node.driver.consensus  # type: ignore[union-attr]
                     with trio.fail_after(30):  # the propose timeout passes, and it (re)sends its prevote
                         await poll(lambda: consensus.height == 1 and consensus.step >= Step.PREVOTE)  # noqa: B023
                     seen = slots(node.store)

@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from channel import keystore
-from channel.cli import app, create_genesis_folder, replay_file
+from channel.cli.main import app, replay_file
 from channel.errors import KeystoreError, UserError
-from channel.genesis_file import load_genesis
+from channel.runtime import keystore
+from channel.runtime.genesis_file import create_genesis_folder, load_genesis
 from crdt.genesis import Token
 from crdt.hashing import keccak256
 from crdt.ops import encode_ops, sign_op, split_ops

@@ -12,10 +12,10 @@ import httpx
 import pytest
 import trio
 
-from channel.client import ApiError, AsyncClient, Client, Endpoint, NodeUnavailable
-from channel.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all
+from channel.api.client import ApiError, AsyncClient, Client, Endpoint, NodeUnavailable
 from crdt.genesis import Token
 from p2p.host import HostConfig
+from simulations.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ from eth_account.messages import encode_typed_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from channel.consensus import (
+from channel.core.consensus import (
     Broadcast,
     CheckpointProposal,
     Commit,

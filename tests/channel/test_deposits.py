@@ -4,7 +4,7 @@ Audit F2: the chain worker handed deposits to consensus by list position and ign
 logs, so after a reorg that gave nonce k to another deposit (another account, amount or
 token) the nodes kept crediting the orphan: participant 0 could claim 50 USDC it never
 deposited while participant 1's 80 USDC could be neither claimed nor refunded. Now the chain
-worker hands over the whole confirmed set each poll (`Finality.set_confirmed_deposits`), each
+worker hands over the whole confirmed set each poll (`ConsensusDriver.set_confirmed_deposits`), each
 deposit carries its block hash, and a proposal is judged against that set.
 """
 
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from channel.consensus import Validity
-from channel.finality import Finality
-from channel.keystore import Key
-from channel.node import Node
-from channel.onchain import ChainConfig
-from channel.store import Store
+from channel.core.consensus import Validity
+from channel.runtime.chain_worker import ChainConfig
+from channel.runtime.driver import ConsensusDriver
+from channel.runtime.keystore import Key
+from channel.runtime.node import Node
+from channel.runtime.store import Store
 from crdt.genesis import Genesis, Participant, Role, Token
 from crdt.hashing import keccak256
 from crdt.ledger import Deposit
@@ -33,7 +33,7 @@ E9 = 10**9
 pytestmark = pytest.mark.hostile
 
 
-def finality_of(tmp_path: Path) -> Finality:
+def finality_of(tmp_path: Path) -> ConsensusDriver:
     genesis = Genesis.create(
         chain_id=31337,
         adjudicator=b"\x11" * 20,
@@ -42,7 +42,7 @@ def finality_of(tmp_path: Path) -> Finality:
     )
     store = Store(tmp_path / "node" / "node.sqlite")
     node = Node.restore(genesis, Key(address_of(KEYS[0]), KEYS[0]), store, fresh_channel=True)
-    return Finality(node, transport=None)  # type: ignore[arg-type]  # no messages are sent here
+    return ConsensusDriver(node, transport=None)  # type: ignore[arg-type]  # no messages are sent here
 
 
 def test_a_deposit_a_reorg_replaced_is_never_credited_and_its_replacement_is(tmp_path: Path) -> None:

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from channel.client import Client, Endpoint
-from channel.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all, wait_until
+from channel.api.client import Client, Endpoint
 from crdt.certificate import Certificate
 from crdt.genesis import Token
 from crdt.types import Symbol
 from settlement.chain import EmbeddedChain
 from settlement.client import AdjudicatorClient, Sender, TestTokenClient, address_bytes
+from simulations.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all, wait_until
 
 pytestmark = pytest.mark.slow
 

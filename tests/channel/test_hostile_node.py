@@ -15,7 +15,21 @@ from pathlib import Path
 
 import pytest
 import trio
-from hostile_kit import (
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.pubsub import pubsub as pubsub_module
+from libp2p.pubsub import rpc_queue
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+
+from channel.api.client import ApiError, Client, Endpoint
+from crdt import cbor
+from crdt.genesis import Token
+from crdt.ops import sign_op
+from p2p.host import open_libp2p_transport
+from p2p.peer import ops_topic
+from p2p.wire import encode_batch, encode_varint
+from simulations.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all, wait_until
+from tests.channel.hostile_kit import (
     NOT_READY,
     STORAGE,
     alive,
@@ -26,20 +40,6 @@ from hostile_kit import (
     stats,
     transfer_when_ready,
 )
-from libp2p.custom_types import TProtocol
-from libp2p.peer.id import ID
-from libp2p.pubsub import pubsub as pubsub_module
-from libp2p.pubsub import rpc_queue
-from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
-
-from channel.client import ApiError, Client, Endpoint
-from channel.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all, wait_until
-from crdt import cbor
-from crdt.genesis import Token
-from crdt.ops import sign_op
-from p2p.host import open_libp2p_transport
-from p2p.peer import ops_topic
-from p2p.wire import encode_batch, encode_varint
 
 pytestmark = [pytest.mark.slow, pytest.mark.hostile]
 

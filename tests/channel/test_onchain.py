@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
-from hostile_kit import participant_key, refused_start, stats
 
-from channel.client import Client, Endpoint
-from channel.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all, wait_until
-from channel.onchain import ChainConfig
+from channel.api.client import Client, Endpoint
+from channel.runtime.chain_worker import ChainConfig
 from crdt.certificate import Certificate
 from crdt.genesis import Token
 from crdt.types import Symbol
 from settlement.chain import AnvilProcess, RpcChain, anvil_binary, start_anvil
 from settlement.client import AdjudicatorClient, Sender, TestTokenClient, address_bytes, checksum
 from settlement.server import ChainServerProcess
+from simulations.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all, wait_until
+from tests.channel.hostile_kit import participant_key, refused_start, stats
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 
-from crdt_support import ADDR, GENESIS, KEYS, OTHER_CTX, Model, check_replica, fingerprint, op_set, sign, transfer
 from eth_account.messages import _hash_eip191_message, encode_typed_data
 from eth_keys import keys as eth_keys
 from hypothesis import settings
@@ -22,6 +21,18 @@ from crdt.eip712 import op_typed_data
 from crdt.errors import BadSequence, BadSignature, WrongChannel
 from crdt.ops import SignedOp, forge
 from crdt.replica import Replica
+from tests.crdt.crdt_support import (
+    ADDR,
+    GENESIS,
+    KEYS,
+    OTHER_CTX,
+    Model,
+    check_replica,
+    fingerprint,
+    op_set,
+    sign,
+    transfer,
+)
 
 HONEST = (0, 1, 2)
 BYZANTINE = 3

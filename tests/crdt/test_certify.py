@@ -6,7 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from crdt_support import (
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crdt.errors import InvalidCut, InvalidInput, MissingOperations
+from crdt.ledger import Deposit
+from crdt.replica import Cut, Replica
+from tests.crdt.crdt_support import (
     ADDR,
     E9,
     GENESIS,
@@ -20,12 +26,6 @@ from crdt_support import (
     transfer,
     workloads,
 )
-from hypothesis import given
-from hypothesis import strategies as st
-
-from crdt.errors import InvalidCut, InvalidInput, MissingOperations
-from crdt.ledger import Deposit
-from crdt.replica import Cut, Replica
 
 
 def snapshot(replica: Replica) -> tuple[Any, ...]:

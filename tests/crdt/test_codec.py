@@ -9,19 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from crdt_support import (
-    ADDR,
-    CTX,
-    KEYS,
-    N_PARTICIPANTS,
-    OTHER_CTX,
-    deviate,
-    deviations,
-    op_value,
-    ref_encode,
-    sign,
-    transfer,
-)
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -37,6 +24,19 @@ from crdt.errors import (
     WrongType,
 )
 from crdt.ops import content_bytes, decode_op, encode_ops, forge, sign_op, split_ops
+from tests.crdt.crdt_support import (
+    ADDR,
+    CTX,
+    KEYS,
+    N_PARTICIPANTS,
+    OTHER_CTX,
+    deviate,
+    deviations,
+    op_value,
+    ref_encode,
+    sign,
+    transfer,
+)
 
 scalars = st.one_of(
     st.integers(-(2**64), 2**64 - 1),

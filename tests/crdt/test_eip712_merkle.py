@@ -5,7 +5,6 @@ independent OpenZeppelin-style verifier written here with eth_utils.keccak (DESI
 from __future__ import annotations
 
 import pytest
-from crdt_support import ADDR, CTX, GENESIS, KEYS, N_PARTICIPANTS, sign, transfer
 from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import _hash_eip191_message, encode_typed_data
@@ -18,6 +17,7 @@ from crdt.eip712 import Checkpoint, op_typed_data
 from crdt.errors import BadSignature
 from crdt.merkle import MerkleTree, PayoutLeaf, leaf_hash, verify
 from crdt.ops import SECP256K1_N, decode_op, forge
+from tests.crdt.crdt_support import ADDR, CTX, GENESIS, KEYS, N_PARTICIPANTS, sign, transfer
 
 words = st.binary(min_size=32, max_size=32)
 addresses = st.binary(min_size=20, max_size=20)

@@ -4,11 +4,11 @@ buffer, sequence numbers, equivocation evidence, version vectors and sync."""
 from __future__ import annotations
 
 import pytest
-from crdt_support import ADDR, GENESIS, sign, transfer
 
 from crdt.errors import BadSequence, PendingFull
 from crdt.graph import HashGraph, PendingBuffer
 from crdt.replica import Replica
+from tests.crdt.crdt_support import ADDR, GENESIS, sign, transfer
 
 
 def op(author: int, seq: int, parents: list[bytes] = [], amount: int = 1):  # noqa: B006

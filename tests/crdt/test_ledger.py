@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from crdt_support import ADDR, E9, GENESIS, INITIAL, USDC, WETH, check_replica, sign, transfer
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +14,7 @@ from crdt.ledger import Deposit, Ledger, Reason
 from crdt.merkle import WITHDRAWN, leaf_hash
 from crdt.replica import Cut, Replica
 from crdt.units import from_e9
+from tests.crdt.crdt_support import ADDR, E9, GENESIS, INITIAL, USDC, WETH, check_replica, sign, transfer
 
 A, B, OBSERVER = 0, 1, 4
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from crdt_support import ADDR, CTX, GENESIS, KEYS, fingerprint, replay_in_key_order, sign, transfer, workloads
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -26,6 +25,17 @@ from crdt.graph import HashGraph, PendingBuffer
 from crdt.hashing import keccak256
 from crdt.ops import SignedOp, sign_op
 from crdt.replica import Replica
+from tests.crdt.crdt_support import (
+    ADDR,
+    CTX,
+    GENESIS,
+    KEYS,
+    fingerprint,
+    replay_in_key_order,
+    sign,
+    transfer,
+    workloads,
+)
 
 # -- the buffer against a naive model -------------------------------------------------------------
 

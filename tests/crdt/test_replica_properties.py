@@ -9,7 +9,13 @@ from __future__ import annotations
 from bisect import insort
 from typing import Any
 
-from crdt_support import (
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from crdt.ledger import Deposit
+from crdt.replica import Cut, Replica
+from crdt.types import OpId
+from tests.crdt.crdt_support import (
     ADDR,
     E9,
     GENESIS,
@@ -24,12 +30,6 @@ from crdt_support import (
     replay_in_key_order,
     workloads,
 )
-from hypothesis import event, given, settings
-from hypothesis import strategies as st
-
-from crdt.ledger import Deposit
-from crdt.replica import Cut, Replica
-from crdt.types import OpId
 
 FEWER = settings(max_examples=max(10, settings.default.max_examples // 2))
 

@@ -7,13 +7,13 @@ import contextlib
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from p2p_kit import make_genesis, private_key
 
 from crdt import cbor
 from crdt.errors import BadSignature, InvalidInput, UnknownAuthor
 from crdt.hashing import keccak256
 from p2p.admission import Admission, decode_binding, sign_binding
 from p2p.errors import UnexpectedMessage
+from tests.p2p.p2p_kit import make_genesis, private_key
 
 GENESIS = make_genesis(3)
 CTX = GENESIS.context()

@@ -15,7 +15,6 @@ import trio
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
-from p2p_kit import authors, host_config, make_genesis, poll_until, private_key
 
 from crdt.genesis import Genesis
 from crdt.ops import forge
@@ -26,6 +25,7 @@ from p2p.host import HostConfig, open_libp2p_transport
 from p2p.identity import load_or_create
 from p2p.peer import SYNC_PROTOCOL, Peer, PeerConfig, open_peer
 from p2p.wire import FrameDecoder, encode_batch, encode_varint
+from tests.p2p.p2p_kit import authors, host_config, make_genesis, poll_until, private_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.hostile]
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import trio
 import trio.lowlevel
-from p2p_kit import Author, authors, host_config, make_genesis, poll_until
 
 from crdt.genesis import Genesis
 from crdt.ops import forge
@@ -21,6 +20,7 @@ from crdt.replica import Replica
 from p2p.host import Libp2pTransport, open_libp2p_transport
 from p2p.peer import SYNC_PROTOCOL, Peer, PeerConfig, open_peer
 from p2p.wire import encode_batch, encode_varint
+from tests.p2p.p2p_kit import Author, authors, host_config, make_genesis, poll_until
 
 pytestmark = pytest.mark.slow
 

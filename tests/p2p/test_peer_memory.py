@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import trio
-from p2p_kit import authors, make_genesis, poll_until
 
 from crdt.genesis import Genesis
 from crdt.ops import forge
@@ -14,6 +13,7 @@ from crdt.replica import Replica
 from p2p.memory import MemoryNetwork
 from p2p.peer import SYNC_PROTOCOL, Peer, PeerConfig, open_peer
 from p2p.wire import encode_batch, encode_varint
+from tests.p2p.p2p_kit import authors, make_genesis, poll_until
 
 CONFIG = PeerConfig(sync_interval=0.5, connect_interval=0.05)
 

@@ -7,7 +7,6 @@ from collections import deque
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from p2p_kit import authors, make_genesis, random_dag
 
 from crdt.errors import InvalidInput
 from crdt.graph import PendingBuffer
@@ -17,6 +16,7 @@ from crdt.replica import Replica
 from p2p.errors import UnexpectedMessage
 from p2p.sync import HashGraphView, SyncConfig, SyncSession
 from p2p.wire import Message, Ops, Want, decode_message, encode_message, make_status
+from tests.p2p.p2p_kit import authors, make_genesis, random_dag
 
 GENESIS = make_genesis(3)
 POOL = random_dag(GENESIS, 60, seed=7, forks=3)

@@ -3,17 +3,12 @@ it), and a fresh chain-and-channel `World` per test on each backend."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from settlement_kit import World, build_world, make_chain, require_anvil
-
 from settlement.chain import AnvilProcess, start_anvil
+from tests.settlement.settlement_kit import World, build_world, make_chain, require_anvil
 
 BACKENDS = ["embedded", "anvil"]
 

@@ -15,13 +15,13 @@ import pytest
 import tomli_w
 import typer
 from eth_account import Account
-from settlement_kit import BOND, E9, WINDOW, build_world
 from typer.testing import CliRunner, Result
 
+from channel.cli.chain import KEY_ENV, register
 from crdt.graph import Equivocation
 from crdt.ops import sign_op
 from settlement.chain import AnvilProcess, RpcChain
-from settlement.cli import KEY_ENV, register
+from tests.settlement.settlement_kit import BOND, E9, WINDOW, build_world
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,7 +65,7 @@ def test_exit_process_alone_interrupted_and_resumed(anvil: AnvilProcess, tmp_pat
 
     env = {**os.environ, KEY_ENV: world.keys[3].hex()}
     process = subprocess.Popen(
-        [sys.executable, "-m", "settlement.cli", *args, "--poll-interval", "0.2"],
+        [sys.executable, "-m", "channel.cli.chain", *args, "--poll-interval", "0.2"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:

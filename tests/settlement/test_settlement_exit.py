@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from settlement_kit import E9, WINDOW, World
 
+from channel.runtime.watchtower import Watchtower
 from crdt.certificate import Certificate
 from crdt.replica import Replica
 from settlement.client import AdjudicatorClient, Sender, local_account
 from settlement.errors import InsufficientGas, NoCertificate, NotYourLeaf
 from settlement.exit import ExitEvent, run_exit
 from settlement.watcher import ChainWatcher
-from settlement.watchtower import Watchtower
+from tests.settlement.settlement_kit import E9, WINDOW, World
 
 
 def two_versions(world: World) -> tuple[Replica, Certificate, Certificate]:

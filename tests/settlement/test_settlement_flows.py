@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from settlement_kit import E9, WINDOW, World, deploy_artifact, reverts
 
 from crdt.certificate import Certificate, from_replica, sign_checkpoint
 from crdt.eip712 import Domain
@@ -21,6 +20,7 @@ from crdt.replica import Cut, Replica
 from crdt.types import Address, ChannelId, Hash32, Symbol
 from crdt.units import from_e9
 from settlement.client import TestTokenClient, address_bytes
+from tests.settlement.settlement_kit import E9, WINDOW, World, deploy_artifact, reverts
 
 
 def funded_world(world: World) -> Replica:

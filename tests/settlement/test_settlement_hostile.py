@@ -26,18 +26,6 @@ from typing import Any
 
 import pytest
 from eth_abi.abi import encode as abi_encode
-from settlement_kit import (
-    BOND,
-    E9,
-    WINDOW,
-    World,
-    block_time,
-    build_world,
-    deploy_artifact,
-    make_chain,
-    reverts,
-    travel_to,
-)
 from web3.contract import Contract
 from web3.logs import DISCARD
 
@@ -49,6 +37,18 @@ from crdt.merkle import BALANCE, WITHDRAWN, PayoutLeaf
 from crdt.ops import sign_op
 from crdt.types import Hash32, Symbol
 from settlement.client import AdjudicatorClient, address_bytes, checksum
+from tests.settlement.settlement_kit import (
+    BOND,
+    E9,
+    WINDOW,
+    World,
+    block_time,
+    build_world,
+    deploy_artifact,
+    make_chain,
+    reverts,
+    travel_to,
+)
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -333,7 +333,7 @@ def test_a_rebasing_token_cannot_pay_one_channel_out_of_another(world: World) ->
     assert balance(world, reb, adjudicator) == 184_500_000
     for channel, _, (leaf, proof), left in payouts:
         with reverts_with("TokenBalanceShrank", checksum(reb.address), *left):
-            channel.client(2).claim(channel.channel, leaf, proof)
+            channel.api.client(2).claim(channel.channel, leaf, proof)
     with reverts_with("TokenBalanceShrank", checksum(reb.address), 179_500_000, 200 * 10**6):
         a.client(2).refund_deposit(a.channel, late.nonce)
     with reverts_with("TokenBalanceShrank", checksum(reb.address), 184_500_000, 205 * 10**6):
@@ -352,7 +352,7 @@ def test_a_rebasing_token_cannot_pay_one_channel_out_of_another(world: World) ->
     for channel, i, (leaf, proof), _ in payouts:
         payee, here = world.accounts[i].address, balance(world, reb, adjudicator)
         before = balance(world, reb, payee)
-        channel.client(2).claim(channel.channel, leaf, proof)
+        channel.api.client(2).claim(channel.channel, leaf, proof)
         assert balance(world, reb, payee) == before + leaf.amount
         assert balance(world, reb, adjudicator) == here - leaf.amount
     before = balance(world, reb, account0)

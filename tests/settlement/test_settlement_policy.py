@@ -1,4 +1,4 @@
-"""The chain worker's decisions (`settlement.policy`) as tables: chain state in, a move out."""
+"""The chain worker's decisions (`channel.core.settlement_policy`) as tables: chain state in, a move out."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from settlement.policy import Backoff, ChainView, Move, finalize_move, rank, settle_move, watchtower_move
+from channel.core.settlement_policy import ChainView, Move, finalize_move, rank, settle_move, watchtower_move
+from channel.runtime.chain_worker import Backoff
 
 
 def view(

@@ -24,7 +24,6 @@ from eth_account.signers.local import LocalAccount
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as observe
 from hypothesis import strategies as st
-from settlement_kit import WINDOW, World, build_world
 from web3.logs import DISCARD
 
 from crdt.certificate import Certificate, from_replica
@@ -37,6 +36,7 @@ from crdt.types import Symbol
 from crdt.units import to_e9
 from settlement.chain import Chain, EmbeddedChain
 from settlement.client import AdjudicatorClient, Sender, TestTokenClient, address_bytes, as_revert, checksum
+from tests.settlement.settlement_kit import WINDOW, World, build_world
 
 N = 3  # participants; the threshold is 3 of 3
 GAS = 3_000_000

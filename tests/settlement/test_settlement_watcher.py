@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from settlement_kit import E9, World
 from web3.datastructures import AttributeDict
 
 from crdt.ledger import Deposit
@@ -14,6 +13,7 @@ from crdt.types import Symbol
 from settlement.chain import RpcChain, free_port
 from settlement.errors import RpcUnavailable
 from settlement.watcher import ChainWatcher
+from tests.settlement.settlement_kit import E9, World
 
 
 def watcher(world: World, db: Path, confirmations: int = 0) -> ChainWatcher:

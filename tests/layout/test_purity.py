@@ -1,5 +1,6 @@
-"""crdt/ is the pure core (DESIGN.md, "Layout"): it never imports trio, libp2p, web3, sqlite,
-time, random or any I/O or concurrency module, and it never uses floats."""
+"""crdt/ and channel/core/ are the pure core (DESIGN.md, "Layout"): they never import trio,
+libp2p, web3, sqlite, time, random or any I/O, clock, entropy or concurrency module, and they
+never use floats."""
 
 from __future__ import annotations
 
@@ -9,9 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import channel.core
 import crdt
 
 FORBIDDEN = {
+    "os",
+    "io",
+    "pathlib",
+    "logging",
+    "datetime",
+    "secrets",
+    "uuid",
     "trio",
     "libp2p",
     "web3",
@@ -23,10 +32,12 @@ FORBIDDEN = {
     "threading",
     "multiprocessing",
 }
-SOURCES = sorted(Path(crdt.__file__).parent.rglob("*.py"))
+PURE = (crdt, channel.core)
+SOURCES = sorted(path for package in PURE for path in Path(package.__file__).parent.rglob("*.py"))
 
 # DESIGN.md lets the core use these; what they load themselves (cffi loads threading for
-# coincurve) is not crdt's doing, so the baseline imports them too.
+# coincurve, and every one of them os and io) is not the core's doing, so the baseline imports
+# them too.
 ALLOWED_DEPENDENCIES = "import cbor2, coincurve, sha3, eth_hash.auto"
 
 PROBE = (
@@ -37,9 +48,10 @@ before = set(sys.modules)
     + ALLOWED_DEPENDENCIES
     + """
 if {imports}:
-    import importlib, pkgutil, crdt
-    for info in pkgutil.walk_packages(crdt.__path__, "crdt."):
-        importlib.import_module(info.name)
+    import importlib, pkgutil, crdt, channel.core
+    for package in (crdt, channel.core):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            importlib.import_module(info.name)
 print(json.dumps(sorted(set(sys.modules) - before)))
 """
 )
@@ -52,15 +64,17 @@ def new_modules(imports: bool) -> set[str]:
     return set(json.loads(result.stdout))
 
 
-def test_importing_every_crdt_module_loads_nothing_forbidden() -> None:
+def test_importing_every_core_module_loads_nothing_forbidden() -> None:
     loaded = new_modules(True) - new_modules(False)
-    assert any(name.startswith("crdt.") for name in loaded)  # the walk really imported the package
+    # the walk really imported both packages
+    assert any(name.startswith("crdt.") for name in loaded)
+    assert any(name.startswith("channel.core.") for name in loaded)
     bad = {name for name in loaded if name.split(".")[0] in FORBIDDEN | {"eth_abi", "eth_utils", "eth_account"}}
-    assert not bad, f"importing crdt pulls in {sorted(bad)}"
+    assert not bad, f"importing the core pulls in {sorted(bad)}"
 
 
-def test_no_crdt_source_imports_a_forbidden_module() -> None:
-    assert len(SOURCES) >= 10
+def test_no_core_source_imports_a_forbidden_module() -> None:
+    assert len(SOURCES) >= 12
     for path in SOURCES:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
@@ -73,7 +87,7 @@ def test_no_crdt_source_imports_a_forbidden_module() -> None:
                 assert name.split(".")[0] not in FORBIDDEN, f"{path.name} imports {name}"
 
 
-def test_no_float_in_crdt_sources() -> None:
+def test_no_float_in_core_sources() -> None:
     for path in SOURCES:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             assert not (isinstance(node, ast.Constant) and isinstance(node.value, float)), (

@@ -18,7 +18,7 @@ Invariants:
   new (deleted, truncated, or never used) does not sign an operation until a quorum of peers
   (threshold - 1 others) has told it the highest seq of its own it holds and it holds those
   operations itself, and does not sign a consensus vote below the height it learns from a
-  quorum of checkpoint catch-up answers (`channel.finality`). ``--fresh-channel`` is the one
+  quorum of checkpoint catch-up answers (`channel.runtime.driver`). ``--fresh-channel`` is the one
   way round, for a brand-new genesis;
 - restore checks every stored operation against its id and its signature, and refuses to
   start on a store that fails (`StoreDamaged`, naming the row and the way out);
@@ -40,18 +40,17 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from libp2p.peer.id import ID
 
-from channel import keystore
-from channel.config import NodeConfig
-from channel.console import read_password
 from channel.errors import ChannelError, StorageUnavailable, StoreDamaged, UserError
-from channel.genesis_file import load_genesis
-from channel.keystore import write_atomic
-from channel.store import Store
+from channel.runtime import keystore
+from channel.runtime.config import NodeConfig
+from channel.runtime.genesis_file import load_genesis
+from channel.runtime.keystore import write_atomic
+from channel.runtime.store import Store
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis
 from crdt.ledger import Reason
@@ -66,8 +65,8 @@ from p2p.peer import Peer, PeerConfig, open_peer
 from p2p.transport import PeerId, Transport
 
 if TYPE_CHECKING:
-    from channel.finality import Finality, FinalityConfig
-    from channel.onchain import OnChain
+    from channel.runtime.chain_worker import ChainWorker
+    from channel.runtime.driver import ConsensusDriver, DriverConfig
 
 log = logging.getLogger(__name__)
 
@@ -216,14 +215,14 @@ class Node:
         self.storage_error: str | None = None  # the last failed write, until a write works again
         self.events = EventHub()
         self.peer: Peer | None = None
-        self.finality: Finality | None = None
-        self.onchain: OnChain | None = None
+        self.driver: ConsensusDriver | None = None
+        self.chain_worker: ChainWorker | None = None
         self.started = time.monotonic()
         self._lock = trio.Lock()
         self._watched: dict[OpId, str] = {}  # op ids submitted here -> last status sent
         self._balances = self._balance_snapshot()
         self.submitted = 0
-        self.byzantine: tuple[str, ...] = ()
+        self.behaviour: Behaviour = HONEST
         self._requests: dict[OpId, str] = {}  # op id -> request id, stored with the op itself
 
     # -- restoring and persisting --------------------------------------------------------------------
@@ -233,7 +232,7 @@ class Node:
         """A node whose replica holds everything in the store, each operation checked again
         against its id and its signature (a disk can fail, and a file can be edited): a row
         that fails raises `StoreDamaged`, naming it, and the node does not start."""
-        from channel.finality import restore_decisions
+        from channel.runtime.driver import restore_decisions
 
         replica = Replica(genesis)
         ops, bad = verify_stored_ops(store, replica.ctx)
@@ -337,8 +336,8 @@ class Node:
             await trio.sleep(interval)
 
     def after_apply(self, ops: Sequence[SignedOp]) -> None:
-        if ops and self.finality is not None:
-            self.finality.data_arrived()
+        if ops and self.driver is not None:
+            self.driver.data_arrived()
         events = self.events
         if events.wants("ops"):
             for op in ops:
@@ -400,15 +399,15 @@ class Node:
             if len(op.raw) > DEFAULT_LIMITS.max_op_bytes:
                 raise RequestRejected(Reason.BAD_BODY, "the operation is larger than the limit")
             reason = self.replica.dry_run(op)
-            if reason is not None and "invalid" not in self.byzantine:
+            if reason is not None and not self.behaviour.signs_rejected:
                 raise RequestRejected(reason)
             if request_id is not None:
                 self._requests[op.op_id] = request_id
             try:
                 if self.peer is not None:
                     await self.peer.submit(op)
-                    if "equivocate" in self.byzantine:
-                        await self.peer.submit(self._twin(op))
+                    for extra in self.behaviour.also_sign(self, op):
+                        await self.peer.submit(extra)
                 else:
                     self.receive([op])
             except NotPersisted as exc:  # signed, but neither stored nor applied nor sent
@@ -418,12 +417,6 @@ class Node:
             self._watched[op.op_id] = "tentative"
             self.submitted += 1
             return self._receipt(op.op_id)
-
-    def _twin(self, op: SignedOp) -> SignedOp:
-        """A second operation with `op`'s seq and parents (Byzantine demos only): equivocation."""
-        body = dict(op.body)
-        body["amount"] = body.get("amount", 0) + 1
-        return sign_op(self.replica.ctx, self.key.private_key, op.seq, op.parents, op.kind, body)
 
     def _receipt(self, op_id: OpId) -> dict[str, Any]:
         op = self.replica.graph.ops.get(op_id)
@@ -466,11 +459,11 @@ class Node:
             stats["gossip_rejected"] = peer_stats.gossip_rejected
             stats["gossip_ops_received"] = peer_stats.gossip_ops_received
             stats["sync_ops_received"] = peer_stats.sync_ops_received
-        if self.finality is not None:
-            stats["certified"] = max(self.finality.certificates, default=0)
-            stats["catchup"] = dict(self.finality.catchup_counts)
-        if self.onchain is not None:
-            stats["chain"] = asdict(self.onchain.status)
+        if self.driver is not None:
+            stats["certified"] = max(self.driver.certificates, default=0)
+            stats["catchup"] = dict(self.driver.catchup_counts)
+        if self.chain_worker is not None:
+            stats["chain"] = asdict(self.chain_worker.status)
         return stats
 
     def peers(self) -> dict[str, Any]:
@@ -503,13 +496,43 @@ def api_token(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+class Behaviour(Protocol):
+    """How this node's own submissions deviate from the protocol. A production node is always
+    `HONEST`; `simulations.byzantine` builds the others for demos and simulations, and no
+    configuration file or command-line flag of `parley` can select one."""
+
+    @property
+    def signs_rejected(self) -> bool:
+        """Sign and gossip an operation even when replay would give it no effect."""
+        ...
+
+    def also_sign(self, node: Node, op: SignedOp) -> Sequence[SignedOp]:
+        """Further operations to sign and gossip right after our `op` (an equivocating twin)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Honest:
+    signs_rejected: bool = False
+
+    def also_sign(self, node: Node, op: SignedOp) -> Sequence[SignedOp]:
+        return ()
+
+
+HONEST: Behaviour = Honest()
+
+
+class ApiServer(Protocol):
+    """Serves the local API for `node` with bearer `token` on host:port until cancelled, and
+    reports its URL through `task_status` (``nursery.start``)."""
+
+    async def __call__(
+        self, node: Node, token: str, host: str = ..., port: int = ..., *, task_status: Any = ...
+    ) -> None: ...
+
+
 def open_store(config: NodeConfig) -> Store:
     return Store(config.data_dir / STORE_FILE, max_bytes=config.store_max_bytes)
-
-
-def load_key(config: NodeConfig) -> tuple[keystore.Key, str]:
-    password = read_password(config.password_file, confirm=False)
-    return keystore.load(config.keystore, password), password
 
 
 @asynccontextmanager
@@ -543,29 +566,41 @@ def host_config(config: NodeConfig, genesis: Genesis, key: keystore.Key, passwor
 
 async def run_node(
     config: NodeConfig,
-    finality_config: FinalityConfig | None = None,
+    password: str,
+    serve_api: ApiServer,
+    driver_config: DriverConfig | None = None,
     *,
     fresh_channel: bool = False,
+    behaviour: Behaviour | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a node until SIGINT/SIGTERM (or cancellation). Reports the API URL when serving."""
+    """Run a node until SIGINT/SIGTERM (or cancellation). Reports the API URL when serving.
+
+    `serve_api` is the local API (`channel.api.server.serve_api`), given by the caller: the
+    runtime does not import the layer above it. `behaviour` is for simulations only (see
+    `Behaviour`); nothing a user can configure reaches it."""
+    behaviour = behaviour or HONEST
     genesis = load_genesis(config.genesis)
-    key, password = load_key(config)
+    key = keystore.load(config.keystore, password)
     store = open_store(config)  # first: it holds the data directory's lock
     try:
         node = Node.restore(genesis, key, store, fresh_channel=fresh_channel)
-        node.byzantine = config.byzantine
-        await _serve(node, config, password, finality_config, task_status)
+        node.behaviour = behaviour
+        await _serve(node, config, password, serve_api, driver_config, task_status)
     finally:
         store.close()
 
 
 async def _serve(
-    node: Node, config: NodeConfig, password: str, finality_config: FinalityConfig | None, task_status: Any
+    node: Node,
+    config: NodeConfig,
+    password: str,
+    serve_api: ApiServer,
+    driver_config: DriverConfig | None,
+    task_status: Any,
 ) -> None:
-    from channel.api import serve_api
-    from channel.finality import Finality, FinalityConfig
-    from channel.onchain import OnChain
+    from channel.runtime.chain_worker import ChainWorker
+    from channel.runtime.driver import ConsensusDriver, DriverConfig
 
     token = api_token(config.data_dir)
     libp2p_config = host_config(config, node.genesis, node.key, password)
@@ -575,15 +610,15 @@ async def _serve(
             open_libp2p_transport(libp2p_config) as transport,
             open_node(node, transport),
         ):
-            node.finality = Finality(
-                node, transport, finality_config or FinalityConfig(interval=config.finality_interval)
+            node.driver = ConsensusDriver(
+                node, transport, driver_config or DriverConfig(interval=config.finality_interval)
             )
-            await nursery.start(node.finality.run)
+            await nursery.start(node.driver.run)
             nursery.start_soon(node.learn_signer)
             nursery.start_soon(node.watch_storage)
             if config.chain is not None:
-                node.onchain = OnChain(node, node.finality, config.chain, config.data_dir)
-                await nursery.start(node.onchain.run)
+                node.chain_worker = ChainWorker(node, node.driver, config.chain, config.data_dir)
+                await nursery.start(node.chain_worker.run)
             url = await nursery.start(serve_api, node, token, config.api_host, config.api_port)
             info = {
                 "url": url, "peer_id": peer_name(transport.local_id), "p2p": transport.listen_addrs(),
@@ -623,7 +658,7 @@ def repair_store(config: NodeConfig) -> dict[str, Any]:
     and signing record that fails its checks (or, if SQLite cannot read the file at all, move
     it aside and start an empty one), and make the node learn its own seq and its vote floor
     from its peers again, since what was dropped may have been its own. Returns what it did."""
-    from channel.consensus import Decision, decode_message, decode_signed
+    from channel.core.consensus import Decision, decode_message, decode_signed
     from crdt.certificate import Certificate
 
     genesis = load_genesis(config.genesis)

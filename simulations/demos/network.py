@@ -1,7 +1,7 @@
 """``parley demo``: a channel of N real node processes on 127.0.0.1, talking over libp2p.
 
 1. writes a channel (genesis, encrypted keys, one node.toml per participant) into a folder;
-2. starts the nodes as separate processes (`channel.cluster`);
+2. starts the nodes as separate processes (`simulations.cluster`);
 3. sends a seeded transfer workload through each node's local API, several requests in flight
    per node, with a live progress bar;
 4. waits until every node holds every operation and they all report the same state hash and
@@ -24,10 +24,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from channel.client import ApiError, AsyncClient, Endpoint
-from channel.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all
+from channel.api.client import ApiError, AsyncClient, Endpoint
 from crdt.genesis import Role, Token
 from crdt.hashing import keccak256
+from simulations.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all
 
 E9 = 10**9
 CONVERGE_WITHIN = 60.0

@@ -1,5 +1,5 @@
 """CLI commands that run a node or talk to one: ``parley node run``, ``balance``, ``transfer``,
-``status``, ``peers``, ``stats`` and ``watch``. They use `channel.client`, so they do exactly
+``status``, ``peers``, ``stats`` and ``watch``. They use `channel.api.client`, so they do exactly
 what a Python program using the client would do."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import trio
 import typer
 from rich.table import Table
 
-from channel.client import Client
-from channel.config import NodeConfig
-from channel.console import console, user_errors
+from channel.api.client import Client
+from channel.cli.console import console, read_password, user_errors
 from channel.errors import UserError
+from channel.runtime.config import NodeConfig
 from crdt.units import format_e9, parse_e9
 
 NodeDir = Annotated[
@@ -45,11 +45,13 @@ def register(app: typer.Typer) -> None:
         """Run a node until SIGINT or SIGTERM: libp2p gossip and sync, the store, the local API."""
         from functools import partial
 
-        from channel.node import run_node
+        from channel.api.server import serve_api
+        from channel.runtime.node import run_node
 
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         node_config = NodeConfig.load(config)
-        trio.run(partial(run_node, node_config, fresh_channel=fresh_channel))
+        password = read_password(node_config.password_file, confirm=False)
+        trio.run(partial(run_node, node_config, password, serve_api, fresh_channel=fresh_channel))
 
     @node_app.command("repair")
     @user_errors
@@ -59,7 +61,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Drop what fails its checks in a node's store (or move an unreadable store aside), so the
         node starts again and learns what was dropped from its peers. The node must be stopped."""
-        from channel.node import repair_store
+        from channel.runtime.node import repair_store
 
         report = repair_store(NodeConfig.load(config))
         if as_json:

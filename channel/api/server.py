@@ -1,6 +1,6 @@
 """The local API: JSON-RPC 2.0 over HTTP (``POST /rpc``) and WebSocket (``/ws``).
 
-- It listens on a loopback address only (`channel.config` refuses anything else), because it
+- It listens on a loopback address only (`channel.runtime.config` refuses anything else), because it
   signs with the participant's key.
 - Every request carries ``Authorization: Bearer <token>`` (a WebSocket may pass ``?token=``
   instead, since browsers cannot set headers on one). The token is in ``<data_dir>/api-token``.
@@ -58,7 +58,7 @@ from starlette.websockets import WebSocket
 from wsproto.extensions import PerMessageDeflate
 
 from channel.errors import StorageUnavailable
-from channel.node import Node, NotReady, RequestRejected
+from channel.runtime.node import Node, NotReady, RequestRejected
 from crdt.jsontext import MAX_NESTING, deeper_than_limit
 
 MAX_REQUEST_BYTES = 1 << 20
@@ -329,7 +329,7 @@ async def _stats(node: Node, args: list[Any]) -> Any:
 
 
 async def _checkpoints(node: Node, args: list[Any]) -> Any:
-    certified = node.finality.certificates if node.finality is not None else {}
+    certified = node.driver.certificates if node.driver is not None else {}
     return [
         {"version": cut.version, "time": cut.time, "heads": len(cut.heads), "deposits": len(cut.deposits),
          "certified": cut.version in certified}
@@ -339,7 +339,7 @@ async def _checkpoints(node: Node, args: list[Any]) -> Any:
 
 async def _certificate(node: Node, args: list[Any]) -> Any:
     (version,) = args
-    certificates = node.finality.certificates if node.finality is not None else {}
+    certificates = node.driver.certificates if node.driver is not None else {}
     if version is None:
         if not certificates:
             raise RpcError(NOT_FOUND, "no certificate yet")

@@ -27,12 +27,12 @@ from typing import Any
 
 import tomli_w
 
-from channel import keystore
-from channel.cli import create_genesis_folder
-from channel.client import Client, Endpoint
-from channel.config import NodeConfig
+from channel.api.client import Client, Endpoint
 from channel.errors import ChannelError
-from channel.onchain import ChainConfig
+from channel.runtime import keystore
+from channel.runtime.chain_worker import ChainConfig
+from channel.runtime.config import NodeConfig
+from channel.runtime.genesis_file import create_genesis_folder
 from crdt.genesis import Genesis, Role, Token
 from p2p.identity import load_or_create, peer_id_of
 
@@ -62,9 +62,14 @@ class Cluster:
     root: Path
     genesis: Genesis
     node_dirs: tuple[Path, ...]
+    byzantine: dict[int, tuple[str, ...]] = field(default_factory=dict)  # index: `simulations.byzantine` names
 
     def config(self, index: int) -> Path:
         return self.node_dirs[index] / "node.toml"
+
+    def process(self, index: int) -> NodeProcess:
+        """Node `index` as a process: ``parley node run``, or a Byzantine node if it is one."""
+        return NodeProcess(self.config(index), behaviours=self.byzantine.get(index, ()))
 
 
 def create_cluster(
@@ -87,14 +92,14 @@ def create_cluster(
         keys=keys, bootstraps=bootstraps, **chain,
     )
     (root / "password").write_text(CLUSTER_PASSWORD)
-    for index, (key, port, folder) in enumerate(zip(keys, ports, node_dirs, strict=True)):
+    for key, port, folder in zip(keys, ports, node_dirs, strict=True):
         config = NodeConfig(
             data_dir=folder, genesis=root / "genesis.toml", keystore=keystore.find(root / "keys", key.address),
             password_file=root / "password", p2p_listen=(f"/ip4/127.0.0.1/tcp/{port}",),
-            finality_interval=finality_interval, chain=node_chain, byzantine=(byzantine or {}).get(index, ()),
+            finality_interval=finality_interval, chain=node_chain,
         )
         (folder / "node.toml").write_text(tomli_w.dumps(config.to_mapping(folder)))
-    return Cluster(root, genesis, node_dirs)
+    return Cluster(root, genesis, node_dirs, dict(byzantine or {}))
 
 
 @dataclass
@@ -105,6 +110,7 @@ class NodeProcess:
     config: Path
     process: subprocess.Popen[bytes] | None = None
     fresh_channel: bool = True
+    behaviours: tuple[str, ...] = ()  # non-empty: a `simulations.byzantine` process instead
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -121,7 +127,11 @@ class NodeProcess:
     def launch(self) -> None:
         """Start the process without waiting for it (see `start_all`)."""
         (self.data_dir / "api.json").unlink(missing_ok=True)
-        command = [sys.executable, "-m", "channel", "node", "run", "--config", str(self.config)]
+        if self.behaviours:
+            command = [sys.executable, "-m", "simulations.byzantine", "--config", str(self.config)]
+            command += [arg for name in self.behaviours for arg in ("--behaviour", name)]
+        else:
+            command = [sys.executable, "-m", "channel", "node", "run", "--config", str(self.config)]
         if self.fresh_channel and not (self.data_dir / "node.sqlite").exists():
             command.append("--fresh-channel")
         with self.log.open("ab") as log:

@@ -5,10 +5,10 @@ watcher's SQLite cursor belongs to the thread that opened it). Before it starts,
 the node's account can pay for a challenge and a finalize, and the node refuses to start
 otherwise (DESIGN.md: disputes must never fail for lack of gas). Then it loops every
 `poll_interval`, and every decision is taken again from the chain's state at every poll
-(`settlement.policy`), never only when an event arrives:
+(`channel.core.settlement_policy`), never only when an event arrives:
 - the chain watcher (`settlement.watcher.ChainWatcher`, cursor in ``DATA_DIR/chain.sqlite``)
   reads confirmed events; the whole set of confirmed deposits, each with its block hash, goes to
-  `Finality.set_confirmed_deposits`, so a deposit a reorg removed (or gave its nonce to another
+  `ConsensusDriver.set_confirmed_deposits`, so a deposit a reorg removed (or gave its nonce to another
   deposit) leaves the set and is never credited, and consensus agrees on (nonce, block);
 - the watchtower challenges a checkpoint in dispute that is older than the newest certificate
   this node holds, while its window is open, retrying with backoff, and raises an alert
@@ -36,6 +36,7 @@ from typing import Any
 import trio
 from eth_account import Account
 
+from channel.core.settlement_policy import ChainView, finalize_move, rank, settle_move, watchtower_move
 from channel.errors import UserError
 from crdt.certificate import Certificate
 from crdt.ledger import Deposit
@@ -43,7 +44,6 @@ from crdt.units import from_e9
 from settlement.chain import RpcChain
 from settlement.client import FINALIZE_GAS, AdjudicatorClient, Sender
 from settlement.errors import ContractReverted, InsufficientGas, SettlementError
-from settlement.policy import Backoff, ChainView, finalize_move, rank, settle_move, watchtower_move
 from settlement.watcher import ChainWatcher
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,21 @@ CHAIN_CONFIRMATIONS = {
 }
 LOST_RACE = frozenset({"VersionNotNewer", "DisputeWindowClosed", "ChannelConcluded", "NoSettlementPending",
                        "SettlementPending", "ChannelClosing", "DisputeWindowOpen"})
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """When a failed move may be tried again (seconds of any monotonic clock)."""
+
+    next_at: float = 0.0
+    delay: float = 0.0
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_at
+
+    def failed(self, now: float, first: float = 1.0, cap: float = 60.0) -> Backoff:
+        delay = min(cap, max(first, 2 * self.delay))
+        return Backoff(now + delay, delay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +134,10 @@ class _Moves:
         self.backoff.pop(key, None)
 
 
-class OnChain:
-    def __init__(self, node: Any, finality: Any, config: ChainConfig, data_dir: Path) -> None:
+class ChainWorker:
+    def __init__(self, node: Any, driver: Any, config: ChainConfig, data_dir: Path) -> None:
         self.node = node
-        self.finality = finality
+        self.driver = driver
         self.config = config
         self.db_path = data_dir / "chain.sqlite"
         self.genesis = node.genesis
@@ -133,7 +148,7 @@ class OnChain:
         self._moves = _Moves()
         self._alerts: list[str] = []  # this poll's
         self._gas_alerts: dict[str, str] = {}  # move -> why it could not be paid, while it is wanted
-        finality.on_certified.append(self._certificates.put)
+        driver.on_certified.append(self._certificates.put)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         chain, client = await trio.to_thread.run_sync(self._connect)
@@ -194,7 +209,7 @@ class OnChain:
         result = watcher.poll()
         deposits = watcher.deposits(self.genesis)
         self.status.deposits_removed += sum(1 for event in result.removed if event.name == "Deposited")
-        trio.from_thread.run_sync(self.finality.set_confirmed_deposits, deposits)
+        trio.from_thread.run_sync(self.driver.set_confirmed_deposits, deposits)
         self.status.deposits_seen = len(deposits)
         view = self._view(client)
         self._take_certificates()
@@ -254,7 +269,7 @@ class OnChain:
     # -- what to do --------------------------------------------------------------------------------
 
     def _watchtower(self, view: ChainView, client: AdjudicatorClient) -> None:
-        newest = self.finality.latest_certificate()
+        newest = self.driver.latest_certificate()
         move = watchtower_move(view, newest.version if newest is not None else 0)
         if move.kind == "challenge" and newest is not None:
             what = f"challenge v{view.disputed_version} with v{move.version}"
@@ -302,7 +317,7 @@ class OnChain:
         channel = self.genesis.channel_id
         start = client.finalized(channel).deposit_nonce + 1 if view.finalized_version else 1
         credited: list[Deposit] = trio.from_thread.run_sync(
-            self.finality.credited_deposits, start, certificate.checkpoint.deposit_nonce
+            self.driver.credited_deposits, start, certificate.checkpoint.deposit_nonce
         )
         tokens = {token.symbol: token for token in self.genesis.tokens}
         for deposit in credited:

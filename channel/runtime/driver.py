@@ -1,4 +1,4 @@
-"""Checkpoint finality in the node: the trio driver of `channel.consensus.Consensus`.
+"""Checkpoint finality in the node: the trio driver of `channel.core.consensus.Consensus`.
 
 One task owns the consensus state machine and feeds it, from one input channel: consensus
 messages from the gossip topic ``/parley/consensus/<channel>``, expired timeouts, "data arrived"
@@ -25,7 +25,7 @@ crash between the two is learnt again from the peers. Every proposal and vote th
 is stored before it is published (the machine's `Signed` output) and given back to the machine
 after a restart, so the node never signs two votes for one slot and keeps its lock.
 
-Catch-up (`channel.catchup`): peers send the proof of a recent version to a node whose votes
+Catch-up (`channel.runtime.catchup`): peers send the proof of a recent version to a node whose votes
 show it is behind, but they keep only a few versions in memory, and nobody sends a version's
 commits twice. So a node also asks one peer at a time (in turn) for the stored proofs and
 certificates it lacks: at start-up, when it sees messages of a version beyond the one it works
@@ -34,7 +34,7 @@ not formed within `certificate_grace` seconds, and every `catchup_idle` seconds 
 peers send nothing that would show we are behind). It asks at most once per `catchup_period`,
 and again at once (the next peer in turn) while the answers bring new versions.
 
-A node whose store lost its signing log (`channel.node.SignerState`: ``vote_from`` unknown)
+A node whose store lost its signing log (`channel.runtime.node.SignerState`: ``vote_from`` unknown)
 abstains (`Consensus.abstain_below`): it follows and decides, but signs no proposal or vote,
 until checkpoint catch-up answers from a quorum of other participants (threshold - 1) have
 brought it up to their latest version L. It then votes from L + 2 on: it may have voted at
@@ -57,8 +57,7 @@ from typing import Any
 
 import trio
 
-from channel.catchup import MAX_RECORDS, PROTOCOL, Answer, CatchUpServer, Request, fetch
-from channel.consensus import (
+from channel.core.consensus import (
     Application,
     Broadcast,
     Certified,
@@ -80,6 +79,7 @@ from channel.consensus import (
     encode_signed,
     signer_of,
 )
+from channel.runtime.catchup import MAX_RECORDS, PROTOCOL, Answer, CatchUpServer, Request, fetch
 from crdt.certificate import Certificate
 from crdt.eip712 import Checkpoint
 from crdt.errors import InvalidInput, MissingOperations
@@ -103,7 +103,7 @@ def consensus_topic(channel: bytes) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class FinalityConfig:
+class DriverConfig:
     interval: float = 1.0  # seconds between checkpoints while there is something new
     time_bound_ms: int = 10_000  # a proposal's time must be this close to our clock
     catchup_period: float = 1.0  # seconds between two catch-up requests
@@ -129,16 +129,16 @@ def restore_decisions(replica: Replica, decisions: list[tuple[int, bytes]]) -> N
 class NodeApplication(Application):
     """Values to propose and the judgement of others' values, from this node's replica."""
 
-    def __init__(self, finality: Finality) -> None:
-        self.finality = finality
+    def __init__(self, driver: ConsensusDriver) -> None:
+        self.driver = driver
 
     @property
     def replica(self) -> Replica:
-        return self.finality.replica
+        return self.driver.replica
 
     def has_news(self) -> bool:
         replica = self.replica
-        if self.finality.new_deposits():
+        if self.driver.new_deposits():
             return True
         previous = set(replica.cuts[-1].heads) if replica.cuts else set()
         return bool(replica.graph.heads) and set(replica.graph.heads) != previous
@@ -148,8 +148,8 @@ class NodeApplication(Application):
         if height != replica.version + 1 or not self.has_news():
             return None
         previous_time = replica.cuts[-1].time if replica.cuts else 0
-        when = max(self.finality.clock(), previous_time + 1)
-        deposits = tuple(self.finality.new_deposits())
+        when = max(self.driver.clock(), previous_time + 1)
+        deposits = tuple(self.driver.new_deposits())
         heads = tuple(sorted(replica.graph.heads))
         return self._proposal(Cut(height, heads, when, deposits))
 
@@ -177,10 +177,10 @@ class NodeApplication(Application):
             return Validity.NOT_YET  # we have not applied the previous decision yet
         missing = [head for head in value.heads if head not in replica.graph.ops]
         if missing:
-            self.finality.request(missing)
+            self.driver.request(missing)
             return Validity.NOT_YET
         for deposit in value.deposits:
-            known = self.finality.confirmed_deposits.get(deposit.nonce)
+            known = self.driver.confirmed_deposits.get(deposit.nonce)
             if known is None:
                 return Validity.NOT_YET  # our watcher has not confirmed it yet
             if known != deposit:
@@ -189,12 +189,12 @@ class NodeApplication(Application):
         previous_time = replica.cuts[-1].time if replica.cuts else 0
         if checkpoint.time <= previous_time and replica.cuts:
             return Validity.INVALID
-        if abs(checkpoint.time - self.finality.clock()) > self.finality.config.time_bound_ms:
+        if abs(checkpoint.time - self.driver.clock()) > self.driver.config.time_bound_ms:
             return Validity.INVALID
         try:
             preview = replica.preview(value.cut())
         except MissingOperations as exc:
-            self.finality.request(list(exc.missing))
+            self.driver.request(list(exc.missing))
             return Validity.NOT_YET
         except InvalidInput:
             return Validity.INVALID
@@ -209,18 +209,18 @@ class NodeApplication(Application):
         return Validity.VALID if same else Validity.INVALID
 
 
-class Finality:
+class ConsensusDriver:
     def __init__(
         self,
-        node: Any,  # channel.node.Node (not imported: node imports this module)
+        node: Any,  # channel.runtime.node.Node (not imported: node imports this module)
         transport: Transport,
-        config: FinalityConfig | None = None,
+        config: DriverConfig | None = None,
         clock: Clock = wall_clock_ms,
     ) -> None:
         self.node = node
         self.replica: Replica = node.replica
         self.transport = transport
-        self.config = config or FinalityConfig()
+        self.config = config or DriverConfig()
         self.clock = clock
         self.genesis = node.genesis
         self.topic = consensus_topic(self.genesis.channel_id)

@@ -10,9 +10,16 @@ from typing import Any
 import tomli_w
 
 from channel.errors import UserError
-from channel.keystore import write_atomic
-from crdt.errors import InvalidGenesis
-from crdt.genesis import Genesis
+from channel.runtime import keystore
+from channel.runtime.keystore import write_atomic
+from crdt.errors import InvalidGenesis, InvalidInput
+from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
+from crdt.types import from_hex
+
+# The embedded chain (eth-tester + py-evm): its chain id, and the address the adjudicator gets
+# when eth-tester's first account deploys it as its first transaction.
+EMBEDDED_CHAIN_ID = 131277322940537
+EMBEDDED_ADJUDICATOR = "0xf2e246bb76df876cef8b38ae84130f4f55de395b"
 
 HEADER = """\
 # Parley channel genesis. Amounts are integers in e9 base units (1 token = 1_000_000_000).
@@ -83,3 +90,50 @@ def load_genesis(path: Path) -> Genesis:
 def save_genesis(genesis: Genesis, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, (HEADER + tomli_w.dumps(genesis.to_mapping())).encode(), mode=0o644)
+
+
+def create_genesis_folder(
+    out: Path,
+    participants: int,
+    *,
+    password: str,
+    tokens: list[Token],
+    initial: int,
+    roles: list[Role] | None = None,
+    chain_id: int = EMBEDDED_CHAIN_ID,
+    adjudicator: bytes = from_hex(EMBEDDED_ADJUDICATOR, 20),
+    dispute_window: int = 3600,
+    threshold: int | None = None,
+    light_kdf: bool = False,
+    keys: list[keystore.Key] | None = None,
+    bootstraps: list[str] | None = None,
+) -> tuple[Genesis, list[keystore.Key]]:
+    """Write ``genesis.toml`` and ``keys/`` for a new channel into `out`.
+
+    `keys` (new ones by default) become the participants in address order; `bootstraps`, if
+    given, are their libp2p multiaddrs in that same order."""
+    if participants < 1:
+        raise UserError("a channel needs at least one participant")
+    keys = sorted(keys or [keystore.new_key() for _ in range(participants)], key=lambda key: key.address)
+    chosen_roles = roles or [Role.TRADER] * participants
+    addresses = bootstraps or [""] * participants
+    try:
+        genesis = Genesis.create(
+            chain_id=chain_id,
+            adjudicator=adjudicator,
+            participants=[
+                Participant(k.address, r, b) for k, r, b in zip(keys, chosen_roles, addresses, strict=True)
+            ],
+            tokens=tokens,
+            threshold=threshold,
+            dispute_window=dispute_window,
+            initial_balances=[
+                InitialBalance(key.address, token.symbol, initial) for key in keys for token in tokens if initial
+            ],
+        )
+    except InvalidInput as exc:
+        raise UserError(str(exc)) from exc
+    for key in keys:
+        keystore.save(key, out / "keys", password, light=light_kdf)
+    save_genesis(genesis, out / "genesis.toml")
+    return genesis, keys

@@ -31,11 +31,9 @@ from eth_account import Account
 from rich.console import Console
 from rich.table import Table
 
-from channel import keystore
-from channel.client import Client, Endpoint
-from channel.cluster import CLUSTER_PASSWORD, NodeProcess, create_cluster, start_all, stop_all, wait_until
-from channel.network_demo import converge, node_table, progress_bar, run_workload, seeded_plan
-from channel.onchain import ChainConfig
+from channel.api.client import Client, Endpoint
+from channel.runtime import keystore
+from channel.runtime.chain_worker import ChainConfig
 from crdt.certificate import Certificate
 from crdt.genesis import Role, Token
 from crdt.types import Symbol
@@ -44,6 +42,8 @@ from settlement.chain import RpcChain
 from settlement.client import AdjudicatorClient, Sender, TestTokenClient, address_bytes, checksum
 from settlement.exit import ExitResult, claim_leaves
 from settlement.server import ChainServerProcess
+from simulations.cluster import CLUSTER_PASSWORD, NodeProcess, create_cluster, start_all, stop_all, wait_until
+from simulations.demos.network import converge, node_table, progress_bar, run_workload, seeded_plan
 
 E9 = 10**9
 DEPOSIT = 1_000 * E9
@@ -105,7 +105,7 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
                 adjudicator.deposit(channel, token, DEPOSIT, account)
             console.print(f"channel 0x{channel.hex()[:16]}… opened; 4 deposits of {format_e9(DEPOSIT)} USDC")
 
-            processes = [NodeProcess(cluster.config(i)) for i in range(4)]
+            processes = [cluster.process(i) for i in range(4)]
             endpoints = start_all(processes)
             clients = [Client(endpoint) for endpoint in endpoints]
             for client in clients:

@@ -22,8 +22,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from channel import keystore
-from channel.cli import create_genesis_folder
+from channel.runtime import keystore
+from channel.runtime.genesis_file import create_genesis_folder
 from crdt.genesis import Genesis, Role, Token
 from crdt.graph import PendingBuffer
 from crdt.hashing import keccak256

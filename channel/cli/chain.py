@@ -1,6 +1,6 @@
 """``parley exit`` and ``parley chain …``: the settlement commands of the CLI.
 
-`register(app)` adds them to the main typer app (channel/cli.py). ``python -m settlement.cli``
+`register(app)` adds them to the main typer app (channel/cli.py). ``python -m channel.cli.chain``
 runs them on their own.
 
 Invariants: a command never prints a private key or password; keys come from a v3 keystore
@@ -65,7 +65,7 @@ def load_genesis(path: Path) -> Genesis:
     # The CLI's one TOML reader, with its nesting bounds (this module is CLI code, which the
     # layers issue moves into channel/cli/; the import stays local until then).
     from channel.errors import UserError
-    from channel.genesis_file import load_genesis as read_genesis
+    from channel.runtime.genesis_file import load_genesis as read_genesis
 
     try:
         return read_genesis(path)

@@ -29,8 +29,8 @@ from typing import Any
 
 import trio
 
-from channel.consensus import MAX_MESSAGE_BYTES, Decision, decode_message
-from channel.store import Store
+from channel.core.consensus import MAX_MESSAGE_BYTES, Decision, decode_message
+from channel.runtime.store import Store
 from crdt import cbor
 from crdt.certificate import MAX_CERTIFICATE_BYTES, Certificate
 from crdt.errors import InvalidInput

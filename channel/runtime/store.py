@@ -26,7 +26,7 @@ Hostile disks. The store is not trusted blindly:
   depended on it; ``max_bytes`` caps the file (SQLite's ``max_page_count``), so an operator can
   bound the disk a node may use, and the same path runs when the disk itself fills up;
 - the node checks every stored operation against its id and signature when it restores
-  (`channel.node.Node.restore`), and `repair` drops what fails.
+  (`channel.runtime.node.Node.restore`), and `repair` drops what fails.
 
 One writer: the store takes an exclusive ``flock`` on ``LOCK`` in its folder (the data
 directory) for as long as it is open, with the holder's pid in the file. A second process
@@ -232,7 +232,7 @@ class Store:
 
     def checkpoint_records(self, first: int, limit: int) -> list[tuple[int, bytes, bytes | None]]:
         """(version, decision, certificate or None) for up to `limit` decided versions from
-        `first` on, in order: what a peer that is behind fetches (`channel.catchup`)."""
+        `first` on, in order: what a peer that is behind fetches (`channel.runtime.catchup`)."""
         rows = self._query(
             "SELECT d.version, d.decision, c.certificate FROM decisions d"
             " LEFT JOIN certificates c ON c.version = d.version"

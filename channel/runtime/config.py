@@ -14,7 +14,7 @@
     [store]
     max_mb = 0                         # optional cap on node.sqlite (0: none); at the cap the
                                        # node refuses new writes as on a full disk
-    [chain]                            # optional: settle on-chain (see channel.onchain)
+    [chain]                            # optional: settle on-chain (see channel.runtime.chain_worker)
     rpc = "http://127.0.0.1:8545"      # anvil, `parley chain serve`, a testnet, mainnet
     confirmations = 64                 # optional: deposits count once this deep; by default 1 on
                                        # a development chain (anvil, eth-tester), 64 elsewhere
@@ -32,10 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from channel.errors import UserError
-from channel.genesis_file import read_toml
-from channel.onchain import ChainConfig
-
-BYZANTINE_BEHAVIOURS = frozenset({"equivocate", "invalid"})
+from channel.runtime.chain_worker import ChainConfig
+from channel.runtime.genesis_file import read_toml
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +48,6 @@ class NodeConfig:
     finality_interval: float = 1.0  # seconds between checkpoints while there is something new
     chain: ChainConfig | None = None  # None: no chain (checkpoints are certified, not settled)
     store_max_bytes: int | None = None  # a cap on node.sqlite; None: as much as the disk holds
-    # For demos and simulations only: make this node misbehave ("equivocate": sign a second
-    # operation with every seq; "invalid": sign operations replay will reject).
-    byzantine: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
@@ -80,10 +75,6 @@ class NodeConfig:
         max_mb = float(data.get("store", {}).get("max_mb", 0))
         if not max_mb >= 0:
             raise UserError(f"store max_mb must be 0 (no cap) or a positive number of MiB, not {max_mb}")
-        byzantine = tuple(str(b) for b in data.get("byzantine", {}).get("behaviours", []))
-        unknown = sorted(set(byzantine) - BYZANTINE_BEHAVIOURS)
-        if unknown:
-            raise UserError(f"unknown byzantine behaviours {unknown}; known: {sorted(BYZANTINE_BEHAVIOURS)}")
         chain_table = data.get("chain")
         chain = None
         if chain_table is not None:
@@ -108,7 +99,6 @@ class NodeConfig:
             finality_interval=interval,
             chain=chain,
             store_max_bytes=int(max_mb * 1024 * 1024) or None,
-            byzantine=byzantine,
         )
 
     def to_mapping(self, base: Path) -> dict[str, Any]:
@@ -130,8 +120,6 @@ class NodeConfig:
             mapping["password_file"] = rel(self.password_file)
         if self.store_max_bytes is not None:
             mapping["store"] = {"max_mb": self.store_max_bytes / (1024 * 1024)}
-        if self.byzantine:
-            mapping["byzantine"] = {"behaviours": list(self.byzantine)}
         if self.chain is not None:
             mapping["chain"] = {
                 "rpc": self.chain.rpc, "settle_every": self.chain.settle_every,

@@ -3,7 +3,7 @@
 Invariant: whenever a checkpoint is in dispute on-chain (a periodic one, or a close) with a
 version lower than the newest valid certificate held, and its window is still open,
 `Watchtower.step` sends a challenge with that certificate. It reads the dispute from the
-contract itself, never from events, and the decision is `settlement.policy.watchtower_move`,
+contract itself, never from events, and the decision is `channel.core.settlement_policy.watchtower_move`,
 the same pure function the node's chain worker calls every poll: call `step` as often as you
 like (`run` does, every `interval`), and a challenge that failed is tried again. Losing a race
 (another honest party challenged first, the window just closed) is reported, not raised.
@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from channel.core.settlement_policy import ChainView, watchtower_move
 from crdt.certificate import Certificate
 from crdt.genesis import Genesis
 from settlement.client import AdjudicatorClient
 from settlement.errors import ContractReverted
-from settlement.policy import ChainView, watchtower_move
 from settlement.watcher import PollResult
 
 LOST_RACE = frozenset({"VersionNotNewer", "DisputeWindowClosed", "ChannelConcluded", "NoSettlementPending"})

@@ -14,25 +14,25 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from channel import keystore
-from channel.console import console, read_password, user_errors
+from channel.cli.chain import register as register_settlement
+from channel.cli.console import console, read_password, user_errors
+from channel.cli.node import register as register_node
 from channel.errors import UserError
-from channel.genesis_file import load_genesis, save_genesis
-from channel.node_cli import register as register_node
+from channel.runtime import keystore
+from channel.runtime.genesis_file import (
+    EMBEDDED_ADJUDICATOR,
+    EMBEDDED_CHAIN_ID,
+    create_genesis_folder,
+    load_genesis,
+)
 from crdt.errors import InvalidInput
-from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
+from crdt.genesis import Genesis, Token
 from crdt.graph import PendingBuffer
 from crdt.hashing import keccak256
 from crdt.ops import decode_op, encode_ops, split_ops
 from crdt.replica import Replica
 from crdt.types import from_hex
 from crdt.units import format_e9, parse_e9
-from settlement.cli import register as register_settlement
-
-# The embedded chain (eth-tester + py-evm): its chain id, and the address the adjudicator gets
-# when eth-tester's first account deploys it as its first transaction.
-EMBEDDED_CHAIN_ID = 131277322940537
-EMBEDDED_ADJUDICATOR = "0xf2e246bb76df876cef8b38ae84130f4f55de395b"
 
 app = typer.Typer(
     help="Parley: multi-party state channels that keep working with Byzantine participants.",
@@ -97,53 +97,6 @@ def parse_token(text: str) -> Token:
     else:  # a placeholder address derived from the symbol, for channels without a chain yet
         address = keccak256(b"parley-token:" + parts[0].encode())[:20]
     return Token(parts[0], address, int(parts[1]))  # type: ignore[arg-type]
-
-
-def create_genesis_folder(
-    out: Path,
-    participants: int,
-    *,
-    password: str,
-    tokens: list[Token],
-    initial: int,
-    roles: list[Role] | None = None,
-    chain_id: int = EMBEDDED_CHAIN_ID,
-    adjudicator: bytes = from_hex(EMBEDDED_ADJUDICATOR, 20),
-    dispute_window: int = 3600,
-    threshold: int | None = None,
-    light_kdf: bool = False,
-    keys: list[keystore.Key] | None = None,
-    bootstraps: list[str] | None = None,
-) -> tuple[Genesis, list[keystore.Key]]:
-    """Write ``genesis.toml`` and ``keys/`` for a new channel into `out`.
-
-    `keys` (new ones by default) become the participants in address order; `bootstraps`, if
-    given, are their libp2p multiaddrs in that same order."""
-    if participants < 1:
-        raise UserError("a channel needs at least one participant")
-    keys = sorted(keys or [keystore.new_key() for _ in range(participants)], key=lambda key: key.address)
-    chosen_roles = roles or [Role.TRADER] * participants
-    addresses = bootstraps or [""] * participants
-    try:
-        genesis = Genesis.create(
-            chain_id=chain_id,
-            adjudicator=adjudicator,
-            participants=[
-                Participant(k.address, r, b) for k, r, b in zip(keys, chosen_roles, addresses, strict=True)
-            ],
-            tokens=tokens,
-            threshold=threshold,
-            dispute_window=dispute_window,
-            initial_balances=[
-                InitialBalance(key.address, token.symbol, initial) for key in keys for token in tokens if initial
-            ],
-        )
-    except InvalidInput as exc:
-        raise UserError(str(exc)) from exc
-    for key in keys:
-        keystore.save(key, out / "keys", password, light=light_kdf)
-    save_genesis(genesis, out / "genesis.toml")
-    return genesis, keys
 
 
 @genesis_app.command("new")
@@ -329,17 +282,17 @@ def demo(
     deposits, transfers, BFT checkpoints settled on-chain, a node stopped while the others keep
     finalising, and an emergency exit that pays a participant."""
     if offline:
-        from channel.demo import run_demo
+        from simulations.demos.offline import run_demo
 
         result = run_demo(participants=participants, operations=transfers, seed=seed, folder=folder, quiet=as_json)
     elif no_chain:
-        from channel.network_demo import run_network_demo
+        from simulations.demos.network import run_network_demo
 
         result = run_network_demo(
             participants=participants, transfers=transfers, seed=seed, folder=folder, quiet=as_json
         )
     else:
-        from channel.full_demo import run_full_demo
+        from simulations.demos.full import run_full_demo
 
         result = run_full_demo(transfers=transfers, seed=seed, folder=folder, quiet=as_json)
     if as_json:

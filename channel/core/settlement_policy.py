@@ -15,7 +15,6 @@ retried and a stale checkpoint finalised while the node held a newer certificate
   version v is participant ``(v // settle_every) mod n``, the next ones `fallback_delay` later.
 - `finalize_move`: a periodic checkpoint whose window has passed is finalised (that is what
   makes its withdrawals claimable), by the same rota; a closing channel is finalised by anyone.
-- `Backoff`: how soon to try a failed move again (doubling, capped), never past the window.
 """
 
 from __future__ import annotations
@@ -72,18 +71,3 @@ def finalize_move(view: ChainView) -> Move:
     if view.status in DISPUTED and view.now >= view.finalizes_at:
         return Move("finalize", view.disputed_version)
     return NOTHING
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """When a failed move may be tried again (seconds of any monotonic clock)."""
-
-    next_at: float = 0.0
-    delay: float = 0.0
-
-    def due(self, now: float) -> bool:
-        return now >= self.next_at
-
-    def failed(self, now: float, first: float = 1.0, cap: float = 60.0) -> Backoff:
-        delay = min(cap, max(first, 2 * self.delay))
-        return Backoff(now + delay, delay)
