@@ -39,7 +39,6 @@ from crdt.types import Address, ChannelId, Hash32
 
 if TYPE_CHECKING:
     from crdt.genesis import Genesis
-    from crdt.replica import Replica
 
 MAX_CERTIFICATE_BYTES = 8 * 1024 * 1024
 
@@ -244,24 +243,3 @@ class Certificate:
             tuple(fixed_bytes(signature, 65, "signature") for signature in signatures),
             tuple(parsed_leaves),
         )
-
-
-def from_replica(
-    replica: Replica, version: int, deposit_nonce: int, time: int, keys: Iterable[bytes]
-) -> Certificate:
-    """Certify the replica's current state as checkpoint `version`, signed with `keys` (tests and
-    the simulator; real certificates come out of consensus)."""
-    genesis = replica.genesis
-    tree = replica.payout_tree()
-    checkpoint = Checkpoint(
-        channel=genesis.channel_id,
-        version=version,
-        payout_root=tree.root,
-        state_hash=replica.state_hash(),
-        totals=replica.totals(),
-        withdrawn=replica.withdrawn_totals(),
-        deposit_nonce=deposit_nonce,
-        time=time,
-    )
-    signatures = [sign_checkpoint(genesis.domain, checkpoint, key) for key in keys]
-    return Certificate.assemble(genesis, checkpoint, signatures, tree.leaves)

@@ -87,10 +87,6 @@ def digest(separator: bytes, struct_hash: bytes) -> Hash32:
     return Hash32(keccak256(b"\x19\x01" + separator + struct_hash))
 
 
-def op_struct_hash(channel: ChannelId, author: Address, seq: int, content_hash: Hash32) -> bytes:
-    return keccak256(OP_TYPEHASH + channel + address_word(author) + word(seq) + content_hash)
-
-
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     """What a quorum signs and the contract settles (see DESIGN.md, "Order and finality")."""

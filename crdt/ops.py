@@ -268,23 +268,6 @@ def sign_op(
     return decode_op(_wire(ctx.channel, author, seq, content, signature), ctx, verify=False)
 
 
-def forge(
-    ctx: Context,
-    *,
-    author: bytes,
-    seq: int,
-    parents: Iterable[bytes],
-    kind: str,
-    body: Mapping[str, Any],
-    ts: int,
-    signature: bytes,
-    channel: bytes | None = None,
-) -> bytes:
-    """Wire bytes for arbitrary fields and signature, unchecked: for tests and simulations."""
-    content = content_bytes(sorted(set(parents)), kind, body, ts)
-    return _wire(ctx.channel if channel is None else channel, author, seq, content, signature)
-
-
 def decode_op(data: bytes, ctx: Context, *, verify: bool = True) -> SignedOp:
     """Decode and check one signed operation, or raise a subclass of `InvalidInput`.
 

@@ -35,7 +35,7 @@ from crdt.genesis import Genesis
 from crdt.graph import AddResult, Equivocation, HashGraph, PendingBuffer
 from crdt.ledger import Deposit, Frame, Ledger, Reason
 from crdt.merkle import BALANCE, WITHDRAWN, MerkleTree, PayoutLeaf, leaf_totals
-from crdt.ops import Context, SignedOp, decode_op
+from crdt.ops import Context, SignedOp
 from crdt.types import Address, Hash32, OpId
 from crdt.units import apportion, from_e9
 
@@ -83,10 +83,6 @@ class Replica:
         self.replayed = 0  # operations re-applied because a late one sorted before them
 
     # -- input ---------------------------------------------------------------------------------
-
-    def receive_bytes(self, data: bytes, source: bytes = b"") -> AddResult:
-        """Decode, verify and receive one operation; raises `InvalidInput` for bad bytes."""
-        return self.receive(decode_op(data, self.ctx), source)
 
     def receive(self, op: SignedOp, source: bytes = b"") -> AddResult:
         """Add a checked operation to the graph and apply whatever it lets in."""

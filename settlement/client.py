@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -596,11 +596,4 @@ class AdjudicatorClient:
 
 def local_account(private_key: bytes | str) -> LocalAccount:
     account: LocalAccount = Account.from_key(private_key)
-    return account
-
-
-def new_funded_account(chain: Chain, wei: int = 10**20, seed: Callable[[], bytes] | None = None) -> LocalAccount:
-    """A fresh key funded from the chain's unlocked account (development chains)."""
-    account: LocalAccount = Account.from_key(seed()) if seed is not None else Account.create()
-    chain.fund(account.address, wei)
     return account

@@ -307,14 +307,3 @@ class ChainWatcher:
                 (end - KEEP_BLOCKS,),
             )
         return new
-
-    def run(
-        self,
-        on_poll: Callable[[PollResult], None],
-        interval: float = 2.0,
-        stop: Callable[[], bool] = lambda: False,
-    ) -> None:
-        """Poll forever (until `stop()`), handing each result to `on_poll`."""
-        while not stop():
-            on_poll(self.poll())
-            self.sleep(interval)

@@ -5,13 +5,12 @@ version lower than the newest valid certificate held, and its window is still op
 `Watchtower.step` sends a challenge with that certificate. It reads the dispute from the
 contract itself, never from events, and the decision is `channel.core.settlement_policy.watchtower_move`,
 the same pure function the node's chain worker calls every poll: call `step` as often as you
-like (`run` does, every `interval`), and a challenge that failed is tried again. Losing a race
+like (after every `ChainWatcher.poll`, say), and a challenge that failed is tried again. Losing a race
 (another honest party challenged first, the window just closed) is reported, not raised.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -72,12 +71,6 @@ class Watchtower:
         return action
 
     def on_poll(self, result: PollResult) -> Action | None:
-        """Hook for `ChainWatcher.run`: look at the chain on every poll, whatever events came (a
+        """Call with each `ChainWatcher.poll` result: look at the chain on every poll, whatever events came (a
         challenge decided only on a new event is never retried once it failed: audit F1)."""
         return self.step()
-
-    def run(self, interval: float = 5.0, stop: Callable[[], bool] = lambda: False,
-            sleep: Callable[[float], None] = time.sleep) -> None:
-        while not stop():
-            self.step()
-            sleep(interval)

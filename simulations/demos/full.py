@@ -36,7 +36,6 @@ from channel.runtime import keystore
 from channel.runtime.chain_worker import ChainConfig
 from crdt.certificate import Certificate
 from crdt.genesis import Role, Token
-from crdt.types import Symbol
 from crdt.units import format_e9
 from settlement.chain import RpcChain
 from settlement.client import AdjudicatorClient, Sender, TestTokenClient, address_bytes, checksum
@@ -44,6 +43,7 @@ from settlement.exit import ExitResult, claim_leaves
 from settlement.server import ChainServerProcess
 from simulations.cluster import CLUSTER_PASSWORD, NodeProcess, create_cluster, start_all, stop_all, wait_until
 from simulations.demos.network import converge, node_table, progress_bar, run_workload, seeded_plan
+from simulations.fixtures import deploy
 
 E9 = 10**9
 DEPOSIT = 1_000 * E9
@@ -82,12 +82,10 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
         processes: list[NodeProcess] = []
         try:
             chain = RpcChain(server.url)
-            deployer = Account.create()
-            chain.fund(deployer.address, 10**21)
-            sender = Sender(chain, deployer)
-            adjudicator = AdjudicatorClient.deploy(sender)
-            usdc = TestTokenClient.deploy(sender, "USD Coin (test)", "USDC", 6)
-            token = Token(Symbol("USDC"), address_bytes(usdc.address), 6)
+            deployment = deploy(chain)
+            adjudicator, usdc, token, deployer = (
+                deployment.adjudicator, deployment.usdc, deployment.token, deployment.deployer.account
+            )
             console.print(f"chain {server.url} (id {chain.chain_id}): adjudicator {adjudicator.address}, "
                           f"USDC {usdc.address}")
             cluster = create_cluster(

@@ -7,15 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from eth_account import Account
 
 from channel.api.client import Client, Endpoint
 from crdt.certificate import Certificate
-from crdt.genesis import Token
-from crdt.types import Symbol
 from settlement.chain import EmbeddedChain
-from settlement.client import AdjudicatorClient, Sender, TestTokenClient, address_bytes
+from settlement.client import AdjudicatorClient
 from simulations.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all, wait_until
+from simulations.fixtures import deploy
 
 pytestmark = pytest.mark.slow
 
@@ -36,12 +34,8 @@ def transfers(endpoint: Endpoint, to: list[str], count: int) -> list[str]:
 @pytest.fixture
 def chain_and_cluster(tmp_path: Path) -> tuple[EmbeddedChain, AdjudicatorClient, Cluster]:
     chain = EmbeddedChain()
-    deployer = Account.create()
-    chain.fund(deployer.address, 10**21)
-    sender = Sender(chain, deployer)
-    adjudicator = AdjudicatorClient.deploy(sender)
-    usdc = TestTokenClient.deploy(sender, "USD Coin (test)", "USDC", 6)
-    token = Token(Symbol("USDC"), address_bytes(usdc.address), 6)
+    deployment = deploy(chain)
+    adjudicator, usdc, token, deployer = deployment.adjudicator, deployment.usdc, deployment.token, deployment.deployer
     cluster = create_cluster(
         tmp_path / "cluster", 4, tokens=[token], initial=INITIAL,
         chain_id=chain.chain_id, adjudicator=adjudicator.address_bytes, dispute_window=3600,

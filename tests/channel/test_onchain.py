@@ -15,11 +15,11 @@ from channel.api.client import Client, Endpoint
 from channel.runtime.chain_worker import ChainConfig
 from crdt.certificate import Certificate
 from crdt.genesis import Token
-from crdt.types import Symbol
 from settlement.chain import AnvilProcess, RpcChain, anvil_binary, start_anvil
-from settlement.client import AdjudicatorClient, Sender, TestTokenClient, address_bytes, checksum
+from settlement.client import AdjudicatorClient, TestTokenClient, checksum
 from settlement.server import ChainServerProcess
 from simulations.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all, wait_until
+from simulations.fixtures import deploy
 from tests.channel.hostile_kit import participant_key, refused_start, stats
 
 pytestmark = pytest.mark.slow
@@ -39,12 +39,8 @@ class World:
 
 def build(tmp_path: Path, server: ChainServerProcess | AnvilProcess, settle_every: int) -> World:
     chain = RpcChain(server.url)
-    deployer = Account.create()
-    chain.fund(deployer.address, 10**21)
-    sender = Sender(chain, deployer)
-    adjudicator = AdjudicatorClient.deploy(sender)
-    usdc = TestTokenClient.deploy(sender, "USD Coin (test)", "USDC", 6)
-    token = Token(Symbol("USDC"), address_bytes(usdc.address), 6)
+    deployment = deploy(chain)
+    adjudicator, usdc, token, deployer = deployment.adjudicator, deployment.usdc, deployment.token, deployment.deployer
     cluster = create_cluster(
         tmp_path / "cluster", 4, tokens=[token], initial=0, finality_interval=0.5,
         node_chain=ChainConfig(rpc=server.url, confirmations=1, settle_every=settle_every, poll_interval=0.3,

@@ -8,12 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crdt.certificate import Certificate, from_replica, sign_checkpoint
+from crdt.certificate import Certificate, sign_checkpoint
 from crdt.errors import BadSignature, InvalidInput, NonCanonical, WrongChannel, WrongType
 from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
 from crdt.hashing import keccak256
 from crdt.ops import address_of
 from crdt.replica import Cut, Replica
+from crdt.testing import from_replica
 from crdt.types import Address, Hash32, Symbol
 
 KEYS = [keccak256(b"certificate-test-%d" % i) for i in range(4)]

@@ -23,7 +23,8 @@ from crdt.errors import (
     WrongChannel,
     WrongType,
 )
-from crdt.ops import content_bytes, decode_op, encode_ops, forge, sign_op, split_ops
+from crdt.ops import content_bytes, decode_op, encode_ops, sign_op, split_ops
+from crdt.testing import forge
 from tests.crdt.crdt_support import (
     ADDR,
     CTX,

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from crdt.eip712 import Checkpoint, op_typed_data
 from crdt.errors import BadSignature
 from crdt.merkle import MerkleTree, PayoutLeaf, leaf_hash, verify
-from crdt.ops import SECP256K1_N, decode_op, forge
+from crdt.ops import SECP256K1_N, decode_op
+from crdt.testing import forge
 from tests.crdt.crdt_support import ADDR, CTX, GENESIS, KEYS, N_PARTICIPANTS, sign, transfer
 
 words = st.binary(min_size=32, max_size=32)

@@ -13,7 +13,8 @@ from eth_utils import keccak
 
 from crdt import cbor
 from crdt.genesis import Genesis, Participant, Role, Token
-from crdt.ops import SECP256K1_N, Context, address_of, forge, sign_op
+from crdt.ops import SECP256K1_N, Context, address_of, sign_op
+from crdt.testing import forge
 
 HERE = Path(__file__).parent
 KEYS = [keccak(b"parley-fuzz/key/%d" % i) for i in range(4)]

@@ -17,8 +17,8 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 
 from crdt.genesis import Genesis
-from crdt.ops import forge
 from crdt.replica import Replica
+from crdt.testing import forge
 from p2p import host as host_module
 from p2p.admission import Admission, sign_binding
 from p2p.host import HostConfig, open_libp2p_transport

@@ -15,8 +15,8 @@ import trio
 import trio.lowlevel
 
 from crdt.genesis import Genesis
-from crdt.ops import forge
 from crdt.replica import Replica
+from crdt.testing import forge
 from p2p.host import Libp2pTransport, open_libp2p_transport
 from p2p.peer import SYNC_PROTOCOL, Peer, PeerConfig, open_peer
 from p2p.wire import encode_batch, encode_varint

@@ -8,8 +8,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import trio
 
 from crdt.genesis import Genesis
-from crdt.ops import forge
 from crdt.replica import Replica
+from crdt.testing import forge
 from p2p.memory import MemoryNetwork
 from p2p.peer import SYNC_PROTOCOL, Peer, PeerConfig, open_peer
 from p2p.wire import encode_batch, encode_varint

@@ -14,12 +14,13 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
 
-from crdt.certificate import Certificate, from_replica
+from crdt.certificate import Certificate
 from crdt.genesis import Genesis, Participant, Role, Token
 from crdt.hashing import keccak256
 from crdt.ledger import Deposit
 from crdt.ops import sign_op
 from crdt.replica import Cut, Replica
+from crdt.testing import from_replica
 from crdt.types import Address, ChannelId, Symbol
 from settlement.chain import AnvilProcess, Chain, EmbeddedChain, RpcChain, anvil_binary
 from settlement.client import (
@@ -32,6 +33,7 @@ from settlement.client import (
     local_account,
 )
 from settlement.errors import ContractReverted
+from simulations.fixtures import deploy
 
 WINDOW = 3600
 E9 = 10**9
@@ -202,22 +204,17 @@ def build_world(
     min_bond: int = 0,
     nonce: int = 0,
 ) -> World:
-    deployer_account = local_account(key(999, salt))
-    fund(chain, deployer_account)
-    deployer = Sender(chain, deployer_account)
-    adjudicator = AdjudicatorClient.deploy(deployer)
-    usdc = TestTokenClient.deploy(deployer, "USD Coin (test)", "USDC", 6)
-    tokens = [Token(Symbol("USDC"), address_bytes(usdc.address), 6)]
-    for symbol, decimals in extra_tokens or []:
-        other = TestTokenClient.deploy(deployer, symbol, symbol, decimals)
-        tokens.append(Token(Symbol(symbol), address_bytes(other.address), decimals))
+    deployment = deploy(chain, deployer=local_account(key(999, salt)), extra_tokens=tuple(extra_tokens or ()))
+    deployer, adjudicator, usdc, tokens = (
+        deployment.deployer, deployment.adjudicator, deployment.usdc, deployment.tokens
+    )
     keys = [key(i, salt) for i in range(n)]
     accounts = [local_account(k) for k in keys]
     genesis = Genesis.create(
         chain_id=chain.chain_id,
         adjudicator=adjudicator.address_bytes,
         participants=[Participant(address_bytes(a.address), Role.TRADER) for a in accounts],
-        tokens=tokens,
+        tokens=list(tokens),
         dispute_window=WINDOW,
         min_bond=min_bond,
         nonce=nonce,

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from crdt.certificate import Certificate, from_replica, sign_checkpoint
+from crdt.certificate import Certificate, sign_checkpoint
 from crdt.eip712 import Domain
 from crdt.genesis import Genesis, Participant, Role, Token
 from crdt.graph import Equivocation
@@ -17,6 +17,7 @@ from crdt.ledger import Deposit
 from crdt.merkle import WITHDRAWN, PayoutLeaf
 from crdt.ops import HALF_N, SECP256K1_N, sign_op
 from crdt.replica import Cut, Replica
+from crdt.testing import from_replica
 from crdt.types import Address, ChannelId, Hash32, Symbol
 from crdt.units import from_e9
 from settlement.client import TestTokenClient, address_bytes
@@ -55,6 +56,8 @@ def test_open_derives_the_genesis_channel_id(world: World) -> None:
     assert info.fully_bonded == 4  # min_bond 0: nobody needs to bond
     assert world.adjudicator.finalized(world.channel).version == 0
     assert world.adjudicator.domain_separator() == world.genesis.domain.separator
+    checkpoint = world.checkpoint(world.replica()).checkpoint  # what the contract checks signatures of
+    assert world.adjudicator.checkpoint_digest(checkpoint) == checkpoint.digest(world.genesis.domain)
     with reverts("ChannelExists"):
         world.adjudicator.open_genesis(world.genesis)
 

@@ -26,12 +26,13 @@ from hypothesis import event as observe
 from hypothesis import strategies as st
 from web3.logs import DISCARD
 
-from crdt.certificate import Certificate, from_replica
+from crdt.certificate import Certificate
 from crdt.genesis import Genesis, Participant, Role, Token
 from crdt.ledger import Deposit
 from crdt.merkle import BALANCE, WITHDRAWN
 from crdt.ops import sign_op
 from crdt.replica import Cut, Replica
+from crdt.testing import from_replica
 from crdt.types import Symbol
 from crdt.units import to_e9
 from settlement.chain import Chain, EmbeddedChain
