@@ -22,7 +22,7 @@ and after the previous checkpoint, and computes exactly the same roots, totals a
 Write-ahead: a decision is stored only after the replica certified it (its operations are
 already stored), so a restart re-certifies the stored decisions in order; a decision lost to a
 crash between the two is learnt again from the peers. Every proposal and vote this node signs
-is stored before it is published (the machine's `Signed` output) and given back to the machine
+is stored before it is published (the machine's `SigningRecord` output) and given back to the machine
 after a restart, so the node never signs two votes for one slot and keeps its lock.
 
 Catch-up (`channel.runtime.catchup`): peers send the proof of a recent version to a node whose votes
@@ -69,14 +69,14 @@ from channel.core.consensus import (
     Message,
     ScheduleTimeout,
     Send,
-    Signed,
+    SigningRecord,
     Timeout,
     TimeoutConfig,
     Validity,
     decode_message,
-    decode_signed,
+    decode_signing_record,
     encode_message,
-    encode_signed,
+    encode_signing_record,
     signer_of,
 )
 from channel.runtime.catchup import MAX_RECORDS, PROTOCOL, Answer, CatchUpServer, Request, fetch
@@ -229,7 +229,7 @@ class ConsensusDriver:
         self.height = self.replica.version + 1
         store = node.store
         try:
-            self.consensus.restore([decode_signed(record) for record in store.signed(self.height)])
+            self.consensus.restore([decode_signing_record(record) for record in store.signed(self.height)])
             self.certificates: dict[int, Certificate] = {}
             for version, data in store.certificates():
                 certificate = Certificate.decode(data)
@@ -381,18 +381,19 @@ class ConsensusDriver:
     async def _carry_out(self, outputs: list[Any]) -> None:
         unsent: Message | None = None  # signed, but its record could not be stored: never sent
         for output in outputs:
-            if isinstance(output, Signed):  # durable before the message leaves (the Broadcast next)
-                if not self.node.persist("a vote", self.node.store.put_signed, output.height, encode_signed(output)):
+            if isinstance(output, SigningRecord):  # durable before the message leaves (the Broadcast next)
+                record = encode_signing_record(output)
+                if not self.node.persist("a vote", self.node.store.put_signed, output.height, record):
                     unsent = output.message
             elif isinstance(output, Broadcast | Send):  # gossip reaches the one peer too
                 if output.message is unsent:
                     continue
                 await self.transport.publish(self.topic, encode_message(output.message))
                 if isinstance(output, Send) and isinstance(output.message, Decision):
-                    # A peer that is behind missed the commits of that version too: without
-                    # them it could apply the decision but never assemble the certificate.
-                    for commit in self.consensus.commits(output.message.height):
-                        await self.transport.publish(self.topic, encode_message(commit))
+                    # A peer that is behind missed the checkpoint signatures of that version too:
+                    # without them it could apply the decision but never assemble the certificate.
+                    for signature in self.consensus.checkpoint_signatures(output.message.height):
+                        await self.transport.publish(self.topic, encode_message(signature))
             elif isinstance(output, ScheduleTimeout):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._timer, output.timeout, output.duration)

@@ -11,10 +11,10 @@ Split by concern:
 Every public name is re-exported here: import from `channel.core.consensus`.
 """
 
-from channel.core.consensus.codec import decode_message, decode_signed, encode_message, encode_signed
+from channel.core.consensus.codec import decode_message, decode_signing_record, encode_message, encode_signing_record
 from channel.core.consensus.machine import Application, Consensus, proposer
 from channel.core.consensus.messages import (
-    COMMIT,
+    CHECKPOINT_SIGNATURE,
     DECISION,
     MAX_DEPOSITS,
     MAX_HEADS,
@@ -28,7 +28,7 @@ from channel.core.consensus.messages import (
     Broadcast,
     Certified,
     CheckpointProposal,
-    Commit,
+    CheckpointSignature,
     Decide,
     Decision,
     Evidence,
@@ -42,7 +42,7 @@ from channel.core.consensus.messages import (
     Proposal,
     ScheduleTimeout,
     Send,
-    Signed,
+    SigningRecord,
     Step,
     Timeout,
     TimeoutConfig,
@@ -53,7 +53,7 @@ from channel.core.consensus.messages import (
 )
 from channel.core.consensus.signing import (
     message_digest,
-    sign_commit,
+    sign_checkpoint_signature,
     sign_precommit,
     sign_prevote,
     sign_proposal,
@@ -62,7 +62,7 @@ from channel.core.consensus.signing import (
 )
 
 __all__ = [
-    "COMMIT",
+    "CHECKPOINT_SIGNATURE",
     "DECISION",
     "MAX_DEPOSITS",
     "MAX_HEADS",
@@ -77,7 +77,7 @@ __all__ = [
     "Broadcast",
     "Certified",
     "CheckpointProposal",
-    "Commit",
+    "CheckpointSignature",
     "Consensus",
     "Decide",
     "Decision",
@@ -92,7 +92,7 @@ __all__ = [
     "Proposal",
     "ScheduleTimeout",
     "Send",
-    "Signed",
+    "SigningRecord",
     "Step",
     "Timeout",
     "TimeoutConfig",
@@ -101,12 +101,12 @@ __all__ = [
     "ValueId",
     "Vote",
     "decode_message",
-    "decode_signed",
+    "decode_signing_record",
     "encode_message",
-    "encode_signed",
+    "encode_signing_record",
     "message_digest",
     "proposer",
-    "sign_commit",
+    "sign_checkpoint_signature",
     "sign_precommit",
     "sign_prevote",
     "sign_proposal",

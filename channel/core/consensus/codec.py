@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from channel.core.consensus.messages import (
-    COMMIT,
+    CHECKPOINT_SIGNATURE,
     DECISION,
     MAX_DEPOSITS,
     MAX_HEADS,
@@ -17,13 +17,13 @@ from channel.core.consensus.messages import (
     PREVOTE,
     PROPOSAL,
     CheckpointProposal,
-    Commit,
+    CheckpointSignature,
     Decision,
     Message,
     Precommit,
     Prevote,
     Proposal,
-    Signed,
+    SigningRecord,
     ValueId,
 )
 from crdt import cbor
@@ -38,7 +38,7 @@ from crdt.types import Address, OpId, Symbol
 #   [0, height, round, valid_round, value, signature]           Proposal (valid_round may be -1)
 #   [1, height, round, value_id, signature]                      Prevote (value_id b"" is nil)
 #   [2, height, round, value_id, signature]                      Precommit
-#   [3, checkpoint, signature]                                   Commit (EIP-712 signature)
+#   [3, checkpoint, signature]                                   CheckpointSignature (EIP-712 signature)
 #   [4, height, round, value, [signature...]]                    Decision (precommit signatures)
 # value = [channel, version, payoutRoot, stateHash, [total...], depositNonce, time,
 #          [head...], [[nonce, account, symbol, amount_e9]...], [[account, token, amount]...]]
@@ -56,7 +56,7 @@ def encode_message(message: Message) -> bytes:
         return cbor.encode([kind, message.height, message.round, message.value_id or b"", message.signature])
     if isinstance(message, Decision):
         return cbor.encode([DECISION, message.height, message.round, message.value.to_wire(), list(message.signatures)])
-    return cbor.encode([COMMIT, checkpoint_to_wire(message.checkpoint), message.signature])
+    return cbor.encode([CHECKPOINT_SIGNATURE, checkpoint_to_wire(message.checkpoint), message.signature])
 
 
 
@@ -124,9 +124,9 @@ def decode_message(data: bytes) -> Message:
             _value_id_from(value_id),
             fixed_bytes(signature, 65, "signature"),
         )
-    if kind == COMMIT and type(kind) is int:
-        _, checkpoint, signature = _array(raw, 3, "a commit")
-        return Commit(checkpoint_from_wire(checkpoint), fixed_bytes(signature, 65, "signature"))
+    if kind == CHECKPOINT_SIGNATURE and type(kind) is int:
+        _, checkpoint, signature = _array(raw, 3, "a checkpoint signature")
+        return CheckpointSignature(checkpoint_from_wire(checkpoint), fixed_bytes(signature, 65, "signature"))
     if kind == DECISION and type(kind) is int:
         _, height, round_, value, signatures = _array(raw, 5, "a decision")
         return Decision(
@@ -138,19 +138,19 @@ def decode_message(data: bytes) -> Message:
     raise WrongType(f"unknown consensus message kind {kind!r}")
 
 
-def encode_signed(record: Signed) -> bytes:
+def encode_signing_record(record: SigningRecord) -> bytes:
     value = record.value.to_wire() if record.value is not None else []
     return cbor.encode([record.height, encode_message(record.message), value])
 
 
-def decode_signed(data: bytes) -> Signed:
-    """Decode a stored `Signed` record, or raise `InvalidInput`."""
+def decode_signing_record(data: bytes) -> SigningRecord:
+    """Decode a stored `SigningRecord`, or raise `InvalidInput`."""
     raw = cbor.decode(data, max_bytes=2 * MAX_MESSAGE_BYTES, max_depth=8)
-    height, message_bytes, value = _array(raw, 3, "a signed record")
+    height, message_bytes, value = _array(raw, 3, "a signing record")
     if type(message_bytes) is not bytes:
-        raise WrongType("a signed record's message is a byte string")
+        raise WrongType("a signing record's message is a byte string")
     message = decode_message(message_bytes)
     if not isinstance(message, Proposal | Prevote | Precommit) or message.height != height:
-        raise WrongType("a signed record holds a proposal or a vote of its height")
-    return Signed(message.height, message, _value_from(value) if value else None)
+        raise WrongType("a signing record holds a proposal or a vote of its height")
+    return SigningRecord(message.height, message, _value_from(value) if value else None)
 

@@ -8,8 +8,8 @@ driver feeds it inputs and carries out the outputs it returns.
 Inputs (each method returns a list of outputs):
 - `start_height(h)`: begin version h (the first is 1; each next one after the previous
   `Decide`, once the driver has applied it). Messages for h may already have been buffered.
-- `on_message(msg)`: a decoded `Proposal`, `Prevote`, `Precommit` or `Commit` or `Decision` from any peer.
-  Raises an `InvalidInput` subclass for a message that is badly signed, not from a
+- `on_message(msg)`: a decoded `Proposal`, `Prevote`, `Precommit`, `CheckpointSignature` or
+  `Decision` from any peer. Raises an `InvalidInput` subclass for a message that is badly signed, not from a
   participant, from the wrong proposer or structurally wrong (score the peer down). Messages
   that are merely too old or too far ahead are ignored (an empty list).
 - `on_timeout(Timeout)`: a timeout the machine asked for has expired.
@@ -44,24 +44,25 @@ Invariants and why they hold:
 - The value id is the keccak of the whole canonical value (checkpoint fields, cut heads,
   deposits, payout leaves), not only of the EIP-712 checkpoint: two proposals with the same
   roots but different cuts are different values.
-- A correct node signs the EIP-712 Checkpoint of version h only once it has decided h (the
-  `Commit` message), never inside a precommit. In Tendermint a correct node may precommit
-  different values at one height in different rounds (it unlocks on a newer proof of lock,
-  lines 28-29 and 36-43); the contract's Checkpoint struct has no round, so precommit-time
-  checkpoint signatures would let `slashDoubleSign` slash honest nodes. Signing after the
-  decision costs one message delay and makes two checkpoint signatures at one version proof
-  of misbehaviour. Every correct node decides, so threshold commits always come.
+- A correct node signs the EIP-712 Checkpoint of version h only once it has decided h (its
+  `CheckpointSignature` message; not Tendermint's commit), never inside a precommit. In
+  Tendermint a correct node may precommit different values at one height in different rounds
+  (it unlocks on a newer proof of lock, lines 28-29 and 36-43); the contract's Checkpoint
+  struct has no round, so precommit-time checkpoint signatures would let `slashDoubleSign`
+  slash honest nodes. Signing after the decision costs one message delay and makes two
+  checkpoint signatures at one version proof of misbehaviour. Every correct node decides, so
+  threshold checkpoint signatures always come.
 - Memory is bounded: messages are kept for the current and the next height only, each signer
   keeps one vote per (round, step) and at most `max_future_rounds` rounds ahead of ours, a
-  proposer at most `max_proposals_per_round` values per round, and commits are kept for the
-  last `commit_window` versions.
+  proposer at most `max_proposals_per_round` values per round, and checkpoint signatures are
+  kept for the last `commit_window` versions.
 
 Abstention (`Consensus.abstain_below`): a node that lost its signing log (its store was
 deleted or replaced) cannot know which votes it signed before, so it must not sign any
 proposal or vote at a height where it may have: the driver sets ``abstain_below`` to a height
 it learnt from its peers, and below that height the machine follows the rounds, decides from
-others' precommits and signs only the Commit of a decided value (which never conflicts:
-decisions are unique), but proposes and votes nothing, as if its messages were lost.
+others' precommits and signs only the `CheckpointSignature` of a decided value (which never
+conflicts: decisions are unique), but proposes and votes nothing, as if its messages were lost.
 
 Deviation from the paper: line 49 decides without asking valid(v) again. A quorum of
 precommits means more than n/3 participants, so at least one correct one, found v valid; our
@@ -82,7 +83,7 @@ from channel.core.consensus.messages import (
     Broadcast,
     Certified,
     CheckpointProposal,
-    Commit,
+    CheckpointSignature,
     Decide,
     Decision,
     Evidence,
@@ -96,7 +97,7 @@ from channel.core.consensus.messages import (
     Proposal,
     ScheduleTimeout,
     Send,
-    Signed,
+    SigningRecord,
     Step,
     Timeout,
     TimeoutConfig,
@@ -105,7 +106,13 @@ from channel.core.consensus.messages import (
     ValueId,
     Vote,
 )
-from channel.core.consensus.signing import sign_commit, sign_precommit, sign_prevote, sign_proposal, signer_of
+from channel.core.consensus.signing import (
+    sign_checkpoint_signature,
+    sign_precommit,
+    sign_prevote,
+    sign_proposal,
+    signer_of,
+)
 from crdt.certificate import Certificate
 from crdt.errors import InternalError, InvalidInput, WrongChannel
 from crdt.genesis import Genesis
@@ -185,13 +192,13 @@ class Consensus:
         self._prevote_timeout_set = False  # line 34 "for the first time"
         self._precommit_timeout_set = False  # line 47
         self._locked_this_round = False  # line 36
-        # decided checkpoints and their EIP-712 commits: version -> signer -> digest -> commit
+        # decided checkpoints and their EIP-712 signatures: version -> signer -> digest -> signature
         self.decided: dict[int, CheckpointProposal] = {}
         self.certified: set[int] = set()
-        self._commits: dict[int, dict[Address, dict[bytes, Commit]]] = {}
+        self._signatures: dict[int, dict[Address, dict[bytes, CheckpointSignature]]] = {}
         self._proofs: dict[int, Decision] = {}
         self._helped: set[tuple[Address, int]] = set()
-        self._restored: dict[int, list[Signed]] = {}
+        self._restored: dict[int, list[SigningRecord]] = {}
         self._out: list[Output] = []
         self.abstain_below = 0  # no proposal or vote is signed at heights below this
 
@@ -209,8 +216,8 @@ class Consensus:
         self._evaluate()
         return self._take()
 
-    def restore(self, records: list[Signed]) -> None:
-        """What this node signed before a restart (the driver's stored `Signed` outputs), to
+    def restore(self, records: list[SigningRecord]) -> None:
+        """What this node signed before a restart (the driver's stored `SigningRecord` outputs), to
         be taken back when their height starts: it re-sends those messages instead of signing
         different ones, and keeps the lock its newest precommit implies (lines 36-43)."""
         for record in records:
@@ -236,8 +243,8 @@ class Consensus:
     def on_message(self, message: Message) -> list[Output]:
         if isinstance(message, Decision):
             self._receive_decision(message)
-        elif isinstance(message, Commit):
-            self._receive_commit(message, signer_of(self.genesis, message))
+        elif isinstance(message, CheckpointSignature):
+            self._receive_checkpoint_signature(message, signer_of(self.genesis, message))
         else:
             if isinstance(message, Proposal):
                 if message.value.height != message.height:
@@ -282,9 +289,9 @@ class Consensus:
     def proposer(self, height: int, round_: int) -> Address:
         return proposer(self.genesis, height, round_)
 
-    def commits(self, height: int) -> list[Commit]:
-        """Every commit kept for `height` (for gossip to a node that is behind)."""
-        return [c for by_digest in self._commits.get(height, {}).values() for c in by_digest.values()]
+    def checkpoint_signatures(self, height: int) -> list[CheckpointSignature]:
+        """Every checkpoint signature kept for `height` (for gossip to a node that is behind)."""
+        return [c for by_digest in self._signatures.get(height, {}).values() for c in by_digest.values()]
 
     # -- the algorithm -------------------------------------------------------------------------------
 
@@ -302,14 +309,14 @@ class Consensus:
         self._started = True
         for old in [h for h in self._messages if h < height]:
             del self._messages[old]
-        for old in [v for v in self._commits if v < height - self.limits.commit_window]:
-            del self._commits[old]
+        for old in [v for v in self._signatures if v < height - self.limits.commit_window]:
+            del self._signatures[old]
         for old in [v for v in self.decided if v < height - self.limits.commit_window]:
             del self.decided[old]
             self._proofs.pop(old, None)
         self._helped = {(who, h) for who, h in self._helped if h in self._proofs}
 
-    def _restore(self, record: Signed) -> None:
+    def _restore(self, record: SigningRecord) -> None:
         message, value = record.message, record.value
         at = self._messages.setdefault(self.height, _Height())
         if value is not None:
@@ -349,17 +356,17 @@ class Consensus:
         timeout = Timeout(kind, self.height, self.round)
         self._out.append(ScheduleTimeout(timeout, self.timeouts.duration(kind, self.round)))
 
-    def _broadcast(self, message: Proposal | Vote | Commit) -> None:
-        if isinstance(message, Commit):
+    def _broadcast(self, message: Proposal | Vote | CheckpointSignature) -> None:
+        if isinstance(message, CheckpointSignature):
             self._out.append(Broadcast(message))
-            self._receive_commit(message, self.address)
+            self._receive_checkpoint_signature(message, self.address)
             return
         at = self._messages.setdefault(self.height, _Height())
         if isinstance(message, Proposal):
             value: CheckpointProposal | None = message.value
         else:
             value = at.values.get(message.value_id) if message.value_id is not None else None
-        self._out.append(Signed(self.height, message, value))
+        self._out.append(SigningRecord(self.height, message, value))
         self._out.append(Broadcast(message))
         if not self._store(message, self.address) and isinstance(message, Proposal):
             raise InternalError("this node tried to sign two proposals for one round")
@@ -468,7 +475,7 @@ class Consensus:
         self.decided[height] = value
         self._proofs[height] = proof
         self._out.append(Decide(height, round_, value, proof))
-        self._broadcast(sign_commit(self.genesis, self._key, value.checkpoint))
+        self._broadcast(sign_checkpoint_signature(self.genesis, self._key, value.checkpoint))
 
     def _receive_decision(self, decision: Decision) -> None:
         """A peer's proof of a decision at our height: check it, then decide as line 49 would."""
@@ -549,21 +556,21 @@ class Consensus:
             at.reported.add(key)
             self._out.append(Evidence(signer, first, second))
 
-    def _receive_commit(self, commit: Commit, signer: Address) -> None:
-        version = commit.checkpoint.version
-        if commit.checkpoint.channel != self.genesis.channel_id:
-            raise WrongChannel("commit for another channel")
+    def _receive_checkpoint_signature(self, signed: CheckpointSignature, signer: Address) -> None:
+        version = signed.checkpoint.version
+        if signed.checkpoint.channel != self.genesis.channel_id:
+            raise WrongChannel("checkpoint signature for another channel")
         if not self.height - self.limits.commit_window <= version <= self.height + 1:
             return
-        digest = commit.checkpoint.digest(self.genesis.domain)
-        mine = self._commits.setdefault(version, {}).setdefault(signer, {})
+        digest = signed.checkpoint.digest(self.genesis.domain)
+        mine = self._signatures.setdefault(version, {}).setdefault(signer, {})
         if digest in mine:
             return
         if len(mine) >= 2:
             return  # already reported; keep no more than two per signer
         if mine:
-            self._out.append(Evidence(signer, next(iter(mine.values())), commit))
-        mine[digest] = commit
+            self._out.append(Evidence(signer, next(iter(mine.values())), signed))
+        mine[digest] = signed
         self._try_certify(version)
 
     def _try_certify(self, version: int) -> None:
@@ -571,9 +578,8 @@ class Consensus:
         if value is None or version in self.certified:
             return
         digest = value.checkpoint.digest(self.genesis.domain)
-        signatures = [
-            by_digest[digest].signature for by_digest in self._commits.get(version, {}).values() if digest in by_digest
-        ]
+        by_signer = self._signatures.get(version, {})
+        signatures = [by_digest[digest].signature for by_digest in by_signer.values() if digest in by_digest]
         if len(signatures) >= self.quorum:
             certificate = Certificate.assemble(self.genesis, value.checkpoint, signatures, value.leaves)
             self.certified.add(version)

@@ -29,7 +29,7 @@ MAX_DEPOSITS = 4096
 MAX_LEAVES = 65536
 VOTE_PREFIX = b"\x19Parley consensus\n"
 
-PROPOSAL, PREVOTE, PRECOMMIT, COMMIT, DECISION = 0, 1, 2, 3, 4
+PROPOSAL, PREVOTE, PRECOMMIT, CHECKPOINT_SIGNATURE, DECISION = 0, 1, 2, 3, 4
 
 
 class NotProposer(InvalidInput):
@@ -157,7 +157,7 @@ class Precommit:
 
 
 @dataclass(frozen=True, slots=True)
-class Commit:
+class CheckpointSignature:
     """A participant's EIP-712 signature of a decided checkpoint (what the contract checks)."""
 
     checkpoint: Checkpoint
@@ -183,7 +183,7 @@ class Decision:
 
 
 Vote = Prevote | Precommit
-Message = Proposal | Prevote | Precommit | Commit | Decision
+Message = Proposal | Prevote | Precommit | CheckpointSignature | Decision
 
 
 # -- inputs and outputs ---------------------------------------------------------------------------
@@ -210,7 +210,7 @@ class Send:
 
 
 @dataclass(frozen=True, slots=True)
-class Signed:
+class SigningRecord:
     """This node signed `message` (with `value`, the proposal it refers to, when known). The
     driver must store it durably before it carries out the `Broadcast` that follows, and give
     the stored ones of the height back through `Consensus.restore` after a restart: so a
@@ -248,7 +248,7 @@ class Certified:
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """Two different messages that `offender` signed for the same slot. For two `Commit`s
+    """Two different messages that `offender` signed for the same slot. For two `CheckpointSignature`s
     (``kind == "double_sign"``) this is what the contract's slashDoubleSign takes."""
 
     offender: Address
@@ -257,14 +257,14 @@ class Evidence:
 
     @property
     def kind(self) -> str:
-        if isinstance(self.first, Commit):
+        if isinstance(self.first, CheckpointSignature):
             return "double_sign"
         if isinstance(self.first, Proposal):
             return "double_proposal"
         return "double_vote"
 
 
-Output = Broadcast | Signed | Send | ScheduleTimeout | Decide | Certified | Evidence
+Output = Broadcast | SigningRecord | Send | ScheduleTimeout | Decide | Certified | Evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,5 +290,5 @@ class TimeoutConfig:
 class Limits:
     max_future_rounds: int = 8  # rounds ahead of ours in which one signer may have messages
     max_proposals_per_round: int = 4  # distinct values kept from an equivocating proposer
-    commit_window: int = 4  # versions behind ours for which commits are still collected
+    commit_window: int = 4  # versions behind ours for which checkpoint signatures are still collected
 

@@ -10,7 +10,7 @@ from channel.core.consensus.messages import (
     PROPOSAL,
     VOTE_PREFIX,
     CheckpointProposal,
-    Commit,
+    CheckpointSignature,
     Decision,
     Message,
     Precommit,
@@ -67,8 +67,8 @@ def sign_precommit(genesis: Genesis, private_key: bytes, height: int, round_: in
     return Precommit(height, round_, vid, sign_digest(private_key, digest))
 
 
-def sign_commit(genesis: Genesis, private_key: bytes, checkpoint: Checkpoint) -> Commit:
-    return Commit(checkpoint, sign_checkpoint(genesis.domain, checkpoint, private_key))
+def sign_checkpoint_signature(genesis: Genesis, private_key: bytes, checkpoint: Checkpoint) -> CheckpointSignature:
+    return CheckpointSignature(checkpoint, sign_checkpoint(genesis.domain, checkpoint, private_key))
 
 
 @functools.lru_cache(maxsize=65536)
