@@ -4,6 +4,7 @@ deterministic harness (safety with Byzantine nodes, liveness after GST, certific
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -211,6 +212,111 @@ def test_round_skip_on_f_plus_one_messages_from_a_later_round() -> None:
     assert node.round == 0
     node.on_message(sign_precommit(genesis, keys[2], 1, 5, None))  # lines 55-56: f + 1 = 2
     assert node.round == 5
+
+
+UPON_RULES = (  # Consensus's upon-rule methods (Algorithm 1's line numbers)
+    "_decide_on_precommit_quorum",  # 49-54
+    "_prevote_on_proposal",  # 22-27
+    "_prevote_on_proof_of_lock",  # 28-33
+    "_schedule_prevote_timeout",  # 34-35
+    "_lock_on_prevote_quorum",  # 36-43
+    "_precommit_nil_on_nil_quorum",  # 44-46
+    "_schedule_precommit_timeout",  # 47-48
+    "_skip_to_later_round",  # 55-56
+)
+
+
+def spy_on_rules(node: Consensus) -> list[str]:
+    """Record, in order, each upon-rule method of `node` that fires (returns True)."""
+    fired: list[str] = []
+    for name in UPON_RULES:
+        method = getattr(node, name)
+
+        def spy(at: object, method: Callable[[object], bool] = method, name: str = name) -> bool:
+            result = method(at)
+            if result:
+                fired.append(name)
+            return result
+
+        setattr(node, name, spy)
+    return fired
+
+
+def test_each_upon_rule_fires_on_exactly_its_trigger() -> None:
+    """Feed one machine (node 0 of 4: quorum 3, f + 1 = 2) one input at a time and check which
+    rule methods fire: each exactly when the last message of its trigger arrives, never one
+    message earlier."""
+    genesis, keys = make_genesis(4)
+    v, w = synthetic_value(genesis, 1, 1), synthetic_value(genesis, 1, 2)
+    seen: set[str] = set()
+
+    def fresh() -> tuple[Consensus, list[str]]:
+        node = machine(0, FixedApp(None))[2]
+        fired = spy_on_rules(node)
+        node.start_height(1)
+        assert fired == []  # not the proposer of (1, 0): it waits
+        return node, fired
+
+    def step(node: Consensus, fired: list[str], message: Message | Timeout, expected: list[str]) -> None:
+        fired.clear()
+        if isinstance(message, Timeout):
+            node.on_timeout(message)
+        else:
+            node.on_message(message)
+        assert fired == expected, (message, fired)
+        seen.update(fired)
+
+    # a fresh proposal, a quorum of prevotes for it, then a quorum of precommits
+    node, fired = fresh()
+    step(node, fired, sign_proposal(genesis, keys[1], 1, 0, v), ["_prevote_on_proposal"])
+    assert node.step is Step.PREVOTE
+    step(node, fired, sign_prevote(genesis, keys[1], 1, 0, v.value_id), [])  # 2 of 3
+    step(
+        node, fired, sign_prevote(genesis, keys[2], 1, 0, v.value_id),
+        ["_schedule_prevote_timeout", "_lock_on_prevote_quorum"],
+    )
+    assert (node.locked_value, node.locked_round, node.step) == (v, 0, Step.PRECOMMIT)
+    assert (node.valid_value, node.valid_round) == (v, 0)
+    step(node, fired, sign_precommit(genesis, keys[1], 1, 0, v.value_id), [])  # 2 of 3
+    step(node, fired, sign_precommit(genesis, keys[2], 1, 0, v.value_id), ["_decide_on_precommit_quorum"])
+    assert node.decision == v
+
+    # nil: a quorum of nil prevotes, then of nil precommits
+    node, fired = fresh()
+    step(node, fired, Timeout(TimeoutKind.PROPOSE, 1, 0), [])  # lines 57-60, not an upon-rule
+    step(node, fired, sign_prevote(genesis, keys[1], 1, 0, None), [])
+    step(
+        node, fired, sign_prevote(genesis, keys[2], 1, 0, None),
+        ["_schedule_prevote_timeout", "_precommit_nil_on_nil_quorum"],
+    )
+    assert node.step is Step.PRECOMMIT
+    step(node, fired, sign_precommit(genesis, keys[1], 1, 0, None), [])
+    step(node, fired, sign_precommit(genesis, keys[2], 1, 0, None), ["_schedule_precommit_timeout"])
+    assert node.decision is None
+
+    # a re-proposal with a proof of lock from an earlier round
+    node, fired = fresh()
+    step(node, fired, Timeout(TimeoutKind.PROPOSE, 1, 0), [])
+    step(node, fired, sign_prevote(genesis, keys[1], 1, 0, w.value_id), [])
+    step(node, fired, sign_prevote(genesis, keys[2], 1, 0, w.value_id), ["_schedule_prevote_timeout"])
+    step(node, fired, Timeout(TimeoutKind.PREVOTE, 1, 0), [])  # lines 61-64: precommit nil
+    step(node, fired, sign_precommit(genesis, keys[1], 1, 0, None), [])
+    step(node, fired, sign_precommit(genesis, keys[2], 1, 0, None), ["_schedule_precommit_timeout"])
+    step(node, fired, Timeout(TimeoutKind.PRECOMMIT, 1, 0), [])  # lines 65-67: round 1
+    too_early = sign_proposal(genesis, keys[2], 1, 1, w, valid_round=0)  # w has 2 prevotes of 3 in round 0
+    step(node, fired, too_early, [])
+    assert node.step is Step.PROPOSE
+    step(node, fired, sign_prevote(genesis, keys[3], 1, 0, w.value_id), ["_prevote_on_proof_of_lock"])
+    assert [m.value_id for m in broadcasts(node.on_data_arrived())] == []  # nothing twice
+    assert node.step is Step.PREVOTE
+
+    # f + 1 participants in a later round
+    node, fired = fresh()
+    step(node, fired, sign_prevote(genesis, keys[1], 1, 5, None), [])
+    step(node, fired, sign_precommit(genesis, keys[2], 1, 5, None), ["_skip_to_later_round"])
+    assert node.round == 5
+
+    assert seen == set(UPON_RULES)
 
 
 def test_double_votes_and_double_signs_become_evidence() -> None:

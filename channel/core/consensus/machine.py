@@ -2,8 +2,10 @@
 
 This is Algorithm 1 of Buchman, Kwon and Milosevic, "The latest gossip on BFT consensus" (2018),
 one instance per checkpoint version (the paper's height). Comments give the paper's line
-numbers. The machine never reads a clock, never opens a socket and never starts a task: the
-driver feeds it inputs and carries out the outputs it returns.
+numbers; each upon-rule of lines 22-56 is one method of `Consensus`, and `_rules` tries them
+in the paper's order (the decision first, see there). The machine never reads a clock, never
+opens a socket and never starts a task: the driver feeds it inputs and carries out the outputs
+it returns.
 
 Inputs (each method returns a list of outputs):
 - `start_height(h)`: begin version h (the first is 1; each next one after the previous
@@ -73,6 +75,7 @@ The application then fetches what is missing to apply the cut.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -398,68 +401,133 @@ class Consensus:
             pass
 
     def _rules(self) -> bool:
-        """Fire the first rule whose condition holds; False if none does."""
+        """Fire the first upon-rule whose condition holds; False if none does.
+
+        The rules are Algorithm 1's, in the paper's order, except that the decision (lines
+        49-54) is tried first: the paper's upon-rules are unordered guards, and once a value
+        has a quorum of precommits nothing else the height would do matters, so this node
+        decides without first signing votes that can no longer change the outcome."""
         at = self._messages.get(self.height)
         if at is None:
             return False
+        return any(rule(at) for rule in self._upon_rules())
+
+    def _upon_rules(self) -> tuple[Callable[[_Height], bool], ...]:
+        return (
+            self._decide_on_precommit_quorum,  # lines 49-54, first (see `_rules`)
+            self._prevote_on_proposal,  # lines 22-27
+            self._prevote_on_proof_of_lock,  # lines 28-33
+            self._schedule_prevote_timeout,  # lines 34-35
+            self._lock_on_prevote_quorum,  # lines 36-43
+            self._precommit_nil_on_nil_quorum,  # lines 44-46
+            self._schedule_precommit_timeout,  # lines 47-48
+            self._skip_to_later_round,  # lines 55-56
+        )
+
+    def _prevote_on_proposal(self, at: _Height) -> bool:
+        """Lines 22-27: the round's proposal, fresh (valid_round -1), while we are at propose:
+        prevote it if it is valid and we are not locked on another value, else nil."""
         r = self.round
-        quorum = self.quorum
+        if self.step is not Step.PROPOSE or r not in at.first_proposal:
+            return False
+        proposal = at.proposals[r][at.first_proposal[r]]
+        v = proposal.value
+        if proposal.valid_round != -1:
+            return False
+        validity = self._valid(v)
+        if validity is Validity.NOT_YET:
+            return False
+        good = validity is Validity.VALID and (self.locked_round == -1 or self.locked_value == v)
+        self._vote(Prevote, v.value_id if good else None)
+        self.step = Step.PREVOTE
+        return True
+
+    def _prevote_on_proof_of_lock(self, at: _Height) -> bool:
+        """Lines 28-33: the round's proposal re-proposes a value with a quorum of prevotes in
+        its earlier valid_round, while we are at propose: prevote it if it is valid and our
+        lock is no newer than that round (or is on it), else nil."""
+        r = self.round
+        if self.step is not Step.PROPOSE or r not in at.first_proposal:
+            return False
+        proposal = at.proposals[r][at.first_proposal[r]]
+        v, vr = proposal.value, proposal.valid_round
+        if not 0 <= vr < r or at.tally.get((vr, PREVOTE), Counter())[v.value_id] < self.quorum:
+            return False
+        validity = self._valid(v)
+        if validity is Validity.NOT_YET:
+            return False
+        good = validity is Validity.VALID and (self.locked_round <= vr or self.locked_value == v)
+        self._vote(Prevote, v.value_id if good else None)
+        self.step = Step.PREVOTE
+        return True
+
+    def _schedule_prevote_timeout(self, at: _Height) -> bool:
+        """Lines 34-35: a quorum of prevotes of the round, for anything, while at prevote, for
+        the first time: schedule timeout_prevote."""
+        if self.step is not Step.PREVOTE or self._prevote_timeout_set:
+            return False
+        if self._signers(at, self.round, PREVOTE) < self.quorum:
+            return False
+        self._prevote_timeout_set = True
+        self._schedule(TimeoutKind.PREVOTE)
+        return True
+
+    def _lock_on_prevote_quorum(self, at: _Height) -> bool:
+        """Lines 36-43: a valid proposal of the round with a quorum of prevotes for it, while at
+        prevote or later, for the first time: at prevote, lock on it and precommit it; in any
+        case it becomes the valid value (what this node re-proposes)."""
+        if self.step < Step.PREVOTE or self._locked_this_round:
+            return False
+        r = self.round
         prevotes = at.tally.get((r, PREVOTE), Counter())
-        proposals = at.proposals.get(r, {})
-        # lines 49-54 (any round): a known value with a quorum of precommits is decided.
+        for value_id, proposal in at.proposals.get(r, {}).items():
+            if prevotes[value_id] >= self.quorum and self._valid(proposal.value) is Validity.VALID:
+                self._locked_this_round = True
+                if self.step is Step.PREVOTE:
+                    self.locked_value, self.locked_round = proposal.value, r
+                    self._vote(Precommit, value_id)
+                    self.step = Step.PRECOMMIT
+                self.valid_value, self.valid_round = proposal.value, r
+                return True
+        return False
+
+    def _precommit_nil_on_nil_quorum(self, at: _Height) -> bool:
+        """Lines 44-46: a quorum of nil prevotes of the round while at prevote: precommit nil."""
+        if self.step is not Step.PREVOTE or at.tally.get((self.round, PREVOTE), Counter())[None] < self.quorum:
+            return False
+        self._vote(Precommit, None)
+        self.step = Step.PRECOMMIT
+        return True
+
+    def _schedule_precommit_timeout(self, at: _Height) -> bool:
+        """Lines 47-48: a quorum of precommits of the round, for anything, for the first time:
+        schedule timeout_precommit."""
+        if self._precommit_timeout_set or self._signers(at, self.round, PRECOMMIT) < self.quorum:
+            return False
+        self._precommit_timeout_set = True
+        self._schedule(TimeoutKind.PRECOMMIT)
+        return True
+
+    def _decide_on_precommit_quorum(self, at: _Height) -> bool:
+        """Lines 49-54, in any round: a known value with a quorum of precommits is decided
+        (without asking valid(v) again: see "Deviation from the paper" in the module docstring)."""
         for (round_, kind), tally in at.tally.items():
             if kind != PRECOMMIT:
                 continue
             for value_id, count in tally.items():
-                if value_id is not None and count >= quorum and value_id in at.values:
+                if value_id is not None and count >= self.quorum and value_id in at.values:
                     self._decide(round_, at.values[value_id])
                     return True
-        if self.step is Step.PROPOSE and r in at.first_proposal:
-            proposal = proposals[at.first_proposal[r]]
-            v, vr = proposal.value, proposal.valid_round
-            if vr == -1:  # lines 22-27
-                validity = self._valid(v)
-                if validity is not Validity.NOT_YET:
-                    good = validity is Validity.VALID and (self.locked_round == -1 or self.locked_value == v)
-                    self._vote(Prevote, v.value_id if good else None)
-                    self.step = Step.PREVOTE
-                    return True
-            elif vr < r and at.tally.get((vr, PREVOTE), Counter())[v.value_id] >= quorum:  # lines 28-33
-                validity = self._valid(v)
-                if validity is not Validity.NOT_YET:
-                    good = validity is Validity.VALID and (self.locked_round <= vr or self.locked_value == v)
-                    self._vote(Prevote, v.value_id if good else None)
-                    self.step = Step.PREVOTE
-                    return True
-        if (
-            self.step is Step.PREVOTE and not self._prevote_timeout_set and self._signers(at, r, PREVOTE) >= quorum
-        ):  # 34-35
-            self._prevote_timeout_set = True
-            self._schedule(TimeoutKind.PREVOTE)
-            return True
-        if self.step >= Step.PREVOTE and not self._locked_this_round:  # lines 36-43
-            for value_id, proposal in proposals.items():
-                if prevotes[value_id] >= quorum and self._valid(proposal.value) is Validity.VALID:
-                    self._locked_this_round = True
-                    if self.step is Step.PREVOTE:
-                        self.locked_value, self.locked_round = proposal.value, r
-                        self._vote(Precommit, value_id)
-                        self.step = Step.PRECOMMIT
-                    self.valid_value, self.valid_round = proposal.value, r
-                    return True
-        if self.step is Step.PREVOTE and prevotes[None] >= quorum:  # lines 44-46
-            self._vote(Precommit, None)
-            self.step = Step.PRECOMMIT
-            return True
-        if not self._precommit_timeout_set and self._signers(at, r, PRECOMMIT) >= quorum:  # lines 47-48
-            self._precommit_timeout_set = True
-            self._schedule(TimeoutKind.PRECOMMIT)
-            return True
-        ahead = [round_ for round_, who in at.senders.items() if round_ > r and len(who) >= self.skip]
-        if ahead:  # lines 55-56
-            self._start_round(max(ahead))
-            return True
         return False
+
+    def _skip_to_later_round(self, at: _Height) -> bool:
+        """Lines 55-56: f + 1 participants sent messages of a later round: start the latest
+        such round."""
+        ahead = [round_ for round_, who in at.senders.items() if round_ > self.round and len(who) >= self.skip]
+        if not ahead:
+            return False
+        self._start_round(max(ahead))
+        return True
 
     @staticmethod
     def _signers(at: _Height, round_: int, kind: int) -> int:
