@@ -21,8 +21,10 @@ from channel.core.consensus import (
     Decide,
     Decision,
     Evidence,
+    Fetch,
     InvalidProposal,
     Message,
+    NeedOperations,
     NotProposer,
     Precommit,
     Prevote,
@@ -52,7 +54,7 @@ from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
 from crdt.hashing import keccak256
 from crdt.ops import address_of, sign_op
 from crdt.replica import Cut, Replica
-from crdt.types import Symbol
+from crdt.types import OpId, Symbol
 from tests.channel.consensus_harness import (
     TOKEN,
     Byzantine,
@@ -73,7 +75,7 @@ def examples(share: int) -> int:
 
 
 class FixedApp:
-    def __init__(self, value: CheckpointProposal | None, validity: Validity = Validity.VALID) -> None:
+    def __init__(self, value: CheckpointProposal | None, validity: Validity | NeedOperations = Validity.VALID) -> None:
         self.value = value
         self.validity = validity
         self.asked = 0
@@ -81,7 +83,7 @@ class FixedApp:
     def get_value(self, height: int, round_: int) -> CheckpointProposal | None:
         return self.value
 
-    def validate(self, height: int, value: CheckpointProposal) -> Validity:
+    def validate(self, height: int, value: CheckpointProposal) -> Validity | NeedOperations:
         self.asked += 1
         return self.validity
 
@@ -123,6 +125,20 @@ def test_not_yet_waits_for_data_then_prevotes_the_value() -> None:
     node.app.validity = Validity.VALID  # type: ignore[attr-defined]
     votes = broadcasts(node.on_data_arrived())
     assert votes == [sign_prevote(genesis, keys[0], 1, 0, value.value_id)]  # lines 22-27
+
+
+def test_need_operations_becomes_one_fetch_output_and_the_vote_waits_for_the_data() -> None:
+    genesis, keys, node = machine(0, FixedApp(None))
+    node.start_height(1)
+    value = synthetic_value(genesis, 1, 0)
+    need = NeedOperations.of(reversed((*value.heads, OpId(b"\x00" * 32))))
+    node.app.validity = need  # type: ignore[attr-defined]
+    out = node.on_message(sign_proposal(genesis, keys[1], 1, 0, value))
+    assert out == [Fetch(tuple(sorted((*value.heads, OpId(b"\x00" * 32)))))]  # sorted, and once
+    assert node.step is Step.PROPOSE
+    assert node.on_data_arrived() == [Fetch(need.op_ids)]  # still missing: asked again
+    node.app.validity = Validity.VALID  # type: ignore[attr-defined]
+    assert broadcasts(node.on_data_arrived()) == [sign_prevote(genesis, keys[0], 1, 0, value.value_id)]
 
 
 def test_full_round_by_hand_locks_decides_and_certifies() -> None:

@@ -22,13 +22,15 @@ Inputs (each method returns a list of outputs):
 
 Outputs: `Broadcast(msg)` (gossip to every participant; the machine has already applied its
 own message), `Send(to, msg)` (to one participant: the `Decision` proof for a peer whose
-messages show it is behind), `ScheduleTimeout(timeout, duration_ms)`, `Decide(height, round, value,
+messages show it is behind), `Fetch(op_ids)` (operations a value to judge needs, sorted),
+`ScheduleTimeout(timeout, duration_ms)`, `Decide(height, round, value,
 precommits)` (final: apply the cut, then call `start_height(h + 1)`), `Certified(height,
 value, certificate)` (threshold EIP-712 signatures: what goes to the contract) and
 `Evidence(offender, first, second)` (two conflicting messages signed by one participant).
 
 The application (`Application`) proposes values and judges them: `validate` answers
-`VALID`, `INVALID` or `NOT_YET`. A definite answer is cached for the height, so a value that
+`VALID`, `INVALID`, `NOT_YET` or `NeedOperations(op_ids)` (not yet, and the machine outputs
+`Fetch(op_ids)`). A definite answer is cached for the height, so a value that
 was valid stays valid for this node even if its clock moves on; `NOT_YET` is asked again at
 every later evaluation (the driver calls `on_data_arrived`) until timeout_propose makes the
 node prevote nil (lines 57-60).
@@ -90,9 +92,11 @@ from channel.core.consensus.messages import (
     Decide,
     Decision,
     Evidence,
+    Fetch,
     InvalidProposal,
     Limits,
     Message,
+    NeedOperations,
     NotProposer,
     Output,
     Precommit,
@@ -129,9 +133,11 @@ class Application(Protocol):
     def get_value(self, height: int, round_: int) -> CheckpointProposal | None:
         """A checkpoint to propose (None: nothing to propose; the others will time out)."""
 
-    def validate(self, height: int, value: CheckpointProposal) -> Validity:
+    def validate(self, height: int, value: CheckpointProposal) -> Validity | NeedOperations:
         """Does this node hold every op of the cut, see the same deposits at the configured
-        confirmations, compute the same roots, and find the time acceptable?"""
+        confirmations, compute the same roots, and find the time acceptable? (For a node's
+        replica: `channel.core.validation.validate_proposal`.) `NeedOperations` is NOT_YET
+        with the ids to fetch, which the machine passes on as a `Fetch` output."""
 
 
 def proposer(genesis: Genesis, height: int, round_: int) -> Address:
@@ -283,7 +289,7 @@ class Consensus:
         return self._take()
 
     def on_data_arrived(self) -> list[Output]:
-        """Ask the application again about values it called NOT_YET."""
+        """Ask the application again about values it called NOT_YET (or NeedOperations)."""
         self._evaluate()
         return self._take()
 
@@ -391,6 +397,11 @@ class Consensus:
         if known is not None:
             return known
         answer = self.app.validate(self.height, value)
+        if isinstance(answer, NeedOperations):
+            fetch = Fetch(answer.op_ids)
+            if fetch not in self._out:  # once per input, however often the rules ask
+                self._out.append(fetch)
+            return Validity.NOT_YET
         if answer is not Validity.NOT_YET:
             self._validity[value.value_id] = answer
         return answer

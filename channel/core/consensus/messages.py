@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NewType
 
 from crdt import cbor
 from crdt.certificate import Certificate, check_leaves, checkpoint_to_wire, leaf_to_wire
 from crdt.eip712 import Checkpoint
-from crdt.errors import InvalidInput, WrongChannel
+from crdt.errors import InternalError, InvalidInput, WrongChannel
 from crdt.genesis import Genesis
 from crdt.hashing import keccak256
 from crdt.ledger import Deposit
@@ -48,6 +49,23 @@ class Validity(enum.Enum):
     VALID = "valid"
     INVALID = "invalid"
     NOT_YET = "not_yet"  # data is missing; ask again after on_data_arrived
+
+
+@dataclass(frozen=True, slots=True)
+class NeedOperations:
+    """The application's answer for a value whose cut names operations this node lacks: not
+    yet, and these are to be fetched (sorted and distinct, so what reaches the wire never
+    depends on set order; build it with `NeedOperations.of`)."""
+
+    op_ids: tuple[OpId, ...]
+
+    def __post_init__(self) -> None:
+        if not self.op_ids or list(self.op_ids) != sorted(set(self.op_ids)):
+            raise InternalError("NeedOperations takes a non-empty sorted tuple of distinct ids")
+
+    @classmethod
+    def of(cls, op_ids: Iterable[OpId]) -> NeedOperations:
+        return cls(tuple(sorted(set(op_ids))))
 
 
 class Step(enum.IntEnum):
@@ -222,6 +240,14 @@ class SigningRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Fetch:
+    """Ask the peers for these operations by id (sorted): a value this node must judge needs
+    them (`NeedOperations`). Once operations arrive, the driver calls `on_data_arrived`."""
+
+    op_ids: tuple[OpId, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleTimeout:
     timeout: Timeout
     duration: int  # ms
@@ -264,7 +290,7 @@ class Evidence:
         return "double_vote"
 
 
-Output = Broadcast | SigningRecord | Send | ScheduleTimeout | Decide | Certified | Evidence
+Output = Broadcast | SigningRecord | Send | Fetch | ScheduleTimeout | Decide | Certified | Evidence
 
 
 @dataclass(frozen=True, slots=True)
