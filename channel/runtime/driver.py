@@ -3,8 +3,8 @@
 One task owns the consensus state machine and feeds it, from one input channel: consensus
 messages from the gossip topic ``/parley/consensus/<channel>``, expired timeouts, "data arrived"
 (the replica accepted operations, so a proposal we could not judge may now be judgeable), and a
-ticker. It carries out the machine's outputs: publishing messages, scheduling timeouts, applying
-decisions to the replica, storing certificates and evidence.
+ticker. It carries out the machine's outputs: publishing messages, fetching operations by id,
+scheduling timeouts, applying decisions to the replica, storing certificates and evidence.
 
 When a height starts: a node starts version h once `interval` has passed since it started
 h - 1 (so checkpoints come at most once per interval) and h - 1 is decided, and it has
@@ -15,14 +15,15 @@ was down starts voting, which makes its peers send it the `Decision` proofs it m
 What this node proposes (`NodeApplication.get_value`): its current heads as the cut, the
 confirmed deposits not yet credited, the time of its clock (strictly after the previous
 checkpoint's), and the roots `Replica.preview` computes for that cut. What it votes for
-(`validate`): it holds every operation of the cut (else it asks its peers for them by id and
-answers NOT_YET), knows the same deposits, finds the time within `time_bound_ms` of its clock
+(`validate`, the pure `channel.core.validation.validate_proposal`): it holds every operation of
+the cut (else the machine outputs a `Fetch` of their ids, sorted, which this driver asks its
+peers for), knows the same deposits, finds the time within `time_bound_ms` of its clock
 and after the previous checkpoint, and computes exactly the same roots, totals and leaves.
 
 Write-ahead: a decision is stored only after the replica certified it (its operations are
 already stored), so a restart re-certifies the stored decisions in order; a decision lost to a
 crash between the two is learnt again from the peers. Every proposal and vote this node signs
-is stored before it is published (the machine's `Signed` output) and given back to the machine
+is stored before it is published (the machine's `SigningRecord` output) and given back to the machine
 after a restart, so the node never signs two votes for one slot and keeps its lock.
 
 Catch-up (`channel.runtime.catchup`): peers send the proof of a recent version to a node whose votes
@@ -66,19 +67,22 @@ from channel.core.consensus import (
     Decide,
     Decision,
     Evidence,
+    Fetch,
     Message,
+    NeedOperations,
     ScheduleTimeout,
     Send,
-    Signed,
+    SigningRecord,
     Timeout,
     TimeoutConfig,
     Validity,
     decode_message,
-    decode_signed,
+    decode_signing_record,
     encode_message,
-    encode_signed,
+    encode_signing_record,
     signer_of,
 )
+from channel.core.validation import LocalView, validate_proposal
 from channel.runtime.catchup import MAX_RECORDS, PROTOCOL, Answer, CatchUpServer, Request, fetch
 from crdt.certificate import Certificate
 from crdt.eip712 import Checkpoint
@@ -171,42 +175,10 @@ class NodeApplication(Application):
         )
         return CheckpointProposal(checkpoint, cut.heads, cut.deposits, preview.leaves)
 
-    def validate(self, height: int, value: CheckpointProposal) -> Validity:
-        replica = self.replica
-        if height != replica.version + 1:
-            return Validity.NOT_YET  # we have not applied the previous decision yet
-        missing = [head for head in value.heads if head not in replica.graph.ops]
-        if missing:
-            self.driver.request(missing)
-            return Validity.NOT_YET
-        for deposit in value.deposits:
-            known = self.driver.confirmed_deposits.get(deposit.nonce)
-            if known is None:
-                return Validity.NOT_YET  # our watcher has not confirmed it yet
-            if known != deposit:
-                return Validity.INVALID
-        checkpoint = value.checkpoint
-        previous_time = replica.cuts[-1].time if replica.cuts else 0
-        if checkpoint.time <= previous_time and replica.cuts:
-            return Validity.INVALID
-        if abs(checkpoint.time - self.driver.clock()) > self.driver.config.time_bound_ms:
-            return Validity.INVALID
-        try:
-            preview = replica.preview(value.cut())
-        except MissingOperations as exc:
-            self.driver.request(list(exc.missing))
-            return Validity.NOT_YET
-        except InvalidInput:
-            return Validity.INVALID
-        same = (
-            preview.state_hash == checkpoint.state_hash
-            and preview.payout_root == checkpoint.payout_root
-            and preview.totals == checkpoint.totals
-            and preview.withdrawn == checkpoint.withdrawn
-            and preview.deposit_nonce == checkpoint.deposit_nonce
-            and preview.leaves == value.leaves
-        )
-        return Validity.VALID if same else Validity.INVALID
+    def validate(self, height: int, value: CheckpointProposal) -> Validity | NeedOperations:
+        driver = self.driver
+        view = LocalView(self.replica, driver.confirmed_deposits, driver.clock(), driver.config.time_bound_ms)
+        return validate_proposal(view, height, value)
 
 
 class ConsensusDriver:
@@ -229,7 +201,7 @@ class ConsensusDriver:
         self.height = self.replica.version + 1
         store = node.store
         try:
-            self.consensus.restore([decode_signed(record) for record in store.signed(self.height)])
+            self.consensus.restore([decode_signing_record(record) for record in store.signed(self.height)])
             self.certificates: dict[int, Certificate] = {}
             for version, data in store.certificates():
                 certificate = Certificate.decode(data)
@@ -381,18 +353,21 @@ class ConsensusDriver:
     async def _carry_out(self, outputs: list[Any]) -> None:
         unsent: Message | None = None  # signed, but its record could not be stored: never sent
         for output in outputs:
-            if isinstance(output, Signed):  # durable before the message leaves (the Broadcast next)
-                if not self.node.persist("a vote", self.node.store.put_signed, output.height, encode_signed(output)):
+            if isinstance(output, SigningRecord):  # durable before the message leaves (the Broadcast next)
+                record = encode_signing_record(output)
+                if not self.node.persist("a vote", self.node.store.put_signed, output.height, record):
                     unsent = output.message
             elif isinstance(output, Broadcast | Send):  # gossip reaches the one peer too
                 if output.message is unsent:
                     continue
                 await self.transport.publish(self.topic, encode_message(output.message))
                 if isinstance(output, Send) and isinstance(output.message, Decision):
-                    # A peer that is behind missed the commits of that version too: without
-                    # them it could apply the decision but never assemble the certificate.
-                    for commit in self.consensus.commits(output.message.height):
-                        await self.transport.publish(self.topic, encode_message(commit))
+                    # A peer that is behind missed the checkpoint signatures of that version too:
+                    # without them it could apply the decision but never assemble the certificate.
+                    for signature in self.consensus.checkpoint_signatures(output.message.height):
+                        await self.transport.publish(self.topic, encode_message(signature))
+            elif isinstance(output, Fetch):  # then "data" arrives (the node calls data_arrived)
+                self.request(list(output.op_ids))
             elif isinstance(output, ScheduleTimeout):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._timer, output.timeout, output.duration)
@@ -412,7 +387,7 @@ class ConsensusDriver:
             self.replica.certify(decide.value.cut())
         except MissingOperations as exc:
             self._pending = decide
-            self.request(list(exc.missing))
+            self.request(sorted(exc.missing))  # what reaches the wire never depends on set order
             return
         self._pending = None
         store = self.node.store

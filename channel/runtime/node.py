@@ -658,7 +658,7 @@ def repair_store(config: NodeConfig) -> dict[str, Any]:
     and signing record that fails its checks (or, if SQLite cannot read the file at all, move
     it aside and start an empty one), and make the node learn its own seq and its vote floor
     from its peers again, since what was dropped may have been its own. Returns what it did."""
-    from channel.core.consensus import Decision, decode_message, decode_signed
+    from channel.core.consensus import Decision, decode_message, decode_signing_record
     from crdt.certificate import Certificate
 
     genesis = load_genesis(config.genesis)
@@ -705,7 +705,7 @@ def repair_store(config: NodeConfig) -> dict[str, Any]:
         bad_signed = []
         for position, record in store.signed_rows():
             try:
-                decode_signed(record)
+                decode_signing_record(record)
             except InvalidInput:
                 bad_signed.append(position)
         store.delete_rows("signed", "position", bad_signed)

@@ -263,7 +263,7 @@ class Store:
         return [(int(version), bytes(data)) for version, data in rows]
 
     def put_signed(self, height: int, record: bytes) -> None:
-        """A consensus message this node signed, stored before it is sent (`Signed`)."""
+        """A consensus message this node signed, stored before it is sent (`SigningRecord`)."""
         with self._transaction() as db:
             db.execute("INSERT INTO signed(height, record) VALUES (?, ?)", (height, record))
 

@@ -30,7 +30,7 @@ from channel.core.consensus import (
     Broadcast,
     Certified,
     CheckpointProposal,
-    Commit,
+    CheckpointSignature,
     Consensus,
     Decide,
     Evidence,
@@ -45,7 +45,7 @@ from channel.core.consensus import (
     ValueId,
     decode_message,
     encode_message,
-    sign_commit,
+    sign_checkpoint_signature,
     sign_precommit,
     sign_prevote,
     sign_proposal,
@@ -186,7 +186,7 @@ class Simulation:
         self.nodes: dict[int, Consensus] = {}
         self.logs: dict[int, NodeLog] = {}
         self.apps: dict[int, SyntheticApp] = {}  # only the synthetic ones
-        self.wire_commits: list[tuple[int, Commit]] = []  # every commit anyone sent: (sender, commit)
+        self.wire_signatures: list[tuple[int, CheckpointSignature]] = []  # every commit anyone sent: (sender, commit)
         self.seen_values: dict[int, list[CheckpointProposal]] = {}  # height -> values Byzantines saw
         self.deliveries = 0
         self.relayed: dict[int, set[bytes]] = {}
@@ -277,8 +277,8 @@ class Simulation:
         return [j for j in range(self.n) if j != sender and j not in self.crashed]
 
     def deliver(self, sender: int, to: int, message: Message) -> None:
-        if isinstance(message, Commit):
-            self.wire_commits.append((sender, message))
+        if isinstance(message, CheckpointSignature):
+            self.wire_signatures.append((sender, message))
         if to in self.crashed or to == sender:
             return
         data = encode_message(message)
@@ -326,9 +326,9 @@ class Simulation:
                 for to in peers:
                     for sign in (sign_prevote, sign_precommit):
                         self.deliver(sender, to, sign(genesis, key, message.height, message.round + 1, junk))
-        elif isinstance(message, Commit) and behaviour.double_sign:
+        elif isinstance(message, CheckpointSignature) and behaviour.double_sign:
             other = synthetic_value(genesis, message.checkpoint.version, 11 + rng.randrange(5)).checkpoint
-            alternative = sign_commit(genesis, key, other)
+            alternative = sign_checkpoint_signature(genesis, key, other)
         for to in first:
             self.deliver(sender, to, message)
         for to in second:
@@ -350,7 +350,7 @@ class Simulation:
                     certified.certificate.verify(genesis)
         # No two checkpoints of one version gather threshold signatures among all that were sent.
         signers: dict[tuple[int, bytes], set[Address]] = {}
-        for _, commit in self.wire_commits:
+        for _, commit in self.wire_signatures:
             digest = commit.checkpoint.digest(genesis.domain)
             signers.setdefault((commit.checkpoint.version, digest), set()).add(signer_of(genesis, commit))
         certifiable: dict[int, int] = {}

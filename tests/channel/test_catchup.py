@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from channel.api.server import _NodeCollector
-from channel.core.consensus import Limits, Step, decode_signed
+from channel.core.consensus import Limits, Step, decode_signing_record
 from channel.runtime.catchup import (
     MAX_RECORDS,
     Request,
@@ -216,7 +216,7 @@ def test_a_node_restarted_mid_height_never_signs_two_votes_for_one_slot(tmp_path
     ones. Once it is back it agrees with the others, and the records are dropped."""
 
     def slots(store: Store) -> list[tuple[int, str]]:
-        records = [decode_signed(data) for data in store.signed(1)]
+        records = [decode_signing_record(data) for data in store.signed(1)]
         return [(r.message.round, type(r.message).__name__) for r in records]
 
     async def main() -> None:
@@ -238,7 +238,7 @@ def test_a_node_restarted_mid_height_never_signs_two_votes_for_one_slot(tmp_path
             async with memory_node(genesis, 3, tmp_path, network) as node:
                 link(network, 3, range(4), up=True)
                 await settled([*nodes, node])
-                left = [decode_signed(data).height for data in node.store.signed(1)]
+                left = [decode_signing_record(data).height for data in node.store.signed(1)]
                 assert all(height > node.replica.version for height in left)  # forgotten once decided
 
     trio.run(main)

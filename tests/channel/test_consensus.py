@@ -4,6 +4,7 @@ deterministic harness (safety with Byzantine nodes, liveness after GST, certific
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -15,19 +16,21 @@ from hypothesis import strategies as st
 from channel.core.consensus import (
     Broadcast,
     CheckpointProposal,
-    Commit,
+    CheckpointSignature,
     Consensus,
     Decide,
     Decision,
     Evidence,
+    Fetch,
     InvalidProposal,
     Message,
+    NeedOperations,
     NotProposer,
     Precommit,
     Prevote,
     Proposal,
     ScheduleTimeout,
-    Signed,
+    SigningRecord,
     Step,
     Timeout,
     TimeoutConfig,
@@ -35,11 +38,11 @@ from channel.core.consensus import (
     Validity,
     ValueId,
     decode_message,
-    decode_signed,
+    decode_signing_record,
     encode_message,
-    encode_signed,
+    encode_signing_record,
     proposer,
-    sign_commit,
+    sign_checkpoint_signature,
     sign_precommit,
     sign_prevote,
     sign_proposal,
@@ -51,7 +54,7 @@ from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
 from crdt.hashing import keccak256
 from crdt.ops import address_of, sign_op
 from crdt.replica import Cut, Replica
-from crdt.types import Symbol
+from crdt.types import OpId, Symbol
 from tests.channel.consensus_harness import (
     TOKEN,
     Byzantine,
@@ -72,7 +75,7 @@ def examples(share: int) -> int:
 
 
 class FixedApp:
-    def __init__(self, value: CheckpointProposal | None, validity: Validity = Validity.VALID) -> None:
+    def __init__(self, value: CheckpointProposal | None, validity: Validity | NeedOperations = Validity.VALID) -> None:
         self.value = value
         self.validity = validity
         self.asked = 0
@@ -80,7 +83,7 @@ class FixedApp:
     def get_value(self, height: int, round_: int) -> CheckpointProposal | None:
         return self.value
 
-    def validate(self, height: int, value: CheckpointProposal) -> Validity:
+    def validate(self, height: int, value: CheckpointProposal) -> Validity | NeedOperations:
         self.asked += 1
         return self.validity
 
@@ -124,6 +127,20 @@ def test_not_yet_waits_for_data_then_prevotes_the_value() -> None:
     assert votes == [sign_prevote(genesis, keys[0], 1, 0, value.value_id)]  # lines 22-27
 
 
+def test_need_operations_becomes_one_fetch_output_and_the_vote_waits_for_the_data() -> None:
+    genesis, keys, node = machine(0, FixedApp(None))
+    node.start_height(1)
+    value = synthetic_value(genesis, 1, 0)
+    need = NeedOperations.of(reversed((*value.heads, OpId(b"\x00" * 32))))
+    node.app.validity = need  # type: ignore[attr-defined]
+    out = node.on_message(sign_proposal(genesis, keys[1], 1, 0, value))
+    assert out == [Fetch(tuple(sorted((*value.heads, OpId(b"\x00" * 32)))))]  # sorted, and once
+    assert node.step is Step.PROPOSE
+    assert node.on_data_arrived() == [Fetch(need.op_ids)]  # still missing: asked again
+    node.app.validity = Validity.VALID  # type: ignore[attr-defined]
+    assert broadcasts(node.on_data_arrived()) == [sign_prevote(genesis, keys[0], 1, 0, value.value_id)]
+
+
 def test_full_round_by_hand_locks_decides_and_certifies() -> None:
     genesis, keys, node = machine(0, FixedApp(None))
     value = synthetic_value(genesis, 1, 3)
@@ -140,11 +157,11 @@ def test_full_round_by_hand_locks_decides_and_certifies() -> None:
     assert decide.value == value
     assert decide.height == 1
     assert len({signer_of(genesis, p) for p in decide.proof.precommits()}) == 3
-    commit = next(m for m in broadcasts(out) if isinstance(m, Commit))
-    assert commit == sign_commit(genesis, keys[0], value.checkpoint)
+    commit = next(m for m in broadcasts(out) if isinstance(m, CheckpointSignature))
+    assert commit == sign_checkpoint_signature(genesis, keys[0], value.checkpoint)
     out = []
     for i in (3, 1):
-        out += node.on_message(sign_commit(genesis, keys[i], value.checkpoint))
+        out += node.on_message(sign_checkpoint_signature(genesis, keys[i], value.checkpoint))
     certified = [o for o in out if type(o).__name__ == "Certified"]
     assert len(certified) == 1
     certificate = certified[0].certificate  # type: ignore[attr-defined]
@@ -174,7 +191,7 @@ def test_an_abstaining_node_signs_no_vote_or_proposal_but_follows_and_commits() 
     for i in (1, 2, 3):
         out += node.on_message(sign_precommit(genesis, keys[i], 1, 0, value.value_id))
     assert [o.value for o in out if isinstance(o, Decide)] == [value]  # it follows
-    assert broadcasts(out) == [sign_commit(genesis, keys[0], value.checkpoint)]  # and signs only its commit
+    assert broadcasts(out) == [sign_checkpoint_signature(genesis, keys[0], value.checkpoint)]  # and signs only that
     node.start_height(2)  # from abstain_below on it votes again
     assert [type(m) for m in broadcasts(node.on_timeout(Timeout(TimeoutKind.PROPOSE, 2, 0)))] == [Prevote]
     _, _, proposer_node = machine(1, FixedApp(value))
@@ -213,6 +230,111 @@ def test_round_skip_on_f_plus_one_messages_from_a_later_round() -> None:
     assert node.round == 5
 
 
+UPON_RULES = (  # Consensus's upon-rule methods (Algorithm 1's line numbers)
+    "_decide_on_precommit_quorum",  # 49-54
+    "_prevote_on_proposal",  # 22-27
+    "_prevote_on_proof_of_lock",  # 28-33
+    "_schedule_prevote_timeout",  # 34-35
+    "_lock_on_prevote_quorum",  # 36-43
+    "_precommit_nil_on_nil_quorum",  # 44-46
+    "_schedule_precommit_timeout",  # 47-48
+    "_skip_to_later_round",  # 55-56
+)
+
+
+def spy_on_rules(node: Consensus) -> list[str]:
+    """Record, in order, each upon-rule method of `node` that fires (returns True)."""
+    fired: list[str] = []
+    for name in UPON_RULES:
+        method = getattr(node, name)
+
+        def spy(at: object, method: Callable[[object], bool] = method, name: str = name) -> bool:
+            result = method(at)
+            if result:
+                fired.append(name)
+            return result
+
+        setattr(node, name, spy)
+    return fired
+
+
+def test_each_upon_rule_fires_on_exactly_its_trigger() -> None:
+    """Feed one machine (node 0 of 4: quorum 3, f + 1 = 2) one input at a time and check which
+    rule methods fire: each exactly when the last message of its trigger arrives, never one
+    message earlier."""
+    genesis, keys = make_genesis(4)
+    v, w = synthetic_value(genesis, 1, 1), synthetic_value(genesis, 1, 2)
+    seen: set[str] = set()
+
+    def fresh() -> tuple[Consensus, list[str]]:
+        node = machine(0, FixedApp(None))[2]
+        fired = spy_on_rules(node)
+        node.start_height(1)
+        assert fired == []  # not the proposer of (1, 0): it waits
+        return node, fired
+
+    def step(node: Consensus, fired: list[str], message: Message | Timeout, expected: list[str]) -> None:
+        fired.clear()
+        if isinstance(message, Timeout):
+            node.on_timeout(message)
+        else:
+            node.on_message(message)
+        assert fired == expected, (message, fired)
+        seen.update(fired)
+
+    # a fresh proposal, a quorum of prevotes for it, then a quorum of precommits
+    node, fired = fresh()
+    step(node, fired, sign_proposal(genesis, keys[1], 1, 0, v), ["_prevote_on_proposal"])
+    assert node.step is Step.PREVOTE
+    step(node, fired, sign_prevote(genesis, keys[1], 1, 0, v.value_id), [])  # 2 of 3
+    step(
+        node, fired, sign_prevote(genesis, keys[2], 1, 0, v.value_id),
+        ["_schedule_prevote_timeout", "_lock_on_prevote_quorum"],
+    )
+    assert (node.locked_value, node.locked_round, node.step) == (v, 0, Step.PRECOMMIT)
+    assert (node.valid_value, node.valid_round) == (v, 0)
+    step(node, fired, sign_precommit(genesis, keys[1], 1, 0, v.value_id), [])  # 2 of 3
+    step(node, fired, sign_precommit(genesis, keys[2], 1, 0, v.value_id), ["_decide_on_precommit_quorum"])
+    assert node.decision == v
+
+    # nil: a quorum of nil prevotes, then of nil precommits
+    node, fired = fresh()
+    step(node, fired, Timeout(TimeoutKind.PROPOSE, 1, 0), [])  # lines 57-60, not an upon-rule
+    step(node, fired, sign_prevote(genesis, keys[1], 1, 0, None), [])
+    step(
+        node, fired, sign_prevote(genesis, keys[2], 1, 0, None),
+        ["_schedule_prevote_timeout", "_precommit_nil_on_nil_quorum"],
+    )
+    assert node.step is Step.PRECOMMIT
+    step(node, fired, sign_precommit(genesis, keys[1], 1, 0, None), [])
+    step(node, fired, sign_precommit(genesis, keys[2], 1, 0, None), ["_schedule_precommit_timeout"])
+    assert node.decision is None
+
+    # a re-proposal with a proof of lock from an earlier round
+    node, fired = fresh()
+    step(node, fired, Timeout(TimeoutKind.PROPOSE, 1, 0), [])
+    step(node, fired, sign_prevote(genesis, keys[1], 1, 0, w.value_id), [])
+    step(node, fired, sign_prevote(genesis, keys[2], 1, 0, w.value_id), ["_schedule_prevote_timeout"])
+    step(node, fired, Timeout(TimeoutKind.PREVOTE, 1, 0), [])  # lines 61-64: precommit nil
+    step(node, fired, sign_precommit(genesis, keys[1], 1, 0, None), [])
+    step(node, fired, sign_precommit(genesis, keys[2], 1, 0, None), ["_schedule_precommit_timeout"])
+    step(node, fired, Timeout(TimeoutKind.PRECOMMIT, 1, 0), [])  # lines 65-67: round 1
+    too_early = sign_proposal(genesis, keys[2], 1, 1, w, valid_round=0)  # w has 2 prevotes of 3 in round 0
+    step(node, fired, too_early, [])
+    assert node.step is Step.PROPOSE
+    step(node, fired, sign_prevote(genesis, keys[3], 1, 0, w.value_id), ["_prevote_on_proof_of_lock"])
+    assert [m.value_id for m in broadcasts(node.on_data_arrived())] == []  # nothing twice
+    assert node.step is Step.PREVOTE
+
+    # f + 1 participants in a later round
+    node, fired = fresh()
+    step(node, fired, sign_prevote(genesis, keys[1], 1, 5, None), [])
+    step(node, fired, sign_precommit(genesis, keys[2], 1, 5, None), ["_skip_to_later_round"])
+    assert node.round == 5
+
+    assert seen == set(UPON_RULES)
+
+
 def test_double_votes_and_double_signs_become_evidence() -> None:
     genesis, keys, node = machine(0, FixedApp(None))
     node.start_height(1)
@@ -227,7 +349,8 @@ def test_double_votes_and_double_signs_become_evidence() -> None:
     p1, p2 = sign_proposal(genesis, keys[1], 1, 0, a), sign_proposal(genesis, keys[1], 1, 0, b)
     node.on_message(p1)
     assert [o.kind for o in node.on_message(p2) if isinstance(o, Evidence)] == ["double_proposal"]
-    c1, c2 = sign_commit(genesis, keys[2], a.checkpoint), sign_commit(genesis, keys[2], b.checkpoint)
+    c1 = sign_checkpoint_signature(genesis, keys[2], a.checkpoint)
+    c2 = sign_checkpoint_signature(genesis, keys[2], b.checkpoint)
     node.on_message(c1)
     evidence = node.on_message(c2)
     assert len(evidence) == 1
@@ -277,7 +400,7 @@ def test_catch_up_decides_from_a_stored_proof_skipping_heights_and_signs_its_com
     outputs = node.catch_up(Decision(3, 2, value, signatures))
     decided = [o for o in outputs if isinstance(o, Decide)]
     assert [(d.height, d.round, d.value) for d in decided] == [(3, 2, value)]
-    commits = [o.message for o in outputs if isinstance(o, Broadcast) and isinstance(o.message, Commit)]
+    commits = [o.message for o in outputs if isinstance(o, Broadcast) and isinstance(o.message, CheckpointSignature)]
     assert [c.checkpoint for c in commits] == [value.checkpoint]
     assert (node.height, node.decision) == (3, value)
     assert node.catch_up(Decision(3, 2, value, signatures)) == []  # already decided
@@ -292,13 +415,13 @@ def test_a_restarted_node_re_sends_what_it_signed_and_keeps_its_lock() -> None:
     outputs += node.on_message(sign_proposal(genesis, keys[1], 1, 0, v))  # round 0's proposer is 1
     for i in (1, 2):
         outputs += node.on_message(sign_prevote(genesis, keys[i], 1, 0, v.value_id))
-    records = [o for o in outputs if isinstance(o, Signed)]  # what the driver stores first
+    records = [o for o in outputs if isinstance(o, SigningRecord)]  # what the driver stores first
     assert [(type(r.message), r.message.value_id, r.value) for r in records] == [  # type: ignore[union-attr]
         (Prevote, v.value_id, v), (Precommit, v.value_id, v)
     ]
-    assert [decode_signed(encode_signed(r)) for r in records] == records
+    assert [decode_signing_record(encode_signing_record(r)) for r in records] == records
 
-    def after_a_restart(restored: list[Signed]) -> list[Message]:
+    def after_a_restart(restored: list[SigningRecord]) -> list[Message]:
         """Round 0 times out with nil precommits from the others, then round 1's proposer (2)
         proposes w: what does node 0 send?"""
         _, _, restarted = machine(0, FixedApp(None))
@@ -322,13 +445,13 @@ def test_a_restarted_node_re_sends_what_it_signed_and_keeps_its_lock() -> None:
 
 def test_a_restarted_proposer_proposes_the_same_value_again() -> None:
     genesis, keys, proposer_node = machine(1, FixedApp(synthetic_value(make_genesis(4)[0], 1, 0)))
-    records = [o for o in proposer_node.start_height(1) if isinstance(o, Signed)]
+    records = [o for o in proposer_node.start_height(1) if isinstance(o, SigningRecord)]
     assert [type(r.message) for r in records] == [Proposal, Prevote]  # it prevotes its own proposal
     _, _, restarted = machine(1, FixedApp(synthetic_value(genesis, 1, 5)))  # its app now offers another
     restarted.restore(records)
     assert broadcasts(restarted.start_height(1)) == [r.message for r in records]
     with pytest.raises(InvalidInput):
-        restarted.restore([Signed(1, sign_prevote(genesis, keys[2], 1, 0, None), None)])  # not its own
+        restarted.restore([SigningRecord(1, sign_prevote(genesis, keys[2], 1, 0, None), None)])  # not its own
 
 
 # -- codec ----------------------------------------------------------------------------------------------
@@ -342,15 +465,15 @@ def messages(draw: st.DrawFn) -> Message:
     round_ = draw(st.integers(0, 2**32 - 1))
     value = synthetic_value(genesis, draw(st.integers(1, 5)), draw(st.integers(0, 20)))
     value_id = draw(st.sampled_from([None, value.value_id]))
-    kind = draw(st.sampled_from(["proposal", "prevote", "precommit", "commit", "decision"]))
+    kind = draw(st.sampled_from(["proposal", "prevote", "precommit", "checkpoint_signature", "decision"]))
     if kind == "proposal":
         return sign_proposal(genesis, key, height, round_, value, draw(st.integers(-1, round_ - 1)))
     if kind == "prevote":
         return sign_prevote(genesis, key, height, round_, value_id)
     if kind == "precommit":
         return sign_precommit(genesis, key, height, round_, value_id)
-    if kind == "commit":
-        return sign_commit(genesis, key, value.checkpoint)
+    if kind == "checkpoint_signature":
+        return sign_checkpoint_signature(genesis, key, value.checkpoint)
     return Decision(height, round_, value, tuple(keccak256(b"%d" % i) * 2 + b"\x1b" for i in range(3)))
 
 
@@ -393,6 +516,64 @@ def test_garbage_is_a_typed_error(data: bytes) -> None:
 def test_crafted_garbage(data: bytes) -> None:
     with pytest.raises(InvalidInput):
         decode_message(data)
+
+
+def test_wire_formats_are_pinned() -> None:
+    """Messages and signing-log records encode to exactly the bytes they did before the package
+    split and the renames (Commit -> CheckpointSignature, Signed -> SigningRecord): stored logs
+    and peers running the older code still decode them."""
+    genesis, keys = make_genesis(4)
+    value = synthetic_value(genesis, 2, 3)
+    precommits = tuple(sign_precommit(genesis, keys[i], 2, 1, value.value_id).signature for i in (1, 2, 3))
+    pinned: list[tuple[Message | SigningRecord, str]] = [
+        (
+            sign_proposal(genesis, keys[1], 2, 1, value, 0),
+            "599b776484206fc7f198bbd8af4006115da1ca8f7b4700024e8b05e7e1aa42a6",
+        ),
+        (
+            sign_prevote(genesis, keys[2], 2, 1, value.value_id),
+            "098a97d9be5b77085a3966d508f5dff7171f4ab9f34aed2aad4a105e77ae0485",
+        ),
+        (
+            sign_precommit(genesis, keys[3], 2, 1, None),
+            "f456b22a6d3a2ce90b3f5c74499a32c0b91f1009b69cc7f0fde5cce226f9d6fd",
+        ),
+        (
+            sign_checkpoint_signature(genesis, keys[0], value.checkpoint),
+            "45110001707c27fcf66d2f4f4ca724dec3856c4937f4348c9f87ac028d4a9ac3",
+        ),
+        (Decision(2, 1, value, precommits), "7d4c8e42af8f335212026277711ae71d516e62ba0b3a6c704783c5fa46c20d61"),
+        (
+            SigningRecord(2, sign_precommit(genesis, keys[0], 2, 1, value.value_id), value),
+            "bcef0d49ae4da51cebe58535191f2a33b6154a742b0a67ffd461ac45bb8bc473",
+        ),
+        (
+            SigningRecord(2, sign_prevote(genesis, keys[0], 2, 0, None), None),
+            "0163599bd7d868a75f1e0c46df14bf52f3d84d43f9c43a7b86d854230ee94494",
+        ),
+    ]
+    for item, digest in pinned:
+        if isinstance(item, SigningRecord):
+            data = encode_signing_record(item)
+            assert decode_signing_record(data) == item
+        else:
+            data = encode_message(item)
+            assert decode_message(data) == item
+        assert keccak256(data).hex() == digest, type(item).__name__
+
+
+def test_the_package_exports_every_public_class_and_function_of_its_modules() -> None:
+    from channel.core import consensus
+    from channel.core.consensus import codec, machine, messages, signing
+
+    for module in (messages, signing, codec, machine):
+        own = {
+            name
+            for name, item in vars(module).items()
+            if not name.startswith("_") and getattr(item, "__module__", None) == module.__name__
+        }
+        assert own <= set(consensus.__all__), (module.__name__, own - set(consensus.__all__))
+    assert all(getattr(consensus, name) is not None for name in consensus.__all__)
 
 
 # -- whole runs in the harness ----------------------------------------------------------------------------
