@@ -89,7 +89,7 @@ _MISSING: Any = object()
 Frame = list[tuple[dict[Any, Any], Any, Any]]
 
 
-def _field(kind: Kind, body: Mapping[str, Any], name: str) -> Any:
+def body_field(kind: Kind, body: Mapping[str, Any], name: str) -> Any:
     """The body's value for `name`, of the type the kind's registry entry gives it."""
     value = body.get(name, _MISSING)
     field_type = kind.types[name]
@@ -107,7 +107,7 @@ class Ledger:
     """The ledger of one channel. Its dispatch table comes from `kinds` (`crdt.kinds.KINDS`
     unless a test gives another registry): each kind's ``handler`` names a method of this class,
     called as ``handler(op, kind)`` once the body has exactly the kind's keys. A handler checks
-    the fields (`_field`), the author's permission (`_permit`) and what the fields mean, in the
+    the fields (`body_field`), the author's permission (`_permit`) and what the fields mean, in the
     order that decides which reason an operation with several faults gets, then changes the
     state."""
 
@@ -297,8 +297,8 @@ class Ledger:
             raise Rejected(Reason.NOT_PERMITTED, f"role {role} does not have {kind.permission} ({kind.name})")
 
     def _token_amount(self, op: SignedOp, kind: Kind) -> tuple[Symbol, int]:
-        token = _field(kind, op.body, "token")
-        amount = _field(kind, op.body, "amount")
+        token = body_field(kind, op.body, "token")
+        amount = body_field(kind, op.body, "amount")
         if token not in self._tokens:
             raise Rejected(Reason.UNKNOWN_TOKEN, token)
         if amount <= 0:
@@ -308,7 +308,7 @@ class Ledger:
         return Symbol(token), amount
 
     def _transfer(self, op: SignedOp, kind: Kind) -> None:
-        recipient = _field(kind, op.body, "to")
+        recipient = body_field(kind, op.body, "to")
         self._permit(op, kind)
         if recipient not in self._participants:
             raise Rejected(Reason.UNKNOWN_RECIPIENT, "0x" + recipient.hex())
@@ -328,8 +328,8 @@ class Ledger:
         self._add(self.withdrawn, (op.author, token), amount)
 
     def _lock(self, op: SignedOp, kind: Kind) -> None:
-        until = _field(kind, op.body, "until")
-        reason = _field(kind, op.body, "reason")  # at most crdt.kinds.MAX_LOCK_REASON bytes
+        until = body_field(kind, op.body, "until")
+        reason = body_field(kind, op.body, "reason")  # at most crdt.kinds.MAX_LOCK_REASON bytes
         self._permit(op, kind)
         if until <= self.time:
             raise Rejected(Reason.LOCK_IN_PAST, f"until {until} is not after checkpoint time {self.time}")
