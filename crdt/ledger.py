@@ -15,6 +15,9 @@ already, so a withdrawal never needs a debit inside the channel. Withdrawals are
 of the token (a multiple of 10**(9 - decimals) e9), so what a withdrawal leaf says is exactly
 what was withdrawn, and rounding never makes a later leaf smaller than an earlier one.
 
+Which kinds exist, their exact body fields and the permission each needs come from the registry
+of kinds (`crdt.kinds`); a kind's entry names its handler here.
+
 Every handler moves an amount between these buckets and never creates or destroys one; only
 `credit_deposit` raises both sides together. Zero entries are deleted, so the canonical state
 (and its hash) does not depend on the history that led to it.
@@ -31,10 +34,9 @@ from crdt import cbor
 from crdt.errors import InternalError, InvalidInput
 from crdt.genesis import Genesis, Permission
 from crdt.hashing import keccak256
+from crdt.kinds import KINDS, Kind, Registry
 from crdt.ops import SignedOp
 from crdt.types import Address, Hash32, OpId, Symbol
-
-MAX_LOCK_REASON = 64
 
 
 class Reason(enum.StrEnum):
@@ -87,10 +89,12 @@ _MISSING: Any = object()
 Frame = list[tuple[dict[Any, Any], Any, Any]]
 
 
-def _field(body: Mapping[str, Any], name: str, kind: type) -> Any:
+def body_field(kind: Kind, body: Mapping[str, Any], name: str) -> Any:
+    """The body's value for `name`, of the type the kind's registry entry gives it."""
     value = body.get(name, _MISSING)
-    if type(value) is not kind:
-        raise Rejected(Reason.BAD_BODY, f"{name} must be {kind.__name__}")
+    field_type = kind.types[name]
+    if not field_type.conforms(value):
+        raise Rejected(Reason.BAD_BODY, f"{name} must be {field_type.shape}")
     return value
 
 
@@ -99,16 +103,21 @@ def _exact_keys(body: Mapping[str, Any], names: frozenset[str]) -> None:
         raise Rejected(Reason.BAD_BODY, f"body must have exactly the keys {sorted(names)}")
 
 
-TRANSFER_KEYS = frozenset({"to", "token", "amount"})
-WITHDRAW_KEYS = frozenset({"token", "amount"})
-LOCK_KEYS = frozenset({"token", "amount", "until", "reason"})
-
-
 class Ledger:
-    def __init__(self, genesis: Genesis) -> None:
+    """The ledger of one channel. Its dispatch table comes from `kinds` (`crdt.kinds.KINDS`
+    unless a test gives another registry): each kind's ``handler`` names a method of this class,
+    called as ``handler(op, kind)`` once the body has exactly the kind's keys. A handler checks
+    the fields (`body_field`), the author's permission (`_permit`) and what the fields mean, in the
+    order that decides which reason an operation with several faults gets, then changes the
+    state."""
+
+    def __init__(self, genesis: Genesis, kinds: Registry = KINDS) -> None:
         self.genesis = genesis
         self._participants = {p.address: p for p in genesis.participants}
-        self._movers = frozenset(p.address for p in genesis.participants if p.may(Permission.MOVE_FUNDS))
+        self._permitted = {
+            permission: frozenset(p.address for p in genesis.participants if p.may(permission))
+            for permission in Permission
+        }
         self._tokens = {t.symbol: t for t in genesis.tokens}
         self.balances: dict[tuple[Address, Symbol], int] = {}
         self.locks: dict[OpId, Lock] = {}
@@ -119,11 +128,13 @@ class Ledger:
         self.meta: dict[str, int] = {}  # "version", "time", "deposit_nonce"
         self.seq_owner: dict[tuple[Address, int], OpId] = {}  # the first op in the order at each seq
         self._journal: Frame | None = None
-        self._handlers: dict[str, Callable[[SignedOp], None]] = {
-            "transfer": self._transfer,
-            "withdraw": self._withdraw,
-            "lock": self._lock,
-        }
+        self._handlers: dict[str, tuple[Kind, Callable[[SignedOp, Kind], None]]] = {}
+        for name in kinds:
+            kind = kinds[name]
+            handler = getattr(self, kind.handler, None)
+            if not callable(handler):
+                raise InternalError(f"kind {name}: the ledger has no handler {kind.handler}")
+            self._handlers[name] = (kind, handler)
         for entry in genesis.initial_balances:
             self._add(self.balances, (entry.account, entry.token), entry.amount)
             self._add(self.deposits, entry.token, entry.amount)
@@ -245,10 +256,12 @@ class Ledger:
         try:
             if stale:
                 raise Rejected(Reason.STALE)
-            handler = self._handlers.get(op.kind)
-            if handler is None:
+            entry = self._handlers.get(op.kind)
+            if entry is None:
                 raise Rejected(Reason.UNKNOWN_KIND, op.kind)
-            handler(op)
+            kind, handler = entry
+            _exact_keys(op.body, kind.keys)
+            handler(op, kind)
         except Rejected as rejection:
             return rejection.reason
         return None
@@ -278,14 +291,14 @@ class Ledger:
 
     # -- handlers: every check first, then the change -----------------------------------------
 
-    def _mover(self, op: SignedOp) -> None:
-        if op.author not in self._movers:
+    def _permit(self, op: SignedOp, kind: Kind) -> None:
+        if op.author not in self._permitted[kind.permission]:
             role = self._participants[op.author].role
-            raise Rejected(Reason.NOT_PERMITTED, f"role {role} cannot move funds")
+            raise Rejected(Reason.NOT_PERMITTED, f"role {role} does not have {kind.permission} ({kind.name})")
 
-    def _token_amount(self, op: SignedOp) -> tuple[Symbol, int]:
-        token = _field(op.body, "token", str)
-        amount = _field(op.body, "amount", int)
+    def _token_amount(self, op: SignedOp, kind: Kind) -> tuple[Symbol, int]:
+        token = body_field(kind, op.body, "token")
+        amount = body_field(kind, op.body, "amount")
         if token not in self._tokens:
             raise Rejected(Reason.UNKNOWN_TOKEN, token)
         if amount <= 0:
@@ -294,37 +307,32 @@ class Ledger:
             raise Rejected(Reason.INSUFFICIENT_BALANCE)
         return Symbol(token), amount
 
-    def _transfer(self, op: SignedOp) -> None:
-        _exact_keys(op.body, TRANSFER_KEYS)
-        recipient = _field(op.body, "to", bytes)
-        self._mover(op)
+    def _transfer(self, op: SignedOp, kind: Kind) -> None:
+        recipient = body_field(kind, op.body, "to")
+        self._permit(op, kind)
         if recipient not in self._participants:
             raise Rejected(Reason.UNKNOWN_RECIPIENT, "0x" + recipient.hex())
         if recipient == op.author:
             raise Rejected(Reason.SELF_TRANSFER)
-        token, amount = self._token_amount(op)
+        token, amount = self._token_amount(op, kind)
         self._add(self.balances, (op.author, token), -amount)
         self._add(self.balances, (Address(recipient), token), amount)
 
-    def _withdraw(self, op: SignedOp) -> None:
-        _exact_keys(op.body, WITHDRAW_KEYS)
-        self._mover(op)
-        token, amount = self._token_amount(op)
+    def _withdraw(self, op: SignedOp, kind: Kind) -> None:
+        self._permit(op, kind)
+        token, amount = self._token_amount(op, kind)
         unit = self.unit(token)
         if amount % unit:
             raise Rejected(Reason.BAD_AMOUNT, f"withdrawals are whole units of {token} ({unit} e9)")
         self._add(self.balances, (op.author, token), -amount)
         self._add(self.withdrawn, (op.author, token), amount)
 
-    def _lock(self, op: SignedOp) -> None:
-        _exact_keys(op.body, LOCK_KEYS)
-        until = _field(op.body, "until", int)
-        reason = _field(op.body, "reason", str)
-        if len(reason.encode()) > MAX_LOCK_REASON:
-            raise Rejected(Reason.BAD_BODY, f"reason is longer than {MAX_LOCK_REASON} bytes")
-        self._mover(op)
+    def _lock(self, op: SignedOp, kind: Kind) -> None:
+        until = body_field(kind, op.body, "until")
+        reason = body_field(kind, op.body, "reason")  # at most crdt.kinds.MAX_LOCK_REASON bytes
+        self._permit(op, kind)
         if until <= self.time:
             raise Rejected(Reason.LOCK_IN_PAST, f"until {until} is not after checkpoint time {self.time}")
-        token, amount = self._token_amount(op)
+        token, amount = self._token_amount(op, kind)
         self._add(self.balances, (op.author, token), -amount)
         self._put(self.locks, op.op_id, Lock(op.author, token, amount, until, reason))

@@ -6,6 +6,12 @@ author's new operation takes the heads of its view as parents. The graph therefo
 concurrency of a real channel: many operations are concurrent and their order is decided only
 by the (height, op id) key. Everything is drawn from `random.Random(seed)`, so a seed names a
 workload exactly.
+
+The kinds come from the registry (`crdt.kinds`): a `Mix` may name any registered kind whose
+field types the generator can fill (`FILLED_TYPES`), and each body is made field by field, in
+the kind's order, from its field types: another author's address, the genesis's first token, an
+amount (a transfer moves the whole draw, other kinds a tenth of it, a withdrawal in whole units
+of the token), a time after the current step, the text "margin".
 """
 
 from __future__ import annotations
@@ -14,12 +20,17 @@ import random
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from crdt.genesis import Genesis
+from crdt.kinds import KINDS, Kind, Registry
 from crdt.ops import Context, SignedOp, address_of, sign_op
 from crdt.types import Address, OpId
 
 MAX_PARENTS = 8
+FILLED_TYPES = frozenset({"address", "token", "amount", "uint64", "text"})  # `FieldType.name`s
+WHOLE_UNITS = frozenset({"withdraw"})  # kinds whose amounts the ledger takes in whole token units only
+TEXT = "margin"
 
 
 @dataclass(slots=True)
@@ -38,10 +49,9 @@ class _Author:
 
 @dataclass(frozen=True, slots=True)
 class Mix:
-    """Shares of each kind, in per mille; the rest are transfers."""
+    """Shares of kinds, in per mille, rolled in this order; the rest are transfers."""
 
-    withdraw: int = 10
-    lock: int = 10
+    shares: tuple[tuple[str, int], ...] = (("withdraw", 10), ("lock", 10))
 
 
 class Workload:
@@ -54,7 +64,12 @@ class Workload:
         max_lag: int = 8,
         mix: Mix = Mix(),
         ctx: Context | None = None,
+        kinds: Registry = KINDS,
     ) -> None:
+        if sum(share for _, share in mix.shares) > 1000:
+            raise ValueError("the shares of a mix add up to more than 1000 per mille")
+        self.kinds = [(_generated(kinds, name), share) for name, share in mix.shares]
+        self.rest = _generated(kinds, "transfer")
         self.genesis = genesis
         self.ctx = ctx or genesis.context()
         self.rng = random.Random(seed)
@@ -87,16 +102,15 @@ class Workload:
         author.seq += 1
         roll = rng.randrange(1000)
         amount = rng.randrange(1, self.max_amount + 1)
-        if roll < self.mix.withdraw:
-            kind, body = "withdraw", {"token": self.token, "amount": (amount // 10 // self.unit + 1) * self.unit}
-        elif roll < self.mix.withdraw + self.mix.lock:
-            until = self.step * 10 + rng.randrange(1, 10_000)
-            kind, body = "lock", {"token": self.token, "amount": amount // 10 + 1, "until": until, "reason": "margin"}
-        else:
-            recipient = rng.choice([a for a in self.authors if a is not author])
-            kind, body = "transfer", {"to": recipient.address, "token": self.token, "amount": amount}
+        kind = self.rest
+        for candidate, share in self.kinds:
+            if roll < share:
+                kind = candidate
+                break
+            roll -= share
+        body = self._body(kind, author, amount)
         parents = self._parents(author)
-        op = sign_op(self.ctx, author.key, author.seq, parents, kind, body, ts=self.step * 10)
+        op = sign_op(self.ctx, author.key, author.seq, parents, kind.name, body, ts=self.step * 10)
         author.see(op)
         author.last = op.op_id
         for other in self.authors:
@@ -104,6 +118,39 @@ class Workload:
                 other.inbox.append((self.step + rng.randrange(0, self.max_lag + 1), op))
         return op
 
+    def _body(self, kind: Kind, author: _Author, amount: int) -> dict[str, Any]:
+        """A body of `kind`, field by field in its order (the order of the random draws)."""
+        body: dict[str, Any] = {}
+        for name, field_type in kind.fields:
+            if field_type.name == "address":
+                value: Any = self.rng.choice([a for a in self.authors if a is not author]).address
+            elif field_type.name == "token":
+                value = self.token
+            elif field_type.name == "amount":
+                if kind.name == "transfer":
+                    value = amount  # some overdraw, most do not
+                elif kind.name in WHOLE_UNITS:
+                    value = (amount // 10 // self.unit + 1) * self.unit
+                else:
+                    value = amount // 10 + 1
+            elif field_type.name == "uint64":
+                value = self.step * 10 + self.rng.randrange(1, 10_000)  # a time after this step's ts
+            else:
+                value = TEXT
+            body[name] = value
+        return body
+
     def ops(self, count: int) -> Iterator[SignedOp]:
         for _ in range(count):
             yield self.next()
+
+
+def _generated(kinds: Registry, name: str) -> Kind:
+    """The registered kind `name`, if the generator can fill its fields; else ValueError."""
+    if name not in kinds:
+        raise ValueError(f"the workload cannot make {name!r}: it is not a registered kind ({kinds.listing()})")
+    kind = kinds[name]
+    unfilled = sorted({field_type.name for _, field_type in kind.fields} - FILLED_TYPES)
+    if unfilled:
+        raise ValueError(f"the workload cannot make {name!r}: it cannot fill fields of type {unfilled}")
+    return kind

@@ -60,6 +60,8 @@ from wsproto.extensions import PerMessageDeflate
 from channel.errors import StorageUnavailable
 from channel.runtime.node import Node, NotReady, RequestRejected
 from crdt.jsontext import MAX_NESTING, deeper_than_limit
+from crdt.kinds import KINDS, InvalidField, Registry, UnknownKind, json_hex, json_uint
+from crdt.kinds import shown as _shown
 
 MAX_REQUEST_BYTES = 1 << 20
 MAX_BATCH = 100
@@ -125,73 +127,29 @@ def encode_response(response: Any) -> str:
 
 # -- parameter parsing ---------------------------------------------------------------------------------
 
-# ASCII only: str.isdigit() also accepts superscripts (which int() then refuses) and Arabic-Indic
-# digits (which int() reads as numbers: "\u0661\u0660" is 10).
-_UINT64_TEXT = re.compile(r"[0-9]{1,20}")
-_HEX_TEXT = re.compile(r"[0-9a-fA-F]*")
-UINT64_LIMIT = 2**64
+# The JSON readers are the registry's (`crdt.kinds`): a body field and a parameter of the same
+# type take the same inputs and get the same messages.
 
 
-def _shown(value: Any, limit: int = 80) -> str:
-    """A client's value for an error message: its repr, cut short."""
-    text = repr(value[: limit + 1] if isinstance(value, str) else value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _integer(value: Any) -> int | None:
-    """A JSON number that is an integer, or a string of at most 20 ASCII digits; else None."""
-    if type(value) is int:
-        return value
-    if isinstance(value, str) and _UINT64_TEXT.fullmatch(value):
-        return int(value)
-    return None
-
-
-def _amount(value: Any, name: str = "amount") -> int:
-    number = _integer(value)
-    if number is None:
-        raise invalid(
-            f"{name} must be a positive integer in e9 units (a number or a string of at most 20 ASCII digits)"
-        )
-    if not 0 < number < UINT64_LIMIT:
-        raise invalid(f"{name} must be between 1 and 2**64 - 1")
-    return number
+def _checked(reader: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return reader(*args)
+    except InvalidField as exc:
+        raise invalid(str(exc)) from exc
 
 
 def _uint(value: Any, name: str) -> int:
-    number = _integer(value)
-    if number is None or not 0 <= number < UINT64_LIMIT:
-        raise invalid(f"{name} must be an unsigned 64-bit integer (a number or a string of at most 20 ASCII digits)")
+    number: int = _checked(json_uint, value, name)
     return number
 
 
 def _hex(value: Any, name: str, size: int) -> bytes:
-    """0x-prefixed (or bare) ASCII hex of exactly `size` bytes (bytes.fromhex alone would also
-    take spaces between the bytes)."""
-    if not isinstance(value, str):
-        raise invalid(f"{name} must be a 0x-prefixed {size}-byte hex string")
-    digits = value[2:] if value[:2] in ("0x", "0X") else value
-    if len(digits) != 2 * size:
-        raise invalid(f"{name}: expected {size} bytes, got {len(digits) / 2:g} ({_shown(value)})")
-    if not _HEX_TEXT.fullmatch(digits):
-        raise invalid(f"{name}: not hex: {_shown(value)}")
-    return bytes.fromhex(digits)
+    data: bytes = _checked(json_hex, value, name, size)
+    return data
 
 
 def _address(value: Any, name: str) -> bytes:
     return _hex(value, name, 20)
-
-
-def _text(value: Any, name: str, limit: int = 64) -> str:
-    if not isinstance(value, str) or not value or len(value) > limit:
-        raise invalid(f"{name} must be a non-empty string of at most {limit} bytes")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise invalid(f"{name} must be Unicode text (it holds a lone surrogate)") from exc
-    if size > limit:
-        raise invalid(f"{name} must be a non-empty string of at most {limit} bytes")
-    return value
 
 
 def _request_id(value: Any) -> str | None:
@@ -206,29 +164,13 @@ def _request_id(value: Any) -> str | None:
     return value
 
 
-def _exact(body: dict[str, Any], *names: str) -> None:
-    extra = sorted(set(body) - set(names))
-    missing = sorted(set(names) - set(body))
-    if extra or missing:
-        raise invalid(f"body must have exactly {sorted(names)}; missing {missing}, unexpected {_shown(extra)}")
-
-
-def parse_body(kind: str, body: Any) -> dict[str, Any]:
-    """A client's JSON body as the CBOR body of an operation of `kind`."""
-    if not isinstance(body, dict):
-        raise invalid("body must be an object")
-    if kind == "transfer":
-        _exact(body, "to", "token", "amount")
-        return {"to": _address(body["to"], "to"), "token": _text(body["token"], "token", 16),
-                "amount": _amount(body["amount"])}
-    if kind == "withdraw":
-        _exact(body, "token", "amount")
-        return {"token": _text(body["token"], "token", 16), "amount": _amount(body["amount"])}
-    if kind == "lock":
-        _exact(body, "token", "amount", "until", "reason")
-        return {"token": _text(body["token"], "token", 16), "amount": _amount(body["amount"]),
-                "until": _uint(body["until"], "until"), "reason": _text(body["reason"], "reason")}
-    raise invalid(f"unknown kind {_shown(kind)}; this node signs transfer, withdraw and lock")
+def parse_body(kind: str, body: Any, kinds: Registry = KINDS) -> dict[str, Any]:
+    """A client's JSON body as the CBOR body of an operation of `kind`, as the registry of kinds
+    converts it (-32602 naming the field, or the kinds this node signs)."""
+    try:
+        return kinds.from_json(kind, body)
+    except (InvalidField, UnknownKind) as exc:
+        raise invalid(str(exc)) from exc
 
 
 def _params(params: Any, names: tuple[str, ...], required: int) -> list[Any]:
@@ -376,7 +318,7 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("parley_submit", ("kind", "body", "request_id"), 2,
-               "Sign an operation of kind transfer, withdraw or lock as this node's participant, store it, "
+               f"Sign an operation of one of the kinds {KINDS.listing()} as this node's participant, store it, "
                "apply it and gossip it. Returns {op_id, seq, status}. A retried request_id returns the first answer.",
                _submit),
         Method("parley_transfer", ("to", "token", "amount", "request_id"), 3,
@@ -402,12 +344,35 @@ SUBSCRIBE = "parley_subscribe"
 UNSUBSCRIBE = "parley_unsubscribe"
 
 
-def openrpc_document() -> dict[str, Any]:
+def _param_schemas(kinds: Registry) -> dict[tuple[str, str], dict[str, Any]]:
+    """The schemas of the parameters that carry operations, from the registry of kinds."""
+    schemas: dict[tuple[str, str], dict[str, Any]] = {
+        ("parley_submit", "kind"): {"enum": list(kinds)},
+        ("parley_submit", "body"): {
+            "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in kinds],
+            "description": "the body of the kind, exactly its fields",
+        },
+    }
+    for method in ("parley_submit", "parley_transfer"):
+        schemas[(method, "request_id")] = {"type": "string", "minLength": 1, "maxLength": 128}
+    if "transfer" in kinds:
+        for name, field_type in kinds["transfer"].fields:
+            schemas[("parley_transfer", name)] = dict(field_type.schema)
+    return schemas
+
+
+def openrpc_document(kinds: Registry = KINDS) -> dict[str, Any]:
+    """The OpenRPC document: every method, with a JSON Schema per operation kind (under
+    ``components.schemas``, named by the kind) derived from the registry of kinds."""
+    param_schemas = _param_schemas(kinds)
     methods = [
         {
             "name": m.name,
             "summary": m.summary,
-            "params": [{"name": p, "required": i < m.required, "schema": {}} for i, p in enumerate(m.params)],
+            "params": [
+                {"name": p, "required": i < m.required, "schema": param_schemas.get((m.name, p), {})}
+                for i, p in enumerate(m.params)
+            ],
             "result": {"name": "result", "schema": {}},
         }
         for m in METHODS.values()
@@ -427,6 +392,7 @@ def openrpc_document() -> dict[str, Any]:
         "info": {"title": "Parley node API", "version": "1"},
         "servers": [{"name": "HTTP", "url": "/rpc"}, {"name": "WebSocket", "url": "/ws"}],
         "methods": methods,
+        "components": {"schemas": {name: kinds[name].json_schema() for name in kinds}},
     }
 
 

@@ -11,15 +11,19 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from channel.api.client import ApiError, AsyncClient, Client, Endpoint, Unauthorized
-from channel.api.server import serve_api
+from channel.api.server import INVALID_PARAMS, RpcError, openrpc_document, parse_body, serve_api
 from channel.runtime import keystore
 from channel.runtime.genesis_file import create_genesis_folder, load_genesis
 from channel.runtime.node import Node, api_token
 from channel.runtime.store import Store
 from crdt.genesis import Role, Token
+from crdt.kinds import AMOUNT, KINDS
 from crdt.ops import sign_op
+from tests.crdt.kinds_kit import ANY_JSON, MEMO, TRICKY_JSON, WITH_MEMO, json_body
 
 PASSWORD = "pw"
 E9 = 10**9
@@ -296,3 +300,60 @@ def test_restart_restores_state_and_seq(channel_dir: Path, tmp_path: Path) -> No
 
     with_node(channel_dir, tmp_path, first)
     with_node(channel_dir, tmp_path, second)
+
+
+# -- the registry of kinds at the API edge (no node needed) ------------------------------------------
+
+
+def test_openrpc_has_a_schema_per_kind_from_the_registry() -> None:
+    document = openrpc_document()
+    schemas = document["components"]["schemas"]
+    assert list(schemas) == list(KINDS)
+    for name in KINDS:
+        schema = schemas[name]
+        assert schema == KINDS[name].json_schema()
+        assert schema["required"] == [field for field, _ in KINDS[name].fields]
+        assert schema["additionalProperties"] is False
+        assert "observer" not in schema["x-roles"]
+    submit = next(m for m in document["methods"] if m["name"] == "parley_submit")
+    params = {p["name"]: p["schema"] for p in submit["params"]}
+    assert params["kind"] == {"enum": ["transfer", "withdraw", "lock"]}
+    assert [ref["$ref"] for ref in params["body"]["oneOf"]] == [f"#/components/schemas/{k}" for k in KINDS]
+    transfer = next(m for m in document["methods"] if m["name"] == "parley_transfer")
+    assert {p["name"]: p["schema"] for p in transfer["params"]}["amount"] == AMOUNT.schema
+
+
+def test_a_kind_added_to_a_registry_reaches_the_parser_and_the_openrpc_document() -> None:
+    body = {"to": "0x" + "11" * 20, "note": "hello"}
+    with pytest.raises(RpcError, match="unknown kind 'memo'; this node signs transfer, withdraw and lock"):
+        parse_body("memo", body)
+    assert parse_body("memo", body, WITH_MEMO) == {"to": bytes.fromhex("11" * 20), "note": "hello"}
+    with pytest.raises(RpcError, match="note must be a non-empty string of at most 64 bytes") as caught:
+        parse_body("memo", {**body, "note": 5}, WITH_MEMO)
+    assert caught.value.code == INVALID_PARAMS
+    assert "memo" not in openrpc_document()["components"]["schemas"]
+    document = openrpc_document(WITH_MEMO)
+    assert document["components"]["schemas"]["memo"] == MEMO.json_schema()
+    assert document["components"]["schemas"]["memo"]["x-roles"] == ["oracle"]
+    submit = next(m for m in document["methods"] if m["name"] == "parley_submit")
+    assert {p["name"]: p["schema"] for p in submit["params"]}["kind"]["enum"][-1] == "memo"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), name=st.sampled_from([*KINDS, "memo", "bogus"]))
+def test_parse_body_answers_invalid_params_or_a_body_the_registry_takes(data: st.DataObject, name: str) -> None:
+    if name in WITH_MEMO and data.draw(st.booleans()):
+        body: Any = data.draw(json_body(WITH_MEMO[name], canonical=False))
+        if data.draw(st.booleans()):
+            body[data.draw(st.sampled_from(sorted(body)))] = data.draw(TRICKY_JSON | ANY_JSON)
+    else:
+        body = data.draw(ANY_JSON)
+    code = None
+    try:
+        parsed = parse_body(name, body, WITH_MEMO)
+    except RpcError as error:
+        code = error.code
+    if code is None:
+        assert WITH_MEMO[name].conforms(parsed)
+    else:
+        assert code == INVALID_PARAMS
