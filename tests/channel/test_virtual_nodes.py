@@ -11,11 +11,13 @@ from pathlib import Path
 
 import trio
 
+from channel.core.consensus import Commit, decode_message
 from channel.runtime.driver import DriverConfig
 from channel.runtime.keystore import Key
 from channel.runtime.node import Node
 from channel.runtime.store import Store
 from crdt.certificate import Certificate
+from crdt.errors import InvalidInput
 from crdt.ops import address_of
 from crdt.types import OpId
 from p2p.memory import MemoryNetwork
@@ -28,6 +30,7 @@ from tests.channel.node_kit import (
     link,
     make_genesis,
     memory_node,
+    peer_id,
     poll,
     run_virtual,
     settled,
@@ -143,6 +146,48 @@ def test_idle_nodes_ask_their_peers_once_per_catchup_idle_of_virtual_time(tmp_pa
                 assert 5 <= node.driver.catchup_counts["requests"] <= 7, node.driver.catchup_counts
                 assert node.driver.catchup_counts["failed"] == 0
                 assert node.replica.version == 0
+
+    run_virtual(main)
+
+
+def test_a_certificate_that_does_not_form_is_fetched_once_the_grace_has_passed(tmp_path: Path) -> None:
+    """Node 3 never receives a commit (the checkpoint signatures) of the others: it decides
+    version 1 from their precommits but cannot assemble the certificate. It asks a peer for it
+    once `certificate_grace` (2 virtual seconds) has passed since it decided, at the next tick
+    after that, and adopts the peer's."""
+    config = DriverConfig(interval=0.05, catchup_period=0.1, certificate_grace=2.0)
+    certified_at: list[float] = []
+
+    def no_commits_to_node_3(sender: bytes, receiver: bytes, data: bytes) -> bool:
+        if receiver != peer_id(3):
+            return False
+        try:
+            return isinstance(decode_message(data), Commit)
+        except InvalidInput:  # an operation batch
+            return False
+
+    async def main() -> None:
+        genesis = make_genesis()
+        network = MemoryNetwork()
+        network.drop = no_commits_to_node_3
+        async with AsyncExitStack() as stack:
+            nodes = [
+                await stack.enter_async_context(memory_node(genesis, i, tmp_path, network, config)) for i in range(4)
+            ]
+            late = nodes[3].driver
+            assert late is not None
+            late.on_certified.append(lambda certificate: certified_at.append(trio.current_time()))
+            network.connect_all()
+            await nodes[0].submit("transfer", {"to": nodes[1].address, "token": USDC, "amount": 1})
+            with trio.fail_after(60):
+                await poll(lambda: 1 in late.uncertified)
+            _, decided_at = late.uncertified[1]
+            await settled(nodes)
+            assert late.catchup_counts["certificates"] == 1
+            assert len(certified_at) == 1
+            waited = certified_at[0] - decided_at
+            assert config.certificate_grace <= waited <= config.certificate_grace + config.catchup_period + 0.1
+            assert certificates(nodes[3])[1].checkpoint == certificates(nodes[0])[1].checkpoint
 
     run_virtual(main)
 
