@@ -45,13 +45,16 @@ Store writes that fail (a full disk) are never raised here: a vote whose record 
 stored is not sent (to anyone, so no peer holds a vote this node could contradict after a
 restart); decisions, certificates and evidence that could not be stored are learnt again from
 peers after a restart.
+
+Clocks: intervals, timeouts, grace periods and catch-up pacing are measured on trio's clock
+(`trio.current_time()`), so a node runs under `trio.testing.MockClock`; checkpoint times come
+from the node's wall clock (`Node.wall_clock`, milliseconds since 1970).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,10 +99,6 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]  # ms
 ABSTAIN_ALWAYS = 2**63  # `Consensus.abstain_below` while the height to vote from is unknown
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def consensus_topic(channel: bytes) -> str:
@@ -187,13 +186,13 @@ class ConsensusDriver:
         node: Any,  # channel.runtime.node.Node (not imported: node imports this module)
         transport: Transport,
         config: DriverConfig | None = None,
-        clock: Clock = wall_clock_ms,
+        clock: Clock | None = None,  # the checkpoint times' clock, in ms: else the node's wall clock
     ) -> None:
         self.node = node
         self.replica: Replica = node.replica
         self.transport = transport
         self.config = config or DriverConfig()
-        self.clock = clock
+        self.clock: Clock = clock if clock is not None else node.wall_clock
         self.genesis = node.genesis
         self.topic = consensus_topic(self.genesis.channel_id)
         self.app = NodeApplication(self)
@@ -216,7 +215,7 @@ class ConsensusDriver:
         self.highest_seen = 0
         self.last_start = -math.inf
         self.confirmed_deposits: dict[int, Deposit] = {}
-        # decided here, certificate not assembled yet: version -> (checkpoint, monotonic time)
+        # decided here, certificate not assembled yet: version -> (checkpoint, trio time)
         self.uncertified: dict[int, tuple[Checkpoint, float]] = {}
         for version, data in node.store.uncertified_decisions():
             stored = decode_message(data)
@@ -336,7 +335,7 @@ class ConsensusDriver:
         elif kind == "tick":
             self._maybe_fetch()
             if not self.started and self._pending is None:
-                due = time.monotonic() - self.last_start >= self.config.interval
+                due = trio.current_time() - self.last_start >= self.config.interval
                 if self.highest_seen >= self.height or (due and self.app.has_news()):
                     await self._start()
         elif kind == "fetched":
@@ -347,7 +346,7 @@ class ConsensusDriver:
 
     async def _start(self) -> None:
         self.started = True
-        self.last_start = time.monotonic()
+        self.last_start = trio.current_time()
         await self._carry_out(self.consensus.start_height(self.height))
 
     async def _carry_out(self, outputs: list[Any]) -> None:
@@ -394,7 +393,7 @@ class ConsensusDriver:
         self.node.persist("a decision", store.put_decision, decide.height, encode_message(decide.proof))
         self.node.persist("the signing log", store.forget_signed, below=decide.height + 1)
         if decide.height not in self.certificates:
-            self.uncertified[decide.height] = (decide.value.checkpoint, time.monotonic())
+            self.uncertified[decide.height] = (decide.value.checkpoint, trio.current_time())
         self.height = decide.height + 1
         self.started = False
         self.node.after_apply([])  # statuses moved from tentative to final
@@ -432,7 +431,7 @@ class ConsensusDriver:
         return None
 
     def _maybe_fetch(self) -> None:
-        now = time.monotonic()
+        now = trio.current_time()
         if self._fetching or now - self._last_fetch < self.config.catchup_period:
             return
         first = self._catch_up_from(now)

@@ -76,6 +76,12 @@ MAX_PARENTS = 16
 # version vector, cheap next to the operations it saves from waiting.
 NODE_PEER_CONFIG = PeerConfig(sync_interval=0.5)
 SUBSCRIBER_BUFFER = 1024
+WallClock = Callable[[], int]  # milliseconds since 1970
+
+
+def wall_clock_ms() -> int:
+    """The machine's clock: the default `Node.wall_clock`."""
+    return time.time_ns() // 1_000_000
 
 
 class RequestRejected(ChannelError):
@@ -202,8 +208,17 @@ class EventHub:
 
 class Node:
     def __init__(
-        self, genesis: Genesis, key: keystore.Key, store: Store, replica: Replica, signer: SignerState | None = None
+        self,
+        genesis: Genesis,
+        key: keystore.Key,
+        store: Store,
+        replica: Replica,
+        signer: SignerState | None = None,
+        wall_clock: WallClock = wall_clock_ms,
     ) -> None:
+        """`wall_clock` gives the checkpoint times (the consensus driver reads it); every other
+        time the node measures is trio's (`trio.current_time()`), so that a whole node runs
+        under `trio.testing.MockClock` with a wall clock derived from it."""
         if genesis.participant(key.address) is None:
             raise UserError(f"key 0x{key.address.hex()} is not a participant of this channel")
         self.genesis = genesis
@@ -217,7 +232,8 @@ class Node:
         self.peer: Peer | None = None
         self.driver: ConsensusDriver | None = None
         self.chain_worker: ChainWorker | None = None
-        self.started = time.monotonic()
+        self.wall_clock = wall_clock
+        self.started: float | None = None  # trio time when it began to run (`open_node`)
         self._lock = trio.Lock()
         self._watched: dict[OpId, str] = {}  # op ids submitted here -> last status sent
         self._balances = self._balance_snapshot()
@@ -228,7 +244,10 @@ class Node:
     # -- restoring and persisting --------------------------------------------------------------------
 
     @classmethod
-    def restore(cls, genesis: Genesis, key: keystore.Key, store: Store, *, fresh_channel: bool = False) -> Node:
+    def restore(
+        cls, genesis: Genesis, key: keystore.Key, store: Store, *, fresh_channel: bool = False,
+        wall_clock: WallClock = wall_clock_ms,
+    ) -> Node:
         """A node whose replica holds everything in the store, each operation checked again
         against its id and its signature (a disk can fail, and a file can be edited): a row
         that fails raises `StoreDamaged`, naming it, and the node does not start."""
@@ -245,7 +264,7 @@ class Node:
             restore_decisions(replica, store.decisions())
         except InvalidInput as exc:
             raise store.damaged("a stored checkpoint decision does not apply", exc) from exc
-        return cls(genesis, key, store, replica, SignerState.load(store, fresh_channel=fresh_channel))
+        return cls(genesis, key, store, replica, SignerState.load(store, fresh_channel=fresh_channel), wall_clock)
 
     def before_apply(self, ops: Sequence[SignedOp], source: PeerId) -> bool:
         """Write-ahead: store the operations (with the request id of a submit) before they are
@@ -430,7 +449,7 @@ class Node:
 
     def stats(self) -> dict[str, Any]:
         replica = self.replica
-        uptime = time.monotonic() - self.started
+        uptime = trio.current_time() - self.started if self.started is not None else 0.0
         reasons = Counter(str(reason) for reason in replica.outcome.values() if reason is not None)
         stats: dict[str, Any] = {
             "address": "0x" + self.address.hex(),
@@ -543,6 +562,7 @@ async def open_node(node: Node, transport: Transport, peer_config: PeerConfig | 
         before_apply=node.before_apply, after_apply=node.after_apply, on_expired=node.forget_expired,
     ) as peer:
         node.peer = peer
+        node.started = trio.current_time()
         peer.sync_now()
         yield node
 

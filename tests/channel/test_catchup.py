@@ -1,13 +1,12 @@
 """Checkpoint catch-up (`channel.runtime.catchup`): the codec refuses bad bytes with typed errors, and
 nodes over the in-memory transport fetch the proofs and certificates they missed: after a
 downtime longer than the versions peers keep in memory, and after a crash between a decision
-and its commits."""
+and its commits. The nodes run under trio's virtual clock (`tests.channel.node_kit`)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -24,35 +23,14 @@ from channel.runtime.catchup import (
     encode_record,
     encode_request,
 )
-from channel.runtime.driver import ConsensusDriver, DriverConfig
-from channel.runtime.keystore import Key
-from channel.runtime.node import Node
 from channel.runtime.store import Store
 from crdt import cbor
-from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
-from crdt.hashing import keccak256
-from crdt.ops import address_of
-from crdt.types import Address, Symbol
 from p2p.errors import MalformedMessage, OversizedMessage
 from p2p.memory import MemoryNetwork
-from p2p.peer import PeerConfig, open_peer
+from tests.channel.node_kit import KEYS as KEYS  # tests.simulations.test_byzantine imports it from here
+from tests.channel.node_kit import USDC, advance, link, make_genesis, memory_node, poll, run_virtual, settled
 
-USDC = Symbol("USDC")
-KEYS = sorted((keccak256(b"parley-catchup-test-%d" % i) for i in range(4)), key=address_of)
 CHANNEL = b"\x07" * 32
-FAST = DriverConfig(interval=0.05, catchup_period=0.1, certificate_grace=0.3)
-PEERS = PeerConfig(sync_interval=0.2, connect_interval=0.05)
-
-
-def make_genesis() -> Genesis:
-    participants = [Participant(address_of(key), Role.TRADER, "") for key in KEYS]
-    return Genesis.create(
-        chain_id=31337,
-        adjudicator=b"\x11" * 20,
-        participants=participants,
-        tokens=[Token(USDC, Address(b"\x22" * 20), 6)],
-        initial_balances=[InitialBalance(p.address, USDC, 10**15) for p in participants],
-    )
 
 
 # -- codec -------------------------------------------------------------------------------------------
@@ -98,65 +76,6 @@ def test_replies_are_checked_for_shape_and_content() -> None:
 # -- nodes over the memory transport --------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def memory_node(genesis: Genesis, index: int, path: Path, network: MemoryNetwork) -> AsyncIterator[Node]:
-    store = Store(path / f"node{index}" / "node.sqlite")
-    try:
-        key = Key(address_of(KEYS[index]), KEYS[index])
-        node = Node.restore(genesis, key, store, fresh_channel=True)
-        async with (
-            network.open_transport(bytes([index + 1]) * 8, participant=key.address) as transport,
-            open_peer(
-                node.replica, transport, PEERS, before_apply=node.before_apply, after_apply=node.after_apply
-            ) as peer,
-            trio.open_nursery() as nursery,
-        ):
-            node.peer = peer
-            node.driver = ConsensusDriver(node, transport, FAST)
-            await nursery.start(node.driver.run)
-            yield node
-            nursery.cancel_scope.cancel()
-    finally:
-        store.close()
-
-
-def link(network: MemoryNetwork, index: int, others: range, up: bool) -> None:
-    me = bytes([index + 1]) * 8
-    for other in others:
-        if other != index:
-            (network.connect if up else network.disconnect)(me, bytes([other + 1]) * 8)
-
-
-async def poll(condition: Callable[[], bool]) -> None:
-    while True:
-        if condition():
-            return
-        await trio.sleep(0.02)
-
-
-async def advance(node: Node, versions: int, to: Address) -> None:
-    """Submit transfers at `node` until `versions` more checkpoints are decided there."""
-    target = node.replica.version + versions
-    with trio.fail_after(60):
-        while node.replica.version < target:
-            await node.submit("transfer", {"to": to, "token": USDC, "amount": 1})
-            with trio.move_on_after(0.5):
-                await poll(lambda: node.replica.version >= target)
-
-
-def certified_everywhere(nodes: list[Node]) -> bool:
-    """Every node has applied the same versions and holds every certificate."""
-    return len({(n.replica.version, n.replica.state_hash()) for n in nodes}) == 1 and all(
-        set(n.driver.certificates) == set(range(1, n.replica.version + 1))  # type: ignore[union-attr]
-        for n in nodes
-    )
-
-
-async def settled(nodes: list[Node]) -> None:
-    with trio.fail_after(60):
-        await poll(lambda: certified_everywhere(nodes))
-
-
 def test_a_node_down_for_longer_than_the_proof_window_catches_up(tmp_path: Path) -> None:
     async def main() -> None:
         genesis = make_genesis()
@@ -181,7 +100,7 @@ def test_a_node_down_for_longer_than_the_proof_window_catches_up(tmp_path: Path)
             assert metrics["parley_catchup_versions"] == finality.catchup_counts["versions"]
             assert metrics["parley_certified"] == nodes[3].replica.version
 
-    trio.run(main)
+    run_virtual(main)
 
 
 def test_a_restarted_node_gets_the_certificate_it_decided_but_never_assembled(tmp_path: Path) -> None:
@@ -206,7 +125,7 @@ def test_a_restarted_node_gets_the_certificate_it_decided_but_never_assembled(tm
                 assert restarted.driver.catchup_counts["certificates"] >= 1
                 assert version in dict(restarted.store.certificates())
 
-    trio.run(main)
+    run_virtual(main)
 
 
 def test_a_node_restarted_mid_height_never_signs_two_votes_for_one_slot(tmp_path: Path) -> None:
@@ -241,4 +160,4 @@ def test_a_node_restarted_mid_height_never_signs_two_votes_for_one_slot(tmp_path
                 left = [decode_signing_record(data).height for data in node.store.signed(1)]
                 assert all(height > node.replica.version for height in left)  # forgotten once decided
 
-    trio.run(main)
+    run_virtual(main)

@@ -1,11 +1,13 @@
-"""`Peer` over the in-memory transport: gossip, repair by sync, and hostile peers (fast, no sockets)."""
+"""`Peer` over the in-memory transport: gossip, repair by sync, and hostile peers (fast, no sockets).
+Every test runs under trio's virtual clock: sync rounds, timeouts and pauses take no real time."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import trio
+import trio.testing
 
 from crdt.genesis import Genesis
 from crdt.replica import Replica
@@ -16,6 +18,10 @@ from p2p.wire import encode_batch, encode_varint
 from tests.p2p.p2p_kit import authors, make_genesis, poll_until
 
 CONFIG = PeerConfig(sync_interval=0.5, connect_interval=0.05)
+
+
+def run_virtual(main: Callable[[], Awaitable[None]]) -> None:
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 @asynccontextmanager
@@ -54,11 +60,11 @@ def test_gossip_and_sync_converge_with_lossy_gossip() -> None:
             for round_ in range(20):
                 for peer, author in zip(peers, people, strict=True):
                     await peer.submit(author.transfer(people[(round_ + 1) % 3].address))
-                await trio.sleep(0.003)
+                await trio.sleep(0.003)  # virtual: the rounds interleave with gossip and sync
             await wait_converged(peers, 60)
             assert any(p.statistics().sync_ops_received for p in peers)
 
-    trio.run(main)
+    run_virtual(main)
 
 
 def test_bad_signatures_get_the_forwarder_banned() -> None:
@@ -88,7 +94,7 @@ def test_bad_signatures_get_the_forwarder_banned() -> None:
                 assert peer.statistics().penalties.get("bad_signature")
                 assert evil.local_id not in peer.transport.connected_peers()
 
-    trio.run(main)
+    run_virtual(main)
 
 
 def test_garbage_on_the_sync_stream_is_rejected() -> None:
@@ -113,4 +119,4 @@ def test_garbage_on_the_sync_stream_is_rejected() -> None:
             await peers[0].submit(people[0].transfer(people[1].address))
             assert len(peers[0].replica.graph) == 1
 
-    trio.run(main)
+    run_virtual(main)
