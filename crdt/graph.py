@@ -105,10 +105,12 @@ class Equivocation:
 @dataclass(slots=True)
 class AddResult:
     """What one `add` did: operations newly accepted (in acceptance order, parents first),
-    parent ids still missing, and released pending operations that turned out invalid."""
+    parent ids still missing (sorted and distinct: they are asked for, and cut off at limits, in
+    this order, which must not depend on the hash seed), and released pending operations that
+    turned out invalid."""
 
     accepted: list[SignedOp] = field(default_factory=list)
-    missing: set[OpId] = field(default_factory=set)
+    missing: tuple[OpId, ...] = ()
     rejected: list[tuple[SignedOp, InvalidInput]] = field(default_factory=list)
 
 
@@ -594,7 +596,7 @@ class HashGraph:
         missing = {parent for parent in op.parents if parent not in ops}
         if missing:
             self.pending.put(op, missing, source)
-            result.missing = {parent for parent in missing if parent not in self.pending}
+            result.missing = tuple(sorted(parent for parent in missing if parent not in self.pending))
             return result
         self._accept(op)
         result.accepted.append(op)

@@ -101,6 +101,7 @@ class Replica:
         """
         total = AddResult()
         graph = self.graph
+        missing: set[OpId] = set()
         for op in ops:
             try:
                 result = graph.add(op, source)
@@ -111,8 +112,8 @@ class Replica:
                 continue
             total.accepted.extend(result.accepted)
             total.rejected.extend(result.rejected)
-            total.missing |= result.missing
-        total.missing -= graph.ops.keys()
+            missing.update(result.missing)
+        total.missing = tuple(sorted(missing - graph.ops.keys()))
         if total.accepted:
             height = graph.height
             keys = sorted((height[op.op_id], op.op_id) for op in total.accepted)

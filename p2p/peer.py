@@ -237,6 +237,7 @@ class Peer:
         view = self.view
         fresh = [op for op in ops if not view.knows(op.op_id)]
         total = AddResult()
+        missing: set[OpId] = set()
         if not fresh:
             return total
         if self.before_apply is not None and not self.before_apply(self._keepable(fresh, strict, source), source):
@@ -251,13 +252,14 @@ class Peer:
                 result = self.replica.receive(op, source)  # raises for the caller (a client)
                 total.accepted.extend(result.accepted)
                 total.rejected.extend(result.rejected)
-                total.missing |= result.missing
+                missing.update(result.missing)
         else:
             # One unwind of the tentative suffix for the whole batch. Refusals (BadSequence,
             # PendingFull) come back in ``rejected``: the author's fault or our buffer's, not
             # the forwarder's (honest peers relay whatever is well-formed and signed).
             total = self.replica.receive_many(fresh, source)
-        total.missing = {m for m in total.missing if not view.knows(m)}
+            missing.update(total.missing)
+        total.missing = tuple(sorted(m for m in missing if not view.knows(m)))  # sorted: what we ask for
         if total.accepted:
             if self.after_apply is not None:
                 self.after_apply(total.accepted)
@@ -307,7 +309,9 @@ class Peer:
         return ops
 
     def _note_gaps(self, missing: Iterable[OpId], source: PeerId) -> None:
-        for op_id in missing:
+        """Remember ids to ask for, up to ``max_gaps``: the smallest first, whatever order (or
+        set) they come in, so what is kept and asked for never depends on the hash seed."""
+        for op_id in sorted(missing):
             if len(self._gaps) >= self.config.max_gaps:
                 break
             self._gaps[op_id] = source
@@ -545,7 +549,7 @@ class Peer:
                 handle = self._sessions.get(source)
                 targets = [handle] if handle is not None else list(self._sessions.values())
                 for target in targets:
-                    target.send(target.session.need(self.view, ids))
+                    target.send(target.session.need(self.view, sorted(ids)))
 
     async def _run(self, subscription: Subscription) -> None:
         async with trio.open_nursery() as nursery:

@@ -21,10 +21,20 @@ otherwise (DESIGN.md: disputes must never fail for lack of gas). Then it loops e
   longer has is never sent (and the node alerts);
 - a periodic checkpoint whose window has passed is finalised by the same rota (that unlocks its
   withdrawals; the channel stays open), and a closing channel by anyone.
+
+Threads. The worker thread never reads the driver's or the node's mutable state: the driver
+(on the trio thread) hands each certificate it certifies over a queue (`ConsensusDriver.on_certified`),
+a frozen `Certificate`, and the worker keeps the newest one itself (seeded, on the trio thread,
+with the driver's newest when the worker is made); what the worker needs from the driver is
+asked on the trio thread (`trio.from_thread.run_sync`); what the API reads, `ChainWorker.status`,
+is a copy published under a lock after each poll, never the object the worker changes. A poll
+that fails in an unexpected way (a bug, not an RPC error) is logged with its traceback and
+retried at the next poll: it never ends the node.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -97,7 +107,8 @@ class ChainConfig:
 
 @dataclass(slots=True)
 class ChainStatus:
-    """What the node last saw and did on-chain (read by the API)."""
+    """What the node last saw and did on-chain (the worker thread's; the API reads a copy,
+    `ChainWorker.status`)."""
 
     status: str = "unknown"
     settled_version: int = 0  # the checkpoint in dispute, or else the finalised one
@@ -141,14 +152,30 @@ class ChainWorker:
         self.config = config
         self.db_path = data_dir / "chain.sqlite"
         self.genesis = node.genesis
-        self.status = ChainStatus()
+        self._status = ChainStatus()  # the worker thread's own
+        self._status_lock = threading.Lock()
+        self._published = dataclasses.replace(self._status)
         self._certificates: queue.Queue[Certificate] = queue.Queue()
+        # the newest certificate this node holds, as far as the worker thread knows: read here,
+        # on the trio thread, then kept up to date from the queue (never from the driver's dicts)
+        self._newest: Certificate | None = driver.latest_certificate()
         self._stop = threading.Event()
         self._waiting: dict[int, _Pending] = {}
         self._moves = _Moves()
         self._alerts: list[str] = []  # this poll's
         self._gas_alerts: dict[str, str] = {}  # move -> why it could not be paid, while it is wanted
         driver.on_certified.append(self._certificates.put)
+
+    @property
+    def status(self) -> ChainStatus:
+        """A copy of the worker's status as of its last poll (the worker never changes it)."""
+        with self._status_lock:
+            return self._published
+
+    def _publish(self) -> None:
+        snapshot = dataclasses.replace(self._status)
+        with self._status_lock:
+            self._published = snapshot
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         chain, client = await trio.to_thread.run_sync(self._connect)
@@ -185,10 +212,16 @@ class ChainWorker:
             while not self._stop.is_set():
                 try:
                     self._poll(watcher, client)
-                    self.status.error = ""
+                    self._status.error = ""
                 except (SettlementError, OSError) as exc:
-                    self.status.error = str(exc)
+                    self._status.error = str(exc)
                     log.warning("chain: %s", exc)
+                except Exception as exc:  # a bug must not end the node: the next poll tries again
+                    if self._stop.is_set():  # the node is stopping (trio may be gone already)
+                        break
+                    self._status.error = f"unexpected: {exc!r}"
+                    log.exception("chain: a poll failed unexpectedly; retrying at the next poll")
+                self._publish()
                 self._stop.wait(self.config.poll_interval)
         finally:
             watcher.close()
@@ -200,17 +233,17 @@ class ChainWorker:
             self._round(watcher, client)
         finally:
             alert = "; ".join(self._alerts)
-            if alert and alert != self.status.alert:
+            if alert and alert != self._status.alert:
                 log.error("chain alert: %s", alert)
-                self.status.alerts += 1
-            self.status.alert = alert
+                self._status.alerts += 1
+            self._status.alert = alert
 
     def _round(self, watcher: ChainWatcher, client: AdjudicatorClient) -> None:
         result = watcher.poll()
         deposits = watcher.deposits(self.genesis)
-        self.status.deposits_removed += sum(1 for event in result.removed if event.name == "Deposited")
+        self._status.deposits_removed += sum(1 for event in result.removed if event.name == "Deposited")
         trio.from_thread.run_sync(self.driver.set_confirmed_deposits, deposits)
-        self.status.deposits_seen = len(deposits)
+        self._status.deposits_seen = len(deposits)
         view = self._view(client)
         self._take_certificates()
         self._watchtower(view, client)
@@ -229,9 +262,9 @@ class ChainWorker:
             finalized,
             client.chain.now(),
         )
-        self.status.status = info.status
-        self.status.finalized_version = finalized
-        self.status.settled_version = view.disputed_version or finalized
+        self._status.status = info.status
+        self._status.finalized_version = finalized
+        self._status.settled_version = view.disputed_version or finalized
         return view
 
     def _alert(self, message: str) -> None:
@@ -269,12 +302,12 @@ class ChainWorker:
     # -- what to do --------------------------------------------------------------------------------
 
     def _watchtower(self, view: ChainView, client: AdjudicatorClient) -> None:
-        newest = self.driver.latest_certificate()
+        newest = self._newest
         move = watchtower_move(view, newest.version if newest is not None else 0)
         if move.kind == "challenge" and newest is not None:
             what = f"challenge v{view.disputed_version} with v{move.version}"
             if self._send(f"challenge-{move.version}", what, lambda: client.challenge(newest)):
-                self.status.challenges_sent += 1
+                self._status.challenges_sent += 1
                 log.warning("watchtower: challenged v%d with v%d", view.disputed_version, move.version)
         elif move.reason:
             self._alert(f"v{view.disputed_version} is in dispute, v{move.version} is newer, and it is {move.reason}")
@@ -287,6 +320,8 @@ class ChainWorker:
                 certificate = self._certificates.get_nowait()
             except queue.Empty:
                 return
+            if self._newest is None or certificate.version > self._newest.version:
+                self._newest = certificate
             if certificate.version % self.config.settle_every:
                 continue
             delay = rank(certificate.version, self.config.settle_every, me, n) * self.config.fallback_delay
@@ -306,7 +341,7 @@ class ChainWorker:
             return
         what = f"propose checkpoint v{newest.certificate.version}"
         if self._send(f"propose-{newest.certificate.version}", what, lambda: client.propose(newest.certificate)):
-            self.status.proposals_sent += 1
+            self._status.proposals_sent += 1
             log.info("proposed checkpoint %d on-chain", newest.certificate.version)
             self._waiting.pop(newest.certificate.version, None)
 
@@ -344,5 +379,5 @@ class ChainWorker:
                 return
         what = f"finalize v{view.disputed_version}"
         if self._send(f"finalize-{view.disputed_version}", what, lambda: client.finalize(self.genesis.channel_id)):
-            self.status.finalizations_sent += 1
+            self._status.finalizations_sent += 1
             log.info("finalized checkpoint %d on-chain", view.disputed_version)

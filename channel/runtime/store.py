@@ -8,8 +8,9 @@ What is written, and when (the write-ahead rule of DESIGN.md):
 - the node's own highest seq is never stored separately: it is recovered from the stored
   operations, so a crash can never make the node sign a second operation with a used seq
   (that would be equivocation);
-- client requests are recorded with their idempotency key, so a retried submit returns the
-  first answer instead of signing again;
+- client requests are recorded with their idempotency key in the same transaction as the
+  operation they made (`Store.append_ops`), so a retried submit returns the first answer
+  instead of signing again, even after a crash right after that commit;
 - decided checkpoints (the value and its quorum of precommits) are stored once the replica has
   certified them, and certificates (threshold EIP-712 signatures) as they form, so a restart
   re-certifies the same cuts in order; misbehaviour evidence is kept for the contract;

@@ -20,10 +20,10 @@ def test_pending_until_parents_arrive_then_released_parents_first() -> None:
     a1 = op(0, 1)
     a2 = op(0, 2, [a1.op_id])
     a3 = op(0, 3, [a2.op_id])
-    assert graph.add(a3).missing == {a2.op_id}
+    assert graph.add(a3).missing == (a2.op_id,)
     result = graph.add(a2)
     assert result.accepted == []
-    assert result.missing == {a1.op_id}
+    assert result.missing == (a1.op_id,)
     assert len(graph.pending) == 2
     assert len(graph) == 0
     result = graph.add(a1)

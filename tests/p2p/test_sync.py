@@ -36,7 +36,7 @@ class Side:
                 result = self.replica.receive(decode_op(raw, self.replica.ctx), source)
             except InvalidInput:
                 continue
-            missing |= result.missing
+            missing.update(result.missing)
         return missing
 
 
