@@ -11,7 +11,7 @@ from pathlib import Path
 
 import trio
 
-from channel.core.consensus import Commit, decode_message
+from channel.core.consensus import CheckpointSignature, decode_message
 from channel.runtime.driver import DriverConfig
 from channel.runtime.keystore import Key
 from channel.runtime.node import Node
@@ -162,7 +162,7 @@ def test_a_certificate_that_does_not_form_is_fetched_once_the_grace_has_passed(t
         if receiver != peer_id(3):
             return False
         try:
-            return isinstance(decode_message(data), Commit)
+            return isinstance(decode_message(data), CheckpointSignature)
         except InvalidInput:  # an operation batch
             return False
 
