@@ -58,7 +58,7 @@ from starlette.websockets import WebSocket
 from wsproto.extensions import PerMessageDeflate
 
 from channel.errors import StorageUnavailable
-from channel.runtime.node import Node, NotReady, RequestRejected
+from channel.runtime.service import NodeService, NotReady, RequestRejected
 from crdt.jsontext import MAX_NESTING, deeper_than_limit
 from crdt.kinds import KINDS, InvalidField, Registry, UnknownKind, json_hex, json_uint
 from crdt.kinds import shown as _shown
@@ -204,10 +204,10 @@ class Method:
     params: tuple[str, ...]
     required: int
     summary: str
-    handler: Callable[[Node, list[Any]], Awaitable[Any]]
+    handler: Callable[[NodeService, list[Any]], Awaitable[Any]]
 
 
-async def _submit(node: Node, args: list[Any]) -> Any:
+async def _submit(node: NodeService, args: list[Any]) -> Any:
     kind, body, request_id = args
     if not isinstance(kind, str):
         raise invalid("kind must be a string")
@@ -223,14 +223,14 @@ async def _submit(node: Node, args: list[Any]) -> Any:
         raise RpcError(STORAGE, f"the node cannot store the operation: {exc}") from exc
 
 
-async def _transfer(node: Node, args: list[Any]) -> Any:
+async def _transfer(node: NodeService, args: list[Any]) -> Any:
     to, token, amount, request_id = args
     return await _submit(node, ["transfer", {"to": to, "token": token, "amount": amount}, request_id])
 
 
-async def _balances(node: Node, args: list[Any]) -> Any:
+async def _balances(node: NodeService, args: list[Any]) -> Any:
     (account,) = args
-    balances = node.replica.balances()
+    balances = node.balances()
     result = {
         account_hex: {t: {k: str(v) for k, v in parts.items()} for t, parts in tokens.items()}
         for account_hex, tokens in balances.items()
@@ -243,56 +243,35 @@ async def _balances(node: Node, args: list[Any]) -> Any:
     return {key: result[key]}
 
 
-async def _status(node: Node, args: list[Any]) -> Any:
+async def _status(node: NodeService, args: list[Any]) -> Any:
     (op_id_hex,) = args
-    op_id = _hex(op_id_hex, "op_id", 32)
-    status = node.replica.status(op_id)  # type: ignore[arg-type]
-    op = node.replica.graph.ops.get(op_id)  # type: ignore[call-overload]
-    result: dict[str, Any] = {"op_id": "0x" + op_id.hex(), "status": status}
-    if op is not None:
-        result.update({"author": "0x" + op.author.hex(), "seq": op.seq, "kind": op.kind})
-    return result
+    return node.operation(_hex(op_id_hex, "op_id", 32))
 
 
-async def _heads(node: Node, args: list[Any]) -> Any:
-    graph = node.replica.graph
-    return {
-        "heads": sorted("0x" + head.hex() for head in graph.heads),
-        "version_vector": {"0x" + a.hex(): seq for a, seq in sorted(graph.version_vector.items())},
-    }
+async def _heads(node: NodeService, args: list[Any]) -> Any:
+    return node.heads()
 
 
-async def _peers(node: Node, args: list[Any]) -> Any:
+async def _peers(node: NodeService, args: list[Any]) -> Any:
     return node.peers()
 
 
-async def _stats(node: Node, args: list[Any]) -> Any:
+async def _stats(node: NodeService, args: list[Any]) -> Any:
     return node.stats()
 
 
-async def _checkpoints(node: Node, args: list[Any]) -> Any:
-    certified = node.driver.certificates if node.driver is not None else {}
-    return [
-        {"version": cut.version, "time": cut.time, "heads": len(cut.heads), "deposits": len(cut.deposits),
-         "certified": cut.version in certified}
-        for cut in node.replica.cuts
-    ]
+async def _checkpoints(node: NodeService, args: list[Any]) -> Any:
+    return node.checkpoints()
 
 
-async def _certificate(node: Node, args: list[Any]) -> Any:
+async def _certificate(node: NodeService, args: list[Any]) -> Any:
     (version,) = args
-    certificates = node.driver.certificates if node.driver is not None else {}
-    if version is None:
-        if not certificates:
-            raise RpcError(NOT_FOUND, "no certificate yet")
-        version = max(certificates)
-    version = _uint(version, "version")
-    certificate = certificates.get(version)
+    certificate = node.certificate(None if version is None else _uint(version, "version"))
     if certificate is None:
-        raise RpcError(NOT_FOUND, f"no certificate for version {version}")
+        raise RpcError(NOT_FOUND, "no certificate yet" if version is None else f"no certificate for version {version}")
     checkpoint = certificate.checkpoint
     return {
-        "version": version,
+        "version": checkpoint.version,
         "payout_root": "0x" + checkpoint.payout_root.hex(),
         "state_hash": "0x" + checkpoint.state_hash.hex(),
         "totals": [str(total) for total in checkpoint.totals],
@@ -303,14 +282,11 @@ async def _certificate(node: Node, args: list[Any]) -> Any:
     }
 
 
-async def _evidence(node: Node, args: list[Any]) -> Any:
-    found = [{"kind": "equivocation", **evidence.describe()} for evidence in node.replica.evidence()]
-    for kind, offender, _data in node.store.evidence():
-        found.append({"kind": kind, "offender": "0x" + offender.hex()})
-    return found
+async def _evidence(node: NodeService, args: list[Any]) -> Any:
+    return node.evidence()
 
 
-async def _discover(node: Node, args: list[Any]) -> Any:
+async def _discover(node: NodeService, args: list[Any]) -> Any:
     return openrpc_document()
 
 
@@ -396,7 +372,7 @@ def openrpc_document(kinds: Registry = KINDS) -> dict[str, Any]:
     }
 
 
-async def call(node: Node, request: Any, session: Mapping[str, Method] | None = None) -> dict[str, Any] | None:
+async def call(node: NodeService, request: Any, session: Mapping[str, Method] | None = None) -> dict[str, Any] | None:
     """Run one JSON-RPC request object; None for a notification (no id). `session` holds the
     methods of one WebSocket (subscriptions). It never raises: an unexpected exception in a
     method is logged and answered -32603, for this request only."""
@@ -423,7 +399,7 @@ async def call(node: Node, request: Any, session: Mapping[str, Method] | None = 
     return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
 
-async def handle_payload(node: Node, data: bytes, session: Mapping[str, Method] | None = None) -> Any:
+async def handle_payload(node: NodeService, data: bytes, session: Mapping[str, Method] | None = None) -> Any:
     """A raw JSON-RPC payload (one request or a batch) to its response (None: nothing to send).
     Every item of a batch is answered on its own, whatever happens to the others."""
     try:
@@ -475,7 +451,7 @@ def _json(payload: Any, status_code: int = 200) -> Response:
     return Response(encode_response(payload), status_code=status_code, media_type="application/json")
 
 
-def build_app(node: Node, token: str) -> Starlette:
+def build_app(node: NodeService, token: str) -> Starlette:
     registry = CollectorRegistry()
     registry.register(_NodeCollector(node))
 
@@ -534,7 +510,7 @@ def build_app(node: Node, token: str) -> Starlette:
     ])
 
 
-async def _serve_websocket(node: Node, ws: WebSocket) -> None:
+async def _serve_websocket(node: NodeService, ws: WebSocket) -> None:
     """Answer the messages of one WebSocket in order (text or binary frames, each one payload),
     with two more methods: subscriptions, whose events a writer task interleaves."""
     outgoing_send, outgoing = trio.open_memory_channel[Any](256)
@@ -554,7 +530,7 @@ async def _serve_websocket(node: Node, ws: WebSocket) -> None:
         async for message in outgoing:
             await ws.send_text(encode_response(message))
 
-    async def subscribe(_node: Node, args: list[Any]) -> Any:
+    async def subscribe(_node: NodeService, args: list[Any]) -> Any:
         nonlocal counter
         (topic,) = args
         if not isinstance(topic, str) or topic not in TOPICS:
@@ -568,7 +544,7 @@ async def _serve_websocket(node: Node, ws: WebSocket) -> None:
         nursery.start_soon(forward, subscription_id, receive)
         return subscription_id
 
-    async def unsubscribe(_node: Node, args: list[Any]) -> Any:
+    async def unsubscribe(_node: NodeService, args: list[Any]) -> Any:
         (subscription_id,) = args
         if not isinstance(subscription_id, str):
             raise invalid("subscription must be an id that parley_subscribe returned")
@@ -602,7 +578,7 @@ async def _serve_websocket(node: Node, ws: WebSocket) -> None:
 class _NodeCollector:
     """Prometheus gauges read from the node at scrape time."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeService) -> None:
         self.node = node
 
     def collect(self) -> Any:
@@ -630,7 +606,7 @@ class _NodeCollector:
         ):
             if "catchup" in stats:
                 yield CounterMetricFamily(f"parley_catchup_{key}", help_text, value=float(stats["catchup"][key]))
-        lag = self.node.replica.graph.pending.missing_count()
+        lag = self.node.missing_parents()
         yield GaugeMetricFamily("parley_lag_missing_parents", "Parents we know we lack (sync lag).", value=float(lag))
         chain = stats.get("chain")
         if chain is not None:
@@ -688,7 +664,7 @@ ws_stream.PerMessageDeflate = _NoDeflate  # type: ignore[attr-defined]
 
 
 async def serve_api(
-    node: Node, token: str, host: str = "127.0.0.1", port: int = 0,
+    node: NodeService, token: str, host: str = "127.0.0.1", port: int = 0,
     *, task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the API until cancelled; reports the base URL (``http://host:port``) when bound."""

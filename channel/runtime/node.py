@@ -38,19 +38,22 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from libp2p.peer.id import ID
 
-from channel.errors import ChannelError, StorageUnavailable, StoreDamaged, UserError
+from channel.errors import StorageUnavailable, StoreDamaged, UserError
 from channel.runtime import keystore
 from channel.runtime.config import NodeConfig
+from channel.runtime.events import EventHub
 from channel.runtime.genesis_file import load_genesis
 from channel.runtime.keystore import write_atomic
+from channel.runtime.service import NotReady, RequestRejected
 from channel.runtime.store import Store
+from crdt.certificate import Certificate
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis
 from crdt.ledger import Reason
@@ -75,25 +78,12 @@ MAX_PARENTS = 16
 # Status every half second: a gossip loss is repaired within two rounds, and a Status is a
 # version vector, cheap next to the operations it saves from waiting.
 NODE_PEER_CONFIG = PeerConfig(sync_interval=0.5)
-SUBSCRIBER_BUFFER = 1024
 WallClock = Callable[[], int]  # milliseconds since 1970
 
 
 def wall_clock_ms() -> int:
     """The machine's clock: the default `Node.wall_clock`."""
     return time.time_ns() // 1_000_000
-
-
-class RequestRejected(ChannelError):
-    """A client request that replay would give no effect; nothing was signed."""
-
-    def __init__(self, reason: Reason | str, detail: str = "") -> None:
-        super().__init__(f"{reason}{': ' + detail if detail else ''}")
-        self.reason = str(reason)
-
-
-class NotReady(ChannelError):
-    """The node does not know its own last seq yet (its store is new); nothing was signed."""
 
 
 SEQ_KNOWN_KEY = "own_seq_known"  # meta: b"1" once this store knows every seq this key signed
@@ -163,47 +153,6 @@ def _signed_by_author(ctx: Context, op: SignedOp) -> bool:
         return ctx.recover(op.op_id, op.signature) == op.author
     except InvalidInput:
         return False
-
-
-@dataclass(slots=True)
-class Subscriber:
-    topic: str
-    send: trio.MemorySendChannel[dict[str, Any]]
-    dropped: bool = False
-
-
-@dataclass(slots=True)
-class EventHub:
-    """Fan-out of node events to API subscribers. A subscriber that cannot keep up is dropped
-    (its channel closes) instead of slowing the node down."""
-
-    subscribers: list[Subscriber] = field(default_factory=list)
-
-    def open(self, topic: str) -> tuple[Subscriber, trio.MemoryReceiveChannel[dict[str, Any]]]:
-        send, receive = trio.open_memory_channel[dict[str, Any]](SUBSCRIBER_BUFFER)
-        subscriber = Subscriber(topic, send)
-        self.subscribers.append(subscriber)
-        return subscriber, receive
-
-    def close(self, subscriber: Subscriber) -> None:
-        if subscriber in self.subscribers:
-            self.subscribers.remove(subscriber)
-        subscriber.send.close()
-
-    def wants(self, topic: str) -> bool:
-        return any(s.topic == topic for s in self.subscribers)
-
-    def publish(self, topic: str, event: dict[str, Any]) -> None:
-        for subscriber in list(self.subscribers):
-            if subscriber.topic != topic:
-                continue
-            try:
-                subscriber.send.send_nowait(event)
-            except trio.WouldBlock:
-                subscriber.dropped = True
-                self.close(subscriber)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self.close(subscriber)
 
 
 class Node:
@@ -496,6 +445,54 @@ class Node:
             "banned": [peer_name(p) for p in peer_stats.banned],
             "penalties": peer_stats.penalties,
         }
+
+
+    def balances(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Free, locked and withdrawn (cumulative) e9 per participant (0x hex) and token."""
+        return self.replica.balances()
+
+    def operation(self, op_id: bytes) -> dict[str, Any]:
+        """The status of an operation, with its author, seq and kind when this node holds it."""
+        status = self.replica.status(OpId(op_id))
+        op = self.replica.graph.ops.get(OpId(op_id))
+        result: dict[str, Any] = {"op_id": "0x" + op_id.hex(), "status": status}
+        if op is not None:
+            result.update({"author": "0x" + op.author.hex(), "seq": op.seq, "kind": op.kind})
+        return result
+
+    def heads(self) -> dict[str, Any]:
+        graph = self.replica.graph
+        return {
+            "heads": sorted("0x" + head.hex() for head in graph.heads),
+            "version_vector": {"0x" + a.hex(): seq for a, seq in sorted(graph.version_vector.items())},
+        }
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """The checkpoints this node applied, and whether each is certified."""
+        certified = self.driver.certificates if self.driver is not None else {}
+        return [
+            {"version": cut.version, "time": cut.time, "heads": len(cut.heads), "deposits": len(cut.deposits),
+             "certified": cut.version in certified}
+            for cut in self.replica.cuts
+        ]
+
+    def certificate(self, version: int | None = None) -> Certificate | None:
+        """The certificate of checkpoint `version` (the newest if None), if this node holds it."""
+        certificates = self.driver.certificates if self.driver is not None else {}
+        if version is None:
+            version = max(certificates, default=0)
+        return certificates.get(version)
+
+    def evidence(self) -> list[dict[str, Any]]:
+        """Misbehaviour this node holds proof of: equivocations, and what consensus recorded."""
+        found = [{"kind": "equivocation", **evidence.describe()} for evidence in self.replica.evidence()]
+        for kind, offender, _data in self.store.evidence():
+            found.append({"kind": kind, "offender": "0x" + offender.hex()})
+        return found
+
+    def missing_parents(self) -> int:
+        """How many distinct operations the pending buffer waits for."""
+        return self.replica.graph.pending.missing_count()
 
 
 def peer_name(peer: PeerId) -> str:
