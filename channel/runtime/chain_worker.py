@@ -39,17 +39,21 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 from eth_account import Account
 
 from channel.core.settlement_policy import ChainView, finalize_move, rank, settle_move, watchtower_move
 from channel.errors import UserError
+from channel.runtime.keystore import Key
 from crdt.certificate import Certificate
+from crdt.genesis import Genesis
 from crdt.ledger import Deposit
+from crdt.types import Address
 from crdt.units import from_e9
 from settlement.chain import RpcChain
 from settlement.client import FINALIZE_GAS, AdjudicatorClient, Sender
@@ -145,8 +149,32 @@ class _Moves:
         self.backoff.pop(key, None)
 
 
+class ChainHost(Protocol):
+    """What the worker needs of its node: who it is."""
+
+    @property
+    def genesis(self) -> Genesis: ...
+    @property
+    def key(self) -> Key: ...
+    @property
+    def address(self) -> Address: ...
+
+
+class Certifier(Protocol):
+    """What the worker needs of the consensus driver. These run on the trio thread only: at
+    construction, or through ``trio.from_thread``; certificates reach the worker thread as
+    values, through `on_certified` and a queue."""
+
+    @property
+    def on_certified(self) -> list[Callable[[Certificate], None]]: ...
+
+    def latest_certificate(self) -> Certificate | None: ...
+    def set_confirmed_deposits(self, deposits: list[Deposit]) -> None: ...
+    def credited_deposits(self, first: int, last: int) -> list[Deposit]: ...
+
+
 class ChainWorker:
-    def __init__(self, node: Any, driver: Any, config: ChainConfig, data_dir: Path) -> None:
+    def __init__(self, node: ChainHost, driver: Certifier, config: ChainConfig, data_dir: Path) -> None:
         self.node = node
         self.driver = driver
         self.config = config

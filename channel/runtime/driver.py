@@ -55,9 +55,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -87,12 +87,18 @@ from channel.core.consensus import (
 )
 from channel.core.validation import LocalView, validate_proposal
 from channel.runtime.catchup import MAX_RECORDS, PROTOCOL, Answer, CatchUpServer, Request, fetch
+from channel.runtime.keystore import Key
+from channel.runtime.store import Store
 from crdt.certificate import Certificate
 from crdt.eip712 import Checkpoint
 from crdt.errors import InvalidInput, MissingOperations
+from crdt.genesis import Genesis
 from crdt.ledger import Deposit
+from crdt.ops import SignedOp
 from crdt.replica import Cut, Replica
+from crdt.types import Address
 from p2p.errors import TransportError
+from p2p.peer import Peer
 from p2p.transport import PeerId, Transport
 
 log = logging.getLogger(__name__)
@@ -180,10 +186,43 @@ class NodeApplication(Application):
         return validate_proposal(view, height, value)
 
 
+class VoteGate(Protocol):
+    @property
+    def vote_from(self) -> int | None:
+        """The first height this store may vote at; None while it is being learnt from peers."""
+        ...
+
+
+class ConsensusHost(Protocol):
+    """What the driver needs of its node (`channel.runtime.node.Node`, which imports this module)."""
+
+    @property
+    def replica(self) -> Replica: ...
+    @property
+    def genesis(self) -> Genesis: ...
+    @property
+    def key(self) -> Key: ...
+    @property
+    def address(self) -> Address: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def signer(self) -> VoteGate: ...
+    @property
+    def peer(self) -> Peer | None: ...
+    @property
+    def peers_needed(self) -> int: ...
+
+    def wall_clock(self) -> int: ...
+    def persist(self, what: str, write: Callable[..., object], *args: Any, **kwargs: Any) -> bool: ...
+    def set_vote_from(self, height: int) -> None: ...
+    def after_apply(self, ops: Sequence[SignedOp]) -> None: ...
+
+
 class ConsensusDriver:
     def __init__(
         self,
-        node: Any,  # channel.runtime.node.Node (not imported: node imports this module)
+        node: ConsensusHost,
         transport: Transport,
         config: DriverConfig | None = None,
         clock: Clock | None = None,  # the checkpoint times' clock, in ms: else the node's wall clock
