@@ -319,6 +319,15 @@ class Peer:
 
     # -- penalties -------------------------------------------------------------------------------
 
+    def penalize(self, peer: PeerId, error: InvalidInput) -> None:
+        """Score `peer` down for invalid input it sent on another topic or protocol of this node
+        (the consensus topic): one score per peer, so past the threshold it is banned from
+        everything (disconnected and blacklisted), as for invalid operations."""
+        self._penalize(peer, error)
+
+    def is_banned(self, peer: PeerId) -> bool:
+        return self.scores.is_banned(peer)
+
     def _penalize(self, peer: PeerId, error: InvalidInput) -> None:
         if peer == self.local_id:
             return

@@ -9,7 +9,8 @@ never relays one). Penalties decay exponentially with ``half_life`` seconds, so 
 that once relayed something odd recovers. A peer whose score reaches ``-ban_threshold`` is
 banned, and stays banned until this process restarts (the driver then disconnects and
 blacklists it). Memory is bounded by the number of peers that ever misbehaved, which the
-transport bounds by its connections.
+transport bounds by its connections. A node keeps one score per peer, whatever topic or
+protocol it misbehaved on (the `p2p.peer.Peer`'s, where the consensus topic scores too).
 
 Rate limits: a `TokenBucket` holds at most ``burst`` tokens and refills at ``rate`` per second;
 `take` either removes the tokens or reports the flood.
@@ -32,6 +33,9 @@ DEFAULT_PENALTIES: Mapping[str, float] = {
     "unexpected": 25.0,
     "rate_limited": 5.0,
     "bad_sequence": 10.0,
+    # the consensus topic (`channel.runtime.driver`), which checks them before it forwards
+    "not_proposer": 50.0,
+    "invalid_proposal": 25.0,
 }
 
 
@@ -108,3 +112,7 @@ class RateLimits:
     sync_bytes_burst: float = 128 * 1024 * 1024
     sync_messages_per_second: float = 5_000.0
     sync_messages_burst: float = 10_000.0
+    # the consensus topic: a few messages per participant and round (and a catch-up burst of
+    # a decision with its commits); every one costs a signature recovery, a decision many
+    consensus_messages_per_second: float = 1_000.0
+    consensus_burst: float = 2_000.0

@@ -6,6 +6,11 @@ messages from the gossip topic ``/parley/consensus/<channel>``, expired timeouts
 ticker. It carries out the machine's outputs: publishing messages, fetching operations by id,
 scheduling timeouts, applying decisions to the replica, storing certificates and evidence.
 
+The topic's validator lets a message through only if the machine would take it from any peer
+(signed by a participant; a proposal by the round's proposer, with a well-formed value; a
+decision with a quorum of distinct precommits), and scores its forwarder down otherwise, on the
+node's `p2p.peer.Peer`, which bans past the threshold (`ConsensusDriver._validate`).
+
 When a height starts: a node starts version h once `interval` has passed since it started
 h - 1 (so checkpoints come at most once per interval) and h - 1 is decided, and it has
 something new to certify (heads beyond the last cut, or confirmed deposits), or as
@@ -53,8 +58,10 @@ from the node's wall clock (`Node.wall_clock`, milliseconds since 1970).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -66,13 +73,17 @@ from channel.core.consensus import (
     Broadcast,
     Certified,
     CheckpointProposal,
+    CheckpointSignature,
     Consensus,
     Decide,
     Decision,
     Evidence,
     Fetch,
+    InvalidProposal,
     Message,
     NeedOperations,
+    NotProposer,
+    Proposal,
     ScheduleTimeout,
     Send,
     SigningRecord,
@@ -83,6 +94,7 @@ from channel.core.consensus import (
     decode_signing_record,
     encode_message,
     encode_signing_record,
+    proposer,
     signer_of,
 )
 from channel.core.validation import LocalView, validate_proposal
@@ -91,20 +103,23 @@ from channel.runtime.keystore import Key
 from channel.runtime.store import Store
 from crdt.certificate import Certificate
 from crdt.eip712 import Checkpoint
-from crdt.errors import InvalidInput, MissingOperations
+from crdt.errors import InvalidInput, MissingOperations, WrongChannel
 from crdt.genesis import Genesis
 from crdt.ledger import Deposit
 from crdt.ops import SignedOp
 from crdt.replica import Cut, Replica
 from crdt.types import Address
-from p2p.errors import TransportError
+from p2p.errors import RateLimited, TransportError
 from p2p.peer import Peer
+from p2p.policy import RateLimits, TokenBucket
 from p2p.transport import PeerId, Transport
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]  # ms
 ABSTAIN_ALWAYS = 2**63  # `Consensus.abstain_below` while the height to vote from is unknown
+CHECKED_DIGESTS = 4096  # digests of consensus gossip that passed the validator's checks
+DECODED_BYTES = 16 * 1024 * 1024  # validated messages, decoded, not yet read (bounded by size)
 
 
 def consensus_topic(channel: bytes) -> str:
@@ -272,6 +287,12 @@ class ConsensusDriver:
         self._send, self._inputs = trio.open_memory_channel[tuple[str, Any]](math.inf)
         self._nursery: trio.Nursery | None = None
         self.on_certified: list[Callable[[Certificate], None]] = []
+        # the consensus topic's validator: what it checked, and what it decoded for the reader
+        self.gossip_counts = {"received": 0, "rejected": 0}
+        self._checked: OrderedDict[bytes, None] = OrderedDict()
+        self._decoded: OrderedDict[bytes, tuple[Message, int]] = OrderedDict()
+        self._decoded_bytes = 0
+        self._gossip_buckets: dict[PeerId, TokenBucket] = {}
 
     # -- called from other tasks of the node (synchronous, never blocking) ---------------------------
 
@@ -328,22 +349,95 @@ class ConsensusDriver:
                 except InvalidInput as exc:
                     log.info("consensus input refused: %s: %s", exc.code, exc)
 
+    # -- the consensus topic --------------------------------------------------------------------------
+
     def _validate(self, forwarder: PeerId, data: bytes) -> bool:
-        """Gossip validator: structure and signature, before anything is forwarded."""
-        try:
-            message = decode_message(data)
-            if not isinstance(message, Decision):
-                signer_of(self.genesis, message)
-        except InvalidInput:
+        """The topic validator (synchronous, bounded, never raises): a message is delivered and
+        forwarded only if the machine would take it from any peer whatever its state
+        (`_check`). A forwarder that sends one it would not, or floods, is scored down on the
+        node's `p2p.peer.Peer` (one score per peer) and, past the threshold, banned, as for
+        invalid operations. A message checked before costs a hash and a decode."""
+        if forwarder == self.transport.local_id:
+            return True
+        peer = self.node.peer
+        if peer is not None and peer.is_banned(forwarder):
             return False
+        digest = hashlib.sha256(data).digest()
+        try:
+            now = trio.current_time()
+            bucket = self._gossip_buckets.get(forwarder)
+            if bucket is None:
+                rates = peer.config.rates if peer is not None else RateLimits()
+                bucket = self._gossip_buckets[forwarder] = TokenBucket(
+                    rates.consensus_messages_per_second, rates.consensus_burst, now
+                )
+            if not bucket.take(1, now):
+                raise RateLimited("consensus gossip flood")
+            message = self._checked_message(data, digest)
+        except InvalidInput as exc:
+            self.gossip_counts["rejected"] += 1
+            log.info("consensus gossip refused: %s: %s", exc.code, exc)
+            if peer is not None:
+                peer.penalize(forwarder, exc)
+            return False
+        except Exception:  # a bug must not let a message through, nor kill pubsub's task
+            log.exception("consensus gossip validator failed")
+            return False
+        decoded = self._decoded
+        if digest not in decoded:
+            decoded[digest] = (message, len(data))
+            self._decoded_bytes += len(data)
+            while self._decoded_bytes > DECODED_BYTES:
+                _, (_, size) = decoded.popitem(last=False)
+                self._decoded_bytes -= size
         return True
+
+    def _checked_message(self, data: bytes, digest: bytes) -> Message:
+        """Decode `data`, and check it unless a message with this digest passed before."""
+        message = decode_message(data)
+        checked = self._checked
+        if digest in checked:
+            checked.move_to_end(digest)
+            return message
+        self._check(message)
+        checked[digest] = None
+        if len(checked) > CHECKED_DIGESTS:
+            checked.popitem(last=False)
+        return message
+
+    def _check(self, message: Message) -> None:
+        """Raise `InvalidInput` for a message `Consensus.on_message` refuses whatever this
+        node's state: a signature that is not a participant's; a proposal by another than the
+        round's proposer or with a malformed value; a commit of another channel; a decision
+        without a quorum of distinct precommits of its value (the machine's own check of a
+        decision it receives). No honest node sends or forwards any of these."""
+        genesis = self.genesis
+        if isinstance(message, Decision):
+            self.consensus.check_decision(message)
+            return
+        signer = signer_of(genesis, message)
+        if isinstance(message, CheckpointSignature) and message.checkpoint.channel != genesis.channel_id:
+            raise WrongChannel("commit for another channel")
+        if isinstance(message, Proposal):
+            if message.value.height != message.height:
+                raise InvalidProposal("the proposal's height is not its checkpoint version")
+            if signer != proposer(genesis, message.height, message.round):
+                raise NotProposer(f"0x{signer.hex()} is not the proposer of round {message.round}")
+            message.value.check(genesis)
 
     async def _reader(self, subscription: Any) -> None:
         async for _origin, data in subscription:
-            try:
-                message = decode_message(data)
-            except InvalidInput:
-                continue
+            digest = hashlib.sha256(data).digest()
+            entry = self._decoded.pop(digest, None)
+            if entry is not None:
+                message = entry[0]
+                self._decoded_bytes -= entry[1]
+            else:  # fell out of the cache: check again (never trust bytes that were not checked)
+                try:
+                    message = self._checked_message(data, digest)
+                except InvalidInput:
+                    continue
+            self.gossip_counts["received"] += 1
             self._send.send_nowait(("message", message))
 
     async def _ticker(self) -> None:

@@ -430,6 +430,7 @@ class Node:
         if self.driver is not None:
             stats["certified"] = max(self.driver.certificates, default=0)
             stats["catchup"] = dict(self.driver.catchup_counts)
+            stats["consensus_gossip"] = dict(self.driver.gossip_counts)  # penalties and bans: peers()
         if self.chain_worker is not None:
             stats["chain"] = asdict(self.chain_worker.status)
         return stats

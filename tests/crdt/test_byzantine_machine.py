@@ -4,7 +4,16 @@ Honest authors 0-2 sign transfers on the heads of their own replica. Byzantine a
 trader) equivocates, skips sequence numbers, withholds parents, replays old operations and
 sends bad signatures or another channel's operations; author 4 is an observer. Byzantine
 transfers go only between Byzantine accounts, so the honest accounts must behave exactly as in a
-sequential model of the honest operations alone.
+sequential model of the honest operations alone (while nothing is certified).
+
+Certification interleaves (as consensus would drive it, without the network): a replica
+proposes its heads as the next cut, with a deposit or none; the cut is then certified, and
+each replica applies the certified cuts in order as soon as it holds their operations (or by
+sync). Operations signed on a replica that lags behind the cuts arrive late and may be stale.
+Every replica must then match the epoch-order model of its operations and cuts; the roots at a
+certified version must be the ones its proposer previewed, on every replica that applied it
+and forever after; certified cuts and final outcomes never change; and every token is conserved
+to the base unit (e9 in the state, the token's own decimals in the payout leaves).
 """
 
 from __future__ import annotations
@@ -19,17 +28,23 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from crdt.eip712 import op_typed_data
 from crdt.errors import BadSequence, BadSignature, WrongChannel
+from crdt.ledger import Deposit
+from crdt.merkle import BALANCE, WITHDRAWN
 from crdt.ops import SignedOp
-from crdt.replica import Replica
+from crdt.replica import Cut, Replica
 from crdt.testing import forge, receive_bytes
+from crdt.types import Hash32, OpId
+from crdt.units import from_e9
 from tests.crdt.crdt_support import (
     ADDR,
     GENESIS,
     KEYS,
+    N_PARTICIPANTS,
     OTHER_CTX,
     Model,
     check_replica,
     fingerprint,
+    model_replay,
     op_set,
     sign,
     transfer,
@@ -58,6 +73,9 @@ class Channel(RuleBasedStateMachine):
         self.last: dict[int, SignedOp] = {}
         self.forks: list[tuple[SignedOp, SignedOp]] = []
         self.vv = [dict[bytes, int]() for _ in range(REPLICAS)]
+        self.cuts: list[Cut] = []  # certified, in version order (what consensus decided)
+        self.roots: dict[int, tuple[Hash32, Hash32]] = {}  # version -> its proposer's preview
+        self.finals: list[dict[OpId, tuple[int, str | None]]] = [{} for _ in range(REPLICAS)]
 
     def byzantine_op(self, body: dict, seq: int, extra_parents: list[bytes] = ()) -> SignedOp:  # type: ignore[assignment]
         parents = list(extra_parents)
@@ -99,6 +117,42 @@ class Channel(RuleBasedStateMachine):
         x.merge(y)
         y.merge(x)
         assert fingerprint(x) == fingerprint(y)
+
+    # -- certification ----------------------------------------------------------------------
+
+    def apply_certified_cuts(self, replica: Replica) -> None:
+        """What the node does with decided cuts: certify them in order, once it holds their
+        operations (it would fetch the missing ones; here they come by delivery or sync)."""
+        while replica.version < len(self.cuts):
+            cut = self.cuts[replica.version]
+            if not all(head in replica.graph.ops for head in cut.heads):
+                return
+            replica.certify(cut)
+
+    @rule(
+        where=st.integers(0, REPLICAS - 1),
+        deposit=st.none() | st.tuples(st.integers(0, N_PARTICIPANTS - 1), st.sampled_from(["USDC", "WETH"]), amounts),
+    )
+    def certify(self, where: int, deposit: tuple[int, str, int] | None) -> None:
+        proposer = self.replicas[where]
+        self.apply_certified_cuts(proposer)
+        if proposer.version < len(self.cuts):
+            return  # it lacks operations of a certified cut: it cannot propose the next one
+        version = len(self.cuts) + 1
+        nonce = proposer.ledger.deposit_nonce + 1
+        deposits = () if deposit is None else (Deposit(nonce, ADDR[deposit[0]], deposit[1], deposit[2]),)
+        cut = Cut(version, tuple(sorted(proposer.graph.heads)), 1000 * version, deposits)
+        before = fingerprint(proposer)
+        preview = proposer.preview(cut)
+        assert fingerprint(proposer) == before
+        self.cuts.append(cut)
+        self.roots[version] = (preview.state_hash, preview.payout_root)
+        for replica in self.replicas:
+            self.apply_certified_cuts(replica)
+
+    @rule(where=st.integers(0, REPLICAS - 1))
+    def apply_certified(self, where: int) -> None:
+        self.apply_certified_cuts(self.replicas[where])
 
     # -- Byzantine --------------------------------------------------------------------------
 
@@ -204,8 +258,59 @@ class Channel(RuleBasedStateMachine):
                     assert fingerprint(x) == fingerprint(y)
 
     @invariant()
+    def certified_cuts_never_change(self) -> None:
+        for i, replica in enumerate(self.replicas):
+            assert replica.cuts == self.cuts[: replica.version]
+            finals = {op_id: (epoch, replica.outcome[op_id]) for op_id, epoch in replica.epoch_of.items()}
+            assert {op_id: finals[op_id] for op_id in self.finals[i]} == self.finals[i]
+            self.finals[i] = finals
+
+    @invariant()
+    def a_certified_version_has_its_previewed_roots_on_every_replica(self) -> None:
+        """Rebuilt from the replica's own final operations, one epoch at a time, so nothing
+        else it holds (tentative, late, stale or pending operations) can count: the state at
+        version v is what v's proposer previewed, on every replica that applied v, and stays so."""
+        for replica in self.replicas:
+            rebuilt = Replica(GENESIS)
+            for cut in replica.cuts:
+                epoch = [replica.graph.ops[op_id] for op_id, e in replica.epoch_of.items() if e == cut.version]
+                rebuilt.receive_many(sorted(epoch, key=lambda op: op.op_id))
+                rebuilt.certify(cut)
+                assert (rebuilt.state_hash(), rebuilt.payout_root()) == self.roots[cut.version], cut.version
+                check_replica(rebuilt)
+
+    @invariant()
+    def every_token_is_conserved_to_the_base_unit(self) -> None:
+        accounts = GENESIS.addresses
+        for replica in self.replicas:
+            ledger, leaves = replica.ledger, replica.payout_tree().leaves
+            for token in GENESIS.tokens:
+                symbol = token.symbol
+                credited = sum(b.amount for b in GENESIS.initial_balances if b.token == symbol) + sum(
+                    d.amount for cut in replica.cuts for d in cut.deposits if d.token == symbol
+                )
+                entitled = sum(ledger.entitlement(a, symbol) for a in accounts)
+                withdrawn = sum(ledger.withdrawn_by(a, symbol) for a in accounts)
+                fees = ledger.fees.get(symbol, 0) + ledger.insurance.get(symbol, 0)
+                assert entitled + withdrawn + fees == credited, symbol  # e9, exactly
+                paid = [sum(x.amount for x in leaves if x.token == token.address and x.kind == k) for k in (0, 1)]
+                assert paid[BALANCE] == from_e9(entitled, token.decimals)  # apportioned: nothing lost
+                assert paid[WITHDRAWN] == from_e9(withdrawn, token.decimals)
+                assert withdrawn % ledger.unit(symbol) == 0  # withdrawals are whole units
+                assert sum(paid) <= from_e9(credited, token.decimals)
+
+    @invariant()
+    def replicas_match_the_epoch_order_model(self) -> None:
+        for replica in self.replicas:
+            model, outcome = model_replay(GENESIS, list(replica.graph.ops.values()), replica.cuts)
+            assert replica.outcome == outcome
+            assert replica.balances() == model.views()
+
+    @invariant()
     def honest_operations_match_the_sequential_model(self) -> None:
         for replica in self.replicas:
+            if replica.cuts:
+                continue  # an epoch order: replicas_match_the_epoch_order_model
             graph = replica.graph
             honest = sorted((op_id for op_id in self.honest if op_id in graph.ops), key=graph.key)
             model = Model(GENESIS)
@@ -255,9 +360,12 @@ class Channel(RuleBasedStateMachine):
         first = fingerprint(self.replicas[0])
         for replica in self.replicas:
             assert fingerprint(replica) == first
+            assert replica.cuts == self.cuts
+            allowed = ("tentative", "final", "rejected:insufficient_balance", "rejected:stale")
             for op_id in self.honest:
-                assert replica.status(op_id) in ("tentative", "rejected:insufficient_balance")
+                assert replica.status(op_id) in allowed
         self.honest_operations_match_the_sequential_model()
+        self.replicas_match_the_epoch_order_model()
 
 
 _ = KEYS

@@ -242,7 +242,7 @@ class Consensus:
         `InvalidInput` for a proof without a quorum of precommits."""
         if decision.height < self.height or (decision.height == self.height and self.decision is not None):
             return []
-        self._check_decision(decision)
+        self.check_decision(decision)
         if decision.height > self.height or not self._started:
             self._enter(decision.height)
             self.round, self.step = decision.round, Step.PRECOMMIT
@@ -560,10 +560,13 @@ class Consensus:
         """A peer's proof of a decision at our height: check it, then decide as line 49 would."""
         if decision.height != self.height or self.decision is not None or not self._started:
             return
-        self._check_decision(decision)
+        self.check_decision(decision)
         self._decide(decision.round, decision.value, decision.signatures)
 
-    def _check_decision(self, decision: Decision) -> None:
+    def check_decision(self, decision: Decision) -> None:
+        """Raise `InvalidInput` unless `decision` is a well-formed value with a quorum of distinct
+        participants' precommits for it (what any node accepts, whatever its own state; the
+        consensus topic's gossip validator uses it too)."""
         if decision.value.height != decision.height:
             raise InvalidProposal("the decision's height is not its checkpoint version")
         decision.value.check(self.genesis)
