@@ -53,10 +53,10 @@ from channel.core.consensus import (
 )
 from crdt.eip712 import Checkpoint
 from crdt.errors import InvalidInput
-from crdt.genesis import Genesis, Participant, Role, Token
+from crdt.genesis import Genesis, Token
 from crdt.hashing import keccak256
 from crdt.merkle import MerkleTree, PayoutLeaf
-from crdt.ops import address_of
+from crdt.testing import make_genesis as testing_genesis
 from crdt.types import Address, Hash32, OpId, Symbol
 
 TOKEN = Address(b"\xaa" * 20)
@@ -69,12 +69,7 @@ def keys_for(n: int) -> list[bytes]:
 @functools.cache
 def make_genesis(n: int) -> tuple[Genesis, tuple[bytes, ...]]:
     keys = keys_for(n)
-    genesis = Genesis.create(
-        chain_id=31337,
-        adjudicator=b"\x01" * 20,
-        participants=[Participant(address_of(key), Role.TRADER) for key in keys],
-        tokens=[Token(Symbol("USDC"), TOKEN, 6)],
-    )
+    genesis = testing_genesis(keys, [Token(Symbol("USDC"), TOKEN, 6)], adjudicator=b"\x01" * 20)
     return genesis, tuple(keys)
 
 

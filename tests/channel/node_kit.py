@@ -23,7 +23,8 @@ from channel.runtime.driver import ConsensusDriver, DriverConfig
 from channel.runtime.keystore import Key
 from channel.runtime.node import Node, open_node
 from channel.runtime.store import Store
-from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
+from crdt import testing
+from crdt.genesis import Genesis, Token
 from crdt.hashing import keccak256
 from crdt.ops import address_of
 from crdt.types import Address, Symbol
@@ -42,14 +43,7 @@ T = TypeVar("T")
 
 
 def make_genesis() -> Genesis:
-    participants = [Participant(address_of(key), Role.TRADER, "") for key in KEYS]
-    return Genesis.create(
-        chain_id=31337,
-        adjudicator=b"\x11" * 20,
-        participants=participants,
-        tokens=[Token(USDC, Address(b"\x22" * 20), 6)],
-        initial_balances=[InitialBalance(p.address, USDC, 10**15) for p in participants],
-    )
+    return testing.make_genesis(KEYS, [Token(USDC, Address(b"\x22" * 20), 6)], initial=10**15)
 
 
 def virtual_wall_clock() -> int:

@@ -16,7 +16,8 @@ from typing import Any
 from eth_utils import keccak
 from hypothesis import strategies as st
 
-from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
+from crdt import testing
+from crdt.genesis import Genesis, InitialBalance, Role, Token
 from crdt.ledger import Deposit, Reason
 from crdt.ops import Context, SignedOp, address_of, sign_op
 from crdt.replica import Cut, Replica
@@ -47,12 +48,8 @@ ADJUDICATOR = bytes.fromhex("11" * 20)
 
 def make_genesis(chain_id: int = 31337, nonce: int = 0) -> Genesis:
     balances = [InitialBalance(ADDR[i], token.symbol, INITIAL) for i in range(4) for token in TOKENS]
-    return Genesis.create(
-        chain_id=chain_id,
-        adjudicator=ADJUDICATOR,
-        participants=[Participant(ADDR[i], role) for i, role in enumerate(ROLES)],
-        tokens=list(TOKENS),
-        initial_balances=balances,
+    return testing.make_genesis(
+        KEYS[: len(ROLES)], TOKENS, roles=ROLES, initial=balances, chain_id=chain_id, adjudicator=ADJUDICATOR,
         nonce=nonce,
     )
 

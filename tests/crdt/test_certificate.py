@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from crdt import testing
 from crdt.certificate import Certificate, sign_checkpoint
 from crdt.errors import BadSignature, InvalidInput, NonCanonical, WrongChannel, WrongType
-from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
+from crdt.genesis import Genesis, InitialBalance, Token
 from crdt.hashing import keccak256
 from crdt.ops import address_of
 from crdt.replica import Cut, Replica
@@ -25,12 +26,11 @@ BIG = Address(b"\xbb" * 20)
 def make_genesis(balances: list[int] | None = None) -> Genesis:
     addresses = [address_of(k) for k in KEYS]
     amounts = balances if balances is not None else [5 * 10**9, 7 * 10**9, 0, 1]
-    return Genesis.create(
-        chain_id=31337,
+    return testing.make_genesis(
+        KEYS,
+        [Token(Symbol("USDC"), TOKEN, 6), Token(Symbol("ETH"), BIG, 18)],
         adjudicator=b"\x01" * 20,
-        participants=[Participant(a, Role.TRADER) for a in addresses],
-        tokens=[Token(Symbol("USDC"), TOKEN, 6), Token(Symbol("ETH"), BIG, 18)],
-        initial_balances=[
+        initial=[
             InitialBalance(a, Symbol(symbol), amount)
             for a, amount in zip(addresses, amounts, strict=True)
             for symbol in ("USDC", "ETH")

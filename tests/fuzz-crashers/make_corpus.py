@@ -12,22 +12,17 @@ from pathlib import Path
 from eth_utils import keccak
 
 from crdt import cbor
-from crdt.genesis import Genesis, Participant, Role, Token
+from crdt.genesis import Genesis, Token
 from crdt.ops import SECP256K1_N, Context, address_of, sign_op
-from crdt.testing import forge
+from crdt.testing import forge, make_genesis
 
 HERE = Path(__file__).parent
 KEYS = [keccak(b"parley-fuzz/key/%d" % i) for i in range(4)]
 
 
 def genesis(nonce: int = 0) -> Genesis:
-    return Genesis.create(
-        chain_id=1,
-        adjudicator=bytes.fromhex("22" * 20),
-        participants=[Participant(address_of(key), Role.TRADER) for key in KEYS],
-        tokens=[Token("USDC", bytes.fromhex("a0" * 20), 6)],  # type: ignore[arg-type]
-        nonce=nonce,
-    )
+    usdc = Token("USDC", bytes.fromhex("a0" * 20), 6)  # type: ignore[arg-type]
+    return make_genesis(KEYS, [usdc], chain_id=1, adjudicator=bytes.fromhex("22" * 20), nonce=nonce)
 
 
 def context() -> Context:

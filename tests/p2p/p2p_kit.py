@@ -10,7 +10,8 @@ from pathlib import Path
 import trio
 from libp2p.peer.id import ID
 
-from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
+from crdt import testing
+from crdt.genesis import Genesis, Token
 from crdt.hashing import keccak256
 from crdt.ops import Context, SignedOp, address_of, sign_op
 from crdt.types import Address, OpId, Symbol
@@ -26,14 +27,8 @@ def private_key(index: int) -> bytes:
 
 
 def make_genesis(n: int, bootstrap: list[str] | None = None) -> Genesis:
-    participants = [Participant(address_of(private_key(i)), Role.TRADER, (bootstrap or [""] * n)[i]) for i in range(n)]
-    return Genesis.create(
-        chain_id=31337,
-        adjudicator=b"\x11" * 20,
-        participants=participants,
-        tokens=[Token(TOKEN, Address(b"\x22" * 20), 6)],
-        initial_balances=[InitialBalance(p.address, TOKEN, 10**15) for p in participants],
-    )
+    keys = [private_key(i) for i in range(n)]
+    return testing.make_genesis(keys, [Token(TOKEN, Address(b"\x22" * 20), 6)], initial=10**15, bootstraps=bootstrap)
 
 
 @dataclass
