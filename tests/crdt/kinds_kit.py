@@ -1,4 +1,4 @@
-"""Shared by the registry tests (tests/crdt/test_kinds.py, tests/channel/test_api.py): an extra
+"""Shared by the registry tests (tests/crdt/test_kinds.py, tests/channel/api/test_api.py): an extra
 kind that only tests register, its ledger handler, and JSON strategies per field type.
 
 A new field type in `crdt.kinds` needs its strategies here: the properties run over every

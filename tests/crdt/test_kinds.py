@@ -2,7 +2,7 @@
 round-trip through the CBOR body, invalid ones get a typed error at the API edge and a rejection
 in replay, the ledger's dispatch comes from the registry, and a kind added to a registry with its
 handler is applied with no other change. (The workload's side: tests/simulations/test_workload.py;
-the API's: tests/channel/test_api.py.)"""
+the API's: tests/channel/api/test_api.py.)"""
 
 from __future__ import annotations
 

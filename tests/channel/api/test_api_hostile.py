@@ -1,7 +1,7 @@
 """Attacks that once worked against the node's local API (and the parsers behind it), each kept
 as a test (STYLE.md: "every attack that once worked stays as a test, marked hostile").
 
-The nodes are the ones of `tests/channel/test_api.py` (`channel_dir`, `with_node`: a real Node
+The nodes are the ones of `tests/channel/api/test_api.py` (`channel_dir`, `with_node`: a real Node
 with a real SQLite store behind the real HTTP and WebSocket server). A payload that could crash
 the interpreter is sent from a subprocess, or to a node in one, so a segfault shows up as a
 failed test instead of killing pytest; those subprocesses import the eth stack first, which
@@ -35,11 +35,11 @@ from channel.errors import UserError
 from channel.runtime.node import Node
 from crdt.jsontext import MAX_NESTING, deeper_than_limit, json_nesting
 from crdt.units import parse_e9
-from tests.channel.test_api import E9, channel_dir, others, with_node
+from tests.channel.api.test_api import E9, channel_dir, others, with_node
 
 __all__ = ["channel_dir"]  # the fixture of test_api.py, used here too (and not flagged as unused)
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEEP = b"[" * 100_000 + b"]" * 100_000  # 200 KB: segfaulted the node under the eth stack's recursion limit
 ETH_STACK = "import eth, py_ecc  # noqa: F401  (py-evm and py_ecc: the recursion limit becomes 100,000)\n"
 
@@ -70,7 +70,7 @@ SERVER = ETH_STACK + """
 import json, sys
 from pathlib import Path
 import trio
-from tests.channel.test_api import with_node
+from tests.channel.api.test_api import with_node
 
 async def serve(node, endpoint):
     print(json.dumps({"url": endpoint.url, "token": endpoint.token, "limit": sys.getrecursionlimit()}), flush=True)

@@ -55,7 +55,7 @@ from crdt.hashing import keccak256
 from crdt.ops import address_of, sign_op
 from crdt.replica import Cut, Replica
 from crdt.types import OpId, Symbol
-from tests.channel.consensus_harness import (
+from tests.channel.core.consensus_harness import (
     TOKEN,
     Byzantine,
     Simulation,

@@ -1,7 +1,7 @@
 """Checkpoint catch-up (`channel.runtime.catchup`): the codec refuses bad bytes with typed errors, and
 nodes over the in-memory transport fetch the proofs and certificates they missed: after a
 downtime longer than the versions peers keep in memory, and after a crash between a decision
-and its commits. The nodes run under trio's virtual clock (`tests.channel.node_kit`)."""
+and its commits. The nodes run under trio's virtual clock (`tests.channel.runtime.node_kit`)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from channel.runtime.store import Store
 from crdt import cbor
 from p2p.errors import MalformedMessage, OversizedMessage
 from p2p.memory import MemoryNetwork
-from tests.channel.node_kit import KEYS as KEYS  # tests.simulations.test_byzantine imports it from here
-from tests.channel.node_kit import USDC, advance, link, make_genesis, memory_node, poll, run_virtual, settled
+from tests.channel.runtime.node_kit import KEYS as KEYS  # tests.simulations.test_byzantine imports it from here
+from tests.channel.runtime.node_kit import USDC, advance, link, make_genesis, memory_node, poll, run_virtual, settled
 
 CHANNEL = b"\x07" * 32
 

@@ -29,7 +29,7 @@ from p2p.host import open_libp2p_transport
 from p2p.peer import ops_topic
 from p2p.wire import encode_batch, encode_varint
 from simulations.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all, wait_until
-from tests.channel.hostile_kit import (
+from tests.channel.runtime.hostile_kit import (
     NOT_READY,
     STORAGE,
     alive,

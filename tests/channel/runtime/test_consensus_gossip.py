@@ -33,7 +33,7 @@ from crdt.hashing import keccak256
 from crdt.ops import address_of
 from crdt.types import OpId
 from p2p.memory import MemoryNetwork, MemoryTransport
-from tests.channel.test_catchup import KEYS, advance, make_genesis, memory_node, poll, settled
+from tests.channel.runtime.test_catchup import KEYS, advance, make_genesis, memory_node, poll, settled
 
 pytestmark = pytest.mark.hostile
 

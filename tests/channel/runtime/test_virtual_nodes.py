@@ -1,4 +1,4 @@
-"""Whole nodes under trio's virtual clock (`tests.channel.node_kit`): four real `Node`s, each
+"""Whole nodes under trio's virtual clock (`tests.channel.runtime.node_kit`): four real `Node`s, each
 with its SQLite store, its `ConsensusDriver` and its peer, over the in-memory transport. They
 transfer, converge and certify checkpoints; a partitioned node catches up once reconnected; a
 node restarted from its store resumes where it stopped. Every interval, timeout and sync round
@@ -21,7 +21,7 @@ from crdt.errors import InvalidInput
 from crdt.ops import address_of
 from crdt.types import OpId
 from p2p.memory import MemoryNetwork
-from tests.channel.node_kit import (
+from tests.channel.runtime.node_kit import (
     EPOCH_MS,
     KEYS,
     USDC,

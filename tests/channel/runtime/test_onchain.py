@@ -20,7 +20,7 @@ from settlement.client import AdjudicatorClient, TestTokenClient, checksum
 from settlement.server import ChainServerProcess
 from simulations.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all, wait_until
 from simulations.fixtures import deploy
-from tests.channel.hostile_kit import participant_key, refused_start, stats
+from tests.channel.runtime.hostile_kit import participant_key, refused_start, stats
 
 pytestmark = pytest.mark.slow
 
