@@ -21,7 +21,7 @@ from crdt.ops import address_of
 from p2p.memory import MemoryNetwork
 from p2p.peer import PeerConfig, open_peer
 from simulations.byzantine import BEHAVIOURS, behaviour
-from tests.channel.runtime.test_catchup import KEYS, USDC, make_genesis
+from tests.channel.runtime.node_kit import KEYS, USDC, make_genesis
 
 PEERS = PeerConfig(sync_interval=0.2, connect_interval=0.05)
 

@@ -33,7 +33,7 @@ from crdt.hashing import keccak256
 from crdt.ops import address_of
 from crdt.types import OpId
 from p2p.memory import MemoryNetwork, MemoryTransport
-from tests.channel.runtime.test_catchup import KEYS, advance, make_genesis, memory_node, poll, settled
+from tests.channel.runtime.node_kit import KEYS, advance, make_genesis, memory_node, poll, run_virtual, settled
 
 pytestmark = pytest.mark.hostile
 
@@ -111,7 +111,7 @@ def test_a_forged_or_under_signed_decision_is_refused_and_a_real_one_passes(tmp_
             assert driver._validate(b"\x50" * 8, encode_message(shuffled))
             assert driver._validate(b"\x51" * 8, encode_message(real))
 
-    trio.run(main)
+    run_virtual(main)
 
 
 def test_a_forged_decision_does_not_reach_a_third_node(tmp_path: Path) -> None:
@@ -141,7 +141,7 @@ def test_a_forged_decision_does_not_reach_a_third_node(tmp_path: Path) -> None:
             await rogue.publish(topic, valid)  # the same path forwards a real one
             assert received.receive_nowait() == (ROGUE, valid)
 
-    trio.run(main)
+    run_virtual(main)
 
 
 def test_a_peer_that_keeps_sending_invalid_consensus_messages_is_banned_while_consensus_goes_on(
@@ -193,7 +193,7 @@ def test_a_peer_that_keeps_sending_invalid_consensus_messages_is_banned_while_co
             await rogue.publish(topic, encode_message(junk(genesis, real, 0)))  # dropped unread now
             assert [driver_of(n).gossip_counts["rejected"] for n in nodes] == before
 
-    trio.run(main)
+    run_virtual(main)
 
 
 def test_a_message_checked_once_is_not_checked_again(tmp_path: Path) -> None:
@@ -221,4 +221,4 @@ def test_a_message_checked_once_is_not_checked_again(tmp_path: Path) -> None:
             assert all(driver._validate(bytes([0x60 + i]) * 8, data) for i in range(5))
             assert len(calls) == 1
 
-    trio.run(main)
+    run_virtual(main)
