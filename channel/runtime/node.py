@@ -5,13 +5,16 @@ the libp2p transport, the `p2p.peer.Peer` (gossip and sync), and the local API, 
 of them cleanly on SIGINT or SIGTERM.
 
 Invariants:
-- write-ahead: every operation is appended to the SQLite store (fsync) before the replica
-  applies it (the peer's ``before_apply`` hook), and an operation this node signs is stored
-  before it is applied, published or acknowledged. A restart replays the store into a fresh
-  replica, so no acknowledged operation is ever lost;
-- one signer: `Node.submit` holds a lock from choosing the seq to applying the operation, and
-  the next seq is derived from the operations in the graph, so the node never signs two
-  operations with one seq, not even across a crash;
+- write-ahead: every operation is appended to the SQLite store before the replica applies it
+  (the peer's ``before_apply`` hook), and an operation this node signs is stored (fsync) before
+  it is applied, published or acknowledged. `Node.submit` commits it in a worker thread
+  (`Store.append_own_ops`), so the node's other tasks run while the disk syncs, and applies it
+  once that commit returned, with no checkpoint in between (a cancelled submit still applies
+  what it made durable); the hook then does not store it again. A restart replays the store
+  into a fresh replica, so no acknowledged operation is ever lost;
+- one signer: `Node.submit` holds a lock from choosing the seq to applying the operation (across
+  the off-loop commit too), and the next seq is derived from the operations in the graph, so
+  the node never signs two operations with one seq, not even across a crash;
 - a client request that replay would reject (insufficient balance, a bad body, a role that may
   not) is refused before signing, with the reason, and consumes no seq;
 - no signature without knowing what was signed before (`SignerState`): a node whose store is
@@ -189,6 +192,10 @@ class Node:
         self.submitted = 0
         self.behaviour: Behaviour = HONEST
         self._requests: dict[OpId, str] = {}  # op id -> request id, stored with the op itself
+        self._durable: set[OpId] = set()  # signed here, committed by `submit`, not yet applied
+        # False: a submit's fsync'd commit runs on the trio thread, in `before_apply` (only the
+        # baseline of benchmarks/fsync.py sets it)
+        self.commit_off_loop = True
 
     # -- restoring and persisting --------------------------------------------------------------------
 
@@ -217,8 +224,10 @@ class Node:
 
     def before_apply(self, ops: Sequence[SignedOp], source: PeerId) -> bool:
         """Write-ahead: store the operations (with the request id of a submit) before they are
-        applied. False if the store refused the write: then nothing is applied."""
+        applied, but for those `submit` has committed already. False if the store refused the
+        write: then nothing is applied."""
         own = self.peer is None or source == self.peer.local_id  # signed here: fsync before it leaves
+        ops = [op for op in ops if op.op_id not in self._durable]
         requests = [(self._requests[op.op_id], op.op_id) for op in ops if op.op_id in self._requests]
         pairs = [(op.op_id, op.raw) for op in ops]
         return self.persist("operations", self.store.append_ops, pairs, source, fsync=own, requests=requests)
@@ -233,11 +242,27 @@ class Node:
         try:
             write(*args, **kwargs)
         except StorageUnavailable as exc:
-            if self.storage_error is None:
-                log.error("storing %s failed: %s; submissions are refused until the store is writable", what, exc)
-            self.storage_error = str(exc)
+            self._storage_failed(what, exc)
             return False
         return True
+
+    def _storage_failed(self, what: str, exc: StorageUnavailable) -> None:
+        if self.storage_error is None:
+            log.error("storing %s failed: %s; submissions are refused until the store is writable", what, exc)
+        self.storage_error = str(exc)
+
+    async def _commit_own(self, op: SignedOp, request_id: str | None) -> None:
+        """Make an operation signed here durable, with its request id, in a worker thread;
+        raises `StorageUnavailable` (recorded, nothing stored) if the store refused it."""
+        source = self.peer.local_id if self.peer is not None else b"local"
+        requests = [(request_id, op.op_id)] if request_id is not None else []
+        try:
+            with trio.CancelScope(shield=True):  # a commit under way is waited for, never abandoned
+                await self.store.append_own_ops([(op.op_id, op.raw)], source, requests=requests)
+        except StorageUnavailable as exc:
+            self._storage_failed("operations", exc)
+            raise
+        self._durable.add(op.op_id)
 
     async def watch_storage(self, interval: float = 1.0) -> None:
         """While a write has failed, probe the store; when it works again, resume (and ask the
@@ -352,7 +377,8 @@ class Node:
         """Sign, store, apply and gossip one operation of this participant.
 
         Returns ``{op_id, seq, status}``. Raises `RequestRejected` (nothing signed) when replay
-        would give the operation no effect.
+        would give the operation no effect, `StorageUnavailable` (nothing kept, no seq used) when
+        the store refuses the commit.
         """
         async with self._lock:
             if request_id is not None:
@@ -372,6 +398,11 @@ class Node:
             if request_id is not None:
                 self._requests[op.op_id] = request_id
             try:
+                if self.commit_off_loop:
+                    await self._commit_own(op, request_id)
+                # No checkpoint from the commit's return to the apply (`Peer.submit` ingests
+                # before it awaits): a cancellation cannot leave a durable operation unapplied,
+                # whose seq the next submit would sign again.
                 if self.peer is not None:
                     await self.peer.submit(op)
                     for extra in self.behaviour.also_sign(self, op):
@@ -382,6 +413,7 @@ class Node:
                 raise StorageUnavailable(self.storage_error or "the store refused the write") from exc
             finally:
                 self._requests.pop(op.op_id, None)
+                self._durable.discard(op.op_id)
             self._watched[op.op_id] = "tentative"
             self.submitted += 1
             return self._receipt(op.op_id)

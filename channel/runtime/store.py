@@ -40,9 +40,18 @@ peers, decisions, certificates and evidence are committed with ``synchronous=NOR
 mode: durable against a crash of the process, not of the machine), because after a power cut
 they are fetched again by sync and catch-up, and fsyncing every gossip batch was most of the
 disk contention of a busy node (its own submits waited behind it). The WAL is append-only, so
-the next fsync'd commit makes every earlier one durable too. The store is used from one writer
-at a time (the node's trio task); calls are short and the caller may run them in a worker
-thread.
+the next fsync'd commit makes every earlier one durable too.
+
+Two connections, one writer at a time. Every method but one runs on the caller's thread (the
+node's trio thread) on the store's main connection; its writes are short and commit without
+fsync, but for the node's signing log and meta. The node's own operations are committed by
+`append_own_ops` in a worker thread, on a second connection used by nothing else, so the trio
+thread goes on (gossip, sync, consensus, the API) while the disk syncs. WAL mode lets the main
+connection read meanwhile; a write transaction of either connection holds the store's writer
+lock (a `threading.Lock`) from BEGIN to COMMIT, so a write on the trio thread that comes during
+an own commit waits for that commit to end (and is woken when it does) instead of failing with
+``database is locked``; ``busy_timeout`` stays as a backstop. Both connections get the
+``max_bytes`` cap.
 """
 
 from __future__ import annotations
@@ -51,13 +60,17 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from channel.errors import DataDirLocked, StorageUnavailable, StoreDamaged
 
 LOCK_FILE = "LOCK"
+BUSY_TIMEOUT_S = 5.0  # how long a write waits for another connection's (SQLite's busy_timeout)
 REPAIR_HINT = (
     "run `parley node repair --config <node.toml>` to drop what is damaged (the node then learns it "
     "again from its peers), or move the file away to resync everything from peers"
@@ -131,25 +144,46 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.lock = DataDirLock(path.parent)
+        self._writer = threading.Lock()  # one write transaction at a time, over both connections
+        self._own: sqlite3.Connection | None = None
         try:
             self.created = not path.exists() or path.stat().st_size == 0
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db = self._connect(max_bytes, schema=True)
             self._fsync = True
-            self._db.executescript(SCHEMA)
-            if max_bytes is not None:
-                page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
-                self._db.execute(f"PRAGMA max_page_count={max(16, max_bytes // page)}")
+            self._own = self._connect(max_bytes)  # `append_own_ops` only, in a worker thread
         except sqlite3.DatabaseError as exc:
+            self._close_connections()
             self.lock.release()
             raise StoreDamaged(f"the store {path} cannot be read ({exc}); {REPAIR_HINT}") from exc
         except BaseException:
+            self._close_connections()
             self.lock.release()
             raise
 
+    def _connect(self, max_bytes: int | None, *, schema: bool = False) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+        try:
+            if schema:
+                db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            if schema:
+                db.executescript(SCHEMA)
+            if max_bytes is not None:
+                page = int(db.execute("PRAGMA page_size").fetchone()[0])
+                db.execute(f"PRAGMA max_page_count={max(16, max_bytes // page)}")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _close_connections(self) -> None:
+        for db in (getattr(self, "_db", None), self._own):
+            if db is not None:
+                db.close()
+
     def close(self) -> None:
-        self._db.close()
+        with self._writer:  # not in the middle of an own commit
+            self._close_connections()
         self.lock.release()
 
     def damaged(self, what: str, exc: Exception | None = None) -> StoreDamaged:
@@ -172,11 +206,24 @@ class Store:
         if not rows:
             return 0
         with self._transaction(fsync) as db:
-            before = db.total_changes
-            db.executemany("INSERT OR IGNORE INTO ops(op_id, raw, source) VALUES (?, ?, ?)", rows)
-            new = db.total_changes - before
-            db.executemany("INSERT OR IGNORE INTO requests(request_id, op_id) VALUES (?, ?)", list(requests))
-            return new
+            return _insert_ops(db, rows, list(requests))
+
+    async def append_own_ops(
+        self, ops: Iterable[tuple[bytes, bytes]], source: bytes, *, requests: Iterable[tuple[str, bytes]] = ()
+    ) -> int:
+        """`append_ops` with fsync, run in a worker thread on the store's second connection:
+        the trio thread runs other tasks while the disk syncs. Returns once the commit is
+        durable (or raises `StorageUnavailable`, nothing written); it cannot be cancelled
+        half-way: a cancellation waits for the commit to end."""
+        rows = [(op_id, raw, source) for op_id, raw in ops]
+        if not rows:
+            return 0
+        return await trio.to_thread.run_sync(self._append_own, rows, list(requests))
+
+    def _append_own(self, rows: list[tuple[bytes, bytes, bytes]], requests: list[tuple[str, bytes]]) -> int:
+        assert self._own is not None
+        with _Transaction(self._own, self.path, self._writer) as db:
+            return _insert_ops(db, rows, requests)
 
     def load_ops(self) -> Iterator[tuple[int, bytes, bytes]]:
         """Every stored operation as (row position, op id, bytes), in arrival order."""
@@ -308,35 +355,55 @@ class Store:
         if fsync != self._fsync:  # a pragma that cannot change inside a transaction
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             self._fsync = fsync
-        return _Transaction(self._db, self.path)
+        return _Transaction(self._db, self.path, self._writer)
+
+
+def _insert_ops(
+    db: sqlite3.Connection, rows: list[tuple[bytes, bytes, bytes]], requests: list[tuple[str, bytes]]
+) -> int:
+    before = db.total_changes
+    db.executemany("INSERT OR IGNORE INTO ops(op_id, raw, source) VALUES (?, ?, ?)", rows)
+    new = db.total_changes - before
+    db.executemany("INSERT OR IGNORE INTO requests(request_id, op_id) VALUES (?, ?)", requests)
+    return new
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT; any SQLite error (a full disk above all) rolls back and
-    becomes `StorageUnavailable`, so nothing is half-written and nothing raw escapes."""
+    """BEGIN IMMEDIATE ... COMMIT, holding the store's writer lock throughout; any SQLite error
+    (a full disk above all) rolls back and becomes `StorageUnavailable`, so nothing is
+    half-written and nothing raw escapes."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path, writer: threading.Lock) -> None:
         self.db = db
         self.path = path
+        self.writer = writer
 
     def __enter__(self) -> sqlite3.Connection:
+        self.writer.acquire()
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            self.writer.release()
             raise self._unavailable(exc) from exc
+        except BaseException:
+            self.writer.release()
+            raise
         return self.db
 
     def __exit__(self, kind: object, error: object, _traceback: object) -> None:
-        if kind is None:
-            try:
-                self.db.execute("COMMIT")
-                return
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise self._unavailable(exc) from exc
-        self._rollback()
-        if isinstance(error, sqlite3.Error):
-            raise self._unavailable(error) from error
+        try:
+            if kind is None:
+                try:
+                    self.db.execute("COMMIT")
+                    return
+                except sqlite3.Error as exc:
+                    self._rollback()
+                    raise self._unavailable(exc) from exc
+            self._rollback()
+            if isinstance(error, sqlite3.Error):
+                raise self._unavailable(error) from error
+        finally:
+            self.writer.release()
 
     def _rollback(self) -> None:
         if self.db.in_transaction:

@@ -4,14 +4,16 @@ Each node is a real `channel.runtime.node.Node` (a SQLite store in the test's fo
 replica restored from it), the real `ConsensusDriver`, and its `p2p.peer.Peer` (`open_node`)
 over a `p2p.memory.MemoryNetwork` transport. `run_virtual` runs a test's main function under
 `trio.testing.MockClock(autojump_threshold=0)`: whenever every task waits, the clock jumps to
-the next deadline, so timeouts, intervals and sync rounds take no real time. The nodes' wall
+the next deadline, so timeouts, intervals and sync rounds take no real time; it stands still
+while a node's own commit runs in its worker thread (`VirtualStore`). The nodes' wall
 clock (`virtual_wall_clock`) is derived from the same virtual clock, so checkpoint times move
 with it too.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -66,6 +68,30 @@ def run_virtual(main: Callable[[], Awaitable[T]]) -> T:
         raise error from None
 
 
+class VirtualStore(Store):
+    """A store whose own commits (`Store.append_own_ops`, in a worker thread) take no virtual
+    time, as when they ran on the trio thread: while any is under way the virtual clock does
+    not autojump. Otherwise it jumps from deadline to deadline for as long as the disk syncs
+    (every task waits), and one submit takes seconds of virtual time."""
+
+    in_flight = 0  # own commits under way, over every node of the run
+
+    async def append_own_ops(
+        self, ops: Iterable[tuple[bytes, bytes]], source: bytes, *, requests: Iterable[tuple[str, bytes]] = ()
+    ) -> int:
+        clock = trio.lowlevel.current_clock()
+        if not isinstance(clock, trio.testing.MockClock):
+            return await super().append_own_ops(ops, source, requests=requests)
+        VirtualStore.in_flight += 1
+        clock.autojump_threshold = math.inf
+        try:
+            return await super().append_own_ops(ops, source, requests=requests)
+        finally:
+            VirtualStore.in_flight -= 1
+            if VirtualStore.in_flight == 0:
+                clock.autojump_threshold = 0
+
+
 def peer_id(index: int) -> bytes:
     return bytes([index + 1]) * 8
 
@@ -77,7 +103,7 @@ async def memory_node(
     """Participant `index`'s node, its store in ``path/node<index>``: leaving the block stops it
     (as a crash would: nothing is flushed but what the node already wrote), entering it again
     with the same path restarts it from that store."""
-    store = Store(path / f"node{index}" / "node.sqlite")
+    store = VirtualStore(path / f"node{index}" / "node.sqlite")
     try:
         key = Key(address_of(KEYS[index]), KEYS[index])
         node = Node.restore(genesis, key, store, fresh_channel=True, wall_clock=virtual_wall_clock)

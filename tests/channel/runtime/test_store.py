@@ -8,13 +8,18 @@ closed without further writes, reopened, the node restored from it, and the requ
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
+import trio.testing
 
 from channel.api.server import parse_body
+from channel.errors import StorageUnavailable
 from channel.runtime import keystore
 from channel.runtime import node as node_module
 from channel.runtime import store as store_module
@@ -22,6 +27,7 @@ from channel.runtime.genesis_file import create_genesis_folder, load_genesis
 from channel.runtime.node import Node
 from channel.runtime.store import Store
 from crdt.genesis import Genesis, Token
+from crdt.ops import decode_op
 
 PASSWORD = "pw"
 E9 = 10**9
@@ -139,3 +145,262 @@ def test_a_retry_after_a_crash_after_any_commit_of_a_submit_signs_nothing_new(
             assert signed[0] == 0
         else:
             assert signed[0] == 1
+
+
+# -- the node's own commit, off the trio thread ------------------------------------------------------
+
+
+def transfer_body(genesis: Genesis) -> dict[str, Any]:
+    return parse_body("transfer", {"to": "0x" + genesis.participants[1].address.hex(), "token": "USDC", "amount": "1"})
+
+
+class SlowCommit:
+    """Every successful COMMIT, once `armed`, waits (in whatever thread runs it) until the
+    trio loop has shown `ticks_wanted` ticks of another task, or gives up after `patience`
+    seconds (so a commit on the trio thread, which blocks those ticks, cannot hang the test).
+    `progressed` records, per commit, whether the other task ticked while it waited."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, ticks_wanted: int = 3, patience: float = 2.0) -> None:
+        self.armed = False
+        self.began = threading.Event()
+        self.ticked = threading.Event()
+        self.ticks_wanted = ticks_wanted
+        self.progressed: list[bool] = []
+        self.threads: list[threading.Thread] = []
+        original = store_module._Transaction.__exit__
+
+        def slow_exit(transaction: Any, kind: object, error: object, traceback: object) -> None:
+            if kind is None and self.armed:
+                self.threads.append(threading.current_thread())
+                self.began.set()
+                self.progressed.append(self.ticked.wait(patience))
+            original(transaction, kind, error, traceback)
+
+        monkeypatch.setattr(store_module._Transaction, "__exit__", slow_exit)
+
+    async def tick_during_commits(self, node: Node, ticks: list[int]) -> None:
+        """Another task of the node: it reads the store and the replica, and counts its turns
+        while a commit is under way."""
+        while True:
+            await trio.lowlevel.checkpoint()
+            if self.began.is_set():
+                node.store.count_ops()  # a read on the trio thread's connection, during the write
+                node.stats()
+                ticks[0] += 1
+                if ticks[0] >= self.ticks_wanted:
+                    self.ticked.set()
+
+
+def test_a_slow_commit_of_a_submit_lets_the_other_tasks_of_the_node_run(
+    channel: tuple[Genesis, keystore.Key], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the disk syncs the submit's commit, the rest of the node (here a task that reads the
+    store and the replica) keeps running; the operation is applied only once the commit returned.
+    With the commit on the trio thread, the other task made no progress until it was over."""
+    genesis, key = channel
+    store = open_store(genesis, key, tmp_path / "slow.sqlite")
+    slow = SlowCommit(monkeypatch)
+    ticks = [0]
+
+    async def main() -> dict[str, Any]:
+        node = Node.restore(genesis, key, store, fresh_channel=True)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow.tick_during_commits, node, ticks)
+            slow.armed = True
+            receipt = await node.submit("transfer", transfer_body(genesis), "slow-1")
+            slow.armed = False
+            nursery.cancel_scope.cancel()
+        assert receipt["seq"] == 1
+        assert len(node.replica.graph) == 1
+        return receipt
+
+    try:
+        receipt = trio.run(main)
+        assert [op_id for _, op_id, _ in store.load_ops()] == [bytes.fromhex(receipt["op_id"][2:])]
+        assert store.request("slow-1") == bytes.fromhex(receipt["op_id"][2:])
+    finally:
+        store.close()
+    assert slow.progressed == [True], "the other task did not run while the submit's commit was under way"
+    assert ticks[0] >= slow.ticks_wanted
+    assert all(thread is not threading.main_thread() for thread in slow.threads)
+
+
+def test_a_submit_commits_once_and_its_operation_is_not_stored_again_when_applied(
+    channel: tuple[Genesis, keystore.Key], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write-ahead hook sees an operation the submit has already made durable: it writes
+    nothing more (no second fsync'd commit on the trio thread)."""
+    genesis, key = channel
+    path = tmp_path / "once.sqlite"
+    assert commits_of_one_submit(genesis, key, path, monkeypatch) == 1
+    store = Store(path)
+    try:
+        assert store.count_ops() == 1
+        assert store.request("count") is not None
+    finally:
+        store.close()
+
+
+def test_a_submit_cancelled_while_its_commit_runs_is_applied_and_the_next_takes_the_next_seq(
+    channel: tuple[Genesis, keystore.Key], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the commit of a signed operation has begun it is finished and the operation
+    applied, even if the client gives up meanwhile: a durable operation the replica did not
+    hold would give its seq to the next submit, and the node would have signed two
+    operations with one seq (equivocation, stored for good)."""
+    genesis, key = channel
+    store = open_store(genesis, key, tmp_path / "cancel.sqlite")
+    slow = SlowCommit(monkeypatch)
+    ticks = [0]
+
+    async def main() -> tuple[Node, dict[str, Any]]:
+        node = Node.restore(genesis, key, store, fresh_channel=True)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow.tick_during_commits, node, ticks)
+            with trio.CancelScope() as scope:
+                slow.armed = True
+
+                async def cancel_once_committing() -> None:
+                    while not slow.began.is_set():  # a threading.Event, set by the commit
+                        await trio.lowlevel.checkpoint()
+                    scope.cancel()
+
+                nursery.start_soon(cancel_once_committing)
+                await node.submit("transfer", transfer_body(genesis), "cancelled")
+            slow.armed = False
+            nursery.cancel_scope.cancel()
+        other = {**transfer_body(genesis), "amount": 2}  # another operation, were its seq taken again
+        second = await node.submit("transfer", other, "after")
+        return node, second
+
+    try:
+        node, second = trio.run(main)
+        stored = [decode_op(raw, node.replica.ctx) for _, _, raw in store.load_ops()]
+    finally:
+        store.close()
+    assert slow.progressed == [True]
+    assert sorted(op.seq for op in stored) == [1, 2]
+    assert {op.op_id for op in stored} == set(node.replica.graph.ops)
+    assert second["seq"] == 2
+
+
+def test_two_concurrent_submits_get_consecutive_seqs(
+    channel: tuple[Genesis, keystore.Key], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The submit lock is held across the off-loop commit: a second submit that arrives while
+    the first one's disk syncs waits, then signs the next seq on top of the first."""
+    genesis, key = channel
+    store = open_store(genesis, key, tmp_path / "two.sqlite")
+    slow = SlowCommit(monkeypatch)
+    ticks = [0]
+    receipts: dict[str, dict[str, Any]] = {}
+
+    async def main() -> Node:
+        node = Node.restore(genesis, key, store, fresh_channel=True)
+        body = transfer_body(genesis)
+
+        async def one(request_id: str) -> None:
+            receipts[request_id] = await node.submit("transfer", body, request_id)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow.tick_during_commits, node, ticks)
+            slow.armed = True
+            async with trio.open_nursery() as clients:
+                clients.start_soon(one, "a")
+                clients.start_soon(one, "b")
+            nursery.cancel_scope.cancel()
+        return node
+
+    try:
+        node = trio.run(main)
+        stored = [decode_op(raw, node.replica.ctx) for _, _, raw in store.load_ops()]
+        requests = {request_id: store.request(request_id) for request_id in "ab"}
+    finally:
+        store.close()
+    assert sorted(receipt["seq"] for receipt in receipts.values()) == [1, 2]
+    first, second = sorted(stored, key=lambda op: op.seq)
+    assert [op.seq for op in (first, second)] == [1, 2]
+    assert first.op_id in second.parents
+    assert {request_id: "0x" + op_id.hex() for request_id, op_id in requests.items() if op_id} == {
+        request_id: receipt["op_id"] for request_id, receipt in receipts.items()
+    }
+
+
+def test_a_failed_off_loop_commit_signs_nothing_that_stays_and_the_node_goes_on(
+    channel: tuple[Genesis, keystore.Key], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk is full when the submit's commit runs: the client gets `StorageUnavailable`,
+    nothing is stored, applied or consumed, the node keeps answering reads and refuses
+    submits until a probe write works, and then signs seq 1 for the retried request."""
+    genesis, key = channel
+    store = open_store(genesis, key, tmp_path / "full.sqlite")
+    failures = [1]
+    failed_in: list[threading.Thread] = []
+    original = store_module._Transaction.__exit__
+
+    def full_once(transaction: Any, kind: object, error: object, traceback: object) -> None:
+        if kind is None and failures[0]:
+            failures[0] -= 1
+            failed_in.append(threading.current_thread())
+            kind, error = sqlite3.OperationalError, sqlite3.OperationalError("database or disk is full")
+        original(transaction, kind, error, traceback)
+
+    monkeypatch.setattr(store_module._Transaction, "__exit__", full_once)
+
+    async def main() -> dict[str, Any]:
+        node = Node.restore(genesis, key, store, fresh_channel=True)
+        with pytest.raises(StorageUnavailable, match="full"):
+            await node.submit("transfer", transfer_body(genesis), "full-1")
+        assert node.storage_error is not None
+        assert "full" in node.storage_error
+        assert len(node.replica.graph) == 0
+        assert store.request("full-1") is None
+        assert node.stats()["storage_error"] == node.storage_error  # reads are served
+        with pytest.raises(StorageUnavailable):
+            await node.submit("transfer", transfer_body(genesis), "full-1")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(node.watch_storage, 0.01)
+            while node.storage_error is not None:  # noqa: ASYNC110 (the node announces no event)
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        return await node.submit("transfer", transfer_body(genesis), "full-1")
+
+    try:
+        receipt = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        assert store.count_ops() == 1
+        assert store.request("full-1") == bytes.fromhex(receipt["op_id"][2:])
+    finally:
+        store.close()
+    assert receipt["seq"] == 1
+    assert failed_in
+    assert failed_in[0] is not threading.main_thread()
+
+
+def test_the_size_cap_holds_for_the_off_loop_commits(
+    channel: tuple[Genesis, keystore.Key], tmp_path: Path
+) -> None:
+    """`max_bytes` caps what the node's own submits write too: they fail with
+    `StorageUnavailable` once the file is full, and what is stored is what was applied."""
+    genesis, key = channel
+    path = tmp_path / "capped.sqlite"
+    open_store(genesis, key, path).close()
+    store = Store(path, max_bytes=64 * 1024)
+
+    async def main() -> tuple[Node, int]:
+        node = Node.restore(genesis, key, store)
+        for accepted in range(2000):
+            try:
+                await node.submit("transfer", transfer_body(genesis), f"capped-{accepted}")
+            except StorageUnavailable:
+                return node, accepted
+        raise AssertionError("2000 submits fitted in a 64 KiB store")
+
+    try:
+        node, accepted = trio.run(main)
+        stored = {op_id for _, op_id, _ in store.load_ops()}
+    finally:
+        store.close()
+    assert accepted > 0
+    assert node.storage_error is not None
+    assert stored == set(node.replica.graph.ops)
+    assert len(stored) == accepted
