@@ -333,7 +333,7 @@ def test_a_rebasing_token_cannot_pay_one_channel_out_of_another(world: World) ->
     assert balance(world, reb, adjudicator) == 184_500_000
     for channel, _, (leaf, proof), left in payouts:
         with reverts_with("TokenBalanceShrank", checksum(reb.address), *left):
-            channel.api.client(2).claim(channel.channel, leaf, proof)
+            channel.client(2).claim(channel.channel, leaf, proof)
     with reverts_with("TokenBalanceShrank", checksum(reb.address), 179_500_000, 200 * 10**6):
         a.client(2).refund_deposit(a.channel, late.nonce)
     with reverts_with("TokenBalanceShrank", checksum(reb.address), 184_500_000, 205 * 10**6):
@@ -352,7 +352,7 @@ def test_a_rebasing_token_cannot_pay_one_channel_out_of_another(world: World) ->
     for channel, i, (leaf, proof), _ in payouts:
         payee, here = world.accounts[i].address, balance(world, reb, adjudicator)
         before = balance(world, reb, payee)
-        channel.api.client(2).claim(channel.channel, leaf, proof)
+        channel.client(2).claim(channel.channel, leaf, proof)
         assert balance(world, reb, payee) == before + leaf.amount
         assert balance(world, reb, adjudicator) == here - leaf.amount
     before = balance(world, reb, account0)

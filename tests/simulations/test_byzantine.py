@@ -15,13 +15,12 @@ import trio.testing
 from channel.runtime.config import NodeConfig
 from channel.runtime.keystore import Key
 from channel.runtime.node import HONEST, Behaviour, Node, RequestRejected
-from channel.runtime.store import Store
 from crdt.genesis import Genesis
 from crdt.ops import address_of
 from p2p.memory import MemoryNetwork
 from p2p.peer import PeerConfig, open_peer
 from simulations.byzantine import BEHAVIOURS, behaviour
-from tests.channel.runtime.node_kit import KEYS, USDC, make_genesis
+from tests.channel.runtime.node_kit import KEYS, USDC, VirtualStore, make_genesis
 
 PEERS = PeerConfig(sync_interval=0.2, connect_interval=0.05)
 
@@ -30,7 +29,7 @@ PEERS = PeerConfig(sync_interval=0.2, connect_interval=0.05)
 async def memory_node(
     genesis: Genesis, index: int, path: Path, network: MemoryNetwork, conduct: Behaviour = HONEST
 ) -> AsyncIterator[Node]:
-    store = Store(path / f"node{index}" / "node.sqlite")
+    store = VirtualStore(path / f"node{index}" / "node.sqlite")
     try:
         key = Key(address_of(KEYS[index]), KEYS[index])
         node = Node.restore(genesis, key, store, fresh_channel=True)
