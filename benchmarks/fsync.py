@@ -74,7 +74,7 @@ async def submit_steps(node: Node, body: dict[str, Any], off_loop: bool) -> None
             await node.store.append_own_ops(pairs, b"local")
         else:
             node.store.append_ops(pairs, b"local", fsync=True)
-        node.after_apply(node.replica.receive_many([op]).accepted)
+        node.announce(node.replica.receive_many([op]).accepted)
 
 
 async def measure(node: Node, body: dict[str, Any], mode: str, submits: int) -> tuple[list[float], list[float]]:

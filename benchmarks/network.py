@@ -158,7 +158,7 @@ async def peers(n: int, tmp: Path, genesis: Genesis, arrivals: list[dict[bytes, 
                 for op in ops:
                     arrivals[i].setdefault(op.op_id, now)
 
-            out.append(await stack.enter_async_context(open_peer(Replica(genesis), t, PeerConfig(), after_apply=note)))
+            out.append(await stack.enter_async_context(open_peer(Replica(genesis), t, PeerConfig(), announce=note)))
         await wait_mesh(transports, out[0].topic)
         yield out
 

@@ -16,10 +16,10 @@
   is scored down and its stream reset; the node stays up.
 
 Invariants:
-- the replica is changed only on this trio thread, by `_ingest`, which calls ``before_apply``
+- the replica is changed only on this trio thread, by `_ingest`, which calls ``persist``
   with the operations not yet known (the node's write-ahead hook: it may persist them, and if
   it says it could not, nothing is applied) and then `Replica.receive` for each, then
-  ``after_apply`` with what was accepted;
+  ``announce`` with what was accepted;
 - nothing a peer sends can raise out of this object: peer input errors become penalties, and
   transport errors end only the stream they happened on;
 - a banned peer's pending operations are dropped from the pending buffer, no stream with it is
@@ -106,8 +106,8 @@ class PeerStatistics:
     penalties: dict[str, int]
 
 
-BeforeApply = Callable[[Sequence[SignedOp], PeerId], bool]  # False: could not persist
-AfterApply = Callable[[Sequence[SignedOp]], None]
+Persist = Callable[[Sequence[SignedOp], PeerId], bool]  # False: could not persist
+Announce = Callable[[Sequence[SignedOp]], None]
 Expired = Callable[[Sequence[SignedOp]], None]  # operations dropped from the pending buffer
 
 
@@ -135,16 +135,16 @@ class Peer:
         transport: Transport,
         nursery: trio.Nursery,
         config: PeerConfig | None = None,
-        before_apply: BeforeApply | None = None,
-        after_apply: AfterApply | None = None,
+        persist: Persist | None = None,
+        announce: Announce | None = None,
         on_expired: Expired | None = None,
     ) -> None:
         self.replica = replica
         self.on_expired = on_expired
         self.transport = transport
         self.config = config or PeerConfig()
-        self.before_apply = before_apply
-        self.after_apply = after_apply
+        self.persist = persist
+        self.announce = announce
         self.local_id = transport.local_id
         self.channel = replica.ctx.channel
         self.topic = ops_topic(self.channel)
@@ -240,7 +240,7 @@ class Peer:
         missing: set[OpId] = set()
         if not fresh:
             return total
-        if self.before_apply is not None and not self.before_apply(self._keepable(fresh, strict, source), source):
+        if self.persist is not None and not self.persist(self._keepable(fresh, strict, source), source):
             # Write-ahead: what could not be stored is not applied. A peer's operations come
             # again by sync once the store works; our own caller is told.
             self._counts["not_persisted"] += len(fresh)
@@ -261,8 +261,8 @@ class Peer:
             missing.update(total.missing)
         total.missing = tuple(sorted(m for m in missing if not view.knows(m)))  # sorted: what we ask for
         if total.accepted:
-            if self.after_apply is not None:
-                self.after_apply(total.accepted)
+            if self.announce is not None:
+                self.announce(total.accepted)
             self._changed.set()
             self._changed = trio.Event()
         return total
@@ -575,13 +575,13 @@ async def open_peer(
     transport: Transport,
     config: PeerConfig | None = None,
     *,
-    before_apply: BeforeApply | None = None,
-    after_apply: AfterApply | None = None,
+    persist: Persist | None = None,
+    announce: Announce | None = None,
     on_expired: Expired | None = None,
 ) -> AsyncIterator[Peer]:
     """Run a `Peer` over `transport` for the duration of the block."""
     async with trio.open_nursery() as nursery:
-        peer = Peer(replica, transport, nursery, config, before_apply, after_apply, on_expired)
+        peer = Peer(replica, transport, nursery, config, persist, announce, on_expired)
         transport.set_fault_handler(peer._penalize)
         transport.set_stream_handler(SYNC_PROTOCOL, peer._accept)
         subscription = await transport.subscribe(peer.topic, peer._validate)

@@ -231,7 +231,7 @@ class ConsensusHost(Protocol):
     def wall_clock(self) -> int: ...
     def persist(self, what: str, write: Callable[..., object], *args: Any, **kwargs: Any) -> bool: ...
     def set_vote_from(self, height: int) -> None: ...
-    def after_apply(self, ops: Sequence[SignedOp]) -> None: ...
+    def announce(self, ops: Sequence[SignedOp]) -> None: ...
 
 
 class ConsensusDriver:
@@ -529,7 +529,7 @@ class ConsensusDriver:
             self.uncertified[decide.height] = (decide.value.checkpoint, trio.current_time())
         self.height = decide.height + 1
         self.started = False
-        self.node.after_apply([])  # statuses moved from tentative to final
+        self.node.announce([])  # statuses moved from tentative to final
         log.info("checkpoint %d final (%d heads)", decide.height, len(decide.value.heads))
         if self.highest_seen >= self.height and not self._catching_up:
             await self._start()

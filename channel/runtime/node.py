@@ -6,7 +6,7 @@ of them cleanly on SIGINT or SIGTERM.
 
 Invariants:
 - write-ahead: every operation is appended to the SQLite store before the replica applies it
-  (the peer's ``before_apply`` hook), and an operation this node signs is stored (fsync) before
+  (the peer's ``persist`` hook), and an operation this node signs is stored (fsync) before
   it is applied, published or acknowledged. `Node.submit` commits it in a worker thread
   (`Store.append_own_ops`), so the node's other tasks run while the disk syncs, and applies it
   once that commit returned, with no checkpoint in between (a cancelled submit still applies
@@ -193,7 +193,7 @@ class Node:
         self.behaviour: Behaviour = HONEST
         self._requests: dict[OpId, str] = {}  # op id -> request id, stored with the op itself
         self._durable: set[OpId] = set()  # signed here, committed by `submit`, not yet applied
-        # False: a submit's fsync'd commit runs on the trio thread, in `before_apply` (only the
+        # False: a submit's fsync'd commit runs on the trio thread, in `persist_ops` (only the
         # baseline of benchmarks/fsync.py sets it)
         self.commit_off_loop = True
 
@@ -222,7 +222,7 @@ class Node:
             raise store.damaged("a stored checkpoint decision does not apply", exc) from exc
         return cls(genesis, key, store, replica, SignerState.load(store, fresh_channel=fresh_channel), wall_clock)
 
-    def before_apply(self, ops: Sequence[SignedOp], source: PeerId) -> bool:
+    def persist_ops(self, ops: Sequence[SignedOp], source: PeerId) -> bool:
         """Write-ahead: store the operations (with the request id of a submit) before they are
         applied, but for those `submit` has committed already. False if the store refused the
         write: then nothing is applied."""
@@ -328,7 +328,7 @@ class Node:
         while not self.check_signer():  # noqa: ASYNC110
             await trio.sleep(interval)
 
-    def after_apply(self, ops: Sequence[SignedOp]) -> None:
+    def announce(self, ops: Sequence[SignedOp]) -> None:
         if ops and self.driver is not None:
             self.driver.data_arrived()
         events = self.events
@@ -351,9 +351,9 @@ class Node:
         """Store, apply and announce operations that did not come through the peer (a node
         without a network, an imported file, tests). Raises `NotPersisted` if the store
         refused them (nothing is applied)."""
-        if not self.before_apply(ops, source):
+        if not self.persist_ops(ops, source):
             raise NotPersisted("the store refused the operations")
-        self.after_apply(self.replica.receive_many(ops).accepted)
+        self.announce(self.replica.receive_many(ops).accepted)
 
     def _balance_snapshot(self) -> dict[str, Any]:
         return {
@@ -589,7 +589,7 @@ async def open_node(node: Node, transport: Transport, peer_config: PeerConfig | 
     """A restored node running its peer over `transport` (the API is separate)."""
     async with open_peer(
         node.replica, transport, peer_config or NODE_PEER_CONFIG,
-        before_apply=node.before_apply, after_apply=node.after_apply, on_expired=node.forget_expired,
+        persist=node.persist_ops, announce=node.announce, on_expired=node.forget_expired,
     ) as peer:
         node.peer = peer
         node.started = trio.current_time()

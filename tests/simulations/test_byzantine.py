@@ -36,7 +36,7 @@ async def memory_node(
         node.behaviour = conduct
         async with (
             network.open_transport(bytes([index + 1]) * 8, participant=key.address) as transport,
-            open_peer(node.replica, transport, PEERS, before_apply=node.before_apply, after_apply=node.after_apply)
+            open_peer(node.replica, transport, PEERS, persist=node.persist_ops, announce=node.announce)
             as peer,
         ):
             node.peer = peer
