@@ -1,10 +1,13 @@
-"""The channel's genesis: participants and their roles, tokens, threshold, initial balances.
+"""The channel's genesis: participants and their roles, tokens, threshold, initial balances,
+markets.
 
 `Genesis.from_mapping` validates a mapping (read from TOML by the shell) and raises
 `InvalidGenesis` with the offending field; a `Genesis` value is therefore always consistent:
 addresses are unique, the threshold is a BFT quorum (more than two thirds of n), the channel id
-is the one the adjudicator derives from the parameters, and every initial balance names a
-participant and a token.
+is the one the adjudicator derives from the parameters, every initial balance names a
+participant and a token, and every market is a valid spot market of two of its tokens
+(`InvalidMarket`, an `InvalidGenesis`, names the market's index and the bad field). Markets are
+not part of the channel id: the contract does not know them.
 
     channelId = keccak256(abi.encode(chainId, adjudicator, participants, threshold,
                                      disputeWindow, tokenAddresses, minBond, nonce))
@@ -13,13 +16,14 @@ participant and a token.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from crdt.eip712 import Domain, address_word, word
 from crdt.errors import InvalidGenesis
 from crdt.hashing import keccak256
+from crdt.markets.config import E9, MARKET_FIELDS, MAX_MARKET_SYMBOL, Market, MarketKind
 from crdt.ops import DEFAULT_LIMITS, Context, Limits
 from crdt.types import Address, ChannelId, Symbol, from_hex, to_hex
 
@@ -117,6 +121,7 @@ class Genesis:
     min_bond: int  # wei of the chain's native token
     tokens: tuple[Token, ...]
     initial_balances: tuple[InitialBalance, ...] = ()
+    markets: tuple[Market, ...] = ()  # sorted by symbol
 
     @property
     def domain(self) -> Domain:
@@ -138,6 +143,12 @@ class Genesis:
                 return token
         return None
 
+    def market(self, symbol: str) -> Market | None:
+        for market in self.markets:
+            if market.symbol == symbol:
+                return market
+        return None
+
     def context(self, limits: Limits = DEFAULT_LIMITS) -> Context:
         return Context(self.domain, self.channel_id, frozenset(self.addresses), limits)
 
@@ -154,6 +165,7 @@ class Genesis:
         min_bond: int = 0,
         nonce: int = 0,
         initial_balances: list[InitialBalance] | None = None,
+        markets: Sequence[Market] = (),
     ) -> Genesis:
         """A new genesis, with the channel id derived from the parameters."""
         quorum = bft_threshold(len(participants)) if threshold is None else threshold
@@ -178,12 +190,15 @@ class Genesis:
             min_bond=min_bond,
             tokens=tuple(tokens),
             initial_balances=tuple(initial_balances or ()),
+            markets=tuple(markets),
         )
         return cls.from_mapping(genesis.to_mapping())
 
     def to_mapping(self) -> dict[str, Any]:
-        """The TOML shape: hex strings for bytes, e9 integers for amounts."""
-        return {
+        """The TOML shape: hex strings for bytes, e9 integers for amounts; ``markets`` (the
+        ``[[markets]]`` tables) only when there are any, so a genesis without markets writes
+        what it always wrote."""
+        mapping: dict[str, Any] = {
             "chain_id": self.chain_id,
             "adjudicator": to_hex(self.adjudicator),
             "channel_id": to_hex(self.channel_id),
@@ -204,6 +219,12 @@ class Genesis:
                 for b in self.initial_balances
             ],
         }
+        if self.markets:
+            mapping["markets"] = [
+                {name: str(value) if name == "kind" else value for name, value in _market_items(market)}
+                for market in self.markets
+            ]
+        return mapping
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Genesis:
@@ -213,6 +234,84 @@ class Genesis:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidGenesis(f"genesis is malformed: {exc!r}") from exc
+
+
+def _market_items(market: Market) -> list[tuple[str, Any]]:
+    return [(name, getattr(market, name)) for name in MARKET_FIELDS]
+
+
+class InvalidMarket(InvalidGenesis):
+    """A ``[[markets]]`` entry is invalid: ``index`` is its position in the genesis as given
+    (0-based) and ``field`` the bad field (``""`` when the entry as a whole is)."""
+
+    def __init__(self, index: int, name: str, message: str) -> None:
+        super().__init__(f"markets[{index}]{'.' + name if name else ''}: {message}")
+        self.index = index
+        self.field = name
+
+
+_PRICE_LIMITS = ("min_price", "max_price")
+_QTY_LIMITS = ("min_qty", "max_qty")
+_FEES = ("maker_fee", "taker_fee")
+
+
+def _parse_market(index: int, entry: Any, symbols: Collection[str]) -> Market:
+    """One ``[[markets]]`` entry, checked field by field in `Market` order."""
+    if not isinstance(entry, Mapping):
+        raise InvalidMarket(index, "", f"must be a table, got {entry!r}")
+    missing = [name for name in MARKET_FIELDS if name not in entry]
+    if missing:
+        raise InvalidMarket(index, missing[0], "missing")
+    extra = sorted(str(name) for name in entry if name not in MARKET_FIELDS)
+    if extra:
+        raise InvalidMarket(index, extra[0], f"unknown field; a market has exactly {list(MARKET_FIELDS)}")
+    symbol = entry["symbol"]
+    if type(symbol) is not str or not symbol or len(symbol.encode("utf-8", "replace")) > MAX_MARKET_SYMBOL:
+        raise InvalidMarket(index, "symbol", f"must be text of 1 to {MAX_MARKET_SYMBOL} bytes, got {symbol!r}")
+    kind = entry["kind"]
+    if kind == MarketKind.PERP:
+        raise InvalidMarket(index, "kind", "perp markets are not supported yet (only spot)")
+    if kind != MarketKind.SPOT or type(kind) not in (str, MarketKind):
+        raise InvalidMarket(index, "kind", f"must be 'spot', got {kind!r}")
+    for name in ("base", "quote"):
+        if type(entry[name]) is not str or entry[name] not in symbols:
+            raise InvalidMarket(index, name, f"must be a token of the genesis {sorted(symbols)}, got {entry[name]!r}")
+    if entry["base"] == entry["quote"]:
+        raise InvalidMarket(index, "quote", "must differ from base")
+    numbers: dict[str, int] = {}
+    for name in MARKET_FIELDS[4:]:
+        value = entry[name]
+        if type(value) is not int:
+            raise InvalidMarket(index, name, f"must be an integer, got {value!r}")
+        numbers[name] = value
+    for name in ("tick_size", "step_size"):
+        if numbers[name] <= 0:
+            raise InvalidMarket(index, name, f"must be positive, got {numbers[name]}")
+    for limits, unit in ((_QTY_LIMITS, "step_size"), (_PRICE_LIMITS, "tick_size")):
+        for name in limits:
+            if numbers[name] <= 0 or numbers[name] % numbers[unit]:
+                raise InvalidMarket(
+                    index, name, f"must be a positive multiple of {unit} {numbers[unit]}, got {numbers[name]}"
+                )
+        if numbers[limits[0]] > numbers[limits[1]]:
+            raise InvalidMarket(index, limits[1], f"must be at least {limits[0]} {numbers[limits[0]]}")
+    for name in _FEES:
+        if not 0 <= numbers[name] < E9:
+            raise InvalidMarket(index, name, f"must be in [0, 10**9) (an e9 fraction; no rebates), got {numbers[name]}")
+    return Market(symbol, MarketKind.SPOT, Symbol(entry["base"]), Symbol(entry["quote"]), **numbers)
+
+
+def _parse_markets(data: Mapping[str, Any], symbols: Collection[str]) -> tuple[Market, ...]:
+    entries = data.get("markets", [])
+    if not isinstance(entries, list | tuple):
+        raise InvalidGenesis(f"markets must be an array of tables, got {entries!r}")
+    markets = [_parse_market(index, entry, symbols) for index, entry in enumerate(entries)]
+    seen: dict[str, int] = {}
+    for index, market in enumerate(markets):
+        if market.symbol in seen:
+            raise InvalidMarket(index, "symbol", f"{market.symbol!r} is also markets[{seen[market.symbol]}]'s symbol")
+        seen[market.symbol] = index
+    return tuple(sorted(markets, key=lambda market: market.symbol))
 
 
 def _int(data: Mapping[str, Any], key: str, minimum: int = 0) -> int:
@@ -265,6 +364,7 @@ def _parse(data: Mapping[str, Any]) -> Genesis:
         if entry["token"] not in symbols:
             raise InvalidGenesis(f"initial balance in unknown token {entry['token']!r}")
         balances.append(InitialBalance(account, Symbol(entry["token"]), _int(entry, "amount_e9")))
+    markets = _parse_markets(data, symbols)
     chain_id = _int(data, "chain_id", 1)
     adjudicator = Address(from_hex(data["adjudicator"], 20))
     window = _int(data, "dispute_window", 1)
@@ -289,4 +389,5 @@ def _parse(data: Mapping[str, Any]) -> Genesis:
         min_bond=min_bond,
         tokens=tuple(tokens),
         initial_balances=tuple(balances),
+        markets=markets,
     )

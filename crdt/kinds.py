@@ -16,10 +16,12 @@ the name of the `crdt.ledger.Ledger` method that applies it. From it:
 Adding a kind is one `Kind` here plus its ledger handler. `Registry.extended` makes a registry
 with more kinds (tests, or a channel that enables them); `KINDS` is the one nodes use.
 
-JSON forms: addresses are 0x-prefixed (or bare) ASCII hex; amounts and other unsigned integers
-are JSON integers or strings of at most 20 ASCII digits, and `to_json` writes them as strings
-(JSON numbers lose precision above 2**53). The API also refuses some values the ledger would
-only reject later (a 19-byte address, a token symbol longer than 16): both refuse them.
+JSON forms: addresses and order ids are 0x-prefixed (or bare) ASCII hex; amounts and other
+unsigned integers are JSON integers or strings of at most 20 ASCII digits, and `to_json` writes
+them as strings (JSON numbers lose precision above 2**53); a choice is one of its strings; a
+flag is a JSON boolean. The API also refuses some values the ledger would
+only reject later (a 19-byte address, a token symbol longer than 16, a side that is neither
+"buy" nor "sell"): both refuse them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from typing import Any
 
 from crdt.errors import InvalidInput
 from crdt.genesis import PERMISSIONS, Permission, Role
+from crdt.markets.book import ORDER_TYPES, SIDES, TIFS
+from crdt.markets.config import MAX_MARKET_SYMBOL
 
 UINT64_LIMIT = 2**64
 MAX_LOCK_REASON = 64  # bytes of UTF-8
@@ -143,7 +147,8 @@ class FieldType:
     ``conforms`` is the ledger's test of the CBOR value (false: ``bad_body``, and ``shape`` says
     what it wanted); ``from_json`` is the API's conversion of a client's JSON value (it raises
     `InvalidField`) and ``to_json`` the way back; ``schema`` is the JSON Schema of the JSON form.
-    Every value ``from_json`` returns conforms."""
+    Every value ``from_json`` returns conforms. ``choices`` are the strings a choice takes (the
+    ledger takes any text there and rejects other strings with a reason of its own)."""
 
     name: str
     shape: str
@@ -151,6 +156,7 @@ class FieldType:
     from_json: Callable[[Any, str], Any]
     to_json: Callable[[Any], Any]
     schema: Mapping[str, Any]
+    choices: tuple[str, ...] = ()
 
 
 _UINT_JSON_SCHEMA = {"type": "string", "pattern": "^[0-9]{1,20}$"}
@@ -205,6 +211,65 @@ REASON_TEXT = FieldType(
     to_json=lambda value: value,
     schema={"type": "string", "minLength": 1, "maxLength": MAX_LOCK_REASON,
             "description": f"UTF-8 text of 1 to {MAX_LOCK_REASON} bytes (the ledger also takes empty text)"},
+)
+
+
+MARKET_SYMBOL = FieldType(
+    name="market",
+    shape="a text string",  # a market of the genesis; any other text is unknown_market
+    conforms=lambda value: type(value) is str,
+    from_json=lambda value, name: json_text(value, name, MAX_MARKET_SYMBOL),
+    to_json=lambda value: value,
+    schema={"type": "string", "minLength": 1, "maxLength": MAX_MARKET_SYMBOL,
+            "description": "a market symbol of the channel's genesis"},
+)
+
+
+def json_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise InvalidField(name, f"{name} must be one of {list(choices)}, got {shown(value)}")
+    return value
+
+
+def choice(name: str, choices: tuple[str, ...], description: str) -> FieldType:
+    """A field that is one of a few strings. The ledger's type test is any text (another string
+    is rejected by the handler with its own reason); the API takes only the choices."""
+    return FieldType(
+        name=name,
+        shape="a text string",
+        conforms=lambda value: type(value) is str,
+        from_json=lambda value, field_name: json_choice(value, field_name, choices),
+        to_json=lambda value: value,
+        schema={"type": "string", "enum": list(choices), "description": description},
+        choices=choices,
+    )
+
+
+def json_flag(value: Any, name: str) -> bool:
+    if type(value) is not bool:
+        raise InvalidField(name, f"{name} must be true or false, got {shown(value)}")
+    return value
+
+
+SIDE = choice("side", SIDES, "which side of the book: buy base with quote, or sell base for quote")
+ORDER_TYPE = choice("order_type", ORDER_TYPES, "limit, or market (an ioc whose price is the worst it accepts)")
+TIF = choice("tif", TIFS, "time in force: gtc rests, ioc never rests, post_only never takes")
+FLAG = FieldType(
+    name="bool",
+    shape="a boolean",
+    conforms=lambda value: type(value) is bool,
+    from_json=json_flag,
+    to_json=lambda value: value,
+    schema={"type": "boolean"},
+)
+OP_ID = FieldType(
+    name="op_id",
+    shape="a byte string of 32 bytes",  # an operation's id; one that is no order is unknown_order
+    conforms=lambda value: type(value) is bytes and len(value) == 32,
+    from_json=lambda value, name: json_hex(value, name, 32),
+    to_json=lambda value: "0x" + value.hex(),
+    schema={"type": "string", "pattern": "^(0[xX])?[0-9a-fA-F]{64}$",
+            "description": "an operation id: 32 bytes as 0x-prefixed hex"},
 )
 
 
@@ -342,4 +407,31 @@ LOCK = Kind(
     summary="Moves free balance to a lock that the first checkpoint whose time is at least until releases.",
 )
 
-KINDS = Registry((TRANSFER, WITHDRAW, LOCK))
+ORDER_PLACE = Kind(
+    name="order.place",
+    fields=(
+        ("market", MARKET_SYMBOL), ("side", SIDE), ("type", ORDER_TYPE), ("tif", TIF), ("price", UINT64),
+        ("qty", UINT64), ("reduce_only", FLAG), ("expires", UINT64),
+    ),
+    permission=Permission.TRADE,
+    handler="_order_place",
+    summary="Places an order: price in e9 quote per whole base, qty in e9 base, expires in ms of checkpoint "
+    "time (0: never). It matches the resting orders it crosses at their prices, oldest first at a price; "
+    "what is left rests (gtc, holding what it may spend) or is cancelled (ioc, market).",
+)
+ORDER_CANCEL = Kind(
+    name="order.cancel",
+    fields=(("order", OP_ID),),
+    permission=Permission.TRADE,
+    handler="_order_cancel",
+    summary="Cancels one of the author's open orders (its id is the op id of its order.place), releasing its hold.",
+)
+ORDER_CANCEL_ALL = Kind(
+    name="order.cancel_all",
+    fields=(("market", MARKET_SYMBOL),),
+    permission=Permission.TRADE,
+    handler="_order_cancel_all",
+    summary="Cancels every open order of the author in a market (none open is fine), releasing their holds.",
+)
+
+KINDS = Registry((TRANSFER, WITHDRAW, LOCK, ORDER_PLACE, ORDER_CANCEL, ORDER_CANCEL_ALL))

@@ -7,7 +7,10 @@ exactly. That is what lets `Replica` reorder a late operation without replaying 
 
 Conservation, per token, in every state (`check_conservation`):
 
-    deposits == sum(balances) + sum(locked) + sum(withdrawn) + fees + insurance
+    deposits == sum(balances) + sum(held) + sum(locked) + sum(withdrawn) + fees + insurance
+
+``held`` is what open orders hold (quote for a buy, base for a sell; see "Spot markets" below)
+and ``fees`` the fee pool.
 
 ``withdrawn`` is cumulative: what each account has withdrawn in the channel, which only grows.
 The contract pays it out from any finalised checkpoint, the difference against what it paid
@@ -21,20 +24,53 @@ of kinds (`crdt.kinds`); a kind's entry names its handler here.
 Every handler moves an amount between these buckets and never creates or destroys one; only
 `credit_deposit` raises both sides together. Zero entries are deleted, so the canonical state
 (and its hash) does not depend on the history that led to it.
+
+Spot markets (TRADING.md; the markets are the genesis's). ``order.place`` is validated whole
+first (permission, body types, market, side, type, tif, a market order's tif, reduce_only, price
+range then tick, qty range then step, expiry, post-only cross, funds), then it matches: the
+best-priced resting orders of the other side, oldest placement first at a price, each at the
+maker's price, until the taker's limit or its quantity. A resting order of the taker's own
+account met on the way is removed. A gtc (or post-only) remainder rests, holding what it may
+still spend: ``notional(price, remaining) + fee(.., maker_fee)`` quote for a buy, ``remaining``
+base for a sell. A maker pays from its hold (a shortfall from its free balance; a maker that
+cannot pay is removed without the fill); a taker pays from free and stops when it cannot pay a
+fill, its remainder cancelled. Fees go to the quote token's fee pool. Each side of a book is a
+`sortedcontainers.SortedDict` keyed ``(price key, placement)`` whose every change goes through
+`_put` like any other table, so undoing a frame restores the queue exactly. ``placements``
+(in ``meta``) numbers every accepted ``order.place``; its number is the order's ``placed``.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from sortedcontainers import SortedDict
 
 from crdt import cbor
 from crdt.errors import InternalError, InvalidInput
 from crdt.genesis import Genesis, Permission
 from crdt.hashing import keccak256
 from crdt.kinds import KINDS, Kind, Registry
+from crdt.markets.book import (
+    BUY,
+    GTC,
+    IOC,
+    LIMIT,
+    MARKET,
+    ORDER_TYPES,
+    POST_ONLY,
+    SELL,
+    SIDES,
+    TIFS,
+    Book,
+    Fill,
+    RestingOrder,
+    price_key,
+)
+from crdt.markets.config import Market, MarketKind, fee, notional
 from crdt.ops import SignedOp
 from crdt.types import Address, Hash32, OpId, Symbol
 
@@ -53,6 +89,22 @@ class Reason(enum.StrEnum):
     LOCK_IN_PAST = "lock_in_past"
     EQUIVOCATION = "equivocation"
     STALE = "stale"
+    # spot markets (order.place, order.cancel, order.cancel_all)
+    UNKNOWN_MARKET = "unknown_market"
+    BAD_SIDE = "bad_side"
+    BAD_TYPE = "bad_type"
+    BAD_TIF = "bad_tif"
+    MARKET_ORDER_MUST_BE_IOC = "market_order_must_be_ioc"
+    BAD_TICK = "bad_tick"
+    BAD_STEP = "bad_step"
+    QTY_OUT_OF_RANGE = "qty_out_of_range"
+    PRICE_OUT_OF_RANGE = "price_out_of_range"
+    REDUCE_ONLY_NOT_SPOT = "reduce_only_not_spot"
+    ORDER_EXPIRED = "order_expired"
+    POST_ONLY_WOULD_CROSS = "post_only_would_cross"
+    UNKNOWN_ORDER = "unknown_order"
+    NOT_ORDER_OWNER = "not_order_owner"
+    ORDER_NOT_OPEN = "order_not_open"
 
 
 class Rejected(Exception):
@@ -122,11 +174,21 @@ class Ledger:
         self.balances: dict[tuple[Address, Symbol], int] = {}
         self.locks: dict[OpId, Lock] = {}
         self.withdrawn: dict[tuple[Address, Symbol], int] = {}  # cumulative, per (account, token)
-        self.fees: dict[Symbol, int] = {}
+        self.fee_pool: dict[Symbol, int] = {}
         self.insurance: dict[Symbol, int] = {}
         self.deposits: dict[Symbol, int] = {}
-        self.meta: dict[str, int] = {}  # "version", "time", "deposit_nonce"
+        self.meta: dict[str, int] = {}  # "version", "time", "deposit_nonce", "placements"
         self.seq_owner: dict[tuple[Address, int], OpId] = {}  # the first op in the order at each seq
+        # spot markets: every table below changes only through _put / _add
+        self._markets: dict[str, Market] = {market.symbol: market for market in genesis.markets}
+        self._sides: dict[tuple[str, str], SortedDict] = {
+            (market.symbol, side): SortedDict() for market in genesis.markets for side in SIDES
+        }  # (market, side) -> {(price key, placed): order id}
+        self.orders: dict[OpId, RestingOrder] = {}  # the open orders
+        self.held_funds: dict[tuple[Address, Symbol], int] = {}  # the sum of the open orders' holds
+        self.expiry: dict[OpId, int] = {}  # open orders with expires != 0
+        self.order_owner: dict[OpId, Address] = {}  # every accepted order.place, open or not
+        self._fills: dict[int, Fill] = {}  # replay position -> fill
         self._journal: Frame | None = None
         self._handlers: dict[str, tuple[Kind, Callable[[SignedOp, Kind], None]]] = {}
         for name in kinds:
@@ -156,6 +218,29 @@ class Ledger:
     def balance(self, account: Address, token: Symbol) -> int:
         return self.balances.get((account, token), 0)
 
+    def held(self, account: Address, token: Symbol) -> int:
+        """What the account's open orders hold of the token (e9)."""
+        return self.held_funds.get((account, token), 0)
+
+    def fees(self, token: Symbol) -> int:
+        """The token's fee pool (e9)."""
+        return self.fee_pool.get(token, 0)
+
+    def book(self, market: str) -> Book:
+        """A live view of a genesis market's book (KeyError for another symbol)."""
+        if market not in self._markets:
+            raise KeyError(f"no market {market!r} in the genesis")
+        return Book(market, self._sides[(market, BUY)], self._sides[(market, SELL)], self.orders)
+
+    def order(self, order_id: OpId) -> RestingOrder | None:
+        """The open order with this id (the op id of its order.place), else None."""
+        return self.orders.get(order_id)
+
+    @property
+    def fills(self) -> list[Fill]:
+        """Every fill of the operations applied, in replay order."""
+        return [self._fills[position] for position in range(len(self._fills))]
+
     def locked(self, account: Address, token: Symbol) -> int:
         return sum(
             lock.amount for lock in self.locks.values() if lock.account == account and lock.token == token
@@ -163,8 +248,8 @@ class Ledger:
 
     def entitlement(self, account: Address, token: Symbol) -> int:
         """What the account would be paid (e9) if the channel concluded now, besides what it
-        withdrew: its free and locked balance."""
-        return self.balance(account, token) + self.locked(account, token)
+        withdrew: its free, held and locked balance (a resting order is paid back to its owner)."""
+        return self.balance(account, token) + self.held(account, token) + self.locked(account, token)
 
     def withdrawn_by(self, account: Address, token: Symbol) -> int:
         """What the account has withdrawn in the channel so far (e9, cumulative)."""
@@ -176,17 +261,32 @@ class Ledger:
         return unit
 
     def check_conservation(self) -> None:
-        """Raise `InternalError` unless every token's deposits equal the sum of its buckets."""
+        """Raise `InternalError` unless every token's deposits equal the sum of its buckets, and
+        the held buckets, the open orders and the books agree."""
         for token in self._tokens:
-            held = (
+            total = (
                 sum(v for (_, t), v in self.balances.items() if t == token)
+                + sum(v for (_, t), v in self.held_funds.items() if t == token)
                 + sum(lock.amount for lock in self.locks.values() if lock.token == token)
                 + sum(v for (_, t), v in self.withdrawn.items() if t == token)
-                + self.fees.get(token, 0)
+                + self.fee_pool.get(token, 0)
                 + self.insurance.get(token, 0)
             )
-            if held != self.deposits.get(token, 0):
-                raise InternalError(f"conservation broken for {token}: {held} != {self.deposits.get(token, 0)}")
+            if total != self.deposits.get(token, 0):
+                raise InternalError(f"conservation broken for {token}: {total} != {self.deposits.get(token, 0)}")
+        holds: dict[tuple[Address, Symbol], int] = {}
+        for order in self.orders.values():
+            key = (order.owner, self._hold_token(order))
+            holds[key] = holds.get(key, 0) + order.hold
+            entry = self._sides[(order.market, order.side)].get((price_key(order.side, order.price), order.placed))
+            if entry != order.order_id or order.remaining <= 0 or order.hold < 0:
+                raise InternalError(f"open order 0x{order.order_id.hex()} is not where the book has it")
+        if {k: v for k, v in holds.items() if v} != self.held_funds:
+            raise InternalError("the held buckets are not the sum of the open orders' holds")
+        if sum(len(side) for side in self._sides.values()) != len(self.orders):
+            raise InternalError("a book holds an order that is not open")
+        if not self.expiry.keys() <= self.orders.keys():
+            raise InternalError("an order that is not open has an expiry")
 
     def canonical(self) -> list[Any]:
         """The whole state as one canonical value (every collection sorted)."""
@@ -201,9 +301,24 @@ class Ledger:
                 for op_id, lock in sorted(self.locks.items())
             ],
             [[a, t, v] for (a, t), v in sorted(self.withdrawn.items())],
-            sorted([t, v] for t, v in self.fees.items()),
+            sorted([t, v] for t, v in self.fee_pool.items()),
             sorted([t, v] for t, v in self.insurance.items()),
             sorted([t, v] for t, v in self.deposits.items()),
+        ] + (self._canonical_markets() if self._markets else [])
+
+    def _canonical_markets(self) -> list[Any]:
+        """The books' part of the state (only in a channel with markets, so the state hash of
+        one without stays what it was): the placement counter, every open order, the held
+        buckets."""
+        return [
+            "markets",
+            self.meta.get("placements", 0),
+            [
+                [o.order_id, o.owner, o.market, o.side, o.price, o.remaining, o.placed, o.hold,
+                 self.expiry.get(o.order_id, 0)]
+                for _, o in sorted(self.orders.items())
+            ],
+            [[a, t, v] for (a, t), v in sorted(self.held_funds.items())],
         ]
 
     def state_hash(self) -> Hash32:
@@ -278,7 +393,8 @@ class Ledger:
         self._put(self.meta, "deposit_nonce", deposit.nonce)
 
     def close_epoch(self, version: int, time: int) -> None:
-        """Mark checkpoint `version` at checkpoint time `time`; release the locks it ends."""
+        """Mark checkpoint `version` at checkpoint time `time`; release the locks it ends and
+        remove the orders that expire by then (both in op-id order), releasing their holds."""
         if time < self.time:
             raise InvalidInput(f"checkpoint time {time} is before the previous one {self.time}")
         self._put(self.meta, "version", version)
@@ -288,6 +404,9 @@ class Ledger:
             if lock.until <= time:
                 self._put(self.locks, op_id, _MISSING)
                 self._add(self.balances, (lock.account, lock.token), lock.amount)
+        for order_id in sorted(self.expiry):
+            if self.expiry[order_id] <= time:
+                self._remove_order(self.orders[order_id])
 
     # -- handlers: every check first, then the change -----------------------------------------
 
@@ -336,3 +455,180 @@ class Ledger:
         token, amount = self._token_amount(op, kind)
         self._add(self.balances, (op.author, token), -amount)
         self._put(self.locks, op.op_id, Lock(op.author, token, amount, until, reason))
+
+    # -- spot markets ----------------------------------------------------------------------------
+
+    def _hold_token(self, order: RestingOrder) -> Symbol:
+        market = self._markets[order.market]
+        return market.quote if order.side == BUY else market.base
+
+    def _order_place(self, op: SignedOp, kind: Kind) -> None:
+        self._permit(op, kind)
+        symbol = body_field(kind, op.body, "market")
+        side = body_field(kind, op.body, "side")
+        order_type = body_field(kind, op.body, "type")
+        tif = body_field(kind, op.body, "tif")
+        price = body_field(kind, op.body, "price")
+        qty = body_field(kind, op.body, "qty")
+        reduce_only = body_field(kind, op.body, "reduce_only")
+        expires = body_field(kind, op.body, "expires")
+        market = self._markets.get(symbol)
+        if market is None:
+            raise Rejected(Reason.UNKNOWN_MARKET, symbol)
+        if side not in SIDES:
+            raise Rejected(Reason.BAD_SIDE, f"side must be one of {list(SIDES)}")
+        if order_type not in ORDER_TYPES:
+            raise Rejected(Reason.BAD_TYPE, f"type must be one of {list(ORDER_TYPES)}")
+        if tif not in TIFS:
+            raise Rejected(Reason.BAD_TIF, f"tif must be one of {list(TIFS)}")
+        if order_type == MARKET and tif != IOC:
+            raise Rejected(Reason.MARKET_ORDER_MUST_BE_IOC)
+        if reduce_only and market.kind == MarketKind.SPOT:
+            raise Rejected(Reason.REDUCE_ONLY_NOT_SPOT)
+        if not market.min_price <= price <= market.max_price:
+            raise Rejected(Reason.PRICE_OUT_OF_RANGE, f"price must be in [{market.min_price}, {market.max_price}]")
+        if price % market.tick_size:
+            raise Rejected(Reason.BAD_TICK, f"price must be a multiple of {market.tick_size}")
+        if not market.min_qty <= qty <= market.max_qty:
+            raise Rejected(Reason.QTY_OUT_OF_RANGE, f"qty must be in [{market.min_qty}, {market.max_qty}]")
+        if qty % market.step_size:
+            raise Rejected(Reason.BAD_STEP, f"qty must be a multiple of {market.step_size}")
+        if expires and expires <= self.time:
+            raise Rejected(Reason.ORDER_EXPIRED, f"expires {expires} is not after checkpoint time {self.time}")
+        if tif == POST_ONLY and self._would_take(market, side, price, op.author):
+            raise Rejected(Reason.POST_ONLY_WOULD_CROSS)
+        if side == BUY:
+            worst = notional(price, qty)
+            needed = worst + fee(worst, max(market.maker_fee, market.taker_fee))
+            if self.balance(op.author, market.quote) < needed:
+                raise Rejected(Reason.INSUFFICIENT_BALANCE, f"a buy of this size needs {needed} {market.quote} free")
+        elif self.balance(op.author, market.base) < qty:
+            raise Rejected(Reason.INSUFFICIENT_BALANCE, f"a sell of this size needs {qty} {market.base} free")
+        # every check passed: from here on the operation takes effect
+        placed = self.meta.get("placements", 0) + 1
+        self._put(self.meta, "placements", placed)
+        self._put(self.order_owner, op.op_id, op.author)
+        remaining, stopped = self._take(op, market, side, price, qty)
+        if remaining and not stopped and order_type == LIMIT and tif in (GTC, POST_ONLY):
+            self._rest(op, market, side, price, remaining, placed, expires)
+
+    def _crosses(self, side: str, limit: int, maker_price: int) -> bool:
+        return maker_price <= limit if side == BUY else maker_price >= limit
+
+    def _would_take(self, market: Market, side: str, limit: int, author: Address) -> bool:
+        """Whether an order would fill against another account's resting order (a resting
+        order of its own author at a crossing price would be removed, not taken)."""
+        for order_id in self._sides[(market.symbol, SELL if side == BUY else BUY)].values():
+            maker = self.orders[order_id]
+            if not self._crosses(side, limit, maker.price):
+                return False
+            if maker.owner != author:
+                return True
+        return False
+
+    def _take(self, op: SignedOp, market: Market, side: str, limit: int, qty: int) -> tuple[int, bool]:
+        """Match a taker against the other side; return what is left of it and whether it
+        stopped because it could not pay a fill."""
+        taker = op.author
+        base, quote = market.base, market.quote
+        opposite = self._sides[(market.symbol, SELL if side == BUY else BUY)]
+        remaining = qty
+        while remaining and opposite:
+            maker = self.orders[opposite.peekitem(0)[1]]
+            if not self._crosses(side, limit, maker.price):
+                break
+            if maker.owner == taker:
+                self._remove_order(maker)  # self-trade: the resting order goes, matching goes on
+                continue
+            q = min(remaining, maker.remaining)
+            n = notional(maker.price, q)
+            taker_fee, maker_fee = fee(n, market.taker_fee), fee(n, market.maker_fee)
+            if side == BUY:  # the maker sells from its hold (exactly its remaining base)
+                if self.balance(taker, quote) < n + taker_fee:
+                    return remaining, True
+                from_hold = q
+                self._add(self.balances, (taker, quote), -(n + taker_fee))
+                self._add(self.balances, (taker, base), q)
+                self._add(self.held_funds, (maker.owner, base), -q)
+                self._add(self.balances, (maker.owner, quote), n - maker_fee)
+            else:  # the maker buys from its hold, a shortfall from its free balance
+                cost = n + maker_fee
+                from_hold = min(maker.hold, cost)
+                if self.balance(maker.owner, quote) < cost - from_hold:
+                    self._remove_order(maker)  # it cannot pay: removed without the fill
+                    continue
+                if self.balance(taker, base) < q:
+                    return remaining, True
+                self._add(self.balances, (taker, base), -q)
+                self._add(self.balances, (taker, quote), n - taker_fee)
+                self._add(self.held_funds, (maker.owner, quote), -from_hold)
+                self._add(self.balances, (maker.owner, quote), -(cost - from_hold))
+                self._add(self.balances, (maker.owner, base), q)
+            self._add(self.fee_pool, quote, taker_fee + maker_fee)
+            self._put(
+                self._fills,
+                len(self._fills),
+                Fill(op.op_id, maker.order_id, taker, maker.owner, market.symbol, maker.price, q, taker_fee, maker_fee),
+            )
+            remaining -= q
+            if q == maker.remaining:
+                self._remove_order(replace(maker, remaining=0, hold=maker.hold - from_hold))
+            else:
+                self._put(self.orders, maker.order_id, replace(maker, remaining=maker.remaining - q,
+                                                               hold=maker.hold - from_hold))
+        return remaining, False
+
+    def _rest(
+        self, op: SignedOp, market: Market, side: str, price: int, remaining: int, placed: int, expires: int
+    ) -> None:
+        """Put a remainder on the book, moving its hold from free to held; a remainder whose
+        hold the free balance cannot cover is cancelled instead."""
+        if side == BUY:
+            worst = notional(price, remaining)
+            token, hold = market.quote, worst + fee(worst, market.maker_fee)
+        else:
+            token, hold = market.base, remaining
+        if self.balance(op.author, token) < hold:
+            return
+        self._add(self.balances, (op.author, token), -hold)
+        self._add(self.held_funds, (op.author, token), hold)
+        order = RestingOrder(op.op_id, op.author, market.symbol, side, price, remaining, placed, hold)
+        self._put(self.orders, op.op_id, order)
+        self._put(self._sides[(market.symbol, side)], (price_key(side, price), placed), op.op_id)
+        if expires:
+            self._put(self.expiry, op.op_id, expires)
+
+    def _remove_order(self, order: RestingOrder) -> None:
+        """Take an order off its book; what is left of its hold (``order.hold``) goes back to free."""
+        self._put(self._sides[(order.market, order.side)], (price_key(order.side, order.price), order.placed), _MISSING)
+        self._put(self.orders, order.order_id, _MISSING)
+        if order.order_id in self.expiry:
+            self._put(self.expiry, order.order_id, _MISSING)
+        if order.hold:
+            token = self._hold_token(order)
+            self._add(self.held_funds, (order.owner, token), -order.hold)
+            self._add(self.balances, (order.owner, token), order.hold)
+
+    def _order_cancel(self, op: SignedOp, kind: Kind) -> None:
+        self._permit(op, kind)
+        order_id = body_field(kind, op.body, "order")
+        owner = self.order_owner.get(order_id)
+        if owner is None:
+            raise Rejected(Reason.UNKNOWN_ORDER, "0x" + order_id.hex())
+        if owner != op.author:
+            raise Rejected(Reason.NOT_ORDER_OWNER)
+        order = self.orders.get(order_id)
+        if order is None:
+            raise Rejected(Reason.ORDER_NOT_OPEN)
+        self._remove_order(order)
+
+    def _order_cancel_all(self, op: SignedOp, kind: Kind) -> None:
+        self._permit(op, kind)
+        symbol = body_field(kind, op.body, "market")
+        if symbol not in self._markets:
+            raise Rejected(Reason.UNKNOWN_MARKET, symbol)
+        for side in SIDES:
+            for order_id in list(self._sides[(symbol, side)].values()):
+                order = self.orders[order_id]
+                if order.owner == op.author:
+                    self._remove_order(order)

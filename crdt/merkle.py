@@ -1,7 +1,8 @@
 """Payout Merkle trees, built exactly as OpenZeppelin's StandardMerkleTree builds them.
 
 A checkpoint's tree holds two kinds of leaf per (participant, token):
-- ``BALANCE`` (0): what the account is paid when the channel concludes (free + locked), once;
+- ``BALANCE`` (0): what the account is paid when the channel concludes (free + held + locked:
+  a resting order's hold goes back to its owner), once;
 - ``WITHDRAWN`` (1): the cumulative amount the account has withdrawn in the channel, which only
   grows; the contract pays the difference against what it already paid, from any finalised
   checkpoint, while the channel stays open.

@@ -34,6 +34,7 @@ from crdt.errors import InvalidCut, InvalidInput, MissingOperations
 from crdt.genesis import Genesis
 from crdt.graph import AddResult, Equivocation, HashGraph, PendingBuffer
 from crdt.ledger import Deposit, Frame, Ledger, Reason
+from crdt.markets.book import Fill
 from crdt.merkle import BALANCE, WITHDRAWN, MerkleTree, PayoutLeaf, leaf_totals
 from crdt.ops import Context, SignedOp
 from crdt.types import Address, Hash32, OpId
@@ -332,6 +333,11 @@ class Replica:
             self.graph.ops[op_id] for _, op_id in self._suffix
         ]
 
+    def fills(self) -> list[Fill]:
+        """The fills of the operations applied (certified, then tentative), in replay order; a
+        tentative fill can change when a late operation sorts before it."""
+        return self.ledger.fills
+
     def evidence(self) -> list[Equivocation]:
         return [self.graph.evidence[key] for key in sorted(self.graph.evidence)]
 
@@ -339,8 +345,8 @@ class Replica:
         return self.ledger.state_hash()
 
     def payout_tree(self) -> MerkleTree:
-        """Per (participant, token), in genesis order: the balance leaf (free + locked, in token
-        units, apportioned so the leaves of a token pay out its whole sum) and the withdrawal
+        """Per (participant, token), in genesis order: the balance leaf (free + held + locked, in
+        token units, apportioned so the leaves of a token pay out its whole sum) and the withdrawal
         leaf (cumulative withdrawn, whole units by construction)."""
         ledger, participants = self.ledger, self.genesis.participants
         leaves: list[PayoutLeaf] = []

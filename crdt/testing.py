@@ -19,6 +19,7 @@ from crdt.eip712 import Checkpoint
 from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
 from crdt.graph import AddResult
 from crdt.hashing import keccak256
+from crdt.markets.config import Market
 from crdt.ops import Context, _wire, address_of, content_bytes, decode_op
 from crdt.replica import Replica
 
@@ -81,11 +82,12 @@ def make_genesis(
     chain_id: int = 31337,
     adjudicator: bytes = b"\x11" * 20,
     nonce: int = 0,
+    markets: Sequence[Market] = (),
 ) -> Genesis:
     """A channel of the participants `keys` (roles: traders by default; bootstraps: none).
 
     `initial` is either an amount (e9) every participant holds of every token, or the initial
-    balances themselves."""
+    balances themselves; `markets` are the genesis's markets (none by default)."""
     participants = [
         Participant(address_of(key), role, bootstrap)
         for key, role, bootstrap in zip(
@@ -103,4 +105,5 @@ def make_genesis(
         tokens=list(tokens),
         initial_balances=balances,
         nonce=nonce,
+        markets=markets,
     )

@@ -12,8 +12,9 @@ from typing import Any
 from hypothesis import strategies as st
 
 from crdt.genesis import Permission
-from crdt.kinds import ADDRESS, KINDS, MAX_LOCK_REASON, REASON_TEXT, UINT64_LIMIT, Kind, Registry
+from crdt.kinds import ADDRESS, KINDS, MAX_LOCK_REASON, ORDER_TYPE, REASON_TEXT, SIDE, TIF, UINT64_LIMIT, Kind, Registry
 from crdt.ledger import Ledger, Reason, Rejected, body_field
+from crdt.markets.config import MAX_MARKET_SYMBOL
 from crdt.ops import SignedOp
 from tests.crdt.crdt_support import ADDR
 
@@ -57,6 +58,12 @@ CANONICAL_JSON: dict[str, st.SearchStrategy[Any]] = {
     "amount": st.integers(1, UINT64_LIMIT - 1).map(str),
     "uint64": st.integers(0, UINT64_LIMIT - 1).map(str),
     "text": _utf8_at_most(MAX_LOCK_REASON),
+    "market": st.sampled_from(["WETH/USDC", "DOGE/USDC"]) | _utf8_at_most(MAX_MARKET_SYMBOL),
+    "side": st.sampled_from(SIDE.choices),
+    "order_type": st.sampled_from(ORDER_TYPE.choices),
+    "tif": st.sampled_from(TIF.choices),
+    "bool": st.booleans(),
+    "op_id": st.binary(min_size=32, max_size=32).map(lambda raw: "0x" + raw.hex()),
 }
 OTHER_JSON: dict[str, st.SearchStrategy[Any]] = {
     "address": st.binary(min_size=20, max_size=20).flatmap(
@@ -66,6 +73,14 @@ OTHER_JSON: dict[str, st.SearchStrategy[Any]] = {
     "amount": st.integers(1, UINT64_LIMIT - 1) | st.integers(1, 10**6).map(lambda n: str(n).zfill(20)),
     "uint64": st.integers(0, UINT64_LIMIT - 1),
     "text": CANONICAL_JSON["text"],
+    "market": CANONICAL_JSON["market"],
+    "side": CANONICAL_JSON["side"],
+    "order_type": CANONICAL_JSON["order_type"],
+    "tif": CANONICAL_JSON["tif"],
+    "bool": CANONICAL_JSON["bool"],
+    "op_id": st.binary(min_size=32, max_size=32).flatmap(
+        lambda raw: st.sampled_from(["0X" + raw.hex(), raw.hex().upper(), "0x" + raw.hex().upper()])
+    ),
 }
 TRICKY_JSON = st.sampled_from([
     "", "0", "-1", "²", "\u0661\u0660", "\uff11", "9" * 25, " 1", "1e3", "0x1", "0x" + "11" * 19,

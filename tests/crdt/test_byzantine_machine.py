@@ -291,7 +291,7 @@ class Channel(RuleBasedStateMachine):
                 )
                 entitled = sum(ledger.entitlement(a, symbol) for a in accounts)
                 withdrawn = sum(ledger.withdrawn_by(a, symbol) for a in accounts)
-                fees = ledger.fees.get(symbol, 0) + ledger.insurance.get(symbol, 0)
+                fees = ledger.fees(symbol) + ledger.insurance.get(symbol, 0)
                 assert entitled + withdrawn + fees == credited, symbol  # e9, exactly
                 paid = [sum(x.amount for x in leaves if x.token == token.address and x.kind == k) for k in (0, 1)]
                 assert paid[BALANCE] == from_e9(entitled, token.decimals)  # apportioned: nothing lost

@@ -26,15 +26,18 @@ ORACLE = ROLES.index(Role.ORACLE)
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def test_the_registry_holds_the_three_kinds_in_order() -> None:
-    assert KIND_NAMES == ["transfer", "withdraw", "lock"]
+def test_the_registry_holds_the_six_kinds_in_order() -> None:
+    assert KIND_NAMES == ["transfer", "withdraw", "lock", "order.place", "order.cancel", "order.cancel_all"]
     assert [name for name, _ in KINDS["lock"].fields] == ["token", "amount", "until", "reason"]
     assert KINDS["transfer"].keys == {"to", "token", "amount"}
-    assert KINDS.listing() == "transfer, withdraw and lock"
+    assert [name for name, _ in KINDS["order.place"].fields] == [
+        "market", "side", "type", "tif", "price", "qty", "reduce_only", "expires"
+    ]
+    assert KINDS.listing() == "transfer, withdraw, lock, order.place, order.cancel and order.cancel_all"
     for name in KINDS:
         kind = KINDS[name]
         assert len(name.encode()) <= DEFAULT_LIMITS.max_kind_bytes
-        assert kind.permission is Permission.MOVE_FUNDS
+        assert kind.permission is (Permission.TRADE if name.startswith("order.") else Permission.MOVE_FUNDS)
         assert Role.OBSERVER not in kind.roles
         assert Role.TRADER in kind.roles
         assert callable(getattr(Ledger, kind.handler))
@@ -103,8 +106,8 @@ def test_an_invalid_json_body_gets_an_invalid_field_naming_it_never_another_erro
 
 
 def test_unknown_kinds_get_unknown_kind_listing_the_registered_ones() -> None:
-    for name in ("order.place", "", 5, None, "x" * 100_000):
-        with pytest.raises(UnknownKind, match="this node signs transfer, withdraw and lock"):
+    for name in ("oracle.price", "", 5, None, "x" * 100_000):
+        with pytest.raises(UnknownKind, match=r"this node signs transfer, withdraw, lock, order\.place, order\."):
             KINDS.from_json(name, {})
 
 

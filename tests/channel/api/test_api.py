@@ -140,7 +140,7 @@ def test_request_ids_make_submits_idempotent(channel_dir: Path, tmp_path: Path) 
         ("parley_transfer", [None, "USDC", "5"], -32602, "missing parameters"),
         ("parley_transfer", ["0x" + "11" * 20, "USDC", "-5"], -32602, "positive integer"),
         ("parley_transfer", ["0x" + "11" * 20, "USDC", 1.5], -32602, "positive integer"),
-        ("parley_submit", ["order.place", {}], -32602, "unknown kind"),
+        ("parley_submit", ["oracle.price", {}], -32602, "unknown kind"),
         ("parley_submit", ["transfer", {"to": "0x" + "11" * 20, "token": "USDC"}], -32602, "missing ['amount']"),
         ("parley_submit", ["lock", {"token": "USDC", "amount": 1, "until": -1, "reason": "x"}], -32602, "until"),
         ("parley_status", ["0xzz"], -32602, "op_id"),
@@ -317,7 +317,8 @@ def test_openrpc_has_a_schema_per_kind_from_the_registry() -> None:
         assert "observer" not in schema["x-roles"]
     submit = next(m for m in document["methods"] if m["name"] == "parley_submit")
     params = {p["name"]: p["schema"] for p in submit["params"]}
-    assert params["kind"] == {"enum": ["transfer", "withdraw", "lock"]}
+    assert params["kind"] == {"enum": list(KINDS)}
+    assert list(KINDS)[:3] == ["transfer", "withdraw", "lock"]
     assert [ref["$ref"] for ref in params["body"]["oneOf"]] == [f"#/components/schemas/{k}" for k in KINDS]
     transfer = next(m for m in document["methods"] if m["name"] == "parley_transfer")
     assert {p["name"]: p["schema"] for p in transfer["params"]}["amount"] == AMOUNT.schema
@@ -325,7 +326,7 @@ def test_openrpc_has_a_schema_per_kind_from_the_registry() -> None:
 
 def test_a_kind_added_to_a_registry_reaches_the_parser_and_the_openrpc_document() -> None:
     body = {"to": "0x" + "11" * 20, "note": "hello"}
-    with pytest.raises(RpcError, match="unknown kind 'memo'; this node signs transfer, withdraw and lock"):
+    with pytest.raises(RpcError, match="unknown kind 'memo'; this node signs transfer, withdraw, lock, order"):
         parse_body("memo", body)
     assert parse_body("memo", body, WITH_MEMO) == {"to": bytes.fromhex("11" * 20), "note": "hello"}
     with pytest.raises(RpcError, match="note must be a non-empty string of at most 64 bytes") as caught:

@@ -1,0 +1,91 @@
+"""What the ledger's order books look like from outside: resting orders, fills, a book's sides.
+
+The books themselves live in the ledger (`crdt.ledger.Ledger`), one pair of
+`sortedcontainers.SortedDict` per market, keyed ``(price key, placement)`` to the order id, so
+their iteration order is a function of their keys only and the undo journal restores it exactly.
+A bid's price key is ``-price`` (best first is ascending), an ask's ``price``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sortedcontainers import SortedDict
+
+from crdt.types import Address, OpId
+
+BUY, SELL = "buy", "sell"
+SIDES = (BUY, SELL)
+LIMIT, MARKET = "limit", "market"
+ORDER_TYPES = (LIMIT, MARKET)
+GTC, IOC, POST_ONLY = "gtc", "ioc", "post_only"
+TIFS = (GTC, IOC, POST_ONLY)
+
+
+@dataclass(frozen=True, slots=True)
+class RestingOrder:
+    """An open order. ``hold`` is what it still holds: quote e9 for a buy, base e9 for a sell.
+    ``placed`` is its placement sequence number, the time of price-time priority."""
+
+    order_id: OpId
+    owner: Address
+    market: str
+    side: str
+    price: int
+    remaining: int
+    placed: int
+    hold: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One match: `qty` base at the maker's `price`; the fees are in the quote token."""
+
+    taker_order: OpId
+    maker_order: OpId
+    taker: Address
+    maker: Address
+    market: str
+    price: int
+    qty: int
+    taker_fee: int
+    maker_fee: int
+
+
+def price_key(side: str, price: int) -> int:
+    """The key that sorts a side best first: bids by price descending, asks ascending."""
+    return -price if side == BUY else price
+
+
+class Book:
+    """A live, read-only view of one market's book in a ledger."""
+
+    def __init__(
+        self,
+        market: str,
+        bids: SortedDict[tuple[int, int], OpId],
+        asks: SortedDict[tuple[int, int], OpId],
+        orders: Mapping[OpId, RestingOrder],
+    ) -> None:
+        self.market = market
+        self._bids = bids
+        self._asks = asks
+        self._orders = orders
+
+    def bids(self) -> list[RestingOrder]:
+        """Best first: price descending, then placement ascending."""
+        return [self._orders[order_id] for order_id in self._bids.values()]
+
+    def asks(self) -> list[RestingOrder]:
+        """Best first: price ascending, then placement ascending."""
+        return [self._orders[order_id] for order_id in self._asks.values()]
+
+    def best_bid(self) -> RestingOrder | None:
+        return self._orders[self._bids.peekitem(0)[1]] if self._bids else None
+
+    def best_ask(self) -> RestingOrder | None:
+        return self._orders[self._asks.peekitem(0)[1]] if self._asks else None
+
+    def __len__(self) -> int:
+        return len(self._bids) + len(self._asks)
