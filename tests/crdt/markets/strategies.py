@@ -134,7 +134,7 @@ def place_bodies(draw: st.DrawFn, faults: bool = True) -> dict[str, Any]:
     style = draw(st.sampled_from(["gtc"] * 5 + ["ioc", "ioc", "market", "post_only", "post_only"]))
     type_, tif = ("market", "ioc") if style == "market" else ("limit", style)
     tick, step = market.tick_size, market.step_size
-    offset = draw(st.integers(-5, 5))
+    offset = draw(st.integers(-3, 5)) * (1 if side == "buy" else -1)  # leaning into the other side
     if style == "market":  # the worst price it accepts, a bound around the mid
         offset = 12 if side == "buy" else -12
     price = MIDS[market.symbol] + offset * tick
@@ -143,7 +143,7 @@ def place_bodies(draw: st.DrawFn, faults: bool = True) -> dict[str, Any]:
         "market": market.symbol, "side": side, "type": type_, "tif": tif, "price": price, "qty": qty,
         "reduce_only": False, "expires": draw(st.sampled_from([0] * 6 + [500, 1000, 3000])),
     }
-    fault = draw(st.sampled_from([None] * 14 + list(FAULTS))) if faults else None
+    fault = draw(st.sampled_from([None] * 50 + list(FAULTS))) if faults else None
     changes: dict[str | None, dict[str, Any]] = {
         None: {},
         "tick": {"price": price + tick // 2},
@@ -180,6 +180,7 @@ def transfer_bodies() -> st.SearchStrategy[dict[str, Any]]:
 
 
 AUTHORS = st.sampled_from([0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 5])
+TRADERS = (0, 1, 2, 3)
 
 
 @st.composite
@@ -193,6 +194,8 @@ def intents(draw: st.DrawFn, max_intents: int = 30, min_intents: int = 1) -> lis
         what = draw(st.sampled_from(["place"] * 10 + ["cancel_own"] * 2 + ["cancel_any", "cancel_bogus",
                                      "cancel_all", "transfer", "transfer"]))
         own = [index for index, who in places if who == author]
+        if what.startswith("cancel_") and what != "cancel_all":
+            author = author if author in TRADERS else draw(st.sampled_from(TRADERS))  # cancels: traders only
         if what == "cancel_own" and own:
             flow.append(Intent(author, "order.cancel", {}, draw(st.sampled_from(own))))
         elif what == "cancel_any" and places:
