@@ -516,14 +516,11 @@ class Ledger:
         return maker_price <= limit if side == BUY else maker_price >= limit
 
     def _would_take(self, market: Market, side: str, limit: int, author: Address) -> bool:
-        """Whether an order would fill against another account's resting order (a resting
-        order of its own author at a crossing price would be removed, not taken)."""
+        """Whether an order's limit crosses the best resting order of the other side, whoever
+        owns it: a post-only order never changes the book but by resting (it neither takes nor
+        removes its author's own crossing orders, as matching would)."""
         for order_id in self._sides[(market.symbol, SELL if side == BUY else BUY)].values():
-            maker = self.orders[order_id]
-            if not self._crosses(side, limit, maker.price):
-                return False
-            if maker.owner != author:
-                return True
+            return self._crosses(side, limit, self.orders[order_id].price)
         return False
 
     def _take(self, op: SignedOp, market: Market, side: str, limit: int, qty: int) -> tuple[int, bool]:

@@ -351,18 +351,18 @@ def test_ioc_and_market_remainders_are_cancelled() -> None:
     assert book.free(A, USDC) == INITIAL - 10_020_000_000  # nothing filled, nothing held
 
 
-def test_post_only_rests_and_removes_its_own_crossing_order() -> None:
+def test_post_only_crossing_only_its_own_order_is_refused_and_changes_nothing() -> None:
     book = Book()
     own = book.place(A, "sell", 10 * E9, E9)
     _, reason = book.apply(A, "order.place", body("buy", 10 * E9, E9, "post_only"))
-    assert reason is None  # only its own order crossed: that is removed, nothing is taken
-    assert book.ledger.order(own) is None
+    assert reason == Reason.POST_ONLY_WOULD_CROSS  # it would cross the book, even if only its own order
+    assert book.ledger.order(own) is not None  # which stays
     assert book.ledger.fills == []
+    assert book.ledger.book(SYMBOL).bids() == []
+    _, reason = book.apply(A, "order.place", body("buy", 9 * E9, E9, "post_only"))
+    assert reason is None
     (bid,) = book.ledger.book(SYMBOL).bids()
-    assert (bid.price, bid.remaining, bid.hold) == (10 * E9, E9, 10_010_000_000)
-    book.place(B, "sell", 11 * E9, E9)
-    _, reason = book.apply(C, "order.place", body("buy", 11 * E9, E9, "post_only"))
-    assert reason == Reason.POST_ONLY_WOULD_CROSS
+    assert (bid.price, bid.remaining, bid.hold) == (9 * E9, E9, 9_009_000_000)
 
 
 def test_cancel_and_cancel_all_release_every_hold() -> None:
