@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -118,6 +118,13 @@ async def memory_node(
             nursery.cancel_scope.cancel()
     finally:
         store.close()
+
+
+async def memory_nodes(
+    stack: AsyncExitStack, genesis: Genesis, path: Path, network: MemoryNetwork, count: int
+) -> list[Node]:
+    """Participants 0 to `count` - 1 as `memory_node`s, each stopped when `stack` closes."""
+    return [await stack.enter_async_context(memory_node(genesis, i, path, network)) for i in range(count)]
 
 
 def link(network: MemoryNetwork, index: int, others: range, up: bool) -> None:

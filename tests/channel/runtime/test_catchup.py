@@ -27,8 +27,17 @@ from channel.runtime.store import Store
 from crdt import cbor
 from p2p.errors import MalformedMessage, OversizedMessage
 from p2p.memory import MemoryNetwork
-from tests.channel.runtime.node_kit import KEYS as KEYS  # tests.simulations.test_byzantine imports it from here
-from tests.channel.runtime.node_kit import USDC, advance, link, make_genesis, memory_node, poll, run_virtual, settled
+from tests.channel.runtime.node_kit import (
+    USDC,
+    advance,
+    link,
+    make_genesis,
+    memory_node,
+    memory_nodes,
+    poll,
+    run_virtual,
+    settled,
+)
 
 CHANNEL = b"\x07" * 32
 
@@ -81,7 +90,7 @@ def test_a_node_down_for_longer_than_the_proof_window_catches_up(tmp_path: Path)
         genesis = make_genesis()
         network = MemoryNetwork()
         async with AsyncExitStack() as stack:
-            nodes = [await stack.enter_async_context(memory_node(genesis, i, tmp_path, network)) for i in range(4)]
+            nodes = await memory_nodes(stack, genesis, tmp_path, network, 4)
             network.connect_all()
             await advance(nodes[0], 1, nodes[1].address)
             await settled(nodes)  # node 3 too, before it is cut off (else its decision may still be in flight)
@@ -108,7 +117,7 @@ def test_a_restarted_node_gets_the_certificate_it_decided_but_never_assembled(tm
         genesis = make_genesis()
         network = MemoryNetwork()
         async with AsyncExitStack() as stack:
-            nodes = [await stack.enter_async_context(memory_node(genesis, i, tmp_path, network)) for i in range(3)]
+            nodes = await memory_nodes(stack, genesis, tmp_path, network, 3)
             async with memory_node(genesis, 3, tmp_path, network) as last:
                 network.connect_all()
                 await advance(nodes[0], 2, last.address)
@@ -142,7 +151,7 @@ def test_a_node_restarted_mid_height_never_signs_two_votes_for_one_slot(tmp_path
         genesis = make_genesis()
         network = MemoryNetwork()
         async with AsyncExitStack() as stack:
-            nodes = [await stack.enter_async_context(memory_node(genesis, i, tmp_path, network)) for i in range(3)]
+            nodes = await memory_nodes(stack, genesis, tmp_path, network, 3)
             network.connect_all()
             for restart in range(3):
                 async with memory_node(genesis, 3, tmp_path, network) as node:

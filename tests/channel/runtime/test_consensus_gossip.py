@@ -33,7 +33,15 @@ from crdt.hashing import keccak256
 from crdt.ops import address_of
 from crdt.types import OpId
 from p2p.memory import MemoryNetwork, MemoryTransport
-from tests.channel.runtime.node_kit import KEYS, advance, make_genesis, memory_node, poll, run_virtual, settled
+from tests.channel.runtime.node_kit import (
+    KEYS,
+    advance,
+    make_genesis,
+    memory_nodes,
+    poll,
+    run_virtual,
+    settled,
+)
 
 pytestmark = pytest.mark.hostile
 
@@ -98,7 +106,7 @@ def test_a_forged_or_under_signed_decision_is_refused_and_a_real_one_passes(tmp_
         genesis = make_genesis()
         network = MemoryNetwork()
         async with AsyncExitStack() as stack:
-            nodes = [await stack.enter_async_context(memory_node(genesis, i, tmp_path, network)) for i in range(3)]
+            nodes = await memory_nodes(stack, genesis, tmp_path, network, 3)
             network.connect_all()
             await advance(nodes[0], 1, nodes[1].address)
             await settled(nodes)
@@ -123,7 +131,7 @@ def test_a_forged_decision_does_not_reach_a_third_node(tmp_path: Path) -> None:
         network = MemoryNetwork()
         topic = consensus_topic(genesis.channel_id)
         async with AsyncExitStack() as stack:
-            nodes = [await stack.enter_async_context(memory_node(genesis, i, tmp_path, network)) for i in range(3)]
+            nodes = await memory_nodes(stack, genesis, tmp_path, network, 3)
             network.connect_all()
             await advance(nodes[0], 1, nodes[1].address)
             await settled(nodes)
@@ -155,7 +163,7 @@ def test_a_peer_that_keeps_sending_invalid_consensus_messages_is_banned_while_co
         network = MemoryNetwork()
         topic = consensus_topic(genesis.channel_id)
         async with AsyncExitStack() as stack:
-            nodes = [await stack.enter_async_context(memory_node(genesis, i, tmp_path, network)) for i in range(3)]
+            nodes = await memory_nodes(stack, genesis, tmp_path, network, 3)
             network.connect_all()
             await advance(nodes[0], 1, nodes[1].address)
             await settled(nodes)
@@ -204,7 +212,7 @@ def test_a_message_checked_once_is_not_checked_again(tmp_path: Path) -> None:
         genesis = make_genesis()
         network = MemoryNetwork()
         async with AsyncExitStack() as stack:
-            nodes = [await stack.enter_async_context(memory_node(genesis, i, tmp_path, network)) for i in range(3)]
+            nodes = await memory_nodes(stack, genesis, tmp_path, network, 3)
             network.connect_all()
             await advance(nodes[0], 1, nodes[1].address)
             await settled(nodes)

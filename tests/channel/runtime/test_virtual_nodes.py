@@ -30,6 +30,7 @@ from tests.channel.runtime.node_kit import (
     link,
     make_genesis,
     memory_node,
+    memory_nodes,
     peer_id,
     poll,
     run_virtual,
@@ -63,7 +64,7 @@ def test_four_nodes_transfer_converge_and_certify_checkpoints(tmp_path: Path) ->
         genesis = make_genesis()
         network = MemoryNetwork()
         async with AsyncExitStack() as stack:
-            nodes = [await stack.enter_async_context(memory_node(genesis, i, tmp_path, network)) for i in range(4)]
+            nodes = await memory_nodes(stack, genesis, tmp_path, network, 4)
             network.connect_all()
             submitted: list[OpId] = []
             for _ in range(3):
@@ -202,7 +203,7 @@ def test_a_partitioned_node_catches_up_after_it_is_reconnected(tmp_path: Path) -
         genesis = make_genesis()
         network = MemoryNetwork()
         async with AsyncExitStack() as stack:
-            nodes = [await stack.enter_async_context(memory_node(genesis, i, tmp_path, network)) for i in range(4)]
+            nodes = await memory_nodes(stack, genesis, tmp_path, network, 4)
             network.connect_all()
             await advance(nodes[0], 1, nodes[1].address)
             await settled(nodes)
@@ -234,7 +235,7 @@ def test_a_node_restarted_from_its_store_resumes(tmp_path: Path) -> None:
         genesis = make_genesis()
         network = MemoryNetwork()
         async with AsyncExitStack() as stack:
-            nodes = [await stack.enter_async_context(memory_node(genesis, i, tmp_path, network)) for i in range(3)]
+            nodes = await memory_nodes(stack, genesis, tmp_path, network, 3)
             async with memory_node(genesis, 3, tmp_path, network) as last:
                 network.connect_all()
                 await last.submit("transfer", {"to": nodes[0].address, "token": USDC, "amount": 3})
