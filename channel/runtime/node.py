@@ -511,10 +511,9 @@ class Node:
 
     def certificate(self, version: int | None = None) -> Certificate | None:
         """The certificate of checkpoint `version` (the newest if None), if this node holds it."""
-        certificates = self.driver.certificates if self.driver is not None else {}
-        if version is None:
-            version = max(certificates, default=0)
-        return certificates.get(version)
+        if self.driver is None:
+            return None
+        return self.driver.latest_certificate() if version is None else self.driver.certificates.get(version)
 
     def evidence(self) -> list[dict[str, Any]]:
         """Misbehaviour this node holds proof of: equivocations, and what consensus recorded."""
