@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sortedcontainers import SortedDict
@@ -138,7 +138,9 @@ class Lock:
 
 
 _MISSING: Any = object()
-Frame = list[tuple[dict[Any, Any], Any, Any]]
+# An undo frame: (table, key, old value) for every change, flat (three items a change, so a
+# frame is one list rather than a tuple per change, which the garbage collector would track).
+Frame = list[Any]
 
 
 def body_field(kind: Kind, body: Mapping[str, Any], name: str) -> Any:
@@ -148,6 +150,17 @@ def body_field(kind: Kind, body: Mapping[str, Any], name: str) -> Any:
     if not field_type.conforms(value):
         raise Rejected(Reason.BAD_BODY, f"{name} must be {field_type.shape}")
     return value
+
+
+def body_values(kind: Kind, body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The body's values in the kind's field order (``kind.names``), each of its field's type:
+    what `body_field` of every field in order gives, with one test of all the types when every
+    field has an exact type. The body has exactly the kind's keys (`Ledger.apply` saw to it)."""
+    values = kind.values(body)
+    if tuple(map(type, values)) != kind.exact_types:
+        for name in kind.names:
+            body_field(kind, body, name)  # rejects the first field that does not conform
+    return values
 
 
 def _exact_keys(body: Mapping[str, Any], names: frozenset[str]) -> None:
@@ -337,26 +350,55 @@ class Ledger:
         self._journal = None
 
     def undo(self, frame: Frame) -> None:
-        for table, key, old in reversed(frame):
+        for i in range(len(frame) - 3, -1, -3):
+            table, key, old = frame[i], frame[i + 1], frame[i + 2]
             if old is _MISSING:
                 table.pop(key, None)
             else:
                 table[key] = old
 
     def _put(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        """Set (or, for `_MISSING` or zero, delete) one entry, recording its old value."""
         journal = self._journal
         if journal is not None:
-            journal.append((table, key, table.get(key, _MISSING)))
+            journal += (table, key, table.get(key, _MISSING))
         if value is _MISSING or value == 0:
             table.pop(key, None)
         else:
             table[key] = value
 
+    # `_set`, `_delete` and `_add` are `_put` for the hot paths, each with the one case it needs.
+
+    def _set(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        """`_put` of a value that is never zero (an order, a fill, an id, a positive count)."""
+        journal = self._journal
+        if journal is not None:
+            journal += (table, key, table.get(key, _MISSING))
+        table[key] = value
+
+    def _delete(self, table: dict[Any, Any], key: Any) -> None:
+        """`_put(table, key, _MISSING)`."""
+        journal = self._journal
+        if journal is not None:
+            journal += (table, key, table.get(key, _MISSING))
+        table.pop(key, None)
+
     def _add(self, table: dict[Any, int], key: Any, delta: int) -> None:
-        value = table.get(key, 0) + delta
+        """Add `delta` to an amount (a zero result deletes the entry; adding zero changes nothing,
+        so it records nothing)."""
+        if not delta:
+            return
+        old = table.get(key, _MISSING)
+        value = delta if old is _MISSING else old + delta
         if value < 0:
             raise InternalError(f"negative amount for {key!r}")
-        self._put(table, key, value)
+        journal = self._journal
+        if journal is not None:
+            journal += (table, key, old)
+        if value:
+            table[key] = value
+        else:
+            del table[key]
 
     # -- inputs --------------------------------------------------------------------------------
 
@@ -367,7 +409,7 @@ class Ledger:
             return Reason.EQUIVOCATION
         # The first operation in the order with this (author, seq) owns it, whatever its outcome:
         # an equivocator's twin never takes effect, even when the first one was rejected.
-        self._put(self.seq_owner, seq_key, op.op_id)
+        self._set(self.seq_owner, seq_key, op.op_id)
         try:
             if stale:
                 raise Rejected(Reason.STALE)
@@ -464,14 +506,8 @@ class Ledger:
 
     def _order_place(self, op: SignedOp, kind: Kind) -> None:
         self._permit(op, kind)
-        symbol = body_field(kind, op.body, "market")
-        side = body_field(kind, op.body, "side")
-        order_type = body_field(kind, op.body, "type")
-        tif = body_field(kind, op.body, "tif")
-        price = body_field(kind, op.body, "price")
-        qty = body_field(kind, op.body, "qty")
-        reduce_only = body_field(kind, op.body, "reduce_only")
-        expires = body_field(kind, op.body, "expires")
+        # the fields in the order crdt.kinds.ORDER_PLACE declares them
+        symbol, side, order_type, tif, price, qty, reduce_only, expires = body_values(kind, op.body)
         market = self._markets.get(symbol)
         if market is None:
             raise Rejected(Reason.UNKNOWN_MARKET, symbol)
@@ -500,14 +536,14 @@ class Ledger:
         if side == BUY:
             worst = notional(price, qty)
             needed = worst + fee(worst, max(market.maker_fee, market.taker_fee))
-            if self.balance(op.author, market.quote) < needed:
+            if self.balances.get((op.author, market.quote), 0) < needed:
                 raise Rejected(Reason.INSUFFICIENT_BALANCE, f"a buy of this size needs {needed} {market.quote} free")
-        elif self.balance(op.author, market.base) < qty:
+        elif self.balances.get((op.author, market.base), 0) < qty:
             raise Rejected(Reason.INSUFFICIENT_BALANCE, f"a sell of this size needs {qty} {market.base} free")
         # every check passed: from here on the operation takes effect
         placed = self.meta.get("placements", 0) + 1
-        self._put(self.meta, "placements", placed)
-        self._put(self.order_owner, op.op_id, op.author)
+        self._set(self.meta, "placements", placed)
+        self._set(self.order_owner, op.op_id, op.author)
         remaining, stopped = self._take(op, market, side, price, qty)
         if remaining and not stopped and order_type == LIMIT and tif in (GTC, POST_ONLY):
             self._rest(op, market, side, price, remaining, placed, expires)
@@ -528,51 +564,53 @@ class Ledger:
         stopped because it could not pay a fill."""
         taker = op.author
         base, quote = market.base, market.quote
-        opposite = self._sides[(market.symbol, SELL if side == BUY else BUY)]
+        buying = side == BUY
+        opposite = self._sides[(market.symbol, SELL if buying else BUY)]
+        orders, balances, held_funds, add = self.orders, self.balances, self.held_funds, self._add
         remaining = qty
         while remaining and opposite:
-            maker = self.orders[opposite.peekitem(0)[1]]
-            if not self._crosses(side, limit, maker.price):
-                break
-            if maker.owner == taker:
+            maker = orders[opposite.peekitem(0)[1]]
+            price, owner = maker.price, maker.owner
+            if (price > limit) if buying else (price < limit):
+                break  # the best resting price does not cross the taker's limit
+            if owner == taker:
                 self._remove_order(maker)  # self-trade: the resting order goes, matching goes on
                 continue
             q = min(remaining, maker.remaining)
-            n = notional(maker.price, q)
+            n = notional(price, q)
             taker_fee, maker_fee = fee(n, market.taker_fee), fee(n, market.maker_fee)
-            if side == BUY:  # the maker sells from its hold (exactly its remaining base)
-                if self.balance(taker, quote) < n + taker_fee:
+            if buying:  # the maker sells from its hold (exactly its remaining base)
+                if balances.get((taker, quote), 0) < n + taker_fee:
                     return remaining, True
                 from_hold = q
-                self._add(self.balances, (taker, quote), -(n + taker_fee))
-                self._add(self.balances, (taker, base), q)
-                self._add(self.held_funds, (maker.owner, base), -q)
-                self._add(self.balances, (maker.owner, quote), n - maker_fee)
+                add(balances, (taker, quote), -(n + taker_fee))
+                add(balances, (taker, base), q)
+                add(held_funds, (owner, base), -q)
+                add(balances, (owner, quote), n - maker_fee)
             else:  # the maker buys from its hold, a shortfall from its free balance
                 cost = n + maker_fee
                 from_hold = min(maker.hold, cost)
-                if self.balance(maker.owner, quote) < cost - from_hold:
+                if balances.get((owner, quote), 0) < cost - from_hold:
                     self._remove_order(maker)  # it cannot pay: removed without the fill
                     continue
-                if self.balance(taker, base) < q:
+                if balances.get((taker, base), 0) < q:
                     return remaining, True
-                self._add(self.balances, (taker, base), -q)
-                self._add(self.balances, (taker, quote), n - taker_fee)
-                self._add(self.held_funds, (maker.owner, quote), -from_hold)
-                self._add(self.balances, (maker.owner, quote), -(cost - from_hold))
-                self._add(self.balances, (maker.owner, base), q)
-            self._add(self.fee_pool, quote, taker_fee + maker_fee)
-            self._put(
-                self._fills,
-                len(self._fills),
-                Fill(op.op_id, maker.order_id, taker, maker.owner, market.symbol, maker.price, q, taker_fee, maker_fee),
-            )
+                add(balances, (taker, base), -q)
+                add(balances, (taker, quote), n - taker_fee)
+                add(held_funds, (owner, quote), -from_hold)
+                add(balances, (owner, quote), -(cost - from_hold))
+                add(balances, (owner, base), q)
+            add(self.fee_pool, quote, taker_fee + maker_fee)
+            fills = self._fills
+            self._set(fills, len(fills), Fill(op.op_id, maker.order_id, taker, owner, market.symbol, price, q,
+                                              taker_fee, maker_fee))
             remaining -= q
-            if q == maker.remaining:
-                self._remove_order(replace(maker, remaining=0, hold=maker.hold - from_hold))
+            left = RestingOrder(maker.order_id, owner, maker.market, maker.side, price, maker.remaining - q,
+                                maker.placed, maker.hold - from_hold)
+            if left.remaining:
+                self._set(orders, maker.order_id, left)
             else:
-                self._put(self.orders, maker.order_id, replace(maker, remaining=maker.remaining - q,
-                                                               hold=maker.hold - from_hold))
+                self._remove_order(left)
         return remaining, False
 
     def _rest(
@@ -585,22 +623,25 @@ class Ledger:
             token, hold = market.quote, worst + fee(worst, market.maker_fee)
         else:
             token, hold = market.base, remaining
-        if self.balance(op.author, token) < hold:
+        owner = op.author
+        if self.balances.get((owner, token), 0) < hold:
             return
-        self._add(self.balances, (op.author, token), -hold)
-        self._add(self.held_funds, (op.author, token), hold)
-        order = RestingOrder(op.op_id, op.author, market.symbol, side, price, remaining, placed, hold)
-        self._put(self.orders, op.op_id, order)
-        self._put(self._sides[(market.symbol, side)], (price_key(side, price), placed), op.op_id)
+        self._add(self.balances, (owner, token), -hold)
+        self._add(self.held_funds, (owner, token), hold)
+        order_id = op.op_id
+        self._set(self.orders, order_id, RestingOrder(order_id, owner, market.symbol, side, price, remaining, placed,
+                                                      hold))
+        self._set(self._sides[(market.symbol, side)], (price_key(side, price), placed), order_id)
         if expires:
-            self._put(self.expiry, op.op_id, expires)
+            self._set(self.expiry, order_id, expires)
 
     def _remove_order(self, order: RestingOrder) -> None:
         """Take an order off its book; what is left of its hold (``order.hold``) goes back to free."""
-        self._put(self._sides[(order.market, order.side)], (price_key(order.side, order.price), order.placed), _MISSING)
-        self._put(self.orders, order.order_id, _MISSING)
-        if order.order_id in self.expiry:
-            self._put(self.expiry, order.order_id, _MISSING)
+        order_id = order.order_id
+        self._delete(self._sides[(order.market, order.side)], (price_key(order.side, order.price), order.placed))
+        self._delete(self.orders, order_id)
+        if order_id in self.expiry:
+            self._delete(self.expiry, order_id)
         if order.hold:
             token = self._hold_token(order)
             self._add(self.held_funds, (order.owner, token), -order.hold)
