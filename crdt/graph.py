@@ -594,22 +594,22 @@ class HashGraph:
     def add_to(self, result: AddResult, op: SignedOp, source: bytes = b"") -> tuple[OpId, ...]:
         """`add`, appending to ``result.accepted`` and ``result.rejected`` (so a batch shares
         one result), and returning what `add` puts in ``result.missing``."""
-        ops = self.ops
+        ops, pending = self.ops, self.pending
         op_id = op.op_id
-        if op_id in ops or op_id in self.pending:
+        if op_id in ops or op_id in pending._entries:
             return ()
         if op.seq < 1:
             raise BadSequence("seq starts at 1")
         for parent in op.parents:
             if parent not in ops:
                 missing = {parent for parent in op.parents if parent not in ops}
-                self.pending.put(op, missing, source)
-                return tuple(sorted(parent for parent in missing if parent not in self.pending))
+                pending.put(op, missing, source)
+                return tuple(sorted(parent for parent in missing if parent not in pending))
         self._accept(op)
         result.accepted.append(op)
-        if not self.pending:
+        if not pending._entries:
             return ()
-        queue = deque(self.pending.release(op_id))
+        queue = deque(pending.release(op_id))
         while queue:
             child = queue.popleft()
             try:
@@ -618,19 +618,26 @@ class HashGraph:
                 result.rejected.append((child, exc.with_traceback(None)))  # no frame kept alive
                 continue
             result.accepted.append(child)
-            queue.extend(self.pending.release(child.op_id))
+            queue.extend(pending.release(child.op_id))
         return ()
 
     def _accept(self, op: SignedOp) -> None:
         author, seq, parents = op.author, op.seq, op.parents
         chain = self.chains.get(author)
-        if seq > 1 and not self._has_own_predecessor(op, chain):
+        own = chain.get(seq - 1) if chain is not None and seq > 1 else None
+        # most operations name their own predecessor as a parent: that is checked here at once
+        if seq > 1 and not (own is not None and own[0] in parents) and not self._has_own_predecessor(op, chain):
             raise BadSequence(
                 f"seq {seq} of 0x{author.hex()} does not have its seq {seq - 1} in its causal past"
             )
         height = self.height
         op_id = op.op_id
-        height[op_id] = 1 + max(map(height.__getitem__, parents), default=0)
+        below = 0  # the greatest parent height (a loop: max() of two costs ten times as much)
+        for parent in parents:
+            parent_height = height[parent]
+            if parent_height > below:
+                below = parent_height
+        height[op_id] = below + 1
         self.ops[op_id] = op
         heads = self.heads
         heads.difference_update(parents)

@@ -535,7 +535,8 @@ class Ledger:
             raise Rejected(Reason.POST_ONLY_WOULD_CROSS)
         if side == BUY:
             worst = notional(price, qty)
-            needed = worst + fee(worst, max(market.maker_fee, market.taker_fee))
+            rate = market.maker_fee if market.maker_fee > market.taker_fee else market.taker_fee  # the greater
+            needed = worst + fee(worst, rate)
             if self.balances.get((op.author, market.quote), 0) < needed:
                 raise Rejected(Reason.INSUFFICIENT_BALANCE, f"a buy of this size needs {needed} {market.quote} free")
         elif self.balances.get((op.author, market.base), 0) < qty:
@@ -555,9 +556,8 @@ class Ledger:
         """Whether an order's limit crosses the best resting order of the other side, whoever
         owns it: a post-only order never changes the book but by resting (it neither takes nor
         removes its author's own crossing orders, as matching would)."""
-        for order_id in self._sides[(market.symbol, SELL if side == BUY else BUY)].values():
-            return self._crosses(side, limit, self.orders[order_id].price)
-        return False
+        opposite = self._sides[(market.symbol, SELL if side == BUY else BUY)]
+        return bool(opposite) and self._crosses(side, limit, self.orders[opposite.peekitem(0)[1]].price)
 
     def _take(self, op: SignedOp, market: Market, side: str, limit: int, qty: int) -> tuple[int, bool]:
         """Match a taker against the other side; return what is left of it and whether it
@@ -576,7 +576,7 @@ class Ledger:
             if owner == taker:
                 self._remove_order(maker)  # self-trade: the resting order goes, matching goes on
                 continue
-            q = min(remaining, maker.remaining)
+            q = remaining if remaining < maker.remaining else maker.remaining
             n = notional(price, q)
             taker_fee, maker_fee = fee(n, market.taker_fee), fee(n, market.maker_fee)
             if buying:  # the maker sells from its hold (exactly its remaining base)
@@ -589,7 +589,7 @@ class Ledger:
                 add(balances, (owner, quote), n - maker_fee)
             else:  # the maker buys from its hold, a shortfall from its free balance
                 cost = n + maker_fee
-                from_hold = min(maker.hold, cost)
+                from_hold = maker.hold if maker.hold < cost else cost
                 if balances.get((owner, quote), 0) < cost - from_hold:
                     self._remove_order(maker)  # it cannot pay: removed without the fill
                     continue
