@@ -56,15 +56,21 @@ from crdt.hashing import keccak256
 from crdt.kinds import KINDS, Kind, Registry
 from crdt.markets.book import (
     BUY,
+    CANCELLED,
+    DONE,
+    EXPIRED,
+    FILLED,
     GTC,
     IOC,
     LIMIT,
     MARKET,
     ORDER_TYPES,
     POST_ONLY,
+    SELF_TRADE,
     SELL,
     SIDES,
     TIFS,
+    UNFUNDED,
     Book,
     Fill,
     RestingOrder,
@@ -189,6 +195,11 @@ class Ledger:
         self.expiry: dict[OpId, int] = {}  # open orders with expires != 0
         self.order_owner: dict[OpId, Address] = {}  # every accepted order.place, open or not
         self._fills: dict[int, Fill] = {}  # replay position -> fill
+        # not state (the hash does not cover them; they follow from the same replay): why each
+        # accepted order is no longer open, with the operation that closed it (None: a
+        # checkpoint), and the replay positions of each order's fills
+        self.closed: dict[OpId, tuple[str, OpId | None]] = {}
+        self.order_fills: dict[OpId, tuple[int, ...]] = {}
         self._journal: Frame | None = None
         self._handlers: dict[str, tuple[Kind, Callable[[SignedOp, Kind], None]]] = {}
         for name in kinds:
@@ -239,7 +250,18 @@ class Ledger:
     @property
     def fills(self) -> list[Fill]:
         """Every fill of the operations applied, in replay order."""
-        return [self._fills[position] for position in range(len(self._fills))]
+        return self.fills_from(0)
+
+    @property
+    def fill_count(self) -> int:
+        return len(self._fills)
+
+    def fills_from(self, position: int) -> list[Fill]:
+        """The fills from replay position `position` on."""
+        return [self._fills[p] for p in range(position, len(self._fills))]
+
+    def fill(self, position: int) -> Fill:
+        return self._fills[position]
 
     def locked(self, account: Address, token: Symbol) -> int:
         return sum(
@@ -406,7 +428,7 @@ class Ledger:
                 self._add(self.balances, (lock.account, lock.token), lock.amount)
         for order_id in sorted(self.expiry):
             if self.expiry[order_id] <= time:
-                self._remove_order(self.orders[order_id])
+                self._remove_order(self.orders[order_id], EXPIRED, None)
 
     # -- handlers: every check first, then the change -----------------------------------------
 
@@ -509,8 +531,14 @@ class Ledger:
         self._put(self.meta, "placements", placed)
         self._put(self.order_owner, op.op_id, op.author)
         remaining, stopped = self._take(op, market, side, price, qty)
-        if remaining and not stopped and order_type == LIMIT and tif in (GTC, POST_ONLY):
+        if not remaining:
+            self._put(self.closed, op.op_id, (FILLED, op.op_id))
+        elif stopped:
+            self._put(self.closed, op.op_id, (UNFUNDED, op.op_id))
+        elif order_type == LIMIT and tif in (GTC, POST_ONLY):
             self._rest(op, market, side, price, remaining, placed, expires)
+        else:
+            self._put(self.closed, op.op_id, (DONE, op.op_id))
 
     def _crosses(self, side: str, limit: int, maker_price: int) -> bool:
         return maker_price <= limit if side == BUY else maker_price >= limit
@@ -535,7 +563,7 @@ class Ledger:
             if not self._crosses(side, limit, maker.price):
                 break
             if maker.owner == taker:
-                self._remove_order(maker)  # self-trade: the resting order goes, matching goes on
+                self._remove_order(maker, SELF_TRADE, op.op_id)  # the resting order goes, matching goes on
                 continue
             q = min(remaining, maker.remaining)
             n = notional(maker.price, q)
@@ -552,7 +580,7 @@ class Ledger:
                 cost = n + maker_fee
                 from_hold = min(maker.hold, cost)
                 if self.balance(maker.owner, quote) < cost - from_hold:
-                    self._remove_order(maker)  # it cannot pay: removed without the fill
+                    self._remove_order(maker, UNFUNDED, op.op_id)  # it cannot pay: removed without the fill
                     continue
                 if self.balance(taker, base) < q:
                     return remaining, True
@@ -562,14 +590,17 @@ class Ledger:
                 self._add(self.balances, (maker.owner, quote), -(cost - from_hold))
                 self._add(self.balances, (maker.owner, base), q)
             self._add(self.fee_pool, quote, taker_fee + maker_fee)
+            position = len(self._fills)
             self._put(
                 self._fills,
-                len(self._fills),
+                position,
                 Fill(op.op_id, maker.order_id, taker, maker.owner, market.symbol, maker.price, q, taker_fee, maker_fee),
             )
+            for order_id in (op.op_id, maker.order_id):
+                self._put(self.order_fills, order_id, (*self.order_fills.get(order_id, ()), position))
             remaining -= q
             if q == maker.remaining:
-                self._remove_order(replace(maker, remaining=0, hold=maker.hold - from_hold))
+                self._remove_order(replace(maker, remaining=0, hold=maker.hold - from_hold), FILLED, op.op_id)
             else:
                 self._put(self.orders, maker.order_id, replace(maker, remaining=maker.remaining - q,
                                                                hold=maker.hold - from_hold))
@@ -586,6 +617,7 @@ class Ledger:
         else:
             token, hold = market.base, remaining
         if self.balance(op.author, token) < hold:
+            self._put(self.closed, op.op_id, (UNFUNDED, op.op_id))
             return
         self._add(self.balances, (op.author, token), -hold)
         self._add(self.held_funds, (op.author, token), hold)
@@ -595,8 +627,10 @@ class Ledger:
         if expires:
             self._put(self.expiry, op.op_id, expires)
 
-    def _remove_order(self, order: RestingOrder) -> None:
-        """Take an order off its book; what is left of its hold (``order.hold``) goes back to free."""
+    def _remove_order(self, order: RestingOrder, why: str, by: OpId | None) -> None:
+        """Take an order off its book; what is left of its hold (``order.hold``) goes back to free.
+        `why` is one of `crdt.markets.book.CLOSED_REASONS`; `by` the operation (None: a checkpoint)."""
+        self._put(self.closed, order.order_id, (why, by))
         self._put(self._sides[(order.market, order.side)], (price_key(order.side, order.price), order.placed), _MISSING)
         self._put(self.orders, order.order_id, _MISSING)
         if order.order_id in self.expiry:
@@ -617,7 +651,7 @@ class Ledger:
         order = self.orders.get(order_id)
         if order is None:
             raise Rejected(Reason.ORDER_NOT_OPEN)
-        self._remove_order(order)
+        self._remove_order(order, CANCELLED, op.op_id)
 
     def _order_cancel_all(self, op: SignedOp, kind: Kind) -> None:
         self._permit(op, kind)
@@ -628,4 +662,4 @@ class Ledger:
             for order_id in list(self._sides[(symbol, side)].values()):
                 order = self.orders[order_id]
                 if order.owner == op.author:
-                    self._remove_order(order)
+                    self._remove_order(order, CANCELLED, op.op_id)
