@@ -11,6 +11,7 @@ from typing import ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from channel.errors import UserError
 
@@ -30,14 +31,14 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except UserError as exc:
-            errors.print(f"[red]error:[/red] {exc}")
+            errors.print(f"[red]error:[/red] {escape(str(exc))}")  # the message is text, not markup
             raise typer.Exit(1) from exc
         except BaseExceptionGroup as group:
             found, rest = group.split(UserError)
             if found is None or rest is not None:
                 raise
             first = _first_leaf(found)
-            errors.print(f"[red]error:[/red] {first}")
+            errors.print(f"[red]error:[/red] {escape(str(first))}")
             raise typer.Exit(1) from first
 
     return wrapper
