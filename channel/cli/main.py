@@ -213,18 +213,13 @@ def replay_file(data: bytes, genesis: Genesis) -> tuple[Replica, list[dict[str, 
 
 
 def replay_report(replica: Replica, refused: list[dict[str, Any]]) -> dict[str, Any]:
-    """The replayed state as one JSON document. In a channel with markets the balances have
-    ``held`` too (what open orders hold), and ``fee_pool`` (per token) and ``markets`` (books,
-    open orders and fills: `markets_report`) are added; e9 amounts there are decimal strings."""
+    """The replayed state as one JSON document. In a channel with markets ``fee_pool`` (per
+    token) and ``markets`` (books, open orders and fills: `markets_report`) are added; e9 amounts
+    there are decimal strings."""
     genesis, ledger = replica.genesis, replica.ledger
     balances = replica.balances()
     trading: dict[str, Any] = {}
     if genesis.markets:
-        for participant in genesis.participants:
-            for token in genesis.tokens:
-                balances["0x" + participant.address.hex()][token.symbol]["held"] = ledger.held(
-                    participant.address, token.symbol
-                )
         trading = {"fee_pool": {t.symbol: str(ledger.fees(t.symbol)) for t in genesis.tokens},
                    "markets": markets_report(replica)}
     return {
