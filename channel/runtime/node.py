@@ -16,7 +16,9 @@ Invariants:
   the off-loop commit too), and the next seq is derived from the operations in the graph, so
   the node never signs two operations with one seq, not even across a crash;
 - a client request that replay would reject (insufficient balance, a bad body, a role that may
-  not) is refused before signing, with the reason, and consumes no seq;
+  not, an order with a bad tick or that would cross as post-only) is refused with the reason
+  before anything is signed: the dry run applies the unsigned operation (`crdt.ops.unsigned_op`),
+  so no signature for its seq ever exists, and it consumes no seq;
 - no signature without knowing what was signed before (`SignerState`): a node whose store is
   new (deleted, truncated, or never used) does not sign an operation until a quorum of peers
   (threshold - 1 others) has told it the highest seq of its own it holds and it holds those
@@ -60,7 +62,7 @@ from crdt.certificate import Certificate
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis
 from crdt.ledger import Reason
-from crdt.ops import DEFAULT_LIMITS, Context, SignedOp, decode_op, sign_op
+from crdt.ops import DEFAULT_LIMITS, Context, SignedOp, decode_op, sign, unsigned_op
 from crdt.replica import Replica
 from crdt.types import OpId
 from p2p import identity as p2p_identity
@@ -389,12 +391,13 @@ class Node:
                 raise NotReady(self.learning())
             if self.storage_error is not None:
                 raise StorageUnavailable(self.storage_error)
-            op = sign_op(self.replica.ctx, self.key.private_key, self.next_seq(), self.parents(), kind, body)
-            if len(op.raw) > DEFAULT_LIMITS.max_op_bytes:
+            draft = unsigned_op(self.replica.ctx, self.address, self.next_seq(), self.parents(), kind, body)
+            if len(draft.raw) > DEFAULT_LIMITS.max_op_bytes:
                 raise RequestRejected(Reason.BAD_BODY, "the operation is larger than the limit")
-            reason = self.replica.dry_run(op)
+            reason = self.replica.dry_run(draft)  # the dry run needs no signature: none is made yet
             if reason is not None and not self.behaviour.signs_rejected:
                 raise RequestRejected(reason)
+            op = sign(draft, self.key.private_key)
             if request_id is not None:
                 self._requests[op.op_id] = request_id
             try:
