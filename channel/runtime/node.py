@@ -51,20 +51,22 @@ import trio
 from libp2p.peer.id import ID
 
 from channel.errors import StorageUnavailable, StoreDamaged, UserError
-from channel.runtime import keystore
+from channel.runtime import keystore, trading
 from channel.runtime.config import NodeConfig
 from channel.runtime.events import EventHub
 from channel.runtime.genesis_file import load_genesis
 from channel.runtime.keystore import write_atomic
-from channel.runtime.service import NotReady, RequestRejected
+from channel.runtime.service import NotReady, RequestRejected, UnknownMarket
 from channel.runtime.store import Store
 from crdt.certificate import Certificate
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis
 from crdt.ledger import Reason
+from crdt.markets.book import BUY, FillRecord
+from crdt.markets.config import Market
 from crdt.ops import DEFAULT_LIMITS, Context, SignedOp, decode_op, sign, unsigned_op
 from crdt.replica import Replica
-from crdt.types import OpId
+from crdt.types import Address, OpId
 from p2p import identity as p2p_identity
 from p2p.admission import Admission, sign_binding
 from p2p.errors import NotPersisted
@@ -528,6 +530,61 @@ class Node:
     def missing_parents(self) -> int:
         """How many distinct operations the pending buffer waits for."""
         return self.replica.graph.pending.missing_count()
+
+    # -- trading -------------------------------------------------------------------------------------
+
+    def _market(self, symbol: str) -> Market:
+        market = self.genesis.market(symbol)
+        if market is None:
+            raise UnknownMarket(symbol)
+        return market
+
+    def _taker_side(self, record: FillRecord) -> str:
+        """The side of the order.place that made a fill (applied, so in the graph)."""
+        side: str = self.replica.graph.ops[record.fill.taker_order].body["side"]
+        return side
+
+    def markets(self) -> list[dict[str, Any]]:
+        return [trading.market_json(market) for market in self.genesis.markets]
+
+    def order_book(self, market: str, depth: int = 50, level: int = 2) -> dict[str, Any]:
+        self._market(market)
+        book = self.replica.ledger.book(market)
+        return trading.book_json(
+            market, book.bids(), book.asks(), depth=depth, level=level, me=self.address, version=self.replica.version
+        )
+
+    def open_orders(self, market: str | None = None, account: Address | None = None) -> list[dict[str, Any]]:
+        if market is not None:
+            self._market(market)
+        orders = sorted(self.replica.open_orders(account, market), key=lambda order: order.placed)
+        return [trading.resting_json(order, self.address) for order in orders]
+
+    def order(self, order_id: bytes) -> dict[str, Any] | None:
+        info = self.replica.order_info(OpId(order_id))
+        if info is None:
+            return None
+        return trading.order_json(info, [self._taker_side(record) for record in info.fills])
+
+    def my_trades(self, market: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        if market is not None:
+            self._market(market)
+        me = self.address
+        mine = [
+            record for record in self.replica.fill_records()
+            if trading.involves(record.fill, me) and market in (None, record.fill.market)
+        ]
+        return [trading.own_fill_json(record, self._taker_side(record), me) for record in mine[-limit:]]
+
+    def trades(self, market: str, limit: int = 100) -> list[dict[str, Any]]:
+        self._market(market)
+        found = [record for record in self.replica.fill_records() if record.fill.market == market]
+        return [trading.fill_json(record, self._taker_side(record)) for record in found[-limit:]]
+
+    def sweep_price(self, market: str, side: str, qty: int) -> int | None:
+        self._market(market)
+        book = self.replica.ledger.book(market)
+        return trading.sweep_price(book.asks() if side == BUY else book.bids(), qty)
 
 
 def peer_name(peer: PeerId) -> str:
