@@ -250,6 +250,10 @@ class PendingBuffer:
     def __contains__(self, op_id: object) -> bool:
         return op_id in self._entries
 
+    def get(self, op_id: OpId) -> SignedOp | None:
+        waiting = self._entries.get(op_id)
+        return waiting.op if waiting is not None else None
+
     @property
     def generation(self) -> int:
         return self._generation

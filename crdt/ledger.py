@@ -56,15 +56,21 @@ from crdt.hashing import keccak256
 from crdt.kinds import KINDS, Kind, Registry
 from crdt.markets.book import (
     BUY,
+    CANCELLED,
+    DONE,
+    EXPIRED,
+    FILLED,
     GTC,
     IOC,
     LIMIT,
     MARKET,
     ORDER_TYPES,
     POST_ONLY,
+    SELF_TRADE,
     SELL,
     SIDES,
     TIFS,
+    UNFUNDED,
     Book,
     Fill,
     RestingOrder,
@@ -202,6 +208,11 @@ class Ledger:
         self.expiry: dict[OpId, int] = {}  # open orders with expires != 0
         self.order_owner: dict[OpId, Address] = {}  # every accepted order.place, open or not
         self._fills: dict[int, Fill] = {}  # replay position -> fill
+        # not state (the hash does not cover them; they follow from the same replay): why each
+        # accepted order is no longer open, with the operation that closed it (None: a
+        # checkpoint), and the replay positions of each order's fills
+        self.closed: dict[OpId, tuple[str, OpId | None]] = {}
+        self.order_fills: dict[OpId, tuple[int, ...]] = {}
         self._journal: Frame | None = None
         self._handlers: dict[str, tuple[Kind, Callable[[SignedOp, Kind], None]]] = {}
         for name in kinds:
@@ -252,7 +263,18 @@ class Ledger:
     @property
     def fills(self) -> list[Fill]:
         """Every fill of the operations applied, in replay order."""
-        return [self._fills[position] for position in range(len(self._fills))]
+        return self.fills_from(0)
+
+    @property
+    def fill_count(self) -> int:
+        return len(self._fills)
+
+    def fills_from(self, position: int) -> list[Fill]:
+        """The fills from replay position `position` on."""
+        return [self._fills[p] for p in range(position, len(self._fills))]
+
+    def fill(self, position: int) -> Fill:
+        return self._fills[position]
 
     def locked(self, account: Address, token: Symbol) -> int:
         return sum(
@@ -448,7 +470,7 @@ class Ledger:
                 self._add(self.balances, (lock.account, lock.token), lock.amount)
         for order_id in sorted(self.expiry):
             if self.expiry[order_id] <= time:
-                self._remove_order(self.orders[order_id])
+                self._remove_order(self.orders[order_id], EXPIRED, None)
 
     # -- handlers: every check first, then the change -----------------------------------------
 
@@ -546,8 +568,14 @@ class Ledger:
         self._set(self.meta, "placements", placed)
         self._set(self.order_owner, op.op_id, op.author)
         remaining, stopped = self._take(op, market, side, price, qty)
-        if remaining and not stopped and order_type == LIMIT and tif in (GTC, POST_ONLY):
+        if not remaining:
+            self._set(self.closed, op.op_id, (FILLED, op.op_id))
+        elif stopped:
+            self._set(self.closed, op.op_id, (UNFUNDED, op.op_id))
+        elif order_type == LIMIT and tif in (GTC, POST_ONLY):
             self._rest(op, market, side, price, remaining, placed, expires)
+        else:
+            self._set(self.closed, op.op_id, (DONE, op.op_id))
 
     def _crosses(self, side: str, limit: int, maker_price: int) -> bool:
         return maker_price <= limit if side == BUY else maker_price >= limit
@@ -574,7 +602,7 @@ class Ledger:
             if (price > limit) if buying else (price < limit):
                 break  # the best resting price does not cross the taker's limit
             if owner == taker:
-                self._remove_order(maker)  # self-trade: the resting order goes, matching goes on
+                self._remove_order(maker, SELF_TRADE, op.op_id)  # the resting order goes, matching goes on
                 continue
             q = remaining if remaining < maker.remaining else maker.remaining
             n = notional(price, q)
@@ -591,7 +619,7 @@ class Ledger:
                 cost = n + maker_fee
                 from_hold = maker.hold if maker.hold < cost else cost
                 if balances.get((owner, quote), 0) < cost - from_hold:
-                    self._remove_order(maker)  # it cannot pay: removed without the fill
+                    self._remove_order(maker, UNFUNDED, op.op_id)  # it cannot pay: removed without the fill
                     continue
                 if balances.get((taker, base), 0) < q:
                     return remaining, True
@@ -601,16 +629,19 @@ class Ledger:
                 add(balances, (owner, quote), -(cost - from_hold))
                 add(balances, (owner, base), q)
             add(self.fee_pool, quote, taker_fee + maker_fee)
-            fills = self._fills
-            self._set(fills, len(fills), Fill(op.op_id, maker.order_id, taker, owner, market.symbol, price, q,
-                                              taker_fee, maker_fee))
+            fills, order_fills = self._fills, self.order_fills
+            position = len(fills)
+            self._set(fills, position, Fill(op.op_id, maker.order_id, taker, owner, market.symbol, price, q,
+                                            taker_fee, maker_fee))
+            for order_id in (op.op_id, maker.order_id):
+                self._set(order_fills, order_id, (*order_fills.get(order_id, ()), position))
             remaining -= q
             left = RestingOrder(maker.order_id, owner, maker.market, maker.side, price, maker.remaining - q,
                                 maker.placed, maker.hold - from_hold)
             if left.remaining:
                 self._set(orders, maker.order_id, left)
             else:
-                self._remove_order(left)
+                self._remove_order(left, FILLED, op.op_id)
         return remaining, False
 
     def _rest(
@@ -625,6 +656,7 @@ class Ledger:
             token, hold = market.base, remaining
         owner = op.author
         if self.balances.get((owner, token), 0) < hold:
+            self._set(self.closed, op.op_id, (UNFUNDED, op.op_id))
             return
         self._add(self.balances, (owner, token), -hold)
         self._add(self.held_funds, (owner, token), hold)
@@ -635,9 +667,11 @@ class Ledger:
         if expires:
             self._set(self.expiry, order_id, expires)
 
-    def _remove_order(self, order: RestingOrder) -> None:
-        """Take an order off its book; what is left of its hold (``order.hold``) goes back to free."""
+    def _remove_order(self, order: RestingOrder, why: str, by: OpId | None) -> None:
+        """Take an order off its book; what is left of its hold (``order.hold``) goes back to free.
+        `why` is one of `crdt.markets.book.CLOSED_REASONS`; `by` the operation (None: a checkpoint)."""
         order_id = order.order_id
+        self._set(self.closed, order_id, (why, by))
         self._delete(self._sides[(order.market, order.side)], (price_key(order.side, order.price), order.placed))
         self._delete(self.orders, order_id)
         if order_id in self.expiry:
@@ -658,7 +692,7 @@ class Ledger:
         order = self.orders.get(order_id)
         if order is None:
             raise Rejected(Reason.ORDER_NOT_OPEN)
-        self._remove_order(order)
+        self._remove_order(order, CANCELLED, op.op_id)
 
     def _order_cancel_all(self, op: SignedOp, kind: Kind) -> None:
         self._permit(op, kind)
@@ -669,4 +703,4 @@ class Ledger:
             for order_id in list(self._sides[(symbol, side)].values()):
                 order = self.orders[order_id]
                 if order.owner == op.author:
-                    self._remove_order(order)
+                    self._remove_order(order, CANCELLED, op.op_id)

@@ -34,11 +34,20 @@ from crdt.errors import InvalidCut, InvalidInput, MissingOperations
 from crdt.genesis import Genesis
 from crdt.graph import AddResult, Equivocation, HashGraph, PendingBuffer
 from crdt.ledger import Deposit, Frame, Ledger, Reason
-from crdt.markets.book import Fill
+from crdt.markets.book import OPEN, Fill, FillChanges, FillRecord, OrderInfo, RestingOrder
 from crdt.merkle import BALANCE, WITHDRAWN, MerkleTree, PayoutLeaf, leaf_totals
 from crdt.ops import Context, SignedOp
 from crdt.types import Address, Hash32, OpId
 from crdt.units import apportion, from_e9
+
+
+def _int(value: Any) -> int:
+    """A body field as replay checked it, or 0 in the body of an order rejected as bad_body."""
+    return value if type(value) is int else 0
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +91,11 @@ class Replica:
         self._frames: list[Frame] = []
         self._masks: dict[int, dict[OpId, int]] = {}
         self.replayed = 0  # operations re-applied because a late one sorted before them
+        # fill reports: the fills as last reported, the lowest replay position that may have
+        # changed since, and how many fills the certified prefix holds (those are final)
+        self._reported: list[FillRecord] = []
+        self._fill_mark = 0
+        self._final_fills = 0
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -147,6 +161,7 @@ class Replica:
         for deposit in cut.deposits:
             ledger.credit_deposit(deposit)
         ledger.close_epoch(version, cut.time)
+        self._final_fills = ledger.fill_count
         for old in [u for u in self._masks if u < version - 1]:
             del self._masks[old]
         self._apply_tentative(key for key in tentative if key[1] not in new)
@@ -258,6 +273,7 @@ class Replica:
             del self.outcome[key[1]]
         del self._suffix[position:]
         del self._frames[position:]
+        self._fill_mark = min(self._fill_mark, self.ledger.fill_count)
         return undone
 
     # -- freshness ---------------------------------------------------------------------------------
@@ -337,6 +353,71 @@ class Replica:
         tentative fill can change when a late operation sorts before it."""
         return self.ledger.fills
 
+    def fill_records(self, start: int = 0) -> list[FillRecord]:
+        """The fills from replay position `start` on, each with whether it is final (made by a
+        certified operation: the certified prefix is applied first, so those come first)."""
+        final = self._final_fills
+        ledger = self.ledger
+        return [FillRecord(ledger.fill(p), p < final) for p in range(start, ledger.fill_count)]
+
+    def take_fill_changes(self) -> FillChanges:
+        """Which fills appeared, changed (price, quantity, fees or finality) or vanished since the
+        last call, and forget them: the node calls it after each receive or certify to tell its
+        clients. The first call reports every fill as appeared.
+
+        It costs what replay did: only the fills from the lowest position an undo reached are
+        compared. Those before it are untouched (the undo journal pops the fills table from its
+        end), and their finality is too: certifying unwinds the whole tentative suffix, so the
+        mark is then at most the previous certified count."""
+        start = min(self._fill_mark, len(self._reported))
+        before = self._reported[start:]
+        after = self.fill_records(start)
+        old = {record.fill.fill_id: record for record in before}
+        new = {record.fill.fill_id: record for record in after}
+        changes = FillChanges(
+            appeared=tuple(r for r in after if r.fill.fill_id not in old),
+            changed=tuple(r for r in after if (o := old.get(r.fill.fill_id)) is not None and o != r),
+            vanished=tuple(r for r in before if r.fill.fill_id not in new),
+        )
+        del self._reported[start:]
+        self._reported.extend(after)
+        self._fill_mark = len(self._reported)
+        return changes
+
+    def order_info(self, order_id: OpId) -> OrderInfo | None:
+        """The state of the order placed by operation `order_id` (None if this replica holds no
+        order.place with that id)."""
+        op = self.graph.ops.get(order_id) or self.graph.pending.get(order_id)
+        if op is None or op.kind != "order.place":
+            return None
+        body = op.body
+        ledger = self.ledger
+        resting = ledger.order(order_id)
+        records = tuple(
+            FillRecord(ledger.fill(p), p < self._final_fills) for p in ledger.order_fills.get(order_id, ())
+        )
+        if resting is not None:
+            status, final = OPEN, False
+        elif (closed := ledger.closed.get(order_id)) is not None:
+            why, by = closed
+            status, final = why, by is None or by in self.epoch_of
+        else:  # rejected:<reason>, or pending
+            status, final = self.status(order_id), order_id in self.epoch_of
+        return OrderInfo(
+            order_id, op.author, _text(body.get("market")), _text(body.get("side")), _text(body.get("type")),
+            _text(body.get("tif")), _int(body.get("price")), _int(body.get("qty")), body.get("reduce_only") is True,
+            _int(body.get("expires")), resting.remaining if resting is not None else 0,
+            sum(record.fill.qty for record in records), status, final, records,
+        )
+
+    def open_orders(self, account: Address | None = None, market: str | None = None) -> list[RestingOrder]:
+        """The open orders (of `account`, in `market`, when given), by order id."""
+        return [
+            order
+            for _, order in sorted(self.ledger.orders.items())
+            if (account is None or order.owner == account) and (market is None or order.market == market)
+        ]
+
     def evidence(self) -> list[Equivocation]:
         return [self.graph.evidence[key] for key in sorted(self.graph.evidence)]
 
@@ -373,12 +454,14 @@ class Replica:
         return [token.address for token in self.genesis.tokens]
 
     def balances(self) -> dict[str, dict[str, dict[str, int]]]:
-        """account hex -> token -> {free, locked, withdrawn} in e9 (withdrawn: cumulative)."""
+        """account hex -> token -> {free, held, locked, withdrawn} in e9 (held: by open orders;
+        withdrawn: cumulative)."""
         ledger = self.ledger
         return {
             "0x" + p.address.hex(): {
                 token.symbol: {
                     "free": ledger.balance(p.address, token.symbol),
+                    "held": ledger.held(p.address, token.symbol),
                     "locked": ledger.locked(p.address, token.symbol),
                     "withdrawn": ledger.withdrawn_by(p.address, token.symbol),
                 }

@@ -4,7 +4,9 @@ The matching itself is part of the ledger's replay (`crdt.ledger.Ledger`, kinds 
 ``order.cancel`` and ``order.cancel_all``); this package holds its values and arithmetic.
 """
 
-from crdt.markets.book import Book, Fill, RestingOrder
+from crdt.markets.book import Book, Fill, FillChanges, FillRecord, OrderInfo, RestingOrder
 from crdt.markets.config import Market, MarketKind, fee, notional
 
-__all__ = ["Book", "Fill", "Market", "MarketKind", "RestingOrder", "fee", "notional"]
+__all__ = [
+    "Book", "Fill", "FillChanges", "FillRecord", "Market", "MarketKind", "OrderInfo", "RestingOrder", "fee", "notional",
+]

@@ -52,6 +52,67 @@ class Fill:
     taker_fee: int
     maker_fee: int
 
+    @property
+    def fill_id(self) -> bytes:
+        """A taker meets a maker at most once (one of the two leaves the match whole), so the
+        pair of order ids names a fill."""
+        return self.taker_order + self.maker_order
+
+
+@dataclass(frozen=True, slots=True)
+class FillRecord:
+    """A fill as a replica reports it: `final` once the operation that made it is certified."""
+
+    fill: Fill
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FillChanges:
+    """What happened to the fills since the last report: a tentative fill can change (another
+    price, quantity or fee, or become final) or vanish when a late operation sorts before it."""
+
+    appeared: tuple[FillRecord, ...] = ()
+    changed: tuple[FillRecord, ...] = ()
+    vanished: tuple[FillRecord, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.appeared or self.changed or self.vanished)
+
+
+# Why an order is no longer open (`Ledger.closed`), besides being rejected by replay.
+FILLED = "filled"  # nothing remains
+CANCELLED = "cancelled"  # by order.cancel or order.cancel_all
+EXPIRED = "expired"  # its `expires` passed at a checkpoint
+SELF_TRADE = "self_trade"  # removed when an order of its own author crossed it
+UNFUNDED = "unfunded"  # it could not pay a fill (a maker removed, a taker stopped) or its hold
+DONE = "done"  # an IOC or market order's remainder, cancelled once it had matched
+CLOSED_REASONS = (FILLED, CANCELLED, EXPIRED, SELF_TRADE, UNFUNDED, DONE)
+OPEN = "open"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderInfo:
+    """Everything about one order.place: what it asked, what is left, why it is no longer open
+    (`status` is ``open``, one of `CLOSED_REASONS`, ``rejected:<reason>`` or ``pending``) and
+    its fills. `final` once the order.place is certified and its status can no longer change."""
+
+    order_id: OpId
+    owner: Address
+    market: str
+    side: str
+    type: str
+    tif: str
+    price: int
+    qty: int
+    reduce_only: bool
+    expires: int
+    remaining: int
+    filled: int
+    status: str
+    final: bool
+    fills: tuple[FillRecord, ...]
+
 
 def price_key(side: str, price: int) -> int:
     """The key that sorts a side best first: bids by price descending, asks ascending."""
