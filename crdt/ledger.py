@@ -190,6 +190,11 @@ class Ledger:
             for permission in Permission
         }
         self._tokens = {t.symbol: t for t in genesis.tokens}
+        # One (account, token) key per pair, made once: the tables and the undo frames share it
+        # instead of a new tuple at every change (fewer objects for the garbage collector to count).
+        self._keys: dict[Address, dict[Symbol, tuple[Address, Symbol]]] = {
+            p.address: {t.symbol: (p.address, t.symbol) for t in genesis.tokens} for p in genesis.participants
+        }
         self.balances: dict[tuple[Address, Symbol], int] = {}
         self.locks: dict[OpId, Lock] = {}
         self.withdrawn: dict[tuple[Address, Symbol], int] = {}  # cumulative, per (account, token)
@@ -214,10 +219,12 @@ class Ledger:
         self.closed: dict[OpId, tuple[str, OpId | None]] = {}
         self.order_fills: dict[OpId, tuple[int, ...]] = {}
         self._journal: Frame | None = None
-        self._handlers: dict[str, tuple[Kind, Callable[[SignedOp, Kind], None]]] = {}
+        # The handlers are the class's functions, not bound methods: a bound method held here
+        # would make every ledger a reference cycle, freed only by a full collection of the GC.
+        self._handlers: dict[str, tuple[Kind, Callable[[Ledger, SignedOp, Kind], None]]] = {}
         for name in kinds:
             kind = kinds[name]
-            handler = getattr(self, kind.handler, None)
+            handler = getattr(type(self), kind.handler, None)
             if not callable(handler):
                 raise InternalError(f"kind {name}: the ledger has no handler {kind.handler}")
             self._handlers[name] = (kind, handler)
@@ -440,7 +447,7 @@ class Ledger:
                 raise Rejected(Reason.UNKNOWN_KIND, op.kind)
             kind, handler = entry
             _exact_keys(op.body, kind.keys)
-            handler(op, kind)
+            handler(self, op, kind)
         except Rejected as rejection:
             return rejection.reason
         return None
@@ -594,7 +601,8 @@ class Ledger:
         base, quote = market.base, market.quote
         buying = side == BUY
         opposite = self._sides[(market.symbol, SELL if buying else BUY)]
-        orders, balances, held_funds, add = self.orders, self.balances, self.held_funds, self._add
+        orders, balances, held_funds, add, keys = self.orders, self.balances, self.held_funds, self._add, self._keys
+        taker_quote, taker_base = keys[taker][quote], keys[taker][base]
         remaining = qty
         while remaining and opposite:
             maker = orders[opposite.peekitem(0)[1]]
@@ -607,27 +615,28 @@ class Ledger:
             q = remaining if remaining < maker.remaining else maker.remaining
             n = notional(price, q)
             taker_fee, maker_fee = fee(n, market.taker_fee), fee(n, market.maker_fee)
+            maker_quote, maker_base = keys[owner][quote], keys[owner][base]
             if buying:  # the maker sells from its hold (exactly its remaining base)
-                if balances.get((taker, quote), 0) < n + taker_fee:
+                if balances.get(taker_quote, 0) < n + taker_fee:
                     return remaining, True
                 from_hold = q
-                add(balances, (taker, quote), -(n + taker_fee))
-                add(balances, (taker, base), q)
-                add(held_funds, (owner, base), -q)
-                add(balances, (owner, quote), n - maker_fee)
+                add(balances, taker_quote, -(n + taker_fee))
+                add(balances, taker_base, q)
+                add(held_funds, maker_base, -q)
+                add(balances, maker_quote, n - maker_fee)
             else:  # the maker buys from its hold, a shortfall from its free balance
                 cost = n + maker_fee
                 from_hold = maker.hold if maker.hold < cost else cost
-                if balances.get((owner, quote), 0) < cost - from_hold:
+                if balances.get(maker_quote, 0) < cost - from_hold:
                     self._remove_order(maker, UNFUNDED, op.op_id)  # it cannot pay: removed without the fill
                     continue
-                if balances.get((taker, base), 0) < q:
+                if balances.get(taker_base, 0) < q:
                     return remaining, True
-                add(balances, (taker, base), -q)
-                add(balances, (taker, quote), n - taker_fee)
-                add(held_funds, (owner, quote), -from_hold)
-                add(balances, (owner, quote), -(cost - from_hold))
-                add(balances, (owner, base), q)
+                add(balances, taker_base, -q)
+                add(balances, taker_quote, n - taker_fee)
+                add(held_funds, maker_quote, -from_hold)
+                add(balances, maker_quote, -(cost - from_hold))
+                add(balances, maker_base, q)
             add(self.fee_pool, quote, taker_fee + maker_fee)
             fills, order_fills = self._fills, self.order_fills
             position = len(fills)
@@ -636,12 +645,12 @@ class Ledger:
             for order_id in (op.op_id, maker.order_id):
                 self._set(order_fills, order_id, (*order_fills.get(order_id, ()), position))
             remaining -= q
-            left = RestingOrder(maker.order_id, owner, maker.market, maker.side, price, maker.remaining - q,
-                                maker.placed, maker.hold - from_hold)
-            if left.remaining:
-                self._set(orders, maker.order_id, left)
+            if q < maker.remaining:
+                self._set(orders, maker.order_id, RestingOrder(maker.order_id, owner, maker.market, maker.side, price,
+                                                               maker.remaining - q, maker.placed,
+                                                               maker.hold - from_hold))
             else:
-                self._remove_order(left, FILLED, op.op_id)
+                self._remove_order(maker, FILLED, op.op_id, maker.hold - from_hold)
         return remaining, False
 
     def _rest(
@@ -655,11 +664,12 @@ class Ledger:
         else:
             token, hold = market.base, remaining
         owner = op.author
-        if self.balances.get((owner, token), 0) < hold:
+        key = self._keys[owner][token]
+        if self.balances.get(key, 0) < hold:
             self._set(self.closed, op.op_id, (UNFUNDED, op.op_id))
             return
-        self._add(self.balances, (owner, token), -hold)
-        self._add(self.held_funds, (owner, token), hold)
+        self._add(self.balances, key, -hold)
+        self._add(self.held_funds, key, hold)
         order_id = op.op_id
         self._set(self.orders, order_id, RestingOrder(order_id, owner, market.symbol, side, price, remaining, placed,
                                                       hold))
@@ -667,19 +677,22 @@ class Ledger:
         if expires:
             self._set(self.expiry, order_id, expires)
 
-    def _remove_order(self, order: RestingOrder, why: str, by: OpId | None) -> None:
-        """Take an order off its book; what is left of its hold (``order.hold``) goes back to free.
-        `why` is one of `crdt.markets.book.CLOSED_REASONS`; `by` the operation (None: a checkpoint)."""
+    def _remove_order(self, order: RestingOrder, why: str, by: OpId | None, hold: int | None = None) -> None:
+        """Take an order off its book; what is left of its hold (`hold`, else ``order.hold``) goes
+        back to free. `why` is one of `crdt.markets.book.CLOSED_REASONS`; `by` the operation
+        (None: a checkpoint)."""
         order_id = order.order_id
+        if hold is None:
+            hold = order.hold
         self._set(self.closed, order_id, (why, by))
         self._delete(self._sides[(order.market, order.side)], (price_key(order.side, order.price), order.placed))
         self._delete(self.orders, order_id)
         if order_id in self.expiry:
             self._delete(self.expiry, order_id)
-        if order.hold:
-            token = self._hold_token(order)
-            self._add(self.held_funds, (order.owner, token), -order.hold)
-            self._add(self.balances, (order.owner, token), order.hold)
+        if hold:
+            key = self._keys[order.owner][self._hold_token(order)]
+            self._add(self.held_funds, key, -hold)
+            self._add(self.balances, key, hold)
 
     def _order_cancel(self, op: SignedOp, kind: Kind) -> None:
         self._permit(op, kind)
