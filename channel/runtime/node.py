@@ -56,6 +56,7 @@ from channel.runtime.config import NodeConfig
 from channel.runtime.events import EventHub
 from channel.runtime.genesis_file import load_genesis
 from channel.runtime.keystore import write_atomic
+from channel.runtime.market_feed import MarketFeed
 from channel.runtime.service import NotReady, RequestRejected, UnknownMarket
 from channel.runtime.store import Store
 from crdt.certificate import Certificate
@@ -185,6 +186,7 @@ class Node:
         self.signer = signer if signer is not None else SignerState(True, 1)
         self.storage_error: str | None = None  # the last failed write, until a write works again
         self.events = EventHub()
+        self.market_feed = MarketFeed(replica, self.events, key.address)  # book, trades, fills, orders
         self.peer: Peer | None = None
         self.driver: ConsensusDriver | None = None
         self.chain_worker: ChainWorker | None = None
@@ -350,6 +352,7 @@ class Node:
             if status != last:
                 self._watched[op_id] = status
                 events.publish("status", {"op_id": "0x" + op_id.hex(), "status": status})
+        self.market_feed.update(ops)
 
     def receive(self, ops: Sequence[SignedOp], source: PeerId = b"local") -> None:
         """Store, apply and announce operations that did not come through the peer (a node
