@@ -105,7 +105,7 @@ def test_the_book_stream_rebuilds_the_book_at_every_depth(tmp_path: Path) -> Non
             await step(lambda: client.cancel_order(mine[2]))
             await step(lambda: client.transfer(hexed(node.genesis.participants[1].address), "USDC", E9))
             # a late sell of participant 3 at the height of the ioc sell: it sorts before it
-            late = signer.sign(3, ioc.parents, "order.place", order_body("sell", PRICE - 2 * E9, QTY, "gtc"),
+            late = signer.sign(3, ioc.parents, "order.place", order_body("sell", QTY, PRICE - 2 * E9),
                                before=ioc.op_id)
             replayed = node.replica.replayed
             await step(lambda: node.receive([late]))
@@ -182,7 +182,7 @@ def test_a_late_order_that_steals_a_fill_is_reported_everywhere(tmp_path: Path) 
             assert (state["event"], state["order_id"], state["status"], state["remaining"]) == ("filled", order,
                                                                                                "filled", "0")
 
-            thief = signer.sign(2, parents, "order.place", order_body("buy", PRICE, QTY),
+            thief = signer.sign(2, parents, "order.place", order_body("buy", QTY, PRICE),
                                 before=bytes.fromhex(order[2:]))
             node.receive([thief])
             stolen = hexed(thief.op_id) + hexed(ask.op_id)[2:]
@@ -299,7 +299,7 @@ def test_a_subscriber_that_falls_behind_is_dropped_with_a_notice(tmp_path: Path)
         asks = []
         for _ in range(count):
             asks.append(signer.sign(1, [asks[-1].op_id] if asks else node.parents(), "order.place",
-                                    order_body("sell", PRICE, step)))
+                                    order_body("sell", step, PRICE)))
         node.receive(asks)
         headers = [(b"authorization", f"Bearer {client.endpoint.token}".encode())]
         async with open_websocket_url(client.endpoint.ws_url, extra_headers=headers) as ws:
@@ -310,7 +310,7 @@ def test_a_subscriber_that_falls_behind_is_dropped_with_a_notice(tmp_path: Path)
             await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": 9, "method": "parley_unsubscribe",
                                               "params": ["0x2"]}))
             assert json.loads(await ws.get_message())["result"] is True
-            node.receive([signer.sign(2, node.parents(), "order.place", order_body("buy", PRICE, count * step))])
+            node.receive([signer.sign(2, node.parents(), "order.place", order_body("buy", count * step, PRICE))])
             assert len(node.replica.fill_records()) == count
             messages = []
             with trio.fail_after(30):
