@@ -41,13 +41,13 @@ Invariants, and why they hold:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from channel.runtime import trading
 from channel.runtime.events import EventHub, Subscriber
-from crdt.markets.book import BUY, OPEN, Fill, FillChanges, OrderInfo, RestingOrder
+from crdt.markets.book import BUY, OPEN, SELL, Fill, FillChanges, OrderInfo, RestingOrder
 from crdt.ops import SignedOp
 from crdt.replica import Replica
 from crdt.types import Address, OpId
@@ -64,15 +64,28 @@ class L2:
     asks: Levels
 
 
-def levels(orders: Sequence[RestingOrder]) -> Levels:
-    """One side of a book (best first) aggregated by price."""
+def levels(orders: Iterable[RestingOrder], depth: int | None = None) -> Levels:
+    """One side of a book (best first) aggregated by price: its first `depth` levels (all if
+    None), reading no further than it needs."""
     found: list[list[int]] = []
     for order in orders:
         if found and found[-1][0] == order.price:
             found[-1][1] += order.remaining
+        elif len(found) == depth:
+            break
         else:
             found.append([order.price, order.remaining])
     return tuple((price, qty) for price, qty in found)
+
+
+def deepest(depths: Iterable[int | None]) -> int | None:
+    """The depth that serves every one of `depths` (None: all levels)."""
+    found = 0
+    for depth in depths:
+        if depth is None:
+            return None
+        found = max(found, depth)
+    return found
 
 
 def side_delta(old: Levels, new: Levels, side: str, depth: int | None = None) -> list[list[str]]:
@@ -129,9 +142,14 @@ class MarketFeed:
         self.replica = replica
         self.events = events
         self.account = account
-        self._books: dict[str, L2] = {}  # the markets someone watches: the level 2 last published
+        self._books: dict[str, L2] = {}  # the markets someone watches: the level 2 last published,
+        self._depths: dict[str, int | None] = {}  # to the depth of its deepest subscriber (None: all)
         self._seq: dict[str, int] = {}  # per market: the changes of its book published so far
-        self._orders: dict[OpId, tuple[Fingerprint, OrderInfo]] | None = None  # while "orders" is watched
+        # own orders, while "orders" is watched: the state last published, and what tells whether it
+        # may have changed (an open order's `RestingOrder`, a closed one's fingerprint)
+        self._orders: dict[OpId, OrderInfo] | None = None
+        self._resting: dict[OpId, RestingOrder] = {}
+        self._prints: dict[OpId, Fingerprint] = {}
         self._version = replica.version
         self._replayed = replica.replayed
         replica.take_fill_changes()  # what the node holds when it starts is not news
@@ -169,18 +187,20 @@ class MarketFeed:
 
     # -- books ---------------------------------------------------------------------------------------
 
-    def _l2(self, market: str) -> L2:
+    def _l2(self, market: str, depth: int | None) -> L2:
         book = self.replica.ledger.book(market)
-        return L2(levels(book.bids()), levels(book.asks()))
+        return L2(levels(book.side(BUY), depth), levels(book.side(SELL), depth))
 
     def _greet_book(self, subscriber: Subscriber) -> None:
         market = subscriber.market
         if market is None or self.replica.genesis.market(market) is None:
             return  # the API refuses such a subscription before it opens
-        book = self._books.get(market)
-        if book is None:
-            book = self._books[market] = self._l2(market)
         depth = subscriber.params.get("depth")
+        tracked = self._depths.get(market, 0)
+        if market not in self._books or deepest((tracked, depth)) != tracked:  # it reads deeper: read again
+            self._depths[market] = deepest((tracked, depth))
+            self._books[market] = self._l2(market, self._depths[market])
+        book = self._books[market]
         self.events.deliver(subscriber, {
             "type": "snapshot", "market": market, "seq": self._seq.get(market, 0), "depth": depth,
             "bids": _strings(book.bids[:depth]), "asks": _strings(book.asks[:depth]),
@@ -204,14 +224,21 @@ class MarketFeed:
 
     def _publish_books(self, ops: Sequence[SignedOp], changes: FillChanges, everywhere: bool) -> None:
         watchers = self.events.watching("book")
-        watched = {subscriber.market for subscriber in watchers}
-        for market in [m for m in self._books if m not in watched]:
-            del self._books[market]
+        depths: dict[str, list[int | None]] = {}
+        for subscriber in watchers:
+            depths.setdefault(subscriber.market or "", []).append(subscriber.params.get("depth"))
+        for market in list(self._books):
+            if market not in depths:
+                del self._books[market], self._depths[market]
+            elif (depth := deepest(depths[market])) != self._depths[market]:  # the deepest reader left
+                old = self._books[market]
+                self._books[market] = L2(old.bids[:depth], old.asks[:depth])
+                self._depths[market] = depth
         if not self._books:
             return
         touched = set(self._books) if everywhere else self._touched(ops, changes) & self._books.keys()
         for market in sorted(touched):
-            old, new = self._books[market], self._l2(market)
+            old, new = self._books[market], self._l2(market, self._depths[market])
             if new == old:
                 continue
             self._books[market] = new
@@ -232,16 +259,16 @@ class MarketFeed:
     # -- own orders ----------------------------------------------------------------------------------
 
     def _fingerprint(self, order_id: OpId) -> Fingerprint:
-        """What an order's state is read from, but the finality of operations (which only a
-        certify changes) and the content of its fills (the fill report names those)."""
+        """What a closed order's state is read from, but the finality of operations (which only
+        a certify changes) and the content of its fills (the fill report names those changes)."""
         replica, ledger = self.replica, self.replica.ledger
-        return (ledger.orders.get(order_id), ledger.closed.get(order_id), order_id in replica.outcome,
-                replica.outcome.get(order_id), ledger.order_fills.get(order_id))
+        return (ledger.closed.get(order_id), order_id in replica.outcome, replica.outcome.get(order_id),
+                ledger.order_fills.get(order_id))
 
     def _greet_orders(self, subscriber: Subscriber) -> None:
         if self._orders is not None:
             return
-        self._orders = {}
+        self._orders, self._resting, self._prints = {}, {}, {}
         for ids in self.replica.graph.chains.get(self.account, {}).values():
             for order_id in ids:
                 self._check(order_id, publish=False)
@@ -252,22 +279,28 @@ class MarketFeed:
         info = self.replica.order_info(order_id)
         if info is None:
             return
-        known = self._orders.get(order_id)
-        old = known[1] if known is not None else None
+        old = self._orders.get(order_id)
         if publish and (old is None or order_state(old) != order_state(info)):
             sides = [taker_side(self.replica, record.fill) for record in info.fills]
             event = {"event": order_event(old, info), **trading.order_json(info, sides)}
             self.events.publish("orders", event, info.market)
+        self._resting.pop(order_id, None)
+        self._prints.pop(order_id, None)
         if info.final and info.status not in (OPEN, PENDING):
             self._orders.pop(order_id, None)
+            return
+        self._orders[order_id] = info
+        resting = self.replica.ledger.orders.get(order_id)
+        if resting is not None:
+            self._resting[order_id] = resting
         else:
-            self._orders[order_id] = (self._fingerprint(order_id), info)
+            self._prints[order_id] = self._fingerprint(order_id)
 
     def _publish_orders(self, ops: Sequence[SignedOp], changes: FillChanges, certified: bool) -> None:
         if self._orders is None:
             return
         if not self.events.wants("orders"):
-            self._orders = None
+            self._orders, self._resting, self._prints = None, {}, {}
             return
         me = self.account
         candidates = {op.op_id for op in ops if op.author == me and op.kind == ORDER_PLACE}
@@ -278,10 +311,15 @@ class MarketFeed:
                     candidates.add(fill.taker_order)
                 if fill.maker == me:
                     candidates.add(fill.maker_order)
-        candidates.update(
-            order_id for order_id, (fingerprint, _) in self._orders.items()
-            if certified or self._fingerprint(order_id) != fingerprint
-        )
+        if certified:  # finality moved: read them all
+            candidates.update(self._orders)
+        else:
+            # An open order is checked by the identity of its `RestingOrder` alone, one look-up:
+            # the ledger puts a new one for every fill and removes it when the order closes (a
+            # market maker's node may hold thousands of open orders, and this runs every batch).
+            resting_now = self.replica.ledger.orders
+            candidates.update(i for i, resting in self._resting.items() if resting_now.get(i) is not resting)
+            candidates.update(i for i, printed in self._prints.items() if self._fingerprint(i) != printed)
         ops_of = self.replica.graph.ops
         for order_id in sorted(candidates, key=lambda order_id: ops_of[order_id].seq):  # placement order
             self._check(order_id)
