@@ -187,3 +187,53 @@ def test_a_checkpoint_that_expires_orders_changes_the_book_and_the_orders(tmp_pa
             store.close()
 
     trio.run(main)
+
+
+def test_the_book_is_kept_to_the_deepest_subscriber(tmp_path: Path) -> None:
+    """A depth-1 subscriber, then a depth-3 one joins (its snapshot is read deeper), then it
+    leaves: the shallow one's book stays right throughout, its seq never skipping."""
+    ctx = GENESIS.context()
+    seqs = {B: 0, C: 0}
+
+    async def main() -> None:
+        node, store = open_node(tmp_path)
+
+        def ask(author: int, price: int) -> SignedOp:
+            seqs[author] += 1
+            parents = sorted(node.replica.graph.heads)
+            return sign_op(ctx, KEYS[author], seqs[author], parents, "order.place", body("sell", price, E9))
+
+        def matches(book: LocalBook, depth: int) -> bool:
+            levels = node.order_book(SYMBOL, depth, 2)
+            return book.levels() == {"bids": levels["bids"], "asks": levels["asks"]}
+
+        try:
+            shallow, deep = LocalBook(SYMBOL, 1), LocalBook(SYMBOL, 3)
+            _, shallow_events = node.events.open("book", {"market": SYMBOL, "depth": 1})
+            for price in (12, 11, 13):
+                node.receive([ask(B, price * E9)])
+            for event in drained(shallow_events):
+                shallow.apply(event)
+            assert matches(shallow, 1)
+            deep_subscriber, deep_events = node.events.open("book", {"market": SYMBOL, "depth": 3})
+            (snapshot,) = drained(deep_events)
+            assert snapshot["asks"] == [[str(p * E9), str(E9)] for p in (11, 12, 13)]
+            deep.apply(snapshot)
+            for price in (14, 10, 12):
+                node.receive([ask(C, price * E9)])
+                for book, events in ((shallow, shallow_events), (deep, deep_events)):
+                    for event in drained(events):
+                        book.apply(event)
+                assert matches(shallow, 1)
+                assert matches(deep, 3)
+            node.events.close(deep_subscriber)
+            for price in (9, 15):
+                node.receive([ask(B, price * E9)])
+                for event in drained(shallow_events):
+                    shallow.apply(event)
+                assert matches(shallow, 1)
+            assert shallow.best_ask() == (9 * E9, E9)
+        finally:
+            store.close()
+
+    trio.run(main)
