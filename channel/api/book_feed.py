@@ -24,8 +24,7 @@ from typing import Any
 
 from channel.api.client import BAD_ANSWER, DROPPED, ApiError, Client
 from channel.errors import ChannelError
-
-Level = tuple[int, int]  # price, qty (e9)
+from channel.runtime.trading import Level
 
 
 class BookGap(ChannelError):

@@ -8,9 +8,9 @@ someone subscribes:
 - ``book`` (``market``, optional ``depth``): first a snapshot ``{type: "snapshot", market,
   seq, depth, bids, asks}`` (level 2, ``[price, qty]`` best first), then a delta ``{type:
   "delta", market, seq, bids, asks}`` for each change of the market's book, with the levels
-  that changed (qty ``"0"``: the level is gone). ``seq`` counts the changes of the market's
-  whole book, one by one: every subscriber of the market gets every seq, and one with a depth
-  gets the change of its first `depth` levels (possibly none).
+  that changed (qty ``"0"``: the level is gone). ``seq`` counts the changes of the levels the
+  market's deepest subscriber reads, one by one: every subscriber of the market gets every
+  seq, and one with a smaller depth gets the change of its first `depth` levels (possibly none).
 - ``trades`` (optional ``market``): each fill that appeared, changed (a late operation moved it,
   or it became final) or vanished, as `channel.runtime.trading.fill_json` with ``event``.
 - ``fills`` (optional ``market``): the same for the fills of this node's participant, as
@@ -28,11 +28,13 @@ Invariants, and why they hold:
   node's receive paths and its certify call `announce` synchronously), so at every checkpoint,
   when a subscription can begin, that copy is the replica's book and its seq the last one
   sent. The snapshot is taken from it in the same synchronous step as the subscription opens.
-- it costs what changed: the fill report costs the suffix replay touched
+- it costs what changed and what is read: the fill report costs the suffix replay touched
   (`Replica.take_fill_changes`); a book is compared only if the batch named its market or
   filled in it, or if replay re-applied operations or a checkpoint was certified (which can
-  change any book: a late transfer unfunds an order, a checkpoint expires orders); the own
-  orders are compared by a few look-ups each, and read whole only when those moved.
+  change any book: a late transfer funds an order, a checkpoint expires orders), and only to
+  the depth of its deepest subscriber, read lazily from the best level (a whole-book
+  subscription reads the whole book for each change); an open own order is checked by one
+  look-up, and read whole only when that moved.
 - nothing already known is news: the fill report is taken once when the node starts, so a
   restart does not announce every fill again, and the own orders are read when the first
   ``orders`` subscriber arrives. An order leaves the table once it is final and closed
@@ -55,27 +57,13 @@ from crdt.types import Address, OpId
 ORDER_PLACE, ORDER_CANCEL, ORDER_CANCEL_ALL = "order.place", "order.cancel", "order.cancel_all"
 PENDING = "pending"
 
-Levels = tuple[tuple[int, int], ...]  # (price, qty) per price, best first
+Levels = tuple[trading.Level, ...]  # (price, qty) per price, best first
 
 
 @dataclass(frozen=True, slots=True)
 class L2:
     bids: Levels
     asks: Levels
-
-
-def levels(orders: Iterable[RestingOrder], depth: int | None = None) -> Levels:
-    """One side of a book (best first) aggregated by price: its first `depth` levels (all if
-    None), reading no further than it needs."""
-    found: list[list[int]] = []
-    for order in orders:
-        if found and found[-1][0] == order.price:
-            found[-1][1] += order.remaining
-        elif len(found) == depth:
-            break
-        else:
-            found.append([order.price, order.remaining])
-    return tuple((price, qty) for price, qty in found)
 
 
 def deepest(depths: Iterable[int | None]) -> int | None:
@@ -95,17 +83,7 @@ def side_delta(old: Levels, new: Levels, side: str, depth: int | None = None) ->
     changed = [(price, qty) for price, qty in after.items() if before.get(price) != qty]
     changed += [(price, 0) for price in before if price not in after]
     changed.sort(key=lambda level: -level[0] if side == BUY else level[0])
-    return _strings(tuple(changed))
-
-
-def _strings(side: Levels) -> list[list[str]]:
-    return [[str(price), str(qty)] for price, qty in side]
-
-
-def taker_side(replica: Replica, fill: Fill) -> str:
-    """The side of the order.place that made a fill (it was applied, so it is in the graph)."""
-    side: str = replica.graph.ops[fill.taker_order].body["side"]
-    return side
+    return trading.level_json(changed)
 
 
 Fingerprint = tuple[object, ...]
@@ -179,7 +157,7 @@ class MarketFeed:
                               ("appeared", changes.appeared)):
             for record in records:
                 fill = record.fill
-                side = taker_side(self.replica, fill)
+                side = trading.taker_side(self.replica, fill)
                 if trades:
                     events.publish("trades", {"event": name, **trading.fill_json(record, side)}, fill.market)
                 if fills and trading.involves(fill, me):
@@ -189,7 +167,7 @@ class MarketFeed:
 
     def _l2(self, market: str, depth: int | None) -> L2:
         book = self.replica.ledger.book(market)
-        return L2(levels(book.side(BUY), depth), levels(book.side(SELL), depth))
+        return L2(trading.level_pairs(book.side(BUY), depth), trading.level_pairs(book.side(SELL), depth))
 
     def _greet_book(self, subscriber: Subscriber) -> None:
         market = subscriber.market
@@ -203,7 +181,7 @@ class MarketFeed:
         book = self._books[market]
         self.events.deliver(subscriber, {
             "type": "snapshot", "market": market, "seq": self._seq.get(market, 0), "depth": depth,
-            "bids": _strings(book.bids[:depth]), "asks": _strings(book.asks[:depth]),
+            "bids": trading.level_json(book.bids[:depth]), "asks": trading.level_json(book.asks[:depth]),
         })
 
     def _touched(self, ops: Sequence[SignedOp], changes: FillChanges) -> set[str]:
@@ -281,7 +259,7 @@ class MarketFeed:
             return
         old = self._orders.get(order_id)
         if publish and (old is None or order_state(old) != order_state(info)):
-            sides = [taker_side(self.replica, record.fill) for record in info.fills]
+            sides = [trading.taker_side(self.replica, record.fill) for record in info.fills]
             event = {"event": order_event(old, info), **trading.order_json(info, sides)}
             self.events.publish("orders", event, info.market)
         self._resting.pop(order_id, None)

@@ -543,9 +543,7 @@ class Node:
         return market
 
     def _taker_side(self, record: FillRecord) -> str:
-        """The side of the order.place that made a fill (applied, so in the graph)."""
-        side: str = self.replica.graph.ops[record.fill.taker_order].body["side"]
-        return side
+        return trading.taker_side(self.replica, record.fill)
 
     def markets(self) -> list[dict[str, Any]]:
         return [trading.market_json(market) for market in self.genesis.markets]
