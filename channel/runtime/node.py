@@ -193,7 +193,7 @@ class Node:
         self.wall_clock = wall_clock
         self.started: float | None = None  # trio time when it began to run (`open_node`)
         self._lock = trio.Lock()
-        self._watched: dict[OpId, str] = {}  # op ids submitted here -> last status sent
+        self._watched: dict[OpId, str] = {}  # op ids submitted here, not yet certified -> last status sent
         self._balances = self._balance_snapshot()
         self.submitted = 0
         self.behaviour: Behaviour = HONEST
@@ -347,11 +347,14 @@ class Node:
                 if self._balances.get(account) != tokens:
                     events.publish("balances", {"account": account, "balances": tokens})
             self._balances = current
+        certified = self.replica.epoch_of
         for op_id, last in list(self._watched.items()):
             status = self.replica.status(op_id)
             if status != last:
                 self._watched[op_id] = status
                 events.publish("status", {"op_id": "0x" + op_id.hex(), "status": status})
+            if op_id in certified:  # final or rejected for good: it cannot change any more
+                del self._watched[op_id]
         self.market_feed.update(ops)
 
     def receive(self, ops: Sequence[SignedOp], source: PeerId = b"local") -> None:

@@ -211,6 +211,7 @@ def test_a_late_order_that_steals_a_fill_is_reported_everywhere(tmp_path: Path) 
             assert (done["event"], done["order_id"], done["status"], done["final"]) == ("final", order, "cancelled",
                                                                                        True)
             assert me == done["owner"]
+            assert node._watched == {}  # the status stream forgets what is certified: it cannot change
 
     serve(tmp_path, body)
 
