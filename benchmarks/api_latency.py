@@ -14,6 +14,10 @@ taker's ``parley_placeOrder`` request is sent:
 - ``fill_maker_stream``: until node 0's ``fills`` stream delivers it: gossip to the maker's
   node, its replay, and its stream.
 
+The taker sends its order 10 ms after the ask arrived, as it sends the baseline's transfer.
+Every other sample it sends it at once instead (``fill_taker_response_at_once``): then the order
+also waits for what the node still does with the ask it just received.
+
 The baseline is measured in the same run, interleaved with the samples: a transfer sent at
 node 1, until its answer (``transfer_response``) and until node 0's ``ops`` stream delivers it
 (``transfer_visible_peer``). Prints JSON lines with p50 and p99 in ms.
@@ -82,7 +86,8 @@ class Arrivals:
 
 async def measure(endpoints: list[Endpoint], samples: int) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {name: [] for name in (
-        "fill_taker_response", "fill_taker_stream", "fill_maker_stream", "transfer_response", "transfer_visible_peer",
+        "fill_taker_response", "fill_taker_stream", "fill_maker_stream", "fill_taker_response_at_once",
+        "transfer_response", "transfer_visible_peer",
     )}
     async with (
         AsyncClient(endpoints[0]) as maker,
@@ -99,9 +104,12 @@ async def measure(endpoints: list[Endpoint], samples: int) -> dict[str, list[flo
             nursery.start_soon(arrivals.record, client, topic, key, ready)
             await ready.wait()
         maker_address = (await maker.stats())["address"]
-        for i in range(samples + 10):  # the first 10 warm up
+        for i in range(2 * samples + 10):  # the first 10 warm up; then every other sample at once
+            at_once = i % 2 == 1
             ask = (await maker.place_order(MARKET.symbol, "sell", QTY, PRICE))["op_id"]
             await taker_ops.wait(ask)  # the ask rests in the taker's book too
+            if not at_once:
+                await trio.sleep(0.01)  # as before the transfer: the taker's node is done with the ask
             began = time.perf_counter()
             placed = await taker.place_order(MARKET.symbol, "buy", QTY, PRICE, tif="ioc")
             answered = time.perf_counter()
@@ -115,7 +123,9 @@ async def measure(endpoints: list[Endpoint], samples: int) -> dict[str, list[flo
             sent = await taker.transfer(maker_address, "USDC", 1 + i)
             transfer_answered = time.perf_counter()
             visible = await maker_ops.wait(sent["op_id"])
-            if i >= 10:
+            if i >= 10 and at_once:
+                results["fill_taker_response_at_once"].append(answered - began)
+            elif i >= 10:
                 results["fill_taker_response"].append(answered - began)
                 results["fill_taker_stream"].append(taker_seen - began)
                 results["fill_maker_stream"].append(maker_seen - began)
