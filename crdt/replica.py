@@ -455,12 +455,14 @@ class Replica:
         return [token.address for token in self.genesis.tokens]
 
     def balances(self) -> dict[str, dict[str, dict[str, int]]]:
-        """account hex -> token -> {free, locked, withdrawn} in e9 (withdrawn: cumulative)."""
+        """account hex -> token -> {free, held, locked, withdrawn} in e9 (held: by the open
+        orders; withdrawn: cumulative). A settlement now pays free + held + locked."""
         ledger = self.ledger
         return {
             "0x" + p.address.hex(): {
                 token.symbol: {
                     "free": ledger.balance(p.address, token.symbol),
+                    "held": ledger.held(p.address, token.symbol),
                     "locked": ledger.locked(p.address, token.symbol),
                     "withdrawn": ledger.withdrawn_by(p.address, token.symbol),
                 }

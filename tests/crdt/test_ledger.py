@@ -94,13 +94,15 @@ def test_lock_is_released_at_the_checkpoint_whose_time_passes_until() -> None:
     lock = sign(A, 1, [], "lock", {"token": "USDC", "amount": 30 * E9, "until": 2000, "reason": "margin"})
     replica.receive(lock)
     account = "0x" + ADDR[A].hex()
-    assert replica.balances()[account]["USDC"] == {"free": INITIAL - 30 * E9, "locked": 30 * E9, "withdrawn": 0}
+    assert replica.balances()[account]["USDC"] == {
+        "free": INITIAL - 30 * E9, "held": 0, "locked": 30 * E9, "withdrawn": 0
+    }
     payout_before = replica.totals()
     replica.certify(Cut(1, (lock.op_id,), 1999))
     assert replica.balances()[account]["USDC"]["locked"] == 30 * E9
     assert replica.totals() == payout_before  # locked funds still count in the payout
     replica.certify(Cut(2, (lock.op_id,), 2000))
-    assert replica.balances()[account]["USDC"] == {"free": INITIAL, "locked": 0, "withdrawn": 0}
+    assert replica.balances()[account]["USDC"] == {"free": INITIAL, "held": 0, "locked": 0, "withdrawn": 0}
     check_replica(replica)
 
 
@@ -121,7 +123,7 @@ def test_withdrawals_accumulate_in_the_withdrawal_leaf_and_leave_the_balance_lea
     replica.receive(first)
     replica.receive(sign(A, 2, [first.op_id], "withdraw", {"token": "USDC", "amount": 2 * E9}))
     view = replica.balances()["0x" + ADDR[A].hex()]["USDC"]
-    assert view == {"free": INITIAL - 42 * E9, "locked": 0, "withdrawn": 42 * E9}
+    assert view == {"free": INITIAL - 42 * E9, "held": 0, "locked": 0, "withdrawn": 42 * E9}
     tree = replica.payout_tree()
     withdrawn, _ = tree.proof_for(ADDR[A], USDC.address, WITHDRAWN)
     assert withdrawn.amount == 42_000_000  # cumulative, in USDC units
