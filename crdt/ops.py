@@ -21,7 +21,7 @@ fixed-length encoding, so one comparison proves the input canonical.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import coincurve
@@ -248,6 +248,33 @@ def sign_digest(private_key: bytes, digest: bytes) -> bytes:
     return compact[:64] + bytes((27 + compact[64],))
 
 
+UNSIGNED = bytes(65)  # the signature of an `unsigned_op`: no key makes it, and nothing verifies it
+
+
+def unsigned_op(
+    ctx: Context,
+    author: bytes,
+    seq: int,
+    parents: Iterable[bytes],
+    kind: str,
+    body: Mapping[str, Any],
+    ts: int = 0,
+) -> SignedOp:
+    """The operation `sign_op` would make, with `UNSIGNED` in place of its signature: the same
+    op id, fields and size. It is what a dry run applies before anything is signed, so that
+    an operation replay would reject is never signed at all; it fails every signature check,
+    and must never be stored or sent (`sign` makes the real one)."""
+    content = content_bytes(sorted(set(parents)), kind, body, ts)
+    return decode_op(_wire(ctx.channel, author, seq, content, UNSIGNED), ctx, verify=False)
+
+
+def sign(op: SignedOp, private_key: bytes) -> SignedOp:
+    """`op` (an `unsigned_op`) signed with `private_key`, which must be its author's."""
+    signature = sign_digest(private_key, op.op_id)
+    # the wire bytes end with the signature's fixed 67-byte encoding: only those 65 change
+    return replace(op, signature=signature, raw=op.raw[: -len(signature)] + signature)
+
+
 def sign_op(
     ctx: Context,
     private_key: bytes,
@@ -258,14 +285,7 @@ def sign_op(
     ts: int = 0,
 ) -> SignedOp:
     """Sign a new operation as the owner of `private_key` and return it decoded and checked."""
-    key = coincurve.PrivateKey(private_key)
-    author = Address(keccak256(key.public_key.format(compressed=False)[1:])[12:])
-    ordered = sorted(set(parents))
-    content = content_bytes(ordered, kind, body, ts)
-    op_id = ctx.op_id(author, seq, keccak256(content))
-    signature = sign_digest(private_key, op_id)
-    # The signature is correct by construction; everything else is checked as for a peer's op.
-    return decode_op(_wire(ctx.channel, author, seq, content, signature), ctx, verify=False)
+    return sign(unsigned_op(ctx, address_of(private_key), seq, parents, kind, body, ts), private_key)
 
 
 def decode_op(data: bytes, ctx: Context, *, verify: bool = True) -> SignedOp:

@@ -455,8 +455,8 @@ class Replica:
         return [token.address for token in self.genesis.tokens]
 
     def balances(self) -> dict[str, dict[str, dict[str, int]]]:
-        """account hex -> token -> {free, held, locked, withdrawn} in e9 (held: by the open
-        orders; withdrawn: cumulative). A settlement now pays free + held + locked."""
+        """account hex -> token -> {free, held, locked, withdrawn} in e9 (held: by open orders;
+        withdrawn: cumulative)."""
         ledger = self.ledger
         return {
             "0x" + p.address.hex(): {

@@ -3,6 +3,8 @@
     with Client.for_node("node-data") as client:          # reads api.json and api-token
         receipt = client.transfer("0xabc…", "USDC", 5 * 10**9)
         print(client.status(receipt["op_id"]))
+        placed = client.place_order("ETH/USDC", "buy", 10**8, 2000 * 10**9)  # 0.1 ETH at 2000
+        print(placed["order"]["status"], client.order_book("ETH/USDC")["bids"])
 
     async with AsyncClient.for_node("node-data") as client:  # under trio
         async with client.subscribe("balances") as events:
@@ -164,6 +166,46 @@ class _Calls:
 
     def discover(self) -> Any:
         return self.call("rpc.discover")
+
+    # -- trading: prices, quantities and fees are e9 integers (sent as decimal strings) ------------
+
+    def markets(self) -> Any:
+        return self.call("parley_markets")
+
+    def place_order(
+        self, market: str, side: str, qty: int, price: int | None = None, *, type: str = "limit",
+        tif: str | None = None, reduce_only: bool = False, expires: int = 0, request_id: str | None = None,
+    ) -> Any:
+        """Place an order of `qty` base at `price` (e9 quote per whole base). `tif` is gtc for a
+        limit order and ioc for a market order unless given; a market order without a `price`
+        takes the book as it stands (its price is the worst one it meets now). Returns the
+        receipt with the order's state once applied (``order``)."""
+        return self.call(
+            "parley_placeOrder", market, side, str(qty), None if price is None else str(price), type, tif,
+            reduce_only, str(expires), request_id,
+        )
+
+    def cancel_order(self, order_id: str, request_id: str | None = None) -> Any:
+        return self.call("parley_cancelOrder", order_id, request_id)
+
+    def cancel_all(self, market: str, request_id: str | None = None) -> Any:
+        return self.call("parley_cancelAll", market, request_id)
+
+    def order_book(self, market: str, depth: int = 50, level: int = 2) -> Any:
+        return self.call("parley_orderBook", market, depth, level)
+
+    def open_orders(self, market: str | None = None, account: str | None = None) -> Any:
+        """Open orders of `account` (the node's own participant by default)."""
+        return self.call("parley_openOrders", market, account)
+
+    def order(self, order_id: str) -> Any:
+        return self.call("parley_order", order_id)
+
+    def my_trades(self, market: str | None = None, limit: int = 100) -> Any:
+        return self.call("parley_myTrades", market, limit)
+
+    def trades(self, market: str, limit: int = 100) -> Any:
+        return self.call("parley_trades", market, limit)
 
 
 class Client(_Calls):

@@ -26,6 +26,11 @@
   returns an id; events arrive as ``{"method": "parley_subscription", "params": {"subscription":
   id, "result": event}}``. A subscriber that falls 1,024 events behind is dropped. At most 64
   WebSockets are open at once (then 503) and each holds at most 16 subscriptions.
+- Trading: ``parley_placeOrder``, ``parley_cancelOrder`` and ``parley_cancelAll`` sign through
+  the same dry run as ``parley_submit`` (a refusal is -32001 with the reason, nothing signed);
+  ``parley_orderBook``, ``parley_openOrders``, ``parley_order``, ``parley_myTrades``,
+  ``parley_trades`` and ``parley_markets`` read, in the shapes of `channel.runtime.trading`. A
+  read naming a market the genesis does not hold is -32602 naming it; an unknown order -32004.
 - ``GET /openrpc.json`` (and the ``rpc.discover`` method) describe every method. ``GET /metrics``
   is the Prometheus endpoint (no token: it is on loopback and holds only counts).
 
@@ -58,10 +63,25 @@ from starlette.websockets import WebSocket
 from wsproto.extensions import PerMessageDeflate
 
 from channel.errors import StorageUnavailable
-from channel.runtime.service import NodeService, NotReady, RequestRejected
+from channel.runtime.service import NodeService, NotReady, RequestRejected, UnknownMarket
+from channel.runtime.trading import LEVELS, MAX_DEPTH, MAX_LIMIT
 from crdt.jsontext import MAX_NESTING, deeper_than_limit
-from crdt.kinds import KINDS, InvalidField, Registry, UnknownKind, json_hex, json_uint
+from crdt.kinds import (
+    ADDRESS,
+    KINDS,
+    MARKET_SYMBOL,
+    OP_ID,
+    InvalidField,
+    Registry,
+    UnknownKind,
+    json_hex,
+    json_text,
+    json_uint,
+)
 from crdt.kinds import shown as _shown
+from crdt.markets.book import BUY, GTC, IOC, LIMIT, MARKET
+from crdt.markets.config import MAX_MARKET_SYMBOL
+from crdt.types import Address
 
 MAX_REQUEST_BYTES = 1 << 20
 MAX_BATCH = 100
@@ -74,6 +94,10 @@ REJECTED = -32001
 NOT_READY = -32002  # the node does not know its own last seq yet (a new store): nothing signed
 STORAGE = -32003  # the store refused the write (a full disk): nothing signed
 NOT_FOUND = -32004
+
+TRANSFER, ORDER_PLACE, ORDER_CANCEL, ORDER_CANCEL_ALL = "transfer", "order.place", "order.cancel", "order.cancel_all"
+PLACE_PARAMS = ("market", "side", "qty", "price", "type", "tif", "reduce_only", "expires", "request_id")
+NO_LIQUIDITY = "no_liquidity"  # a market order without a price, and nothing on the other side to take
 
 logger = logging.getLogger(__name__)
 
@@ -212,9 +236,13 @@ async def _submit(node: NodeService, args: list[Any]) -> Any:
     if not isinstance(kind, str):
         raise invalid("kind must be a string")
     request_id = _request_id(request_id)
-    parsed = parse_body(kind, body)
+    return await _sign(node, kind, parse_body(kind, body), request_id)
+
+
+async def _sign(node: NodeService, kind: str, body: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+    """`NodeService.submit` with its refusals as JSON-RPC errors (nothing was signed for any)."""
     try:
-        return await node.submit(kind, parsed, request_id)
+        return await node.submit(kind, body, request_id)
     except RequestRejected as exc:
         raise RpcError(REJECTED, f"rejected: {exc}", {"reason": exc.reason}) from exc
     except NotReady as exc:
@@ -290,6 +318,109 @@ async def _discover(node: NodeService, args: list[Any]) -> Any:
     return openrpc_document()
 
 
+# -- trading --------------------------------------------------------------------------------------------
+
+
+def _market(value: Any) -> str:
+    """A market symbol parameter; whether the genesis holds it is the node's to say
+    (`UnknownMarket`, answered as invalid params by `call`)."""
+    market: str = _checked(json_text, value, "market", MAX_MARKET_SYMBOL)
+    return market
+
+
+def _bounded(value: Any, name: str, default: int, limit: int) -> int:
+    if value is None:
+        return default
+    number = _uint(value, name)
+    if not 1 <= number <= limit:
+        raise invalid(f"{name} must be between 1 and {limit}")
+    return number
+
+
+def _order_id(value: Any) -> bytes:
+    return _hex(value, "order", 32)
+
+
+def _order_state(node: NodeService, receipt: dict[str, Any], order_id: bytes) -> dict[str, Any]:
+    """A submit's receipt with the state of the order it placed or cancelled, as applied."""
+    return {**receipt, "order": node.order(order_id)}
+
+
+async def _place_order(node: NodeService, args: list[Any]) -> Any:
+    market, side, qty, price, order_type, tif, reduce_only, expires, request_id = args
+    request_id = _request_id(request_id)
+    order_type = LIMIT if order_type is None else order_type
+    if tif is None:
+        tif = IOC if order_type == MARKET else GTC
+    body = parse_body(ORDER_PLACE, {
+        "market": market, "side": side, "type": order_type, "tif": tif, "price": 0 if price is None else price,
+        "qty": qty, "reduce_only": False if reduce_only is None else reduce_only,
+        "expires": 0 if expires is None else expires,
+    })
+    if price is None:
+        if body["type"] != MARKET:
+            raise invalid("missing parameters ['price']: a limit order needs its price")
+        if node.genesis.market(body["market"]) is not None:  # else replay's unknown_market, below
+            bound = node.sweep_price(body["market"], body["side"], body["qty"])
+            if bound is None:
+                raise RpcError(REJECTED, f"rejected: {NO_LIQUIDITY}: the {body['market']} book has no "
+                               f"{'asks' if body['side'] == BUY else 'bids'} to take", {"reason": NO_LIQUIDITY})
+            body["price"] = bound
+    receipt = await _sign(node, ORDER_PLACE, body, request_id)
+    return _order_state(node, receipt, _hex(receipt["op_id"], "op_id", 32))
+
+
+async def _cancel_order(node: NodeService, args: list[Any]) -> Any:
+    order, request_id = args
+    order_id = _order_id(order)
+    receipt = await _sign(node, ORDER_CANCEL, {"order": order_id}, _request_id(request_id))
+    return _order_state(node, receipt, order_id)
+
+
+async def _cancel_all(node: NodeService, args: list[Any]) -> Any:
+    market, request_id = args
+    return await _sign(node, ORDER_CANCEL_ALL, parse_body(ORDER_CANCEL_ALL, {"market": market}),
+                       _request_id(request_id))
+
+
+async def _markets(node: NodeService, args: list[Any]) -> Any:
+    return node.markets()
+
+
+async def _order_book(node: NodeService, args: list[Any]) -> Any:
+    market, depth, level = args
+    level = 2 if level is None else level
+    if type(level) is not int or level not in LEVELS:
+        raise invalid(f"level must be one of {list(LEVELS)}")
+    return node.order_book(_market(market), _bounded(depth, "depth", 50, MAX_DEPTH), level)
+
+
+async def _open_orders(node: NodeService, args: list[Any]) -> Any:
+    market, account = args
+    owner = node.address if account is None else Address(_address(account, "account"))
+    if node.genesis.participant(owner) is None:
+        raise invalid(f"{account} is not a participant of this channel")
+    return node.open_orders(None if market is None else _market(market), owner)
+
+
+async def _order(node: NodeService, args: list[Any]) -> Any:
+    (order,) = args
+    found = node.order(_order_id(order))
+    if found is None:
+        raise RpcError(NOT_FOUND, f"no order {order} (no order.place with that id)")
+    return found
+
+
+async def _my_trades(node: NodeService, args: list[Any]) -> Any:
+    market, limit = args
+    return node.my_trades(None if market is None else _market(market), _bounded(limit, "limit", 100, MAX_LIMIT))
+
+
+async def _trades(node: NodeService, args: list[Any]) -> Any:
+    market, limit = args
+    return node.trades(_market(market), _bounded(limit, "limit", 100, MAX_LIMIT))
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
@@ -314,6 +445,38 @@ METHODS: dict[str, Method] = {
         Method("parley_evidence", (), 0,
                "Misbehaviour seen: operation equivocation (for slashEquivocation), double signing (for "
                "slashDoubleSign), double votes and double proposals.", _evidence),
+        Method("parley_markets", (), 0,
+               "Every market of the channel: symbol, kind, base, quote, tick and step sizes, quantity and price "
+               "limits, maker and taker fees (e9 strings), and the decimal places of its prices and quantities.",
+               _markets),
+        Method("parley_placeOrder", PLACE_PARAMS, 3,
+               "Sign an order.place (price and qty in e9 strings; type limit or market, tif gtc, ioc or post_only; "
+               "a market order's tif defaults to ioc, and without a price it takes the book as it stands: its "
+               "price is the worst one it meets now). Refused unsigned, with data.reason, when replay would "
+               "reject it. Returns {op_id (the order id), seq, status, order}: order is parley_order's state "
+               "of it once applied (fills so far, remaining, status).", _place_order),
+        Method("parley_cancelOrder", ("order", "request_id"), 1,
+               "Sign an order.cancel of one of this node's open orders. Returns {op_id, seq, status, order}.",
+               _cancel_order),
+        Method("parley_cancelAll", ("market", "request_id"), 1,
+               "Sign an order.cancel_all: every open order of this node's participant in the market. Returns "
+               "{op_id, seq, status}.", _cancel_all),
+        Method("parley_orderBook", ("market", "depth", "level"), 1,
+               "The market's book now, tentative orders included: {market, level, version (certified "
+               "checkpoints), best_bid, best_ask, bids, asks}, best first, depth prices a side (50). Level 2: "
+               "[price, qty] per price; level 3: every order with order_id, owner, price, remaining, placed and "
+               "mine (this node's participant owns it).", _order_book),
+        Method("parley_openOrders", ("market", "account"), 0,
+               "The open orders of an account (this node's participant by default), oldest first.", _open_orders),
+        Method("parley_order", ("order",), 1,
+               "One order: what it asked, status (open, filled, cancelled, expired, self_trade, unfunded, done, "
+               "rejected:<reason>, pending), remaining, filled, fills, and final once it cannot change.", _order),
+        Method("parley_myTrades", ("market", "limit"), 0,
+               "The last fills (100) of this node's participant, oldest first, each with its side, liquidity "
+               "(taker or maker) and fee from its point of view, and whether it is final.", _my_trades),
+        Method("parley_trades", ("market", "limit"), 1,
+               "The market's last fills (100), oldest first: price, qty, the taker's side, both orders and "
+               "owners, fees, final.", _trades),
         Method("rpc.discover", (), 0, "This API's OpenRPC document.", _discover),
     )
 }
@@ -330,11 +493,21 @@ def _param_schemas(kinds: Registry) -> dict[tuple[str, str], dict[str, Any]]:
             "description": "the body of the kind, exactly its fields",
         },
     }
-    for method in ("parley_submit", "parley_transfer"):
+    for method in ("parley_submit", "parley_transfer", "parley_placeOrder", "parley_cancelOrder", "parley_cancelAll"):
         schemas[(method, "request_id")] = {"type": "string", "minLength": 1, "maxLength": 128}
-    if "transfer" in kinds:
-        for name, field_type in kinds["transfer"].fields:
-            schemas[("parley_transfer", name)] = dict(field_type.schema)
+    for method, kind in (("parley_transfer", TRANSFER), ("parley_placeOrder", ORDER_PLACE),
+                         ("parley_cancelOrder", ORDER_CANCEL), ("parley_cancelAll", ORDER_CANCEL_ALL)):
+        if kind in kinds:
+            for name, field_type in kinds[kind].fields:
+                schemas[(method, name)] = dict(field_type.schema)
+    for method in ("parley_orderBook", "parley_openOrders", "parley_myTrades", "parley_trades"):
+        schemas[(method, "market")] = dict(MARKET_SYMBOL.schema)
+    schemas[("parley_order", "order")] = dict(OP_ID.schema)
+    schemas[("parley_openOrders", "account")] = dict(ADDRESS.schema)
+    schemas[("parley_orderBook", "depth")] = {"type": "integer", "minimum": 1, "maximum": MAX_DEPTH, "default": 50}
+    schemas[("parley_orderBook", "level")] = {"enum": list(LEVELS), "default": 2}
+    for method in ("parley_myTrades", "parley_trades"):
+        schemas[(method, "limit")] = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100}
     return schemas
 
 
@@ -389,7 +562,11 @@ async def call(node: NodeService, request: Any, session: Mapping[str, Method] | 
             if name in (SUBSCRIBE, UNSUBSCRIBE):
                 raise RpcError(METHOD_NOT_FOUND, f"{name} is only available over the WebSocket")
             raise RpcError(METHOD_NOT_FOUND, f"no method {_shown(name)}; see rpc.discover")
-        result = await method.handler(node, _params(request.get("params"), method.params, method.required))
+        try:
+            result = await method.handler(node, _params(request.get("params"), method.params, method.required))
+        except UnknownMarket as exc:
+            markets = [market.symbol for market in node.genesis.markets]
+            raise invalid(f"market: {exc} (its markets: {_shown(markets)})") from exc
     except RpcError as error:
         return None if "id" not in request else error.response(request_id)
     except Exception:

@@ -11,7 +11,9 @@ from typing import ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from channel.api.client import ApiError
 from channel.errors import UserError
 
 console = Console()
@@ -22,22 +24,23 @@ R = TypeVar("R")
 
 
 def user_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn a `UserError` into one red line on stderr and exit code 1, instead of a traceback,
-    also when it comes out of a trio nursery inside an exception group."""
+    """Turn a `UserError`, or an error the node answered (`ApiError`: a rejected request, bad
+    params), into one red line on stderr and exit code 1, instead of a traceback, also when it
+    comes out of a trio nursery inside an exception group."""
 
     @wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except UserError as exc:
-            errors.print(f"[red]error:[/red] {exc}")
+        except (UserError, ApiError) as exc:
+            errors.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(1) from exc
         except BaseExceptionGroup as group:
-            found, rest = group.split(UserError)
+            found, rest = group.split((UserError, ApiError))
             if found is None or rest is not None:
                 raise
             first = _first_leaf(found)
-            errors.print(f"[red]error:[/red] {first}")
+            errors.print(f"[red]error:[/red] {escape(str(first))}")
             raise typer.Exit(1) from first
 
     return wrapper

@@ -17,6 +17,7 @@ from rich.table import Table
 from channel.cli.chain import register as register_settlement
 from channel.cli.console import console, read_password, user_errors
 from channel.cli.node import register as register_node
+from channel.cli.trade import register as register_trade
 from channel.errors import UserError
 from channel.runtime import keystore
 from channel.runtime.genesis_file import (
@@ -303,6 +304,7 @@ def demo(
 
 register_settlement(app)  # parley exit, parley chain …
 register_node(app)  # parley node run, balance, transfer, status, peers, stats, watch
+register_trade(app)  # parley order, cancel, book, orders, trades
 
 
 def main() -> None:  # pragma: no cover - the console script

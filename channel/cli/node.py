@@ -85,12 +85,12 @@ def register(app: typer.Typer) -> None:
             print(json.dumps(balances, indent=2))
             return
         table = Table(title="balances")
-        amounts = ("free", "held", "locked", "withdrawn")
-        for column in ("account", "token", *amounts):
-            table.add_column(column, justify="right" if column in amounts else "left")
+        for column in ("account", "token", "free", "held", "locked", "withdrawn"):
+            table.add_column(column, justify="right" if column not in ("account", "token") else "left")
         for holder, tokens in balances.items():
             for token, parts in tokens.items():
-                table.add_row(holder, token, *(format_e9(int(parts[k])) for k in amounts))
+                amounts = (format_e9(int(parts[k])) for k in ("free", "held", "locked", "withdrawn"))
+                table.add_row(holder, token, *amounts)
         console.print(table)
 
     @app.command()

@@ -16,7 +16,9 @@ Invariants:
   the off-loop commit too), and the next seq is derived from the operations in the graph, so
   the node never signs two operations with one seq, not even across a crash;
 - a client request that replay would reject (insufficient balance, a bad body, a role that may
-  not) is refused before signing, with the reason, and consumes no seq;
+  not, an order with a bad tick or that would cross as post-only) is refused with the reason
+  before anything is signed: the dry run applies the unsigned operation (`crdt.ops.unsigned_op`),
+  so no signature for its seq ever exists, and it consumes no seq;
 - no signature without knowing what was signed before (`SignerState`): a node whose store is
   new (deleted, truncated, or never used) does not sign an operation until a quorum of peers
   (threshold - 1 others) has told it the highest seq of its own it holds and it holds those
@@ -49,20 +51,22 @@ import trio
 from libp2p.peer.id import ID
 
 from channel.errors import StorageUnavailable, StoreDamaged, UserError
-from channel.runtime import keystore
+from channel.runtime import keystore, trading
 from channel.runtime.config import NodeConfig
 from channel.runtime.events import EventHub
 from channel.runtime.genesis_file import load_genesis
 from channel.runtime.keystore import write_atomic
-from channel.runtime.service import NotReady, RequestRejected
+from channel.runtime.service import NotReady, RequestRejected, UnknownMarket
 from channel.runtime.store import Store
 from crdt.certificate import Certificate
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis
 from crdt.ledger import Reason
-from crdt.ops import DEFAULT_LIMITS, Context, SignedOp, decode_op, sign_op
+from crdt.markets.book import BUY, FillRecord
+from crdt.markets.config import Market
+from crdt.ops import DEFAULT_LIMITS, Context, SignedOp, decode_op, sign, unsigned_op
 from crdt.replica import Replica
-from crdt.types import OpId
+from crdt.types import Address, OpId
 from p2p import identity as p2p_identity
 from p2p.admission import Admission, sign_binding
 from p2p.errors import NotPersisted
@@ -389,12 +393,13 @@ class Node:
                 raise NotReady(self.learning())
             if self.storage_error is not None:
                 raise StorageUnavailable(self.storage_error)
-            op = sign_op(self.replica.ctx, self.key.private_key, self.next_seq(), self.parents(), kind, body)
-            if len(op.raw) > DEFAULT_LIMITS.max_op_bytes:
+            draft = unsigned_op(self.replica.ctx, self.address, self.next_seq(), self.parents(), kind, body)
+            if len(draft.raw) > DEFAULT_LIMITS.max_op_bytes:
                 raise RequestRejected(Reason.BAD_BODY, "the operation is larger than the limit")
-            reason = self.replica.dry_run(op)
+            reason = self.replica.dry_run(draft)  # the dry run needs no signature: none is made yet
             if reason is not None and not self.behaviour.signs_rejected:
                 raise RequestRejected(reason)
+            op = sign(draft, self.key.private_key)
             if request_id is not None:
                 self._requests[op.op_id] = request_id
             try:
@@ -526,6 +531,61 @@ class Node:
     def missing_parents(self) -> int:
         """How many distinct operations the pending buffer waits for."""
         return self.replica.graph.pending.missing_count()
+
+    # -- trading -------------------------------------------------------------------------------------
+
+    def _market(self, symbol: str) -> Market:
+        market = self.genesis.market(symbol)
+        if market is None:
+            raise UnknownMarket(symbol)
+        return market
+
+    def _taker_side(self, record: FillRecord) -> str:
+        """The side of the order.place that made a fill (applied, so in the graph)."""
+        side: str = self.replica.graph.ops[record.fill.taker_order].body["side"]
+        return side
+
+    def markets(self) -> list[dict[str, Any]]:
+        return [trading.market_json(market) for market in self.genesis.markets]
+
+    def order_book(self, market: str, depth: int = 50, level: int = 2) -> dict[str, Any]:
+        self._market(market)
+        book = self.replica.ledger.book(market)
+        return trading.book_json(
+            market, book.bids(), book.asks(), depth=depth, level=level, me=self.address, version=self.replica.version
+        )
+
+    def open_orders(self, market: str | None = None, account: Address | None = None) -> list[dict[str, Any]]:
+        if market is not None:
+            self._market(market)
+        orders = sorted(self.replica.open_orders(account, market), key=lambda order: order.placed)
+        return [trading.resting_json(order, self.address) for order in orders]
+
+    def order(self, order_id: bytes) -> dict[str, Any] | None:
+        info = self.replica.order_info(OpId(order_id))
+        if info is None:
+            return None
+        return trading.order_json(info, [self._taker_side(record) for record in info.fills])
+
+    def my_trades(self, market: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        if market is not None:
+            self._market(market)
+        me = self.address
+        mine = [
+            record for record in self.replica.fill_records()
+            if trading.involves(record.fill, me) and market in (None, record.fill.market)
+        ]
+        return [trading.own_fill_json(record, self._taker_side(record), me) for record in mine[-limit:]]
+
+    def trades(self, market: str, limit: int = 100) -> list[dict[str, Any]]:
+        self._market(market)
+        found = [record for record in self.replica.fill_records() if record.fill.market == market]
+        return [trading.fill_json(record, self._taker_side(record)) for record in found[-limit:]]
+
+    def sweep_price(self, market: str, side: str, qty: int) -> int | None:
+        self._market(market)
+        book = self.replica.ledger.book(market)
+        return trading.sweep_price(book.asks() if side == BUY else book.bids(), qty)
 
 
 def peer_name(peer: PeerId) -> str:

@@ -7,7 +7,11 @@ nothing the API holds can change under it or be changed through it.
 
 Errors: `submit` raises `RequestRejected` (replay would give the operation no effect: nothing
 signed), `NotReady` (the node does not know its own last seq yet) or `StorageUnavailable` (the
-store refused the write); the API maps each to its JSON-RPC code.
+store refused the write); a trading read of a market the genesis does not hold raises
+`UnknownMarket`. The API maps each to its JSON-RPC code.
+
+The trading reads return the shapes of `channel.runtime.trading` (e9 integers as decimal
+strings), which the WebSocket streams of books, trades, orders and fills share.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from channel.runtime.events import Subscriber
 from crdt.certificate import Certificate
 from crdt.genesis import Genesis
 from crdt.ledger import Reason
+from crdt.types import Address
 
 
 class RequestRejected(ChannelError):
@@ -35,6 +40,14 @@ class NotReady(ChannelError):
     """The node does not know its own last seq yet (its store is new); nothing was signed."""
 
 
+class UnknownMarket(ChannelError):
+    """A trading read named a market that is not in the genesis."""
+
+    def __init__(self, market: str) -> None:
+        super().__init__(f"no market {market!r} in this channel")
+        self.market = market
+
+
 class Events(Protocol):
     def open(self, topic: str) -> tuple[Subscriber, trio.MemoryReceiveChannel[dict[str, Any]]]: ...
 
@@ -47,6 +60,11 @@ class NodeService(Protocol):
 
     @property
     def events(self) -> Events: ...
+
+    @property
+    def address(self) -> Address:
+        """This node's participant: the author of what it signs."""
+        ...
 
     async def submit(self, kind: str, body: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
         """Sign, store, apply and gossip; ``{op_id, seq, status}``."""
@@ -69,3 +87,39 @@ class NodeService(Protocol):
     def evidence(self) -> list[dict[str, Any]]: ...
 
     def missing_parents(self) -> int: ...
+
+    # -- trading (every market argument may raise `UnknownMarket`) ------------------------------
+
+    def markets(self) -> list[dict[str, Any]]:
+        """Every market of the genesis, its configuration (`channel.runtime.trading.market_json`)."""
+        ...
+
+    def order_book(self, market: str, depth: int, level: int) -> dict[str, Any]:
+        """The market's book now: level 2 (a [price, qty] per price) or 3 (every order), the
+        first `depth` prices of each side, best first, with the best bid and ask and the
+        certified version it was read at."""
+        ...
+
+    def open_orders(self, market: str | None, account: Address | None) -> list[dict[str, Any]]:
+        """The open orders, oldest placement first (of one market, of one account, if given)."""
+        ...
+
+    def order(self, order_id: bytes) -> dict[str, Any] | None:
+        """Everything about one order (status, fills, remaining, filled, final); None if this
+        node holds no order.place with that id."""
+        ...
+
+    def my_trades(self, market: str | None, limit: int) -> list[dict[str, Any]]:
+        """The last `limit` fills of this node's participant, oldest first, each with its side,
+        liquidity (taker or maker) and the fee it paid."""
+        ...
+
+    def trades(self, market: str, limit: int) -> list[dict[str, Any]]:
+        """The market's last `limit` fills, oldest first."""
+        ...
+
+    def sweep_price(self, market: str, side: str, qty: int) -> int | None:
+        """The worst price a taker of `qty` on `side` meets in the book now (the whole other
+        side if it holds less); None if the other side is empty. A market order without a
+        price uses it as its bound."""
+        ...

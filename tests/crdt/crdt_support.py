@@ -263,7 +263,7 @@ class Model:
             "0x" + p.address.hex(): {
                 t.symbol: {
                     "free": self.balances.get((p.address, t.symbol), 0),
-                    "held": 0,  # the model places no orders
+                    "held": 0,  # the model has no order books
                     "locked": self.locked(p.address, t.symbol),
                     "withdrawn": self.withdrawn.get((p.address, t.symbol), 0),
                 }

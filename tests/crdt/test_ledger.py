@@ -94,9 +94,8 @@ def test_lock_is_released_at_the_checkpoint_whose_time_passes_until() -> None:
     lock = sign(A, 1, [], "lock", {"token": "USDC", "amount": 30 * E9, "until": 2000, "reason": "margin"})
     replica.receive(lock)
     account = "0x" + ADDR[A].hex()
-    assert replica.balances()[account]["USDC"] == {
-        "free": INITIAL - 30 * E9, "held": 0, "locked": 30 * E9, "withdrawn": 0
-    }
+    expected = {"free": INITIAL - 30 * E9, "held": 0, "locked": 30 * E9, "withdrawn": 0}
+    assert replica.balances()[account]["USDC"] == expected
     payout_before = replica.totals()
     replica.certify(Cut(1, (lock.op_id,), 1999))
     assert replica.balances()[account]["USDC"]["locked"] == 30 * E9

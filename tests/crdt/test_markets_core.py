@@ -456,6 +456,7 @@ def test_held_funds_are_in_the_payout_and_open_orders_in_the_state_hash() -> Non
     op = sign_op(GENESIS.context(), KEYS[A], 1, [], "order.place", body("buy", 10 * E9, E9))
     replica.receive(op)
     assert replica.ledger.held(ADDR[A], USDC.symbol) == 10_010_000_000
+    assert replica.balances()["0x" + ADDR[A].hex()][USDC.symbol]["held"] == 10_010_000_000
     assert replica.payout_root() == before_root  # paid back to its owner at settlement
     leaves = replica.payout_tree().leaves
     (leaf,) = [x for x in leaves if (x.account, x.token, x.kind) == (ADDR[A], USDC.address, BALANCE)]

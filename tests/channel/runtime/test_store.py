@@ -66,13 +66,13 @@ def crash_after_commit(monkeypatch: pytest.MonkeyPatch, which: int) -> list[int]
 
 def count_signatures(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     signed = [0]
-    original = node_module.sign_op
+    original = node_module.sign
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         signed[0] += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(node_module, "sign_op", counting)
+    monkeypatch.setattr(node_module, "sign", counting)
     return signed
 
 

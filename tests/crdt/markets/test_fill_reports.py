@@ -46,7 +46,8 @@ def check_orders(replica: Replica, ops: list[SignedOp]) -> None:
             assert info is None
             continue
         if op.op_id in replica.graph.pending:
-            assert info is not None and info.status == "pending"
+            assert info is not None
+            assert info.status == "pending"
             continue
         if op.op_id not in replica.graph.ops:
             assert info is None  # not delivered yet
@@ -59,14 +60,18 @@ def check_orders(replica: Replica, ops: list[SignedOp]) -> None:
         assert (info.status == OPEN) == (resting is not None)
         reason = replica.outcome[op.op_id]
         if reason is not None:
-            assert info.status == f"rejected:{reason}" and not info.fills
+            assert info.status == f"rejected:{reason}"
+            assert not info.fills
         elif info.status == OPEN:
-            assert resting is not None and info.remaining == resting.remaining == info.qty - info.filled
+            assert resting is not None
+            assert info.remaining == resting.remaining == info.qty - info.filled
             assert not info.final
         elif info.status == FILLED:
-            assert info.filled == info.qty and info.remaining == 0
+            assert info.filled == info.qty
+            assert info.remaining == 0
         else:
-            assert info.status in (CANCELLED, EXPIRED, SELF_TRADE, UNFUNDED, DONE) and info.filled < info.qty
+            assert info.status in (CANCELLED, EXPIRED, SELF_TRADE, UNFUNDED, DONE)
+            assert info.filled < info.qty
     assert replica.open_orders() == [replica.ledger.orders[k] for k in sorted(replica.ledger.orders)]
 
 
@@ -125,7 +130,8 @@ def test_a_late_better_ask_steals_a_tentative_fill_then_certifying_makes_it_fina
     assert changes.appeared == changes.vanished == ()
     assert changes.changed == (FillRecord(second.fill, True),)
     info = replica.order_info(buy.op_id)
-    assert info is not None and (info.status, info.final, info.filled) == (FILLED, True, E9)
+    assert info is not None
+    assert (info.status, info.final, info.filled) == (FILLED, True, E9)
     assert replica.order_info(early_ask.op_id).final is False  # type: ignore[union-attr]  # open: it can still fill
 
 
@@ -150,7 +156,8 @@ def test_every_way_an_order_closes_is_named() -> None:
     assert not any(replica.order_info(op.op_id).final for op in (cancelled, own_buy))  # type: ignore[union-attr]
     replica.certify(Cut(1, tuple(sorted(replica.graph.heads)), 1000))  # past `expires`
     info = replica.order_info(expiring.op_id)
-    assert info is not None and (info.status, info.final) == (EXPIRED, True)
+    assert info is not None
+    assert (info.status, info.final) == (EXPIRED, True)
     assert all(replica.order_info(op.op_id).final for op in (cancelled, own_buy, rejected))  # type: ignore[union-attr]
 
 
@@ -161,4 +168,5 @@ def test_an_order_waiting_for_parents_is_pending() -> None:
     replica = Replica(GENESIS)
     replica.receive(order)
     info = replica.order_info(order.op_id)
-    assert info is not None and (info.status, info.final, info.filled) == ("pending", False, 0)
+    assert info is not None
+    assert (info.status, info.final, info.filled) == ("pending", False, 0)
