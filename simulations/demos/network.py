@@ -25,8 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from channel.api.client import ApiError, AsyncClient, Endpoint
-from crdt.genesis import Role, Token
-from crdt.hashing import keccak256
+from channel.runtime.genesis_file import DEMO_ETH, DEMO_USDC
+from crdt.genesis import Role
 from simulations.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all
 
 E9 = 10**9
@@ -141,9 +141,10 @@ def run_network_demo(
         root = folder or Path(tmp)
         console.print(f"[bold]Parley demo[/bold]: {participants} node processes on 127.0.0.1 over libp2p, "
                       f"{transfers} transfers")
-        usdc = Token("USDC", keccak256(b"parley-token:USDC")[:20], 6)  # type: ignore[arg-type]
         roles = [Role.MARKET_MAKER] + [Role.TRADER] * (participants - 1)
-        cluster: Cluster = create_cluster(root, participants, tokens=[usdc], initial=10_000 * E9, roles=roles)
+        cluster: Cluster = create_cluster(  # 10,000 USDC and 10,000 ETH each, and the ETH/USDC market
+            root, participants, tokens=[DEMO_USDC, DEMO_ETH], initial=10_000 * E9, roles=roles
+        )
         console.print(f"channel 0x{cluster.genesis.channel_id.hex()} in {root}")
         processes = [NodeProcess(cluster.config(i)) for i in range(participants)]
         started = time.perf_counter()

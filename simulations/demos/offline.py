@@ -23,10 +23,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from channel.runtime import keystore
-from channel.runtime.genesis_file import create_genesis_folder
-from crdt.genesis import Genesis, Role, Token
+from channel.runtime.genesis_file import DEMO_ETH, DEMO_USDC, create_genesis_folder
+from crdt.genesis import Genesis, Role
 from crdt.graph import PendingBuffer
-from crdt.hashing import keccak256
 from crdt.ops import SignedOp, encode_ops
 from crdt.replica import Replica
 from crdt.units import format_e9
@@ -72,9 +71,8 @@ def run_demo(
         root = folder or Path(tmp)
         console.print(f"[bold]Parley demo[/bold]: {participants} participants, {operations} operations, seed {seed}")
         roles = [Role.MARKET_MAKER] + [Role.TRADER] * (participants - 1)
-        usdc = Token("USDC", keccak256(b"parley-token:USDC")[:20], 6)  # type: ignore[arg-type]
-        genesis, _ = create_genesis_folder(
-            root, participants, password=DEMO_PASSWORD, tokens=[usdc], initial=1_000 * 10**9,
+        genesis, _ = create_genesis_folder(  # 1,000 USDC and 1,000 ETH each, and the ETH/USDC market
+            root, participants, password=DEMO_PASSWORD, tokens=[DEMO_USDC, DEMO_ETH], initial=1_000 * 10**9,
             roles=roles, light_kdf=True,
         )
         keys = keystore.load_all(root / "keys", DEMO_PASSWORD)
