@@ -33,10 +33,10 @@ from typing import Any
 import trio
 from rich.table import Table
 
-from channel.api.client import ApiError, AsyncClient, Client, Endpoint
+from channel.api.client import ApiError, AsyncClient, Endpoint
 from crdt.hashing import keccak256
 from crdt.ledger import Reason
-from crdt.markets.book import BUY, GTC, IOC, LIMIT, MARKET, SELL
+from crdt.markets.book import BUY, GTC, IOC, LIMIT, MARKET, SELL, Fill
 from crdt.markets.book import SELF_TRADE as SELF_TRADE_REMOVED
 from crdt.markets.config import E9, Market
 from crdt.units import format_e9
@@ -58,7 +58,7 @@ class Flow:
     size: int = 50 * 10**6  # base of a ladder's first level (0.05 ETH); level i quotes (i + 1) times it
     taker_orders: int = 24  # per taker node
     market_share: float = 0.4  # of the taker orders, market orders
-    pause: float = 0.15  # seconds between two rounds, and between two taker orders
+    pause: float = 0.1  # seconds between two rounds, and on average between two taker orders
     seed: int = 0
 
     def requests(self, makers: int, takers: int) -> int:
@@ -209,26 +209,46 @@ class MarketView:
     fills_hash: str  # over every fill's id, price, quantity and fees, in replay order
     self_fills: int  # fills whose taker is their maker: never any
     unfunded_rejected: int  # forged unfunded orders rejected with insufficient_balance
-    self_trade_removed: int  # forged crosses whose resting order replay removed as a self-trade
+    crossed: Counter[str]  # the status of each resting order a forged cross aimed at (self_trade: removed)
 
 
-def fills_hash(trades: list[dict[str, Any]]) -> str:
-    """A hash of a fills list: what every honest node must compute identically (whether a fill
-    is final yet is left out: that depends on when a node was asked)."""
+def fills_hash(trades: Sequence[dict[str, Any]]) -> str:
+    """A hash of a fills list as ``parley_trades`` gives it: what every honest node must compute
+    identically (whether a fill is final yet is left out: that depends on when a node was
+    asked). `replica_fills_hash` gives the same hash from a replica's fills."""
     rows = [[t["fill_id"], t["price"], t["qty"], t["taker_fee"], t["maker_fee"]] for t in trades]
     return "0x" + keccak256(json.dumps(rows, separators=(",", ":")).encode()).hex()
 
 
-def market_view(client: Client, market: str, journal: Sequence[dict[str, Any]] = (), depth: int = 3,
-                last: int = 5) -> MarketView:
-    """Node `client`'s view of `market`; `journal` lists a Byzantine node's forged orders
+def replica_fills_hash(fills: Sequence[Fill]) -> str:
+    """`fills_hash` of a replica's fills (`Ledger.fills`), in replay order."""
+    return fills_hash([
+        {"fill_id": "0x" + f.fill_id.hex(), "price": str(f.price), "qty": str(f.qty),
+         "taker_fee": str(f.taker_fee), "maker_fee": str(f.maker_fee)}
+        for f in fills
+    ])
+
+
+async def market_view(endpoint: Endpoint, market: str, journal: Sequence[dict[str, Any]] = (), depth: int = 3,
+                      last: int = 5) -> MarketView:
+    """One node's view of `market`; `journal` lists a Byzantine node's forged orders
     (`simulations.byzantine.read_journal`)."""
-    book = client.order_book(market, depth)
-    trades: list[dict[str, Any]] = client.trades(market, MAX_FILLS)
-    if len(trades) >= MAX_FILLS:
-        raise ValueError(f"{market} has {MAX_FILLS} fills or more: a trades read no longer returns all of them")
-    unfunded = [entry["op_id"] for entry in journal if entry["fault"] == UNFUNDED]
-    crosses = [entry["resting"] for entry in journal if entry["fault"] == SELF_TRADE]
+    async with AsyncClient(endpoint) as client:
+        book = await client.order_book(market, depth)
+        trades: list[dict[str, Any]] = await client.trades(market, MAX_FILLS)
+        if len(trades) >= MAX_FILLS:
+            raise ValueError(f"{market} has {MAX_FILLS} fills or more: a trades read no longer returns all of them")
+        rejected = 0
+        for entry in journal:
+            if entry["fault"] == UNFUNDED:
+                status = (await client.status(entry["op_id"]))["status"]
+                rejected += status == f"rejected:{Reason.INSUFFICIENT_BALANCE}"
+        crossed: Counter[str] = Counter()
+        for entry in journal:
+            if entry["fault"] == SELF_TRADE:  # the order and its twins: replay kept one
+                statuses = [str((await client.order(order_id) or {}).get("status", "unknown"))
+                            for order_id in entry["resting"]]
+                crossed.update(status for status in statuses if status != f"rejected:{Reason.EQUIVOCATION}")
     return MarketView(
         bids=[(int(price), int(qty)) for price, qty in book["bids"]],
         asks=[(int(price), int(qty)) for price, qty in book["asks"]],
@@ -236,15 +256,23 @@ def market_view(client: Client, market: str, journal: Sequence[dict[str, Any]] =
         fills=len(trades),
         fills_hash=fills_hash(trades),
         self_fills=sum(1 for t in trades if t["taker"] == t["maker"]),
-        unfunded_rejected=sum(1 for op_id in unfunded
-                              if client.status(op_id)["status"] == f"rejected:{Reason.INSUFFICIENT_BALANCE}"),
-        self_trade_removed=sum(1 for resting in crosses if any(_closed_by_self_trade(client, o) for o in resting)),
+        unfunded_rejected=rejected,
+        crossed=crossed,
     )
 
 
-def _closed_by_self_trade(client: Client, order_id: str) -> bool:
-    order = client.order(order_id)
-    return order is not None and order["status"] == SELF_TRADE_REMOVED
+async def market_views(endpoints: Sequence[Endpoint], market: str, journal: Sequence[dict[str, Any]] = ()
+                       ) -> list[MarketView]:
+    """`market_view` of every node, asked at once."""
+    views: dict[int, MarketView] = {}
+
+    async def ask(index: int, endpoint: Endpoint) -> None:
+        views[index] = await market_view(endpoint, market, journal)
+
+    async with trio.open_nursery() as nursery:
+        for index, endpoint in enumerate(endpoints):
+            nursery.start_soon(ask, index, endpoint)
+    return [views[index] for index in range(len(endpoints))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +285,7 @@ class TradingCheck:
     unfunded_rejected: int  # summed over the nodes: `unfunded` times the nodes when all rejected them
     self_trades: int  # forged self-crossing orders
     self_removed: int  # resting orders removed as self-trades (on the first node)
+    crossed: Counter[str]  # what had become of the orders those aimed at (on the first node)
     self_fills: int  # summed over the nodes: 0
 
 
@@ -267,7 +296,8 @@ def check_views(views: list[MarketView], journal: Sequence[dict[str, Any]]) -> T
         unfunded=sum(1 for entry in journal if entry["fault"] == UNFUNDED),
         unfunded_rejected=sum(view.unfunded_rejected for view in views),
         self_trades=sum(1 for entry in journal if entry["fault"] == SELF_TRADE),
-        self_removed=views[0].self_trade_removed,
+        self_removed=views[0].crossed[SELF_TRADE_REMOVED],
+        crossed=views[0].crossed,
         self_fills=sum(view.self_fills for view in views),
     )
 
@@ -278,7 +308,7 @@ def check_views(views: list[MarketView], journal: Sequence[dict[str, Any]]) -> T
 def fixed(amount: int, places: int) -> str:
     """An e9 amount with exactly `places` decimals (truncated), without floats."""
     whole, fraction = divmod(amount, E9)
-    return f"{whole:,}" + (f".{fraction:09d}"[: places + 1] if places else "")
+    return f"{whole}" + (f".{fraction:09d}"[: places + 1] if places else "")
 
 
 def places_of(step: int) -> int:
@@ -289,17 +319,21 @@ def places_of(step: int) -> int:
     return places
 
 
+def _short(hex_text: str) -> str:
+    return hex_text[:10]
+
+
 def book_table(market: Market, views: list[MarketView], notes: dict[int, str]) -> Table:
-    """The top levels of every node's book side by side: asks above, bids below, qty @ price."""
+    """The top levels of every node's book side by side: asks above, bids below, qty@price."""
     price_places, qty_places = places_of(market.tick_size), places_of(market.step_size)
-    table = Table(title=f"{market.symbol} book on every node (qty @ price)")
+    table = Table(title=f"the {market.symbol} book on every node (qty@price)")
     table.add_column("")
     for index in range(len(views)):
         table.add_column(f"node {index}{notes.get(index, '')}", justify="right")
     depth = max(max(len(view.asks), len(view.bids)) for view in views)
 
     def cell(levels: list[tuple[int, int]], i: int) -> str:
-        return f"{fixed(levels[i][1], qty_places)} @ {fixed(levels[i][0], price_places)}" if i < len(levels) else ""
+        return f"{fixed(levels[i][1], qty_places)}@{fixed(levels[i][0], price_places)}" if i < len(levels) else ""
 
     for i in reversed(range(depth)):
         table.add_row(f"[red]ask {i + 1}[/red]", *(cell(view.asks, i) for view in views))
@@ -309,13 +343,15 @@ def book_table(market: Market, views: list[MarketView], notes: dict[int, str]) -
 
 
 def trades_table(market: Market, views: list[MarketView], notes: dict[int, str]) -> Table:
-    """Every node's last trades side by side, newest first: the taker's side, qty @ price."""
+    """Every node's last trades side by side, newest first: B or S (the taker's side), qty@price."""
     price_places, qty_places = places_of(market.tick_size), places_of(market.step_size)
-    table = Table(title=f"last {market.symbol} trades on every node (taker side, qty @ price)")
+    table = Table(title=f"the last {market.symbol} trades on every node (the taker bought or sold, qty@price)")
     for index in range(len(views)):
         table.add_column(f"node {index}{notes.get(index, '')}", justify="right")
+
     def cell(trade: dict[str, Any]) -> str:
-        return f"{trade['side']} {fixed(int(trade['qty']), qty_places)} @ {fixed(int(trade['price']), price_places)}"
+        side = "[green]B[/green]" if trade["side"] == BUY else "[red]S[/red]"
+        return f"{side} {fixed(int(trade['qty']), qty_places)}@{fixed(int(trade['price']), price_places)}"
 
     columns = [[cell(trade) for trade in reversed(view.last_trades)] for view in views]
     for i in range(max(len(column) for column in columns)):
@@ -324,15 +360,23 @@ def trades_table(market: Market, views: list[MarketView], notes: dict[int, str])
 
 
 def agreement_table(views: list[MarketView], stats: list[dict[str, Any]], notes: dict[int, str]) -> Table:
-    """Per node: its fills (count and hash), what replay made of the forged orders, its state
-    hash and payout root."""
+    """Per node: its operations, rejections, fills (count and hash), state hash, payout root."""
     table = Table(title="what every node computed")
-    for column in ("node", "fills", "fills hash", "self-fills", "unfunded rejected", "self-trades removed",
-                   "state hash", "payout root"):
-        table.add_column(column, justify="right" if column not in ("node", "fills hash", "state hash",
-                                                                      "payout root") else "left")
+    for column in ("node", "ops", "rejected", "fills", "fills hash", "state hash", "payout root"):
+        table.add_column(column, justify="right" if column in ("ops", "rejected", "fills") else "left")
     for index, (view, s) in enumerate(zip(views, stats, strict=True)):
-        table.add_row(f"{index}{notes.get(index, '')}", str(view.fills), view.fills_hash[:10] + "…",
-                      str(view.self_fills), str(view.unfunded_rejected), str(view.self_trade_removed),
-                      s["state_hash"][:10] + "…", s["payout_root"][:10] + "…")
+        table.add_row(f"{index}{notes.get(index, '')}", str(s["operations"]), str(s["rejected"]), str(view.fills),
+                      _short(view.fills_hash), _short(s["state_hash"]), _short(s["payout_root"]))
+    return table
+
+
+def forged_table(views: list[MarketView], check: TradingCheck, notes: dict[int, str]) -> Table:
+    """Per node: what its replay made of the Byzantine node's forged orders."""
+    table = Table(title="the Byzantine node's forged orders, as each node's replay judged them")
+    for column in ("node", f"{check.unfunded} unfunded: rejected insufficient_balance",
+                   f"{check.self_trades} self-crosses: resting order removed", "fills with itself"):
+        table.add_column(column, justify="left" if column == "node" else "right")
+    for index, view in enumerate(views):
+        table.add_row(f"{index}{notes.get(index, '')}", str(view.unfunded_rejected),
+                      str(view.crossed[SELF_TRADE_REMOVED]), str(view.self_fills))
     return table

@@ -47,6 +47,7 @@ from channel.runtime import keystore
 from channel.runtime.chain_worker import ChainConfig
 from crdt.certificate import Certificate
 from crdt.genesis import Genesis, Role, Token
+from crdt.markets.book import SELF_TRADE
 from crdt.markets.config import Market
 from crdt.merkle import BALANCE
 from crdt.units import apportion, format_e9, to_e9
@@ -56,7 +57,7 @@ from settlement.exit import ExitResult, claim_leaves
 from settlement.server import ChainServerProcess
 from simulations.byzantine import read_journal
 from simulations.cluster import CLUSTER_PASSWORD, NodeProcess, create_cluster, start_all, stop_all, wait_until
-from simulations.demos.network import Workload, converge, node_table, progress_bar, run_workload, seeded_plan
+from simulations.demos.network import Workload, converge, progress_bar, run_workload, seeded_plan
 from simulations.fixtures import deploy
 from simulations.trading import (
     Flow,
@@ -65,7 +66,9 @@ from simulations.trading import (
     agreement_table,
     book_table,
     check_views,
-    market_view,
+    fixed,
+    forged_table,
+    market_views,
     run_order_flow,
     trades_table,
 )
@@ -118,25 +121,31 @@ async def _traffic(endpoints: list[Endpoint], accounts: list[str], plan: list[tu
     return results["transfers"], results["orders"]
 
 
-def _show_trading(console: Console, clients: list[Client], market: Market, journal: list[dict[str, Any]]
+def _show_trading(console: Console, endpoints: list[Endpoint], market: Market, journal: list[dict[str, Any]]
                   ) -> TradingCheck:
     """Every node's book, last trades and fills, and what replay made of the Byzantine node's
     forged orders, read from each node's API."""
-    views = [market_view(client, market.symbol, journal) for client in clients]
-    stats = [client.stats() for client in clients]
+    views = trio.run(market_views, endpoints, market.symbol, journal)
+    stats = [_stats(endpoint) for endpoint in endpoints]
+    check = check_views(views, journal)
     notes = {BYZANTINE: " byz"}
     console.print(book_table(market, views, notes))
     console.print(trades_table(market, views, notes))
     console.print(agreement_table(views, stats, notes))
-    check = check_views(views, journal)
-    nodes = len(clients)
-    agree = "[green]every node has the same fills[/green]" if check.agree else "[red]the fills DIFFER[/red]"
+    console.print(forged_table(views, check, notes))
+    nodes = len(endpoints)
+    same = len({s["state_hash"] for s in stats}) == len({s["payout_root"] for s in stats}) == 1
+    agree = ("[green]every node has the same fills, state hash and payout root[/green]" if check.agree and same
+             else "[red]the nodes DISAGREE[/red]")
+    others = ", ".join(f"{count} {status}" for status, count in sorted(check.crossed.items())
+                       if status != SELF_TRADE)
     console.print(
-        f"   {agree}: {check.fills}, hash {views[0].fills_hash[:18]}…\n"
-        f"   the Byzantine node signed {check.unfunded} orders it cannot fund, past its node's dry run: "
-        f"{check.unfunded_rejected} of {check.unfunded * nodes} rejections insufficient_balance over the {nodes} "
-        f"nodes;\n   and {check.self_trades} orders crossing its own resting ones: {check.self_removed} resting "
-        f"orders removed as self-trades, {check.self_fills} fills between an account and itself"
+        f"   {agree}: {check.fills} fills, hash {views[0].fills_hash[:18]}…\n"
+        f"   the Byzantine node signed {check.unfunded} orders it cannot fund, past its node's dry run: replay "
+        f"rejected {check.unfunded_rejected} of {check.unfunded * nodes} (insufficient_balance, on the {nodes} "
+        f"nodes); and {check.self_trades} orders crossing its own resting ones: {check.self_removed} resting orders "
+        f"removed as self-trades{f' (the other crosses found theirs {others})' if others else ''}, "
+        f"{check.self_fills} fills between an account and itself"
     )
     return check
 
@@ -168,8 +177,9 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             genesis = cluster.genesis
             market = genesis.markets[0]
             channel = adjudicator.open_genesis(genesis)
-            wallets["USDC"].mint(deployer.address, (4 * DEPOSIT + LATE_DEPOSIT) // 1000)
-            wallets["ETH"].mint(deployer.address, 4 * ETH_DEPOSIT * E9)
+            for symbol, units in (("USDC", (4 * DEPOSIT + LATE_DEPOSIT) // 1000), ("ETH", 4 * ETH_DEPOSIT * E9)):
+                wallets[symbol].mint(deployer.address, units)
+                wallets[symbol].approve(adjudicator.address, units)  # once, for every deposit
             accounts = ["0x" + p.address.hex() for p in genesis.participants]
             for account in accounts:
                 chain.fund(checksum(account), 10**20)  # gas for proposals, challenges and the exit
@@ -193,7 +203,6 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             with progress_bar(console) as progress:
                 workload, orders = trio.run(_traffic, endpoints, accounts, plan, market, flow, progress)
             stats, _ = trio.run(converge, endpoints, workload.accepted + orders.submitted)
-            console.print(node_table(stats, {BYZANTINE: " byz"}))
             for index in range(3):  # a node's newest operation has all its earlier ones in its past
                 newest = max(workload.last[index], orders.last[index])[1]
                 for client in clients[:3]:
@@ -207,7 +216,7 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             evidence = clients[0].evidence()
             console.print(f"   evidence: {len(evidence)} equivocations by {accounts[BYZANTINE][:10]}…; "
                           f"rejected in replay on every node: {honest['rejected_reasons']}")
-            trading = _show_trading(console, clients, market, read_journal(cluster.node_dirs[BYZANTINE]))
+            trading = _show_trading(console, endpoints, market, read_journal(cluster.node_dirs[BYZANTINE]))
             final = honest["version"]  # decided; its certificate forms once the commits are in
             wait_until(lambda: _stats(endpoints[0])["certified"] >= final, 60, "the certificate")
             wait_until(lambda: adjudicator.settlement(channel).version >= final, 60, "the proposal on-chain")
@@ -265,7 +274,8 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
              if trading.unfunded_rejected == 4 * trading.unfunded else f"{trading.unfunded}: NOT all rejected"),
             ("Byzantine self-trading orders", f"{trading.self_trades} crosses, {trading.self_removed} resting orders "
                                               f"removed, {trading.self_fills} self-fills"),
-            ("rejected in replay (Byzantine)", str(honest["rejected"])),
+            ("rejected in replay", f"{honest['rejected']} (the Byzantine node's, and cancels that lost a race "
+                                   "with a fill)"),
             ("refused by the API", str(workload.refused + sum(orders.refused.values()))),
             ("equivocations detected", str(len(evidence))),
             ("checkpoints certified", str(after)),
@@ -286,7 +296,7 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
                 "orders": orders.submitted, "fills": trading.fills, "fills_agree": trading.agree,
                 "unfunded": trading.unfunded, "unfunded_rejected": trading.unfunded_rejected,
                 "self_trades": trading.self_trades, "self_trade_removed": trading.self_removed,
-                "self_fills": trading.self_fills,
+                "self_fills": trading.self_fills, "byzantine_orders": len(orders.orders.get(BYZANTINE, [])),
                 "payouts": [{"account": account, "token": token, "owed": owed[(account, token)],
                              "paid": paid[(account, token)]} for account, token in sorted(owed)]}
 
@@ -405,11 +415,12 @@ def _show_settlement(console: Console, genesis: Genesis, accounts: list[str], ow
                      certificate: Certificate, paid: dict[tuple[str, str], int]) -> bool:
     """A table of what each participant was owed and paid per token; True if every payment is
     what its balances owe, which is also what the certificate's balance leaf says."""
-    table = Table(title=f"settlement at v{certificate.version}: the balances after trading, paid to each wallet")
-    for column in ("participant", "token", "free", "held by open orders", "owed", "paid", ""):
-        table.add_column(column, justify="left" if column in ("participant", "token") else "right")
+    table = Table(title=f"settlement at v{certificate.version}: each wallet is paid its balances after trading")
+    for column in ("", "token", "free + locked", "held by open orders", "paid", "= leaf"):
+        table.add_column(column, justify="left" if column in ("", "token") else "right")
     ok = True
     for token in genesis.tokens:
+        places = min(token.decimals, 6)
         for index, account in enumerate(accounts):
             entry = owed[(account, token.symbol)]
             leaf, _ = certificate.proof_for(address_bytes(account), token.address, BALANCE)
@@ -417,9 +428,10 @@ def _show_settlement(console: Console, genesis: Genesis, accounts: list[str], ow
             right = got == entry.units == leaf.amount
             ok &= right
             table.add_row(
-                f"{index} {account[:10]}…", token.symbol, format_e9(entry.free), format_e9(entry.held),
-                format_e9(to_e9(entry.units, token.decimals)), format_e9(to_e9(got, token.decimals)),
-                "[green]✓[/green]" if right else "[red]✗[/red]",
+                f"{index}{' byz' if index == BYZANTINE else ''}", token.symbol,
+                fixed(entry.free + entry.locked, places), fixed(entry.held, places),
+                fixed(to_e9(got, token.decimals), places),
+                "[green]✓[/green]" if right else f"[red]✗ owed {entry.units}, leaf {leaf.amount}[/red]",
             )
     console.print(table)
     return ok
