@@ -289,7 +289,7 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             table.add_row(key, value)
         console.print(table)
         user_paid = paid[(accounts[user], "USDC")]
-        return {"converged": ok, "paid": user_paid, "expected": owed[(accounts[user], "USDC")],
+        return {"converged": ok, "paid": user_paid, "expected": owed[(accounts[user], "USDC")].units,
                 "settlement_ok": settlement_ok, "checkpoints": after, "withdrawn": withdrawal,
                 "state_hash": roots[0], "payout_root": roots[1],
                 "equivocations": len(evidence), "transfers": workload.accepted + len(more),
@@ -297,8 +297,9 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
                 "unfunded": trading.unfunded, "unfunded_rejected": trading.unfunded_rejected,
                 "self_trades": trading.self_trades, "self_trade_removed": trading.self_removed,
                 "self_fills": trading.self_fills, "byzantine_orders": len(orders.orders.get(BYZANTINE, [])),
-                "payouts": [{"account": account, "token": token, "owed": owed[(account, token)],
-                             "paid": paid[(account, token)]} for account, token in sorted(owed)]}
+                "payouts": [{"account": account, "token": token, "owed": owed[(account, token)].units,
+                             "held": owed[(account, token)].held, "paid": paid[(account, token)]}
+                            for account, token in sorted(owed)]}
 
 
 def _withdraw_and_claim(console: Console, root: Path, chain: RpcChain, adjudicator: AdjudicatorClient,
