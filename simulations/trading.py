@@ -47,8 +47,7 @@ MAX_FILLS = 1000  # a trades read returns at most this many: the demos stay belo
 
 @dataclass(frozen=True, slots=True)
 class Flow:
-    """The shape of the order flow. Prices and quantities are e9; `step` is the walk's largest
-    move in ticks per round."""
+    """The shape of the order flow. Prices and quantities are e9, distances in ticks."""
 
     mid: int = 2000 * E9
     rounds: int = 8
@@ -148,7 +147,7 @@ async def run_order_flow(
         into.append(await request)
 
     async def quote(node: int, client: AsyncClient) -> None:
-        offset = (node % 2) * flow.gap // 2  # the second market maker quotes between the first one's levels
+        offset = (makers.index(node) % 2) * flow.gap // 2  # the second one quotes between the first one's levels
         previous: list[str] = []
         for round_ in range(flow.rounds):
             if node == makers[0] and round_:
