@@ -220,10 +220,7 @@ class Genesis:
             ],
         }
         if self.markets:
-            mapping["markets"] = [
-                {name: str(value) if name == "kind" else value for name, value in _market_items(market)}
-                for market in self.markets
-            ]
+            mapping["markets"] = [market_mapping(market) for market in self.markets]
         return mapping
 
     @classmethod
@@ -236,18 +233,21 @@ class Genesis:
             raise InvalidGenesis(f"genesis is malformed: {exc!r}") from exc
 
 
-def _market_items(market: Market) -> list[tuple[str, Any]]:
-    return [(name, getattr(market, name)) for name in MARKET_FIELDS]
+def market_mapping(market: Market) -> dict[str, Any]:
+    """A market as its ``[[markets]]`` table in the genesis TOML (what `parse_markets` reads)."""
+    return {name: str(getattr(market, name)) if name == "kind" else getattr(market, name) for name in MARKET_FIELDS}
 
 
 class InvalidMarket(InvalidGenesis):
     """A ``[[markets]]`` entry is invalid: ``index`` is its position in the genesis as given
-    (0-based) and ``field`` the bad field (``""`` when the entry as a whole is)."""
+    (0-based), ``field`` the bad field (``""`` when the entry as a whole is) and ``reason``
+    what is wrong with it (the message without the index and field)."""
 
     def __init__(self, index: int, name: str, message: str) -> None:
         super().__init__(f"markets[{index}]{'.' + name if name else ''}: {message}")
         self.index = index
         self.field = name
+        self.reason = message
 
 
 _PRICE_LIMITS = ("min_price", "max_price")
@@ -301,8 +301,10 @@ def _parse_market(index: int, entry: Any, symbols: Collection[str]) -> Market:
     return Market(symbol, MarketKind.SPOT, Symbol(entry["base"]), Symbol(entry["quote"]), **numbers)
 
 
-def _parse_markets(data: Mapping[str, Any], symbols: Collection[str]) -> tuple[Market, ...]:
-    entries = data.get("markets", [])
+def parse_markets(entries: Any, symbols: Collection[str]) -> tuple[Market, ...]:
+    """``[[markets]]`` entries (TOML tables, e9 integers) of a genesis whose tokens are
+    `symbols`, checked as loading the genesis checks them, sorted by symbol; else
+    `InvalidMarket` (or `InvalidGenesis` if `entries` is no array)."""
     if not isinstance(entries, list | tuple):
         raise InvalidGenesis(f"markets must be an array of tables, got {entries!r}")
     markets = [_parse_market(index, entry, symbols) for index, entry in enumerate(entries)]
@@ -364,7 +366,7 @@ def _parse(data: Mapping[str, Any]) -> Genesis:
         if entry["token"] not in symbols:
             raise InvalidGenesis(f"initial balance in unknown token {entry['token']!r}")
         balances.append(InitialBalance(account, Symbol(entry["token"]), _int(entry, "amount_e9")))
-    markets = _parse_markets(data, symbols)
+    markets = parse_markets(data.get("markets", []), symbols)
     chain_id = _int(data, "chain_id", 1)
     adjudicator = Address(from_hex(data["adjudicator"], 20))
     window = _int(data, "dispute_window", 1)

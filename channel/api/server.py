@@ -461,7 +461,8 @@ METHODS: dict[str, Method] = {
         Method("parley_transfer", ("to", "token", "amount", "request_id"), 3,
                "Shorthand for parley_submit with kind transfer.", _transfer),
         Method("parley_balances", ("account",), 0,
-               "Free, locked and withdrawn (cumulative) balances (e9 strings) per participant and token.", _balances),
+               "Free, held (by open orders), locked and withdrawn (cumulative) balances (e9 strings) per "
+               "participant and token.", _balances),
         Method("parley_status", ("op_id",), 1,
                "The status of an operation: tentative, final, rejected:<reason>, pending or unknown.", _status),
         Method("parley_heads", (), 0, "The heads of the hash graph and the version vector.", _heads),

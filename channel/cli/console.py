@@ -33,7 +33,7 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except (UserError, ApiError) as exc:
-            errors.print(f"[red]error:[/red] {escape(str(exc))}")
+            errors.print(f"[red]error:[/red] {escape(str(exc))}")  # the message is text, not markup
             raise typer.Exit(1) from exc
         except BaseExceptionGroup as group:
             found, rest = group.split((UserError, ApiError))

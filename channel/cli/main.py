@@ -16,6 +16,7 @@ from rich.table import Table
 
 from channel.cli.chain import register as register_settlement
 from channel.cli.console import console, read_password, user_errors
+from channel.cli.markets import MARKETS_HELP, checked_markets, markets_report, markets_summary, markets_table
 from channel.cli.node import register as register_node
 from channel.cli.trade import register as register_trade
 from channel.errors import UserError
@@ -25,11 +26,11 @@ from channel.runtime.genesis_file import (
     EMBEDDED_CHAIN_ID,
     create_genesis_folder,
     load_genesis,
+    placeholder_token,
 )
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis, Token
 from crdt.graph import PendingBuffer
-from crdt.hashing import keccak256
 from crdt.ops import decode_op, encode_ops, split_ops
 from crdt.replica import Replica
 from crdt.types import from_hex
@@ -90,17 +91,20 @@ def parse_token(text: str) -> Token:
     parts = text.split(":")
     if len(parts) not in (2, 3) or not re.fullmatch(r"[0-9]{1,2}", parts[1]):  # not isdigit(): "²" is one
         raise UserError(f"token must be SYMBOL:DECIMALS[:ADDRESS], got {text!r}")
-    if len(parts) == 3:
-        try:
-            address = from_hex(parts[2], 20)
-        except ValueError as exc:
-            raise UserError(f"bad token address: {exc}") from exc
-    else:  # a placeholder address derived from the symbol, for channels without a chain yet
-        address = keccak256(b"parley-token:" + parts[0].encode())[:20]
+    if len(parts) == 2:  # a placeholder address derived from the symbol, for channels without a chain yet
+        return placeholder_token(parts[0], int(parts[1]))
+    try:
+        address = from_hex(parts[2], 20)
+    except ValueError as exc:
+        raise UserError(f"bad token address: {exc}") from exc
     return Token(parts[0], address, int(parts[1]))  # type: ignore[arg-type]
 
 
-@genesis_app.command("new")
+@genesis_app.command(
+    "new",
+    help="Write a channel genesis for N participants, each with a new encrypted key, and its markets.\n\n"
+    + MARKETS_HELP,
+)
 @user_errors
 def genesis_new(
     out: Annotated[Path, typer.Option(help="Folder to write genesis.toml and keys/ into.")] = Path("channel"),
@@ -110,6 +114,12 @@ def genesis_new(
         typer.Option(help="SYMBOL:DECIMALS[:ADDRESS], repeatable (default USDC:6)."),
     ] = None,
     initial: Annotated[str, typer.Option(help="Initial balance per participant and token, in tokens.")] = "0",
+    market: Annotated[
+        list[str] | None, typer.Option(help="SYMBOL:KIND[:KEY=VALUE,...], repeatable: a market (see above).")
+    ] = None,
+    markets_file: Annotated[
+        Path | None, typer.Option("--markets", help="A TOML file of \\[\\[markets]] tables (e9 integers).")
+    ] = None,
     chain_id: Annotated[int, typer.Option(help="Chain id (default: the embedded chain).")] = EMBEDDED_CHAIN_ID,
     adjudicator: Annotated[str, typer.Option(help="Adjudicator contract address.")] = EMBEDDED_ADJUDICATOR,
     dispute_window: Annotated[int, typer.Option(help="Dispute window in seconds.")] = 3600,
@@ -117,7 +127,6 @@ def genesis_new(
     password_file: PasswordFile = None,
     light_kdf: Annotated[bool, typer.Option(help="Cheap scrypt, for throwaway channels.")] = False,
 ) -> None:
-    """Write a channel genesis for N participants, each with a new encrypted key."""
     if (out / "genesis.toml").exists():
         raise UserError(f"{out / 'genesis.toml'} exists; choose another --out")
     try:
@@ -126,6 +135,7 @@ def genesis_new(
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     tokens = [parse_token(text) for text in (token or ["USDC:6"])]
+    markets = checked_markets(market or [], markets_file, [token.symbol for token in tokens])
     password = read_password(password_file, confirm=True)
     genesis, keys = create_genesis_folder(
         out,
@@ -133,6 +143,7 @@ def genesis_new(
         password=password,
         tokens=tokens,
         initial=amount,
+        markets=markets,
         chain_id=chain_id,
         adjudicator=contract,
         dispute_window=dispute_window,
@@ -145,6 +156,8 @@ def genesis_new(
     for participant in genesis.participants:
         table.add_row(f"0x{participant.address.hex()}", participant.role.value)
     console.print(table)
+    if genesis.markets:
+        console.print(markets_table(genesis))
     console.print(f"threshold {genesis.threshold} of {len(keys)}; wrote {out / 'genesis.toml'} and {out / 'keys'}/")
 
 
@@ -158,15 +171,24 @@ def workload(
     out: Annotated[Path, typer.Option(help="CBOR sequence file to write.")] = Path("ops.cbor"),
     count: Annotated[int, typer.Option(min=1)] = 1000,
     seed: Annotated[int, typer.Option(help="The workload is a pure function of the seed.")] = 0,
+    orders: Annotated[
+        int,
+        typer.Option(min=0, max=100, help="Percent of the operations that are orders (placements, cancels, "
+                     "cancel-alls) on the genesis's markets; the rest are transfers mostly."),
+    ] = 0,
     password_file: PasswordFile = None,
 ) -> None:
-    """Write a file of signed operations by the channel's participants (transfers mostly)."""
-    from simulations.workload import Workload
+    """Write a file of signed operations by the channel's participants (transfers mostly, and
+    order flow on the channel's markets with --orders)."""
+    from simulations.workload import Workload, order_mix
 
     genesis = load_genesis(folder / "genesis.toml")
+    if orders and not genesis.markets:
+        raise UserError(f"--orders needs markets, and {folder / 'genesis.toml'} has none (see genesis new --market)")
     password = read_password(password_file, confirm=False)
     keys = [keystore.load(keystore.find(folder / "keys", p.address), password) for p in genesis.participants]
-    ops = list(Workload(genesis, [key.private_key for key in keys], seed=seed).ops(count))
+    mix = order_mix(orders)
+    ops = list(Workload(genesis, [key.private_key for key in keys], seed=seed, mix=mix).ops(count))
     out.write_bytes(encode_ops(ops))
     console.print(f"wrote {len(ops)} operations to {out}")
 
@@ -192,9 +214,19 @@ def replay_file(data: bytes, genesis: Genesis) -> tuple[Replica, list[dict[str, 
 
 
 def replay_report(replica: Replica, refused: list[dict[str, Any]]) -> dict[str, Any]:
+    """The replayed state as one JSON document. In a channel with markets ``fee_pool`` (per
+    token) and ``markets`` (books, open orders and fills: `markets_report`) are added; e9 amounts
+    there are decimal strings."""
+    genesis, ledger = replica.genesis, replica.ledger
+    balances = replica.balances()
+    trading: dict[str, Any] = {}
+    if genesis.markets:
+        trading = {"fee_pool": {t.symbol: str(ledger.fees(t.symbol)) for t in genesis.tokens},
+                   "markets": markets_report(replica)}
     return {
         **replica.summary(),
-        "balances": replica.balances(),
+        "balances": balances,
+        **trading,
         "rejected": [
             {"op_id": "0x" + op.op_id.hex(), "author": "0x" + op.author.hex(), "seq": op.seq,
              "kind": op.kind, "reason": str(reason)}
@@ -235,19 +267,22 @@ def print_replay(report: dict[str, Any], genesis: Genesis) -> None:
     console.print(f"operations  {report['operations']} accepted, {report['pending']} waiting for parents")
     console.print(f"state hash  [bold]{report['state_hash']}[/bold]")
     console.print(f"payout root [bold]{report['payout_root']}[/bold]")
+    buckets = ("free", "held", "locked", "withdrawn") if genesis.markets else ("free", "locked", "withdrawn")
     table = Table(title="balances")
-    table.add_column("account")
-    for token in genesis.tokens:
-        table.add_column(f"{token.symbol} free", justify="right")
-        table.add_column(f"{token.symbol} locked", justify="right")
-        table.add_column(f"{token.symbol} withdrawn", justify="right")
+    table.add_column("account", no_wrap=True)
+    if len(genesis.tokens) > 1:
+        table.add_column("token")
+    for bucket in buckets:
+        table.add_column(bucket, justify="right")
     for account, per_token in report["balances"].items():
-        row = [account]
-        for token in genesis.tokens:
-            entry = per_token[token.symbol]
-            row += [format_e9(entry["free"]), format_e9(entry["locked"]), format_e9(entry["withdrawn"])]
-        table.add_row(*row)
+        for index, token in enumerate(genesis.tokens):
+            label = [token.symbol] if len(genesis.tokens) > 1 else []
+            amounts = (format_e9(per_token[token.symbol][bucket]) for bucket in buckets)
+            shown = f"{account[:10]}…{account[-4:]}" if index == 0 else ""  # in full with --json
+            table.add_row(shown, *label, *amounts, end_section=index == len(genesis.tokens) - 1)
     console.print(table)
+    if genesis.markets:
+        console.print(markets_summary(report["markets"]))
     if report["rejected"]:
         rejected = Table(title=f"rejected in replay ({len(report['rejected'])})")
         for column in ("op id", "author", "seq", "kind", "reason"):
@@ -269,7 +304,8 @@ def demo(
     transfers: Annotated[int, typer.Option(min=10, help="Transfers sent through the nodes' APIs.")] = 300,
     seed: Annotated[int, typer.Option()] = 0,
     no_chain: Annotated[
-        bool, typer.Option(help="Only the network: N nodes, a transfer workload, throughput and latency.")
+        bool, typer.Option(help="Only the network: N nodes, a transfer workload (throughput, latency), "
+                                  "then an order flow.")
     ] = False,
     offline: Annotated[
         bool, typer.Option(help="No network: replay one signed workload on 4 replicas in 4 delivery orders.")
@@ -280,8 +316,9 @@ def demo(
     as_json: JsonFlag = False,
 ) -> None:
     """The whole flow on an embedded chain: 4 node processes over libp2p (one Byzantine),
-    deposits, transfers, BFT checkpoints settled on-chain, a node stopped while the others keep
-    finalising, and an emergency exit that pays a participant."""
+    deposits, transfers and trading on ETH/USDC, BFT checkpoints settled on-chain, a node stopped
+    while the others keep finalising, and an emergency exit after which every participant is
+    paid its balances after trading."""
     if offline:
         from simulations.demos.offline import run_demo
 

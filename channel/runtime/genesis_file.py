@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,32 @@ from channel.runtime import keystore
 from channel.runtime.keystore import write_atomic
 from crdt.errors import InvalidGenesis, InvalidInput
 from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
-from crdt.types import from_hex
+from crdt.hashing import keccak256
+from crdt.markets.config import E9, Market, MarketKind
+from crdt.types import Address, Symbol, from_hex
 
 # The embedded chain (eth-tester + py-evm): its chain id, and the address the adjudicator gets
 # when eth-tester's first account deploys it as its first transaction.
 EMBEDDED_CHAIN_ID = 131277322940537
 EMBEDDED_ADJUDICATOR = "0xf2e246bb76df876cef8b38ae84130f4f55de395b"
+
+
+def placeholder_token(symbol: str, decimals: int) -> Token:
+    """A token whose address is derived from its symbol, for channels without a chain yet."""
+    return Token(Symbol(symbol), Address(keccak256(b"parley-token:" + symbol.encode())[:20]), decimals)
+
+
+# The demo's tokens and market (`parley demo --offline` and `--no-chain` hold both tokens from
+# the genesis; the full demo deposits its USDC on the embedded chain).
+DEMO_USDC = placeholder_token("USDC", 6)
+DEMO_ETH = placeholder_token("ETH", 18)
+DEMO_MARKETS = (
+    Market(
+        symbol="ETH/USDC", kind=MarketKind.SPOT, base=DEMO_ETH.symbol, quote=DEMO_USDC.symbol,
+        tick_size=E9 // 100, step_size=E9 // 1000, min_qty=E9 // 1000, max_qty=1000 * E9,
+        min_price=E9 // 100, max_price=1_000_000 * E9, maker_fee=200_000, taker_fee=500_000,
+    ),  # 0.01 USDC tick, 0.001 ETH step, 2 bps maker and 5 bps taker fees
+)
 
 HEADER = """\
 # Parley channel genesis. Amounts are integers in e9 base units (1 token = 1_000_000_000).
@@ -99,6 +120,7 @@ def create_genesis_folder(
     password: str,
     tokens: list[Token],
     initial: int,
+    markets: Sequence[Market] | None = None,
     roles: list[Role] | None = None,
     chain_id: int = EMBEDDED_CHAIN_ID,
     adjudicator: bytes = from_hex(EMBEDDED_ADJUDICATOR, 20),
@@ -110,13 +132,19 @@ def create_genesis_folder(
 ) -> tuple[Genesis, list[keystore.Key]]:
     """Write ``genesis.toml`` and ``keys/`` for a new channel into `out`.
 
-    `keys` (new ones by default) become the participants in address order; `bootstraps`, if
-    given, are their libp2p multiaddrs in that same order."""
+    Every participant holds `initial` (e9) of every token. `markets` are the genesis's markets;
+    by default the demo's (`DEMO_MARKETS`) whose base and quote are both among `tokens`, so a
+    channel of USDC and ETH trades ETH/USDC and a USDC-only one has no market. `keys` (new ones
+    by default) become the participants in address order; `bootstraps`, if given, are their
+    libp2p multiaddrs in that same order."""
     if participants < 1:
         raise UserError("a channel needs at least one participant")
     keys = sorted(keys or [keystore.new_key() for _ in range(participants)], key=lambda key: key.address)
     chosen_roles = roles or [Role.TRADER] * participants
     addresses = bootstraps or [""] * participants
+    if markets is None:
+        symbols = {token.symbol for token in tokens}
+        markets = [market for market in DEMO_MARKETS if {market.base, market.quote} <= symbols]
     try:
         genesis = Genesis.create(
             chain_id=chain_id,
@@ -130,6 +158,7 @@ def create_genesis_folder(
             initial_balances=[
                 InitialBalance(key.address, token.symbol, initial) for key in keys for token in tokens if initial
             ],
+            markets=markets,
         )
     except InvalidInput as exc:
         raise UserError(str(exc)) from exc

@@ -492,7 +492,8 @@ class Node:
 
 
     def balances(self) -> dict[str, dict[str, dict[str, int]]]:
-        """Free, locked and withdrawn (cumulative) e9 per participant (0x hex) and token."""
+        """Free, held (by open orders), locked and withdrawn (cumulative) e9 per participant (0x hex)
+        and token."""
         return self.replica.balances()
 
     def operation(self, op_id: bytes) -> dict[str, Any]:

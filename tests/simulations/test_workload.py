@@ -3,12 +3,17 @@ body field by field from its field types, and a kind added to a registry is gene
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
-from crdt.genesis import Permission
+from channel.runtime.genesis_file import DEMO_ETH, DEMO_MARKETS, DEMO_USDC
+from crdt import testing
+from crdt.genesis import Genesis, Permission, Role
 from crdt.kinds import KINDS, FieldType, Kind
 from crdt.ledger import Reason
-from simulations.workload import Mix, Workload
+from crdt.replica import Replica
+from simulations.workload import Mix, Workload, order_mix
 from tests.crdt.crdt_support import GENESIS, KEYS
 from tests.crdt.kinds_kit import WITH_MEMO, MemoLedger
 
@@ -36,3 +41,49 @@ def test_the_workload_refuses_a_kind_whose_field_types_it_cannot_fill() -> None:
     registry = KINDS.extended(Kind("oracle.price", (("price", odd),), Permission.POST_PRICE, "_price", ""))
     with pytest.raises(ValueError, match=r"cannot fill fields of type \['price'\]"):
         Workload(GENESIS, KEYS[:4], mix=Mix((("oracle.price", 10),)), kinds=registry)
+
+
+def _spot_channel() -> tuple[Genesis, list[bytes]]:
+    keys = testing.test_keys(b"orders %d", 4)
+    roles = [Role.MARKET_MAKER, Role.TRADER, Role.TRADER, Role.OBSERVER]  # the observer's orders are not_permitted
+    genesis = testing.make_genesis(keys, [DEMO_USDC, DEMO_ETH], roles=roles, initial=1000 * 10**9, markets=DEMO_MARKETS)
+    return genesis, keys
+
+
+def test_order_mix_puts_order_kinds_in_the_mix() -> None:
+    assert order_mix(0) == Mix()
+    assert sum(share for _, share in order_mix(100).shares) == 1000
+    assert dict(order_mix(50).shares) == {"order.place": 425, "order.cancel": 60, "order.cancel_all": 15,
+                                          "withdraw": 5, "lock": 5}
+    with pytest.raises(ValueError, match="percentage"):
+        order_mix(101)
+
+
+def test_the_workload_makes_order_flow_on_the_markets() -> None:
+    genesis, keys = _spot_channel()
+    ops = list(Workload(genesis, keys, seed=2, mix=order_mix(90)).ops(800))
+    assert [op.op_id for op in Workload(genesis, keys, seed=2, mix=order_mix(90)).ops(800)] == [op.op_id for op in ops]
+    kinds = Counter(op.kind for op in ops)
+    assert {"order.place", "order.cancel", "order.cancel_all", "transfer"} <= set(kinds)
+    places = [op.body for op in ops if op.kind == "order.place"]
+    assert {(body["type"], body["tif"]) for body in places} == {
+        ("limit", "gtc"), ("limit", "post_only"), ("limit", "ioc"), ("market", "ioc")
+    }
+    assert all(KINDS[op.kind].conforms(op.body) for op in ops)
+    replica = Replica(genesis)
+    replica.receive_many(ops)
+    replica.ledger.check_conservation()
+    reasons = Counter(str(reason) for _, reason in replica.rejected())
+    malformed = {Reason.BAD_BODY, Reason.UNKNOWN_MARKET, Reason.BAD_TICK, Reason.BAD_STEP, Reason.QTY_OUT_OF_RANGE,
+                 Reason.PRICE_OUT_OF_RANGE, Reason.BAD_SIDE, Reason.BAD_TYPE, Reason.BAD_TIF}
+    assert not set(reasons) & {str(reason) for reason in malformed}, reasons
+    assert reasons[str(Reason.NOT_PERMITTED)] > 0  # the observer
+    book = replica.ledger.book("ETH/USDC")
+    assert len(replica.fills()) > 50
+    assert book.bids()
+    assert book.asks()
+
+
+def test_the_workload_makes_no_orders_without_markets() -> None:
+    with pytest.raises(ValueError, match="no markets"):
+        Workload(GENESIS, KEYS[:4], mix=order_mix(10))
