@@ -16,8 +16,9 @@ ratios hold on a busy machine too:
 - ``book_late_op``: one order that sorts before k applied operations of the crossing flow
   (it crosses, so everything after it re-matches), against a full replay.
 
-Operations form one chain (each names the previous one as its parent), so replay applies them
-in creation order and a late operation's position is exact.
+Operations form one chain (each names the previous one as its parent, and its author's own
+previous operation, as a node's `parents()` and the transfer workload do), so replay applies
+them in creation order and a late operation's position is exact.
 """
 
 from __future__ import annotations
@@ -85,11 +86,12 @@ class Flow:
         self.seqs = [0] * len(keys)
         self.placed: list[list[bytes]] = [[] for _ in keys]
         self.last: list[bytes] = []
+        self.own: list[list[bytes]] = [[] for _ in keys]  # each author's last operation
 
     def sign(self, author: int, kind: str, body: dict[str, Any]) -> SignedOp:
         self.seqs[author] += 1
-        op = sign_op(self.ctx, self.keys[author], self.seqs[author], self.last, kind, body)
-        self.last = [op.op_id]
+        op = sign_op(self.ctx, self.keys[author], self.seqs[author], self.last + self.own[author], kind, body)
+        self.last = self.own[author] = [op.op_id]
         if kind == "order.place":
             self.placed[author].append(op.op_id)
         return op

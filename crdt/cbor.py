@@ -25,6 +25,7 @@ import cbor2
 from crdt.errors import NonCanonical, Oversized, Truncated, WrongType
 
 UINT64_MAX = 2**64 - 1
+_INT_MIN = -UINT64_MAX - 1  # CBOR's most negative integer (major type 1)
 DEFAULT_MAX_DEPTH = 16
 
 
@@ -76,20 +77,27 @@ def check_value(value: Any, max_depth: int, _depth: int = 0) -> None:
     if _depth > max_depth:
         raise Oversized(f"nesting deeper than {max_depth}")
     kind = type(value)
+    child = _depth + 1
     if kind is dict:
-        previous: tuple[int, bytes] | None = None
+        # canonical order is (length, bytes) of the UTF-8 keys, strictly increasing
+        previous_size, previous_raw = -1, b""
         for key, item in value.items():
             if type(key) is not str:
                 raise WrongType("map keys must be text strings")
             raw = key.encode()
-            order = (len(raw), raw)
-            if previous is not None and order <= previous:
+            size = len(raw)
+            if size < previous_size or (size == previous_size and raw <= previous_raw):
                 raise NonCanonical("map keys are not in canonical order")
-            previous = order
-            _check_item(item, max_depth, _depth + 1)
+            previous_size, previous_raw = size, raw
+            # what _check_item passes at once, tested here (the call costs more than the test)
+            leaf = type(item)
+            if child > max_depth or not (leaf is str or leaf is int or leaf is bytes or leaf is bool):
+                _check_item(item, max_depth, child)
+            elif leaf is int and not _INT_MIN <= item <= UINT64_MAX:
+                raise WrongType("integer out of the 64-bit range")
     elif kind is list:
         for item in value:
-            _check_item(item, max_depth, _depth + 1)
+            _check_item(item, max_depth, child)
     else:
         _check_item(value, max_depth, _depth)
 
@@ -101,7 +109,7 @@ def _check_item(value: Any, max_depth: int, depth: int) -> None:
     if kind is bytes or kind is str or kind is bool:
         return
     if kind is int:
-        if not -UINT64_MAX - 1 <= value <= UINT64_MAX:
+        if not _INT_MIN <= value <= UINT64_MAX:
             raise WrongType("integer out of the 64-bit range")
     elif kind is dict or kind is list:
         check_value(value, max_depth, depth)

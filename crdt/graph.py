@@ -592,21 +592,28 @@ class HashGraph:
         it that fail their checks are dropped and listed in ``result.rejected``.
         """
         result = AddResult()
-        ops = self.ops
-        if op.op_id in ops or op.op_id in self.pending:
-            return result
+        result.missing = self.add_to(result, op, source)
+        return result
+
+    def add_to(self, result: AddResult, op: SignedOp, source: bytes = b"") -> tuple[OpId, ...]:
+        """`add`, appending to ``result.accepted`` and ``result.rejected`` (so a batch shares
+        one result), and returning what `add` puts in ``result.missing``."""
+        ops, pending = self.ops, self.pending
+        op_id = op.op_id
+        if op_id in ops or op_id in pending._entries:
+            return ()
         if op.seq < 1:
             raise BadSequence("seq starts at 1")
-        missing = {parent for parent in op.parents if parent not in ops}
-        if missing:
-            self.pending.put(op, missing, source)
-            result.missing = tuple(sorted(parent for parent in missing if parent not in self.pending))
-            return result
+        for parent in op.parents:
+            if parent not in ops:
+                missing = {parent for parent in op.parents if parent not in ops}
+                pending.put(op, missing, source)
+                return tuple(sorted(parent for parent in missing if parent not in pending))
         self._accept(op)
         result.accepted.append(op)
-        if not self.pending:
-            return result
-        queue = deque(self.pending.release(op.op_id))
+        if not pending._entries:
+            return ()
+        queue = deque(pending.release(op_id))
         while queue:
             child = queue.popleft()
             try:
@@ -615,22 +622,29 @@ class HashGraph:
                 result.rejected.append((child, exc.with_traceback(None)))  # no frame kept alive
                 continue
             result.accepted.append(child)
-            queue.extend(self.pending.release(child.op_id))
-        return result
+            queue.extend(pending.release(child.op_id))
+        return ()
 
     def _accept(self, op: SignedOp) -> None:
-        author, seq = op.author, op.seq
+        author, seq, parents = op.author, op.seq, op.parents
         chain = self.chains.get(author)
-        if seq > 1 and not self._has_own_predecessor(op, chain):
+        own = chain.get(seq - 1) if chain is not None and seq > 1 else None
+        # most operations name their own predecessor as a parent: that is checked here at once
+        if seq > 1 and not (own is not None and own[0] in parents) and not self._has_own_predecessor(op, chain):
             raise BadSequence(
                 f"seq {seq} of 0x{author.hex()} does not have its seq {seq - 1} in its causal past"
             )
         height = self.height
         op_id = op.op_id
-        height[op_id] = 1 + max((height[parent] for parent in op.parents), default=0)
+        below = 0  # the greatest parent height (a loop: max() of two costs ten times as much)
+        for parent in parents:
+            parent_height = height[parent]
+            if parent_height > below:
+                below = parent_height
+        height[op_id] = below + 1
         self.ops[op_id] = op
         heads = self.heads
-        heads.difference_update(op.parents)
+        heads.difference_update(parents)
         heads.add(op_id)
         if chain is None:
             chain = self.chains[author] = {}
@@ -658,18 +672,25 @@ class HashGraph:
     def is_ancestor(self, target: OpId, starts: Iterable[OpId]) -> bool:
         """Whether `target` is one of `starts` or in their causal past (searching only heights
         at or above the target's, so the walk stays near the top of the graph)."""
-        floor = self.height[target]
-        height = self.height
-        seen: set[OpId] = set()
-        stack = [start for start in starts if height[start] >= floor]
-        while stack:
-            current = stack.pop()
-            if current == target:
+        height, ops = self.height, self.ops
+        floor = height[target]
+        # Heights grow along every edge, so the only operation at the target's height that can
+        # be it or have it in its past is the target itself: the walk visits only greater heights.
+        stack: list[OpId] = []
+        for start in starts:
+            if start == target:
                 return True
-            if current in seen:
-                continue
-            seen.add(current)
-            stack.extend(p for p in self.ops[current].parents if height[p] >= floor and p not in seen)
+            if height[start] > floor:
+                stack.append(start)
+        seen = set(stack)
+        while stack:
+            parents = ops[stack.pop()].parents
+            if target in parents:
+                return True
+            for parent in parents:
+                if parent not in seen and height[parent] > floor:
+                    seen.add(parent)
+                    stack.append(parent)
         return False
 
     def key(self, op_id: OpId) -> tuple[int, OpId]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from crdt.errors import InvalidInput
@@ -148,7 +149,9 @@ class FieldType:
     what it wanted); ``from_json`` is the API's conversion of a client's JSON value (it raises
     `InvalidField`) and ``to_json`` the way back; ``schema`` is the JSON Schema of the JSON form.
     Every value ``from_json`` returns conforms. ``choices`` are the strings a choice takes (the
-    ledger takes any text there and rejects other strings with a reason of its own)."""
+    ledger takes any text there and rejects other strings with a reason of its own).
+    ``exact_type``, when set, says that ``conforms`` is exactly ``type(value) is exact_type``, so
+    the ledger can test a whole body's types at once (`Kind.exact_types`)."""
 
     name: str
     shape: str
@@ -157,6 +160,12 @@ class FieldType:
     to_json: Callable[[Any], Any]
     schema: Mapping[str, Any]
     choices: tuple[str, ...] = ()
+    exact_type: type | None = None
+
+
+def _exactly(python_type: type) -> Callable[[Any], bool]:
+    """The ``conforms`` of a field whose ``exact_type`` is `python_type`."""
+    return lambda value: type(value) is python_type
 
 
 _UINT_JSON_SCHEMA = {"type": "string", "pattern": "^[0-9]{1,20}$"}
@@ -164,7 +173,8 @@ _UINT_JSON_SCHEMA = {"type": "string", "pattern": "^[0-9]{1,20}$"}
 ADDRESS = FieldType(
     name="address",
     shape="a byte string",  # a participant's address; any other bytes are unknown_recipient
-    conforms=lambda value: type(value) is bytes,
+    conforms=_exactly(bytes),
+    exact_type=bytes,
     from_json=lambda value, name: json_hex(value, name, 20),
     to_json=lambda value: "0x" + value.hex(),
     schema={"type": "string", "pattern": "^(0[xX])?[0-9a-fA-F]{40}$",
@@ -173,7 +183,8 @@ ADDRESS = FieldType(
 TOKEN = FieldType(
     name="token",
     shape="a text string",  # a symbol of the genesis; any other text is unknown_token
-    conforms=lambda value: type(value) is str,
+    conforms=_exactly(str),
+    exact_type=str,
     from_json=lambda value, name: json_text(value, name, MAX_SYMBOL),
     to_json=lambda value: value,
     schema={"type": "string", "minLength": 1, "maxLength": MAX_SYMBOL,
@@ -182,7 +193,8 @@ TOKEN = FieldType(
 AMOUNT = FieldType(
     name="amount",
     shape="an integer",  # positive; zero or less is bad_amount
-    conforms=lambda value: type(value) is int,
+    conforms=_exactly(int),
+    exact_type=int,
     from_json=json_amount,
     to_json=str,
     schema={"oneOf": [_UINT_JSON_SCHEMA, {"type": "integer", "minimum": 1, "maximum": UINT64_LIMIT - 1}],
@@ -191,7 +203,8 @@ AMOUNT = FieldType(
 UINT64 = FieldType(
     name="uint64",
     shape="an integer",
-    conforms=lambda value: type(value) is int,
+    conforms=_exactly(int),
+    exact_type=int,
     from_json=json_uint,
     to_json=str,
     schema={"oneOf": [_UINT_JSON_SCHEMA, {"type": "integer", "minimum": 0, "maximum": UINT64_LIMIT - 1}],
@@ -217,7 +230,8 @@ REASON_TEXT = FieldType(
 MARKET_SYMBOL = FieldType(
     name="market",
     shape="a text string",  # a market of the genesis; any other text is unknown_market
-    conforms=lambda value: type(value) is str,
+    conforms=_exactly(str),
+    exact_type=str,
     from_json=lambda value, name: json_text(value, name, MAX_MARKET_SYMBOL),
     to_json=lambda value: value,
     schema={"type": "string", "minLength": 1, "maxLength": MAX_MARKET_SYMBOL,
@@ -237,7 +251,8 @@ def choice(name: str, choices: tuple[str, ...], description: str) -> FieldType:
     return FieldType(
         name=name,
         shape="a text string",
-        conforms=lambda value: type(value) is str,
+        conforms=_exactly(str),
+        exact_type=str,
         from_json=lambda value, field_name: json_choice(value, field_name, choices),
         to_json=lambda value: value,
         schema={"type": "string", "enum": list(choices), "description": description},
@@ -257,7 +272,8 @@ TIF = choice("tif", TIFS, "time in force: gtc rests, ioc never rests, post_only 
 FLAG = FieldType(
     name="bool",
     shape="a boolean",
-    conforms=lambda value: type(value) is bool,
+    conforms=_exactly(bool),
+    exact_type=bool,
     from_json=json_flag,
     to_json=lambda value: value,
     schema={"type": "boolean"},
@@ -289,13 +305,22 @@ class Kind:
     summary: str
     keys: frozenset[str] = field(init=False, repr=False, compare=False)
     types: Mapping[str, FieldType] = field(init=False, repr=False, compare=False)
+    names: tuple[str, ...] = field(init=False, repr=False, compare=False)  # the fields' names, in order
+    # a body's values in that order (a body with every key), and every field's exact_type in
+    # that order or None if a field has none: see `crdt.ledger.body_values`
+    values: Callable[[Mapping[str, Any]], tuple[Any, ...]] = field(init=False, repr=False, compare=False)
+    exact_types: tuple[type, ...] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        names = [name for name, _ in self.fields]
+        names = tuple(name for name, _ in self.fields)
         if len(set(names)) != len(names):
             raise ValueError(f"kind {self.name}: a field is named twice")
+        exact = tuple(kind.exact_type for _, kind in self.fields if kind.exact_type is not None)
         object.__setattr__(self, "keys", frozenset(names))
         object.__setattr__(self, "types", dict(self.fields))
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "values", _values_of(names))
+        object.__setattr__(self, "exact_types", exact if len(exact) == len(names) else None)
 
     @property
     def roles(self) -> tuple[Role, ...]:
@@ -337,6 +362,13 @@ class Kind:
             "x-permission": self.permission.value,
             "x-roles": [role.value for role in self.roles],
         }
+
+
+def _values_of(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A function from a body to its values for `names`, in order, as one tuple."""
+    if len(names) > 1:
+        return itemgetter(*names)  # a tuple of the values, in C
+    return lambda body: tuple(body[name] for name in names)
 
 
 class Registry(Mapping[str, Kind]):

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sortedcontainers import SortedDict
@@ -144,7 +144,9 @@ class Lock:
 
 
 _MISSING: Any = object()
-Frame = list[tuple[dict[Any, Any], Any, Any]]
+# An undo frame: (table, key, old value) for every change, flat (three items a change, so a
+# frame is one list rather than a tuple per change, which the garbage collector would track).
+Frame = list[Any]
 
 
 def body_field(kind: Kind, body: Mapping[str, Any], name: str) -> Any:
@@ -154,6 +156,17 @@ def body_field(kind: Kind, body: Mapping[str, Any], name: str) -> Any:
     if not field_type.conforms(value):
         raise Rejected(Reason.BAD_BODY, f"{name} must be {field_type.shape}")
     return value
+
+
+def body_values(kind: Kind, body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The body's values in the kind's field order (``kind.names``), each of its field's type:
+    what `body_field` of every field in order gives, with one test of all the types when every
+    field has an exact type. The body has exactly the kind's keys (`Ledger.apply` saw to it)."""
+    values = kind.values(body)
+    if tuple(map(type, values)) != kind.exact_types:
+        for name in kind.names:
+            body_field(kind, body, name)  # rejects the first field that does not conform
+    return values
 
 
 def _exact_keys(body: Mapping[str, Any], names: frozenset[str]) -> None:
@@ -177,6 +190,11 @@ class Ledger:
             for permission in Permission
         }
         self._tokens = {t.symbol: t for t in genesis.tokens}
+        # One (account, token) key per pair, made once: the tables and the undo frames share it
+        # instead of a new tuple at every change (fewer objects for the garbage collector to count).
+        self._keys: dict[Address, dict[Symbol, tuple[Address, Symbol]]] = {
+            p.address: {t.symbol: (p.address, t.symbol) for t in genesis.tokens} for p in genesis.participants
+        }
         self.balances: dict[tuple[Address, Symbol], int] = {}
         self.locks: dict[OpId, Lock] = {}
         self.withdrawn: dict[tuple[Address, Symbol], int] = {}  # cumulative, per (account, token)
@@ -201,10 +219,12 @@ class Ledger:
         self.closed: dict[OpId, tuple[str, OpId | None]] = {}
         self.order_fills: dict[OpId, tuple[int, ...]] = {}
         self._journal: Frame | None = None
-        self._handlers: dict[str, tuple[Kind, Callable[[SignedOp, Kind], None]]] = {}
+        # The handlers are the class's functions, not bound methods: a bound method held here
+        # would make every ledger a reference cycle, freed only by a full collection of the GC.
+        self._handlers: dict[str, tuple[Kind, Callable[[Ledger, SignedOp, Kind], None]]] = {}
         for name in kinds:
             kind = kinds[name]
-            handler = getattr(self, kind.handler, None)
+            handler = getattr(type(self), kind.handler, None)
             if not callable(handler):
                 raise InternalError(f"kind {name}: the ledger has no handler {kind.handler}")
             self._handlers[name] = (kind, handler)
@@ -359,26 +379,55 @@ class Ledger:
         self._journal = None
 
     def undo(self, frame: Frame) -> None:
-        for table, key, old in reversed(frame):
+        for i in range(len(frame) - 3, -1, -3):
+            table, key, old = frame[i], frame[i + 1], frame[i + 2]
             if old is _MISSING:
                 table.pop(key, None)
             else:
                 table[key] = old
 
     def _put(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        """Set (or, for `_MISSING` or zero, delete) one entry, recording its old value."""
         journal = self._journal
         if journal is not None:
-            journal.append((table, key, table.get(key, _MISSING)))
+            journal += (table, key, table.get(key, _MISSING))
         if value is _MISSING or value == 0:
             table.pop(key, None)
         else:
             table[key] = value
 
+    # `_set`, `_delete` and `_add` are `_put` for the hot paths, each with the one case it needs.
+
+    def _set(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        """`_put` of a value that is never zero (an order, a fill, an id, a positive count)."""
+        journal = self._journal
+        if journal is not None:
+            journal += (table, key, table.get(key, _MISSING))
+        table[key] = value
+
+    def _delete(self, table: dict[Any, Any], key: Any) -> None:
+        """`_put(table, key, _MISSING)`."""
+        journal = self._journal
+        if journal is not None:
+            journal += (table, key, table.get(key, _MISSING))
+        table.pop(key, None)
+
     def _add(self, table: dict[Any, int], key: Any, delta: int) -> None:
-        value = table.get(key, 0) + delta
+        """Add `delta` to an amount (a zero result deletes the entry; adding zero changes nothing,
+        so it records nothing)."""
+        if not delta:
+            return
+        old = table.get(key, _MISSING)
+        value = delta if old is _MISSING else old + delta
         if value < 0:
             raise InternalError(f"negative amount for {key!r}")
-        self._put(table, key, value)
+        journal = self._journal
+        if journal is not None:
+            journal += (table, key, old)
+        if value:
+            table[key] = value
+        else:
+            del table[key]
 
     # -- inputs --------------------------------------------------------------------------------
 
@@ -389,7 +438,7 @@ class Ledger:
             return Reason.EQUIVOCATION
         # The first operation in the order with this (author, seq) owns it, whatever its outcome:
         # an equivocator's twin never takes effect, even when the first one was rejected.
-        self._put(self.seq_owner, seq_key, op.op_id)
+        self._set(self.seq_owner, seq_key, op.op_id)
         try:
             if stale:
                 raise Rejected(Reason.STALE)
@@ -398,7 +447,7 @@ class Ledger:
                 raise Rejected(Reason.UNKNOWN_KIND, op.kind)
             kind, handler = entry
             _exact_keys(op.body, kind.keys)
-            handler(op, kind)
+            handler(self, op, kind)
         except Rejected as rejection:
             return rejection.reason
         return None
@@ -486,14 +535,8 @@ class Ledger:
 
     def _order_place(self, op: SignedOp, kind: Kind) -> None:
         self._permit(op, kind)
-        symbol = body_field(kind, op.body, "market")
-        side = body_field(kind, op.body, "side")
-        order_type = body_field(kind, op.body, "type")
-        tif = body_field(kind, op.body, "tif")
-        price = body_field(kind, op.body, "price")
-        qty = body_field(kind, op.body, "qty")
-        reduce_only = body_field(kind, op.body, "reduce_only")
-        expires = body_field(kind, op.body, "expires")
+        # the fields in the order crdt.kinds.ORDER_PLACE declares them
+        symbol, side, order_type, tif, price, qty, reduce_only, expires = body_values(kind, op.body)
         market = self._markets.get(symbol)
         if market is None:
             raise Rejected(Reason.UNKNOWN_MARKET, symbol)
@@ -521,24 +564,25 @@ class Ledger:
             raise Rejected(Reason.POST_ONLY_WOULD_CROSS)
         if side == BUY:
             worst = notional(price, qty)
-            needed = worst + fee(worst, max(market.maker_fee, market.taker_fee))
-            if self.balance(op.author, market.quote) < needed:
+            rate = market.maker_fee if market.maker_fee > market.taker_fee else market.taker_fee  # the greater
+            needed = worst + fee(worst, rate)
+            if self.balances.get((op.author, market.quote), 0) < needed:
                 raise Rejected(Reason.INSUFFICIENT_BALANCE, f"a buy of this size needs {needed} {market.quote} free")
-        elif self.balance(op.author, market.base) < qty:
+        elif self.balances.get((op.author, market.base), 0) < qty:
             raise Rejected(Reason.INSUFFICIENT_BALANCE, f"a sell of this size needs {qty} {market.base} free")
         # every check passed: from here on the operation takes effect
         placed = self.meta.get("placements", 0) + 1
-        self._put(self.meta, "placements", placed)
-        self._put(self.order_owner, op.op_id, op.author)
+        self._set(self.meta, "placements", placed)
+        self._set(self.order_owner, op.op_id, op.author)
         remaining, stopped = self._take(op, market, side, price, qty)
         if not remaining:
-            self._put(self.closed, op.op_id, (FILLED, op.op_id))
+            self._set(self.closed, op.op_id, (FILLED, op.op_id))
         elif stopped:
-            self._put(self.closed, op.op_id, (UNFUNDED, op.op_id))
+            self._set(self.closed, op.op_id, (UNFUNDED, op.op_id))
         elif order_type == LIMIT and tif in (GTC, POST_ONLY):
             self._rest(op, market, side, price, remaining, placed, expires)
         else:
-            self._put(self.closed, op.op_id, (DONE, op.op_id))
+            self._set(self.closed, op.op_id, (DONE, op.op_id))
 
     def _crosses(self, side: str, limit: int, maker_price: int) -> bool:
         return maker_price <= limit if side == BUY else maker_price >= limit
@@ -547,63 +591,66 @@ class Ledger:
         """Whether an order's limit crosses the best resting order of the other side, whoever
         owns it: a post-only order never changes the book but by resting (it neither takes nor
         removes its author's own crossing orders, as matching would)."""
-        for order_id in self._sides[(market.symbol, SELL if side == BUY else BUY)].values():
-            return self._crosses(side, limit, self.orders[order_id].price)
-        return False
+        opposite = self._sides[(market.symbol, SELL if side == BUY else BUY)]
+        return bool(opposite) and self._crosses(side, limit, self.orders[opposite.peekitem(0)[1]].price)
 
     def _take(self, op: SignedOp, market: Market, side: str, limit: int, qty: int) -> tuple[int, bool]:
         """Match a taker against the other side; return what is left of it and whether it
         stopped because it could not pay a fill."""
         taker = op.author
         base, quote = market.base, market.quote
-        opposite = self._sides[(market.symbol, SELL if side == BUY else BUY)]
+        buying = side == BUY
+        opposite = self._sides[(market.symbol, SELL if buying else BUY)]
+        orders, balances, held_funds, add, keys = self.orders, self.balances, self.held_funds, self._add, self._keys
+        taker_quote, taker_base = keys[taker][quote], keys[taker][base]
         remaining = qty
         while remaining and opposite:
-            maker = self.orders[opposite.peekitem(0)[1]]
-            if not self._crosses(side, limit, maker.price):
-                break
-            if maker.owner == taker:
+            maker = orders[opposite.peekitem(0)[1]]
+            price, owner = maker.price, maker.owner
+            if (price > limit) if buying else (price < limit):
+                break  # the best resting price does not cross the taker's limit
+            if owner == taker:
                 self._remove_order(maker, SELF_TRADE, op.op_id)  # the resting order goes, matching goes on
                 continue
-            q = min(remaining, maker.remaining)
-            n = notional(maker.price, q)
+            q = remaining if remaining < maker.remaining else maker.remaining
+            n = notional(price, q)
             taker_fee, maker_fee = fee(n, market.taker_fee), fee(n, market.maker_fee)
-            if side == BUY:  # the maker sells from its hold (exactly its remaining base)
-                if self.balance(taker, quote) < n + taker_fee:
+            maker_quote, maker_base = keys[owner][quote], keys[owner][base]
+            if buying:  # the maker sells from its hold (exactly its remaining base)
+                if balances.get(taker_quote, 0) < n + taker_fee:
                     return remaining, True
                 from_hold = q
-                self._add(self.balances, (taker, quote), -(n + taker_fee))
-                self._add(self.balances, (taker, base), q)
-                self._add(self.held_funds, (maker.owner, base), -q)
-                self._add(self.balances, (maker.owner, quote), n - maker_fee)
+                add(balances, taker_quote, -(n + taker_fee))
+                add(balances, taker_base, q)
+                add(held_funds, maker_base, -q)
+                add(balances, maker_quote, n - maker_fee)
             else:  # the maker buys from its hold, a shortfall from its free balance
                 cost = n + maker_fee
-                from_hold = min(maker.hold, cost)
-                if self.balance(maker.owner, quote) < cost - from_hold:
+                from_hold = maker.hold if maker.hold < cost else cost
+                if balances.get(maker_quote, 0) < cost - from_hold:
                     self._remove_order(maker, UNFUNDED, op.op_id)  # it cannot pay: removed without the fill
                     continue
-                if self.balance(taker, base) < q:
+                if balances.get(taker_base, 0) < q:
                     return remaining, True
-                self._add(self.balances, (taker, base), -q)
-                self._add(self.balances, (taker, quote), n - taker_fee)
-                self._add(self.held_funds, (maker.owner, quote), -from_hold)
-                self._add(self.balances, (maker.owner, quote), -(cost - from_hold))
-                self._add(self.balances, (maker.owner, base), q)
-            self._add(self.fee_pool, quote, taker_fee + maker_fee)
-            position = len(self._fills)
-            self._put(
-                self._fills,
-                position,
-                Fill(op.op_id, maker.order_id, taker, maker.owner, market.symbol, maker.price, q, taker_fee, maker_fee),
-            )
+                add(balances, taker_base, -q)
+                add(balances, taker_quote, n - taker_fee)
+                add(held_funds, maker_quote, -from_hold)
+                add(balances, maker_quote, -(cost - from_hold))
+                add(balances, maker_base, q)
+            add(self.fee_pool, quote, taker_fee + maker_fee)
+            fills, order_fills = self._fills, self.order_fills
+            position = len(fills)
+            self._set(fills, position, Fill(op.op_id, maker.order_id, taker, owner, market.symbol, price, q,
+                                            taker_fee, maker_fee))
             for order_id in (op.op_id, maker.order_id):
-                self._put(self.order_fills, order_id, (*self.order_fills.get(order_id, ()), position))
+                self._set(order_fills, order_id, (*order_fills.get(order_id, ()), position))
             remaining -= q
-            if q == maker.remaining:
-                self._remove_order(replace(maker, remaining=0, hold=maker.hold - from_hold), FILLED, op.op_id)
+            if q < maker.remaining:
+                self._set(orders, maker.order_id, RestingOrder(maker.order_id, owner, maker.market, maker.side, price,
+                                                               maker.remaining - q, maker.placed,
+                                                               maker.hold - from_hold))
             else:
-                self._put(self.orders, maker.order_id, replace(maker, remaining=maker.remaining - q,
-                                                               hold=maker.hold - from_hold))
+                self._remove_order(maker, FILLED, op.op_id, maker.hold - from_hold)
         return remaining, False
 
     def _rest(
@@ -616,29 +663,36 @@ class Ledger:
             token, hold = market.quote, worst + fee(worst, market.maker_fee)
         else:
             token, hold = market.base, remaining
-        if self.balance(op.author, token) < hold:
-            self._put(self.closed, op.op_id, (UNFUNDED, op.op_id))
+        owner = op.author
+        key = self._keys[owner][token]
+        if self.balances.get(key, 0) < hold:
+            self._set(self.closed, op.op_id, (UNFUNDED, op.op_id))
             return
-        self._add(self.balances, (op.author, token), -hold)
-        self._add(self.held_funds, (op.author, token), hold)
-        order = RestingOrder(op.op_id, op.author, market.symbol, side, price, remaining, placed, hold)
-        self._put(self.orders, op.op_id, order)
-        self._put(self._sides[(market.symbol, side)], (price_key(side, price), placed), op.op_id)
+        self._add(self.balances, key, -hold)
+        self._add(self.held_funds, key, hold)
+        order_id = op.op_id
+        self._set(self.orders, order_id, RestingOrder(order_id, owner, market.symbol, side, price, remaining, placed,
+                                                      hold))
+        self._set(self._sides[(market.symbol, side)], (price_key(side, price), placed), order_id)
         if expires:
-            self._put(self.expiry, op.op_id, expires)
+            self._set(self.expiry, order_id, expires)
 
-    def _remove_order(self, order: RestingOrder, why: str, by: OpId | None) -> None:
-        """Take an order off its book; what is left of its hold (``order.hold``) goes back to free.
-        `why` is one of `crdt.markets.book.CLOSED_REASONS`; `by` the operation (None: a checkpoint)."""
-        self._put(self.closed, order.order_id, (why, by))
-        self._put(self._sides[(order.market, order.side)], (price_key(order.side, order.price), order.placed), _MISSING)
-        self._put(self.orders, order.order_id, _MISSING)
-        if order.order_id in self.expiry:
-            self._put(self.expiry, order.order_id, _MISSING)
-        if order.hold:
-            token = self._hold_token(order)
-            self._add(self.held_funds, (order.owner, token), -order.hold)
-            self._add(self.balances, (order.owner, token), order.hold)
+    def _remove_order(self, order: RestingOrder, why: str, by: OpId | None, hold: int | None = None) -> None:
+        """Take an order off its book; what is left of its hold (`hold`, else ``order.hold``) goes
+        back to free. `why` is one of `crdt.markets.book.CLOSED_REASONS`; `by` the operation
+        (None: a checkpoint)."""
+        order_id = order.order_id
+        if hold is None:
+            hold = order.hold
+        self._set(self.closed, order_id, (why, by))
+        self._delete(self._sides[(order.market, order.side)], (price_key(order.side, order.price), order.placed))
+        self._delete(self.orders, order_id)
+        if order_id in self.expiry:
+            self._delete(self.expiry, order_id)
+        if hold:
+            key = self._keys[order.owner][self._hold_token(order)]
+            self._add(self.held_funds, key, -hold)
+            self._add(self.balances, key, hold)
 
     def _order_cancel(self, op: SignedOp, kind: Kind) -> None:
         self._permit(op, kind)

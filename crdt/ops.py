@@ -71,21 +71,20 @@ class Context:
     _known_keys: dict[bytes, Address] = field(default_factory=dict, repr=False)
     _separator: bytes = field(default=b"", repr=False)
     _digest_prefix: bytes = field(default=b"", repr=False)  # 0x1901 ‖ domain separator
-    _struct_prefix: bytes = field(default=b"", repr=False)  # Op typehash ‖ channel
+    _struct_prefix: bytes = field(default=b"", repr=False)  # Op typehash ‖ channel ‖ an address's 12-byte pad
     _wire_prefix: bytes = field(default=b"", repr=False)  # array head ‖ channel ‖ author head
 
     def __post_init__(self) -> None:
         self._separator = self.domain.separator
         self._digest_prefix = b"\x19\x01" + self._separator
-        self._struct_prefix = OP_TYPEHASH + self.channel
+        self._struct_prefix = OP_TYPEHASH + self.channel + _ADDRESS_PAD
         self._wire_prefix = b"\x88" + _fixed_bytes(self.channel, 32) + b"\x54"
 
     def op_id(self, author: bytes, seq: int, content_hash: bytes) -> OpId:
         """The EIP-712 digest of Op(channel, author, seq, contentHash) in this channel."""
-        struct = keccak_256(
-            self._struct_prefix + _ADDRESS_PAD + author + seq.to_bytes(32, "big") + content_hash
-        ).digest()
-        return OpId(keccak_256(self._digest_prefix + struct).digest())
+        struct = keccak_256(self._struct_prefix + author + seq.to_bytes(32, "big") + content_hash).digest()
+        op_id: OpId = keccak_256(self._digest_prefix + struct).digest()  # (sha3 is untyped: no NewType call)
+        return op_id
 
     @property
     def separator(self) -> bytes:

@@ -119,23 +119,21 @@ class Replica:
         missing: set[OpId] = set()
         for op in ops:
             try:
-                result = graph.add(op, source)
+                missed = graph.add_to(total, op, source)
             except InvalidInput as exc:
                 # without its traceback, which would hold this frame (and the batch) in a cycle
                 # that only the cyclic collector frees: a flood's refusals are freed at once
                 total.rejected.append((op, exc.with_traceback(None)))
                 continue
-            total.accepted.extend(result.accepted)
-            total.rejected.extend(result.rejected)
-            missing.update(result.missing)
-        total.missing = tuple(sorted(missing - graph.ops.keys()))
+            if missed:
+                missing.update(missed)
+        total.missing = tuple(sorted(parent for parent in missing if parent not in graph.ops))
         if total.accepted:
             height = graph.height
             keys = sorted((height[op.op_id], op.op_id) for op in total.accepted)
             later = self._unwind(bisect_left(self._suffix, keys[0]))
             self.replayed += len(later)
-            for key in heapq.merge(later, keys):
-                self._apply_tentative(key)
+            self._apply_tentative(heapq.merge(later, keys) if later else keys)
         return total
 
     def merge(self, other: Replica) -> None:
@@ -166,9 +164,7 @@ class Replica:
         self._final_fills = ledger.fill_count
         for old in [u for u in self._masks if u < version - 1]:
             del self._masks[old]
-        for key in tentative:
-            if key[1] not in new:
-                self._apply_tentative(key)
+        self._apply_tentative(key for key in tentative if key[1] not in new)
 
     def preview(self, cut: Cut) -> Preview:
         """The roots that certifying `cut` would give, changing nothing: what a proposer puts
@@ -192,8 +188,7 @@ class Replica:
         finally:
             ledger.undo(frame)
             ledger.end()
-            for key in tentative:
-                self._apply_tentative(key)
+            self._apply_tentative(tentative)
 
     def _check_cut(self, cut: Cut) -> set[OpId]:
         """Every check `certify` makes, before any change; returns the cut's new operations."""
@@ -250,21 +245,25 @@ class Replica:
         position = bisect_left(suffix, key)
         later = self._unwind(position)
         self.replayed += len(later)
-        self._apply_tentative(key)
-        for again in later:
-            self._apply_tentative(again)
+        self._apply_tentative([key, *later])
 
-    def _apply_tentative(self, key: Key) -> None:
-        op = self.graph.ops[key[1]]
-        ledger = self.ledger
-        frame = ledger.begin()
-        try:
-            stale = len(self.cuts) >= 2 and self._is_stale(op, len(self.cuts) + 1)
-            self.outcome[key[1]] = ledger.apply(op, stale=stale)
-        finally:
-            ledger.end()
-        self._suffix.append(key)
-        self._frames.append(frame)
+    def _apply_tentative(self, keys: Iterable[Key]) -> None:
+        """Apply these operations, in this order, after the tentative suffix, each in its own
+        undo frame."""
+        ops, ledger, outcome = self.graph.ops, self.ledger, self.outcome
+        suffix, frames = self._suffix, self._frames
+        epoch = len(self.cuts) + 1
+        check_stale = epoch >= 3
+        for key in keys:
+            op_id = key[1]
+            op = ops[op_id]
+            frame = ledger.begin()
+            try:
+                outcome[op_id] = ledger.apply(op, stale=check_stale and self._is_stale(op, epoch))
+            finally:
+                ledger.end()
+            suffix.append(key)
+            frames.append(frame)
 
     def _unwind(self, position: int = 0) -> list[Key]:
         """Undo the tentative operations from `position` on; return their keys in order."""

@@ -155,6 +155,28 @@ def test_a_body_that_does_not_conform_is_rejected_as_bad_body_in_replay(
     # another fault first (a self-transfer with a bad amount is self_transfer, as it always was).
 
 
+@SETTINGS
+@given(
+    name=st.sampled_from(KIND_NAMES),
+    values=st.lists(
+        st.one_of(ANY_CBOR, st.text(max_size=3), st.integers(-1, 2**64 - 1), st.booleans(), st.binary(max_size=33)),
+        min_size=8, max_size=8,
+    ),
+)
+def test_a_field_with_an_exact_type_conforms_by_that_type_alone(name: str, values: list[Any]) -> None:
+    """The ledger tests a body's types at once where every field has an exact type
+    (`crdt.ledger.body_values`): that must say what each field's ``conforms`` says."""
+    kind = KINDS[name]
+    body = dict(zip(kind.names, values, strict=False))
+    assert kind.values(body) == tuple(body[field] for field in kind.names)
+    for field, value in body.items():
+        exact = kind.types[field].exact_type
+        if exact is not None:
+            assert kind.types[field].conforms(value) == (type(value) is exact)
+    if kind.exact_types is not None:
+        assert kind.conforms(body) == (tuple(map(type, kind.values(body))) == kind.exact_types)
+
+
 def test_which_fault_a_body_with_several_is_rejected_for() -> None:
     to_self = {"to": ADDR[0], "token": "USDC", "amount": []}
     assert Ledger(GENESIS).apply(sign(0, 1, [], "transfer", to_self)) == Reason.SELF_TRANSFER
