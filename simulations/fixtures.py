@@ -34,6 +34,10 @@ class Deployment:
         """The test USDC's genesis entry."""
         return self.tokens[0]
 
+    def erc20(self, token: Token) -> TestTokenClient:
+        """The deployed test token of a genesis entry, acting as the deployer."""
+        return TestTokenClient(self.deployer, "0x" + token.address.hex())
+
 
 def deploy(
     chain: Chain, *, deployer: LocalAccount | None = None, extra_tokens: tuple[tuple[str, int], ...] = ()

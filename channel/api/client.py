@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from channel.errors import ChannelError, UserError
 from crdt.jsontext import MAX_NESTING, deeper_than_limit
 
 BAD_ANSWER = -32603  # the code of an `ApiError` for an answer that is not JSON-RPC
+DROPPED = -32000  # the code of the `ApiError` a subscription the node dropped raises
 
 
 class ApiError(ChannelError):
@@ -114,12 +115,18 @@ def _event(message: str | bytes) -> dict[str, Any]:
     """The event of one subscription message (a dropped subscription raises `ApiError`)."""
     event = _parse(message, "WebSocket")
     if isinstance(event, dict) and event.get("method") == "parley_subscription_dropped":
-        raise ApiError(-32000, "the node dropped this subscription: the client fell behind")
+        raise ApiError(DROPPED, "the node dropped this subscription: the client fell behind")
     params = event.get("params") if isinstance(event, dict) else None
     if not isinstance(params, dict) or not isinstance(params.get("result"), dict):
         raise ApiError(BAD_ANSWER, f"the node sent a WebSocket message that is not an event: {str(event)[:200]}")
     result: dict[str, Any] = params["result"]
     return result
+
+
+def _subscription(topic: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The parley_subscribe request of `topic` with `params` (those given as None left out)."""
+    given = {name: value for name, value in params.items() if value is not None}
+    return {"jsonrpc": "2.0", "id": 1, "method": "parley_subscribe", "params": [topic, given] if given else [topic]}
 
 
 class _Calls:
@@ -233,8 +240,10 @@ class Client(_Calls):
         except httpx.TransportError as exc:
             raise NodeUnavailable(f"cannot reach the node at {self.endpoint.url}: {exc}") from exc
 
-    def watch(self, topic: str) -> Iterator[dict[str, Any]]:
-        """Events of a subscription (ops, balances or status), until the caller stops."""
+    def watch(self, topic: str, **params: Any) -> Generator[dict[str, Any], None, None]:
+        """Events of a subscription, until the caller stops: ops, balances, status, or the market
+        topics with their params (``watch("book", market="ETH/USDC", depth=10)``, trades, fills and
+        orders with an optional ``market``). A dropped subscription raises `ApiError`."""
         from websockets.exceptions import InvalidStatus
         from websockets.sync.client import connect
 
@@ -247,7 +256,7 @@ class Client(_Calls):
         except OSError as exc:
             raise NodeUnavailable(f"cannot reach the node at {self.endpoint.url}: {exc}") from exc
         with connection:
-            connection.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "parley_subscribe", "params": [topic]}))
+            connection.send(json.dumps(_subscription(topic, params)))
             _result(_parse(connection.recv(), "WebSocket"), "WebSocket")
             for message in connection:
                 yield _event(message)
@@ -281,10 +290,11 @@ class AsyncClient(_Calls):
             raise NodeUnavailable(f"cannot reach the node at {self.endpoint.url}: {exc}") from exc
 
     @asynccontextmanager
-    async def subscribe(self, topic: str) -> AsyncIterator[Events]:
+    async def subscribe(self, topic: str, **params: Any) -> AsyncIterator[Events]:
         """``async with client.subscribe("ops") as events: async for event in events: ...``
 
-        The context owns the WebSocket; topics are ops, balances and status."""
+        The context owns the WebSocket. Topics: ops, balances, status; book (``market=``, and
+        ``depth=`` for the first levels only), trades, fills and orders (``market=`` to filter)."""
         from trio_websocket import HandshakeError, open_websocket_url
 
         # Check the token over HTTP first: trio-websocket 0.12 leaks its socket when a handshake
@@ -293,9 +303,7 @@ class AsyncClient(_Calls):
         headers = [(key.encode(), value.encode()) for key, value in self.endpoint.headers.items()]
         try:
             async with open_websocket_url(self.endpoint.ws_url, extra_headers=headers) as ws:
-                await ws.send_message(
-                    json.dumps({"jsonrpc": "2.0", "id": 1, "method": "parley_subscribe", "params": [topic]})
-                )
+                await ws.send_message(json.dumps(_subscription(topic, params)))
                 _result(_parse(await ws.get_message(), "WebSocket"), "WebSocket")
                 yield Events(ws)
         except HandshakeError as exc:

@@ -63,6 +63,7 @@ from starlette.websockets import WebSocket
 from wsproto.extensions import PerMessageDeflate
 
 from channel.errors import StorageUnavailable
+from channel.runtime.events import Subscriber
 from channel.runtime.service import NodeService, NotReady, RequestRejected, UnknownMarket
 from channel.runtime.trading import LEVELS, MAX_DEPTH, MAX_LIMIT
 from crdt.jsontext import MAX_NESTING, deeper_than_limit
@@ -86,8 +87,13 @@ from crdt.types import Address
 MAX_REQUEST_BYTES = 1 << 20
 MAX_BATCH = 100
 MAX_WEBSOCKETS = 64  # open at once; each costs a task, a buffer and its subscribers' fan-out
-MAX_SUBSCRIPTIONS = 16  # per WebSocket (there are 3 topics)
-TOPICS = ("ops", "balances", "status")
+MAX_SUBSCRIPTIONS = 16  # per WebSocket
+# each topic with the params its subscription takes (`_subscription_params`)
+TOPIC_PARAMS: dict[str, tuple[str, ...]] = {
+    "ops": (), "balances": (), "status": (),
+    "book": ("market", "depth"), "trades": ("market",), "fills": ("market",), "orders": ("market",),
+}
+TOPICS = tuple(TOPIC_PARAMS)
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL = -32700, -32600, -32601, -32602, -32603
 REJECTED = -32001
@@ -416,6 +422,30 @@ async def _my_trades(node: NodeService, args: list[Any]) -> Any:
     return node.my_trades(None if market is None else _market(market), _bounded(limit, "limit", 100, MAX_LIMIT))
 
 
+def _subscription_params(node: NodeService, topic: str, params: Any) -> dict[str, Any]:
+    """The params of a subscription to `topic`, checked: a ``market`` of the genesis (which a
+    book needs, and which filters trades, fills and orders), a book's ``depth``."""
+    names = TOPIC_PARAMS[topic]
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise invalid('params must be an object, such as {"market": "ETH/USDC"}')
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        raise invalid(f"unknown parameters {_shown(unknown)} for {topic}; expected {list(names)}")
+    checked: dict[str, Any] = {}
+    if params.get("market") is not None:
+        market = _market(params["market"])
+        if node.genesis.market(market) is None:
+            raise UnknownMarket(market)
+        checked["market"] = market
+    elif topic == "book":
+        raise invalid("missing parameters ['market']: a book subscription names its market")
+    if params.get("depth") is not None:
+        checked["depth"] = _bounded(params["depth"], "depth", 0, MAX_DEPTH)
+    return checked
+
+
 async def _trades(node: NodeService, args: list[Any]) -> Any:
     market, limit = args
     return node.trades(_market(market), _bounded(limit, "limit", 100, MAX_LIMIT))
@@ -431,7 +461,8 @@ METHODS: dict[str, Method] = {
         Method("parley_transfer", ("to", "token", "amount", "request_id"), 3,
                "Shorthand for parley_submit with kind transfer.", _transfer),
         Method("parley_balances", ("account",), 0,
-               "Free, locked and withdrawn (cumulative) balances (e9 strings) per participant and token.", _balances),
+               "Free, held (by open orders), locked and withdrawn (cumulative) balances (e9 strings) per "
+               "participant and token.", _balances),
         Method("parley_status", ("op_id",), 1,
                "The status of an operation: tentative, final, rejected:<reason>, pending or unknown.", _status),
         Method("parley_heads", (), 0, "The heads of the hash graph and the version vector.", _heads),
@@ -527,8 +558,18 @@ def openrpc_document(kinds: Registry = KINDS) -> dict[str, Any]:
         for m in METHODS.values()
     ]
     methods.append({
-        "name": SUBSCRIBE, "summary": f"WebSocket only: subscribe to one of {list(TOPICS)}; returns an id.",
-        "params": [{"name": "topic", "required": True, "schema": {"enum": list(TOPICS)}}],
+        "name": SUBSCRIBE,
+        "summary": f"WebSocket only: subscribe to one of {list(TOPICS)}; returns an id. params: book needs "
+                   "{market, depth?} (a snapshot with a seq, then deltas seq + 1, ...); trades, fills and orders "
+                   "take {market?}.",
+        "params": [
+            {"name": "topic", "required": True, "schema": {"enum": list(TOPICS)}},
+            {"name": "params", "required": False, "schema": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"market": dict(MARKET_SYMBOL.schema),
+                               "depth": {"type": "integer", "minimum": 1, "maximum": MAX_DEPTH}},
+            }},
+        ],
         "result": {"name": "subscription", "schema": {"type": "string"}},
     })
     methods.append({
@@ -694,14 +735,19 @@ async def _serve_websocket(node: NodeService, ws: WebSocket) -> None:
     subscriptions: dict[str, Any] = {}
     counter = 0
 
-    async def forward(subscription_id: str, receive: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+    started: list[tuple[str, Subscriber, trio.MemoryReceiveChannel[dict[str, Any]]]] = []  # not yet forwarded
+
+    async def forward(
+        subscription_id: str, subscriber: Subscriber, receive: trio.MemoryReceiveChannel[dict[str, Any]]
+    ) -> None:
         async with receive:
             async for event in receive:
                 await outgoing_send.send({"jsonrpc": "2.0", "method": "parley_subscription",
                                           "params": {"subscription": subscription_id, "result": event}})
-        await outgoing_send.send({"jsonrpc": "2.0", "method": "parley_subscription_dropped",
-                                  "params": {"subscription": subscription_id,
-                                             "reason": "the client fell too far behind"}})
+        if subscriber.dropped:  # else it was unsubscribed, or the socket is closing
+            await outgoing_send.send({"jsonrpc": "2.0", "method": "parley_subscription_dropped",
+                                      "params": {"subscription": subscription_id,
+                                                 "reason": "the client fell too far behind"}})
 
     async def writer() -> None:
         async for message in outgoing:
@@ -709,16 +755,17 @@ async def _serve_websocket(node: NodeService, ws: WebSocket) -> None:
 
     async def subscribe(_node: NodeService, args: list[Any]) -> Any:
         nonlocal counter
-        (topic,) = args
+        topic, params = args
         if not isinstance(topic, str) or topic not in TOPICS:
             raise invalid(f"topic must be one of {list(TOPICS)}")
+        checked = _subscription_params(node, topic, params)
         if len(subscriptions) >= MAX_SUBSCRIPTIONS:
             raise RpcError(INVALID_REQUEST, f"a WebSocket holds at most {MAX_SUBSCRIPTIONS} subscriptions")
         counter += 1
         subscription_id = f"0x{counter:x}"
-        subscriber, receive = node.events.open(topic)
+        subscriber, receive = node.events.open(topic, checked)
         subscriptions[subscription_id] = subscriber
-        nursery.start_soon(forward, subscription_id, receive)
+        started.append((subscription_id, subscriber, receive))  # forwarded once the answer is queued
         return subscription_id
 
     async def unsubscribe(_node: NodeService, args: list[Any]) -> Any:
@@ -731,7 +778,7 @@ async def _serve_websocket(node: NodeService, ws: WebSocket) -> None:
         return subscriber is not None
 
     session = {
-        SUBSCRIBE: Method(SUBSCRIBE, ("topic",), 1, "", subscribe),
+        SUBSCRIBE: Method(SUBSCRIBE, ("topic", "params"), 1, "", subscribe),
         UNSUBSCRIBE: Method(UNSUBSCRIBE, ("subscription",), 1, "", unsubscribe),
     }
     try:
@@ -746,6 +793,9 @@ async def _serve_websocket(node: NodeService, ws: WebSocket) -> None:
                 response = await handle_payload(node, data, session)
                 if response is not None:
                     await outgoing_send.send(response)
+                for forwarded in started:  # a subscription's events come after its id
+                    nursery.start_soon(forward, *forwarded)
+                started.clear()
             nursery.cancel_scope.cancel()
     finally:
         for subscriber in subscriptions.values():

@@ -304,7 +304,8 @@ def demo(
     transfers: Annotated[int, typer.Option(min=10, help="Transfers sent through the nodes' APIs.")] = 300,
     seed: Annotated[int, typer.Option()] = 0,
     no_chain: Annotated[
-        bool, typer.Option(help="Only the network: N nodes, a transfer workload, throughput and latency.")
+        bool, typer.Option(help="Only the network: N nodes, a transfer workload (throughput, latency), "
+                                  "then an order flow.")
     ] = False,
     offline: Annotated[
         bool, typer.Option(help="No network: replay one signed workload on 4 replicas in 4 delivery orders.")
@@ -315,8 +316,9 @@ def demo(
     as_json: JsonFlag = False,
 ) -> None:
     """The whole flow on an embedded chain: 4 node processes over libp2p (one Byzantine),
-    deposits, transfers, BFT checkpoints settled on-chain, a node stopped while the others keep
-    finalising, and an emergency exit that pays a participant."""
+    deposits, transfers and trading on ETH/USDC, BFT checkpoints settled on-chain, a node stopped
+    while the others keep finalising, and an emergency exit after which every participant is
+    paid its balances after trading."""
     if offline:
         from simulations.demos.offline import run_demo
 

@@ -16,7 +16,6 @@ against, and an empty side refuses it (``no_liquidity``).
 from __future__ import annotations
 
 import json
-import time
 from decimal import Decimal, InvalidOperation, localcontext
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +26,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from channel.api.book_feed import LocalBook, follow_book
 from channel.api.client import Client
 from channel.cli.console import console, user_errors
 from channel.cli.node import JsonFlag, NodeDir
@@ -35,7 +35,6 @@ from crdt.units import format_e9
 
 E9 = 10**9
 UINT64_LIMIT = 2**64
-WATCH_INTERVAL = 0.5  # seconds between two polls of `book --watch`
 
 RequestId = Annotated[
     str | None, typer.Option(help="Idempotency key: a retry returns the first answer.")
@@ -137,7 +136,8 @@ def describe_order(market: dict[str, Any], order: dict[str, Any]) -> str:
 
 def ladder(market: dict[str, Any], book: dict[str, Any]) -> Group:
     """The book as a ladder: asks above (best at the bottom), bids below (best at the top)."""
-    table = Table(title=f"{book['market']}  version {book['version']}", show_edge=False)
+    at = f"version {book['version']}" if "version" in book else f"seq {book['seq']}"
+    table = Table(title=f"{book['market']}  {at}", show_edge=False)
     for column in ("bid qty", "price", "ask qty", "total"):
         table.add_column(column, justify="right")
     total = 0
@@ -160,6 +160,14 @@ def ladder(market: dict[str, Any], book: dict[str, Any]) -> Group:
     )
     return Group(table, Text(f"best bid {price_text(market, bid) or '-'}  best ask {price_text(market, ask) or '-'}"
                              f"  {spread}"))
+
+
+def streamed(book: LocalBook) -> dict[str, Any]:
+    """A book kept from the stream, in the shape of ``parley_orderBook`` (its seq where a read
+    has its version)."""
+    bid, ask = book.best_bid(), book.best_ask()
+    return {"market": book.market, "seq": book.seq, "best_bid": None if bid is None else str(bid[0]),
+            "best_ask": None if ask is None else str(ask[0]), **book.levels()}
 
 
 def register(app: typer.Typer) -> None:
@@ -232,12 +240,13 @@ def register(app: typer.Typer) -> None:
     def book(
         market: Annotated[str, typer.Argument(help="The market's symbol, e.g. ETH/USDC.")],
         depth: Annotated[int, typer.Option(help="Price levels a side.", min=1, max=1000)] = 10,
-        watch: Annotated[bool, typer.Option("--watch", help="Refresh every 0.5 s until Ctrl-C.")] = False,
+        watch: Annotated[bool, typer.Option("--watch", help="Live from the node's book stream until Ctrl-C.")] = False,
         node: NodeDir = Path("data"),
         as_json: JsonFlag = False,
     ) -> None:
-        """The market's order book (level 2), as a ladder; --watch keeps it live (with --json: one
-        JSON line each time it changes)."""
+        """The market's order book (level 2), as a ladder; --watch keeps it live from the node's
+        book stream, a snapshot then each change (with --json: one JSON line each time it
+        changes, with the stream's seq in place of the version)."""
         with Client.for_node(node) as client:
             found = find_market(client, market)
             current = client.order_book(market, depth)
@@ -250,16 +259,13 @@ def register(app: typer.Typer) -> None:
             try:
                 if as_json:
                     last = None
-                    while True:
-                        if current != last:
-                            print(json.dumps(current), flush=True)
-                            last = current
-                        time.sleep(WATCH_INTERVAL)
-                        current = client.order_book(market, depth)
+                    for local in follow_book(client, market, depth):
+                        if (shown := streamed(local)) != last:
+                            print(json.dumps(shown), flush=True)
+                            last = shown
                 with Live(ladder(found, current), console=console, auto_refresh=False) as live:
-                    while True:
-                        time.sleep(WATCH_INTERVAL)
-                        live.update(ladder(found, client.order_book(market, depth)), refresh=True)
+                    for local in follow_book(client, market, depth):
+                        live.update(ladder(found, streamed(local)), refresh=True)
             except KeyboardInterrupt:
                 return
 

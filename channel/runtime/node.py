@@ -56,6 +56,7 @@ from channel.runtime.config import NodeConfig
 from channel.runtime.events import EventHub
 from channel.runtime.genesis_file import load_genesis
 from channel.runtime.keystore import write_atomic
+from channel.runtime.market_feed import MarketFeed
 from channel.runtime.service import NotReady, RequestRejected, UnknownMarket
 from channel.runtime.store import Store
 from crdt.certificate import Certificate
@@ -185,13 +186,14 @@ class Node:
         self.signer = signer if signer is not None else SignerState(True, 1)
         self.storage_error: str | None = None  # the last failed write, until a write works again
         self.events = EventHub()
+        self.market_feed = MarketFeed(replica, self.events, key.address)  # book, trades, fills, orders
         self.peer: Peer | None = None
         self.driver: ConsensusDriver | None = None
         self.chain_worker: ChainWorker | None = None
         self.wall_clock = wall_clock
         self.started: float | None = None  # trio time when it began to run (`open_node`)
         self._lock = trio.Lock()
-        self._watched: dict[OpId, str] = {}  # op ids submitted here -> last status sent
+        self._watched: dict[OpId, str] = {}  # op ids submitted here, not yet certified -> last status sent
         self._balances = self._balance_snapshot()
         self.submitted = 0
         self.behaviour: Behaviour = HONEST
@@ -345,11 +347,15 @@ class Node:
                 if self._balances.get(account) != tokens:
                     events.publish("balances", {"account": account, "balances": tokens})
             self._balances = current
+        certified = self.replica.epoch_of
         for op_id, last in list(self._watched.items()):
             status = self.replica.status(op_id)
             if status != last:
                 self._watched[op_id] = status
                 events.publish("status", {"op_id": "0x" + op_id.hex(), "status": status})
+            if op_id in certified:  # final or rejected for good: it cannot change any more
+                del self._watched[op_id]
+        self.market_feed.update(ops)
 
     def receive(self, ops: Sequence[SignedOp], source: PeerId = b"local") -> None:
         """Store, apply and announce operations that did not come through the peer (a node
@@ -486,7 +492,8 @@ class Node:
 
 
     def balances(self) -> dict[str, dict[str, dict[str, int]]]:
-        """Free, locked and withdrawn (cumulative) e9 per participant (0x hex) and token."""
+        """Free, held (by open orders), locked and withdrawn (cumulative) e9 per participant (0x hex)
+        and token."""
         return self.replica.balances()
 
     def operation(self, op_id: bytes) -> dict[str, Any]:
@@ -540,9 +547,7 @@ class Node:
         return market
 
     def _taker_side(self, record: FillRecord) -> str:
-        """The side of the order.place that made a fill (applied, so in the graph)."""
-        side: str = self.replica.graph.ops[record.fill.taker_order].body["side"]
-        return side
+        return trading.taker_side(self.replica, record.fill)
 
     def markets(self) -> list[dict[str, Any]]:
         return [trading.market_json(market) for market in self.genesis.markets]

@@ -16,6 +16,7 @@ strings), which the WebSocket streams of books, trades, orders and fills share.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import trio
@@ -49,7 +50,12 @@ class UnknownMarket(ChannelError):
 
 
 class Events(Protocol):
-    def open(self, topic: str) -> tuple[Subscriber, trio.MemoryReceiveChannel[dict[str, Any]]]: ...
+    def open(
+        self, topic: str, params: Mapping[str, Any] | None = None
+    ) -> tuple[Subscriber, trio.MemoryReceiveChannel[dict[str, Any]]]:
+        """A subscription to `topic` (with `params` the API checked: a ``market``, a book's
+        ``depth``); a book's snapshot is queued on it before this returns."""
+        ...
 
     def close(self, subscriber: Subscriber) -> None: ...
 

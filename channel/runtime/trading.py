@@ -22,6 +22,7 @@ from typing import Any
 
 from crdt.markets.book import BUY, SELL, Fill, FillRecord, OrderInfo, RestingOrder
 from crdt.markets.config import Market, notional
+from crdt.replica import Replica
 from crdt.types import Address
 
 MAX_DEPTH = 1000  # price levels a book read returns at most
@@ -92,6 +93,12 @@ def own_fill_json(record: FillRecord, taker_side: str, account: Address) -> dict
     }
 
 
+def taker_side(replica: Replica, fill: Fill) -> str:
+    """The side of the order.place that made a fill (it was applied, so it is in the graph)."""
+    side: str = replica.graph.ops[fill.taker_order].body["side"]
+    return side
+
+
 def involves(fill: Fill, account: Address) -> bool:
     return account in (fill.taker, fill.maker)
 
@@ -139,8 +146,12 @@ def order_json(info: OrderInfo, taker_sides: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def levels(orders: Iterable[RestingOrder], depth: int) -> list[list[str]]:
-    """Level 2 of one side (best first): ``[price, qty]`` per price, the first `depth` prices."""
+Level = tuple[int, int]  # price, qty (e9)
+
+
+def level_pairs(orders: Iterable[RestingOrder], depth: int | None = None) -> tuple[Level, ...]:
+    """Level 2 of one side (best first) in e9: ``(price, qty)`` per price, the first `depth`
+    prices (all if None), reading no further into `orders` than it needs."""
     found: list[list[int]] = []
     for order in orders:
         if found and found[-1][0] == order.price:
@@ -149,7 +160,16 @@ def levels(orders: Iterable[RestingOrder], depth: int) -> list[list[str]]:
             break
         else:
             found.append([order.price, order.remaining])
-    return [[str(price), str(qty)] for price, qty in found]
+    return tuple((price, qty) for price, qty in found)
+
+
+def level_json(pairs: Iterable[Level]) -> list[list[str]]:
+    return [[str(price), str(qty)] for price, qty in pairs]
+
+
+def levels(orders: Iterable[RestingOrder], depth: int) -> list[list[str]]:
+    """Level 2 of one side (best first): ``[price, qty]`` per price, the first `depth` prices."""
+    return level_json(level_pairs(orders, depth))
 
 
 def level3(orders: Iterable[RestingOrder], depth: int, me: Address) -> list[dict[str, Any]]:

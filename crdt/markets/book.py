@@ -8,7 +8,7 @@ A bid's price key is ``-price`` (best first is ascending), an ask's ``price``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -145,6 +145,12 @@ class Book:
     def asks(self) -> list[RestingOrder]:
         """Best first: price ascending, then placement ascending."""
         return [self._orders[order_id] for order_id in self._asks.values()]
+
+    def side(self, side: str) -> Iterator[RestingOrder]:
+        """One side (`BUY` or `SELL`) best first, lazily: a reader that stops early (the first
+        levels of a deep book) pays only for what it read."""
+        ids = self._bids if side == BUY else self._asks
+        return (self._orders[order_id] for order_id in ids.values())
 
     def best_bid(self) -> RestingOrder | None:
         return self._orders[self._bids.peekitem(0)[1]] if self._bids else None

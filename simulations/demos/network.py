@@ -3,9 +3,10 @@
 1. writes a channel (genesis, encrypted keys, one node.toml per participant) into a folder;
 2. starts the nodes as separate processes (`simulations.cluster`);
 3. sends a seeded transfer workload through each node's local API, several requests in flight
-   per node, with a live progress bar;
+   per node, with a live progress bar; then trades the genesis's ETH/USDC market: two market
+   makers quote a ladder around a moving mid while the other nodes take (`simulations.trading`);
 4. waits until every node holds every operation and they all report the same state hash and
-   payout root;
+   payout root, and the same fills (count and hash);
 5. prints throughput and the latency a client sees for a submit (signed, stored, applied);
 6. stops every node with SIGTERM and checks that they exit cleanly.
 """
@@ -16,18 +17,19 @@ import random
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from channel.api.client import ApiError, AsyncClient, Endpoint
 from channel.runtime.genesis_file import DEMO_ETH, DEMO_USDC
 from crdt.genesis import Role
 from simulations.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all
+from simulations.trading import Flow, agreement_table, market_views, run_order_flow
 
 E9 = 10**9
 CONVERGE_WITHIN = 60.0
@@ -104,17 +106,6 @@ def progress_bar(console: Console) -> Progress:
                     console=console)
 
 
-def node_table(stats: list[dict[str, Any]], notes: dict[int, str] | None = None) -> Table:
-    table = Table(title="nodes")
-    for column in ("node", "participant", "ops", "rejected", "peers", "state hash", "payout root"):
-        table.add_column(column)
-    for index, s in enumerate(stats):
-        note = (notes or {}).get(index, "")
-        table.add_row(f"{index}{note}", s["address"][:10] + "…", str(s["operations"]), str(s["rejected"]),
-                      str(s.get("peers", "")), s["state_hash"][:14] + "…", s["payout_root"][:14] + "…")
-    return table
-
-
 async def converge(endpoints: list[Endpoint], expected: int) -> tuple[list[dict[str, Any]], float]:
     """Wait (at most CONVERGE_WITHIN seconds) until every node has `expected` operations and one
     state hash; return the last stats and how long it took."""
@@ -155,25 +146,40 @@ def run_network_demo(
             with progress_bar(console) as progress:
                 plan = seeded_plan(participants, transfers, seed)
                 workload = trio.run(run_workload, endpoints, addresses, plan, concurrency, progress)
-            accepted = workload.accepted
+                flow = Flow(seed=seed)
+                makers = (0, 1) if participants > 2 else (0,)
+                task = progress.add_task("orders", total=flow.requests(len(makers), participants - len(makers)))
+                orders = trio.run(run_order_flow, endpoints, cluster.genesis.markets[0], flow, makers,
+                                  partial(progress.advance, task))
+                progress.update(task, total=orders.requests)
+            accepted = workload.accepted + orders.submitted
             stats, settle = trio.run(converge, endpoints, accepted)
+            views = trio.run(market_views, endpoints, cluster.genesis.markets[0].symbol)
         finally:
             codes = stop_all(processes)
-        converged = len({s["state_hash"] for s in stats}) == 1 and all(s["operations"] == accepted for s in stats)
-        console.print(node_table(stats))
+        fills = {(view.fills, view.fills_hash) for view in views}
+        converged = (len({s["state_hash"] for s in stats}) == 1 and all(s["operations"] == accepted for s in stats)
+                     and len(fills) == 1)
+        console.print(agreement_table(views, stats, {}))
         p50, p99 = percentile(workload.latencies, 0.5) * 1e3, percentile(workload.latencies, 0.99) * 1e3
         console.print(
             f"{'[green]converged[/green]' if converged else '[red]NOT converged[/red]'}: "
             f"state hash [bold]{stats[0]['state_hash']}[/bold]\n"
             f"payout root [bold]{stats[0]['payout_root']}[/bold]\n"
+            f"{views[0].fills} fills, hash {views[0].fills_hash}"
+            f"{', the same on every node' if len(fills) == 1 else ' [red]on node 0: the nodes DIFFER[/red]'}\n"
             f"{workload.summary()}\n"
+            f"{orders.summary()}\n"
             f"every node had everything {settle * 1e3:.0f} ms after the last submit\n"
             f"nodes stopped with exit codes {codes}"
         )
         return {
             "converged": converged,
             "nodes": participants,
-            "transfers": accepted,
+            "transfers": workload.accepted,
+            "orders": orders.submitted,
+            "fills": views[0].fills,
+            "fills_agree": len(fills) == 1,
             "refused": workload.refused,
             "transfers_per_s": round(accepted / workload.elapsed, 1),
             "submit_ms_p50": round(p50, 2),

@@ -1,11 +1,13 @@
 """The local demo: one channel, four replicas, four different delivery orders, one state.
 
-It writes a real channel folder (genesis.toml and encrypted keystores), signs a seeded workload
-with the participants' keys, and delivers the operations to each replica differently: in
-creation order, reversed (children before parents, so everything waits in the pending buffer
-first), shuffled with duplicates, and split into two partitions that are merged afterwards.
-The replicas must end with byte-identical state hashes and payout roots. The operations are
-also written as ops.cbor, so `parley replay` can check the result independently.
+It writes a real channel folder (genesis.toml with the ETH/USDC market, and encrypted
+keystores), signs a seeded workload with the participants' keys (transfers, withdrawals, locks
+and, for `ORDER_PERCENT` of the operations, orders on the market: `simulations.workload`), and
+delivers the operations to each replica differently: in creation order, reversed (children
+before parents, so everything waits in the pending buffer first), shuffled with duplicates, and
+split into two partitions that are merged afterwards. The replicas must end with byte-identical
+state hashes and payout roots, and the same fills (count and hash, `simulations.trading`). The
+operations are also written as ops.cbor, so `parley replay` can check the result independently.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from crdt.graph import PendingBuffer
 from crdt.ops import SignedOp, encode_ops
 from crdt.replica import Replica
 from crdt.units import format_e9
-from simulations.workload import Workload
+from simulations.trading import replica_fills_hash
+from simulations.workload import Workload, order_mix
 
 DEMO_PASSWORD = "parley-demo"  # throwaway keys in a temporary folder
+ORDER_PERCENT = 30  # of the operations, orders (placements, cancels, cancel-alls)
 
 
 def _orders(ops: list[SignedOp], seed: int) -> list[tuple[str, list[list[SignedOp]]]]:
@@ -78,7 +82,7 @@ def run_demo(
         keys = keystore.load_all(root / "keys", DEMO_PASSWORD)
         console.print(f"channel 0x{genesis.channel_id.hex()} in {root}")
         started = time.perf_counter()
-        workload = Workload(genesis, [key.private_key for key in keys], seed=seed)
+        workload = Workload(genesis, [key.private_key for key in keys], seed=seed, mix=order_mix(ORDER_PERCENT))
         ops: list[SignedOp] = []
         with _progress(console) as progress:
             task = progress.add_task("signing", total=operations)
@@ -96,36 +100,40 @@ def run_demo(
                 replica.ledger.check_conservation()
                 delivered = sum(len(part) for part in plan)
                 rows.append((name, replica, delivered / (time.perf_counter() - began)))
-        roots = {(r.state_hash(), r.payout_root()) for _, r, _ in rows}
+        roots = {(r.state_hash(), r.payout_root(), replica_fills_hash(r.ledger.fills)) for _, r, _ in rows}
         converged = len(roots) == 1
         table = Table(title="replicas")
-        for column in ("delivery", "ops", "rejected", "re-applied", "ops/s", "state hash", "payout root"):
-            numeric = column in ("ops", "rejected", "re-applied", "ops/s")
+        for column in ("delivery", "ops", "rejected", "re-applied", "ops/s", "fills", "fills hash", "state hash",
+                       "payout root"):
+            numeric = column in ("ops", "rejected", "re-applied", "ops/s", "fills")
             table.add_column(column, justify="right" if numeric else "left")
         for name, replica, rate in rows:
             table.add_row(
                 name, str(len(replica.graph)), str(len(replica.rejected())), str(replica.replayed),
-                f"{rate:,.0f}", "0x" + replica.state_hash().hex()[:16] + "…",
-                "0x" + replica.payout_root().hex()[:16] + "…",
+                f"{rate:,.0f}", str(replica.ledger.fill_count), replica_fills_hash(replica.ledger.fills)[:10],
+                "0x" + replica.state_hash().hex()[:8], "0x" + replica.payout_root().hex()[:8],
             )
         console.print(table)
         first = rows[0][1]
-        balances = Table(title="balances (USDC)")
-        for column in ("participant", "role", "free", "locked", "withdrawn"):
-            balances.add_column(column)
+        balances = Table(title="balances (held: by open orders)")
+        parts = ("free", "held", "locked", "withdrawn")
+        for column in ("participant", "token", *parts):
+            balances.add_column(column, justify="right" if column in parts else "left")
         for participant in genesis.participants:
-            entry = first.balances()["0x" + participant.address.hex()]["USDC"]
-            balances.add_row(
-                "0x" + participant.address.hex(), participant.role.value,
-                format_e9(entry["free"]), format_e9(entry["locked"]), format_e9(entry["withdrawn"]),
-            )
+            for token in genesis.tokens:
+                entry = first.balances()["0x" + participant.address.hex()][token.symbol]
+                balances.add_row("0x" + participant.address.hex()[:8] + "…", token.symbol,
+                                 *(format_e9(entry[part]) for part in parts))
         console.print(balances)
-        state_hash, payout_root = next(iter(roots)) if converged else (first.state_hash(), first.payout_root())
+        state_hash, payout_root, fills = next(iter(roots)) if converged else (
+            first.state_hash(), first.payout_root(), replica_fills_hash(first.ledger.fills))
         if converged:
-            console.print(f"[green]converged[/green]: all {len(rows)} replicas agree")
+            console.print(f"[green]converged[/green]: all {len(rows)} replicas agree, on the "
+                          f"{first.ledger.fill_count} fills too")
         else:
             console.print("[red]NOT converged[/red]: replicas disagree")
-        console.print(f"state hash  [bold]0x{state_hash.hex()}[/bold]\npayout root [bold]0x{payout_root.hex()}[/bold]")
+        console.print(f"state hash  [bold]0x{state_hash.hex()}[/bold]\npayout root [bold]0x{payout_root.hex()}[/bold]\n"
+                      f"fills hash  [bold]{fills}[/bold]")
         console.print(f"signing: {operations / (signed - started):,.0f} ops/s")
         if folder is not None:
             console.print(f"check it yourself: parley replay {root / 'ops.cbor'} --genesis {root / 'genesis.toml'}")
@@ -135,8 +143,12 @@ def run_demo(
             "operations": operations,
             "state_hash": "0x" + state_hash.hex(),
             "payout_root": "0x" + payout_root.hex(),
+            "fills": first.ledger.fill_count,
+            "fills_hash": fills,
             "replicas": [
-                {"delivery": name, "state_hash": "0x" + r.state_hash().hex(), "rejected": len(r.rejected())}
+                {"delivery": name, "state_hash": "0x" + r.state_hash().hex(), "rejected": len(r.rejected()),
+                 "fills": r.ledger.fill_count, "fills_hash": replica_fills_hash(r.ledger.fills),
+                 "self_fills": sum(1 for fill in r.ledger.fills if fill.taker == fill.maker)}
                 for name, r, _ in rows
             ],
         }

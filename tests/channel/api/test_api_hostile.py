@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosedError, WebSocketException
 from websockets.sync.client import connect as ws_connect
 
 from channel.api.client import ApiError, Client, Endpoint, Events
-from channel.api.server import MAX_REQUEST_BYTES, METHODS
+from channel.api.server import MAX_REQUEST_BYTES, METHODS, TOPICS
 from channel.cli.main import parse_token
 from channel.errors import UserError
 from channel.runtime.node import Node
@@ -507,7 +507,7 @@ def test_token_decimals_take_ascii_digits_only(text: str) -> None:
 # -- 3. arbitrary JSON at every method ----------------------------------------------------------------
 
 PARAMS = {name: method.params for name, method in METHODS.items()} | {
-    "parley_subscribe": ("topic",), "parley_unsubscribe": ("subscription",)}
+    "parley_subscribe": ("topic", "params"), "parley_unsubscribe": ("subscription",)}
 ABSENT = object()
 ANSWER_CODES = {-32700, -32600, -32601, -32602, -32001, -32004}  # never -32603: that is a bug
 
@@ -540,7 +540,10 @@ def fuzz_strategies(to: list[str]) -> st.SearchStrategy[tuple[bytes, str]]:
         "to": st.sampled_from(to), "account": st.sampled_from(to), "token": st.just("USDC"), "amount": amount,
         "request_id": st.sampled_from([None, "r1", "r2"]), "kind": st.sampled_from(["transfer", "withdraw", "lock"]),
         "body": body, "op_id": st.just("0x" + "ab" * 32), "version": st.integers(0, 3),
-        "topic": st.sampled_from(["ops", "balances", "status"]), "subscription": st.sampled_from(["0x1", "0x2"]),
+        "topic": st.sampled_from(TOPICS), "subscription": st.sampled_from(["0x1", "0x2"]),
+        "params": st.none() | st.fixed_dictionaries(
+            {}, optional={"market": st.just("ETH/USDC") | tricky, "depth": st.integers(-2, 2000) | tricky}
+        ),
     }
 
     def slot(name: str) -> st.SearchStrategy[Any]:

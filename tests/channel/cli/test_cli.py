@@ -190,25 +190,57 @@ def test_replay_of_a_truncated_file_is_a_clean_error(channel_folder: Path, ops_b
     assert "not a CBOR sequence" in output
 
 
-def test_offline_demo_converges() -> None:
+def test_offline_demo_converges_with_the_same_fills_in_every_delivery_order() -> None:
     code, output = invoke("demo", "--offline", "--transfers", "400", "--json")
     assert code == 0, output
     result = json.loads(output)
     assert result["converged"] is True
     assert len({replica["state_hash"] for replica in result["replicas"]}) == 1
     assert result["state_hash"] == result["replicas"][0]["state_hash"]
+    assert result["fills"] > 0  # the workload trades ETH/USDC
+    assert {(replica["fills"], replica["fills_hash"]) for replica in result["replicas"]} == {
+        (result["fills"], result["fills_hash"])
+    }
+    assert all(replica["self_fills"] == 0 for replica in result["replicas"])
+
+
+@pytest.mark.slow
+def test_the_network_demo_trades_and_every_node_has_the_same_fills() -> None:
+    code, output = invoke("demo", "--no-chain", "--transfers", "40", "--json")
+    assert code == 0, output
+    result = json.loads(output[output.index("{"):])
+    assert result["converged"] is True
+    assert result["orders"] > 100  # two ladders re-quoted, and the takers' orders
+    assert result["fills"] > 0
+    assert result["fills_agree"] is True
+    assert result["exit_codes"] == [0, 0, 0, 0]
 
 
 @pytest.mark.slow
 def test_the_full_demo_settles_and_pays_the_exit(tmp_path: Path) -> None:
-    """`parley demo`: deposits, a Byzantine node, checkpoints settled on-chain while the channel
-    stays open (a withdrawal claimed mid-run), finality with a node stopped, and an emergency
-    exit paid exactly what the newest certificate owes."""
+    """`parley demo`: deposits, a Byzantine node, transfers and trading, checkpoints settled
+    on-chain while the channel stays open (a withdrawal claimed mid-run), finality with a node
+    stopped, and an emergency exit after which every participant is paid exactly what its
+    balances after trading owe (open orders' holds included), as the certificate says."""
     code, output = invoke("demo", "--transfers", "120", "--folder", str(tmp_path / "demo"), "--json")
     assert code == 0, output
     result = json.loads(output[output.index("{"):])
     assert result["converged"] is True
     assert result["paid"] == result["expected"] > 0
     assert result["withdrawn"] == 100 * 10**6  # claimed on-chain from a periodic checkpoint
-    assert result["equivocations"] == 30  # every transfer of the Byzantine node had a twin
+    # every transfer and order the Byzantine node sent through its API had a twin
+    assert result["equivocations"] == 30 + result["byzantine_orders"]
     assert result["checkpoints"] >= 3
+    # trading: the same fills on every node (count and hash), the forged orders judged by all
+    assert result["fills"] > 0
+    assert result["fills_agree"] is True
+    assert result["unfunded"] == result["byzantine_orders"] > 0  # one after each of its orders
+    assert result["unfunded_rejected"] == 4 * result["unfunded"]  # insufficient_balance on every node
+    assert result["self_trades"] > 0
+    assert result["self_trade_removed"] > 0
+    assert result["self_fills"] == 0
+    # the settlement: every participant, both tokens, paid its free + held + locked
+    assert result["settlement_ok"] is True
+    assert len(result["payouts"]) == 8
+    assert all(payout["paid"] == payout["owed"] > 0 for payout in result["payouts"])
+    assert any(payout["held"] > 0 for payout in result["payouts"])  # the last ladders rest: paid back
