@@ -26,6 +26,7 @@ from crdt.ops import SignedOp, sign_op
 from p2p.memory import MemoryNetwork
 from tests.channel.api.trading_kit import E9, KEYS, SYMBOL, order_body, trading_genesis, with_node
 from tests.channel.runtime import node_kit
+from tests.channel.runtime.node_kit import run_real_time
 
 TRADERS = [Role.TRADER] * 4
 GENESIS = trading_genesis(roles=TRADERS)
@@ -83,19 +84,6 @@ async def served_cluster(tmp_path: Path, count: int = 4) -> AsyncIterator[list[t
         network.connect_all()
         yield served
         nursery.cancel_scope.cancel()
-
-
-def run_real_time(main: Callable[[], Awaitable[None]]) -> None:
-    """`trio.run(main)`, with a failure inside the nodes' nested nurseries raised as itself."""
-    try:
-        trio.run(main)
-    except BaseExceptionGroup as group:
-        error: BaseException = group
-        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-            error = error.exceptions[0]
-        if error is group:
-            raise
-        raise error from None
 
 
 async def next_event(events: Events, within: float = 10.0) -> dict[str, Any]:

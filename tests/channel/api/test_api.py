@@ -15,14 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from channel.api.client import ApiError, AsyncClient, Client, Endpoint, Unauthorized
-from channel.api.server import INVALID_PARAMS, RpcError, openrpc_document, parse_body, serve_api
+from channel.api.server import INVALID_PARAMS, RpcError, openrpc_document, parse_body
 from channel.runtime import keystore
 from channel.runtime.genesis_file import create_genesis_folder, load_genesis
-from channel.runtime.node import Node, api_token
-from channel.runtime.store import Store
+from channel.runtime.node import Node
 from crdt.genesis import Role, Token
 from crdt.kinds import AMOUNT, KINDS
 from crdt.ops import sign_op
+from tests.channel.api.trading_kit import serve_node
 from tests.crdt.kinds_kit import ANY_JSON, MEMO, TRICKY_JSON, WITH_MEMO, json_body
 
 PASSWORD = "pw"
@@ -43,22 +43,7 @@ def with_node(channel_dir: Path, tmp_path: Path, body: Callable[[Node, Endpoint]
     genesis = load_genesis(channel_dir / "genesis.toml")
     address = genesis.participants[participant].address
     key = keystore.load(keystore.find(channel_dir / "keys", address), PASSWORD)
-    data_dir = tmp_path / f"node{participant}"
-    store = Store(data_dir / "node.sqlite")
-
-    async def main() -> None:
-        node = Node.restore(genesis, key, store, fresh_channel=True)
-        token = api_token(data_dir)
-        async with trio.open_nursery() as nursery:
-            url = await nursery.start(serve_api, node, token)
-            with trio.fail_after(60):
-                await body(node, Endpoint(url, token))
-            nursery.cancel_scope.cancel()
-
-    try:
-        trio.run(main)
-    finally:
-        store.close()
+    serve_node(genesis, key, tmp_path / f"node{participant}", body)
 
 
 def others(node: Node) -> list[str]:

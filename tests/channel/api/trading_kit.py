@@ -54,11 +54,17 @@ def with_node(genesis: Genesis, tmp_path: Path, body: Callable[[Node, Endpoint],
               index: int = 0) -> None:
     """Run participant `index`'s node and its API (data directory ``tmp_path/node<index>``)
     for as long as `body` runs."""
-    data_dir = tmp_path / f"node{index}"
+    serve_node(genesis, keystore.Key(ADDRESSES[index], KEYS[index]), tmp_path / f"node{index}", body)
+
+
+def serve_node(genesis: Genesis, key: keystore.Key, data_dir: Path,
+               body: Callable[[Node, Endpoint], Awaitable[None]]) -> None:
+    """Run `key`'s node on a new store in `data_dir`, with its API (and ``api.json``, as a running
+    node writes it), for as long as `body` runs (at most 60 s)."""
     store = Store(data_dir / "node.sqlite")
 
     async def main() -> None:
-        node = Node.restore(genesis, keystore.Key(ADDRESSES[index], KEYS[index]), store, fresh_channel=True)
+        node = Node.restore(genesis, key, store, fresh_channel=True)
         token = api_token(data_dir)
         async with trio.open_nursery() as nursery:
             url = await nursery.start(serve_api, node, token)

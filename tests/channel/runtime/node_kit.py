@@ -53,12 +53,11 @@ def virtual_wall_clock() -> int:
     return EPOCH_MS + int(trio.current_time() * 1000)
 
 
-def run_virtual(main: Callable[[], Awaitable[T]]) -> T:
-    """Run `main` under the virtual clock. A failure inside the nodes' nested nurseries comes
-    out as itself (an `AssertionError`, a `TooSlowError`), not wrapped in one exception group
-    per nursery."""
+def _run(main: Callable[[], Awaitable[T]], clock: trio.abc.Clock | None) -> T:
+    """`trio.run(main)`, with a failure inside the nodes' nested nurseries raised as itself (an
+    `AssertionError`, a `TooSlowError`), not wrapped in one exception group per nursery."""
     try:
-        return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        return trio.run(main, clock=clock)
     except BaseExceptionGroup as group:
         error: BaseException = group
         while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
@@ -66,6 +65,16 @@ def run_virtual(main: Callable[[], Awaitable[T]]) -> T:
         if error is group:
             raise
         raise error from None
+
+
+def run_virtual(main: Callable[[], Awaitable[T]]) -> T:
+    """Run `main` under the virtual clock (see `_run` for its failures)."""
+    return _run(main, trio.testing.MockClock(autojump_threshold=0))
+
+
+def run_real_time(main: Callable[[], Awaitable[T]]) -> T:
+    """Run `main` on the real clock (see `_run` for its failures)."""
+    return _run(main, None)
 
 
 class VirtualStore(Store):
