@@ -26,7 +26,7 @@ from rich.table import Table
 from channel.errors import UserError
 from channel.runtime.genesis_file import read_toml
 from crdt.genesis import Genesis, InvalidMarket, parse_markets
-from crdt.markets.book import Fill, RestingOrder
+from crdt.markets.book import FillRecord, RestingOrder
 from crdt.markets.config import Market
 from crdt.replica import Replica
 from crdt.units import format_e9, parse_e9
@@ -162,12 +162,13 @@ def book_entry(order: RestingOrder) -> dict[str, Any]:
             "remaining": str(order.remaining), "placed": order.placed}
 
 
-def fill_entry(replica: Replica, fill: Fill) -> dict[str, Any]:
+def fill_entry(record: FillRecord) -> dict[str, Any]:
+    fill = record.fill
     return {
         "taker_order": "0x" + fill.taker_order.hex(), "maker_order": "0x" + fill.maker_order.hex(),
         "taker": "0x" + fill.taker.hex(), "maker": "0x" + fill.maker.hex(), "market": fill.market,
         "price": str(fill.price), "qty": str(fill.qty), "taker_fee": str(fill.taker_fee),
-        "maker_fee": str(fill.maker_fee), "final": replica.status(fill.taker_order) == "final",
+        "maker_fee": str(fill.maker_fee), "final": record.final,
     }
 
 
@@ -175,7 +176,7 @@ def markets_report(replica: Replica) -> dict[str, Any]:
     """Per market of the genesis: ``bids`` and ``asks`` best first, ``open_orders`` in placement
     order (with side, hold and expiry), ``fills`` in replay order."""
     ledger = replica.ledger
-    fills = replica.fills()
+    fills = replica.fill_records()
     report: dict[str, Any] = {}
     for market in replica.genesis.markets:
         book = ledger.book(market.symbol)
@@ -190,7 +191,7 @@ def markets_report(replica: Replica) -> dict[str, Any]:
                  "expires": str(ledger.expiry.get(order.order_id, 0))}
                 for order in resting
             ],
-            "fills": [fill_entry(replica, fill) for fill in fills if fill.market == market.symbol],
+            "fills": [fill_entry(record) for record in fills if record.fill.market == market.symbol],
         }
     return report
 
