@@ -574,7 +574,8 @@ class Ledger:
         placed = self.meta.get("placements", 0) + 1
         self._set(self.meta, "placements", placed)
         self._set(self.order_owner, op.op_id, op.author)
-        remaining, stopped = self._take(op, market, side, price, qty)
+        # a post-only order got here only if it does not cross the best resting order: it takes nothing
+        remaining, stopped = (qty, False) if tif == POST_ONLY else self._take(op, market, side, price, qty)
         if not remaining:
             self._set(self.closed, op.op_id, (FILLED, op.op_id))
         elif stopped:

@@ -3,6 +3,7 @@ withdrawals, deposits and payouts, and the undo journal restores state exactly."
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
@@ -209,3 +210,16 @@ def test_regression_duplicate_token_addresses_are_refused() -> None:
             tokens=[WETH, Token("WETH2", WETH.address, 18)],  # type: ignore[arg-type]
             initial_balances=[InitialBalance(ADDR[0], "WETH", 1)],  # type: ignore[arg-type]
         )
+
+
+def test_a_dropped_replica_is_freed_without_the_cyclic_collector() -> None:
+    """No reference cycle in a replica or its ledger (the ledger's handler table once held bound
+    methods): what replay built is freed when the replica goes, not by a later full collection,
+    which would run in the middle of someone else's work and cost in proportion to the heap."""
+    op = sign(A, 1, [], "transfer", transfer(B, 1))
+    gc.collect()
+    replica = Replica(GENESIS)
+    replica.receive(op)
+    replica.certify(Cut(1, (op.op_id,), 0))
+    del replica
+    assert gc.collect() == 0
