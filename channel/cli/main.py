@@ -215,10 +215,14 @@ def replay_file(data: bytes, genesis: Genesis) -> tuple[Replica, list[dict[str, 
 
 def replay_report(replica: Replica, refused: list[dict[str, Any]]) -> dict[str, Any]:
     """The replayed state as one JSON document. In a channel with markets ``fee_pool`` (per
-    token) and ``markets`` (books, open orders and fills: `markets_report`) are added; e9 amounts
-    there are decimal strings."""
+    token) and ``markets`` (books, open orders and fills: `markets_report`) are added. Every e9
+    amount is a decimal string, as on the API (a JSON number above 2**53 loses digits in
+    JavaScript and in many JSON parsers)."""
     genesis, ledger = replica.genesis, replica.ledger
-    balances = replica.balances()
+    balances = {
+        account: {token: {part: str(value) for part, value in parts.items()} for token, parts in tokens.items()}
+        for account, tokens in replica.balances().items()
+    }
     trading: dict[str, Any] = {}
     if genesis.markets:
         trading = {"fee_pool": {t.symbol: str(ledger.fees(t.symbol)) for t in genesis.tokens},
@@ -277,7 +281,7 @@ def print_replay(report: dict[str, Any], genesis: Genesis) -> None:
     for account, per_token in report["balances"].items():
         for index, token in enumerate(genesis.tokens):
             label = [token.symbol] if len(genesis.tokens) > 1 else []
-            amounts = (format_e9(per_token[token.symbol][bucket]) for bucket in buckets)
+            amounts = (format_e9(int(per_token[token.symbol][bucket])) for bucket in buckets)
             shown = f"{account[:10]}…{account[-4:]}" if index == 0 else ""  # in full with --json
             table.add_row(shown, *label, *amounts, end_section=index == len(genesis.tokens) - 1)
     console.print(table)
