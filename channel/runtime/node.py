@@ -575,16 +575,15 @@ class Node:
         if market is not None:
             self._market(market)
         me = self.address
-        mine = [
-            record for record in self.replica.fill_records()
-            if trading.involves(record.fill, me) and market in (None, record.fill.market)
-        ]
-        return [trading.own_fill_json(record, self._taker_side(record), me) for record in mine[-limit:]]
+        mine = self.replica.last_fill_records(
+            lambda fill: trading.involves(fill, me) and market in (None, fill.market), limit
+        )
+        return [trading.own_fill_json(record, self._taker_side(record), me) for record in mine]
 
     def trades(self, market: str, limit: int = 100) -> list[dict[str, Any]]:
         self._market(market)
-        found = [record for record in self.replica.fill_records() if record.fill.market == market]
-        return [trading.fill_json(record, self._taker_side(record)) for record in found[-limit:]]
+        found = self.replica.last_fill_records(lambda fill: fill.market == market, limit)
+        return [trading.fill_json(record, self._taker_side(record)) for record in found]
 
     def sweep_price(self, market: str, side: str, qty: int) -> int | None:
         self._market(market)
