@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from web3.logs import DISCARD
 
+from channel.runtime.store import CERTIFICATES_DIR
 from crdt.certificate import Certificate
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis
@@ -76,7 +77,11 @@ def load_genesis(path: Path) -> Genesis:
 def load_certificates(paths: list[Path]) -> list[Certificate]:
     found = []
     for path in paths:
+        if (path / CERTIFICATES_DIR).is_dir():
+            path = path / CERTIFICATES_DIR  # a node's data directory
         files = sorted(path.glob("*.cbor")) if path.is_dir() else [path]
+        if not files:
+            raise typer.BadParameter(f"no certificate files in {path}")
         for file in files:
             try:
                 found.append(Certificate.decode(file.read_bytes()))
@@ -158,7 +163,8 @@ PasswordFileOption = Annotated[
     Path | None, typer.Option("--password-file", help="File holding the keystore password.")
 ]
 CertificateOption = Annotated[
-    list[Path], typer.Option("--certificate", help="A certificate file (CBOR), or a folder of *.cbor; repeatable.")
+    list[Path], typer.Option("--certificate", help="A certificate file (CBOR), a folder of *.cbor, or a node's data "
+                 "directory (its certificates/ folder); repeatable.")
 ]
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from channel.cli.certificates import register as register_certificates
 from channel.cli.chain import register as register_settlement
 from channel.cli.console import console, read_password, user_errors
 from channel.cli.markets import MARKETS_HELP, checked_markets, markets_report, markets_summary, markets_table
@@ -346,6 +347,7 @@ def demo(
 register_settlement(app)  # parley exit, parley chain …
 register_node(app)  # parley node run, balance, transfer, status, peers, stats, watch
 register_trade(app)  # parley order, cancel, book, orders, trades
+register_certificates(app)  # parley checkpoints, certificate
 
 
 def main() -> None:  # pragma: no cover - the console script

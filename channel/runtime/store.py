@@ -13,7 +13,9 @@ What is written, and when (the write-ahead rule of DESIGN.md):
   instead of signing again, even after a crash right after that commit;
 - decided checkpoints (the value and its quorum of precommits) are stored once the replica has
   certified them, and certificates (threshold EIP-712 signatures) as they form, so a restart
-  re-certifies the same cuts in order; misbehaviour evidence is kept for the contract;
+  re-certifies the same cuts in order; each certificate is also a file,
+  ``certificates/v<N>.cbor``, for the emergency exit; misbehaviour evidence is kept for the
+  contract;
 - every consensus proposal and vote this node signs is stored before it is sent, until its
   height is decided, so a restarted node re-sends those instead of signing conflicting ones,
   and keeps the value it locked.
@@ -70,6 +72,7 @@ import trio
 from channel.errors import DataDirLocked, StorageUnavailable, StoreDamaged
 
 LOCK_FILE = "LOCK"
+CERTIFICATES_DIR = "certificates"  # in the data directory: v<N>.cbor, what `parley exit` reads
 BUSY_TIMEOUT_S = 5.0  # how long a write waits for another connection's (SQLite's busy_timeout)
 REPAIR_HINT = (
     "run `parley node repair --config <node.toml>` to drop what is damaged (the node then learns it "
@@ -301,10 +304,39 @@ class Store:
         return [(int(version), bytes(data)) for version, data in rows]
 
     def put_certificate(self, version: int, certificate: bytes) -> None:
+        """Store a certificate, and write it as ``certificates/v<N>.cbor`` in the data directory,
+        where `parley exit --certificate DIR` finds it once every node is gone."""
         with self._transaction(fsync=False) as db:
             db.execute(
                 "INSERT OR REPLACE INTO certificates(version, certificate) VALUES (?, ?)", (version, certificate)
             )
+        self.write_certificate_file(version, certificate)
+
+    def certificate_path(self, version: int) -> Path:
+        return certificate_path(self.path.parent, version)
+
+    def write_certificate_file(self, version: int, certificate: bytes) -> None:
+        """Write (atomically: a temporary file renamed over it) one certificate's file; without
+        fsync, as its row: after a power cut catch-up fetches it again, and the next start
+        writes the file of every stored certificate that has none (`export_certificates`)."""
+        path = self.certificate_path(version)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            path.parent.mkdir(exist_ok=True)
+            tmp.write_bytes(certificate)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot write the certificate file {path}: {exc}") from exc
+
+    def export_certificates(self) -> int:
+        """Write the files of the stored certificates that have none (a store of an older node,
+        or files deleted by hand); returns how many it wrote."""
+        written = 0
+        for version, data in self.certificates():
+            if not self.certificate_path(version).exists():
+                self.write_certificate_file(version, data)
+                written += 1
+        return written
 
     def certificates(self) -> list[tuple[int, bytes]]:
         rows = self._query("SELECT version, certificate FROM certificates ORDER BY version")
@@ -366,6 +398,10 @@ def _insert_ops(
     new = db.total_changes - before
     db.executemany("INSERT OR IGNORE INTO requests(request_id, op_id) VALUES (?, ?)", requests)
     return new
+
+
+def certificate_path(data_dir: Path, version: int) -> Path:
+    return data_dir / CERTIFICATES_DIR / f"v{version}.cbor"
 
 
 class _Transaction:
