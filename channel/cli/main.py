@@ -42,6 +42,24 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        from importlib.metadata import version
+
+        print(f"parley {version('parley')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Parley: multi-party state channels that keep working with Byzantine participants."""
+
+
 keys_app = typer.Typer(help="Participant keys, in Ethereum v3 keystore files.", no_args_is_help=True)
 genesis_app = typer.Typer(help="Channel genesis files.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
