@@ -155,9 +155,10 @@ def print_leaves(genesis: Genesis, leaves: list[Any], verb: str, console: Consol
         console.print(f"{verb} {format_e9(to_e9(leaf.amount, places))} {symbol}")
 
 
-RpcOption = Annotated[str, typer.Option("--rpc", help="JSON-RPC URL of the chain (anvil, a testnet, mainnet).")]
+RpcOption = Annotated[str, typer.Option("--rpc", envvar="ETH_RPC_URL",
+                                         help="JSON-RPC URL of the chain (anvil, a testnet, mainnet).")]
 KeyFileOption = Annotated[
-    Path | None, typer.Option("--key-file", help="Ethereum v3 keystore JSON of your account.")
+    Path | None, typer.Option("--key-file", envvar="ETH_KEYSTORE", help="Ethereum v3 keystore JSON of your account.")
 ]
 PasswordFileOption = Annotated[
     Path | None, typer.Option("--password-file", help="File holding the keystore password.")
@@ -264,18 +265,31 @@ def deploy_command(
     test_token: Annotated[
         int | None, typer.Option(help="Also deploy a mintable test ERC-20 with these decimals.")
     ] = None,
+    symbol: Annotated[str, typer.Option(help="The test token's symbol in the channel (with --test-token).")] = "USDC",
+    out: Annotated[Path, typer.Option(help="Write the chain id and addresses here, for genesis new --from-deploy.")]
+    = Path("deploy.json"),
 ) -> None:
-    """Deploy the adjudicator (from the committed artifacts) and print its address."""
+    """Deploy the adjudicator (from the committed artifacts) and print its address; write
+    deploy.json (chain id, adjudicator, test token) for `parley genesis new --from-deploy`."""
     account = load_account(key_file, password_file)
     try:
-        sender = Sender(RpcChain(rpc), account)
+        chain = RpcChain(rpc)
+        sender = Sender(chain, account)
         adjudicator = AdjudicatorClient.deploy(sender)
         typer.echo(f"adjudicator {adjudicator.address}")
+        deployed: dict[str, Any] = {"chain_id": chain.chain_id, "rpc": rpc, "adjudicator": adjudicator.address,
+                                    "tokens": []}
         if test_token is not None:
             token = TestTokenClient.deploy(sender, "Test token", "TEST", test_token)
             typer.echo(f"test token {token.address} ({test_token} decimals)")
+            deployed["tokens"].append({"symbol": symbol, "address": token.address, "decimals": test_token})
     except SettlementError as exc:
         raise _fail(exc) from exc
+    try:
+        out.write_text(json.dumps(deployed, indent=2) + "\n")
+    except OSError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"wrote {out}")
 
 
 def open_command(
