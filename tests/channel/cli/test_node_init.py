@@ -7,6 +7,7 @@ on that path: each one line and exit code 1, never a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -155,4 +156,95 @@ def test_a_deployment_file_makes_the_genesis_of_a_channel_that_opens(made: Path,
         assert result.exit_code == 0, result.output
         assert f"channel 0x{genesis.channel_id.hex()} open" in result.output
     finally:
+        server.stop()
+
+
+def test_from_nothing_to_an_exit_on_chain_serve_with_the_commands_alone(tmp_path: Path) -> None:
+    """Issue 17's walk: a served chain, four keys funded, the adjudicator and a test token
+    deployed, the genesis from deploy.json, four nodes initialised and run, deposits, a
+    transfer, certificates on disk, every node killed, then one participant's `parley exit`
+    with its data directory pays it on-chain what the certificate owes."""
+    from eth_account import Account
+
+    from settlement.chain import RpcChain
+    from settlement.client import AdjudicatorClient, Sender, TestTokenClient
+    from settlement.server import ChainServerProcess
+
+    (tmp_path / "password").write_text("pw\n")
+    server = ChainServerProcess(extra=["--config-out", str(tmp_path / "chain.json")])
+    processes: list[NodeProcess] = []
+    try:
+        funder = json.loads((tmp_path / "chain.json").read_text())["accounts"][0]["private_key"]
+        env = {"ETH_RPC_URL": server.url, "PARLEY_PRIVATE_KEY": funder}
+
+        def run(*args: str, key: int | None = None) -> str:
+            extra = ("--key-file", str(keyfile[key]), "--password-file", "password") if key is not None else ()
+            done = subprocess.run([sys.executable, "-m", "channel", *args, *extra], cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, **(env if key is None else {"ETH_RPC_URL": server.url})})
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "Traceback" not in done.stderr
+            return done.stdout
+
+        keyfile = []
+        for i in range(4):
+            out = run("keys", "new", "--out", f"p{i}/keys", "--password-file", "password", "--light-kdf")
+            keyfile.append(tmp_path / out.split()[-1])
+            run("chain", "fund", keyfile[i].stem, "--eth", "10")
+        run("chain", "deploy", "--test-token", "6")
+        token = json.loads((tmp_path / "deploy.json").read_text())["tokens"][0]["address"]
+        run("genesis", "new", "--out", "chan", "--from-deploy", "deploy.json",
+            *[arg for i in range(4) for arg in ("--keys", f"p{i}/keys")])
+        for i in range(4):
+            init = json.loads(run("node", "init", "--genesis", "chan/genesis.toml", "--keystore", str(keyfile[i]),
+                                  "--out", f"p{i}/node", "--listen", f"/ip4/127.0.0.1/tcp/{free_port()}",
+                                  "--rpc", server.url, "--password-file", "password", "--json"))
+            run("genesis", "set-bootstrap", "chan/genesis.toml", keyfile[i].stem, init["bootstrap"])
+        run("chain", "open", "--genesis", "chan/genesis.toml")
+        for i in range(4):
+            run("chain", "mint", "--token", token, "--to", keyfile[i].stem, "--amount", "100")
+            run("chain", "deposit", "--genesis", "chan/genesis.toml", "--token", "USDC", "--amount", "100", key=i)
+        processes = [NodeProcess(tmp_path / f"p{i}" / "node" / "node.toml") for i in range(4)]
+        for process in processes:
+            process.launch()
+        endpoints = [process.wait_ready(60) for process in processes]
+        me, other = keyfile[1].stem, keyfile[3].stem
+        with Client(endpoints[1]) as client:
+            wait_until(lambda: client.balances(me)[me]["USDC"]["free"] == str(100 * 10**9), what="deposit credited")
+        sent = json.loads(run("transfer", "--node", "p1/node", other, "12.5", "--json"))
+        with Client(endpoints[1]) as client:
+            wait_until(lambda: client.status(sent["op_id"])["status"] == "final", what="the transfer final")
+            version = client.stats()["version"]
+            wait_until(lambda: client.stats()["certified"] >= version, what="its certificate")
+        stop_all(processes)  # every node is gone; node 1's data directory holds the certificates
+        newest = max(json.loads(run("checkpoints", "--node", "p1/node", "--json")), key=lambda row: row["version"])
+        chain = RpcChain(server.url)
+        genesis = load_genesis(tmp_path / "chan" / "genesis.toml")
+        adjudicator = AdjudicatorClient(Sender(chain, Account.create()), "0x" + genesis.adjudicator.hex())
+        usdc = TestTokenClient(Sender(chain, Account.create()), token)
+        before = usdc.balance_of(me)
+        exit_run = subprocess.Popen(
+            [sys.executable, "-m", "channel", "exit", "--genesis", "chan/genesis.toml", "--certificate", "p1/node",
+             "--key-file", str(keyfile[1]), "--password-file", "password", "--poll-interval", "0.5"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "ETH_RPC_URL": server.url},
+        )
+        try:
+            def settled() -> bool:
+                if adjudicator.channel(genesis.channel_id).status == "closing":
+                    pending = adjudicator.settlement(genesis.channel_id)
+                    if pending.version == newest["version"] and pending.finalizes_at >= chain.now():
+                        chain.increase_time(pending.finalizes_at - chain.now() + 1)  # past the window
+                return exit_run.poll() is not None
+
+            wait_until(settled, 120, "the exit")
+        finally:
+            if exit_run.poll() is None:
+                exit_run.kill()
+        output = exit_run.communicate(timeout=30)[0]
+        assert exit_run.returncode == 0, output
+        assert "Traceback" not in output
+        assert usdc.balance_of(me) - before == 87_500_000  # its 100 USDC deposited, less the 12.5 it sent
+    finally:
+        stop_all(processes)
         server.stop()
