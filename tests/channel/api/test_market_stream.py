@@ -352,7 +352,7 @@ def test_a_restart_announces_only_what_is_new(tmp_path: Path) -> None:
             state = await next_event(orders)
             assert (state["event"], state["order_id"]) == ("filled", placed["op_id"])
             async with client.subscribe("ops") as ops:
-                await client.transfer(hexed(node.genesis.participants[1].address), "USDC", 1)
+                await client.transfer(hexed(node.genesis.participants[1].address), "USDC", 1000)
                 assert (await next_event(ops))["kind"] == "transfer"
             await client.place_order(SYMBOL, "buy", QTY, PRICE)  # the ask's last 0.1
             assert (await next_event(trades))["event"] == "appeared"
