@@ -402,7 +402,7 @@ class Node:
         commit.
         """
         async with self._lock:
-            fingerprint = request_fingerprint(kind, body)
+            fingerprint = request_fingerprint(kind, body) if request_id is not None else b""
             if request_id is not None:
                 known = self.store.request(request_id)
                 if known is not None:
