@@ -574,7 +574,7 @@ class parley_pro(parley_async):
             if known == message_hash:
                 del client.subscriptions["ids"][subscription]
                 self.spawn(client.send, {"jsonrpc": "2.0", "id": 0, "method": "parley_unsubscribe",
-                                         "params": [subscription]})
+                                         "params": [subscription]})  # its answer (id 0) is ignored
         client.reject(error, message_hash)
 
     def handle_event(self, client: Any, message_hash: str, event: dict[str, Any]) -> None:

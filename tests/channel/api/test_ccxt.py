@@ -159,6 +159,16 @@ def test_errors_map_to_ccxts_hierarchy(tmp_path: Path) -> None:
     with pytest.raises(ccxt.NetworkError):
         parley({"apiKey": str(tmp_path / "node0")}).fetch_markets()
 
+    async def down() -> None:
+        exchange = parley_async({"apiKey": str(tmp_path / "node0")})
+        try:
+            with pytest.raises(ccxt.NetworkError):
+                await exchange.fetch_balance()
+        finally:
+            await exchange.close()
+
+    asyncio.run(down())
+
 
 def test_the_async_class_under_asyncio(tmp_path: Path) -> None:
     async def strategy(data_dir: str) -> tuple[Any, ...]:
@@ -219,6 +229,24 @@ def test_pro_watches_the_node_websocket(tmp_path: Path) -> None:
     assert seen["balance"]["total"] == 10.2
     assert seen["trades"] == [(2001.0, 0.2)]
     assert seen["mine"] == [(True, "taker")]
+
+
+def test_pro_a_book_gap_fails_the_watch_and_the_next_one_starts_from_a_snapshot(tmp_path: Path) -> None:
+    async def strategy(data_dir: str) -> tuple[Any, ...]:
+        exchange = parley_pro({"apiKey": data_dir})
+        try:
+            await exchange.watch_order_book(SYMBOL)
+            exchange.orderbooks[SYMBOL]["nonce"] -= 1  # as if a delta had been lost
+            waiting = asyncio.ensure_future(exchange.watch_order_book(SYMBOL))
+            await asyncio.sleep(0.2)
+            await exchange.create_order(SYMBOL, "limit", "buy", 0.1, 2000)
+            with pytest.raises(ccxt.InvalidNonce, match="skipped"):
+                await waiting
+            return levels(await exchange.watch_order_book(SYMBOL))
+        finally:
+            await exchange.close()
+
+    assert against_node(tmp_path, under_asyncio(strategy), a_seller) == ([[2000.0, 0.1]], [[2001.0, 1.0]], 1)
 
 
 def test_ccxts_own_structure_checks_pass(tmp_path: Path) -> None:
