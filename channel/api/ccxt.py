@@ -412,20 +412,35 @@ UNIFIED = ("fetch_markets", "fetch_balance", "fetch_order_book", "fetch_ticker",
 NO_MARKETS = ("fetch_markets",)  # the unified methods that must not load the markets first
 
 
+def _drive(exchange: Any, run: _Steps) -> Any:
+    """Run a generator of calls over the sync transport: each call (or batch) answered in turn."""
+    reply = None
+    try:
+        while True:
+            calls = run.send(reply)
+            reply = exchange._results(calls, exchange.request("rpc", "private", "POST", calls))
+    except StopIteration as done:
+        return done.value
+
+
+async def _drive_async(exchange: Any, run: _Steps) -> Any:
+    """`_drive` over the async transport."""
+    reply = None
+    try:
+        while True:
+            calls = run.send(reply)
+            reply = exchange._results(calls, await exchange.request("rpc", "private", "POST", calls))
+    except StopIteration as done:
+        return done.value
+
+
 def _sync_method(name: str) -> Any:
     steps = getattr(_Parley, "steps_" + name)
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         if name not in NO_MARKETS:
             self.load_markets()
-        run = steps(self, *args, **kwargs)
-        reply = None
-        try:
-            while True:
-                calls = run.send(reply)
-                reply = self._results(calls, self.request("rpc", "private", "POST", calls))
-        except StopIteration as done:
-            return done.value
+        return _drive(self, steps(self, *args, **kwargs))
 
     method.__name__ = name
     return method
@@ -437,14 +452,7 @@ def _async_method(name: str) -> Any:
     async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         if name not in NO_MARKETS:
             await self.load_markets()
-        run = steps(self, *args, **kwargs)
-        reply = None
-        try:
-            while True:
-                calls = run.send(reply)
-                reply = self._results(calls, await self.request("rpc", "private", "POST", calls))
-        except StopIteration as done:
-            return done.value
+        return await _drive_async(self, steps(self, *args, **kwargs))
 
     method.__name__ = name
     return method
@@ -527,19 +535,8 @@ class parley_pro(parley_async):
 
     async def watch_balance(self, params: Any = None) -> Any:
         await self.load_markets()
-        account = await self._drive_account()
-        self.options["account"] = account
+        await _drive_async(self, self._account())  # the participant whose balances to keep
         return await self.subscribe("balance", "balances", {})
-
-    async def _drive_account(self) -> Any:
-        run = self._account()
-        reply = None
-        try:
-            while True:
-                calls = run.send(reply)
-                reply = self._results(calls, await self.request("rpc", "private", "POST", calls))
-        except StopIteration as done:
-            return done.value
 
     # -- the WebSocket's messages ---------------------------------------------------------------
 
