@@ -2,14 +2,11 @@
 method, the error mapping, the async class under asyncio, the pro ``watch_*`` over the node's
 WebSocket, ccxt's own structure checks, and the e9 rounding both ways.
 
-The node runs under trio in the test's thread; ccxt runs in a worker thread (`trio.to_thread`),
-its async classes under their own asyncio loop, as a strategy process would run them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,6 @@ import ccxt
 import ccxt.async_support
 import ccxt.pro
 import pytest
-import trio
 from ccxt.test.exchange.base.test_balance import test_balance as check_balance
 from ccxt.test.exchange.base.test_market import test_market as check_market
 from ccxt.test.exchange.base.test_order import test_order as check_order
@@ -28,35 +24,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from channel.api.ccxt import from_e9, install, parley, parley_async, parley_pro, to_e9
-from channel.api.client import Endpoint
-from channel.runtime.node import Node
 from channel.runtime.trading import market_json
-from tests.channel.api.trading_kit import E9, MARKET, SYMBOL, order_body, sign_order, trading_genesis, with_node
-
-GENESIS = trading_genesis()
-
-
-def against_node(tmp_path: Path, strategy: Callable[[str], Any],
-                 setup: Callable[[Node], None] = lambda node: None) -> Any:
-    """Run `strategy(data_dir)` in a thread against participant 0's node, after `setup(node)`
-    (which delivers other participants' operations as a peer would)."""
-    result: list[Any] = []
-
-    async def body(node: Node, endpoint: Endpoint) -> None:
-        setup(node)
-        result.append(await trio.to_thread.run_sync(strategy, str(tmp_path / "node0")))
-
-    with_node(GENESIS, tmp_path, body)
-    return result[0]
-
-
-def under_asyncio(make: Callable[[str], Coroutine[Any, Any, Any]]) -> Callable[[str], Any]:
-    return lambda data_dir: asyncio.run(make(data_dir))
-
-
-def a_seller(node: Node) -> None:
-    """Participant 1 rests a sell of 1 ETH at 2001."""
-    node.receive([sign_order(node, 1, 1, order_body("sell", E9, 2001 * E9))])
+from tests.channel.api.ccxt_kit import a_seller, against_node, under_asyncio
+from tests.channel.api.trading_kit import MARKET, SYMBOL
 
 
 def test_markets_balance_and_a_resting_order_round_trip(tmp_path: Path) -> None:
