@@ -118,7 +118,7 @@ class _Parley(_Untyped):  # type: ignore[misc]
                 "watchMyTrades": True, "watchBalance": True, "watchTicker": False, "watchPositions": False,
                 "watchOHLCV": False,
             },
-            "urls": {"api": {"rpc": None, "ws": None}, "www": "https://github.com/parley", "doc": []},
+            "urls": {"api": {"rpc": None, "ws": None}},  # from the data dir (apiKey) unless set
             "api": {"private": {"post": {"rpc": 1}}},
             "options": {"account": None},
             "exceptions": {
@@ -133,7 +133,7 @@ class _Parley(_Untyped):  # type: ignore[misc]
                     str(STORAGE): ExchangeNotAvailable,
                     str(INVALID_PARAMS): BadRequest,
                 },
-                "broad": {"is not a market of": BadSymbol, "unknown market": BadSymbol},
+                "broad": {"no market": BadSymbol},  # a read of a market the genesis lacks (-32602)
             },
         })
 

@@ -140,6 +140,24 @@ def test_errors_map_to_ccxts_hierarchy(tmp_path: Path) -> None:
     asyncio.run(down())
 
 
+@pytest.mark.parametrize(("error", "raised"), [
+    ({"code": -32001, "message": "rejected", "data": {"reason": "insufficient_balance"}}, ccxt.InsufficientFunds),
+    ({"code": -32001, "message": "rejected", "data": {"reason": "bad_tick"}}, ccxt.InvalidOrder),
+    ({"code": -32001, "message": "rejected", "data": {"reason": "order_not_open"}}, ccxt.OrderNotFound),
+    ({"code": -32602, "message": "no market 'BTC/USDC' in this channel"}, ccxt.BadSymbol),
+    ({"code": -32602, "message": "limit must be between 1 and 1000"}, ccxt.BadRequest),
+    ({"code": -32004, "message": "no order 0x12"}, ccxt.OrderNotFound),
+    ({"code": -32002, "message": "not ready"}, ccxt.ExchangeNotAvailable),
+    ({"code": -32003, "message": "the node cannot store the operation"}, ccxt.ExchangeNotAvailable),
+    ({"code": -32603, "message": "internal error"}, ccxt.ExchangeError),
+])
+def test_each_json_rpc_error_has_its_ccxt_exception(error: dict[str, Any], raised: type[Exception]) -> None:
+    with pytest.raises(raised) as caught:
+        parley().raise_rpc_error(error)
+    assert type(caught.value) is raised  # the exact class, not only a base of it
+    assert error["message"] in str(caught.value)
+
+
 def test_the_async_class_under_asyncio(tmp_path: Path) -> None:
     async def strategy(data_dir: str) -> tuple[Any, ...]:
         exchange = parley_async({"apiKey": data_dir})
