@@ -38,6 +38,7 @@ from ccxt.base.errors import (
     AuthenticationError,
     BadRequest,
     BadSymbol,
+    DuplicateOrderId,
     ExchangeError,
     ExchangeNotAvailable,
     InsufficientFunds,
@@ -128,6 +129,7 @@ class _Parley(_Untyped):  # type: ignore[misc]
                     "not_order_owner": OrderNotFound,
                     "order_not_open": OrderNotFound,
                     "unknown_market": BadSymbol,
+                    "request_id_conflict": DuplicateOrderId,  # a clientOrderId reused for another order
                     str(NOT_FOUND): OrderNotFound,
                     str(NOT_READY): ExchangeNotAvailable,
                     str(STORAGE): ExchangeNotAvailable,
@@ -167,9 +169,9 @@ class _Parley(_Untyped):  # type: ignore[misc]
         answers = response if isinstance(response, list) else [response]
         for answer in answers:
             if isinstance(answer, dict) and answer.get("error") is not None:
-                self.raise_rpc_error(answer["error"], request_body)
+                self.raise_rpc_error(answer["error"])
 
-    def raise_rpc_error(self, error: dict[str, Any], request: Any = None) -> None:
+    def raise_rpc_error(self, error: dict[str, Any]) -> None:
         """A JSON-RPC error as ccxt's exception: the replay reason picks it (a rejected order is
         InvalidOrder with the reason in the message), else the error code."""
         code = error.get("code")

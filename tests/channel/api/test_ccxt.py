@@ -144,6 +144,7 @@ def test_errors_map_to_ccxts_hierarchy(tmp_path: Path) -> None:
     ({"code": -32001, "message": "rejected", "data": {"reason": "insufficient_balance"}}, ccxt.InsufficientFunds),
     ({"code": -32001, "message": "rejected", "data": {"reason": "bad_tick"}}, ccxt.InvalidOrder),
     ({"code": -32001, "message": "rejected", "data": {"reason": "order_not_open"}}, ccxt.OrderNotFound),
+    ({"code": -32001, "message": "rejected", "data": {"reason": "request_id_conflict"}}, ccxt.DuplicateOrderId),
     ({"code": -32602, "message": "no market 'BTC/USDC' in this channel"}, ccxt.BadSymbol),
     ({"code": -32602, "message": "limit must be between 1 and 1000"}, ccxt.BadRequest),
     ({"code": -32004, "message": "no order 0x12"}, ccxt.OrderNotFound),
