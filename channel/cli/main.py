@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from channel.cli.bot import register as register_bot
 from channel.cli.certificates import register as register_certificates
 from channel.cli.chain import register as register_settlement
 from channel.cli.console import console, read_password, user_errors
@@ -438,6 +439,7 @@ register_settlement(app)  # parley exit, parley chain …
 register_node(app)  # parley node run, balance, transfer, status, peers, stats, watch
 register_trade(app)  # parley order, cancel, book, orders, trades
 register_certificates(app)  # parley checkpoints, certificate
+register_bot(app)  # parley bot maker
 
 
 def main() -> None:  # pragma: no cover - the console script

@@ -1,0 +1,637 @@
+"""ccxt exchange classes for a Parley node: existing ccxt strategies trade on a channel unchanged.
+
+`install()` registers three classes under the id ``parley``: `parley` in ``ccxt`` (sync, over
+ccxt's requests session), `parley_async` in ``ccxt.async_support`` (asyncio, aiohttp) and
+`parley_pro` in ``ccxt.pro`` (the async class plus ``watch_*`` over the node's WebSocket)::
+
+    install()
+    exchange = ccxt.parley({"apiKey": "DIR/node0"})   # the node's data dir: api.json, api-token
+    exchange.create_order("ETH/USDC", "limit", "buy", 0.1, 2000)
+
+Credentials: ``apiKey`` is the node's data directory (its ``api.json`` gives the URL and its
+``api-token`` the bearer token); ``secret``, when set, is the token, and ``urls["api"]["rpc"]``
+an explicit URL (``http://127.0.0.1:PORT``). The transport is the node's JSON-RPC (``POST /rpc``)
+carried by ccxt's own `fetch`, and its ``/ws`` carried by ccxt's WebSocket client.
+
+Every unified method is written once, as a generator of JSON-RPC calls (`_Steps`): it yields a
+call (or a list of calls, sent as one JSON-RPC batch) and receives the results; the sync class
+drives it with `request`, the async one with ``await request``. Amounts cross the boundary as
+ccxt numbers (floats) and decimal strings; inside the node they are e9 integers (`to_e9`,
+`from_e9`: exact, no float arithmetic on the way in).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import ccxt
+import ccxt.async_support
+import ccxt.pro
+from ccxt.async_support.base.ws.cache import ArrayCache, ArrayCacheBySymbolById
+from ccxt.base.decimal_to_precision import TICK_SIZE
+from ccxt.base.errors import (
+    ArgumentsRequired,
+    AuthenticationError,
+    BadRequest,
+    BadSymbol,
+    DuplicateOrderId,
+    ExchangeError,
+    ExchangeNotAvailable,
+    InsufficientFunds,
+    InvalidNonce,
+    InvalidOrder,
+    NetworkError,
+    NotSupported,
+    OrderNotFound,
+)
+
+E9 = 10**9
+Call = tuple[str, dict[str, Any]]
+_Steps = Generator[Call | list[Call], Any, Any]
+BATCH = 100  # the node answers batches of at most 100 requests
+TIF_IN = {"GTC": "gtc", "IOC": "ioc", "PO": "post_only"}
+TIF_OUT = {value: key for key, value in TIF_IN.items()}
+STATUS = {"open": "open", "pending": "open", "filled": "closed", "expired": "expired"}  # else canceled/rejected
+REJECTED, NOT_READY, STORAGE, NOT_FOUND, INVALID_PARAMS = -32001, -32002, -32003, -32004, -32602
+
+
+def to_e9(value: Any) -> str:
+    """A ccxt amount or price (a number or a decimal string) as an e9 decimal string; refuses a
+    value with more than 9 decimal places rather than round it."""
+    number = Decimal(str(value)).scaleb(9)
+    if number != number.to_integral_value():
+        raise InvalidOrder(f"parley {value} has more than 9 decimal places")
+    return str(int(number))
+
+
+def from_e9(value: Any) -> str | None:
+    """An e9 decimal string as ccxt's decimal string of whole units: "1500000000" -> "1.5"."""
+    if value is None:
+        return None
+    text = format(Decimal(int(value)).scaleb(-9), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _node_files(data_dir: str) -> tuple[str, str]:
+    """The URL and token a running node wrote in its data directory."""
+    folder = Path(data_dir).expanduser()
+    try:
+        url = json.loads((folder / "api.json").read_text())["url"]
+        token = (folder / "api-token").read_text().strip()
+    except (OSError, ValueError, KeyError) as exc:
+        raise AuthenticationError(f"parley: no running node's api.json and api-token in {folder}: {exc}") from exc
+    return str(url), token
+
+
+_Untyped: Any = object  # ccxt is untyped: its Exchange follows `_Parley` in the classes' MRO
+
+
+class _Parley(_Untyped):  # type: ignore[misc]
+    """What the three classes share: the description, the signing of JSON-RPC requests, the
+    error mapping, the parsers, and the unified methods as generators of calls."""
+
+    def describe(self) -> Any:
+        return self.deep_extend(super().describe(), {
+            "id": "parley",
+            "name": "Parley",
+            "countries": [],
+            "version": "1",
+            "rateLimit": 0,
+            "pro": True,
+            "precisionMode": TICK_SIZE,
+            "requiredCredentials": {"apiKey": False, "secret": False},
+            "has": {
+                "CORS": None, "spot": True, "margin": False, "swap": False, "future": False, "option": False,
+                "cancelAllOrders": True, "cancelOrder": True, "createOrder": True, "createMarketOrder": True,
+                "createLimitOrder": True, "createPostOnlyOrder": True, "createReduceOnlyOrder": False,
+                "fetchBalance": True, "fetchClosedOrders": True, "fetchMarkets": True, "fetchMyTrades": True,
+                "fetchOpenOrders": True, "fetchOrder": True, "fetchOrderBook": True, "fetchL2OrderBook": True,
+                "fetchTicker": True, "fetchTrades": True, "fetchTradingFees": True,
+                "fetchCurrencies": False, "fetchOHLCV": False, "fetchOrders": False, "fetchTickers": False,
+                "fetchPositions": False, "fetchFundingRate": False, "fetchFundingHistory": False,
+                "fetchDeposits": False, "fetchWithdrawals": False, "withdraw": False, "transfer": False,
+                "editOrder": False, "fetchStatus": False, "fetchTime": False,
+                "ws": True, "watchOrderBook": True, "watchTrades": True, "watchOrders": True,
+                "watchMyTrades": True, "watchBalance": True, "watchTicker": False, "watchPositions": False,
+                "watchOHLCV": False,
+            },
+            "urls": {"api": {"rpc": None, "ws": None}},  # from the data dir (apiKey) unless set
+            "api": {"private": {"post": {"rpc": 1}}},
+            "options": {"account": None},
+            "exceptions": {
+                "exact": {
+                    "insufficient_balance": InsufficientFunds,
+                    "unknown_order": OrderNotFound,
+                    "not_order_owner": OrderNotFound,
+                    "order_not_open": OrderNotFound,
+                    "unknown_market": BadSymbol,
+                    "request_id_conflict": DuplicateOrderId,  # a clientOrderId reused for another order
+                    str(NOT_FOUND): OrderNotFound,
+                    str(NOT_READY): ExchangeNotAvailable,
+                    str(STORAGE): ExchangeNotAvailable,
+                    str(INVALID_PARAMS): BadRequest,
+                },
+                "broad": {"no market": BadSymbol},  # a read of a market the genesis lacks (-32602)
+            },
+        })
+
+    # -- transport ------------------------------------------------------------------------------
+
+    def node_api(self) -> tuple[str, str]:
+        """The node's base URL and bearer token, from ``urls`` and ``secret`` or the data dir."""
+        url = self.urls["api"].get("rpc")
+        token = self.secret
+        if not url or not token:
+            if not self.apiKey:
+                raise AuthenticationError("parley needs apiKey (the node's data dir) or urls.api.rpc and secret")
+            found_url, found_token = _node_files(self.apiKey)
+            url, token = url or found_url, token or found_token
+        return str(url).rstrip("/"), str(token)
+
+    def sign(self, path: str, api: Any = "private", method: str = "POST", params: Any = None,
+             headers: Any = None, body: Any = None) -> dict[str, Any]:
+        url, token = self.node_api()
+        calls = params if isinstance(params, list) else [params]
+        envelopes = [{"jsonrpc": "2.0", "id": index, "method": name, "params": args}
+                     for index, (name, args) in enumerate(calls)]
+        payload = envelopes if isinstance(params, list) else envelopes[0]
+        return {"url": url + "/" + path, "method": "POST", "body": self.json(payload),
+                "headers": {"Authorization": "Bearer " + token, "Content-Type": "application/json"}}
+
+    def handle_errors(self, code: int, reason: str, url: str, method: str, headers: Any, body: str,
+                      response: Any, request_headers: Any, request_body: Any) -> None:
+        if code == 401:
+            raise AuthenticationError(f"parley {body}")
+        answers = response if isinstance(response, list) else [response]
+        for answer in answers:
+            if isinstance(answer, dict) and answer.get("error") is not None:
+                self.raise_rpc_error(answer["error"])
+
+    def raise_rpc_error(self, error: dict[str, Any]) -> None:
+        """A JSON-RPC error as ccxt's exception: the replay reason picks it (a rejected order is
+        InvalidOrder with the reason in the message), else the error code."""
+        code = error.get("code")
+        message = f"parley {error.get('message')}"
+        data = error.get("data")
+        reason = data.get("reason") if isinstance(data, dict) else None
+        exact, broad = self.exceptions["exact"], self.exceptions["broad"]
+        if reason is not None:
+            self.throw_exactly_matched_exception(exact, reason, message)
+            raise InvalidOrder(message)
+        self.throw_broadly_matched_exception(broad, message, message)
+        self.throw_exactly_matched_exception(exact, str(code), message)
+        raise ExchangeError(message)
+
+    @staticmethod
+    def _results(calls: Call | list[Call], response: Any) -> Any:
+        """The results of a call (or of a batch, in the order of its calls)."""
+        if not isinstance(calls, list):
+            return response["result"]
+        by_id = {answer["id"]: answer["result"] for answer in response}
+        return [by_id[index] for index in range(len(calls))]
+
+    # -- parsers --------------------------------------------------------------------------------
+
+    def e9_number(self, e9: Any) -> Any:
+        return self.parse_number(from_e9(e9))
+
+    def parse_market(self, market: dict[str, Any]) -> Any:
+        spot = market["kind"] == "spot"
+        return self.safe_market_structure({
+            "id": market["symbol"], "symbol": market["symbol"], "base": market["base"], "quote": market["quote"],
+            "settle": None, "baseId": market["base"], "quoteId": market["quote"], "settleId": None,
+            "type": market["kind"], "spot": spot, "margin": False, "swap": False, "future": False,
+            "option": False, "active": True, "contract": False, "linear": None, "inverse": None,
+            "taker": self.e9_number(market["taker_fee"]), "maker": self.e9_number(market["maker_fee"]),
+            "contractSize": None, "expiry": None, "expiryDatetime": None, "strike": None, "optionType": None,
+            "precision": {"amount": self.e9_number(market["step_size"]), "price": self.e9_number(market["tick_size"])},
+            "limits": {
+                "amount": {"min": self.e9_number(market["min_qty"]), "max": self.e9_number(market["max_qty"])},
+                "price": {"min": self.e9_number(market["min_price"]), "max": self.e9_number(market["max_price"])},
+                "cost": {"min": None, "max": None}, "leverage": {"min": None, "max": None},
+            },
+            "created": None, "info": market,
+        })
+
+    def parse_balance(self, tokens: dict[str, Any]) -> Any:
+        result: dict[str, Any] = {"info": tokens, "timestamp": None, "datetime": None}
+        for token, parts in tokens.items():
+            account = self.account()
+            account["free"] = from_e9(parts["free"])
+            account["used"] = from_e9(int(parts["held"]) + int(parts["locked"]))
+            result[token] = account
+        return self.safe_balance(result)
+
+    def parse_trade(self, fill: dict[str, Any], market: Any = None) -> Any:
+        market = self.safe_market(fill["market"], market)
+        mine = "liquidity" in fill
+        fee = {"cost": from_e9(fill["fee"]), "currency": market["quote"]} if mine else None
+        return self.safe_trade({
+            "info": fill, "id": fill["fill_id"], "order": fill["order"] if mine else None,
+            "timestamp": None, "datetime": None, "symbol": market["symbol"], "type": None, "side": fill["side"],
+            "takerOrMaker": fill["liquidity"] if mine else None, "price": from_e9(fill["price"]),
+            "amount": from_e9(fill["qty"]), "cost": from_e9(fill["notional"]), "fee": fee,
+        }, market)
+
+    def parse_order_status(self, status: str) -> str:
+        if status.startswith("rejected"):
+            return "rejected"
+        return STATUS.get(status, "canceled")
+
+    def parse_order(self, order: dict[str, Any], market: Any = None) -> Any:
+        """`parley_order`'s state, or an open order as level 3 and `parley_openOrders` give it."""
+        market = self.safe_market(order.get("market"), market)
+        fills = order.get("fills", [])
+        cost = sum(int(fill["notional"]) for fill in fills)
+        filled = sum(int(fill["qty"]) for fill in fills)
+        tif = order.get("tif")
+        return self.safe_order({
+            "info": order, "id": order["order_id"], "clientOrderId": None,
+            "timestamp": None, "datetime": None, "lastTradeTimestamp": None,
+            "status": self.parse_order_status(order.get("status", "open")), "symbol": market["symbol"],
+            "type": order.get("type"), "timeInForce": TIF_OUT.get(tif) if tif else None,
+            "postOnly": tif == "post_only" if tif else None, "reduceOnly": order.get("reduce_only"),
+            "side": order["side"], "price": from_e9(order["price"]), "triggerPrice": None,
+            "amount": from_e9(order.get("qty")), "filled": from_e9(order.get("filled")),
+            "remaining": from_e9(order["remaining"]), "cost": from_e9(cost) if fills else None,
+            "average": str(Decimal(cost) / filled) if filled else None,
+            "fee": {"cost": self.e9_number(sum(int(fill["fee"]) for fill in fills)), "currency": market["quote"]},
+            "trades": [self.parse_trade(fill, market) for fill in fills],
+        }, market)
+
+    def parse_book(self, book: dict[str, Any], symbol: str) -> Any:
+        def side(levels: list[list[str]]) -> list[list[Any]]:
+            return [[self.e9_number(price), self.e9_number(qty)] for price, qty in levels]
+
+        parsed = self.parse_order_book({"bids": side(book["bids"]), "asks": side(book["asks"])}, symbol)
+        parsed["nonce"] = book.get("version", book.get("seq"))
+        return parsed
+
+    def parse_ticker(self, book: dict[str, Any], trades: list[dict[str, Any]], market: Any) -> Any:
+        last = from_e9(trades[-1]["price"]) if trades else None
+        bid = book["bids"][0] if book["bids"] else [None, None]
+        ask = book["asks"][0] if book["asks"] else [None, None]
+        return self.safe_ticker({
+            "symbol": market["symbol"], "timestamp": None, "datetime": None, "info": {"book": book, "trades": trades},
+            "bid": from_e9(bid[0]), "bidVolume": from_e9(bid[1]), "ask": from_e9(ask[0]),
+            "askVolume": from_e9(ask[1]), "last": last, "close": last,
+        }, market)
+
+    # -- the unified methods, as generators of calls --------------------------------------------
+
+    def _account(self) -> _Steps:
+        if self.options["account"] is None:
+            stats = yield ("parley_stats", {})
+            self.options["account"] = stats["address"]
+        return self.options["account"]
+
+    def _orders(self, ids: list[str], market: Any = None) -> _Steps:
+        found: list[Any] = []
+        for start in range(0, len(ids), BATCH):
+            batch = [("parley_order", {"order": order_id}) for order_id in ids[start:start + BATCH]]
+            found += (yield batch) if batch else []
+        return [self.parse_order(order, market) for order in found]
+
+    def steps_fetch_markets(self, params: Any = None) -> _Steps:
+        markets = yield ("parley_markets", {})
+        return [self.parse_market(market) for market in markets]
+
+    def steps_fetch_trading_fees(self, params: Any = None) -> _Steps:
+        return {symbol: {"info": market["info"], "symbol": symbol, "maker": market["maker"],
+                         "taker": market["taker"], "percentage": True, "tierBased": False}
+                for symbol, market in self.markets.items()}
+        yield  # a generator that needs no call
+
+    def steps_fetch_balance(self, params: Any = None) -> _Steps:
+        account = yield from self._account()
+        balances = yield ("parley_balances", {"account": account})
+        return self.parse_balance(balances[account])
+
+    def steps_fetch_order_book(self, symbol: str, limit: int | None = None, params: Any = None) -> _Steps:
+        market = self.market(symbol)
+        book = yield ("parley_orderBook", self.omit_none({"market": market["id"], "depth": limit}))
+        return self.parse_book(book, market["symbol"])
+
+    def steps_fetch_ticker(self, symbol: str, params: Any = None) -> _Steps:
+        market = self.market(symbol)
+        book, trades = yield [("parley_orderBook", {"market": market["id"], "depth": 1}),
+                              ("parley_trades", {"market": market["id"], "limit": 1})]
+        return self.parse_ticker(book, trades, market)
+
+    def steps_fetch_trades(self, symbol: str, since: int | None = None, limit: int | None = None,
+                           params: Any = None) -> _Steps:
+        market = self.market(symbol)
+        fills = yield ("parley_trades", self.omit_none({"market": market["id"], "limit": limit}))
+        return [self.parse_trade(fill, market) for fill in fills]
+
+    def steps_fetch_my_trades(self, symbol: str | None = None, since: int | None = None,
+                              limit: int | None = None, params: Any = None) -> _Steps:
+        market = None if symbol is None else self.market(symbol)
+        fills = yield ("parley_myTrades", self.omit_none({"market": market and market["id"], "limit": limit}))
+        return [self.parse_trade(fill, market) for fill in fills]
+
+    def steps_create_order(self, symbol: str, type: str, side: str, amount: float, price: float | None = None,
+                           params: Any = None) -> _Steps:
+        params = dict(params or {})
+        market = self.market(symbol)
+        tif = str(params.pop("timeInForce", "IOC" if type == "market" else "GTC")).upper()
+        if params.pop("postOnly", False) or tif in ("PO", "POST_ONLY"):
+            tif = "PO"
+        if tif not in TIF_IN:
+            raise NotSupported(f"parley timeInForce {tif}: the node has GTC, IOC and PO (post only)")
+        client_order_id = params.pop("clientOrderId", None)
+        request: dict[str, Any] = {
+            "market": market["id"], "side": side, "type": type, "tif": TIF_IN[tif],
+            "qty": to_e9(self.amount_to_precision(symbol, amount)),
+            "reduce_only": bool(params.pop("reduceOnly", False)), "request_id": client_order_id,
+        }
+        if price is not None:
+            request["price"] = to_e9(self.price_to_precision(symbol, price))
+        elif type != "market":
+            raise ArgumentsRequired("parley create_order: a limit order needs its price")
+        placed = yield ("parley_placeOrder", self.omit_none({**request, **params}))
+        order = self.parse_order(placed["order"], market)
+        order["clientOrderId"] = client_order_id
+        self._remember(order["id"])
+        return order
+
+    def steps_cancel_order(self, id: str, symbol: str | None = None, params: Any = None) -> _Steps:
+        cancelled = yield ("parley_cancelOrder", {"order": id})
+        self._remember(id)
+        return self.parse_order(cancelled["order"])
+
+    def steps_cancel_all_orders(self, symbol: str | None = None, params: Any = None) -> _Steps:
+        if symbol is None:
+            raise ArgumentsRequired("parley cancel_all_orders needs a symbol")
+        market = self.market(symbol)
+        opened = yield ("parley_openOrders", {"market": market["id"]})
+        yield ("parley_cancelAll", {"market": market["id"]})
+        ids = [order["order_id"] for order in opened]
+        for order_id in ids:
+            self._remember(order_id)
+        return (yield from self._orders(ids, market))
+
+    def steps_fetch_order(self, id: str, symbol: str | None = None, params: Any = None) -> _Steps:
+        order = yield ("parley_order", {"order": id})
+        return self.parse_order(order)
+
+    def steps_fetch_open_orders(self, symbol: str | None = None, since: int | None = None,
+                                limit: int | None = None, params: Any = None) -> _Steps:
+        market = None if symbol is None else self.market(symbol)
+        opened = yield ("parley_openOrders", self.omit_none({"market": market and market["id"]}))
+        orders = yield from self._orders([order["order_id"] for order in opened], market)
+        return self.filter_by_symbol_since_limit(orders, symbol, since, limit)
+
+    def steps_fetch_closed_orders(self, symbol: str | None = None, since: int | None = None,
+                                  limit: int | None = None, params: Any = None) -> _Steps:
+        """The closed orders the node still reports among those this instance placed or cancelled
+        and those of the participant's last fills (the node has no list of closed orders)."""
+        market = None if symbol is None else self.market(symbol)
+        fills = yield ("parley_myTrades", self.omit_none({"market": market and market["id"], "limit": 1000}))
+        ids = list(dict.fromkeys([*self.options.setdefault("known_orders", []),
+                                  *(fill["order"] for fill in fills)]))
+        orders = yield from self._orders(ids, market)
+        closed = [order for order in orders if order["status"] != "open"]
+        return self.filter_by_symbol_since_limit(closed, symbol, since, limit)
+
+    def _remember(self, order_id: str) -> None:
+        known = self.options.setdefault("known_orders", [])
+        if order_id not in known:
+            known.append(order_id)
+
+    @staticmethod
+    def omit_none(request: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in request.items() if value is not None}
+
+
+UNIFIED = ("fetch_markets", "fetch_balance", "fetch_order_book", "fetch_ticker", "fetch_trades", "fetch_my_trades",
+           "create_order", "cancel_order", "cancel_all_orders", "fetch_order", "fetch_open_orders",
+           "fetch_closed_orders", "fetch_trading_fees")
+NO_MARKETS = ("fetch_markets",)  # the unified methods that must not load the markets first
+
+
+def _drive(exchange: Any, run: _Steps) -> Any:
+    """Run a generator of calls over the sync transport: each call (or batch) answered in turn."""
+    reply = None
+    try:
+        while True:
+            calls = run.send(reply)
+            reply = exchange._results(calls, exchange.request("rpc", "private", "POST", calls))
+    except StopIteration as done:
+        return done.value
+
+
+async def _drive_async(exchange: Any, run: _Steps) -> Any:
+    """`_drive` over the async transport."""
+    reply = None
+    try:
+        while True:
+            calls = run.send(reply)
+            reply = exchange._results(calls, await exchange.request("rpc", "private", "POST", calls))
+    except StopIteration as done:
+        return done.value
+
+
+def _sync_method(name: str) -> Any:
+    steps = getattr(_Parley, "steps_" + name)
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if name not in NO_MARKETS:
+            self.load_markets()
+        return _drive(self, steps(self, *args, **kwargs))
+
+    method.__name__ = name
+    return method
+
+
+def _async_method(name: str) -> Any:
+    steps = getattr(_Parley, "steps_" + name)
+
+    async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if name not in NO_MARKETS:
+            await self.load_markets()
+        return await _drive_async(self, steps(self, *args, **kwargs))
+
+    method.__name__ = name
+    return method
+
+
+class parley(_Parley, ccxt.Exchange):  # type: ignore[misc]
+    """The sync class (ccxt's requests session)."""
+
+
+class parley_async(_Parley, ccxt.async_support.Exchange):  # type: ignore[misc]
+    """The asyncio class (ccxt's aiohttp session)."""
+
+
+for _name in UNIFIED:
+    setattr(parley, _name, _sync_method(_name))
+    setattr(parley_async, _name, _async_method(_name))
+
+
+class parley_pro(parley_async):
+    """The async class with ``watch_*`` over the node's WebSocket: one subscription per topic
+    (and market), whose events fill ccxt's caches. A book whose seq skips, or a subscription
+    the node dropped, fails the waiting watch with InvalidNonce or NetworkError and subscribes
+    again on the next watch (from a new snapshot)."""
+
+    orders: Any = None  # ccxt's caches, made on the first event
+    myTrades: Any = None
+
+    def describe(self) -> Any:
+        return self.deep_extend(super().describe(), {
+            "options": {"tradesLimit": 1000, "ordersLimit": 1000, "myTradesLimit": 1000},
+        })
+
+    def ws_url(self) -> str:
+        url, token = self.node_api()
+        explicit = self.urls["api"].get("ws")
+        return explicit or url.replace("http", "ws", 1) + "/ws?token=" + token
+
+    async def subscribe(self, message_hash: str, topic: str, params: dict[str, Any]) -> Any:
+        """Wait for the next event of `message_hash`, subscribing to `topic` first if need be."""
+        await self.load_markets()
+        url = self.ws_url()
+        client = self.client(url)
+        request = None
+        if message_hash not in client.subscriptions:
+            self.request_id = getattr(self, "request_id", 0) + 1
+            client.subscriptions.setdefault("requests", {})[self.request_id] = message_hash
+            request = {"jsonrpc": "2.0", "id": self.request_id, "method": "parley_subscribe",
+                       "params": {"topic": topic, "params": params}}
+        return await self.watch(url, message_hash, request, message_hash)
+
+    async def watch_order_book(self, symbol: str, limit: int | None = None, params: Any = None) -> Any:
+        await self.load_markets()
+        market = self.market(symbol)
+        book = await self.subscribe("orderbook:" + market["symbol"], "book",
+                                    self.omit_none({"market": market["id"], "depth": limit}))
+        return book.limit()
+
+    async def watch_trades(self, symbol: str, since: int | None = None, limit: int | None = None,
+                           params: Any = None) -> Any:
+        await self.load_markets()
+        market = self.market(symbol)
+        trades = await self.subscribe("trades:" + market["symbol"], "trades", {"market": market["id"]})
+        if self.newUpdates:
+            limit = trades.getLimit(market["symbol"], limit)
+        return self.filter_by_since_limit(trades, since, limit, "timestamp", True)
+
+    async def watch_orders(self, symbol: str | None = None, since: int | None = None, limit: int | None = None,
+                           params: Any = None) -> Any:
+        orders = await self.subscribe("orders", "orders", {})
+        if self.newUpdates:
+            limit = orders.getLimit(symbol, limit)
+        return self.filter_by_symbol_since_limit(orders, symbol, since, limit, True)
+
+    async def watch_my_trades(self, symbol: str | None = None, since: int | None = None,
+                              limit: int | None = None, params: Any = None) -> Any:
+        trades = await self.subscribe("myTrades", "fills", {})
+        if self.newUpdates:
+            limit = trades.getLimit(symbol, limit)
+        return self.filter_by_symbol_since_limit(trades, symbol, since, limit, True)
+
+    async def watch_balance(self, params: Any = None) -> Any:
+        await self.load_markets()
+        await _drive_async(self, self._account())  # the participant whose balances to keep
+        return await self.subscribe("balance", "balances", {})
+
+    # -- the WebSocket's messages ---------------------------------------------------------------
+
+    def handle_message(self, client: Any, message: Any) -> None:
+        method = message.get("method")
+        if method == "parley_subscription":
+            params = message["params"]
+            message_hash = client.subscriptions.get("ids", {}).get(params["subscription"])
+            if message_hash is not None:
+                self.handle_event(client, message_hash, params["result"])
+        elif method == "parley_subscription_dropped":
+            message_hash = client.subscriptions.get("ids", {}).pop(message["params"]["subscription"], None)
+            if message_hash is not None:
+                self.forget(client, message_hash, NetworkError("parley dropped the subscription: "
+                                                               + message["params"]["reason"]))
+        elif "id" in message:
+            message_hash = client.subscriptions.get("requests", {}).pop(message["id"], None)
+            if message_hash is None:
+                return
+            if message.get("error") is not None:
+                try:
+                    self.raise_rpc_error(message["error"])
+                except ExchangeError as error:
+                    self.forget(client, message_hash, error)
+            else:
+                client.subscriptions.setdefault("ids", {})[message["result"]] = message_hash
+
+    def forget(self, client: Any, message_hash: str, error: Exception) -> None:
+        """Fail the watch of `message_hash`; the next one subscribes again."""
+        client.subscriptions.pop(message_hash, None)
+        for subscription, known in list(client.subscriptions.get("ids", {}).items()):
+            if known == message_hash:
+                del client.subscriptions["ids"][subscription]
+                self.spawn(client.send, {"jsonrpc": "2.0", "id": 0, "method": "parley_unsubscribe",
+                                         "params": [subscription]})  # its answer (id 0) is ignored
+        client.reject(error, message_hash)
+
+    def handle_event(self, client: Any, message_hash: str, event: dict[str, Any]) -> None:
+        if message_hash.startswith("orderbook:"):
+            self.handle_order_book(client, message_hash, event)
+        elif message_hash.startswith("trades:"):
+            symbol = message_hash.split(":", 1)[1]
+            if symbol not in self.trades:
+                self.trades[symbol] = ArrayCache(self.options["tradesLimit"])
+            if event["event"] == "appeared":
+                self.trades[symbol].append(self.parse_trade(event))
+                client.resolve(self.trades[symbol], message_hash)
+        elif message_hash == "myTrades":
+            if self.myTrades is None:
+                self.myTrades = ArrayCacheBySymbolById(self.options["myTradesLimit"])
+            if event["event"] != "vanished":
+                self.myTrades.append(self.parse_trade(event))
+                client.resolve(self.myTrades, message_hash)
+        elif message_hash == "orders":
+            if self.orders is None:
+                self.orders = ArrayCacheBySymbolById(self.options["ordersLimit"])
+            for order in event["orders"] if event["event"] == "snapshot" else [event]:
+                self.orders.append(self.parse_order(order))
+            if event["event"] != "snapshot" or event["orders"]:
+                client.resolve(self.orders, message_hash)
+        elif message_hash == "balance" and event["account"] == self.options["account"]:
+            self.balance = self.parse_balance(event["balances"])
+            client.resolve(self.balance, message_hash)
+
+    def handle_order_book(self, client: Any, message_hash: str, event: dict[str, Any]) -> None:
+        symbol = self.safe_symbol(event["market"])
+        if event["type"] == "snapshot":
+            book = self.order_book({}, event.get("depth"))
+            book.reset(self.parse_book(event, symbol))
+            book["nonce"] = event["seq"]
+            self.orderbooks[symbol] = book
+        else:
+            book = self.orderbooks.get(symbol)
+            if book is None:
+                return
+            if event["seq"] != book["nonce"] + 1:
+                del self.orderbooks[symbol]
+                self.forget(client, message_hash, InvalidNonce(f"parley {symbol} book skipped from seq "
+                                                               f"{book['nonce']} to {event['seq']}"))
+                return
+            for side in ("bids", "asks"):
+                self.handle_deltas(book[side], event[side])
+            book["nonce"] = event["seq"]
+        client.resolve(book, message_hash)
+
+    def handle_delta(self, bookside: Any, delta: list[str]) -> None:
+        bookside.store(self.e9_number(delta[0]), self.e9_number(delta[1]))
+
+
+def install() -> None:
+    """Register the classes as ``parley`` in ``ccxt``, ``ccxt.async_support`` and ``ccxt.pro``,
+    so that ``getattr(ccxt, "parley")(config)`` works as strategies call it."""
+    for module, cls in ((ccxt, parley), (ccxt.async_support, parley_async), (ccxt.pro, parley_pro)):
+        module.parley = cls
+        if "parley" not in module.exchanges:
+            module.exchanges.append("parley")
