@@ -47,6 +47,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mypy_extensions import mypyc_attr
 from sortedcontainers import SortedDict
 
 from crdt import cbor
@@ -174,6 +175,8 @@ def _exact_keys(body: Mapping[str, Any], names: frozenset[str]) -> None:
         raise Rejected(Reason.BAD_BODY, f"body must have exactly the keys {sorted(names)}")
 
 
+# Tests subclass it with a handler for a kind only they know (tests/crdt/kinds_kit.py).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Ledger:
     """The ledger of one channel. Its dispatch table comes from `kinds` (`crdt.kinds.KINDS`
     unless a test gives another registry): each kind's ``handler`` names a method of this class,

@@ -243,7 +243,7 @@ def address_of(private_key: bytes) -> Address:
 def sign_digest(private_key: bytes, digest: bytes) -> bytes:
     """A recoverable signature r‖s‖v (v in {27, 28}, low s) of a 32-byte digest, as Solidity's
     ``ecrecover`` and `Context.recover` take it."""
-    compact = coincurve.PrivateKey(private_key).sign_recoverable(digest, hasher=None)  # always low s
+    compact: bytes = coincurve.PrivateKey(private_key).sign_recoverable(digest, hasher=None)  # always low s
     return compact[:64] + bytes((27 + compact[64],))
 
 
