@@ -546,8 +546,17 @@ class Ledger:
 
     def _order_place(self, op: SignedOp, kind: Kind) -> None:
         self._permit(op, kind)
-        # the fields in the order crdt.kinds.ORDER_PLACE declares them
-        symbol, side, order_type, tif, price, qty, reduce_only, expires = body_values(kind, op.body)
+        # the fields in the order crdt.kinds.ORDER_PLACE declares them, typed (body_values checked
+        # them): the compiled build then compares and computes on native values
+        values = body_values(kind, op.body)
+        symbol: str = values[0]
+        side: str = values[1]
+        order_type: str = values[2]
+        tif: str = values[3]
+        price: int = values[4]
+        qty: int = values[5]
+        reduce_only: bool = values[6]
+        expires: int = values[7]
         market = self._markets.get(symbol)
         if market is None:
             raise Rejected(Reason.UNKNOWN_MARKET, symbol)
