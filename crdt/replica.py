@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -361,6 +361,21 @@ class Replica:
         final = self._final_fills
         ledger = self.ledger
         return [FillRecord(ledger.fill(p), p < final) for p in range(start, ledger.fill_count)]
+
+    def last_fill_records(self, keep: Callable[[Fill], bool], limit: int) -> list[FillRecord]:
+        """The last `limit` fills that `keep` accepts, oldest first, read from the end of the
+        replay order back (so an API's "last 100 trades" costs about what it returns, not every
+        fill since genesis)."""
+        final, ledger = self._final_fills, self.ledger
+        found: list[FillRecord] = []
+        position = ledger.fill_count
+        while position > 0 and len(found) < limit:
+            position -= 1
+            fill = ledger.fill(position)
+            if keep(fill):
+                found.append(FillRecord(fill, position < final))
+        found.reverse()
+        return found
 
     def take_fill_changes(self) -> FillChanges:
         """Which fills appeared, changed (price, quantity, fees or finality) or vanished since the

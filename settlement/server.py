@@ -18,6 +18,7 @@ import json
 from typing import Any
 
 import trio
+from eth_account import Account
 from eth_tester.exceptions import TransactionFailed
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
@@ -47,6 +48,7 @@ class ChainServer:
             return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "invalid request"}}
         method, params, request_id = request["method"], request.get("params") or [], request.get("id")
         try:
+            params = checksummed(params)
             result = self._development(method, params)
             if result is NotImplemented:
                 response = dict(self.manager._make_request(method, params))
@@ -99,6 +101,35 @@ class ChainServer:
         return Starlette(routes=[Route("/", rpc, methods=["POST"])])
 
 
+def dev_accounts(chain: EmbeddedChain) -> list[tuple[str, str, int]]:
+    """The embedded chain's funded accounts: (address, private key, wei). eth-tester derives
+    them from the private keys 1, 2, 3, …, public knowledge like anvil's mnemonic."""
+    accounts = list(chain.w3.eth.accounts)
+    keys = [f"0x{index:064x}" for index in range(1, len(accounts) + 1)]
+    found = []
+    for address, key in zip(accounts, keys, strict=True):
+        if Account.from_key(key).address != address:
+            raise SettlementError(f"eth-tester's account {address} is not the one of key {key}")
+        found.append((str(address), key, int(chain.w3.eth.get_balance(address))))
+    return found
+
+
+def checksummed(value: Any) -> Any:
+    """`value` with every 20-byte hex string in EIP-55 case: web3's tester provider refuses
+    lowercase addresses, which anvil, foundry and Parley itself send (hex case carries no
+    meaning in JSON-RPC, so data of that length is unchanged in value)."""
+    if isinstance(value, str) and len(value) == 42 and value[:2] in ("0x", "0X"):
+        try:
+            return Web3.to_checksum_address(value)
+        except ValueError:
+            return value
+    if isinstance(value, list):
+        return [checksummed(item) for item in value]
+    if isinstance(value, dict):
+        return {key: checksummed(item) for key, item in value.items()}
+    return value
+
+
 async def serve_chain(
     host: str = "127.0.0.1", port: int = 8545, *, server: ChainServer | None = None, block_time: float = 1.0,
     task_status: Any = trio.TASK_STATUS_IGNORED,
@@ -124,13 +155,14 @@ async def serve_chain(
 class ChainServerProcess:
     """``parley chain serve`` as a child process on a free port (for demos and tests)."""
 
-    def __init__(self, timeout: float = 60.0, block_time: float = 1.0) -> None:
+    def __init__(self, timeout: float = 60.0, block_time: float = 1.0, extra: list[str] | None = None) -> None:
         import subprocess
         import sys
         import time
 
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "channel", "chain", "serve", "--port", "0", "--block-time", str(block_time)],
+            [sys.executable, "-m", "channel", "chain", "serve", "--port", "0", "--block-time", str(block_time),
+             *(extra or [])],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
         )
         assert self.process.stdout is not None

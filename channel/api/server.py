@@ -64,7 +64,7 @@ from wsproto.extensions import PerMessageDeflate
 
 from channel.errors import StorageUnavailable
 from channel.runtime.events import Subscriber
-from channel.runtime.service import NodeService, NotReady, RequestRejected, UnknownMarket
+from channel.runtime.service import NodeService, NotReady, RequestIdConflict, RequestRejected, UnknownMarket
 from channel.runtime.trading import LEVELS, MAX_DEPTH, MAX_LIMIT
 from crdt.jsontext import MAX_NESTING, deeper_than_limit
 from crdt.kinds import (
@@ -100,6 +100,7 @@ REJECTED = -32001
 NOT_READY = -32002  # the node does not know its own last seq yet (a new store): nothing signed
 STORAGE = -32003  # the store refused the write (a full disk): nothing signed
 NOT_FOUND = -32004
+REQUEST_ID_CONFLICT = "request_id_conflict"  # data.reason of an INVALID_PARAMS: the key names another request
 
 TRANSFER, ORDER_PLACE, ORDER_CANCEL, ORDER_CANCEL_ALL = "transfer", "order.place", "order.cancel", "order.cancel_all"
 PLACE_PARAMS = ("market", "side", "qty", "price", "type", "tif", "reduce_only", "expires", "request_id")
@@ -245,12 +246,17 @@ async def _submit(node: NodeService, args: list[Any]) -> Any:
     return await _sign(node, kind, parse_body(kind, body), request_id)
 
 
-async def _sign(node: NodeService, kind: str, body: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+async def _sign(
+    node: NodeService, kind: str, body: dict[str, Any], request_id: str | None,
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """`NodeService.submit` with its refusals as JSON-RPC errors (nothing was signed for any)."""
     try:
-        return await node.submit(kind, body, request_id)
+        return await node.submit(kind, body, request_id, prepare)
     except RequestRejected as exc:
         raise RpcError(REJECTED, f"rejected: {exc}", {"reason": exc.reason}) from exc
+    except RequestIdConflict as exc:
+        raise RpcError(INVALID_PARAMS, str(exc), {"reason": REQUEST_ID_CONFLICT}) from exc
     except NotReady as exc:
         raise RpcError(NOT_READY, f"not ready: {exc}") from exc
     except StorageUnavailable as exc:
@@ -363,16 +369,23 @@ async def _place_order(node: NodeService, args: list[Any]) -> Any:
         "qty": qty, "reduce_only": False if reduce_only is None else reduce_only,
         "expires": 0 if expires is None else expires,
     })
+    prepare = None
     if price is None:
         if body["type"] != MARKET:
             raise invalid("missing parameters ['price']: a limit order needs its price")
-        if node.genesis.market(body["market"]) is not None:  # else replay's unknown_market, below
+
+        def prepare(body: dict[str, Any]) -> dict[str, Any]:
+            """The sweep price of the book now, taken once the request id is known to be new
+            (a retry gets the first answer, not another price)."""
+            if node.genesis.market(body["market"]) is None:
+                return body  # replay's unknown_market
             bound = node.sweep_price(body["market"], body["side"], body["qty"])
             if bound is None:
                 raise RpcError(REJECTED, f"rejected: {NO_LIQUIDITY}: the {body['market']} book has no "
                                f"{'asks' if body['side'] == BUY else 'bids'} to take", {"reason": NO_LIQUIDITY})
-            body["price"] = bound
-    receipt = await _sign(node, ORDER_PLACE, body, request_id)
+            return {**body, "price": bound}
+
+    receipt = await _sign(node, ORDER_PLACE, body, request_id, prepare)
     return _order_state(node, receipt, _hex(receipt["op_id"], "op_id", 32))
 
 

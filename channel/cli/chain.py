@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from web3.logs import DISCARD
 
+from channel.runtime.store import CERTIFICATES_DIR
 from crdt.certificate import Certificate
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis
@@ -76,7 +77,11 @@ def load_genesis(path: Path) -> Genesis:
 def load_certificates(paths: list[Path]) -> list[Certificate]:
     found = []
     for path in paths:
+        if (path / CERTIFICATES_DIR).is_dir():
+            path = path / CERTIFICATES_DIR  # a node's data directory
         files = sorted(path.glob("*.cbor")) if path.is_dir() else [path]
+        if not files:
+            raise typer.BadParameter(f"no certificate files in {path}")
         for file in files:
             try:
                 found.append(Certificate.decode(file.read_bytes()))
@@ -150,15 +155,17 @@ def print_leaves(genesis: Genesis, leaves: list[Any], verb: str, console: Consol
         console.print(f"{verb} {format_e9(to_e9(leaf.amount, places))} {symbol}")
 
 
-RpcOption = Annotated[str, typer.Option("--rpc", help="JSON-RPC URL of the chain (anvil, a testnet, mainnet).")]
+RpcOption = Annotated[str, typer.Option("--rpc", envvar="ETH_RPC_URL",
+                                         help="JSON-RPC URL of the chain (anvil, a testnet, mainnet).")]
 KeyFileOption = Annotated[
-    Path | None, typer.Option("--key-file", help="Ethereum v3 keystore JSON of your account.")
+    Path | None, typer.Option("--key-file", envvar="ETH_KEYSTORE", help="Ethereum v3 keystore JSON of your account.")
 ]
 PasswordFileOption = Annotated[
     Path | None, typer.Option("--password-file", help="File holding the keystore password.")
 ]
 CertificateOption = Annotated[
-    list[Path], typer.Option("--certificate", help="A certificate file (CBOR), or a folder of *.cbor; repeatable.")
+    list[Path], typer.Option("--certificate", help="A certificate file (CBOR), a folder of *.cbor, or a node's data "
+                 "directory (its certificates/ folder); repeatable.")
 ]
 
 
@@ -166,19 +173,80 @@ def serve_command(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8545,
     block_time: Annotated[float, typer.Option(help="Mine a block this often, in seconds (0: only on transactions).")]
     = 1.0,
+    config_out: Annotated[Path | None, typer.Option(
+        help="Also write the URL, chain id and funded accounts with their keys as JSON here.")] = None,
 ) -> None:
     """Serve the embedded chain (eth-tester + py-evm) over JSON-RPC on 127.0.0.1, with anvil's
-    evm_increaseTime / evm_mine / evm_snapshot / evm_revert, until Ctrl-C."""
+    evm_increaseTime / evm_mine / evm_snapshot / evm_revert, until Ctrl-C. Prints its funded
+    development accounts and their well-known private keys, as anvil does (never use them on a
+    real network)."""
     import trio
 
-    from settlement.server import serve_chain
+    from settlement.server import ChainServer, dev_accounts, serve_chain
+
+    server = ChainServer()
+    accounts = dev_accounts(server.chain)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            url = await nursery.start(partial(serve_chain, "127.0.0.1", port, block_time=block_time))
-            print(f"embedded chain on {url}", flush=True)
+            url = await nursery.start(partial(serve_chain, "127.0.0.1", port, server=server, block_time=block_time))
+            chain_id = server.chain.chain_id
+            for index, (address, key, wei) in enumerate(accounts):
+                print(f"({index}) {address} {format_wei(wei)} ETH  key {key}")
+            if config_out is not None:
+                config = {"url": url, "chain_id": chain_id,
+                          "accounts": [{"address": a, "private_key": k, "wei": str(w)} for a, k, w in accounts]}
+                config_out.write_text(json.dumps(config, indent=2) + "\n")
+            print(f"chain id {chain_id}")
+            print(f"embedded chain on {url}", flush=True)  # the last line: scripts wait for it
 
     trio.run(main)
+
+
+def fund_command(
+    address: Annotated[str, typer.Argument(help="The account to fund (any case).")],
+    eth: Annotated[str, typer.Option(help="How much native currency, e.g. 10 or 0.5.")] = "10",
+    rpc: RpcOption = DEFAULT_RPC,
+) -> None:
+    """Send native currency to an account from the chain's first unlocked account (development
+    chains: anvil, `parley chain serve`)."""
+    wei = parse_wei(eth)
+    try:
+        chain = RpcChain(rpc)
+        target = checksum(address)
+        chain.fund(target, wei)
+        balance = chain.w3.eth.get_balance(target)  # type: ignore[arg-type]
+    except (SettlementError, ValueError) as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"funded {target} with {format_wei(wei)} ETH; it holds {format_wei(int(balance))} ETH")
+
+
+def mint_command(
+    token: Annotated[str, typer.Option(help="The test token's address (from deploy.json).")],
+    to: Annotated[str, typer.Option(help="Who gets the tokens (any case).")],
+    amount: Annotated[str, typer.Option(help="Decimal amount in tokens, e.g. 250.")],
+    rpc: RpcOption = DEFAULT_RPC,
+    key_file: KeyFileOption = None,
+    password_file: PasswordFileOption = None,
+) -> None:
+    """Mint Parley's test ERC-20 (contracts/src/test/TestToken.sol, which anyone may mint);
+    a real token has no such function."""
+    signer = load_account(key_file, password_file)
+    try:
+        client = TestTokenClient(Sender(RpcChain(rpc), signer), token)
+        decimals = client.decimals()
+        with localcontext() as context:
+            context.prec = 120
+            units = Decimal(amount.strip()[:80]) * 10**decimals
+        if not units.is_finite() or units <= 0 or units != units.to_integral_value():
+            raise typer.BadParameter(f"not a positive amount with at most {decimals} decimals: {amount[:40]!r}")
+        client.mint(to, int(units))
+        held = client.balance_of(to)
+    except InvalidOperation as exc:
+        raise typer.BadParameter(f"not a decimal amount: {amount[:40]!r}") from exc
+    except (SettlementError, ValueError) as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"minted {amount} to {checksum(to)}; it holds {format_e9(to_e9(held, decimals))}")
 
 
 def register(app: typer.Typer) -> None:
@@ -198,6 +266,8 @@ def register(app: typer.Typer) -> None:
     chain_app.command("refund")(refund_command)
     chain_app.command("slash")(slash_command)
     chain_app.command("serve")(serve_command)
+    chain_app.command("fund")(fund_command)
+    chain_app.command("mint")(mint_command)
     app.add_typer(chain_app, name="chain")
 
 
@@ -258,18 +328,31 @@ def deploy_command(
     test_token: Annotated[
         int | None, typer.Option(help="Also deploy a mintable test ERC-20 with these decimals.")
     ] = None,
+    symbol: Annotated[str, typer.Option(help="The test token's symbol in the channel (with --test-token).")] = "USDC",
+    out: Annotated[Path, typer.Option(help="Write the chain id and addresses here, for genesis new --from-deploy.")]
+    = Path("deploy.json"),
 ) -> None:
-    """Deploy the adjudicator (from the committed artifacts) and print its address."""
+    """Deploy the adjudicator (from the committed artifacts) and print its address; write
+    deploy.json (chain id, adjudicator, test token) for `parley genesis new --from-deploy`."""
     account = load_account(key_file, password_file)
     try:
-        sender = Sender(RpcChain(rpc), account)
+        chain = RpcChain(rpc)
+        sender = Sender(chain, account)
         adjudicator = AdjudicatorClient.deploy(sender)
         typer.echo(f"adjudicator {adjudicator.address}")
+        deployed: dict[str, Any] = {"chain_id": chain.chain_id, "rpc": rpc, "adjudicator": adjudicator.address,
+                                    "tokens": []}
         if test_token is not None:
             token = TestTokenClient.deploy(sender, "Test token", "TEST", test_token)
             typer.echo(f"test token {token.address} ({test_token} decimals)")
+            deployed["tokens"].append({"symbol": symbol, "address": token.address, "decimals": test_token})
     except SettlementError as exc:
         raise _fail(exc) from exc
+    try:
+        out.write_text(json.dumps(deployed, indent=2) + "\n")
+    except OSError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"wrote {out}")
 
 
 def open_command(

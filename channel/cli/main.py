@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from channel.cli.certificates import register as register_certificates
 from channel.cli.chain import register as register_settlement
 from channel.cli.console import console, read_password, user_errors
 from channel.cli.markets import MARKETS_HELP, checked_markets, markets_report, markets_summary, markets_table
@@ -24,16 +25,19 @@ from channel.runtime import keystore
 from channel.runtime.genesis_file import (
     EMBEDDED_ADJUDICATOR,
     EMBEDDED_CHAIN_ID,
+    build_genesis,
     create_genesis_folder,
     load_genesis,
     placeholder_token,
+    save_genesis,
+    with_bootstrap,
 )
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis, Token
 from crdt.graph import PendingBuffer
 from crdt.ops import decode_op, encode_ops, split_ops
 from crdt.replica import Replica
-from crdt.types import from_hex
+from crdt.types import Address, Symbol, from_hex
 from crdt.units import format_e9, parse_e9
 
 app = typer.Typer(
@@ -41,6 +45,24 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        from importlib.metadata import version
+
+        print(f"parley {version('parley')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Parley: multi-party state channels that keep working with Byzantine participants."""
+
+
 keys_app = typer.Typer(help="Participant keys, in Ethereum v3 keystore files.", no_args_is_help=True)
 genesis_app = typer.Typer(help="Channel genesis files.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -108,7 +130,8 @@ def parse_token(text: str) -> Token:
 @user_errors
 def genesis_new(
     out: Annotated[Path, typer.Option(help="Folder to write genesis.toml and keys/ into.")] = Path("channel"),
-    participants: Annotated[int, typer.Option("-n", "--participants", min=1, max=256)] = 4,
+    participants: Annotated[int | None, typer.Option(
+        "-n", "--participants", min=1, max=256, help="How many participants, each with a new key (default 4).")] = None,
     token: Annotated[
         list[str] | None,
         typer.Option(help="SYMBOL:DECIMALS[:ADDRESS], repeatable (default USDC:6)."),
@@ -124,6 +147,15 @@ def genesis_new(
     adjudicator: Annotated[str, typer.Option(help="Adjudicator contract address.")] = EMBEDDED_ADJUDICATOR,
     dispute_window: Annotated[int, typer.Option(help="Dispute window in seconds.")] = 3600,
     threshold: Annotated[int | None, typer.Option(help="Signatures needed (default n - f).")] = None,
+    keys: Annotated[list[Path] | None, typer.Option(
+        "--keys", help="Existing keystores (files, or folders of 0x*.json), repeatable: they are the participants, "
+        "and no key is made (each participant keeps its own; `parley keys new`).")] = None,
+    bootstrap: Annotated[list[str] | None, typer.Option(
+        help="ADDRESS=MULTIADDR, repeatable: a participant's libp2p address, as `parley node init` prints it "
+        "(or set it later with `parley genesis set-bootstrap`).")] = None,
+    from_deploy: Annotated[Path | None, typer.Option(
+        help="deploy.json of `parley chain deploy`: its chain id, adjudicator and test token (unless --token).")]
+    = None,
     password_file: PasswordFile = None,
     light_kdf: Annotated[bool, typer.Option(help="Cheap scrypt, for throwaway channels.")] = False,
 ) -> None:
@@ -134,31 +166,90 @@ def genesis_new(
         contract = from_hex(adjudicator, 20)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    tokens = [parse_token(text) for text in (token or ["USDC:6"])]
+    tokens = [parse_token(text) for text in token] if token else None
+    if from_deploy is not None:
+        chain_id, contract, deployed = read_deploy(from_deploy)
+        tokens = tokens or deployed or None
+    tokens = tokens or [parse_token("USDC:6")]
     markets = checked_markets(market or [], markets_file, [token.symbol for token in tokens])
-    password = read_password(password_file, confirm=True)
-    genesis, keys = create_genesis_folder(
-        out,
-        participants,
-        password=password,
-        tokens=tokens,
-        initial=amount,
-        markets=markets,
-        chain_id=chain_id,
-        adjudicator=contract,
-        dispute_window=dispute_window,
-        threshold=threshold,
-        light_kdf=light_kdf,
-    )
+    addresses = [keystore.address_in(path) for path in keystore.keystore_files(keys)] if keys else None
+    count = len(addresses) if addresses is not None else participants or 4
+    if participants is not None and count != participants:
+        raise UserError(f"-n {participants} but --keys names {count} participants")
+    bootstraps = None
+    if bootstrap:
+        if addresses is None:
+            raise UserError("--bootstrap needs --keys (the addresses it names)")
+        bootstraps = parse_bootstraps(bootstrap, addresses)
+    if addresses is not None:
+        genesis = build_genesis(
+            addresses, tokens=tokens, initial=amount, markets=markets, chain_id=chain_id, adjudicator=contract,
+            dispute_window=dispute_window, threshold=threshold, bootstraps=bootstraps,
+        )
+        save_genesis(genesis, out / "genesis.toml")
+        wrote = f"wrote {out / 'genesis.toml'}"
+    else:
+        password = read_password(password_file, confirm=True)
+        genesis, _ = create_genesis_folder(
+            out, count, password=password, light_kdf=light_kdf, tokens=tokens, initial=amount, markets=markets,
+            chain_id=chain_id, adjudicator=contract, dispute_window=dispute_window, threshold=threshold,
+        )
+        wrote = f"wrote {out / 'genesis.toml'} and {out / 'keys'}/"
     table = Table(title=f"channel 0x{genesis.channel_id.hex()}")
     table.add_column("participant")
     table.add_column("role")
+    table.add_column("bootstrap")
     for participant in genesis.participants:
-        table.add_row(f"0x{participant.address.hex()}", participant.role.value)
+        table.add_row(f"0x{participant.address.hex()}", participant.role.value, participant.bootstrap or "-")
     console.print(table)
     if genesis.markets:
         console.print(markets_table(genesis))
-    console.print(f"threshold {genesis.threshold} of {len(keys)}; wrote {out / 'genesis.toml'} and {out / 'keys'}/")
+    console.print(f"threshold {genesis.threshold} of {len(genesis.participants)}; {wrote}")
+
+
+def read_deploy(path: Path) -> tuple[int, bytes, list[Token]]:
+    """The chain id, adjudicator and tokens of a deploy.json (`parley chain deploy --out`)."""
+    try:
+        data = json.loads(path.read_text())
+        tokens = [Token(Symbol(t["symbol"]), Address(from_hex(t["address"], 20)), int(t["decimals"]))
+                  for t in data.get("tokens", [])]
+        return int(data["chain_id"]), from_hex(data["adjudicator"], 20), tokens
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"cannot read the deployment {path} (from `parley chain deploy`): {exc!r}") from exc
+
+
+def parse_bootstraps(entries: list[str], addresses: list[Address]) -> list[str]:
+    """ADDRESS=MULTIADDR entries as one bootstrap per participant, in address order."""
+    found: dict[Address, str] = {}
+    for entry in entries:
+        account, sep, multiaddr = entry.partition("=")
+        try:
+            address = Address(from_hex(account, 20))
+        except ValueError as exc:
+            raise UserError(f"--bootstrap wants ADDRESS=MULTIADDR, got {entry!r}: {exc}") from exc
+        if not sep or address not in addresses:
+            raise UserError(f"--bootstrap {entry!r}: not ADDRESS=MULTIADDR of one of the --keys")
+        found[address] = multiaddr
+    return [found.get(address, "") for address in sorted(addresses)]
+
+
+@genesis_app.command("set-bootstrap")
+@user_errors
+def genesis_set_bootstrap(
+    genesis_path: Annotated[Path, typer.Argument(help="The channel's genesis.toml (rewritten in place).")],
+    account: Annotated[str, typer.Argument(help="The participant's address.")],
+    multiaddr: Annotated[str, typer.Argument(help="Its libp2p address, as `parley node init` prints it ('' clears).")],
+) -> None:
+    """Set one participant's bootstrap address. The channel id does not cover bootstrap
+    addresses, so the channel stays the same; give every participant the new file."""
+    genesis = load_genesis(genesis_path)
+    try:
+        address = Address(from_hex(account, 20))
+    except ValueError as exc:
+        raise UserError(f"bad address {account!r}: {exc}") from exc
+    updated = with_bootstrap(genesis, address, multiaddr)
+    save_genesis(updated, genesis_path)
+    print(f"channel 0x{updated.channel_id.hex()}: 0x{address.hex()} at {multiaddr or '(none)'}")  # no wrapping
 
 
 # -- workload and replay ------------------------------------------------------------------------------
@@ -215,10 +306,14 @@ def replay_file(data: bytes, genesis: Genesis) -> tuple[Replica, list[dict[str, 
 
 def replay_report(replica: Replica, refused: list[dict[str, Any]]) -> dict[str, Any]:
     """The replayed state as one JSON document. In a channel with markets ``fee_pool`` (per
-    token) and ``markets`` (books, open orders and fills: `markets_report`) are added; e9 amounts
-    there are decimal strings."""
+    token) and ``markets`` (books, open orders and fills: `markets_report`) are added. Every e9
+    amount is a decimal string, as on the API (a JSON number above 2**53 loses digits in
+    JavaScript and in many JSON parsers)."""
     genesis, ledger = replica.genesis, replica.ledger
-    balances = replica.balances()
+    balances = {
+        account: {token: {part: str(value) for part, value in parts.items()} for token, parts in tokens.items()}
+        for account, tokens in replica.balances().items()
+    }
     trading: dict[str, Any] = {}
     if genesis.markets:
         trading = {"fee_pool": {t.symbol: str(ledger.fees(t.symbol)) for t in genesis.tokens},
@@ -277,7 +372,7 @@ def print_replay(report: dict[str, Any], genesis: Genesis) -> None:
     for account, per_token in report["balances"].items():
         for index, token in enumerate(genesis.tokens):
             label = [token.symbol] if len(genesis.tokens) > 1 else []
-            amounts = (format_e9(per_token[token.symbol][bucket]) for bucket in buckets)
+            amounts = (format_e9(int(per_token[token.symbol][bucket])) for bucket in buckets)
             shown = f"{account[:10]}…{account[-4:]}" if index == 0 else ""  # in full with --json
             table.add_row(shown, *label, *amounts, end_section=index == len(genesis.tokens) - 1)
     console.print(table)
@@ -342,6 +437,7 @@ def demo(
 register_settlement(app)  # parley exit, parley chain …
 register_node(app)  # parley node run, balance, transfer, status, peers, stats, watch
 register_trade(app)  # parley order, cancel, book, orders, trades
+register_certificates(app)  # parley checkpoints, certificate
 
 
 def main() -> None:  # pragma: no cover - the console script

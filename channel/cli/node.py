@@ -53,6 +53,62 @@ def register(app: typer.Typer) -> None:
         password = read_password(node_config.password_file, confirm=False)
         trio.run(partial(run_node, node_config, password, serve_api, fresh_channel=fresh_channel))
 
+    @node_app.command("init")
+    @user_errors
+    def node_init(
+        genesis: Annotated[Path, typer.Option(help="The channel's genesis.toml.")],
+        keystore_file: Annotated[Path, typer.Option("--keystore", help="This participant's keystore (v3 JSON).")],
+        out: Annotated[Path, typer.Option(help="The node's folder: its node.toml and data directory.")],
+        listen: Annotated[str, typer.Option(help="The libp2p address to listen on (a fixed port: peers dial it).")]
+        = "/ip4/127.0.0.1/tcp/4001",
+        api_port: Annotated[int, typer.Option(help="The local API's port on 127.0.0.1 (0: any free port, "
+                                              "written to api.json).")] = 0,
+        rpc: Annotated[str | None, typer.Option(envvar="ETH_RPC_URL", help="Settle on this chain ([chain] rpc).")]
+        = None,
+        password_file: Annotated[Path | None, typer.Option(
+            help="The keystore's password file (recorded in node.toml; else $PARLEY_PASSWORD or a prompt).")] = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Write a node's node.toml (paths relative to it) and its libp2p identity (sealed with the
+        keystore's password), and print its bootstrap address for the genesis."""
+        import tomli_w
+
+        from channel.runtime import keystore
+        from channel.runtime.chain_worker import ChainConfig
+        from channel.runtime.genesis_file import load_genesis
+        from p2p.identity import load_or_create, peer_id_of
+
+        if (out / "node.toml").exists():
+            raise UserError(f"{out / 'node.toml'} exists; choose another --out")
+        parsed = load_genesis(genesis)
+        address = keystore.address_in(keystore_file)
+        if address not in parsed.addresses:
+            raise UserError(f"the keystore {keystore_file} holds 0x{address.hex()}, not a participant of this channel")
+        port = _fixed_port(listen)
+        password = read_password(password_file, confirm=False)
+        keystore.load(keystore_file, password)  # a wrong password fails here, not at the first start
+        config = NodeConfig(
+            data_dir=out.resolve(), genesis=genesis.resolve(), keystore=keystore_file.resolve(),
+            password_file=password_file.resolve() if password_file is not None else None,
+            p2p_listen=(listen,), api_port=api_port,
+            chain=ChainConfig(rpc=rpc) if rpc is not None else None,
+        )
+        NodeConfig.from_mapping(config.to_mapping(out.resolve()), out.resolve())  # what `node run` will read
+        peer = peer_id_of(load_or_create(out, password))
+        (out / "node.toml").write_text(tomli_w.dumps(config.to_mapping(out.resolve())))
+        host = listen.split("/")[2]
+        bootstrap = f"{listen}/p2p/{peer}"
+        if as_json:
+            print(json.dumps({"config": str(out / "node.toml"), "account": f"0x{address.hex()}", "port": port,
+                              "peer_id": peer, "bootstrap": bootstrap}))
+            return
+        # plain lines (no wrapping), to copy: the bootstrap address goes into the genesis
+        print(f"wrote {out / 'node.toml'} for participant 0x{address.hex()} (libp2p port {port})")
+        if host in ("0.0.0.0", "::"):
+            print("it listens on every interface: give peers an address of this machine they can reach")
+        print(f"next: parley genesis set-bootstrap {genesis} 0x{address.hex()} {bootstrap}")
+        print(f"bootstrap {bootstrap}")
+
     @node_app.command("repair")
     @user_errors
     def node_repair(
@@ -204,3 +260,17 @@ def _describe(topic: str, event: dict[str, Any]) -> str:
         )
         return f"{event['account']}: {parts}"
     return f"{event['op_id']} {event['status']}"
+
+
+def _fixed_port(listen: str) -> int:
+    """The TCP port of a libp2p listen address; 0 is refused (the genesis needs a port to dial)."""
+    parts = listen.split("/")
+    if len(parts) < 5 or parts[1] not in ("ip4", "ip6", "dns4", "dns6") or parts[3] != "tcp" or len(parts) != 5:
+        raise UserError(f"--listen wants /ip4/HOST/tcp/PORT, got {listen!r}")
+    try:
+        port = int(parts[4])
+    except ValueError as exc:
+        raise UserError(f"bad port in {listen!r}") from exc
+    if not 0 < port < 65536:
+        raise UserError(f"--listen needs a fixed port between 1 and 65535 (peers dial it), not {port}")
+    return port

@@ -27,6 +27,7 @@ Paths are relative to the folder of the configuration file.
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,11 +103,8 @@ class NodeConfig:
         )
 
     def to_mapping(self, base: Path) -> dict[str, Any]:
-        def rel(path: Path) -> str:
-            try:
-                return str(path.relative_to(base))
-            except ValueError:
-                return str(path)
+        def rel(path: Path) -> str:  # relative to the file's folder, "../" included: movable as a whole
+            return os.path.relpath(path, base)
 
         mapping: dict[str, Any] = {
             "data_dir": rel(self.data_dir),

@@ -262,6 +262,7 @@ class ConsensusDriver:
                 self.certificates[version] = certificate
         except InvalidInput as exc:
             raise store.damaged("a stored consensus record or certificate fails its checks", exc) from exc
+        node.persist("certificate files", store.export_certificates)
         vote_from = node.signer.vote_from
         self.consensus.abstain_below = ABSTAIN_ALWAYS if vote_from is None else vote_from
         self._vote_reports: set[bytes] = set()  # participants whose catch-up answers we caught up to

@@ -23,6 +23,7 @@ from crdt.types import Address, Symbol, from_hex
 # when eth-tester's first account deploys it as its first transaction.
 EMBEDDED_CHAIN_ID = 131277322940537
 EMBEDDED_ADJUDICATOR = "0xf2e246bb76df876cef8b38ae84130f4f55de395b"
+MIN_DISPUTE_WINDOW, MAX_DISPUTE_WINDOW = 3600, 365 * 86400  # seconds: Adjudicator.sol's range
 
 
 def placeholder_token(symbol: str, decimals: int) -> Token:
@@ -140,29 +141,90 @@ def create_genesis_folder(
     if participants < 1:
         raise UserError("a channel needs at least one participant")
     keys = sorted(keys or [keystore.new_key() for _ in range(participants)], key=lambda key: key.address)
-    chosen_roles = roles or [Role.TRADER] * participants
-    addresses = bootstraps or [""] * participants
+    genesis = build_genesis(
+        [key.address for key in keys], tokens=tokens, initial=initial, markets=markets, roles=roles,
+        chain_id=chain_id, adjudicator=adjudicator, dispute_window=dispute_window, threshold=threshold,
+        bootstraps=bootstraps,
+    )
+    for key in keys:
+        keystore.save(key, out / "keys", password, light=light_kdf)
+    save_genesis(genesis, out / "genesis.toml")
+    return genesis, keys
+
+
+def build_genesis(
+    addresses: Sequence[Address],
+    *,
+    tokens: list[Token],
+    initial: int,
+    markets: Sequence[Market] | None = None,
+    roles: list[Role] | None = None,
+    chain_id: int = EMBEDDED_CHAIN_ID,
+    adjudicator: bytes = from_hex(EMBEDDED_ADJUDICATOR, 20),
+    dispute_window: int = 3600,
+    threshold: int | None = None,
+    bootstraps: Sequence[str] | None = None,
+) -> Genesis:
+    """A new channel's genesis for `addresses` (sorted: participants are in address order, and
+    `roles` and `bootstraps`, if given, follow that order). Every participant holds `initial`
+    (e9) of every token. `markets`: by default the demo's (`DEMO_MARKETS`) whose base and quote
+    are both among `tokens`."""
+    if len(set(addresses)) != len(addresses):
+        raise UserError("a participant is named twice")
+    if not MIN_DISPUTE_WINDOW <= dispute_window <= MAX_DISPUTE_WINDOW:
+        raise UserError(f"the dispute window must be between {MIN_DISPUTE_WINDOW} s (1 hour) and "
+                        f"{MAX_DISPUTE_WINDOW} s (365 days), as the adjudicator requires; not {dispute_window}")
+    ordered = sorted(addresses)
+    chosen_roles = roles or [Role.TRADER] * len(ordered)
+    chosen_bootstraps = list(bootstraps or [""] * len(ordered))
+    for text in chosen_bootstraps:
+        if text:
+            check_bootstrap(text)
     if markets is None:
         symbols = {token.symbol for token in tokens}
         markets = [market for market in DEMO_MARKETS if {market.base, market.quote} <= symbols]
     try:
-        genesis = Genesis.create(
+        return Genesis.create(
             chain_id=chain_id,
             adjudicator=adjudicator,
             participants=[
-                Participant(k.address, r, b) for k, r, b in zip(keys, chosen_roles, addresses, strict=True)
+                Participant(a, r, b) for a, r, b in zip(ordered, chosen_roles, chosen_bootstraps, strict=True)
             ],
             tokens=tokens,
             threshold=threshold,
             dispute_window=dispute_window,
             initial_balances=[
-                InitialBalance(key.address, token.symbol, initial) for key in keys for token in tokens if initial
+                InitialBalance(address, token.symbol, initial) for address in ordered for token in tokens if initial
             ],
             markets=markets,
         )
     except InvalidInput as exc:
         raise UserError(str(exc)) from exc
-    for key in keys:
-        keystore.save(key, out / "keys", password, light=light_kdf)
-    save_genesis(genesis, out / "genesis.toml")
-    return genesis, keys
+
+
+def check_bootstrap(text: str) -> str:
+    """A participant's bootstrap address: a libp2p multiaddr ending in /p2p/<peer id> (what
+    `parley node init` prints); a `UserError` says what is wrong."""
+    import multiaddr
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    try:
+        info_from_p2p_addr(multiaddr.Multiaddr(text))
+    except Exception as exc:  # multiaddr and libp2p raise several unrelated types
+        raise UserError(f"bad bootstrap address {text!r} (want /ip4/HOST/tcp/PORT/p2p/PEER_ID): {exc}") from exc
+    return text
+
+
+def with_bootstrap(genesis: Genesis, account: Address, bootstrap: str) -> Genesis:
+    """The same channel with one participant's bootstrap address set (the channel id does not
+    cover bootstrap addresses, so the genesis stays valid and every node agrees on it)."""
+    if account not in genesis.addresses:
+        raise UserError(f"0x{account.hex()} is not a participant of this channel")
+    mapping = genesis.to_mapping()
+    for entry in mapping["participants"]:
+        if from_hex(entry["address"], 20) == account:
+            entry["bootstrap"] = check_bootstrap(bootstrap) if bootstrap else ""
+    try:
+        return Genesis.from_mapping(mapping)
+    except InvalidGenesis as exc:
+        raise UserError(str(exc)) from exc

@@ -86,6 +86,33 @@ def find(folder: Path, address: bytes) -> Path:
     return path
 
 
+def address_in(path: Path) -> Address:
+    """The address a keystore file holds the key of, read without its password (the v3 format
+    keeps it in the clear); `KeystoreError` if the file is not a keystore."""
+    try:
+        text = json.loads(path.read_text())["address"]
+        address = bytes.fromhex(text.removeprefix("0x"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise KeystoreError(f"{path} is not an Ethereum v3 keystore with an address: {exc}") from exc
+    if len(address) != 20:
+        raise KeystoreError(f"{path} holds a {len(address)}-byte address")
+    return Address(address)
+
+
+def keystore_files(paths: list[Path]) -> list[Path]:
+    """Keystore files, each path a file or a folder of ``0x*.json``."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files = sorted(path.glob("0x*.json"))
+            if not files:
+                raise KeystoreError(f"no keystore files in {path}")
+            found += files
+        else:
+            found.append(path)
+    return found
+
+
 def load_all(folder: Path, password: str) -> list[Key]:
     paths = sorted(folder.glob("0x*.json"))
     if not paths:

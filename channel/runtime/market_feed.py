@@ -15,8 +15,9 @@ someone subscribes:
   or it became final) or vanished, as `channel.runtime.trading.fill_json` with ``event``.
 - ``fills`` (optional ``market``): the same for the fills of this node's participant, as
   `channel.runtime.trading.own_fill_json`.
-- ``orders`` (optional ``market``): each change of the state of one of this node's
-  participant's orders, as `channel.runtime.trading.order_json` with ``event``: ``placed``,
+- ``orders`` (optional ``market``): first ``{event: "snapshot", orders}``, the participant's
+  open and pending orders oldest first, then each change of the state of one of its orders,
+  as `channel.runtime.trading.order_json` with ``event``: ``placed``,
   ``partially_filled``, ``filled``, ``cancelled``, ``expired``, ``self_trade``, ``unfunded``,
   ``done``, ``rejected``, ``changed`` (a tentative fill of it changed or vanished: its status
   and remaining may go back) or ``final`` (only its finality changed).
@@ -244,12 +245,23 @@ class MarketFeed:
                 ledger.order_fills.get(order_id))
 
     def _greet_orders(self, subscriber: Subscriber) -> None:
-        if self._orders is not None:
-            return
-        self._orders, self._resting, self._prints = {}, {}, {}
-        for ids in self.replica.graph.chains.get(self.account, {}).values():
-            for order_id in ids:
-                self._check(order_id, publish=False)
+        """Read the own orders if no one watched them, then give the new subscriber the open and
+        pending ones (of its market), oldest first, as one snapshot."""
+        if self._orders is None:
+            self._orders, self._resting, self._prints = {}, {}, {}
+            for ids in self.replica.graph.chains.get(self.account, {}).values():
+                for order_id in ids:
+                    self._check(order_id, publish=False)
+        ops_of = self.replica.graph.ops
+        live = sorted(
+            (info for order_id, info in self._orders.items()
+             if info.status in (OPEN, PENDING) and subscriber.market in (None, info.market)),
+            key=lambda info: ops_of[info.order_id].seq,
+        )
+        self.events.deliver(subscriber, {"event": "snapshot", "orders": [
+            trading.order_json(info, [trading.taker_side(self.replica, record.fill) for record in info.fills])
+            for info in live
+        ]})
 
     def _check(self, order_id: OpId, *, publish: bool = True) -> None:
         """Read one own order; publish its new state if it changed; keep it while it can change."""

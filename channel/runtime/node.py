@@ -57,11 +57,13 @@ from channel.runtime.events import EventHub
 from channel.runtime.genesis_file import load_genesis
 from channel.runtime.keystore import write_atomic
 from channel.runtime.market_feed import MarketFeed
-from channel.runtime.service import NotReady, RequestRejected, UnknownMarket
+from channel.runtime.service import NotReady, RequestIdConflict, RequestRejected, UnknownMarket
 from channel.runtime.store import Store
+from crdt import cbor
 from crdt.certificate import Certificate
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis
+from crdt.hashing import keccak256
 from crdt.ledger import Reason
 from crdt.markets.book import BUY, FillRecord
 from crdt.markets.config import Market
@@ -197,7 +199,7 @@ class Node:
         self._balances = self._balance_snapshot()
         self.submitted = 0
         self.behaviour: Behaviour = HONEST
-        self._requests: dict[OpId, str] = {}  # op id -> request id, stored with the op itself
+        self._requests: dict[OpId, tuple[str, bytes]] = {}  # op id -> request id and fingerprint, stored with it
         self._durable: set[OpId] = set()  # signed here, committed by `submit`, not yet applied
         # False: a submit's fsync'd commit runs on the trio thread, in `persist_ops` (only the
         # baseline of benchmarks/fsync.py sets it)
@@ -234,7 +236,8 @@ class Node:
         write: then nothing is applied."""
         own = self.peer is None or source == self.peer.local_id  # signed here: fsync before it leaves
         ops = [op for op in ops if op.op_id not in self._durable]
-        requests = [(self._requests[op.op_id], op.op_id) for op in ops if op.op_id in self._requests]
+        requests = [(request[0], op.op_id, request[1]) for op in ops
+                    if (request := self._requests.get(op.op_id)) is not None]
         pairs = [(op.op_id, op.raw) for op in ops]
         return self.persist("operations", self.store.append_ops, pairs, source, fsync=own, requests=requests)
 
@@ -257,11 +260,12 @@ class Node:
             log.error("storing %s failed: %s; submissions are refused until the store is writable", what, exc)
         self.storage_error = str(exc)
 
-    async def _commit_own(self, op: SignedOp, request_id: str | None) -> None:
+    async def _commit_own(self, op: SignedOp) -> None:
         """Make an operation signed here durable, with its request id, in a worker thread;
         raises `StorageUnavailable` (recorded, nothing stored) if the store refused it."""
         source = self.peer.local_id if self.peer is not None else b"local"
-        requests = [(request_id, op.op_id)] if request_id is not None else []
+        request = self._requests.get(op.op_id)
+        requests = [(request[0], op.op_id, request[1])] if request is not None else []
         try:
             with trio.CancelScope(shield=True):  # a commit under way is waited for, never abandoned
                 await self.store.append_own_ops([(op.op_id, op.raw)], source, requests=requests)
@@ -383,18 +387,33 @@ class Node:
         others = sorted(head for head in graph.heads if head not in own)
         return own + others[-(MAX_PARENTS - len(own)) :] if others else list(own)
 
-    async def submit(self, kind: str, body: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
+    async def submit(
+        self, kind: str, body: dict[str, Any], request_id: str | None = None,
+        prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         """Sign, store, apply and gossip one operation of this participant.
 
-        Returns ``{op_id, seq, status}``. Raises `RequestRejected` (nothing signed) when replay
-        would give the operation no effect, `StorageUnavailable` (nothing kept, no seq used) when
-        the store refuses the commit.
+        Returns ``{op_id, seq, status}``. A `request_id` already used returns the first answer
+        if the request is the same (`kind` and `body` as asked), and raises
+        `RequestIdConflict` if not. `prepare`, if given, completes the body once that check is
+        passed (a market order's price from the book now: a retry must not take it again).
+        Raises `RequestRejected` (nothing signed) when replay would give the operation no
+        effect, `StorageUnavailable` (nothing kept, no seq used) when the store refuses the
+        commit.
         """
         async with self._lock:
+            fingerprint = request_fingerprint(kind, body)
             if request_id is not None:
                 known = self.store.request(request_id)
                 if known is not None:
-                    return self._receipt(OpId(known))
+                    op_id, asked = known
+                    if asked is not None and asked != fingerprint:
+                        raise RequestIdConflict(
+                            f"request id {request_id!r} was used for another request (op 0x{op_id.hex()})"
+                        )
+                    return self._receipt(OpId(op_id))
+            if prepare is not None:
+                body = prepare(body)
             if not self.check_signer():
                 raise NotReady(self.learning())
             if self.storage_error is not None:
@@ -407,10 +426,10 @@ class Node:
                 raise RequestRejected(reason)
             op = sign(draft, self.key.private_key)
             if request_id is not None:
-                self._requests[op.op_id] = request_id
+                self._requests[op.op_id] = (request_id, fingerprint)
             try:
                 if self.commit_off_loop:
-                    await self._commit_own(op, request_id)
+                    await self._commit_own(op)
                 # No checkpoint from the commit's return to the apply (`Peer.submit` ingests
                 # before it awaits): a cancellation cannot leave a durable operation unapplied,
                 # whose seq the next submit would sign again.
@@ -575,21 +594,26 @@ class Node:
         if market is not None:
             self._market(market)
         me = self.address
-        mine = [
-            record for record in self.replica.fill_records()
-            if trading.involves(record.fill, me) and market in (None, record.fill.market)
-        ]
-        return [trading.own_fill_json(record, self._taker_side(record), me) for record in mine[-limit:]]
+        mine = self.replica.last_fill_records(
+            lambda fill: trading.involves(fill, me) and market in (None, fill.market), limit
+        )
+        return [trading.own_fill_json(record, self._taker_side(record), me) for record in mine]
 
     def trades(self, market: str, limit: int = 100) -> list[dict[str, Any]]:
         self._market(market)
-        found = [record for record in self.replica.fill_records() if record.fill.market == market]
-        return [trading.fill_json(record, self._taker_side(record)) for record in found[-limit:]]
+        found = self.replica.last_fill_records(lambda fill: fill.market == market, limit)
+        return [trading.fill_json(record, self._taker_side(record)) for record in found]
 
     def sweep_price(self, market: str, side: str, qty: int) -> int | None:
         self._market(market)
         book = self.replica.ledger.book(market)
         return trading.sweep_price(book.asks() if side == BUY else book.bids(), qty)
+
+
+def request_fingerprint(kind: str, body: dict[str, Any]) -> bytes:
+    """What a client asked, as 32 bytes: the kind and the body before `Node.submit`'s
+    `prepare` (canonical CBOR, so key order does not matter)."""
+    return keccak256(cbor.encode([kind, body]))
 
 
 def peer_name(peer: PeerId) -> str:
@@ -773,7 +797,6 @@ def repair_store(config: NodeConfig) -> dict[str, Any]:
     it aside and start an empty one), and make the node learn its own seq and its vote floor
     from its peers again, since what was dropped may have been its own. Returns what it did."""
     from channel.core.consensus import Decision, decode_message, decode_signing_record
-    from crdt.certificate import Certificate
 
     genesis = load_genesis(config.genesis)
     path = config.data_dir / STORE_FILE

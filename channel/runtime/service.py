@@ -16,7 +16,7 @@ strings), which the WebSocket streams of books, trades, orders and fills share.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import trio
@@ -35,6 +35,10 @@ class RequestRejected(ChannelError):
     def __init__(self, reason: Reason | str, detail: str = "") -> None:
         super().__init__(f"{reason}{': ' + detail if detail else ''}")
         self.reason = str(reason)
+
+
+class RequestIdConflict(ChannelError):
+    """A request id already used for another request; nothing was signed."""
 
 
 class NotReady(ChannelError):
@@ -72,8 +76,13 @@ class NodeService(Protocol):
         """This node's participant: the author of what it signs."""
         ...
 
-    async def submit(self, kind: str, body: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
-        """Sign, store, apply and gossip; ``{op_id, seq, status}``."""
+    async def submit(
+        self, kind: str, body: dict[str, Any], request_id: str | None = None,
+        prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Sign, store, apply and gossip; ``{op_id, seq, status}``. A reused `request_id` gives
+        the first answer, or `RequestIdConflict` for another request; `prepare` completes the
+        body after that check."""
         ...
 
     def stats(self) -> dict[str, Any]: ...

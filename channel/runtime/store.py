@@ -10,10 +10,13 @@ What is written, and when (the write-ahead rule of DESIGN.md):
   (that would be equivocation);
 - client requests are recorded with their idempotency key in the same transaction as the
   operation they made (`Store.append_ops`), so a retried submit returns the first answer
-  instead of signing again, even after a crash right after that commit;
+  instead of signing again, even after a crash right after that commit; with the key goes a
+  fingerprint of what was asked, so a key reused for another request is refused;
 - decided checkpoints (the value and its quorum of precommits) are stored once the replica has
   certified them, and certificates (threshold EIP-712 signatures) as they form, so a restart
-  re-certifies the same cuts in order; misbehaviour evidence is kept for the contract;
+  re-certifies the same cuts in order; each certificate is also a file,
+  ``certificates/v<N>.cbor``, for the emergency exit; misbehaviour evidence is kept for the
+  contract;
 - every consensus proposal and vote this node signs is stored before it is sent, until its
   height is decided, so a restarted node re-sends those instead of signing conflicting ones,
   and keeps the value it locked.
@@ -70,6 +73,8 @@ import trio
 from channel.errors import DataDirLocked, StorageUnavailable, StoreDamaged
 
 LOCK_FILE = "LOCK"
+CERTIFICATES_DIR = "certificates"  # in the data directory: v<N>.cbor, what `parley exit` reads
+Request = tuple[str, bytes, bytes]  # (request id, op id, fingerprint of what the client asked)
 BUSY_TIMEOUT_S = 5.0  # how long a write waits for another connection's (SQLite's busy_timeout)
 REPAIR_HINT = (
     "run `parley node repair --config <node.toml>` to drop what is damaged (the node then learns it "
@@ -85,7 +90,8 @@ CREATE TABLE IF NOT EXISTS ops (
 );
 CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY,
-    op_id BLOB NOT NULL
+    op_id BLOB NOT NULL,
+    fingerprint BLOB
 );
 CREATE TABLE IF NOT EXISTS decisions (
     version INTEGER PRIMARY KEY,
@@ -168,6 +174,9 @@ class Store:
             db.execute("PRAGMA synchronous=FULL")
             if schema:
                 db.executescript(SCHEMA)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+                if "fingerprint" not in columns:  # a store of a node from before request fingerprints
+                    db.execute("ALTER TABLE requests ADD COLUMN fingerprint BLOB")
             if max_bytes is not None:
                 page = int(db.execute("PRAGMA page_size").fetchone()[0])
                 db.execute(f"PRAGMA max_page_count={max(16, max_bytes // page)}")
@@ -196,10 +205,10 @@ class Store:
         source: bytes,
         *,
         fsync: bool = True,
-        requests: Iterable[tuple[str, bytes]] = (),
+        requests: Iterable[Request] = (),
     ) -> int:
-        """Append (op_id, raw) pairs not stored yet, and the (request id, op id) of the
-        client requests that made them, in one transaction; return how many ops were new.
+        """Append (op_id, raw) pairs not stored yet, and the (request id, op id, fingerprint)
+        of the client requests that made them, in one transaction; return how many ops were new.
         With ``fsync=False`` (operations from peers) the commit survives a crash of the
         process but not of the machine; the next fsync'd commit makes it durable too."""
         rows = [(op_id, raw, source) for op_id, raw in ops]
@@ -209,7 +218,7 @@ class Store:
             return _insert_ops(db, rows, list(requests))
 
     async def append_own_ops(
-        self, ops: Iterable[tuple[bytes, bytes]], source: bytes, *, requests: Iterable[tuple[str, bytes]] = ()
+        self, ops: Iterable[tuple[bytes, bytes]], source: bytes, *, requests: Iterable[Request] = ()
     ) -> int:
         """`append_ops` with fsync, run in a worker thread on the store's second connection:
         the trio thread runs other tasks while the disk syncs. Returns once the commit is
@@ -220,7 +229,7 @@ class Store:
             return 0
         return await trio.to_thread.run_sync(self._append_own, rows, list(requests))
 
-    def _append_own(self, rows: list[tuple[bytes, bytes, bytes]], requests: list[tuple[str, bytes]]) -> int:
+    def _append_own(self, rows: list[tuple[bytes, bytes, bytes]], requests: list[Request]) -> int:
         assert self._own is not None
         with _Transaction(self._own, self.path, self._writer) as db:
             return _insert_ops(db, rows, requests)
@@ -265,9 +274,14 @@ class Store:
     def count_ops(self) -> int:
         return int(self._query("SELECT count(*) FROM ops")[0][0])
 
-    def request(self, request_id: str) -> bytes | None:
-        rows = self._query("SELECT op_id FROM requests WHERE request_id = ?", (request_id,))
-        return bytes(rows[0][0]) if rows else None
+    def request(self, request_id: str) -> tuple[bytes, bytes | None] | None:
+        """The op id a request made, and the fingerprint of what it asked (None for a request
+        stored by a node from before fingerprints)."""
+        rows = self._query("SELECT op_id, fingerprint FROM requests WHERE request_id = ?", (request_id,))
+        if not rows:
+            return None
+        op_id, fingerprint = rows[0]
+        return bytes(op_id), None if fingerprint is None else bytes(fingerprint)
 
     def put_decision(self, version: int, decision: bytes) -> None:
         """A decided checkpoint (the encoded `Decision`: value and quorum of precommits)."""
@@ -301,10 +315,39 @@ class Store:
         return [(int(version), bytes(data)) for version, data in rows]
 
     def put_certificate(self, version: int, certificate: bytes) -> None:
+        """Store a certificate, and write it as ``certificates/v<N>.cbor`` in the data directory,
+        where `parley exit --certificate DIR` finds it once every node is gone."""
         with self._transaction(fsync=False) as db:
             db.execute(
                 "INSERT OR REPLACE INTO certificates(version, certificate) VALUES (?, ?)", (version, certificate)
             )
+        self.write_certificate_file(version, certificate)
+
+    def certificate_path(self, version: int) -> Path:
+        return certificate_path(self.path.parent, version)
+
+    def write_certificate_file(self, version: int, certificate: bytes) -> None:
+        """Write (atomically: a temporary file renamed over it) one certificate's file; without
+        fsync, as its row: after a power cut catch-up fetches it again, and the next start
+        writes the file of every stored certificate that has none (`export_certificates`)."""
+        path = self.certificate_path(version)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            path.parent.mkdir(exist_ok=True)
+            tmp.write_bytes(certificate)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot write the certificate file {path}: {exc}") from exc
+
+    def export_certificates(self) -> int:
+        """Write the files of the stored certificates that have none (a store of an older node,
+        or files deleted by hand); returns how many it wrote."""
+        written = 0
+        for version, data in self.certificates():
+            if not self.certificate_path(version).exists():
+                self.write_certificate_file(version, data)
+                written += 1
+        return written
 
     def certificates(self) -> list[tuple[int, bytes]]:
         rows = self._query("SELECT version, certificate FROM certificates ORDER BY version")
@@ -359,13 +402,17 @@ class Store:
 
 
 def _insert_ops(
-    db: sqlite3.Connection, rows: list[tuple[bytes, bytes, bytes]], requests: list[tuple[str, bytes]]
+    db: sqlite3.Connection, rows: list[tuple[bytes, bytes, bytes]], requests: list[Request]
 ) -> int:
     before = db.total_changes
     db.executemany("INSERT OR IGNORE INTO ops(op_id, raw, source) VALUES (?, ?, ?)", rows)
     new = db.total_changes - before
-    db.executemany("INSERT OR IGNORE INTO requests(request_id, op_id) VALUES (?, ?)", requests)
+    db.executemany("INSERT OR IGNORE INTO requests(request_id, op_id, fingerprint) VALUES (?, ?, ?)", requests)
     return new
+
+
+def certificate_path(data_dir: Path, version: int) -> Path:
+    return data_dir / CERTIFICATES_DIR / f"v{version}.cbor"
 
 
 class _Transaction:

@@ -109,12 +109,38 @@ def test_request_ids_make_submits_idempotent(channel_dir: Path, tmp_path: Path) 
     async def body(node: Node, endpoint: Endpoint) -> None:
         async with AsyncClient(endpoint) as client:
             to = others(node)[1]
-            first = await client.transfer(to, "USDC", 7, request_id="order-1")
-            again = await client.transfer(to, "USDC", 7, request_id="order-1")
+            first = await client.transfer(to, "USDC", 7 * 10**6, request_id="order-1")
+            again = await client.transfer(to, "USDC", 7 * 10**6, request_id="order-1")
             assert again == first
+            assert (await client.stats())["operations"] == 1
+            with pytest.raises(ApiError) as conflict:  # the same key for another request signs nothing
+                await client.transfer(to, "USDC", 8 * 10**6, request_id="order-1")
+            assert (conflict.value.code, conflict.value.data) == (-32602, {"reason": "request_id_conflict"})
+            assert "order-1" in str(conflict.value)
             assert (await client.stats())["operations"] == 1
 
     with_node(channel_dir, tmp_path, body)
+
+
+def test_a_request_id_survives_a_restart_with_its_fingerprint(channel_dir: Path, tmp_path: Path) -> None:
+    """A retry after the node restarted still gets the first answer, and a conflict is still
+    seen: the fingerprint is in the store with the request id."""
+    answers: list[Any] = []
+
+    async def first(node: Node, endpoint: Endpoint) -> None:
+        async with AsyncClient(endpoint) as client:
+            answers.append(await client.transfer(others(node)[1], "USDC", 5 * 10**6, request_id="r"))
+
+    async def second(node: Node, endpoint: Endpoint) -> None:
+        async with AsyncClient(endpoint) as client:
+            again = await client.transfer(others(node)[1], "USDC", 5 * 10**6, request_id="r")
+            assert again["op_id"] == answers[0]["op_id"]
+            with pytest.raises(ApiError) as conflict:
+                await client.transfer(others(node)[2], "USDC", 5 * 10**6, request_id="r")
+            assert conflict.value.data == {"reason": "request_id_conflict"}
+
+    with_node(channel_dir, tmp_path, first)
+    with_node(channel_dir, tmp_path, second)
 
 
 @pytest.mark.parametrize(
@@ -178,7 +204,7 @@ def test_garbage_payloads(channel_dir: Path, tmp_path: Path) -> None:
     [
         (0, {"token": "USDC", "amount": str(101 * E9)}, "insufficient_balance"),
         (0, {"token": "EUR", "amount": "1"}, "unknown_token"),
-        (3, {"token": "USDC", "amount": "1"}, "not_permitted"),  # an observer
+        (3, {"token": "USDC", "amount": "1000"}, "not_permitted"),  # an observer
     ],
 )
 def test_requests_replay_would_reject_are_refused_unsigned(
@@ -201,7 +227,7 @@ def test_self_transfer_and_unknown_recipient_are_refused(channel_dir: Path, tmp_
         async with AsyncClient(endpoint) as client:
             for to, reason in (("0x" + node.address.hex(), "self_transfer"), ("0x" + "11" * 20, "unknown_recipient")):
                 with pytest.raises(ApiError) as caught:
-                    await client.transfer(to, "USDC", 1)
+                    await client.transfer(to, "USDC", 1000)
                 assert caught.value.data == {"reason": reason}
 
     with_node(channel_dir, tmp_path, body)
@@ -274,14 +300,14 @@ def test_restart_restores_state_and_seq(channel_dir: Path, tmp_path: Path) -> No
     async def first(node: Node, endpoint: Endpoint) -> None:
         async with AsyncClient(endpoint) as client:
             for amount in (1, 2, 3):
-                receipts.append(await client.transfer(others(node)[0], "USDC", amount))
+                receipts.append(await client.transfer(others(node)[0], "USDC", amount * 1000))
 
     async def second(node: Node, endpoint: Endpoint) -> None:
         assert node.next_seq() == 4
         async with AsyncClient(endpoint) as client:
             for receipt in receipts:
                 assert (await client.status(receipt["op_id"]))["status"] == "tentative"
-            assert (await client.transfer(others(node)[0], "USDC", 4))["seq"] == 4
+            assert (await client.transfer(others(node)[0], "USDC", 4000))["seq"] == 4
 
     with_node(channel_dir, tmp_path, first)
     with_node(channel_dir, tmp_path, second)

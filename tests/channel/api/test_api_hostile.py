@@ -344,7 +344,7 @@ def test_a_batch_answers_every_item_on_its_own(channel_dir: Path, tmp_path: Path
 
     async def body(node: Node, endpoint: Endpoint) -> None:
         to = others(node)[0]
-        batch = [rpc("parley_transfer", [to, "USDC", "5"], 1), rpc("parley_transfer", [to, "USDC", "²"], 2)]
+        batch = [rpc("parley_transfer", [to, "USDC", "5000"], 1), rpc("parley_transfer", [to, "USDC", "²"], 2)]
         async with httpx.AsyncClient(base_url=endpoint.url, headers=endpoint.headers) as http:
             response = await post(http, batch)
         assert response.status_code == 200
@@ -373,7 +373,7 @@ def test_a_websocket_survives_malformed_params_and_keeps_its_subscriptions(chann
             error = json.loads(await ws.get_message())
             assert error["id"] == 1
             assert error["error"]["code"] == -32602
-            await ws.send_message(json.dumps(rpc("parley_transfer", [to, "USDC", "5"], 2)))
+            await ws.send_message(json.dumps(rpc("parley_transfer", [to, "USDC", "5000"], 2)))
             messages = [json.loads(await ws.get_message()) for _ in range(2)]
         receipt = next(m for m in messages if m.get("id") == 2)["result"]
         event = next(m for m in messages if m.get("method") == "parley_subscription")

@@ -163,6 +163,7 @@ def test_a_late_order_that_steals_a_fill_is_reported_everywhere(tmp_path: Path) 
                        for topic, params in (("trades", {"market": SYMBOL}), ("fills", {}), ("orders", {}),
                                              ("book", {"market": SYMBOL}))}
             assert (await next_event(streams["book"]))["type"] == "snapshot"
+            assert await next_event(streams["orders"]) == {"event": "snapshot", "orders": []}
             ask = signer.place(1, node, "sell", PRICE, QTY)
             node.receive([ask])
             parents = node.parents()
@@ -230,6 +231,8 @@ def test_certification_makes_the_trade_final_on_every_node(tmp_path: Path) -> No
             maker_orders = await stack.enter_async_context(maker_api.subscribe("orders"))
             maker_book = await stack.enter_async_context(maker_api.subscribe("book", market=SYMBOL))
             assert (await next_event(maker_book))["seq"] == 0
+            for events in (taker_orders, maker_orders):
+                assert await next_event(events) == {"event": "snapshot", "orders": []}
             ask = (await maker_api.place_order(SYMBOL, "sell", QTY, PRICE))["op_id"]
             placed = await next_event(maker_orders)
             assert (placed["event"], placed["order_id"], placed["status"]) == ("placed", ask, "open")
@@ -345,10 +348,11 @@ def test_a_restart_announces_only_what_is_new(tmp_path: Path) -> None:
             placed = await client.place_order(SYMBOL, "buy", QTY, PRICE)
             event = await next_event(trades)
             assert (event["event"], event["taker_order"]) == ("appeared", placed["op_id"])
+            assert await next_event(orders) == {"event": "snapshot", "orders": []}  # both bids filled
             state = await next_event(orders)
             assert (state["event"], state["order_id"]) == ("filled", placed["op_id"])
             async with client.subscribe("ops") as ops:
-                await client.transfer(hexed(node.genesis.participants[1].address), "USDC", 1)
+                await client.transfer(hexed(node.genesis.participants[1].address), "USDC", 1000)
                 assert (await next_event(ops))["kind"] == "transfer"
             await client.place_order(SYMBOL, "buy", QTY, PRICE)  # the ask's last 0.1
             assert (await next_event(trades))["event"] == "appeared"

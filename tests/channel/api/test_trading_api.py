@@ -194,6 +194,25 @@ def test_a_market_order_without_a_price_takes_the_book_as_it_stands(tmp_path: Pa
     run(tmp_path, body)
 
 
+def test_a_retried_market_order_gets_its_first_answer_not_a_new_price(tmp_path: Path) -> None:
+    """A market order with a request id took the whole book; its retry finds the book empty but
+    must answer as the first time (the price is taken only for a new request), and the same key
+    for another order is a conflict: nothing more is signed."""
+    async def body(node: Node, endpoint: Endpoint) -> None:
+        async with AsyncClient(endpoint) as client:
+            node.receive([sign_order(node, 1, 1, order_body("sell", TENTH, PRICE + E9))])
+            first = await client.place_order(SYMBOL, "buy", TENTH, type="market", request_id="mkt-1")
+            assert first["order"]["status"] == "filled"
+            again = await client.place_order(SYMBOL, "buy", TENTH, type="market", request_id="mkt-1")
+            assert (again["op_id"], again["order"]["status"]) == (first["op_id"], "filled")
+            with pytest.raises(ApiError) as conflict:
+                await client.place_order(SYMBOL, "sell", TENTH, PRICE, request_id="mkt-1")
+            assert (conflict.value.code, conflict.value.data) == (INVALID_PARAMS, {"reason": "request_id_conflict"})
+        assert node.next_seq() == 2
+
+    run(tmp_path, body)
+
+
 def test_cancels_and_what_they_refuse(tmp_path: Path) -> None:
     """A cancel of someone else's order, of a filled order and of no order are refused unsigned
     with their reasons; a cancel of an open order and a cancel_all release what they held."""

@@ -244,3 +244,10 @@ def test_the_full_demo_settles_and_pays_the_exit(tmp_path: Path) -> None:
     assert len(result["payouts"]) == 8
     assert all(payout["paid"] == payout["owed"] > 0 for payout in result["payouts"])
     assert any(payout["held"] > 0 for payout in result["payouts"])  # the last ladders rest: paid back
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    code, output = invoke("--version")
+    assert (code, output) == (0, f"parley {version('parley')}\n")

@@ -298,8 +298,8 @@ def test_replay_json_shows_the_books_and_fills_of_the_replica(trading_channel: P
     assert report["fee_pool"] == {t.symbol: str(ledger.fees(t.symbol)) for t in replica.genesis.tokens}
     for participant in replica.genesis.participants:
         for token in replica.genesis.tokens:
-            assert report["balances"][hexed(participant.address)][token.symbol]["held"] == ledger.held(
-                participant.address, token.symbol
+            assert report["balances"][hexed(participant.address)][token.symbol]["held"] == str(
+                ledger.held(participant.address, token.symbol)
             )
 
 

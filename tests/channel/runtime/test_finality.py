@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from channel.api.client import Client, Endpoint
+from channel.cli.certificates import read_certificates
 from crdt.certificate import Certificate
 from settlement.chain import EmbeddedChain
 from settlement.client import AdjudicatorClient
@@ -76,6 +77,10 @@ def test_operations_become_final_and_the_contract_accepts_the_certificate(
         with Client(endpoint) as client:
             assert client.certificate(certificate.version)["payout_root"] == answer["payout_root"]
             assert client.evidence() == []
+    for process in processes:  # and wrote them to its data directory for the exit (each with the
+        written = read_certificates(process.data_dir)[certificate.version]  # signatures it got first)
+        assert written.checkpoint == certificate.checkpoint
+        written.verify(cluster.genesis)
     adjudicator.propose(certificate)
     settlement = adjudicator.settlement(cluster.genesis.channel_id)
     assert settlement.version == certificate.version

@@ -85,6 +85,8 @@ def test_the_streams_folded_are_the_node_s_book_trades_fills_and_orders(
                             break
                         if name in books:
                             books[name].apply(event)  # raises BookGap if a seq is skipped
+                        elif name == "orders" and event["event"] == "snapshot":
+                            assert event["orders"] == []  # opened before any operation
                         elif name == "orders":
                             assert event["owner"] == "0x" + node.address.hex()
                             orders[event.pop("order_id")] = order_summary(event)
@@ -176,7 +178,9 @@ def test_a_checkpoint_that_expires_orders_changes_the_book_and_the_orders(tmp_pa
             _, orders = node.events.open("orders")
             node.receive([mine, theirs])
             assert [e["type"] for e in drained(book)] == ["snapshot", "delta"]
-            assert [(e["event"], e["status"]) for e in drained(orders)] == [("placed", "open")]
+            snapshot, placed = drained(orders)
+            assert snapshot == {"event": "snapshot", "orders": []}
+            assert (placed["event"], placed["status"]) == ("placed", "open")
             node.replica.certify(Cut(1, tuple(sorted(node.replica.graph.heads)), 6_000))
             node.announce([])
             (delta,) = drained(book)
@@ -233,6 +237,35 @@ def test_the_book_is_kept_to_the_deepest_subscriber(tmp_path: Path) -> None:
                     shallow.apply(event)
                 assert matches(shallow, 1)
             assert shallow.best_ask() == (9 * E9, E9)
+        finally:
+            store.close()
+
+    trio.run(main)
+
+
+def test_an_orders_subscriber_starts_from_a_snapshot_of_the_open_orders(tmp_path: Path) -> None:
+    """A subscriber that joins late gets the participant's open orders, oldest first (not the
+    filled one, nor the other participant's), then the changes from there."""
+    ctx = GENESIS.context()
+    ask = sign_op(ctx, KEYS[B], 1, [], "order.place", body("sell", 10 * E9, E9))
+    high = sign_op(ctx, KEYS[A], 1, [], "order.place", body("sell", 12 * E9, E9))
+    low = sign_op(ctx, KEYS[A], 2, [high.op_id], "order.place", body("buy", 8 * E9, E9))
+    taken = sign_op(ctx, KEYS[A], 3, [low.op_id, ask.op_id], "order.place", body("buy", 10 * E9, E9))
+
+    async def main() -> None:
+        node, store = open_node(tmp_path)
+        try:
+            node.receive([ask, high, low, taken])
+            assert node.order(taken.op_id)["status"] == "filled"
+            for params in ({}, {"market": SYMBOL}):
+                _, orders = node.events.open("orders", params)
+                (snapshot,) = drained(orders)
+                assert snapshot["event"] == "snapshot"
+                assert [o["order_id"] for o in snapshot["orders"]] == ["0x" + high.op_id.hex(), "0x" + low.op_id.hex()]
+                assert snapshot["orders"] == [node.order(high.op_id), node.order(low.op_id)]
+            node.receive([sign_op(ctx, KEYS[A], 4, [taken.op_id], "order.cancel", {"order": high.op_id})])
+            (cancelled,) = drained(orders)
+            assert (cancelled["event"], cancelled["order_id"]) == ("cancelled", "0x" + high.op_id.hex())
         finally:
             store.close()
 

@@ -24,7 +24,7 @@ from channel.runtime import keystore
 from channel.runtime import node as node_module
 from channel.runtime import store as store_module
 from channel.runtime.genesis_file import create_genesis_folder, load_genesis
-from channel.runtime.node import Node
+from channel.runtime.node import Node, request_fingerprint
 from channel.runtime.store import Store
 from crdt.genesis import Genesis, Token
 from crdt.ops import decode_op
@@ -217,7 +217,8 @@ def test_a_slow_commit_of_a_submit_lets_the_other_tasks_of_the_node_run(
     try:
         receipt = trio.run(main)
         assert [op_id for _, op_id, _ in store.load_ops()] == [bytes.fromhex(receipt["op_id"][2:])]
-        assert store.request("slow-1") == bytes.fromhex(receipt["op_id"][2:])
+        assert store.request("slow-1") == (bytes.fromhex(receipt["op_id"][2:]), request_fingerprint(
+            "transfer", transfer_body(genesis)))
     finally:
         store.close()
     assert slow.progressed == [True], "the other task did not run while the submit's commit was under way"
@@ -314,7 +315,7 @@ def test_two_concurrent_submits_get_consecutive_seqs(
     try:
         node = trio.run(main)
         stored = [decode_op(raw, node.replica.ctx) for _, _, raw in store.load_ops()]
-        requests = {request_id: store.request(request_id) for request_id in "ab"}
+        requests = {request_id: (store.request(request_id) or (None, None))[0] for request_id in "ab"}
     finally:
         store.close()
     assert sorted(receipt["seq"] for receipt in receipts.values()) == [1, 2]
@@ -368,7 +369,8 @@ def test_a_failed_off_loop_commit_signs_nothing_that_stays_and_the_node_goes_on(
     try:
         receipt = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
         assert store.count_ops() == 1
-        assert store.request("full-1") == bytes.fromhex(receipt["op_id"][2:])
+        assert store.request("full-1") == (bytes.fromhex(receipt["op_id"][2:]), request_fingerprint(
+            "transfer", transfer_body(genesis)))
     finally:
         store.close()
     assert receipt["seq"] == 1
@@ -404,3 +406,19 @@ def test_the_size_cap_holds_for_the_off_loop_commits(
     assert node.storage_error is not None
     assert stored == set(node.replica.graph.ops)
     assert len(stored) == accepted
+
+
+def test_a_store_from_before_request_fingerprints_gains_the_column_and_keeps_its_requests(tmp_path: Path) -> None:
+    path = tmp_path / "node.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE requests (request_id TEXT PRIMARY KEY, op_id BLOB NOT NULL)")
+    db.execute("INSERT INTO requests VALUES ('old', ?)", (b"\x01" * 32,))
+    db.commit()
+    db.close()
+    store = Store(path)
+    try:
+        assert store.request("old") == (b"\x01" * 32, None)  # no fingerprint: a retry is not checked
+        store.append_ops([(b"\x02" * 32, b"raw")], b"local", requests=[("new", b"\x02" * 32, b"\x03" * 32)])
+        assert store.request("new") == (b"\x02" * 32, b"\x03" * 32)
+    finally:
+        store.close()

@@ -96,6 +96,12 @@ def test_the_reports_folded_are_the_fills_replay_holds_under_any_delivery_and_ce
         fold(view, replica)
         assert view == current(replica)
         check_orders(replica, ops)
+        limit = data.draw(st.integers(1, 4))
+        taker = data.draw(st.sampled_from(ops)).author
+        records = replica.fill_records()
+        assert replica.last_fill_records(lambda fill: True, limit) == records[-limit:]
+        assert replica.last_fill_records(lambda fill, taker=taker: taker == fill.taker, limit) == [
+            r for r in records if r.fill.taker == taker][-limit:]
     fresh = Replica(GENESIS)
     fresh.receive_many(ops)
     assert [r.fill for r in replica.fill_records()] == fresh.fills() or replica.cuts  # cuts reorder epochs
