@@ -3,8 +3,9 @@ compiled with mypyc when a C compiler is present at install time.
 
 - ``PARLEY_PURE=1`` at install time builds the pure-Python project only; at run time it makes
   `crdt` import its ``.py`` sources even where compiled modules are present (see crdt/_build.py).
-- Without a C compiler the build is pure, with a message. With one, a failed compilation fails
-  the install (set ``PARLEY_PURE=1`` to install without it).
+- Without a C compiler (or without mypyc, outside pip's build environment) the build is pure,
+  with a message. With both, a failed compilation fails the install (set ``PARLEY_PURE=1`` to
+  install without it).
 - The build writes ``crdt/_compiled.txt``, the SHA-256 of each compiled module's source: at
   import, a compiled module whose source has changed since is never used (crdt/_build.py).
 """
@@ -59,8 +60,11 @@ def ext_modules() -> list[object]:
     if not have_compiler():
         print("parley: no C compiler found, installing the pure-Python crdt core", file=sys.stderr)
         return []
-    from mypyc.build import mypycify
-
+    try:
+        from mypyc.build import mypycify  # pyproject.toml's build requirements install mypy
+    except ImportError:
+        print("parley: mypyc is not installed, installing the pure-Python crdt core", file=sys.stderr)
+        return []
     return list(mypycify(COMPILED, opt_level="3", group_name="crdt"))
 
 
