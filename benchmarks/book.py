@@ -16,6 +16,11 @@ ratios hold on a busy machine too:
 - ``book_late_op``: one order that sorts before k applied operations of the crossing flow
   (it crosses, so everything after it re-matches), against a full replay.
 
+With the compiled crdt core (setup.py), the same measurements follow from the pure-Python
+build, in a subprocess with ``PARLEY_PURE=1`` (``--this-build-only`` skips it); every line
+says its ``build``. ``matching_adds`` is the transfer ingest rate over the flow's, minus one:
+what matching adds to the cost of ingesting an operation (issue 12's target: 0.2 at most).
+
 Operations form one chain (each names the previous one as its parent, and its author's own
 previous operation, as a node's `parents()` and the transfer workload do), so replay applies
 them in creation order and a late operation's position is exact.
@@ -35,7 +40,7 @@ import coincurve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import emit
+from benchmarks.common import emit, pure_too
 from benchmarks.ingest import best_of, timed
 from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
 from crdt.hashing import keccak256
@@ -194,6 +199,7 @@ def run(count: int, traders: int, seed: int) -> None:
     best = best_of(3, **functions)
     recover = count / best["bare"]
     emit(bench="recover_bare", ops=count, per_s=round(recover))
+    transfer_ingest = count / best["transfer:ingest"]
     for name, ops in flows.items():
         replica = replay(genesis, ops)
         rejected = len(replica.rejected())
@@ -202,7 +208,8 @@ def run(count: int, traders: int, seed: int) -> None:
             ledger = replica.ledger
             book = ledger.book(MARKET.symbol)
             extra = {"fills": len(replica.fills()), "open_orders": len(book), "rejected": rejected,
-                     "fills_per_s": round(len(replica.fills()) / best[name + ":replay"])}
+                     "fills_per_s": round(len(replica.fills()) / best[name + ":replay"]),
+                     "matching_adds": round(transfer_ingest * best[name + ":ingest"] / count - 1, 3)}
             ledger.check_conservation()
         ingest_rate, replay_rate = count / best[name + ":ingest"], count / best[name + ":replay"]
         emit(bench=name, ops=count, ingest_per_s=round(ingest_rate), replay_per_s=round(replay_rate),
@@ -217,9 +224,12 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=10_000)
     parser.add_argument("--traders", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--this-build-only", action="store_true",
+                        help="skip the second run with the pure-Python crdt core (PARLEY_PURE=1)")
     args = parser.parse_args()
     emit(bench="environment", cpus=os.cpu_count(), python=sys.version.split()[0], clock="process CPU time")
     run(args.ops, args.traders, args.seed)
+    pure_too()
 
 
 if __name__ == "__main__":

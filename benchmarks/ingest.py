@@ -13,6 +13,10 @@ gossip would deliver them.
 - ``ingest_1core``: decode_op (canonical check, hashes, recovery) + accept + apply;
 - ``ingest_2proc``: recovery in 2 worker processes, decode + accept + apply in this one;
 - ``late_op``: one operation that sorts before k applied operations, against a full replay.
+
+With the compiled crdt core (setup.py), the same measurements follow from the pure-Python
+build, in a subprocess with ``PARLEY_PURE=1`` (``--this-build-only`` skips it); every line
+says its ``build``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import coincurve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import emit
+from benchmarks.common import emit, pure_too
 from channel.runtime.verifier import VerifierPool
 from crdt.genesis import Genesis, InitialBalance, Participant, Role, Token
 from crdt.hashing import keccak256
@@ -137,11 +141,14 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=20_000)
     parser.add_argument("--authors", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--this-build-only", action="store_true",
+                        help="skip the second run with the pure-Python crdt core (PARLEY_PURE=1)")
     args = parser.parse_args()
     emit(bench="environment", cpus=os.cpu_count(), python=sys.version.split()[0])
     with VerifierPool(2) as pool:
         for authors in args.authors:
             run(authors, args.ops, args.batch, pool)
+    pure_too()
 
 
 if __name__ == "__main__":

@@ -45,12 +45,14 @@ def _sorted(value: Any) -> Any:
 
 def encode(value: Any) -> bytes:
     """The canonical encoding of a value made of the allowed types (tuples become arrays)."""
-    return cbor2.dumps(_sorted(value))
+    encoded: bytes = cbor2.dumps(_sorted(value))  # (typed here: the compiled build may not see cbor2's types)
+    return encoded
 
 
 def encode_sorted(value: Any) -> bytes:
     """Encode a value whose maps are already in canonical key order (a decoded value is)."""
-    return cbor2.dumps(value)
+    encoded: bytes = cbor2.dumps(value)
+    return encoded
 
 
 def _reject_tag(_decoder: object, tag: object) -> Any:

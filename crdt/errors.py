@@ -8,6 +8,8 @@ marks a bug: nothing catches it.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class CrdtError(Exception):
     """Root of every error raised by `crdt`."""
@@ -20,7 +22,9 @@ class InternalError(CrdtError):
 class InvalidInput(CrdtError):
     """Input from outside the process is wrong. The input is dropped; nothing changes."""
 
-    code = "invalid_input"
+    # A class variable (the compiled build would make a bare `code = ...` in a subclass compiled
+    # with mypyc, as crdt.kinds's are, an instance attribute that such exceptions never set).
+    code: ClassVar[str] = "invalid_input"
 
 
 class Truncated(InvalidInput):

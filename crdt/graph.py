@@ -574,7 +574,10 @@ class HashGraph:
         self.ops: dict[OpId, SignedOp] = {}
         self.height: dict[OpId, int] = {}
         self.heads: set[OpId] = set()
-        self.chains: dict[Address, dict[int, list[OpId]]] = {}
+        # author -> seq -> the ids at that seq (two or more: an equivocation). Tuples, not lists:
+        # the garbage collector stops tracking a tuple of bytes, one object fewer an operation for
+        # every later collection to visit.
+        self.chains: dict[Address, dict[int, tuple[OpId, ...]]] = {}
         self.version_vector: dict[Address, int] = {}
         self.evidence: dict[tuple[Address, int], Equivocation] = {}
         self.pending = pending if pending is not None else PendingBuffer()
@@ -650,16 +653,16 @@ class HashGraph:
             chain = self.chains[author] = {}
         same_seq = chain.get(seq)
         if same_seq is None:
-            chain[seq] = [op_id]
+            chain[seq] = (op_id,)
         else:
-            same_seq.append(op_id)
+            chain[seq] = (*same_seq, op_id)
             key = (author, seq)
             if key not in self.evidence:
                 self.evidence[key] = Equivocation(self.ops[same_seq[0]], op)
         if seq > self.version_vector.get(author, 0):
             self.version_vector[author] = seq
 
-    def _has_own_predecessor(self, op: SignedOp, chain: dict[int, list[OpId]] | None) -> bool:
+    def _has_own_predecessor(self, op: SignedOp, chain: dict[int, tuple[OpId, ...]] | None) -> bool:
         targets = chain.get(op.seq - 1) if chain is not None else None
         if not targets:
             return False

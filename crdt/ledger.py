@@ -47,6 +47,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mypy_extensions import mypyc_attr
 from sortedcontainers import SortedDict
 
 from crdt import cbor
@@ -144,9 +145,12 @@ class Lock:
 
 
 _MISSING: Any = object()
-# An undo frame: (table, key, old value) for every change, flat (three items a change, so a
-# frame is one list rather than a tuple per change, which the garbage collector would track).
-Frame = list[Any]
+# The undo log holds (table, key, old value) for every change made inside a frame, flat (three
+# items a change), for all the frames in order. A frame is the log's length when it began, and
+# undoing it undoes everything from there on: frames are undone last first (the tentative suffix
+# from a position to its end), so one list serves them all. One list for the garbage collector to
+# track, where a list a frame was one more object an operation for every later collection.
+Frame = int
 
 
 def body_field(kind: Kind, body: Mapping[str, Any], name: str) -> Any:
@@ -174,6 +178,8 @@ def _exact_keys(body: Mapping[str, Any], names: frozenset[str]) -> None:
         raise Rejected(Reason.BAD_BODY, f"body must have exactly the keys {sorted(names)}")
 
 
+# Tests subclass it with a handler for a kind only they know (tests/crdt/kinds_kit.py).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Ledger:
     """The ledger of one channel. Its dispatch table comes from `kinds` (`crdt.kinds.KINDS`
     unless a test gives another registry): each kind's ``handler`` names a method of this class,
@@ -218,7 +224,8 @@ class Ledger:
         # checkpoint), and the replay positions of each order's fills
         self.closed: dict[OpId, tuple[str, OpId | None]] = {}
         self.order_fills: dict[OpId, tuple[int, ...]] = {}
-        self._journal: Frame | None = None
+        self._log: list[Any] = []
+        self._journal: list[Any] | None = None  # the log while a frame is open
         # The handlers are the class's functions, not bound methods: a bound method held here
         # would make every ledger a reference cycle, freed only by a full collection of the GC.
         self._handlers: dict[str, tuple[Kind, Callable[[Ledger, SignedOp, Kind], None]]] = {}
@@ -371,20 +378,24 @@ class Ledger:
     def begin(self) -> Frame:
         if self._journal is not None:
             raise InternalError("an undo frame is already open")
-        frame: Frame = []
-        self._journal = frame
-        return frame
+        self._journal = self._log
+        return len(self._log)
 
     def end(self) -> None:
         self._journal = None
 
     def undo(self, frame: Frame) -> None:
-        for i in range(len(frame) - 3, -1, -3):
-            table, key, old = frame[i], frame[i + 1], frame[i + 2]
+        """Undo the changes of `frame` and of every frame that began after it."""
+        log = self._log
+        if frame > len(log):
+            raise InternalError("undo of a frame already undone")
+        for i in range(len(log) - 3, frame - 1, -3):
+            table, key, old = log[i], log[i + 1], log[i + 2]
             if old is _MISSING:
                 table.pop(key, None)
             else:
                 table[key] = old
+        del log[frame:]
 
     def _put(self, table: dict[Any, Any], key: Any, value: Any) -> None:
         """Set (or, for `_MISSING` or zero, delete) one entry, recording its old value."""
@@ -535,8 +546,17 @@ class Ledger:
 
     def _order_place(self, op: SignedOp, kind: Kind) -> None:
         self._permit(op, kind)
-        # the fields in the order crdt.kinds.ORDER_PLACE declares them
-        symbol, side, order_type, tif, price, qty, reduce_only, expires = body_values(kind, op.body)
+        # the fields in the order crdt.kinds.ORDER_PLACE declares them, typed (body_values checked
+        # them): the compiled build then compares and computes on native values
+        values = body_values(kind, op.body)
+        symbol: str = values[0]
+        side: str = values[1]
+        order_type: str = values[2]
+        tif: str = values[3]
+        price: int = values[4]
+        qty: int = values[5]
+        reduce_only: bool = values[6]
+        expires: int = values[7]
         market = self._markets.get(symbol)
         if market is None:
             raise Rejected(Reason.UNKNOWN_MARKET, symbol)
@@ -602,7 +622,9 @@ class Ledger:
         base, quote = market.base, market.quote
         buying = side == BUY
         opposite = self._sides[(market.symbol, SELL if buying else BUY)]
-        orders, balances, held_funds, add, keys = self.orders, self.balances, self.held_funds, self._add, self._keys
+        # self._add at each call, not a local alias: the compiled build calls a method directly, a
+        # bound method through Python's calling convention
+        orders, balances, held_funds, keys = self.orders, self.balances, self.held_funds, self._keys
         taker_quote, taker_base = keys[taker][quote], keys[taker][base]
         remaining = qty
         while remaining and opposite:
@@ -621,10 +643,10 @@ class Ledger:
                 if balances.get(taker_quote, 0) < n + taker_fee:
                     return remaining, True
                 from_hold = q
-                add(balances, taker_quote, -(n + taker_fee))
-                add(balances, taker_base, q)
-                add(held_funds, maker_base, -q)
-                add(balances, maker_quote, n - maker_fee)
+                self._add(balances, taker_quote, -(n + taker_fee))
+                self._add(balances, taker_base, q)
+                self._add(held_funds, maker_base, -q)
+                self._add(balances, maker_quote, n - maker_fee)
             else:  # the maker buys from its hold, a shortfall from its free balance
                 cost = n + maker_fee
                 from_hold = maker.hold if maker.hold < cost else cost
@@ -633,12 +655,12 @@ class Ledger:
                     continue
                 if balances.get(taker_base, 0) < q:
                     return remaining, True
-                add(balances, taker_base, -q)
-                add(balances, taker_quote, n - taker_fee)
-                add(held_funds, maker_quote, -from_hold)
-                add(balances, maker_quote, -(cost - from_hold))
-                add(balances, maker_base, q)
-            add(self.fee_pool, quote, taker_fee + maker_fee)
+                self._add(balances, taker_base, -q)
+                self._add(balances, taker_quote, n - taker_fee)
+                self._add(held_funds, maker_quote, -from_hold)
+                self._add(balances, maker_quote, -(cost - from_hold))
+                self._add(balances, maker_base, q)
+            self._add(self.fee_pool, quote, taker_fee + maker_fee)
             fills, order_fills = self._fills, self.order_fills
             position = len(fills)
             self._set(fills, position, Fill(op.op_id, maker.order_id, taker, owner, market.symbol, price, q,

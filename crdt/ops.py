@@ -21,7 +21,7 @@ fixed-length encoding, so one comparison proves the input canonical.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import coincurve
@@ -147,8 +147,14 @@ def recover_signer(digest: bytes, signature: bytes) -> Address:
     return Address(keccak256(recover_key(digest, signature).format(compressed=False)[1:])[12:])
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, init=False)
 class SignedOp:
+    """An immutable operation (the invariants above hold for every one `decode_op` returns).
+
+    A frozen dataclass with its own ``__init__``: the generated one stays interpreted in the
+    compiled build (eleven ``object.__setattr__`` calls, 0.9 µs of each decode), where this one
+    compiles to eleven stores."""
+
     channel: ChannelId
     author: Address
     seq: int
@@ -160,6 +166,27 @@ class SignedOp:
     content_hash: Hash32
     op_id: OpId
     raw: bytes
+
+    def __init__(
+        self, channel: ChannelId, author: Address, seq: int, parents: tuple[OpId, ...], kind: str,
+        body: Mapping[str, Any], ts: int, signature: bytes, content_hash: Hash32, op_id: OpId, raw: bytes,
+    ) -> None:
+        # object.__setattr__ with the names spelled out: what mypyc compiles to direct stores
+        object.__setattr__(self, "channel", channel)
+        object.__setattr__(self, "author", author)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "parents", parents)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "body", body)
+        object.__setattr__(self, "ts", ts)
+        object.__setattr__(self, "signature", signature)
+        object.__setattr__(self, "content_hash", content_hash)
+        object.__setattr__(self, "op_id", op_id)
+        object.__setattr__(self, "raw", raw)
+
+    def __reduce__(self) -> tuple[type[SignedOp], tuple[Any, ...]]:
+        # (the compiled build cannot unpickle a frozen dataclass through its __setstate__)
+        return SignedOp, tuple(getattr(self, item.name) for item in fields(self))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SignedOp) and other.raw == self.raw
@@ -243,7 +270,7 @@ def address_of(private_key: bytes) -> Address:
 def sign_digest(private_key: bytes, digest: bytes) -> bytes:
     """A recoverable signature r‖s‖v (v in {27, 28}, low s) of a 32-byte digest, as Solidity's
     ``ecrecover`` and `Context.recover` take it."""
-    compact = coincurve.PrivateKey(private_key).sign_recoverable(digest, hasher=None)  # always low s
+    compact: bytes = coincurve.PrivateKey(private_key).sign_recoverable(digest, hasher=None)  # always low s
     return compact[:64] + bytes((27 + compact[64],))
 
 
@@ -271,7 +298,8 @@ def sign(op: SignedOp, private_key: bytes) -> SignedOp:
     """`op` (an `unsigned_op`) signed with `private_key`, which must be its author's."""
     signature = sign_digest(private_key, op.op_id)
     # the wire bytes end with the signature's fixed 67-byte encoding: only those 65 change
-    return replace(op, signature=signature, raw=op.raw[: -len(signature)] + signature)
+    return SignedOp(op.channel, op.author, op.seq, op.parents, op.kind, op.body, op.ts, signature, op.content_hash,
+                    op.op_id, op.raw[: -len(signature)] + signature)
 
 
 def sign_op(

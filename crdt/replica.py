@@ -268,9 +268,11 @@ class Replica:
     def _unwind(self, position: int = 0) -> list[Key]:
         """Undo the tentative operations from `position` on; return their keys in order."""
         undone = self._suffix[position:]
-        for key, frame in zip(reversed(undone), reversed(self._frames[position:]), strict=True):
-            self.ledger.undo(frame)
-            del self.outcome[key[1]]
+        if undone:
+            self.ledger.undo(self._frames[position])  # and the frames after it
+            outcome = self.outcome
+            for key in undone:
+                del outcome[key[1]]
         del self._suffix[position:]
         del self._frames[position:]
         self._fill_mark = min(self._fill_mark, self.ledger.fill_count)

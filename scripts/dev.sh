@@ -4,6 +4,7 @@
 #   bash scripts/dev.sh test [ARGS]   ruff, mypy and the whole test suite
 #   bash scripts/dev.sh setup         only the set-up
 # VENV names the virtual environment (default .venv). Set-up is skipped when it is current.
+# The crdt core is compiled with mypyc when a C compiler is present (PARLEY_PURE=1: pure only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -14,10 +15,16 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 stamp="$VENV/.parley-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    # compiles the crdt core with mypyc when a C compiler is present (setup.py; PARLEY_PURE=1: not)
     "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
     touch "$stamp"
+fi
+# The compiled modules sit beside the sources (an editable install): rebuild them when a crdt
+# source changed since their build, which crdt reports as "stale" (and then runs the sources).
+if [ "$("$VENV/bin/python" -c 'import crdt; print(crdt.BUILD)' 2>/dev/null)" = stale ]; then
+    "$VENV/bin/python" setup.py --quiet build_ext --inplace
 fi
 export PATH="$PWD/$VENV/bin:$PATH"
 

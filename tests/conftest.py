@@ -27,3 +27,9 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_report_header() -> str:
+    import crdt  # which build of the core the suite runs (setup.py, crdt/_build.py)
+
+    return f"crdt core: {crdt.BUILD} build (PARLEY_PURE=1 runs the Python sources)"

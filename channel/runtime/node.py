@@ -383,7 +383,7 @@ class Node:
     def parents(self) -> list[OpId]:
         """The current heads, at most MAX_PARENTS, always with the node's own last operation."""
         graph = self.replica.graph
-        own = graph.chains.get(self.address, {}).get(self.next_seq() - 1, [])[:1]
+        own = list(graph.chains.get(self.address, {}).get(self.next_seq() - 1, ())[:1])
         others = sorted(head for head in graph.heads if head not in own)
         return own + others[-(MAX_PARENTS - len(own)) :] if others else list(own)
 

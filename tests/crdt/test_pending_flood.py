@@ -25,6 +25,7 @@ from crdt.graph import HashGraph, PendingBuffer
 from crdt.hashing import keccak256
 from crdt.ops import SignedOp, sign_op
 from crdt.replica import Replica
+from crdt.types import Address, ChannelId, Hash32, OpId
 from tests.crdt.crdt_support import (
     ADDR,
     CTX,
@@ -40,17 +41,16 @@ from tests.crdt.crdt_support import (
 # -- the buffer against a naive model -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Op:
-    """What the buffer reads of an operation."""
-
-    op_id: bytes
-    author: bytes
+def pending_op(op_id: bytes, author: bytes) -> SignedOp:
+    """An operation with the two fields the buffer reads (its id and author) and placeholders for
+    the rest. A real `SignedOp`, not a stand-in class: the compiled build checks the type."""
+    return SignedOp(ChannelId(bytes(32)), Address(author), 1, (), "transfer", {}, 0, bytes(65), Hash32(bytes(32)),
+                    OpId(op_id), op_id)
 
 
 @dataclass(frozen=True)
 class Entry:
-    op: Op
+    op: SignedOp
     source: bytes
     parents: frozenset[bytes]
     generation: int
@@ -97,7 +97,7 @@ class Model:
             last = at
         return value >> (epoch - last)
 
-    def put(self, op: Op, parents: frozenset[bytes], source: bytes) -> type[Exception] | None:
+    def put(self, op: SignedOp, parents: frozenset[bytes], source: bytes) -> type[Exception] | None:
         """Buffer the op and return None, or return the error the buffer must raise."""
         limits, author = self.limits, op.author
         waits = parents - self.accepted
@@ -211,7 +211,7 @@ class PendingMachine(RuleBasedStateMachine):
         self.model = Model(limits)
         # A fixed universe: operation i names parents among the earlier operations and the
         # phantoms (so the parents form a DAG, as hashes do); some are invalid once released.
-        self.ops = {ident(i): Op(ident(i), data.draw(st.sampled_from(AUTHORS))) for i in range(N_OPS)}
+        self.ops = {ident(i): pending_op(ident(i), data.draw(st.sampled_from(AUTHORS))) for i in range(N_OPS)}
         phantoms = [ident(N_OPS + i) for i in range(N_PHANTOMS)]
         self.parents = {
             ident(i): frozenset(
@@ -335,8 +335,8 @@ def test_expiry_drops_exactly_the_entries_older_than_max_age(max_age: int, arriv
     for generation in range(max(arrivals) + until + 1):
         for index, at in enumerate(arrivals):
             if at == generation:
-                op = Op(ident(index), AUTHORS[index % 3])
-                buffer.put(op, {ident(100 + index)}, b"")  # type: ignore[arg-type]
+                op = pending_op(ident(index), AUTHORS[index % 3])
+                buffer.put(op, {ident(100 + index)}, b"")
                 arrived[op.op_id] = generation
         if generation == max(arrivals) + until:
             break
@@ -384,17 +384,19 @@ def test_refusals_are_pending_full_and_say_whose_share() -> None:
     """The caller treats every PendingFull alike (drop, sync brings it again); the subclass and
     its code say which bound it was."""
     buffer = PendingBuffer(max_per_author=1, max_missing_per_author=2)
-    a = Op(ident(1), AUTHORS[0])
-    buffer.put(a, {ident(10)}, b"p")  # type: ignore[arg-type]
+    a = pending_op(ident(1), AUTHORS[0])
+    buffer.put(a, {ident(10)}, b"p")
     with pytest.raises(AuthorPendingFull) as refused:
-        buffer.put(Op(ident(2), AUTHORS[0]), {ident(11)}, b"p")  # type: ignore[arg-type]
+        buffer.put(pending_op(ident(2), AUTHORS[0]), {ident(11)}, b"p")
     assert isinstance(refused.value, PendingFull)
     assert isinstance(refused.value, InvalidInput)
     assert refused.value.code == "pending_full_author"
     assert AuthorQuarantined.code == "author_quarantined"
     with pytest.raises(AuthorPendingFull):
-        PendingBuffer(max_missing_per_author=2).put(Op(ident(3), AUTHORS[1]), {ident(20), ident(21), ident(22)}, b"p")  # type: ignore[arg-type]
-    buffer.put(Op(ident(4), AUTHORS[1]), {ident(12)}, b"p")  # type: ignore[arg-type]  # another author has room
+        PendingBuffer(max_missing_per_author=2).put(
+            pending_op(ident(3), AUTHORS[1]), {ident(20), ident(21), ident(22)}, b"p"
+        )
+    buffer.put(pending_op(ident(4), AUTHORS[1]), {ident(12)}, b"p")  # another author has room
 
 
 def test_a_backwards_chain_misses_one_id_whatever_its_length() -> None:

@@ -33,7 +33,12 @@ FORBIDDEN = {
     "multiprocessing",
 }
 PURE = (crdt, channel.core)
-SOURCES = sorted(path for package in PURE for path in Path(package.__file__).parent.rglob("*.py"))
+# crdt/_build.py is not part of the state machine: it picks the build of the package (compiled
+# or pure) once, at import, from the environment and the files beside it (setup.py).
+BUILD_SELECTOR = Path(crdt.__file__).parent / "_build.py"
+SOURCES = sorted(
+    path for package in PURE for path in Path(package.__file__).parent.rglob("*.py") if path != BUILD_SELECTOR
+)
 
 # DESIGN.md lets the core use these; what they load themselves (cffi loads threading for
 # coincurve, and every one of them os and io) is not the core's doing, so the baseline imports

@@ -15,6 +15,7 @@ import trio
 
 from channel.api.client import ApiError, AsyncClient, Client, Endpoint
 from channel.api.server import INVALID_PARAMS, NOT_FOUND, REJECTED, serve_api
+from channel.runtime import node as node_module
 from channel.runtime.node import Node, api_token
 from crdt import ops
 from crdt.genesis import Role
@@ -268,17 +269,19 @@ def test_orders_replay_would_reject_are_refused_and_never_signed(
     """Each is answered REJECTED with its reason before anything is signed: no signature is
     made, the node's seq does not advance, nothing is stored or sent, the book is unchanged."""
     signatures: list[bytes] = []
-    real_sign = ops.sign_digest
+    real_sign = node_module.sign
 
-    def counting(private_key: bytes, digest: bytes) -> bytes:
-        signatures.append(digest)
-        return real_sign(private_key, digest)
+    # The node's one way to sign an operation (patched where the node calls it: a call inside
+    # the compiled crdt core would not see a patched crdt.ops.sign_digest).
+    def counting(op: ops.SignedOp, private_key: bytes) -> ops.SignedOp:
+        signatures.append(op.op_id)
+        return real_sign(op, private_key)
 
     async def body(node: Node, endpoint: Endpoint) -> None:
         node.receive([sign_order(node, 1, 1, order_body("sell", TENTH, PRICE + E9))])  # the best ask: 2001
         async with AsyncClient(endpoint) as client:
             before = (node.next_seq(), node.store.count_ops(), await client.order_book(SYMBOL))
-            monkeypatch.setattr(ops, "sign_digest", counting)
+            monkeypatch.setattr(node_module, "sign", counting)
             order = {"market": SYMBOL, "side": "buy", "qty": TENTH, "price": PRICE, **change}
             await refused(client.place_order(**order), reason)
             assert signatures == []

@@ -1,0 +1,71 @@
+"""The build: the pure-Python packages (pyproject.toml has the metadata), and the crdt core
+compiled with mypyc when a C compiler is present at install time.
+
+- ``PARLEY_PURE=1`` at install time builds the pure-Python project only; at run time it makes
+  `crdt` import its ``.py`` sources even where compiled modules are present (see crdt/_build.py).
+- Without a C compiler (or without mypyc, outside pip's build environment) the build is pure,
+  with a message. With both, a failed compilation fails the install (set ``PARLEY_PURE=1`` to
+  install without it).
+- The build writes ``crdt/_compiled.txt``, the SHA-256 of each compiled module's source: at
+  import, a compiled module whose source has changed since is never used (crdt/_build.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+# Every module of crdt but the package __init__ files (which choose between the builds, so they
+# stay Python) and crdt.testing (a test kit: tests introspect its signatures).
+PURE = {"crdt/__init__.py", "crdt/markets/__init__.py", "crdt/_build.py", "crdt/testing.py", "crdt/errors.py"}
+COMPILED = sorted(
+    path.relative_to(ROOT).as_posix() for path in [*ROOT.glob("crdt/*.py"), *ROOT.glob("crdt/markets/*.py")]
+    if path.relative_to(ROOT).as_posix() not in PURE
+)
+MANIFEST = "crdt/_compiled.txt"
+
+
+def manifest() -> str:
+    return "".join(f"{hashlib.sha256((ROOT / path).read_bytes()).hexdigest()} {path}\n" for path in COMPILED)
+
+
+def have_compiler() -> bool:
+    command = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+    return bool(command) and shutil.which(command[0]) is not None
+
+
+class BuildWithManifest(build_ext):
+    """build_ext, then the manifest of the compiled sources beside the compiled modules."""
+
+    def run(self) -> None:
+        text = manifest()  # before compiling: a source edited during the build reads as stale
+        super().run()
+        target = ROOT / MANIFEST if self.inplace else Path(self.build_lib) / MANIFEST
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+
+def ext_modules() -> list[object]:
+    if os.environ.get("PARLEY_PURE") == "1":
+        return []
+    if not have_compiler():
+        print("parley: no C compiler found, installing the pure-Python crdt core", file=sys.stderr)
+        return []
+    try:
+        from mypyc.build import mypycify  # pyproject.toml's build requirements install mypy
+    except ImportError:
+        print("parley: mypyc is not installed, installing the pure-Python crdt core", file=sys.stderr)
+        return []
+    return list(mypycify(COMPILED, opt_level="3", group_name="crdt"))
+
+
+setup(ext_modules=ext_modules(), cmdclass={"build_ext": BuildWithManifest})
