@@ -5,7 +5,8 @@ markets.
 `InvalidGenesis` with the offending field; a `Genesis` value is therefore always consistent:
 addresses are unique, the threshold is a BFT quorum (more than two thirds of n), the channel id
 is the one the adjudicator derives from the parameters, every initial balance names a
-participant and a token, and every market is a valid spot market of two of its tokens
+participant and a token, and every market is a valid spot market of two of its tokens or a perpetual with one as
+collateral
 (`InvalidMarket`, an `InvalidGenesis`, names the market's index and the bad field). Markets are
 not part of the channel id: the contract does not know them.
 
@@ -18,12 +19,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from crdt.eip712 import Domain, address_word, word
 from crdt.errors import InvalidGenesis
 from crdt.hashing import keccak256
-from crdt.markets.config import E9, MARKET_FIELDS, MAX_MARKET_SYMBOL, Market, MarketKind
+from crdt.markets.config import E9, MARKET_FIELDS, MAX_MARKET_SYMBOL, PERP_FIELDS, Market, MarketKind, PerpParams
 from crdt.ops import DEFAULT_LIMITS, Context, Limits
 from crdt.types import Address, ChannelId, Symbol, from_hex, to_hex
 
@@ -234,8 +236,14 @@ class Genesis:
 
 
 def market_mapping(market: Market) -> dict[str, Any]:
-    """A market as its ``[[markets]]`` table in the genesis TOML (what `parse_markets` reads)."""
-    return {name: str(getattr(market, name)) if name == "kind" else getattr(market, name) for name in MARKET_FIELDS}
+    """A market as its ``[[markets]]`` table in the genesis TOML (what `parse_markets` reads):
+    a perp market's parameters flattened into the table."""
+    table = {name: str(getattr(market, name)) if name == "kind" else getattr(market, name) for name in MARKET_FIELDS}
+    if market.perp is not None:
+        for name in PERP_FIELDS:
+            value = getattr(market.perp, name)
+            table[name] = list(value) if name == "max_notional_at_open" else value
+    return table
 
 
 class InvalidMarket(InvalidGenesis):
@@ -256,27 +264,33 @@ _FEES = ("maker_fee", "taker_fee")
 
 
 def _parse_market(index: int, entry: Any, symbols: Collection[str]) -> Market:
-    """One ``[[markets]]`` entry, checked field by field in `Market` order."""
+    """One ``[[markets]]`` entry, checked field by field in `Market` order (then, for a perp,
+    `PerpParams` order)."""
     if not isinstance(entry, Mapping):
         raise InvalidMarket(index, "", f"must be a table, got {entry!r}")
-    missing = [name for name in MARKET_FIELDS if name not in entry]
+    kind = entry.get("kind")
+    if type(kind) not in (str, MarketKind) or kind not in (MarketKind.SPOT, MarketKind.PERP):
+        raise InvalidMarket(index, "kind", f"must be 'spot' or 'perp', got {kind!r}")
+    perp = kind == MarketKind.PERP
+    fields = MARKET_FIELDS + PERP_FIELDS if perp else MARKET_FIELDS
+    missing = [name for name in fields if name not in entry]
     if missing:
         raise InvalidMarket(index, missing[0], "missing")
-    extra = sorted(str(name) for name in entry if name not in MARKET_FIELDS)
+    extra = sorted(str(name) for name in entry if name not in fields)
     if extra:
-        raise InvalidMarket(index, extra[0], f"unknown field; a market has exactly {list(MARKET_FIELDS)}")
+        raise InvalidMarket(index, extra[0], f"unknown field; a {kind} market has exactly {list(fields)}")
     symbol = entry["symbol"]
     if type(symbol) is not str or not symbol or len(symbol.encode("utf-8", "replace")) > MAX_MARKET_SYMBOL:
         raise InvalidMarket(index, "symbol", f"must be text of 1 to {MAX_MARKET_SYMBOL} bytes, got {symbol!r}")
-    kind = entry["kind"]
-    if kind == MarketKind.PERP:
-        raise InvalidMarket(index, "kind", "perp markets are not supported yet (only spot)")
-    if kind != MarketKind.SPOT or type(kind) not in (str, MarketKind):
-        raise InvalidMarket(index, "kind", f"must be 'spot', got {kind!r}")
-    for name in ("base", "quote"):
-        if type(entry[name]) is not str or entry[name] not in symbols:
-            raise InvalidMarket(index, name, f"must be a token of the genesis {sorted(symbols)}, got {entry[name]!r}")
-    if entry["base"] == entry["quote"]:
+    base = entry["base"]
+    if perp:  # a perp's base is the name of its synthetic asset, not a token
+        if type(base) is not str or not base or len(base.encode("utf-8", "replace")) > MAX_MARKET_SYMBOL:
+            raise InvalidMarket(index, "base", f"must be a name of 1 to {MAX_MARKET_SYMBOL} bytes, got {base!r}")
+    elif type(base) is not str or base not in symbols:
+        raise InvalidMarket(index, "base", f"must be a token of the genesis {sorted(symbols)}, got {base!r}")
+    if type(entry["quote"]) is not str or entry["quote"] not in symbols:
+        raise InvalidMarket(index, "quote", f"must be a token of the genesis {sorted(symbols)}, got {entry['quote']!r}")
+    if base == entry["quote"]:
         raise InvalidMarket(index, "quote", "must differ from base")
     numbers: dict[str, int] = {}
     for name in MARKET_FIELDS[4:]:
@@ -298,7 +312,56 @@ def _parse_market(index: int, entry: Any, symbols: Collection[str]) -> Market:
     for name in _FEES:
         if not 0 <= numbers[name] < E9:
             raise InvalidMarket(index, name, f"must be in [0, 10**9) (an e9 fraction; no rebates), got {numbers[name]}")
-    return Market(symbol, MarketKind.SPOT, Symbol(entry["base"]), Symbol(entry["quote"]), **numbers)
+    params = _parse_perp(index, entry) if perp else None
+    return Market(symbol, MarketKind(kind), Symbol(base), Symbol(entry["quote"]), **numbers, perp=params)
+
+
+# (field, lowest, highest) of a perp's scalar parameters; None: no upper bound
+_PERP_BOUNDS: tuple[tuple[str, int, int | None], ...] = (
+    ("max_funding_rate", 1, E9),
+    ("funding_interval", 1, None),
+    ("insurance_pool_ratio", 0, E9),
+    ("circuit_band", 1, E9),
+    ("halt_checkpoints", 0, None),
+    ("mtb_long", 1, E9),
+    ("mtb_short", 1, E9),
+    ("oracle_staleness", 1, None),
+)
+
+
+def _parse_perp(index: int, entry: Mapping[str, Any]) -> PerpParams:
+    """A perp market's parameters: ``0 < mmr < imr < 10**9``; one positive notional cap per
+    integer leverage from 1 to ``10**9 // imr``, never growing with leverage (more leverage, at
+    most as large a position, as Bluefin's caps); the other fields within `_PERP_BOUNDS`."""
+    numbers: dict[str, int] = {}
+    for name in ("imr", "mmr", *(bound[0] for bound in _PERP_BOUNDS)):
+        value = entry[name]
+        if type(value) is not int:
+            raise InvalidMarket(index, name, f"must be an integer, got {value!r}")
+        numbers[name] = value
+    if not 0 < numbers["imr"] < E9:
+        raise InvalidMarket(index, "imr", f"must be in (0, 10**9) (an e9 fraction), got {numbers['imr']}")
+    if not 0 < numbers["mmr"] < numbers["imr"]:
+        raise InvalidMarket(index, "mmr", f"must be in (0, imr {numbers['imr']}), got {numbers['mmr']}")
+    for name, lowest, highest in _PERP_BOUNDS:
+        value = numbers[name]
+        if value < lowest or (highest is not None and value > highest):
+            shown = "" if highest is None else f", {highest}"
+            raise InvalidMarket(index, name, f"must be in [{lowest}{shown}{']' if highest else ', ...)'}, got {value}")
+    caps = entry["max_notional_at_open"]
+    leverage = E9 // numbers["imr"]
+    if not isinstance(caps, list | tuple) or any(type(cap) is not int for cap in caps):
+        raise InvalidMarket(index, "max_notional_at_open", f"must be an array of integers, got {caps!r}")
+    if len(caps) != leverage:
+        raise InvalidMarket(
+            index, "max_notional_at_open",
+            f"must have one cap per leverage 1..{leverage} (10**9 // imr), got {len(caps)}",
+        )
+    if any(cap <= 0 for cap in caps) or any(a < b for a, b in pairwise(caps)):
+        raise InvalidMarket(
+            index, "max_notional_at_open", f"must be positive and never grow with leverage, got {list(caps)}"
+        )
+    return PerpParams(max_notional_at_open=tuple(caps), **numbers)
 
 
 def parse_markets(entries: Any, symbols: Collection[str]) -> tuple[Market, ...]:

@@ -112,6 +112,8 @@ class Reason(enum.StrEnum):
     UNKNOWN_ORDER = "unknown_order"
     NOT_ORDER_OWNER = "not_order_owner"
     ORDER_NOT_OPEN = "order_not_open"
+    # perpetual markets: the genesis takes them, positions are not implemented yet (issue 13)
+    PERP_NOT_TRADING = "perp_not_trading"
 
 
 class Rejected(Exception):
@@ -560,6 +562,8 @@ class Ledger:
         market = self._markets.get(symbol)
         if market is None:
             raise Rejected(Reason.UNKNOWN_MARKET, symbol)
+        if market.perp is not None:
+            raise Rejected(Reason.PERP_NOT_TRADING, "perpetual positions are not implemented yet")
         if side not in SIDES:
             raise Rejected(Reason.BAD_SIDE, f"side must be one of {list(SIDES)}")
         if order_type not in ORDER_TYPES:

@@ -47,9 +47,10 @@ FIELD_KEYS = {field: key for key, (field, _) in SPEC_KEYS.items()}
 
 MARKETS_HELP = (  # rich markup: "\\[" is a bracket
     "A --market is SYMBOL:KIND[:KEY=VALUE,...], e.g. ETH/USDC:spot:tick=0.01,taker_fee=0.001: SYMBOL is "
-    "BASE/QUOTE of two --token symbols and KIND is spot (perp is refused for now). Values are in human "
-    "units, each key left out takes its default: tick=0.01 and step=0.001; min_price (one tick) and "
-    "max_price=1000000 in quote per whole base; min_qty (one step) and max_qty=1000000 in base; "
+    "BASE/QUOTE of two --token symbols and KIND is spot (a perp market goes in the genesis TOML for now). "
+    "Values are in human units, each key left out takes its default: tick=0.01 and step=0.001; "
+    "min_price (one tick) and max_price=1000000 in quote per whole base; min_qty (one step) and "
+    "max_qty=1000000 in base; "
     "maker_fee=0.0002 and taker_fee=0.0005 as fractions (0.0005 is 5 bps). A maximum left out is rounded "
     "down to a multiple of the tick or step. --markets FILE takes \\[\\[markets]] tables as the "
     "genesis holds them, in e9 integers."
@@ -83,6 +84,9 @@ def parse_market_spec(text: str) -> MarketSpec:
     if len(parts) < 2:
         raise UserError(f"--market {text!r}: must be SYMBOL:KIND[:KEY=VALUE,...]")
     symbol, kind = parts[0], parts[1]
+    if kind == "perp":
+        raise UserError(f"--market {text!r}: kind 'perp': perp markets are not supported yet on the command line "
+                        "(write the market's [[markets]] table, with its perpetual fields, in the genesis TOML)")
     given: dict[str, int] = {}
     for item in parts[2].split(",") if len(parts) == 3 and parts[2] else []:
         key, equals, value = item.partition("=")

@@ -17,7 +17,32 @@ MAX_MARKET_SYMBOL = 32  # bytes of UTF-8
 
 class MarketKind(enum.StrEnum):
     SPOT = "spot"
-    PERP = "perp"  # not yet: a genesis with a perp market is refused
+    PERP = "perp"  # a perpetual: its parameters are the market's `perp` (positions: issue 13)
+
+
+@dataclass(frozen=True, slots=True)
+class PerpParams:
+    """A perpetual market's parameters (TRADING.md "Perpetuals"), e9 fractions unless said.
+
+    ``imr > mmr > 0`` (both below 10**9); ``max_notional_at_open[i]`` is the largest notional
+    (quote e9) a position may have at leverage ``i + 1``, never growing as leverage grows
+    (a cap per integer leverage up to ``1e9 // imr``); ``max_funding_rate``, ``insurance_pool_ratio``,
+    ``circuit_band``, ``mtb_long`` and ``mtb_short`` are fractions in [0, 10**9]
+    (``max_funding_rate`` and the take bounds positive); ``funding_interval`` is ms of checkpoint
+    time; ``halt_checkpoints`` a count; ``oracle_staleness`` is the checkpoint time (ms) after
+    which a market's oracle price no longer lets anyone open risk."""
+
+    imr: int
+    mmr: int
+    max_notional_at_open: tuple[int, ...]
+    max_funding_rate: int
+    funding_interval: int
+    insurance_pool_ratio: int
+    circuit_band: int
+    halt_checkpoints: int
+    mtb_long: int
+    mtb_short: int
+    oracle_staleness: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +63,13 @@ class Market:
     max_price: int
     maker_fee: int
     taker_fee: int
+    perp: PerpParams | None = None  # exactly for a perp market
 
 
-MARKET_FIELDS = tuple(Market.__dataclass_fields__)  # the genesis TOML keys of a [[markets]] entry
+# the genesis TOML keys of a [[markets]] entry: a spot market has MARKET_FIELDS, a perp market
+# MARKET_FIELDS + PERP_FIELDS (its `perp` flattened into the table)
+MARKET_FIELDS = tuple(name for name in Market.__dataclass_fields__ if name != "perp")
+PERP_FIELDS = tuple(PerpParams.__dataclass_fields__)
 
 
 def notional(price: int, qty: int) -> int:

@@ -47,7 +47,7 @@ WETH_USDC = Market(
 MARKET_REASONS = frozenset(Reason(value) for value in (
     "unknown_market", "bad_side", "bad_type", "bad_tif", "market_order_must_be_ioc", "bad_tick", "bad_step",
     "qty_out_of_range", "price_out_of_range", "reduce_only_not_spot", "order_expired", "post_only_would_cross",
-    "unknown_order", "not_order_owner", "order_not_open",
+    "unknown_order", "not_order_owner", "order_not_open", "perp_not_trading",
 ))
 
 
@@ -266,6 +266,19 @@ def test_order_cancel_all_reasons() -> None:
 def test_a_channel_without_markets_has_only_unknown_markets() -> None:
     ledger = Ledger(testing.make_genesis(KEYS[:2], TOKENS, initial=E9))
     assert ledger.apply(sign_op(ledger.genesis.context(), KEYS[0], 1, [], "order.place", GOOD)) == Reason.UNKNOWN_MARKET
+
+
+def test_a_perp_order_is_refused_until_positions_exist() -> None:
+    from tests.crdt.markets.test_perp_genesis import ETH_PERP
+
+    assert reason_for_genesis(market_genesis((ETH_PERP,)), body("buy", 10 * E9, E9) | {"market": "ETH-PERP"}) == (
+        Reason.PERP_NOT_TRADING
+    )
+
+
+def reason_for_genesis(genesis: Genesis, op_body: dict[str, Any]) -> Reason | None:
+    ledger = Ledger(genesis)
+    return ledger.apply(sign_op(genesis.context(), KEYS[A], 1, [], "order.place", op_body))
 
 
 def test_every_market_reason_has_a_named_test_here() -> None:
@@ -580,7 +593,7 @@ def test_market_kinds_are_registry_entries_with_json_forms() -> None:
 
 
 BAD_MARKETS = [
-    ({"symbol": ""}, "symbol"), ({"symbol": "x" * 33}, "symbol"), ({"kind": "perp"}, "kind"),
+    ({"symbol": ""}, "symbol"), ({"symbol": "x" * 33}, "symbol"), ({"kind": "perp"}, "imr"),
     ({"kind": "future"}, "kind"), ({"base": "DOGE"}, "base"), ({"quote": "WETH"}, "quote"),
     ({"tick_size": 0}, "tick_size"), ({"step_size": -1}, "step_size"), ({"min_qty": 10**6 + 1}, "min_qty"),
     ({"max_qty": 10**5}, "max_qty"), ({"min_price": 0}, "min_price"), ({"max_price": 10**7 + 5}, "max_price"),

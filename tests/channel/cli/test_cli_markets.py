@@ -186,7 +186,7 @@ def test_a_second_market_of_the_same_symbol_is_refused(tmp_path: Path, password_
         ({"markets": [{**ETH_USDC_TABLE, "tick_size": 0}]}, "markets[0].tick_size: must be positive, got 0"),
         ({"markets": [{**ETH_USDC_TABLE, "taker_fee": E9}]}, "markets[0].taker_fee: must be in [0, 10**9)"),
         ({"markets": [{**ETH_USDC_TABLE, "base": "SOL"}]}, "markets[0].base: must be a token of the genesis"),
-        ({"markets": [{**ETH_USDC_TABLE, "kind": "perp"}]}, "markets[0].kind: perp markets are not supported"),
+        ({"markets": [{**ETH_USDC_TABLE, "kind": "perp"}]}, "markets[0].imr: missing"),
         ({"markets": [{**ETH_USDC_TABLE, "lot": 1}]}, "markets[0].lot: unknown field"),
         ({"markets": [{**ETH_USDC_TABLE, "tick_size": "0.01"}]}, "markets[0].tick_size: must be an integer"),
         ({"markets": [5]}, "markets[0]: must be a table"),
