@@ -466,4 +466,13 @@ ORDER_CANCEL_ALL = Kind(
     summary="Cancels every open order of the author in a market (none open is fine), releasing their holds.",
 )
 
-KINDS = Registry((TRANSFER, WITHDRAW, LOCK, ORDER_PLACE, ORDER_CANCEL, ORDER_CANCEL_ALL))
+ORACLE_PRICE = Kind(
+    name="oracle.price",
+    fields=(("market", MARKET_SYMBOL), ("price", UINT64)),
+    permission=Permission.POST_PRICE,
+    handler="_oracle_price",
+    summary="Posts the author's (an oracle's) price of a perpetual market in e9 quote per whole base; each "
+    "checkpoint fixes the market's price as the lower median of the oracles' fresh latest prices.",
+)
+
+KINDS = Registry((TRANSFER, WITHDRAW, LOCK, ORDER_PLACE, ORDER_CANCEL, ORDER_CANCEL_ALL, ORACLE_PRICE))

@@ -78,6 +78,7 @@ from crdt.markets.book import (
     price_key,
 )
 from crdt.markets.config import Market, MarketKind, fee, notional
+from crdt.markets.oracle import MarkPrice, OraclePost, fresh_prices, lower_median
 from crdt.ops import SignedOp
 from crdt.types import Address, Hash32, OpId, Symbol
 
@@ -114,6 +115,7 @@ class Reason(enum.StrEnum):
     ORDER_NOT_OPEN = "order_not_open"
     # perpetual markets: the genesis takes them, positions are not implemented yet (issue 13)
     PERP_NOT_TRADING = "perp_not_trading"
+    NOT_PERP = "not_perp"  # oracle.price of a spot market
 
 
 class Rejected(Exception):
@@ -221,6 +223,9 @@ class Ledger:
         self.expiry: dict[OpId, int] = {}  # open orders with expires != 0
         self.order_owner: dict[OpId, Address] = {}  # every accepted order.place, open or not
         self._fills: dict[int, Fill] = {}  # replay position -> fill
+        # perpetual markets (crdt.markets.oracle): each oracle's latest post, each market's price
+        self.oracle_posts: dict[tuple[str, Address], OraclePost] = {}
+        self.marks: dict[str, MarkPrice] = {}
         # not state (the hash does not cover them; they follow from the same replay): why each
         # accepted order is no longer open, with the operation that closed it (None: a
         # checkpoint), and the replay positions of each order's fills
@@ -370,6 +375,14 @@ class Ledger:
                 for _, o in sorted(self.orders.items())
             ],
             [[a, t, v] for (a, t), v in sorted(self.held_funds.items())],
+        ] + (self._canonical_oracle() if self.oracle_posts else [])
+
+    def _canonical_oracle(self) -> list[Any]:
+        """The oracle posts and the markets' prices (only once a price was posted)."""
+        return [
+            "oracle",
+            [[m, a, p.price, p.posted] for (m, a), p in sorted(self.oracle_posts.items())],
+            [[m, p.price, p.fixed] for m, p in sorted(self.marks.items())],
         ]
 
     def state_hash(self) -> Hash32:
@@ -491,6 +504,22 @@ class Ledger:
         for order_id in sorted(self.expiry):
             if self.expiry[order_id] <= time:
                 self._remove_order(self.orders[order_id], EXPIRED, None)
+        if self.oracle_posts:
+            self._fix_marks(time)
+
+    def _fix_marks(self, time: int) -> None:
+        """Each perp market's price for the epoch: the lower median of its fresh oracle posts (a
+        market without one keeps its last price and the time that fixed it)."""
+        posts: dict[str, list[OraclePost]] = {}
+        for (symbol, _), post in self.oracle_posts.items():
+            posts.setdefault(symbol, []).append(post)
+        for symbol in sorted(posts):
+            params = self._markets[symbol].perp
+            if params is None:
+                raise InternalError(f"an oracle post for the spot market {symbol}")
+            prices = fresh_prices(posts[symbol], time, params.oracle_staleness)
+            if prices:
+                self._set(self.marks, symbol, MarkPrice(lower_median(prices), time))
 
     # -- handlers: every check first, then the change -----------------------------------------
 
@@ -720,6 +749,18 @@ class Ledger:
             key = self._keys[order.owner][self._hold_token(order)]
             self._add(self.held_funds, key, -hold)
             self._add(self.balances, key, hold)
+
+    def _oracle_price(self, op: SignedOp, kind: Kind) -> None:
+        self._permit(op, kind)
+        symbol, price = body_values(kind, op.body)
+        market = self._markets.get(symbol)
+        if market is None:
+            raise Rejected(Reason.UNKNOWN_MARKET, symbol)
+        if market.perp is None:
+            raise Rejected(Reason.NOT_PERP, f"{symbol} is a spot market")
+        if not market.min_price <= price <= market.max_price:
+            raise Rejected(Reason.PRICE_OUT_OF_RANGE, f"price must be in [{market.min_price}, {market.max_price}]")
+        self._set(self.oracle_posts, (symbol, op.author), OraclePost(price, self.time))
 
     def _order_cancel(self, op: SignedOp, kind: Kind) -> None:
         self._permit(op, kind)

@@ -47,7 +47,7 @@ WETH_USDC = Market(
 MARKET_REASONS = frozenset(Reason(value) for value in (
     "unknown_market", "bad_side", "bad_type", "bad_tif", "market_order_must_be_ioc", "bad_tick", "bad_step",
     "qty_out_of_range", "price_out_of_range", "reduce_only_not_spot", "order_expired", "post_only_would_cross",
-    "unknown_order", "not_order_owner", "order_not_open", "perp_not_trading",
+    "unknown_order", "not_order_owner", "order_not_open", "perp_not_trading", "not_perp",
 ))
 
 
@@ -276,9 +276,18 @@ def test_a_perp_order_is_refused_until_positions_exist() -> None:
     )
 
 
-def reason_for_genesis(genesis: Genesis, op_body: dict[str, Any]) -> Reason | None:
+def test_oracle_price_of_a_spot_market_is_not_perp() -> None:
+    # every oracle.price reason is in tests/crdt/markets/test_oracle.py
+    assert reason_for_genesis(market_genesis(), {"market": SYMBOL, "price": E9}, ORACLE, "oracle.price") == (
+        Reason.NOT_PERP
+    )
+
+
+def reason_for_genesis(
+    genesis: Genesis, op_body: dict[str, Any], who: int = A, kind: str = "order.place"
+) -> Reason | None:
     ledger = Ledger(genesis)
-    return ledger.apply(sign_op(genesis.context(), KEYS[A], 1, [], "order.place", op_body))
+    return ledger.apply(sign_op(genesis.context(), KEYS[who], 1, [], kind, op_body))
 
 
 def test_every_market_reason_has_a_named_test_here() -> None:

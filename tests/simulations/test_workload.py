@@ -38,9 +38,9 @@ def test_the_workload_refuses_a_kind_whose_field_types_it_cannot_fill() -> None:
         name="price", shape="an integer", conforms=lambda value: type(value) is int, from_json=lambda v, n: v,
         to_json=lambda value: value, schema={},
     )
-    registry = KINDS.extended(Kind("oracle.price", (("price", odd),), Permission.POST_PRICE, "_price", ""))
+    registry = KINDS.extended(Kind("oracle.odd", (("price", odd),), Permission.POST_PRICE, "_price", ""))
     with pytest.raises(ValueError, match=r"cannot fill fields of type \['price'\]"):
-        Workload(GENESIS, KEYS[:4], mix=Mix((("oracle.price", 10),)), kinds=registry)
+        Workload(GENESIS, KEYS[:4], mix=Mix((("oracle.odd", 10),)), kinds=registry)
 
 
 def _spot_channel() -> tuple[Genesis, list[bytes]]:
