@@ -67,18 +67,30 @@ from crdt.markets.book import (
     MARKET,
     ORDER_TYPES,
     POST_ONLY,
+    REDUCE_ONLY,
     SELF_TRADE,
     SELL,
     SIDES,
     TIFS,
+    UNDERCOLLATERALIZED,
     UNFUNDED,
     Book,
     Fill,
     RestingOrder,
     price_key,
 )
-from crdt.markets.config import Market, MarketKind, fee, notional
-from crdt.markets.oracle import MarkPrice, OraclePost, fresh_prices, lower_median
+from crdt.markets.config import E9, Market, fee, notional
+from crdt.markets.oracle import MarkPrice, OraclePost, fresh_prices, is_fresh, lower_median
+from crdt.markets.perp import (
+    FLAT,
+    Position,
+    fill_position,
+    grows_risk,
+    leverage_cap,
+    margin_requirement,
+    reducible,
+    unrealised,
+)
 from crdt.ops import SignedOp
 from crdt.types import Address, Hash32, OpId, Symbol
 
@@ -113,9 +125,11 @@ class Reason(enum.StrEnum):
     UNKNOWN_ORDER = "unknown_order"
     NOT_ORDER_OWNER = "not_order_owner"
     ORDER_NOT_OPEN = "order_not_open"
-    # perpetual markets: the genesis takes them, positions are not implemented yet (issue 13)
-    PERP_NOT_TRADING = "perp_not_trading"
+    # perpetual markets
     NOT_PERP = "not_perp"  # oracle.price of a spot market
+    ORACLE_STALE = "oracle_stale"  # no fresh oracle price: only reduce-only orders
+    INSUFFICIENT_MARGIN = "insufficient_margin"  # below initial margin, or what would leave it there
+    NOTHING_TO_REDUCE = "nothing_to_reduce"  # a reduce-only order of the position's own side (or flat)
 
 
 class Rejected(Exception):
@@ -226,6 +240,17 @@ class Ledger:
         # perpetual markets (crdt.markets.oracle): each oracle's latest post, each market's price
         self.oracle_posts: dict[tuple[str, Address], OraclePost] = {}
         self.marks: dict[str, MarkPrice] = {}
+        # perpetual positions (crdt.markets.perp): the positions, what realised PnL took from each
+        # perp market's pool (signed), collateral owed by accounts whose losses exceeded their
+        # balance, and the resting reduce-only orders
+        self.positions: dict[tuple[str, Address], Position] = {}
+        self.pnl_pool: dict[str, int] = {}
+        self.debt: dict[tuple[Address, Symbol], int] = {}
+        self.reduce_only: dict[OpId, bool] = {}
+        self._perp_markets: dict[Symbol, tuple[str, ...]] = {}  # collateral token -> its perp markets, sorted
+        for market in sorted(genesis.markets, key=lambda m: m.symbol):
+            if market.perp is not None:
+                self._perp_markets[market.quote] = (*self._perp_markets.get(market.quote, ()), market.symbol)
         # not state (the hash does not cover them; they follow from the same replay): why each
         # accepted order is no longer open, with the operation that closed it (None: a
         # checkpoint), and the replay positions of each order's fills
@@ -304,8 +329,110 @@ class Ledger:
 
     def entitlement(self, account: Address, token: Symbol) -> int:
         """What the account would be paid (e9) if the channel concluded now, besides what it
-        withdrew: its free, held and locked balance (a resting order is paid back to its owner)."""
-        return self.balance(account, token) + self.held(account, token) + self.locked(account, token)
+        withdrew: its free, held and locked balance (a resting order is paid back to its owner)
+        and, in a perp market's collateral token, its positions closed at the market's price,
+        less what it owes, floored at 0 (before the haircut `entitlements` may apply)."""
+        amount = self.balance(account, token) + self.held(account, token) + self.locked(account, token)
+        if token not in self._perp_markets:
+            return amount
+        return max(0, amount - self.debt.get((account, token), 0) + self.unrealised_pnl(account, token))
+
+    def entitlements(self, accounts: list[Address], token: Symbol) -> list[int]:
+        """`entitlement` of each account, so that together they never exceed what the channel
+        holds: the losses of accounts worth less than nothing (which pay 0) are covered by the
+        insurance pool, and what it cannot cover is taken from the accounts in profit, in
+        proportion to their unrealised PnL (each share rounded up), then from the largest
+        payouts (the earlier account first on a tie)."""
+        amounts = [self.entitlement(account, token) for account in accounts]
+        if token not in self._perp_markets:
+            return amounts
+        raw = [
+            self.balance(a, token) + self.held(a, token) + self.locked(a, token) - self.debt.get((a, token), 0)
+            + self.unrealised_pnl(a, token)
+            for a in accounts
+        ]
+        shortfall = sum(-value for value in raw if value < 0) - self.insurance.get(token, 0)
+        if shortfall <= 0:
+            return amounts
+        profits = [max(0, self.unrealised_pnl(a, token)) if amounts[i] else 0 for i, a in enumerate(accounts)]
+        total = sum(profits)
+        for i, profit in enumerate(profits):
+            if profit and shortfall > 0:
+                cut = min(amounts[i], -(-shortfall * profit // total), shortfall)
+                amounts[i] -= cut
+                shortfall -= cut
+        for i in sorted(range(len(amounts)), key=lambda i: (-amounts[i], i)):
+            cut = min(amounts[i], max(shortfall, 0))
+            amounts[i] -= cut
+            shortfall -= cut
+        return amounts
+
+    # -- perpetual positions and margin (crdt.markets.perp) -------------------------------------
+
+    def position(self, market: str, account: Address) -> Position:
+        """The account's position in a perp market (flat if none)."""
+        return self.positions.get((market, account), FLAT)
+
+    def mark(self, market: str) -> int | None:
+        """A perp market's price for the epoch (e9), if one was ever fixed."""
+        mark = self.marks.get(market)
+        return mark.price if mark is not None else None
+
+    def _mark_of(self, symbol: str, position: Position) -> int:
+        """The price a position is valued at: its market's, or (no price fixed yet) its entry."""
+        mark = self.marks.get(symbol)
+        return mark.price if mark is not None else position.entry_price
+
+    def collateral(self, account: Address, token: Symbol) -> int:
+        """The account's free balance of a collateral token less what it owes (signed, e9)."""
+        return self.balances.get((account, token), 0) - self.debt.get((account, token), 0)
+
+    def unrealised_pnl(self, account: Address, token: Symbol) -> int:
+        """The PnL of the account's positions in the perp markets of collateral `token`, closed
+        at their markets' prices (e9, signed)."""
+        total = 0
+        for symbol in self._perp_markets.get(token, ()):
+            position = self.positions.get((symbol, account))
+            if position is not None:
+                total += unrealised(position, self._mark_of(symbol, position))
+        return total
+
+    def margin(
+        self, account: Address, token: Symbol, changed: tuple[str, Position] | None = None, delta: int = 0
+    ) -> tuple[int, int, int]:
+        """(AV, IMR, MMR) of the account in collateral `token` (cross margin over its perp
+        markets), with `changed` (market, position) instead of the position held and `delta` more
+        collateral, if given: what a fill would leave."""
+        value = self.collateral(account, token) + delta
+        initial = maintenance = 0
+        for symbol in self._perp_markets.get(token, ()):
+            if changed is not None and changed[0] == symbol:
+                position: Position | None = changed[1]
+            else:
+                position = self.positions.get((symbol, account))
+            if position is None or not position.size:
+                continue
+            params = self._markets[symbol].perp
+            if params is None:
+                raise InternalError(f"{symbol} is not a perp market")
+            mark = self._mark_of(symbol, position)
+            value += unrealised(position, mark)
+            initial += margin_requirement(position, mark, params.imr)
+            maintenance += margin_requirement(position, mark, params.mmr)
+        return value, initial, maintenance
+
+    def _has_positions(self, account: Address, token: Symbol) -> bool:
+        return any((symbol, account) in self.positions for symbol in self._perp_markets.get(token, ()))
+
+    def _spend(self, account: Address, token: Symbol, amount: int) -> None:
+        """Reject (`insufficient_margin`) spending `amount` of a collateral token that the
+        account's positions (or its debt) need: at most ``AV - IMR`` may leave it."""
+        if token in self._perp_markets and (self._has_positions(account, token) or (account, token) in self.debt):
+            value, initial, _ = self.margin(account, token)
+            if amount > value - initial:
+                raise Rejected(Reason.INSUFFICIENT_MARGIN,
+                               f"at most {max(0, value - initial)} {token} may leave an account with positions "
+                               f"(value {value}, initial margin {initial})")
 
     def withdrawn_by(self, account: Address, token: Symbol) -> int:
         """What the account has withdrawn in the channel so far (e9, cumulative)."""
@@ -327,6 +454,8 @@ class Ledger:
                 + sum(v for (_, t), v in self.withdrawn.items() if t == token)
                 + self.fee_pool.get(token, 0)
                 + self.insurance.get(token, 0)
+                + sum(self.pnl_pool.get(symbol, 0) for symbol in self._perp_markets.get(token, ()))
+                - sum(v for (_, t), v in self.debt.items() if t == token)
             )
             if total != self.deposits.get(token, 0):
                 raise InternalError(f"conservation broken for {token}: {total} != {self.deposits.get(token, 0)}")
@@ -343,6 +472,20 @@ class Ledger:
             raise InternalError("a book holds an order that is not open")
         if not self.expiry.keys() <= self.orders.keys():
             raise InternalError("an order that is not open has an expiry")
+        if not self.reduce_only.keys() <= self.orders.keys():
+            raise InternalError("an order that is not open is marked reduce-only")
+        opened: dict[str, int] = {}
+        for (symbol, _), position in self.positions.items():
+            if not position.size or position.open_notional < 0:
+                raise InternalError(f"a flat or negative position is kept in {symbol}")
+            opened[symbol] = opened.get(symbol, 0) + (position.open_notional if position.size > 0
+                                                      else -position.open_notional)
+        for symbol in sorted(set(opened) | set(self.pnl_pool)):
+            if self.pnl_pool.get(symbol, 0) != -opened.get(symbol, 0):
+                raise InternalError(f"{symbol}: the realised PnL does not match the open notional")
+        for symbol in sorted({s for s, _ in self.positions}):
+            if sum(p.size for (s, _), p in self.positions.items() if s == symbol) != 0:
+                raise InternalError(f"{symbol}: the longs and the shorts do not match")
 
     def canonical(self) -> list[Any]:
         """The whole state as one canonical value (every collection sorted)."""
@@ -375,7 +518,20 @@ class Ledger:
                 for _, o in sorted(self.orders.items())
             ],
             [[a, t, v] for (a, t), v in sorted(self.held_funds.items())],
-        ] + (self._canonical_oracle() if self.oracle_posts else [])
+        ] + (self._canonical_oracle() if self.oracle_posts else []) + (
+            self._canonical_positions() if self.positions or self.pnl_pool or self.debt or self.reduce_only else []
+        )
+
+    def _canonical_positions(self) -> list[Any]:
+        """The perp positions, the markets' PnL pools, the debts and the resting reduce-only
+        orders (only once a perp order rested or filled)."""
+        return [
+            "positions",
+            [[m, a, p.size, p.open_notional] for (m, a), p in sorted(self.positions.items())],
+            sorted([m, v] for m, v in self.pnl_pool.items()),
+            [[a, t, v] for (a, t), v in sorted(self.debt.items())],
+            sorted(self.reduce_only),
+        ]
 
     def _canonical_oracle(self) -> list[Any]:
         """The oracle posts and the markets' prices (only once a price was posted)."""
@@ -454,6 +610,36 @@ class Ledger:
             table[key] = value
         else:
             del table[key]
+
+    def _add_signed(self, table: dict[Any, int], key: Any, delta: int) -> None:
+        """`_add` to an amount that may be negative (a perp market's PnL pool)."""
+        if not delta:
+            return
+        old = table.get(key, _MISSING)
+        value = delta if old is _MISSING else old + delta
+        journal = self._journal
+        if journal is not None:
+            journal += (table, key, old)
+        if value:
+            table[key] = value
+        else:
+            del table[key]
+
+    def _credit(self, key: tuple[Address, Symbol], delta: int) -> None:
+        """Change an account's collateral by `delta` (signed): a gain pays its debt first, a loss
+        takes its free balance first and owes the rest. (What reaches the balance otherwise, a
+        transfer or a released hold, does not pay the debt: collateral is ``balance - debt``, and
+        `_spend` keeps the debt's worth from leaving.)"""
+        if delta > 0:
+            owed = self.debt.get(key, 0)
+            paid = owed if owed < delta else delta
+            self._add(self.debt, key, -paid)
+            self._add(self.balances, key, delta - paid)
+        elif delta < 0:
+            have = self.balances.get(key, 0)
+            taken = have if have < -delta else -delta
+            self._add(self.balances, key, -taken)
+            self._add(self.debt, key, -delta - taken)
 
     # -- inputs --------------------------------------------------------------------------------
 
@@ -537,6 +723,7 @@ class Ledger:
             raise Rejected(Reason.BAD_AMOUNT, "amount must be positive")
         if self.balances.get((op.author, token), 0) < amount:
             raise Rejected(Reason.INSUFFICIENT_BALANCE)
+        self._spend(op.author, Symbol(token), amount)
         return Symbol(token), amount
 
     def _transfer(self, op: SignedOp, kind: Kind) -> None:
@@ -591,8 +778,6 @@ class Ledger:
         market = self._markets.get(symbol)
         if market is None:
             raise Rejected(Reason.UNKNOWN_MARKET, symbol)
-        if market.perp is not None:
-            raise Rejected(Reason.PERP_NOT_TRADING, "perpetual positions are not implemented yet")
         if side not in SIDES:
             raise Rejected(Reason.BAD_SIDE, f"side must be one of {list(SIDES)}")
         if order_type not in ORDER_TYPES:
@@ -601,7 +786,7 @@ class Ledger:
             raise Rejected(Reason.BAD_TIF, f"tif must be one of {list(TIFS)}")
         if order_type == MARKET and tif != IOC:
             raise Rejected(Reason.MARKET_ORDER_MUST_BE_IOC)
-        if reduce_only and market.kind == MarketKind.SPOT:
+        if reduce_only and market.perp is None:
             raise Rejected(Reason.REDUCE_ONLY_NOT_SPOT)
         if not market.min_price <= price <= market.max_price:
             raise Rejected(Reason.PRICE_OUT_OF_RANGE, f"price must be in [{market.min_price}, {market.max_price}]")
@@ -615,26 +800,41 @@ class Ledger:
             raise Rejected(Reason.ORDER_EXPIRED, f"expires {expires} is not after checkpoint time {self.time}")
         if tif == POST_ONLY and self._would_take(market, side, price, op.author):
             raise Rejected(Reason.POST_ONLY_WOULD_CROSS)
-        if side == BUY:
+        if market.perp is not None:
+            self._check_perp_order(op.author, market, side, qty, reduce_only)
+        elif side == BUY:
             worst = notional(price, qty)
             rate = market.maker_fee if market.maker_fee > market.taker_fee else market.taker_fee  # the greater
             needed = worst + fee(worst, rate)
             if self.balances.get((op.author, market.quote), 0) < needed:
                 raise Rejected(Reason.INSUFFICIENT_BALANCE, f"a buy of this size needs {needed} {market.quote} free")
+            self._spend(op.author, market.quote, needed)
         elif self.balances.get((op.author, market.base), 0) < qty:
             raise Rejected(Reason.INSUFFICIENT_BALANCE, f"a sell of this size needs {qty} {market.base} free")
+        else:
+            self._spend(op.author, market.base, qty)
         # every check passed: from here on the operation takes effect
         placed = self.meta.get("placements", 0) + 1
         self._set(self.meta, "placements", placed)
         self._set(self.order_owner, op.op_id, op.author)
         # a post-only order got here only if it does not cross the best resting order: it takes nothing
-        remaining, stopped = (qty, False) if tif == POST_ONLY else self._take(op, market, side, price, qty)
+        stopped: str | None = None
+        if tif == POST_ONLY:
+            remaining = qty
+        elif market.perp is not None:
+            remaining, stopped = self._take_perp(op, market, side, price, qty, reduce_only)
+        else:
+            remaining, unfunded = self._take(op, market, side, price, qty)
+            stopped = UNFUNDED if unfunded else None
         if not remaining:
             self._set(self.closed, op.op_id, (FILLED, op.op_id))
-        elif stopped:
-            self._set(self.closed, op.op_id, (UNFUNDED, op.op_id))
+        elif stopped is not None:
+            self._set(self.closed, op.op_id, (stopped, op.op_id))
         elif order_type == LIMIT and tif in (GTC, POST_ONLY):
-            self._rest(op, market, side, price, remaining, placed, expires)
+            if market.perp is not None:
+                self._rest_perp(op, market, side, price, remaining, placed, expires, reduce_only)
+            else:
+                self._rest(op, market, side, price, remaining, placed, expires)
         else:
             self._set(self.closed, op.op_id, (DONE, op.op_id))
 
@@ -694,12 +894,7 @@ class Ledger:
                 self._add(balances, maker_quote, -(cost - from_hold))
                 self._add(balances, maker_base, q)
             self._add(self.fee_pool, quote, taker_fee + maker_fee)
-            fills, order_fills = self._fills, self.order_fills
-            position = len(fills)
-            self._set(fills, position, Fill(op.op_id, maker.order_id, taker, owner, market.symbol, price, q,
-                                            taker_fee, maker_fee))
-            for order_id in (op.op_id, maker.order_id):
-                self._set(order_fills, order_id, (*order_fills.get(order_id, ()), position))
+            self._record_fill(op, maker, market, price, q, taker_fee, maker_fee)
             remaining -= q
             if q < maker.remaining:
                 self._set(orders, maker.order_id, RestingOrder(maker.order_id, owner, maker.market, maker.side, price,
@@ -733,6 +928,136 @@ class Ledger:
         if expires:
             self._set(self.expiry, order_id, expires)
 
+    # -- perpetual markets ------------------------------------------------------------------------
+
+    def _check_perp_order(self, account: Address, market: Market, side: str, qty: int, reduce_only: bool) -> None:
+        """A perp order's checks, in place of a spot order's funds: a reduce-only order needs a
+        position of the other side; any other needs a fresh oracle price and, below initial
+        margin, to only reduce (its quantity within the position of the other side)."""
+        params = market.perp
+        if params is None:
+            raise InternalError(f"{market.symbol} is not a perp market")
+        position = self.positions.get((market.symbol, account), FLAT)
+        closable = reducible(position, side == BUY)
+        if reduce_only:
+            if not closable:
+                raise Rejected(Reason.NOTHING_TO_REDUCE, f"no {'short' if side == BUY else 'long'} position to reduce")
+            return
+        if not is_fresh(self.marks.get(market.symbol), self.time, params.oracle_staleness):
+            raise Rejected(Reason.ORACLE_STALE, f"{market.symbol} has no fresh oracle price: only reduce-only orders")
+        value, initial, _ = self.margin(account, market.quote)
+        if value < initial and qty > closable:
+            raise Rejected(Reason.INSUFFICIENT_MARGIN,
+                           f"account value {value} is below its initial margin {initial}: only orders that reduce")
+
+    def _take_bound(self, market: Market, buying: bool, limit: int) -> int:
+        """The taker's limit within the take bound ``oracle · (1 ± mtb)`` (none before a price)."""
+        params, mark = market.perp, self.marks.get(market.symbol)
+        if params is None or mark is None:
+            return limit
+        if buying:
+            bound = mark.price * (E9 + params.mtb_long) // E9
+            return bound if bound < limit else limit
+        bound = -(-mark.price * (E9 - params.mtb_short) // E9)
+        return bound if bound > limit else limit
+
+    def _margin_ok(self, account: Address, market: Market, position: Position, delta: int) -> bool:
+        """Whether the account may hold `position` in `market` with `delta` more collateral: at or
+        above its initial margin, and the position's notional within its leverage's cap."""
+        params = market.perp
+        if params is None:
+            raise InternalError(f"{market.symbol} is not a perp market")
+        value, initial, _ = self.margin(account, market.quote, (market.symbol, position), delta)
+        size = notional(self._mark_of(market.symbol, position), abs(position.size))
+        return value >= initial and size <= leverage_cap(params, size, value)
+
+    def _take_perp(
+        self, op: SignedOp, market: Market, side: str, limit: int, qty: int, reduce_only: bool
+    ) -> tuple[int, str | None]:
+        """Match a perp taker: as `_take`, within the take bound, each fill moving positions
+        instead of balances. A fill that grows a position must leave its account at or above
+        initial margin: a maker that fails is removed (undercollateralized), a taker that fails
+        stops. Reduce-only fills are shrunk to what they can close; a resting reduce-only order
+        with nothing left to close is removed. Return what is left and why the taker stopped."""
+        taker = op.author
+        symbol, quote = market.symbol, market.quote
+        buying = side == BUY
+        limit = self._take_bound(market, buying, limit)
+        opposite = self._sides[(symbol, SELL if buying else BUY)]
+        orders, positions, keys = self.orders, self.positions, self._keys
+        remaining = qty
+        while remaining and opposite:
+            maker = orders[opposite.peekitem(0)[1]]
+            price, owner = maker.price, maker.owner
+            if (price > limit) if buying else (price < limit):
+                break
+            if owner == taker:
+                self._remove_order(maker, SELF_TRADE, op.op_id)
+                continue
+            q = remaining if remaining < maker.remaining else maker.remaining
+            taker_before = positions.get((symbol, taker), FLAT)
+            if reduce_only:
+                q = min(q, reducible(taker_before, buying))
+                if not q:
+                    break  # nothing left to reduce: the remainder is cancelled
+            maker_before = positions.get((symbol, owner), FLAT)
+            if maker.order_id in self.reduce_only:
+                closable = reducible(maker_before, not buying)
+                if not closable:
+                    self._remove_order(maker, REDUCE_ONLY, op.op_id)
+                    continue
+                q = min(q, closable)
+            n = notional(price, q)
+            taker_fee, maker_fee = fee(n, market.taker_fee), fee(n, market.maker_fee)
+            taker_after, taker_pnl = fill_position(taker_before, buying, price, q)
+            maker_after, maker_pnl = fill_position(maker_before, not buying, price, q)
+            if grows_risk(maker_before, maker_after) and not self._margin_ok(owner, market, maker_after,
+                                                                             maker_pnl - maker_fee):
+                self._remove_order(maker, UNDERCOLLATERALIZED, op.op_id)
+                continue
+            if grows_risk(taker_before, taker_after) and not self._margin_ok(taker, market, taker_after,
+                                                                             taker_pnl - taker_fee):
+                return remaining, UNDERCOLLATERALIZED
+            for account, after, pnl, paid in ((taker, taker_after, taker_pnl, taker_fee),
+                                              (owner, maker_after, maker_pnl, maker_fee)):
+                if after.size:
+                    self._set(positions, (symbol, account), after)
+                else:
+                    self._delete(positions, (symbol, account))
+                self._add_signed(self.pnl_pool, symbol, -pnl)
+                self._credit(keys[account][quote], pnl - paid)
+            self._add(self.fee_pool, quote, taker_fee + maker_fee)
+            self._record_fill(op, maker, market, price, q, taker_fee, maker_fee)
+            remaining -= q
+            if q < maker.remaining:
+                self._set(orders, maker.order_id, maker._replace(remaining=maker.remaining - q))
+            else:
+                self._remove_order(maker, FILLED, op.op_id)
+        return remaining, None
+
+    def _rest_perp(
+        self, op: SignedOp, market: Market, side: str, price: int, remaining: int, placed: int, expires: int,
+        reduce_only: bool,
+    ) -> None:
+        """Put a perp remainder on the book: it holds nothing (margin is checked at each fill)."""
+        order_id = op.op_id
+        self._set(self.orders, order_id, RestingOrder(order_id, op.author, market.symbol, side, price, remaining,
+                                                      placed, 0))
+        self._set(self._sides[(market.symbol, side)], (price_key(side, price), placed), order_id)
+        if expires:
+            self._set(self.expiry, order_id, expires)
+        if reduce_only:
+            self._set(self.reduce_only, order_id, True)
+
+    def _record_fill(self, op: SignedOp, maker: RestingOrder, market: Market, price: int, qty: int, taker_fee: int,
+                     maker_fee: int) -> None:
+        fills, order_fills = self._fills, self.order_fills
+        position = len(fills)
+        self._set(fills, position, Fill(op.op_id, maker.order_id, op.author, maker.owner, market.symbol, price, qty,
+                                        taker_fee, maker_fee))
+        for order_id in (op.op_id, maker.order_id):
+            self._set(order_fills, order_id, (*order_fills.get(order_id, ()), position))
+
     def _remove_order(self, order: RestingOrder, why: str, by: OpId | None, hold: int | None = None) -> None:
         """Take an order off its book; what is left of its hold (`hold`, else ``order.hold``) goes
         back to free. `why` is one of `crdt.markets.book.CLOSED_REASONS`; `by` the operation
@@ -745,6 +1070,8 @@ class Ledger:
         self._delete(self.orders, order_id)
         if order_id in self.expiry:
             self._delete(self.expiry, order_id)
+        if order_id in self.reduce_only:
+            self._delete(self.reduce_only, order_id)
         if hold:
             key = self._keys[order.owner][self._hold_token(order)]
             self._add(self.held_funds, key, -hold)

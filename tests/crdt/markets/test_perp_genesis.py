@@ -1,7 +1,6 @@
 """Perpetual markets in the genesis (crdt/genesis.py, crdt/markets/config.py `PerpParams`):
 a perp market round-trips through its TOML table, every bad perpetual field is refused with a
-typed error naming it, and the ledger refuses perp orders (`perp_not_trading`) until positions
-exist (issue 13)."""
+typed error naming it (issue 13; positions are in test_perp_positions.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +11,7 @@ import pytest
 
 from crdt import testing
 from crdt.genesis import Genesis, InvalidMarket, market_mapping
-from crdt.ledger import Ledger, Reason
 from crdt.markets.config import MARKET_FIELDS, PERP_FIELDS, Market, MarketKind, PerpParams
-from crdt.ops import sign_op
 from tests.crdt.crdt_support import ADJUDICATOR, KEYS, TOKENS, USDC
 
 E9 = 10**9
@@ -87,10 +84,3 @@ def test_equal_caps_at_higher_leverage_are_allowed() -> None:
     assert genesis(flat).market("ETH-PERP") == flat
 
 
-def test_a_perp_order_is_refused_until_positions_exist() -> None:
-    ledger = Ledger(genesis(ETH_PERP))
-    body = {"market": "ETH-PERP", "side": "buy", "type": "limit", "tif": "gtc", "price": 10 * E9, "qty": E9,
-            "reduce_only": False, "expires": 0}
-    op = sign_op(ledger.genesis.context(), KEYS[0], 1, [], "order.place", body)
-    assert ledger.apply(op) == Reason.PERP_NOT_TRADING
-    ledger.check_conservation()
