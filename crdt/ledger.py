@@ -71,6 +71,7 @@ from crdt.markets.book import (
     SELF_TRADE,
     SELL,
     SIDES,
+    TAKE_BOUND,
     TIFS,
     UNDERCOLLATERALIZED,
     UNFUNDED,
@@ -831,7 +832,9 @@ class Ledger:
         elif stopped is not None:
             self._set(self.closed, op.op_id, (stopped, op.op_id))
         elif order_type == LIMIT and tif in (GTC, POST_ONLY):
-            if market.perp is not None:
+            if market.perp is not None and self._would_take(market, side, price, op.author):
+                self._set(self.closed, op.op_id, (TAKE_BOUND, op.op_id))  # stopped by the bound: never rests crossed
+            elif market.perp is not None:
                 self._rest_perp(op, market, side, price, remaining, placed, expires, reduce_only)
             else:
                 self._rest(op, market, side, price, remaining, placed, expires)
