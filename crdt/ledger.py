@@ -81,6 +81,7 @@ from crdt.markets.book import (
     price_key,
 )
 from crdt.markets.config import E9, Market, fee, notional
+from crdt.markets.funding import FundingState, funding_rate, impact_price, index_step, payment, premium, prorate
 from crdt.markets.oracle import MarkPrice, OraclePost, fresh_prices, is_fresh, lower_median
 from crdt.markets.perp import (
     FLAT,
@@ -248,6 +249,8 @@ class Ledger:
         self.pnl_pool: dict[str, int] = {}
         self.debt: dict[tuple[Address, Symbol], int] = {}
         self.reduce_only: dict[OpId, bool] = {}
+        self.funding: dict[str, FundingState] = {}  # per perp market, once it has a price
+        self.funding_pool: dict[str, int] = {}  # signed: what payers paid in less what receivers took
         self._perp_markets: dict[Symbol, tuple[str, ...]] = {}  # collateral token -> its perp markets, sorted
         for market in sorted(genesis.markets, key=lambda m: m.symbol):
             if market.perp is not None:
@@ -388,22 +391,28 @@ class Ledger:
         """The account's free balance of a collateral token less what it owes (signed, e9)."""
         return self.balances.get((account, token), 0) - self.debt.get((account, token), 0)
 
+    def pending_funding(self, market: str, position: Position) -> int:
+        """What a position owes in funding since it last settled (positive: it pays)."""
+        state = self.funding.get(market)
+        return payment(position.size, position.funding, state.cumulative) if state is not None else 0
+
     def unrealised_pnl(self, account: Address, token: Symbol) -> int:
         """The PnL of the account's positions in the perp markets of collateral `token`, closed
-        at their markets' prices (e9, signed)."""
+        at their markets' prices, less the funding they owe (e9, signed)."""
         total = 0
         for symbol in self._perp_markets.get(token, ()):
             position = self.positions.get((symbol, account))
             if position is not None:
-                total += unrealised(position, self._mark_of(symbol, position))
+                total += unrealised(position, self._mark_of(symbol, position)) - self.pending_funding(symbol, position)
         return total
 
     def margin(
         self, account: Address, token: Symbol, changed: tuple[str, Position] | None = None, delta: int = 0
     ) -> tuple[int, int, int]:
         """(AV, IMR, MMR) of the account in collateral `token` (cross margin over its perp
-        markets), with `changed` (market, position) instead of the position held and `delta` more
-        collateral, if given: what a fill would leave."""
+        markets; AV counts the funding its positions owe), with `changed` (market, position)
+        instead of the position held and `delta` more collateral, if given: what a fill would
+        leave."""
         value = self.collateral(account, token) + delta
         initial = maintenance = 0
         for symbol in self._perp_markets.get(token, ()):
@@ -417,7 +426,7 @@ class Ledger:
             if params is None:
                 raise InternalError(f"{symbol} is not a perp market")
             mark = self._mark_of(symbol, position)
-            value += unrealised(position, mark)
+            value += unrealised(position, mark) - self.pending_funding(symbol, position)
             initial += margin_requirement(position, mark, params.imr)
             maintenance += margin_requirement(position, mark, params.mmr)
         return value, initial, maintenance
@@ -455,7 +464,8 @@ class Ledger:
                 + sum(v for (_, t), v in self.withdrawn.items() if t == token)
                 + self.fee_pool.get(token, 0)
                 + self.insurance.get(token, 0)
-                + sum(self.pnl_pool.get(symbol, 0) for symbol in self._perp_markets.get(token, ()))
+                + sum(self.pnl_pool.get(symbol, 0) + self.funding_pool.get(symbol, 0)
+                      for symbol in self._perp_markets.get(token, ()))
                 - sum(v for (_, t), v in self.debt.items() if t == token)
             )
             if total != self.deposits.get(token, 0):
@@ -520,7 +530,8 @@ class Ledger:
             ],
             [[a, t, v] for (a, t), v in sorted(self.held_funds.items())],
         ] + (self._canonical_oracle() if self.oracle_posts else []) + (
-            self._canonical_positions() if self.positions or self.pnl_pool or self.debt or self.reduce_only else []
+            self._canonical_positions() if self.positions or self.pnl_pool or self.debt or self.reduce_only
+            or self.funding else []
         )
 
     def _canonical_positions(self) -> list[Any]:
@@ -528,10 +539,12 @@ class Ledger:
         orders (only once a perp order rested or filled)."""
         return [
             "positions",
-            [[m, a, p.size, p.open_notional] for (m, a), p in sorted(self.positions.items())],
+            [[m, a, p.size, p.open_notional, p.funding] for (m, a), p in sorted(self.positions.items())],
             sorted([m, v] for m, v in self.pnl_pool.items()),
             [[a, t, v] for (a, t), v in sorted(self.debt.items())],
             sorted(self.reduce_only),
+            [[m, *state] for m, state in sorted(self.funding.items())],
+            sorted([m, v] for m, v in self.funding_pool.items()),
         ]
 
     def _canonical_oracle(self) -> list[Any]:
@@ -693,6 +706,43 @@ class Ledger:
                 self._remove_order(self.orders[order_id], EXPIRED, None)
         if self.oracle_posts:
             self._fix_marks(time)
+            for symbol in sorted(self.marks):
+                self._fund(symbol, time)
+
+    def _fund(self, symbol: str, time: int) -> None:
+        """One premium sample of a perp market at checkpoint time `time` and, when `time` crosses
+        a funding interval, the interval's funding added to the market's index."""
+        market = self._markets[symbol]
+        params, mark = market.perp, self.marks[symbol].price
+        if params is None:
+            raise InternalError(f"{symbol} is not a perp market")
+        book = self.book(symbol)
+        target = params.impact_notional
+        sample = premium(impact_price(((o.price, o.remaining) for o in book.side(BUY)), target),
+                         impact_price(((o.price, o.remaining) for o in book.side(SELL)), target), mark)
+        state = self.funding.get(symbol, FundingState(0, 0, 0, time, 0))
+        total, samples = state.premium_sum + sample, state.samples + 1
+        if time // params.funding_interval > state.since // params.funding_interval:
+            rate = prorate(funding_rate(total, samples, params.max_funding_rate), time - state.since,
+                           params.funding_interval)
+            state = FundingState(state.cumulative + index_step(rate, mark), 0, 0, time, rate)
+        else:
+            state = state._replace(premium_sum=total, samples=samples)
+        self._set(self.funding, symbol, state)
+
+    def _settle(self, symbol: str, account: Address, position: Position, quote: Symbol) -> Position:
+        """Pay (or be paid) the funding `position` owes, through the market's funding pool; the
+        position as settled."""
+        state = self.funding.get(symbol)
+        if state is None or position.funding == state.cumulative:
+            return position
+        owed = payment(position.size, position.funding, state.cumulative)
+        self._credit(self._keys[account][quote], -owed)
+        self._add_signed(self.funding_pool, symbol, owed)
+        settled = position._replace(funding=state.cumulative)
+        if position.size:
+            self._set(self.positions, (symbol, account), settled)
+        return settled
 
     def _fix_marks(self, time: int) -> None:
         """Each perp market's price for the epoch: the lower median of its fresh oracle posts (a
@@ -998,12 +1048,12 @@ class Ledger:
                 self._remove_order(maker, SELF_TRADE, op.op_id)
                 continue
             q = remaining if remaining < maker.remaining else maker.remaining
-            taker_before = positions.get((symbol, taker), FLAT)
+            taker_before = self._settle(symbol, taker, positions.get((symbol, taker), FLAT), quote)
             if reduce_only:
                 q = min(q, reducible(taker_before, buying))
                 if not q:
                     break  # nothing left to reduce: the remainder is cancelled
-            maker_before = positions.get((symbol, owner), FLAT)
+            maker_before = self._settle(symbol, owner, positions.get((symbol, owner), FLAT), quote)
             if maker.order_id in self.reduce_only:
                 closable = reducible(maker_before, not buying)
                 if not closable:

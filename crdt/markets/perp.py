@@ -37,11 +37,13 @@ from crdt.markets.config import E9, PerpParams, fee, notional
 
 
 class Position(NamedTuple):
-    """One account's position in one perp market: `size` e9 base (negative: short) and
-    `open_notional`, the quote e9 its open part cost."""
+    """One account's position in one perp market: `size` e9 base (negative: short),
+    `open_notional`, the quote e9 its open part cost, and `funding`, the market's funding index
+    when it last settled its funding (crdt/markets/funding.py)."""
 
     size: int
     open_notional: int
+    funding: int = 0
 
     @property
     def entry_price(self) -> int:
@@ -49,7 +51,7 @@ class Position(NamedTuple):
         return self.open_notional * E9 // abs(self.size) if self.size else 0
 
 
-FLAT = Position(0, 0)
+FLAT = Position(0, 0, 0)
 
 
 class FillOutcome(NamedTuple):
@@ -60,25 +62,26 @@ class FillOutcome(NamedTuple):
 
 
 def fill_position(position: Position, buy: bool, price: int, qty: int) -> FillOutcome:
-    """`position` after buying (`buy`) or selling `qty` at `price`."""
-    size, open_notional = position
+    """`position` after buying (`buy`) or selling `qty` at `price` (its funding index kept: the
+    ledger settles funding before a fill)."""
+    size, open_notional, funding = position
     delta = qty if buy else -qty
     if size == 0 or (size > 0) == buy:  # opens or grows
-        return FillOutcome(Position(size + delta, open_notional + notional(price, qty)), 0)
+        return FillOutcome(Position(size + delta, open_notional + notional(price, qty), funding), 0)
     closed = min(qty, abs(size))
     basis = open_notional * closed // abs(size)
     value = notional(price, closed)
     realised = value - basis if size > 0 else basis - value
     left = open_notional - basis
     if qty > closed:  # a flip: what is left of the fill opens the other side
-        return FillOutcome(Position(size + delta, notional(price, qty - closed)), realised)
-    return FillOutcome(Position(size + delta, left), realised)
+        return FillOutcome(Position(size + delta, notional(price, qty - closed), funding), realised)
+    return FillOutcome(Position(size + delta, left, funding), realised)
 
 
 def unrealised(position: Position, mark: int) -> int:
     """The position's PnL if closed at `mark`: the long side rounded down, the short side's
     cost rounded up (so the PnL of all positions never sums to more than was paid in)."""
-    size, open_notional = position
+    size, open_notional, _ = position
     if size > 0:
         return notional(mark, size) - open_notional
     if size < 0:

@@ -24,7 +24,7 @@ ETH_PERP = Market(
         max_notional_at_open=(10**6 * E9, 500_000 * E9, 200_000 * E9, 100_000 * E9, 50_000 * E9),
         max_funding_rate=1_000_000, funding_interval=3_600_000, insurance_pool_ratio=300_000_000,
         circuit_band=100_000_000, halt_checkpoints=3, mtb_long=50_000_000, mtb_short=50_000_000,
-        oracle_staleness=60_000,
+        oracle_staleness=60_000, impact_notional=50 * E9,
     ),
 )
 
@@ -51,6 +51,7 @@ BAD_PERP: list[tuple[dict[str, Any], str]] = [
     ({"insurance_pool_ratio": E9 + 1}, "insurance_pool_ratio"), ({"circuit_band": 0}, "circuit_band"),
     ({"halt_checkpoints": -1}, "halt_checkpoints"), ({"mtb_long": 0}, "mtb_long"),
     ({"mtb_short": E9 + 1}, "mtb_short"), ({"oracle_staleness": 0}, "oracle_staleness"),
+    ({"impact_notional": 0}, "impact_notional"),
     ({"max_notional_at_open": [E9] * 4}, "max_notional_at_open"),  # 5 leverages for imr 20%
     ({"max_notional_at_open": [E9, 2 * E9, E9, E9, E9]}, "max_notional_at_open"),  # grows with leverage
     ({"max_notional_at_open": [E9, E9, E9, E9, 0]}, "max_notional_at_open"),

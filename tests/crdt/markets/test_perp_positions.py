@@ -293,3 +293,48 @@ def test_a_loss_beyond_the_balance_is_owed_and_counted_against_what_comes_in(see
             Reason.INSUFFICIENT_MARGIN)
         assert desk.do(A, "transfer", {"to": desk.accounts[E], "token": USDC, "amount": E9})[1] is None
     assert desk.ledger.entitlement(a, USDC) == max(left, 0)
+
+
+def test_funding_over_a_prorated_interval_by_hand() -> None:
+    desk = Desk()  # ETH_PERP: hourly funding, at most 0.1% an interval, impact prices at 50 USDC
+    desk.price(3000, 1_000)  # the first sample (an empty book: no premium) starts the interval at t = 1000
+    desk.order(A, "sell", 3000, 0.01)
+    desk.order(B, "buy", 3000, 0.01, "ioc")  # B long 0.01, A short 0.01
+    desk.order(C, "buy", 3030, 0.02)  # bids 1% above the oracle: longs should pay
+    state = desk.ledger.funding["ETH-PERP"]
+    assert (state.cumulative, state.samples, state.since) == (0, 1, 1_000)
+    for time in (1_800_000, 3_600_000):
+        desk.version += 1
+        desk.ledger.close_epoch(desk.version, time)
+    # the impact bid: 50 USDC sold into 3030 is 0.016501650 ETH, at an average of 3030.000060...
+    sold = 50 * E9 * E9 // (3030 * E9)
+    assert sold == 16_501_650
+    sample = (50 * E9 * E9 // sold - 3000 * E9) * E9 // (3000 * E9)  # about 1%
+    assert 9_999_000 < sample < 10_001_000
+    # (0 + sample + sample) / 3 is about 0.67%, clamped to 0.1%, for 3 599 000 ms of an hour
+    rate = 1_000_000 * 3_599_000 // 3_600_000
+    state = desk.ledger.funding["ETH-PERP"]
+    assert state.rate == rate == 999_722
+    assert state.cumulative == rate * 3000 == 2_999_166_000  # 2.999166 USDC a whole ETH
+    assert (state.samples, state.since) == (0, 3_600_000)
+    owed = 2_999_166_000 * (E9 // 100) // E9  # 0.01 ETH: 0.02999166 USDC, exact
+    b, a = desk.accounts[B], desk.accounts[A]
+    assert desk.ledger.pending_funding("ETH-PERP", desk.position(B)) == owed
+    assert desk.ledger.pending_funding("ETH-PERP", desk.position(A)) == -owed
+    value_b = desk.ledger.margin(b, USDC)[0]
+    balance_b = desk.balance(B)
+    assert value_b == balance_b - owed  # counted in the account value before it settles
+    desk.price(3000, 3_601_000)
+    desk.order(B, "sell", 3030, 0.005, "ioc")  # into C's bid: B settles first, through the funding pool
+    assert desk.position(B).funding == desk.ledger.funding["ETH-PERP"].cumulative
+    assert desk.ledger.funding_pool == {"ETH-PERP": owed}
+    assert desk.balance(B) == balance_b - owed + 150_000_000 - fee_of(3030 * E9 // 200)  # PnL 15.15 - 15
+    assert desk.do(C, "order.cancel_all", {"market": "ETH-PERP"})[1] is None
+    desk.order(E, "sell", 3000, 0.005)
+    desk.order(A, "buy", 3000, 0.005, "ioc")  # A (short) is paid what B paid: the pool is empty again
+    assert desk.ledger.funding_pool == {}
+    assert desk.ledger.entitlement(a, USDC) == desk.ledger.collateral(a, USDC) + desk.ledger.unrealised_pnl(a, USDC)
+
+
+def fee_of(amount: int, rate: int = 2_000_000) -> int:
+    return -(-amount * rate // E9)

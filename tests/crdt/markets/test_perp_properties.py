@@ -9,9 +9,10 @@ apart from the ledger's own arithmetic:
 2. no crossed book at rest; every fill at the maker's price, within the taker's limit and the
    take bound, never between an account and itself;
 3. each position's size is the signed sum of its account's fills (recomputed from the fills);
-4. each account's collateral is what came in, less what went out and its fees, plus the cash
-   of its fills, plus the signed open notional of its position: the realised PnL then is exact
-   whatever the basis rounding;
+4. each account's collateral is what came in, less what went out, its fees and the funding it
+   settled, plus the cash of its fills, plus the signed open notional of its position: the
+   realised PnL then is exact whatever the basis rounding; and funding never pays out more than
+   it took in (the pool, with what every position still owes, is never negative);
 5. a fill that grows a position never leaves its account below initial margin, and a reduce-only
    order never grows or flips one;
 6. the payout leaves never sum to more than the channel holds, each >= 0;
@@ -21,7 +22,7 @@ apart from the ledger's own arithmetic:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hypothesis import given, settings
@@ -32,6 +33,7 @@ from crdt.genesis import Genesis, Role
 from crdt.ledger import Ledger
 from crdt.markets.book import BUY
 from crdt.markets.config import notional
+from crdt.markets.funding import payment
 from crdt.ops import SignedOp, sign_op
 from crdt.replica import Cut, Replica
 from crdt.types import Symbol
@@ -45,12 +47,14 @@ ORACLES, TRADERS = (0, 1, 2), (3, 4, 5, 6)
 MID = 3000  # whole USDC
 INITIAL = 100 * E9
 assert ETH_PERP.perp is not None
-PERP = ETH_PERP.perp
+# funding every minute of checkpoint time, impact prices at 5 USDC: the flows' books fund often
+PERP = replace(ETH_PERP.perp, funding_interval=60_000, impact_notional=5 * E9, max_funding_rate=50_000_000)
+MARKET = replace(ETH_PERP, perp=PERP)
 
 
 def genesis() -> Genesis:
     return testing.make_genesis(KEYS[: len(ROLES)], TOKENS, roles=ROLES, initial=INITIAL, adjudicator=ADJUDICATOR,
-                                markets=(ETH_PERP,))
+                                markets=(MARKET,))
 
 
 GENESIS = genesis()
@@ -98,7 +102,7 @@ def perp_flows(draw: st.DrawFn, max_steps: int = 40) -> list[Step]:
             for oracle in draw(st.lists(st.sampled_from(ORACLES), min_size=1, max_size=3, unique=True)):
                 steps.append(Step(oracle, "oracle.price", {"market": "ETH-PERP", "price": mid * E9}))
         elif what == "checkpoint":
-            time += draw(st.sampled_from([1_000, 30_000]))
+            time += draw(st.sampled_from([1_000, 30_000, 30_000, PERP.funding_interval]))
             steps.append(Step(0, "checkpoint", {"time": time}))
         elif what == "transfer":
             to = draw(st.sampled_from([t for t in TRADERS if t != who]))
@@ -153,6 +157,7 @@ def test_every_operation_keeps_the_perpetual_laws(steps: list[Step]) -> None:
     fees = dict.fromkeys(ACCOUNTS, 0)
     cash = dict.fromkeys(ACCOUNTS, 0)
     sizes = dict.fromkeys(ACCOUNTS, 0)
+    funded = dict.fromkeys(ACCOUNTS, 0)
     for item in sign_all(steps):
         if isinstance(item, Cut):
             ledger.close_epoch(item.version, item.time)
@@ -173,6 +178,13 @@ def test_every_operation_keeps_the_perpetual_laws(steps: list[Step]) -> None:
         bid, ask = book.best_bid(), book.best_ask()
         assert bid is None or ask is None or bid.price < ask.price, "crossed book at rest"
         new = ledger.fills_from(count)
+        state = ledger.funding.get("ETH-PERP")
+        touched = {a for fill in new for a in (fill.taker, fill.maker)} | {  # a fill settles funding first,
+            a for a in ACCOUNTS if ledger.position("ETH-PERP", a).funding != before[a].funding  # as a match tried
+        }
+        for account in touched:
+            if state is not None and before[account].size:
+                funded[account] += payment(before[account].size, before[account].funding, state.cumulative)
         for fill in new:
             assert fill.taker != fill.maker
             buying = op.body["side"] == BUY
@@ -194,12 +206,15 @@ def test_every_operation_keeps_the_perpetual_laws(steps: list[Step]) -> None:
             position = ledger.position("ETH-PERP", account)
             assert position.size == sizes[account]
             signed_open = position.open_notional if position.size > 0 else -position.open_notional
-            assert ledger.collateral(account, USDC) == moved[account] - fees[account] + cash[account] + signed_open
+            assert ledger.collateral(account, USDC) == (
+                moved[account] - fees[account] - funded[account] + cash[account] + signed_open)
             was = before[account]
             grew = abs(position.size) > abs(was.size) or position.size * was.size < 0
             if grew:
                 assert margin_ok(ledger, account), "a fill that grew a position left it below initial margin"
                 assert not (op.kind == "order.place" and op.body["reduce_only"] and account == op.author)
+        owed = sum(ledger.pending_funding("ETH-PERP", p) for p in ledger.positions.values())
+        assert ledger.funding_pool.get("ETH-PERP", 0) + owed >= 0
         check_payouts(ledger)
 
 
