@@ -45,7 +45,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mypy_extensions import mypyc_attr
 from sortedcontainers import SortedDict
@@ -132,6 +132,11 @@ class Reason(enum.StrEnum):
     ORACLE_STALE = "oracle_stale"  # no fresh oracle price: only reduce-only orders
     INSUFFICIENT_MARGIN = "insufficient_margin"  # below initial margin, or what would leave it there
     NOTHING_TO_REDUCE = "nothing_to_reduce"  # a reduce-only order of the position's own side (or flat)
+    # liquidate
+    UNKNOWN_ACCOUNT = "unknown_account"
+    SELF_LIQUIDATION = "self_liquidation"
+    NO_POSITION = "no_position"
+    NOT_LIQUIDATABLE = "not_liquidatable"  # the account's value is at or above its maintenance margin
 
 
 class Rejected(Exception):
@@ -153,6 +158,22 @@ class Deposit:
     token: Symbol
     amount: int  # e9
     block: bytes = bytes(32)
+
+
+class Liquidation(NamedTuple):
+    """What a liquidate did: `qty` of `account`'s position in `market`, closed at `price` against the
+    oracle's `mark`, taken by `liquidator` at `taken_at`; `insurance` is the premium's share paid to
+    the insurance pool, `covered` what the pool paid of a bankrupt account's shortfall."""
+
+    account: Address
+    liquidator: Address
+    market: str
+    qty: int
+    mark: int
+    price: int
+    taken_at: int
+    insurance: int
+    covered: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +272,7 @@ class Ledger:
         self.reduce_only: dict[OpId, bool] = {}
         self.funding: dict[str, FundingState] = {}  # per perp market, once it has a price
         self.funding_pool: dict[str, int] = {}  # signed: what payers paid in less what receivers took
+        self.liquidations: dict[OpId, Liquidation] = {}  # not state: what each liquidate did
         self._perp_markets: dict[Symbol, tuple[str, ...]] = {}  # collateral token -> its perp markets, sorted
         for market in sorted(genesis.markets, key=lambda m: m.symbol):
             if market.perp is not None:
@@ -1110,6 +1132,81 @@ class Ledger:
                                         taker_fee, maker_fee))
         for order_id in (op.op_id, maker.order_id):
             self._set(order_fills, order_id, (*order_fills.get(order_id, ()), position))
+
+    def _liquidate(self, op: SignedOp, kind: Kind) -> None:
+        """Take `qty` of an account's position below maintenance margin (TRADING.md "Liquidation").
+
+        The account closes at ``P · (1 - mmr/2)`` (a long; ``1 + mmr/2`` a short), or at its
+        bankruptcy price ``P ∓ AV / qty`` if that is better for it, so a solvent account never
+        ends worth less than nothing. The premium (the mark against that price) is split: the
+        liquidator takes the position at a price that gives it ``1 - insurance_pool_ratio`` of
+        it, and the rest goes to the insurance pool in cash, exactly (both shares are differences
+        of the same notionals). A bankrupt account (AV < 0) closes at the premium price, and what
+        it then owes is paid by the insurance pool as far as it holds; what is left stays owed
+        (payouts spread it over the accounts in profit, `entitlements`)."""
+        self._permit(op, kind)
+        account_raw, symbol, qty = body_values(kind, op.body)
+        account = Address(account_raw)
+        if account not in self._participants:
+            raise Rejected(Reason.UNKNOWN_ACCOUNT, "0x" + account.hex())
+        if account == op.author:
+            raise Rejected(Reason.SELF_LIQUIDATION)
+        market = self._markets.get(symbol)
+        if market is None:
+            raise Rejected(Reason.UNKNOWN_MARKET, symbol)
+        params, mark = market.perp, self.marks.get(symbol)
+        if params is None:
+            raise Rejected(Reason.NOT_PERP, f"{symbol} is a spot market")
+        position = self.positions.get((symbol, account))
+        if position is None or mark is None:
+            raise Rejected(Reason.NO_POSITION, f"0x{account.hex()} has no {symbol} position")
+        if not 0 < qty <= abs(position.size):
+            raise Rejected(Reason.QTY_OUT_OF_RANGE, f"qty must be in (0, {abs(position.size)}]")
+        if qty % market.step_size:
+            raise Rejected(Reason.BAD_STEP, f"qty must be a multiple of {market.step_size}")
+        quote = market.quote
+        value, _, maintenance = self.margin(account, quote)
+        if value >= maintenance:
+            raise Rejected(Reason.NOT_LIQUIDATABLE, f"value {value} is not below maintenance margin {maintenance}")
+        long = position.size > 0
+        p = mark.price
+        half = params.mmr // 2
+        premium_price = p * (E9 - half) // E9 if long else -(-p * (E9 + half) // E9)
+        if value >= 0:  # bounded by the bankruptcy price: the account never ends below zero
+            shift = value * E9 // qty
+            bankruptcy = p - shift if long else p + shift
+            price = max(premium_price, bankruptcy) if long else min(premium_price, bankruptcy)
+        else:
+            price = premium_price
+        gap = p - price if long else price - p  # the premium per whole base, >= 0
+        to_insurance = gap * params.insurance_pool_ratio // E9
+        taken_at = price + to_insurance if long else price - to_insurance  # the liquidator's price
+        liquidator = op.author
+        account_before = self._settle(symbol, account, position, quote)
+        liquidator_before = self._settle(symbol, liquidator, self.positions.get((symbol, liquidator), FLAT), quote)
+        account_after, account_pnl = fill_position(account_before, not long, price, qty)
+        liquidator_after, liquidator_pnl = fill_position(liquidator_before, long, taken_at, qty)
+        if grows_risk(liquidator_before, liquidator_after) and not self._margin_ok(liquidator, market,
+                                                                                   liquidator_after, liquidator_pnl):
+            raise Rejected(Reason.INSUFFICIENT_MARGIN, "the liquidator cannot carry the position")
+        cut = notional(taken_at, qty) - notional(price, qty) if long else notional(price, qty) - notional(taken_at, qty)
+        for who, after, pnl in ((account, account_after, account_pnl), (liquidator, liquidator_after, liquidator_pnl)):
+            if after.size:
+                self._set(self.positions, (symbol, who), after)
+            else:
+                self._delete(self.positions, (symbol, who))
+            self._add_signed(self.pnl_pool, symbol, -pnl)
+            self._credit(self._keys[who][quote], pnl)
+        self._add_signed(self.pnl_pool, symbol, -cut)
+        self._add(self.insurance, quote, cut)
+        key = self._keys[account][quote]
+        owed = self.debt.get(key, 0)
+        covered = min(owed, self.insurance.get(quote, 0))
+        if covered:  # a bankrupt account's shortfall, from the insurance pool
+            self._add(self.insurance, quote, -covered)
+            self._add(self.debt, key, -covered)
+        self._set(self.liquidations, op.op_id, Liquidation(account, liquidator, symbol, qty, p, price, taken_at, cut,
+                                                           covered))
 
     def _remove_order(self, order: RestingOrder, why: str, by: OpId | None, hold: int | None = None) -> None:
         """Take an order off its book; what is left of its hold (`hold`, else ``order.hold``) goes

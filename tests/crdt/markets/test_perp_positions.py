@@ -23,8 +23,8 @@ from tests.crdt.markets.test_perp_genesis import ETH_PERP
 
 E9 = 10**9
 USDC = Symbol("USDC")
-ORACLE, A, B, C, D, E = range(6)
-ROLES = [Role.ORACLE, Role.TRADER, Role.TRADER, Role.MARKET_MAKER, Role.MARKET_MAKER, Role.TRADER]
+ORACLE, A, B, C, D, E, LIQUIDATOR = range(7)
+ROLES = [Role.ORACLE, Role.TRADER, Role.TRADER, Role.MARKET_MAKER, Role.MARKET_MAKER, Role.TRADER, Role.LIQUIDATOR]
 
 
 def genesis(market: Market = ETH_PERP) -> Genesis:

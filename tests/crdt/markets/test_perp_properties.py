@@ -43,7 +43,7 @@ from tests.crdt.markets.test_perp_genesis import ETH_PERP
 E9 = 10**9
 USDC = Symbol("USDC")
 ROLES = [Role.ORACLE, Role.ORACLE, Role.ORACLE, Role.TRADER, Role.MARKET_MAKER, Role.TRADER, Role.LIQUIDATOR]
-ORACLES, TRADERS = (0, 1, 2), (3, 4, 5, 6)
+ORACLES, TRADERS, LIQUIDATOR = (0, 1, 2), (3, 4, 5, 6), 6
 MID = 3000  # whole USDC
 INITIAL = 100 * E9
 assert ETH_PERP.perp is not None
@@ -79,7 +79,8 @@ def perp_flows(draw: st.DrawFn, max_steps: int = 40) -> list[Step]:
     time, mid = 1_000, MID
     orders: list[int] = []
     for _ in range(draw(st.integers(1, max_steps))):
-        what = draw(st.sampled_from(["order"] * 12 + ["cancel", "post", "checkpoint", "transfer", "withdraw"]))
+        what = draw(st.sampled_from(["order"] * 12 + ["cancel", "post", "checkpoint", "transfer", "withdraw",
+                                                      "shock", "shock", "liquidate", "liquidate", "liquidate"]))
         who = draw(st.sampled_from(TRADERS))
         if what == "order":
             side = draw(st.sampled_from(["buy", "sell"]))
@@ -104,6 +105,16 @@ def perp_flows(draw: st.DrawFn, max_steps: int = 40) -> list[Step]:
         elif what == "checkpoint":
             time += draw(st.sampled_from([1_000, 30_000, 30_000, PERP.funding_interval]))
             steps.append(Step(0, "checkpoint", {"time": time}))
+        elif what == "shock":  # every oracle posts a price far off, and a checkpoint fixes it
+            mid = max(1000, mid + draw(st.sampled_from([-900, -600, 600, 900])))
+            steps.extend(Step(oracle, "oracle.price", {"market": "ETH-PERP", "price": mid * E9}) for oracle in ORACLES)
+            time += 1_000
+            steps.append(Step(0, "checkpoint", {"time": time}))
+        elif what == "liquidate":
+            qty = draw(st.sampled_from([1, 5, 10, 20, 40])) * 10**6
+            target = who if who != LIQUIDATOR else draw(st.sampled_from(TRADERS))  # now and then its own
+            steps.append(Step(LIQUIDATOR, "liquidate", {"account": ACCOUNTS[target], "market": "ETH-PERP",
+                                                        "qty": qty}))
         elif what == "transfer":
             to = draw(st.sampled_from([t for t in TRADERS if t != who]))
             amount = draw(st.sampled_from([E9, 20 * E9, 60 * E9]))
@@ -137,6 +148,14 @@ def sign_all(steps: Sequence[Step]) -> list[SignedOp | Cut]:
     return out
 
 
+def liquidated(ledger: Ledger, op: SignedOp, reason: object) -> set[bytes]:
+    """The two accounts a liquidate touched (each settles its funding first)."""
+    if op.kind != "liquidate" or reason is not None:
+        return set()
+    record = ledger.liquidations[op.op_id]
+    return {record.account, record.liquidator}
+
+
 def margin_ok(ledger: Ledger, account: bytes) -> bool:
     value, initial, _ = ledger.margin(account, USDC)  # type: ignore[arg-type]
     return value >= initial
@@ -167,6 +186,8 @@ def test_every_operation_keeps_the_perpetual_laws(steps: list[Step]) -> None:
         before = {a: ledger.position("ETH-PERP", a) for a in ACCOUNTS}
         mark = ledger.mark("ETH-PERP")
         count = ledger.fill_count
+        if op.kind == "liquidate":
+            value, _, maintenance = ledger.margin(op.body["account"], USDC)
         reason = ledger.apply(op)
         ledger.check_conservation()
         if reason is None and op.kind == "transfer":
@@ -179,12 +200,25 @@ def test_every_operation_keeps_the_perpetual_laws(steps: list[Step]) -> None:
         assert bid is None or ask is None or bid.price < ask.price, "crossed book at rest"
         new = ledger.fills_from(count)
         state = ledger.funding.get("ETH-PERP")
-        touched = {a for fill in new for a in (fill.taker, fill.maker)} | {  # a fill settles funding first,
-            a for a in ACCOUNTS if ledger.position("ETH-PERP", a).funding != before[a].funding  # as a match tried
-        }
+        touched = {a for fill in new for a in (fill.taker, fill.maker)} | liquidated(ledger, op, reason)
+        # a fill settles funding first, as does a match tried
+        touched |= {a for a in ACCOUNTS if ledger.position("ETH-PERP", a).funding != before[a].funding}
         for account in touched:
             if state is not None and before[account].size:
                 funded[account] += payment(before[account].size, before[account].funding, state.cumulative)
+        if op.kind == "liquidate" and reason is None:
+            assert value < maintenance, "liquidated at or above maintenance margin"
+            record = ledger.liquidations[op.op_id]
+            assert mark is not None
+            long = before[record.account].size > 0
+            q, price, taken = record.qty, record.price, record.taken_at
+            assert (price <= taken <= mark) if long else (mark <= taken <= price)
+            assert record.insurance == abs(notional(taken, q) - notional(price, q))  # the insurance share, exact
+            sizes[record.account] += -q if long else q
+            sizes[record.liquidator] += q if long else -q
+            cash[record.account] += notional(price, q) if long else -notional(price, q)
+            cash[record.liquidator] += -notional(taken, q) if long else notional(taken, q)
+            moved[record.account] += record.covered
         for fill in new:
             assert fill.taker != fill.maker
             buying = op.body["side"] == BUY
