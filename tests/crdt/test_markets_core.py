@@ -48,7 +48,7 @@ MARKET_REASONS = frozenset(Reason(value) for value in (
     "unknown_market", "bad_side", "bad_type", "bad_tif", "market_order_must_be_ioc", "bad_tick", "bad_step",
     "qty_out_of_range", "price_out_of_range", "reduce_only_not_spot", "order_expired", "post_only_would_cross",
     "unknown_order", "not_order_owner", "order_not_open", "not_perp", "oracle_stale", "insufficient_margin",
-    "nothing_to_reduce",
+    "nothing_to_reduce", "unknown_account", "self_liquidation", "no_position", "not_liquidatable",
 ))
 
 
@@ -295,6 +295,23 @@ def test_a_perp_order_below_initial_margin_is_insufficient_margin() -> None:
     desk.order(2, "buy", 3000, 0.1, "ioc")
     desk.price(2500, 2_000)  # the long of 0.1 lost 50 of its 99.4: worth 49.4, IMR 50
     assert desk.order(2, "buy", 2500, 0.001)[1] == Reason.INSUFFICIENT_MARGIN
+
+
+def test_liquidate_reasons_of_their_own() -> None:
+    # every liquidate reason, with the shared ones, is in tests/crdt/markets/test_perp_liquidation.py
+    from tests.crdt.markets.test_perp_liquidation import long_a
+    from tests.crdt.markets.test_perp_positions import LIQUIDATOR, Desk
+
+    desk = Desk()
+    long_a(desk)
+
+    def liquidate(account: bytes) -> Reason | None:
+        return desk.do(LIQUIDATOR, "liquidate", {"account": account, "market": "ETH-PERP", "qty": E9 // 10})[1]
+
+    assert liquidate(bytes(20)) == Reason.UNKNOWN_ACCOUNT
+    assert liquidate(desk.accounts[LIQUIDATOR]) == Reason.SELF_LIQUIDATION
+    assert liquidate(desk.accounts[3]) == Reason.NO_POSITION
+    assert liquidate(desk.accounts[1]) == Reason.NOT_LIQUIDATABLE  # A, long at the oracle price
 
 
 def test_oracle_price_of_a_spot_market_is_not_perp() -> None:

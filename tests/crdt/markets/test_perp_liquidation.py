@@ -89,6 +89,8 @@ def test_liquidate_rejections() -> None:
     desk.price(2200, 2_000)
     assert liquidate(desk, A, E9 // 10) == Reason.NOT_PERMITTED  # a trader
     assert liquidate(desk, LIQUIDATOR, E9 // 10, account=LIQUIDATOR) == Reason.SELF_LIQUIDATION
+    assert desk.do(LIQUIDATOR, "liquidate", {"account": bytes(20), "market": "ETH-PERP", "qty": 1})[1] == (
+        Reason.UNKNOWN_ACCOUNT)
     assert liquidate(desk, LIQUIDATOR, E9 // 10, market="BTC-PERP") == Reason.UNKNOWN_MARKET
     assert liquidate(desk, LIQUIDATOR, E9 // 10, account=C) == Reason.NO_POSITION
     assert liquidate(desk, LIQUIDATOR, E9) == Reason.QTY_OUT_OF_RANGE
