@@ -137,6 +137,7 @@ class Reason(enum.StrEnum):
     SELF_LIQUIDATION = "self_liquidation"
     NO_POSITION = "no_position"
     NOT_LIQUIDATABLE = "not_liquidatable"  # the account's value is at or above its maintenance margin
+    MARKET_HALTED = "market_halted"  # the circuit breaker: reduce-only IOC orders only, no liquidations
 
 
 class Rejected(Exception):
@@ -163,7 +164,9 @@ class Deposit:
 class Liquidation(NamedTuple):
     """What a liquidate did: `qty` of `account`'s position in `market`, closed at `price` against the
     oracle's `mark`, taken by `liquidator` at `taken_at`; `insurance` is the premium's share paid to
-    the insurance pool, `covered` what the pool paid of a bankrupt account's shortfall."""
+    the insurance pool, `covered` what the pool paid of a bankrupt account's shortfall. A
+    deleveraging (`deleveraged` not empty) closed it against those accounts' positions at `price`
+    instead, with no liquidator and no premium."""
 
     account: Address
     liquidator: Address
@@ -174,6 +177,7 @@ class Liquidation(NamedTuple):
     taken_at: int
     insurance: int
     covered: int
+    deleveraged: tuple[Address, ...] = ()  # the opposite positions closed at the bankruptcy price, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +277,7 @@ class Ledger:
         self.funding: dict[str, FundingState] = {}  # per perp market, once it has a price
         self.funding_pool: dict[str, int] = {}  # signed: what payers paid in less what receivers took
         self.liquidations: dict[OpId, Liquidation] = {}  # not state: what each liquidate did
+        self.halts: dict[str, int] = {}  # perp market -> the last checkpoint version its halt covers
         self._perp_markets: dict[Symbol, tuple[str, ...]] = {}  # collateral token -> its perp markets, sorted
         for market in sorted(genesis.markets, key=lambda m: m.symbol):
             if market.perp is not None:
@@ -553,7 +558,7 @@ class Ledger:
             [[a, t, v] for (a, t), v in sorted(self.held_funds.items())],
         ] + (self._canonical_oracle() if self.oracle_posts else []) + (
             self._canonical_positions() if self.positions or self.pnl_pool or self.debt or self.reduce_only
-            or self.funding else []
+            or self.funding or self.halts else []
         )
 
     def _canonical_positions(self) -> list[Any]:
@@ -567,6 +572,7 @@ class Ledger:
             sorted(self.reduce_only),
             [[m, *state] for m, state in sorted(self.funding.items())],
             sorted([m, v] for m, v in self.funding_pool.items()),
+            sorted([m, v] for m, v in self.halts.items()),
         ]
 
     def _canonical_oracle(self) -> list[Any]:
@@ -727,7 +733,7 @@ class Ledger:
             if self.expiry[order_id] <= time:
                 self._remove_order(self.orders[order_id], EXPIRED, None)
         if self.oracle_posts:
-            self._fix_marks(time)
+            self._fix_marks(time)  # after the version is set: a halt counts from this epoch
             for symbol in sorted(self.marks):
                 self._fund(symbol, time)
 
@@ -743,6 +749,9 @@ class Ledger:
         sample = premium(impact_price(((o.price, o.remaining) for o in book.side(BUY)), target),
                          impact_price(((o.price, o.remaining) for o in book.side(SELL)), target), mark)
         state = self.funding.get(symbol, FundingState(0, 0, 0, time, 0))
+        if self.halted(symbol):  # funding pauses: the halted time is never charged
+            self._set(self.funding, symbol, state._replace(since=time))
+            return
         total, samples = state.premium_sum + sample, state.samples + 1
         if time // params.funding_interval > state.since // params.funding_interval:
             rate = prorate(funding_rate(total, samples, params.max_funding_rate), time - state.since,
@@ -768,7 +777,9 @@ class Ledger:
 
     def _fix_marks(self, time: int) -> None:
         """Each perp market's price for the epoch: the lower median of its fresh oracle posts (a
-        market without one keeps its last price and the time that fixed it)."""
+        market without one keeps its last price and the time that fixed it). A price more than
+        `circuit_band` away from the previous one trips the circuit breaker: the market is halted
+        for this checkpoint's epoch and the next ``halt_checkpoints - 1`` (`halted`)."""
         posts: dict[str, list[OraclePost]] = {}
         for (symbol, _), post in self.oracle_posts.items():
             posts.setdefault(symbol, []).append(post)
@@ -777,8 +788,20 @@ class Ledger:
             if params is None:
                 raise InternalError(f"an oracle post for the spot market {symbol}")
             prices = fresh_prices(posts[symbol], time, params.oracle_staleness)
-            if prices:
-                self._set(self.marks, symbol, MarkPrice(lower_median(prices), time))
+            if not prices:
+                continue
+            price, previous = lower_median(prices), self.marks.get(symbol)
+            if previous is not None and params.halt_checkpoints and (
+                abs(price - previous.price) * E9 > params.circuit_band * previous.price
+            ):
+                self._set(self.halts, symbol, self.version + params.halt_checkpoints - 1)
+            self._set(self.marks, symbol, MarkPrice(price, time))
+
+    def halted(self, market: str) -> bool:
+        """Whether a perp market's circuit breaker holds it halted in the current epoch: only
+        cancels, collateral coming in and reduce-only IOC orders, and no funding."""
+        until = self.halts.get(market)
+        return until is not None and self.version <= until
 
     # -- handlers: every check first, then the change -----------------------------------------
 
@@ -871,6 +894,8 @@ class Ledger:
             raise Rejected(Reason.BAD_STEP, f"qty must be a multiple of {market.step_size}")
         if expires and expires <= self.time:
             raise Rejected(Reason.ORDER_EXPIRED, f"expires {expires} is not after checkpoint time {self.time}")
+        if market.perp is not None and self.halted(symbol) and not (reduce_only and tif == IOC):
+            raise Rejected(Reason.MARKET_HALTED, f"{symbol} is halted by its circuit breaker: reduce-only IOC only")
         if tif == POST_ONLY and self._would_take(market, side, price, op.author):
             raise Rejected(Reason.POST_ONLY_WOULD_CROSS)
         if market.perp is not None:
@@ -1142,8 +1167,9 @@ class Ledger:
         liquidator takes the position at a price that gives it ``1 - insurance_pool_ratio`` of
         it, and the rest goes to the insurance pool in cash, exactly (both shares are differences
         of the same notionals). A bankrupt account (AV < 0) closes at the premium price, and what
-        it then owes is paid by the insurance pool as far as it holds; what is left stays owed
-        (payouts spread it over the accounts in profit, `entitlements`)."""
+        it then owes is paid by the insurance pool; if the pool cannot pay all of it, the position
+        is deleveraged instead (`_deleverage`). What an account still owes otherwise (cross margin:
+        its other positions) payouts spread over the accounts in profit (`entitlements`)."""
         self._permit(op, kind)
         account_raw, symbol, qty = body_values(kind, op.body)
         account = Address(account_raw)
@@ -1160,6 +1186,8 @@ class Ledger:
         position = self.positions.get((symbol, account))
         if position is None or mark is None:
             raise Rejected(Reason.NO_POSITION, f"0x{account.hex()} has no {symbol} position")
+        if self.halted(symbol):
+            raise Rejected(Reason.MARKET_HALTED, f"{symbol} is halted by its circuit breaker")
         if not 0 < qty <= abs(position.size):
             raise Rejected(Reason.QTY_OUT_OF_RANGE, f"qty must be in (0, {abs(position.size)}]")
         if qty % market.step_size:
@@ -1181,6 +1209,11 @@ class Ledger:
         gap = p - price if long else price - p  # the premium per whole base, >= 0
         to_insurance = gap * params.insurance_pool_ratio // E9
         taken_at = price + to_insurance if long else price - to_insurance  # the liquidator's price
+        cut = notional(taken_at, qty) - notional(price, qty) if long else notional(price, qty) - notional(taken_at, qty)
+        worth = value - abs(notional(p, qty) - notional(price, qty))  # the account's value once closed at price
+        if worth < 0 and self.insurance.get(quote, 0) + cut < -worth:  # more than the insurance pool can pay
+            self._deleverage(op, market, account, position, qty, value, p)
+            return
         liquidator = op.author
         account_before = self._settle(symbol, account, position, quote)
         liquidator_before = self._settle(symbol, liquidator, self.positions.get((symbol, liquidator), FLAT), quote)
@@ -1189,7 +1222,6 @@ class Ledger:
         if grows_risk(liquidator_before, liquidator_after) and not self._margin_ok(liquidator, market,
                                                                                    liquidator_after, liquidator_pnl):
             raise Rejected(Reason.INSUFFICIENT_MARGIN, "the liquidator cannot carry the position")
-        cut = notional(taken_at, qty) - notional(price, qty) if long else notional(price, qty) - notional(taken_at, qty)
         for who, after, pnl in ((account, account_after, account_pnl), (liquidator, liquidator_after, liquidator_pnl)):
             if after.size:
                 self._set(self.positions, (symbol, who), after)
@@ -1207,6 +1239,47 @@ class Ledger:
             self._add(self.debt, key, -covered)
         self._set(self.liquidations, op.op_id, Liquidation(account, liquidator, symbol, qty, p, price, taken_at, cut,
                                                            covered))
+
+    def _deleverage(
+        self, op: SignedOp, market: Market, account: Address, position: Position, qty: int, value: int, mark: int
+    ) -> None:
+        """Close `qty` of a bankrupt account's position (its value `value` < 0, more than the
+        insurance pool holds) against the opposite positions at its bankruptcy price, ``P ± |AV| /
+        qty`` (rounded in the account's favour), so that it ends at zero and the loss it could not
+        pay falls on the positions that gained from it: ranked by profit times leverage (uPnL ·
+        notional / AV), the most first, the account's address breaking ties."""
+        symbol, quote = market.symbol, market.quote
+        long = position.size > 0
+        loss = -value
+        shift = -(-loss * E9 // qty)
+        price = mark + shift if long else max(1, mark - shift)
+        ranked: list[tuple[int, Address]] = []
+        for (s, other), held in self.positions.items():
+            if s == symbol and other != account and (held.size > 0) != long:
+                gain = unrealised(held, mark)
+                worth = max(1, self.margin(other, quote)[0])
+                ranked.append((-(gain * notional(mark, abs(held.size)) // worth), other))
+        ranked.sort()
+        before = self._settle(symbol, account, position, quote)
+        left, touched = qty, []
+        for _, other in ranked:
+            if not left:
+                break
+            held = self._settle(symbol, other, self.positions[(symbol, other)], quote)
+            q = min(left, abs(held.size))
+            before, pnl = fill_position(before, not long, price, q)
+            after, other_pnl = fill_position(held, long, price, q)
+            for who, moved, gained in ((other, after, other_pnl), (account, before, pnl)):
+                if moved.size:
+                    self._set(self.positions, (symbol, who), moved)
+                else:
+                    self._delete(self.positions, (symbol, who))
+                self._add_signed(self.pnl_pool, symbol, -gained)
+                self._credit(self._keys[who][quote], gained)
+            left -= q
+            touched.append(other)
+        self._set(self.liquidations, op.op_id, Liquidation(account, op.author, symbol, qty, mark, price, price, 0, 0,
+                                                           tuple(touched)))
 
     def _remove_order(self, order: RestingOrder, why: str, by: OpId | None, hold: int | None = None) -> None:
         """Take an order off its book; what is left of its hold (`hold`, else ``order.hold``) goes

@@ -48,7 +48,7 @@ MARKET_REASONS = frozenset(Reason(value) for value in (
     "unknown_market", "bad_side", "bad_type", "bad_tif", "market_order_must_be_ioc", "bad_tick", "bad_step",
     "qty_out_of_range", "price_out_of_range", "reduce_only_not_spot", "order_expired", "post_only_would_cross",
     "unknown_order", "not_order_owner", "order_not_open", "not_perp", "oracle_stale", "insufficient_margin",
-    "nothing_to_reduce", "unknown_account", "self_liquidation", "no_position", "not_liquidatable",
+    "nothing_to_reduce", "unknown_account", "self_liquidation", "no_position", "not_liquidatable", "market_halted",
 ))
 
 
@@ -312,6 +312,17 @@ def test_liquidate_reasons_of_their_own() -> None:
     assert liquidate(desk.accounts[LIQUIDATOR]) == Reason.SELF_LIQUIDATION
     assert liquidate(desk.accounts[3]) == Reason.NO_POSITION
     assert liquidate(desk.accounts[1]) == Reason.NOT_LIQUIDATABLE  # A, long at the oracle price
+
+
+def test_a_halted_perp_market_is_market_halted() -> None:
+    # the circuit breaker's worked example is in tests/crdt/markets/test_perp_positions.py
+    from tests.crdt.markets.test_perp_genesis import ETH_PERP
+    from tests.crdt.markets.test_perp_positions import Desk
+
+    desk = Desk(ETH_PERP)
+    desk.price(3000, 1_000)
+    desk.price(4000, 2_000)  # a third up: beyond the 10% band
+    assert desk.order(2, "buy", 4000, 0.01)[1] == Reason.MARKET_HALTED
 
 
 def test_oracle_price_of_a_spot_market_is_not_perp() -> None:

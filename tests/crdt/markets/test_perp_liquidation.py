@@ -4,9 +4,11 @@ premium split exactly between the liquidator and the insurance pool."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from crdt.ledger import Reason
 from crdt.markets.perp import FLAT, Position
-from tests.crdt.markets.test_perp_positions import LIQUIDATOR, USDC, A, B, C, Desk
+from tests.crdt.markets.test_perp_positions import LIQUIDATOR, USDC, WIDE, A, B, C, D, Desk
 
 E9 = 10**9
 
@@ -58,28 +60,33 @@ def test_liquidation_at_the_bankruptcy_price_leaves_the_account_at_zero() -> Non
     assert desk.ledger.unrealised_pnl(desk.accounts[LIQUIDATOR], USDC) == 6_580_000_000  # 210 - 203.42
 
 
-def test_a_bankrupt_account_is_paid_for_by_the_insurance_pool_as_far_as_it_holds() -> None:
-    desk = Desk()
-    long_a(desk)
-    desk.price(1900, 2_000)  # A: AV 99.4 - 110 = -10.6
+def test_a_bankrupt_account_is_paid_for_by_the_insurance_pool() -> None:
+    assert WIDE.perp is not None
+    desk = Desk(replace(WIDE, perp=replace(WIDE.perp, insurance_pool_ratio=E9)))  # every premium to insurance
+    desk.price(3000, 1_000)
+    desk.order(B, "sell", 3000, 0.1)
+    desk.order(D, "sell", 3000, 0.1)
+    desk.order(A, "buy", 3000, 0.1, "ioc")
+    desk.order(C, "buy", 3000, 0.1, "ioc")  # A and C long 0.1 each, 99.4 USDC left
+    desk.price(2200, 2_000)
+    assert liquidate(desk, LIQUIDATOR, E9 // 10, account=C) is None  # at 2090: 11 USDC to the pool
+    assert desk.ledger.insurance == {USDC: 11 * E9}
+    desk.price(2000, 3_000)  # A: AV 99.4 - 100 = -0.6
     a = desk.accounts[A]
-    assert desk.ledger.margin(a, USDC)[0] == -10_600_000_000
+    assert desk.ledger.margin(a, USDC)[0] == -600_000_000
     assert liquidate(desk, C, E9 // 10) == Reason.NOT_PERMITTED  # a market maker is not a liquidator
     op, reason = desk.do(LIQUIDATOR, "liquidate", {"account": a, "market": "ETH-PERP", "qty": E9 // 10})
     assert reason is None
     record = desk.ledger.liquidations[op.op_id]
-    assert record.price == 1805 * E9  # 1900 · 0.95: a bankrupt account closes at the premium price
-    # A's loss: 300 - 180.5 = 119.5 on 99.4, so it owes 20.1; the premium of 9.5 puts 2.85 in the
-    # pool, which pays it towards A's debt at once
-    assert record.insurance == 2_850_000_000
-    assert record.covered == 2_850_000_000
-    assert desk.ledger.insurance == {}
-    assert desk.ledger.debt == {(a, USDC): 20_100_000_000 - 2_850_000_000}
-    assert desk.ledger.entitlement(a, USDC) == 0
-    accounts = desk.accounts
-    owed = desk.ledger.entitlements(accounts, USDC)
-    held = desk.ledger.deposits[USDC] - desk.ledger.fees(USDC)
-    assert sum(owed) <= held
+    # a bankrupt account closes at the premium price, 2000 · 0.95 = 1900: it owes 110 - 99.4 = 10.6,
+    # which the pool (11, and this premium's 10) pays at once
+    assert (record.price, record.taken_at) == (1900 * E9, 2000 * E9)
+    assert record.insurance == 10 * E9
+    assert record.covered == 10_600_000_000
+    assert desk.ledger.insurance == {USDC: 21 * E9 - 10_600_000_000}
+    assert desk.ledger.debt == {}
+    assert desk.ledger.collateral(a, USDC) == 0
+    assert record.deleveraged == ()
     desk.ledger.check_conservation()
 
 
@@ -99,3 +106,31 @@ def test_liquidate_rejections() -> None:
     assert liquidate(desk, LIQUIDATOR, E9 // 20 + 1) == Reason.BAD_STEP
     assert liquidate(desk, LIQUIDATOR, E9 // 20) is None  # a partial liquidation
     assert desk.position(A).size == E9 // 20
+
+
+def test_a_bankruptcy_beyond_the_insurance_pool_deleverages_the_opposite_positions() -> None:
+    desk = Desk()
+    desk.price(3000, 1_000)
+    desk.order(B, "sell", 3000, 0.06)
+    desk.order(C, "sell", 3000, 0.04)
+    desk.order(A, "buy", 3000, 0.1, "ioc")  # A long 0.1 against B short 0.06 and C short 0.04
+    assert desk.balance(A) == 99_400_000_000
+    desk.price(1900, 2_000)  # A: AV 99.4 - 110 = -10.6, an empty insurance pool
+    b, c = desk.accounts[B], desk.accounts[C]
+    # profit times leverage: B 66 · 114 / (99.82 + 66), C 44 · 76 / (99.88 + 44): B first
+    op, reason = desk.do(LIQUIDATOR, "liquidate", {"account": desk.accounts[A], "market": "ETH-PERP",
+                                                   "qty": E9 // 10})
+    assert reason is None
+    record = desk.ledger.liquidations[op.op_id]
+    assert record.deleveraged == (b, c)
+    assert record.price == 2006 * E9  # the bankruptcy price: 1900 + 10.6 / 0.1
+    assert desk.position(A) == FLAT
+    assert desk.ledger.collateral(desk.accounts[A], USDC) == 0  # it ends at zero, owing nothing
+    assert desk.ledger.debt == {}
+    assert desk.position(B) == FLAT  # both shorts closed at 2006, not at the oracle's 1900
+    assert desk.position(C) == FLAT
+    # B sold 0.06 at 3000 as a maker (fee 0.18) and bought it back at 2006: + 59.64
+    assert desk.balance(B) == 100 * E9 - 180_000_000 + 59_640_000_000
+    assert desk.ledger.positions == {}
+    assert desk.ledger.pnl_pool == {}
+    desk.ledger.check_conservation()

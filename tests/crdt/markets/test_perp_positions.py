@@ -27,7 +27,12 @@ ORACLE, A, B, C, D, E, LIQUIDATOR = range(7)
 ROLES = [Role.ORACLE, Role.TRADER, Role.TRADER, Role.MARKET_MAKER, Role.MARKET_MAKER, Role.TRADER, Role.LIQUIDATOR]
 
 
-def genesis(market: Market = ETH_PERP) -> Genesis:
+assert ETH_PERP.perp is not None
+# ETH_PERP with no circuit breaker to speak of (a 100% band): the worked examples move the price far
+WIDE = replace(ETH_PERP, perp=replace(ETH_PERP.perp, circuit_band=E9))
+
+
+def genesis(market: Market = WIDE) -> Genesis:
     return testing.make_genesis(KEYS[: len(ROLES)], TOKENS, roles=ROLES, initial=100 * E9, adjudicator=ADJUDICATOR,
                                 markets=(market,))
 
@@ -35,7 +40,7 @@ def genesis(market: Market = ETH_PERP) -> Genesis:
 class Desk:
     """Operations applied one after another to one ledger, with conservation checked after each."""
 
-    def __init__(self, market: Market = ETH_PERP) -> None:
+    def __init__(self, market: Market = WIDE) -> None:
         self.ledger = Ledger(genesis(market))
         self.accounts = [p.address for p in self.ledger.genesis.participants]
         self.seqs = [0] * len(ROLES)
@@ -338,3 +343,36 @@ def test_funding_over_a_prorated_interval_by_hand() -> None:
 
 def fee_of(amount: int, rate: int = 2_000_000) -> int:
     return -(-amount * rate // E9)
+
+
+def test_the_circuit_breaker_halts_a_market_for_its_checkpoints() -> None:
+    desk = Desk(ETH_PERP)  # a 10% band, 3 checkpoints of halt
+    desk.price(3000, 1_000)
+    desk.order(A, "sell", 3000, 0.01)
+    desk.order(B, "buy", 3000, 0.01, "ioc")
+    desk.order(C, "sell", 3300, 0.01)  # a resting ask to close against
+    desk.price(3290, 2_000)  # 9.7%: within the band
+    assert not desk.ledger.halted("ETH-PERP")
+    desk.price(3650, 3_000)  # 10.9% from 3290: halted for this checkpoint's epoch and the next two
+    assert desk.ledger.halts == {"ETH-PERP": 5}
+    assert desk.ledger.halted("ETH-PERP")
+    since = desk.ledger.funding["ETH-PERP"].since
+    for tif, reduce_only in (("gtc", False), ("ioc", False), ("gtc", True), ("post_only", True)):
+        assert desk.order(B, "buy", 3300, 0.01, tif, reduce_only=reduce_only)[1] == Reason.MARKET_HALTED
+    assert desk.do(D, "liquidate", {"account": desk.accounts[A], "market": "ETH-PERP", "qty": E9 // 100})[1] in (
+        Reason.NOT_PERMITTED,)  # (D may not liquidate at all; the liquidator's case is below)
+    assert desk.do(LIQUIDATOR, "liquidate", {"account": desk.accounts[A], "market": "ETH-PERP",
+                                             "qty": E9 // 100})[1] == Reason.MARKET_HALTED
+    _, reason = desk.order(A, "buy", 3300, 0.01, "ioc", reduce_only=True)  # reducing is allowed
+    assert reason is None
+    assert desk.position(A) == FLAT
+    assert desk.do(A, "order.cancel_all", {"market": "ETH-PERP"})[1] is None  # cancels too
+    for time in (4_000, 5_000):  # checkpoints 4 and 5: still halted, funding paused
+        desk.version += 1
+        desk.ledger.close_epoch(desk.version, time)
+        assert desk.ledger.halted("ETH-PERP")
+        assert desk.ledger.funding["ETH-PERP"].since == time > since
+    desk.version += 1
+    desk.ledger.close_epoch(desk.version, 6_000)
+    assert not desk.ledger.halted("ETH-PERP")
+    assert desk.order(B, "buy", 3650, 0.01)[1] is None

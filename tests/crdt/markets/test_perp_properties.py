@@ -48,7 +48,8 @@ MID = 3000  # whole USDC
 INITIAL = 100 * E9
 assert ETH_PERP.perp is not None
 # funding every minute of checkpoint time, impact prices at 5 USDC: the flows' books fund often
-PERP = replace(ETH_PERP.perp, funding_interval=60_000, impact_notional=5 * E9, max_funding_rate=50_000_000)
+PERP = replace(ETH_PERP.perp, funding_interval=60_000, impact_notional=5 * E9, max_funding_rate=50_000_000,
+               circuit_band=250_000_000, halt_checkpoints=1)  # a 30% shock halts for one checkpoint, 20% does not
 MARKET = replace(ETH_PERP, perp=PERP)
 
 
@@ -80,7 +81,8 @@ def perp_flows(draw: st.DrawFn, max_steps: int = 40) -> list[Step]:
     orders: list[int] = []
     for _ in range(draw(st.integers(1, max_steps))):
         what = draw(st.sampled_from(["order"] * 12 + ["cancel", "post", "checkpoint", "transfer", "withdraw",
-                                                      "shock", "shock", "liquidate", "liquidate", "liquidate"]))
+                                                      "shock", "shock", "liquidate", "liquidate", "liquidate",
+                                                      "pair", "pair"]))
         who = draw(st.sampled_from(TRADERS))
         if what == "order":
             side = draw(st.sampled_from(["buy", "sell"]))
@@ -105,6 +107,14 @@ def perp_flows(draw: st.DrawFn, max_steps: int = 40) -> list[Step]:
         elif what == "checkpoint":
             time += draw(st.sampled_from([1_000, 30_000, 30_000, PERP.funding_interval]))
             steps.append(Step(0, "checkpoint", {"time": time}))
+        elif what == "pair":  # two traders open a position of about 4.5x against each other at the mid
+            other = draw(st.sampled_from([t for t in TRADERS if t != who]))
+            side, against = draw(st.sampled_from([("buy", "sell"), ("sell", "buy")]))
+            for author, way, tif in ((other, against, "gtc"), (who, side, "ioc")):
+                steps.append(Step(author, "order.place", {
+                    "market": "ETH-PERP", "side": way, "type": "limit", "tif": tif, "price": mid * E9,
+                    "qty": 450 * E9 // mid // 10**6 * 10**6, "reduce_only": False, "expires": 0,  # 450 USDC
+                }))
         elif what == "shock":  # every oracle posts a price far off, and a checkpoint fixes it
             mid = max(1000, mid + draw(st.sampled_from([-900, -600, 600, 900])))
             steps.extend(Step(oracle, "oracle.price", {"market": "ETH-PERP", "price": mid * E9}) for oracle in ORACLES)
@@ -153,7 +163,7 @@ def liquidated(ledger: Ledger, op: SignedOp, reason: object) -> set[bytes]:
     if op.kind != "liquidate" or reason is not None:
         return set()
     record = ledger.liquidations[op.op_id]
-    return {record.account, record.liquidator}
+    return {record.account, *(record.deleveraged or (record.liquidator,))}
 
 
 def margin_ok(ledger: Ledger, account: bytes) -> bool:
@@ -212,13 +222,23 @@ def test_every_operation_keeps_the_perpetual_laws(steps: list[Step]) -> None:
             assert mark is not None
             long = before[record.account].size > 0
             q, price, taken = record.qty, record.price, record.taken_at
-            assert (price <= taken <= mark) if long else (mark <= taken <= price)
-            assert record.insurance == abs(notional(taken, q) - notional(price, q))  # the insurance share, exact
-            sizes[record.account] += -q if long else q
-            sizes[record.liquidator] += q if long else -q
-            cash[record.account] += notional(price, q) if long else -notional(price, q)
-            cash[record.liquidator] += -notional(taken, q) if long else notional(taken, q)
-            moved[record.account] += record.covered
+            sign = 1 if long else -1  # the account sells a long, buys back a short
+            sizes[record.account] -= sign * q
+            if record.deleveraged:  # closed against the opposite positions at the bankruptcy price
+                assert (price >= mark) if long else (price <= mark)
+                assert ledger.collateral(record.account, USDC) + ledger.unrealised_pnl(record.account, USDC) >= 0
+                for other in record.deleveraged:
+                    part = abs(before[other].size - ledger.position("ETH-PERP", other).size)
+                    sizes[other] += sign * part
+                    cash[other] -= sign * notional(price, part)
+                    cash[record.account] += sign * notional(price, part)
+            else:
+                assert (price <= taken <= mark) if long else (mark <= taken <= price)
+                assert record.insurance == abs(notional(taken, q) - notional(price, q))  # the insurance share, exact
+                sizes[record.liquidator] += sign * q
+                cash[record.account] += sign * notional(price, q)
+                cash[record.liquidator] -= sign * notional(taken, q)
+                moved[record.account] += record.covered
         for fill in new:
             assert fill.taker != fill.maker
             buying = op.body["side"] == BUY
