@@ -278,6 +278,8 @@ class Ledger:
         self.funding_pool: dict[str, int] = {}  # signed: what payers paid in less what receivers took
         self.liquidations: dict[OpId, Liquidation] = {}  # not state: what each liquidate did
         self.halts: dict[str, int] = {}  # perp market -> the last checkpoint version its halt covers
+        # not state: each perp market's fundings, (version, time, rate, cumulative index, mark) each
+        self.funding_history: dict[str, tuple[tuple[int, int, int, int, int], ...]] = {}
         self._perp_markets: dict[Symbol, tuple[str, ...]] = {}  # collateral token -> its perp markets, sorted
         for market in sorted(genesis.markets, key=lambda m: m.symbol):
             if market.perp is not None:
@@ -757,6 +759,8 @@ class Ledger:
             rate = prorate(funding_rate(total, samples, params.max_funding_rate), time - state.since,
                            params.funding_interval)
             state = FundingState(state.cumulative + index_step(rate, mark), 0, 0, time, rate)
+            event = (self.version, time, rate, state.cumulative, mark)
+            self._set(self.funding_history, symbol, (*self.funding_history.get(symbol, ()), event))
         else:
             state = state._replace(premium_sum=total, samples=samples)
         self._set(self.funding, symbol, state)

@@ -115,3 +115,17 @@ def reducible(position: Position, buy: bool) -> int:
     if (buy and position.size < 0) or (not buy and position.size > 0):
         return abs(position.size)
     return 0
+
+
+def liquidation_price(position: Position, mark: int, account_value: int, mmr: int) -> int | None:
+    """The oracle price at which the account's value would meet its maintenance margin, were
+    this position the only thing to move: ``(P·s - AV) / (s·(1 - mmr))`` for a long of size
+    ``s``, ``(P·s + AV) / (s·(1 + mmr))`` for a short (e9, rounded toward the mark; None when
+    flat, 0 when no price would do it)."""
+    size = abs(position.size)
+    if not size:
+        return None
+    value = notional(mark, size)
+    if position.size > 0:  # rounded up: at that price or below, it is liquidatable
+        return max(0, -(-(value - account_value) * E9 * E9 // (size * (E9 - mmr))))
+    return max(0, (value + account_value) * E9 * E9 // (size * (E9 + mmr)))  # rounded down
