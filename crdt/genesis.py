@@ -43,13 +43,14 @@ class Permission(enum.StrEnum):
     TRADE = "trade"
     POST_PRICE = "post_price"
     LIQUIDATE = "liquidate"
+    GOVERN = "govern"  # market.delist: a vote, which takes effect with a quorum of participants
 
 
 PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
-    Role.TRADER: frozenset({Permission.MOVE_FUNDS, Permission.TRADE}),
-    Role.MARKET_MAKER: frozenset({Permission.MOVE_FUNDS, Permission.TRADE}),
-    Role.LIQUIDATOR: frozenset({Permission.MOVE_FUNDS, Permission.TRADE, Permission.LIQUIDATE}),
-    Role.ORACLE: frozenset({Permission.MOVE_FUNDS, Permission.POST_PRICE}),
+    Role.TRADER: frozenset({Permission.MOVE_FUNDS, Permission.TRADE, Permission.GOVERN}),
+    Role.MARKET_MAKER: frozenset({Permission.MOVE_FUNDS, Permission.TRADE, Permission.GOVERN}),
+    Role.LIQUIDATOR: frozenset({Permission.MOVE_FUNDS, Permission.TRADE, Permission.LIQUIDATE, Permission.GOVERN}),
+    Role.ORACLE: frozenset({Permission.MOVE_FUNDS, Permission.POST_PRICE, Permission.GOVERN}),
     Role.OBSERVER: frozenset(),
 }
 

@@ -485,4 +485,15 @@ LIQUIDATE = Kind(
     "bankruptcy price; the premium is split between the liquidator and the insurance pool.",
 )
 
-KINDS = Registry((TRANSFER, WITHDRAW, LOCK, ORDER_PLACE, ORDER_CANCEL, ORDER_CANCEL_ALL, ORACLE_PRICE, LIQUIDATE))
+MARKET_DELIST = Kind(
+    name="market.delist",
+    fields=(("market", MARKET_SYMBOL), ("price", UINT64)),
+    permission=Permission.GOVERN,
+    handler="_market_delist",
+    summary="Votes to delist a perpetual market at a price (e9); the first checkpoint whose certified state holds "
+    "the same vote of a quorum of participants (the genesis threshold) closes every position at that price, and no "
+    "order is taken in the market afterwards.",
+)
+
+KINDS = Registry((TRANSFER, WITHDRAW, LOCK, ORDER_PLACE, ORDER_CANCEL, ORDER_CANCEL_ALL, ORACLE_PRICE, LIQUIDATE,
+                  MARKET_DELIST))

@@ -58,6 +58,7 @@ from crdt.kinds import KINDS, Kind, Registry
 from crdt.markets.book import (
     BUY,
     CANCELLED,
+    DELISTED,
     DONE,
     EXPIRED,
     FILLED,
@@ -138,6 +139,7 @@ class Reason(enum.StrEnum):
     NO_POSITION = "no_position"
     NOT_LIQUIDATABLE = "not_liquidatable"  # the account's value is at or above its maintenance margin
     MARKET_HALTED = "market_halted"  # the circuit breaker: reduce-only IOC orders only, no liquidations
+    MARKET_DELISTED = "market_delisted"  # a delisted perp market takes nothing more
 
 
 class Rejected(Exception):
@@ -278,6 +280,8 @@ class Ledger:
         self.funding_pool: dict[str, int] = {}  # signed: what payers paid in less what receivers took
         self.liquidations: dict[OpId, Liquidation] = {}  # not state: what each liquidate did
         self.halts: dict[str, int] = {}  # perp market -> the last checkpoint version its halt covers
+        self.delist_votes: dict[tuple[str, Address], int] = {}  # each participant's latest vote: a price
+        self.delisted: dict[str, int] = {}  # perp market -> the price it was delisted at
         # not state: each perp market's fundings, (version, time, rate, cumulative index, mark) each
         self.funding_history: dict[str, tuple[tuple[int, int, int, int, int], ...]] = {}
         self._perp_markets: dict[Symbol, tuple[str, ...]] = {}  # collateral token -> its perp markets, sorted
@@ -560,7 +564,7 @@ class Ledger:
             [[a, t, v] for (a, t), v in sorted(self.held_funds.items())],
         ] + (self._canonical_oracle() if self.oracle_posts else []) + (
             self._canonical_positions() if self.positions or self.pnl_pool or self.debt or self.reduce_only
-            or self.funding or self.halts else []
+            or self.funding or self.halts or self.delist_votes else []
         )
 
     def _canonical_positions(self) -> list[Any]:
@@ -575,6 +579,8 @@ class Ledger:
             [[m, *state] for m, state in sorted(self.funding.items())],
             sorted([m, v] for m, v in self.funding_pool.items()),
             sorted([m, v] for m, v in self.halts.items()),
+            [[m, a, v] for (m, a), v in sorted(self.delist_votes.items())],
+            sorted([m, v] for m, v in self.delisted.items()),
         ]
 
     def _canonical_oracle(self) -> list[Any]:
@@ -734,10 +740,44 @@ class Ledger:
         for order_id in sorted(self.expiry):
             if self.expiry[order_id] <= time:
                 self._remove_order(self.orders[order_id], EXPIRED, None)
+        if self.delist_votes:
+            self._delist(time)
         if self.oracle_posts:
             self._fix_marks(time)  # after the version is set: a halt counts from this epoch
             for symbol in sorted(self.marks):
-                self._fund(symbol, time)
+                if symbol not in self.delisted:
+                    self._fund(symbol, time)
+
+    def _delist(self, time: int) -> None:
+        """Delist each perp market for which a quorum of participants (the genesis threshold)
+        voted the same price: its resting orders go (``delisted``), every position closes at that
+        price (funding settled first; the same arithmetic as a fill), and what rounding leaves in
+        its PnL pool goes to the insurance pool."""
+        tally: dict[tuple[str, int], int] = {}
+        for (symbol, _), price in self.delist_votes.items():
+            if symbol not in self.delisted:
+                tally[(symbol, price)] = tally.get((symbol, price), 0) + 1
+        for (symbol, price), votes in sorted(tally.items()):
+            if votes < self.genesis.threshold or symbol in self.delisted:
+                continue
+            market = self._markets[symbol]
+            self._set(self.delisted, symbol, price)
+            for side in SIDES:
+                for order_id in list(self._sides[(symbol, side)].values()):
+                    self._remove_order(self.orders[order_id], DELISTED, None)
+            for (held_in, account), position in sorted(self.positions.items()):
+                if held_in != symbol:
+                    continue
+                settled = self._settle(symbol, account, position, market.quote)
+                _, pnl = fill_position(settled, settled.size < 0, price, abs(settled.size))
+                self._delete(self.positions, (symbol, account))
+                self._add_signed(self.pnl_pool, symbol, -pnl)
+                self._credit(self._keys[account][market.quote], pnl)
+            dust = self.pnl_pool.get(symbol, 0)
+            if dust:
+                self._add_signed(self.pnl_pool, symbol, -dust)
+                self._add(self.insurance, market.quote, dust)
+            self._set(self.marks, symbol, MarkPrice(price, time))
 
     def _fund(self, symbol: str, time: int) -> None:
         """One premium sample of a perp market at checkpoint time `time` and, when `time` crosses
@@ -898,6 +938,8 @@ class Ledger:
             raise Rejected(Reason.BAD_STEP, f"qty must be a multiple of {market.step_size}")
         if expires and expires <= self.time:
             raise Rejected(Reason.ORDER_EXPIRED, f"expires {expires} is not after checkpoint time {self.time}")
+        if symbol in self.delisted:
+            raise Rejected(Reason.MARKET_DELISTED, f"{symbol} was delisted at {self.delisted[symbol]}")
         if market.perp is not None and self.halted(symbol) and not (reduce_only and tif == IOC):
             raise Rejected(Reason.MARKET_HALTED, f"{symbol} is halted by its circuit breaker: reduce-only IOC only")
         if tif == POST_ONLY and self._would_take(market, side, price, op.author):
@@ -1190,6 +1232,8 @@ class Ledger:
         position = self.positions.get((symbol, account))
         if position is None or mark is None:
             raise Rejected(Reason.NO_POSITION, f"0x{account.hex()} has no {symbol} position")
+        if symbol in self.delisted:
+            raise Rejected(Reason.MARKET_DELISTED, f"{symbol} was delisted at {self.delisted[symbol]}")
         if self.halted(symbol):
             raise Rejected(Reason.MARKET_HALTED, f"{symbol} is halted by its circuit breaker")
         if not 0 < qty <= abs(position.size):
@@ -1285,6 +1329,20 @@ class Ledger:
         self._set(self.liquidations, op.op_id, Liquidation(account, op.author, symbol, qty, mark, price, price, 0, 0,
                                                            tuple(touched)))
 
+    def _market_delist(self, op: SignedOp, kind: Kind) -> None:
+        self._permit(op, kind)
+        symbol, price = body_values(kind, op.body)
+        market = self._markets.get(symbol)
+        if market is None:
+            raise Rejected(Reason.UNKNOWN_MARKET, symbol)
+        if market.perp is None:
+            raise Rejected(Reason.NOT_PERP, f"{symbol} is a spot market")
+        if symbol in self.delisted:
+            raise Rejected(Reason.MARKET_DELISTED, f"{symbol} was delisted at {self.delisted[symbol]}")
+        if not market.min_price <= price <= market.max_price:
+            raise Rejected(Reason.PRICE_OUT_OF_RANGE, f"price must be in [{market.min_price}, {market.max_price}]")
+        self._set(self.delist_votes, (symbol, op.author), price)
+
     def _remove_order(self, order: RestingOrder, why: str, by: OpId | None, hold: int | None = None) -> None:
         """Take an order off its book; what is left of its hold (`hold`, else ``order.hold``) goes
         back to free. `why` is one of `crdt.markets.book.CLOSED_REASONS`; `by` the operation
@@ -1312,6 +1370,8 @@ class Ledger:
             raise Rejected(Reason.UNKNOWN_MARKET, symbol)
         if market.perp is None:
             raise Rejected(Reason.NOT_PERP, f"{symbol} is a spot market")
+        if symbol in self.delisted:
+            raise Rejected(Reason.MARKET_DELISTED, f"{symbol} was delisted at {self.delisted[symbol]}")
         if not market.min_price <= price <= market.max_price:
             raise Rejected(Reason.PRICE_OUT_OF_RANGE, f"price must be in [{market.min_price}, {market.max_price}]")
         self._set(self.oracle_posts, (symbol, op.author), OraclePost(price, self.time))

@@ -94,8 +94,9 @@ DONE = "done"  # an IOC or market order's remainder, cancelled once it had match
 UNDERCOLLATERALIZED = "undercollateralized"  # a perp fill would have left it below initial margin
 REDUCE_ONLY = "reduce_only"  # a resting reduce-only order met when it could no longer reduce
 TAKE_BOUND = "take_bound"  # a perp remainder the take bound stopped, which would rest crossing the book
+DELISTED = "delisted"  # its perp market was delisted at a checkpoint
 CLOSED_REASONS = (FILLED, CANCELLED, EXPIRED, SELF_TRADE, UNFUNDED, DONE, UNDERCOLLATERALIZED, REDUCE_ONLY,
-                  TAKE_BOUND)
+                  TAKE_BOUND, DELISTED)
 OPEN = "open"
 
 

@@ -26,9 +26,10 @@ ORACLE = ROLES.index(Role.ORACLE)
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def test_the_registry_holds_the_eight_kinds_in_order() -> None:
+def test_the_registry_holds_the_nine_kinds_in_order() -> None:
     assert KIND_NAMES == [
-        "transfer", "withdraw", "lock", "order.place", "order.cancel", "order.cancel_all", "oracle.price", "liquidate"
+        "transfer", "withdraw", "lock", "order.place", "order.cancel", "order.cancel_all", "oracle.price", "liquidate",
+        "market.delist",
     ]
     assert [name for name, _ in KINDS["lock"].fields] == ["token", "amount", "until", "reason"]
     assert KINDS["transfer"].keys == {"to", "token", "amount"}
@@ -36,13 +37,15 @@ def test_the_registry_holds_the_eight_kinds_in_order() -> None:
         "market", "side", "type", "tif", "price", "qty", "reduce_only", "expires"
     ]
     assert KINDS.listing() == (
-        "transfer, withdraw, lock, order.place, order.cancel, order.cancel_all, oracle.price and liquidate"
+        "transfer, withdraw, lock, order.place, order.cancel, order.cancel_all, oracle.price, liquidate and "
+        "market.delist"
     )
     assert [name for name, _ in KINDS["liquidate"].fields] == ["account", "market", "qty"]
     for name in KINDS:
         kind = KINDS[name]
         assert len(name.encode()) <= DEFAULT_LIMITS.max_kind_bytes
-        expected = {"oracle.price": Permission.POST_PRICE, "liquidate": Permission.LIQUIDATE}.get(name, (
+        expected = {"oracle.price": Permission.POST_PRICE, "liquidate": Permission.LIQUIDATE,
+                    "market.delist": Permission.GOVERN}.get(name, (
             Permission.TRADE if name.startswith("order.") else Permission.MOVE_FUNDS
         ))
         assert kind.permission is expected

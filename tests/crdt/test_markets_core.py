@@ -49,6 +49,7 @@ MARKET_REASONS = frozenset(Reason(value) for value in (
     "qty_out_of_range", "price_out_of_range", "reduce_only_not_spot", "order_expired", "post_only_would_cross",
     "unknown_order", "not_order_owner", "order_not_open", "not_perp", "oracle_stale", "insufficient_margin",
     "nothing_to_reduce", "unknown_account", "self_liquidation", "no_position", "not_liquidatable", "market_halted",
+    "market_delisted",
 ))
 
 
@@ -323,6 +324,18 @@ def test_a_halted_perp_market_is_market_halted() -> None:
     desk.price(3000, 1_000)
     desk.price(4000, 2_000)  # a third up: beyond the 10% band
     assert desk.order(2, "buy", 4000, 0.01)[1] == Reason.MARKET_HALTED
+
+
+def test_a_delisted_perp_market_is_market_delisted() -> None:
+    # the delisting's worked example is in tests/crdt/markets/test_perp_positions.py
+    from tests.crdt.markets.test_perp_positions import Desk
+
+    desk = Desk()
+    desk.price(3000, 1_000)
+    for who in range(desk.ledger.genesis.threshold):
+        assert desk.do(who, "market.delist", {"market": "ETH-PERP", "price": 3000 * E9})[1] is None
+    desk.ledger.close_epoch(2, 2_000)
+    assert desk.order(2, "buy", 3000, 0.01)[1] == Reason.MARKET_DELISTED
 
 
 def test_oracle_price_of_a_spot_market_is_not_perp() -> None:

@@ -376,3 +376,36 @@ def test_the_circuit_breaker_halts_a_market_for_its_checkpoints() -> None:
     desk.ledger.close_epoch(desk.version, 6_000)
     assert not desk.ledger.halted("ETH-PERP")
     assert desk.order(B, "buy", 3650, 0.01)[1] is None
+
+
+def test_a_delisting_closes_every_position_at_its_price_once_a_quorum_voted_it() -> None:
+    desk = Desk()
+    desk.price(3000, 1_000)
+    desk.order(A, "sell", 3000, 0.03)
+    desk.order(B, "buy", 3000, 0.03, "ioc")  # B long 0.03, A short 0.03
+    resting, _ = desk.order(C, "buy", 2900, 0.01)
+    vote = {"market": "ETH-PERP", "price": 3100 * E9}
+    quorum = desk.ledger.genesis.threshold
+    assert desk.do(A, "market.delist", {"market": "ETH/USDC", "price": E9})[1] == Reason.UNKNOWN_MARKET
+    assert desk.do(A, "market.delist", {"market": "ETH-PERP", "price": 0})[1] == Reason.PRICE_OUT_OF_RANGE
+    voters = [ORACLE, A, B, C, D, E, LIQUIDATOR][:quorum]
+    for who in voters[:-1]:
+        assert desk.do(who, "market.delist", vote)[1] is None
+    assert desk.do(voters[-1], "market.delist", {**vote, "price": 3200 * E9})[1] is None  # another price
+    desk.version += 1
+    desk.ledger.close_epoch(desk.version, 2_000)
+    assert desk.ledger.delisted == {}  # one vote short of a quorum at 3100
+    assert desk.do(voters[-1], "market.delist", vote)[1] is None  # a participant's latest vote counts
+    balance_b, balance_a = desk.balance(B), desk.balance(A)
+    desk.version += 1
+    desk.ledger.close_epoch(desk.version, 3_000)
+    assert desk.ledger.delisted == {"ETH-PERP": 3100 * E9}
+    assert desk.ledger.positions == {}
+    assert desk.balance(B) == balance_b + 3 * E9  # 0.03 closed at 3100 against 3000
+    assert desk.balance(A) == balance_a - 3 * E9
+    assert desk.status(resting) == "delisted"
+    assert desk.ledger.pnl_pool == {}
+    assert desk.order(B, "buy", 3100, 0.01)[1] == Reason.MARKET_DELISTED
+    assert desk.do(ORACLE, "oracle.price", {"market": "ETH-PERP", "price": 3100 * E9})[1] == Reason.MARKET_DELISTED
+    assert desk.do(A, "market.delist", vote)[1] == Reason.MARKET_DELISTED
+    desk.ledger.check_conservation()

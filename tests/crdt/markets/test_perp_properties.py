@@ -82,7 +82,7 @@ def perp_flows(draw: st.DrawFn, max_steps: int = 40) -> list[Step]:
     for _ in range(draw(st.integers(1, max_steps))):
         what = draw(st.sampled_from(["order"] * 12 + ["cancel", "post", "checkpoint", "transfer", "withdraw",
                                                       "shock", "shock", "liquidate", "liquidate", "liquidate",
-                                                      "pair", "pair"]))
+                                                      "pair", "pair", "delist"]))
         who = draw(st.sampled_from(TRADERS))
         if what == "order":
             side = draw(st.sampled_from(["buy", "sell"]))
@@ -120,6 +120,10 @@ def perp_flows(draw: st.DrawFn, max_steps: int = 40) -> list[Step]:
             steps.extend(Step(oracle, "oracle.price", {"market": "ETH-PERP", "price": mid * E9}) for oracle in ORACLES)
             time += 1_000
             steps.append(Step(0, "checkpoint", {"time": time}))
+        elif what == "delist":  # a quorum votes a price: the next checkpoint closes every position at it
+            price = mid * E9
+            steps.extend(Step(voter, "market.delist", {"market": "ETH-PERP", "price": price})
+                         for voter in range(GENESIS.threshold))
         elif what == "liquidate":
             qty = draw(st.sampled_from([1, 5, 10, 20, 40])) * 10**6
             target = who if who != LIQUIDATOR else draw(st.sampled_from(TRADERS))  # now and then its own
@@ -189,8 +193,19 @@ def test_every_operation_keeps_the_perpetual_laws(steps: list[Step]) -> None:
     funded = dict.fromkeys(ACCOUNTS, 0)
     for item in sign_all(steps):
         if isinstance(item, Cut):
+            held = dict(ledger.positions)
+            index = ledger.funding["ETH-PERP"].cumulative if "ETH-PERP" in ledger.funding else 0
+            was = set(ledger.delisted)
             ledger.close_epoch(item.version, item.time)
             ledger.check_conservation()
+            if "ETH-PERP" in ledger.delisted and "ETH-PERP" not in was:  # every position closed at its price
+                price = ledger.delisted["ETH-PERP"]
+                assert ledger.positions == {}
+                for (_, account), position in held.items():
+                    funded[account] += payment(position.size, position.funding, index)
+                    value = notional(price, abs(position.size))
+                    cash[account] += value if position.size > 0 else -value
+                    sizes[account] = 0
             continue
         op = item
         before = {a: ledger.position("ETH-PERP", a) for a in ACCOUNTS}
