@@ -730,6 +730,7 @@ class Ledger:
         remove the orders that expire by then (both in op-id order), releasing their holds."""
         if time < self.time:
             raise InvalidInput(f"checkpoint time {time} is before the previous one {self.time}")
+        since = self.time  # the epoch being closed began at the previous checkpoint's time
         self._put(self.meta, "version", version)
         self._put(self.meta, "time", time)
         for op_id in sorted(self.locks):
@@ -743,7 +744,7 @@ class Ledger:
         if self.delist_votes:
             self._delist(time)
         if self.oracle_posts:
-            self._fix_marks(time)  # after the version is set: a halt counts from this epoch
+            self._fix_marks(time, since)  # after the version is set: a halt counts from this epoch
             for symbol in sorted(self.marks):
                 if symbol not in self.delisted:
                     self._fund(symbol, time)
@@ -819,7 +820,7 @@ class Ledger:
             self._set(self.positions, (symbol, account), settled)
         return settled
 
-    def _fix_marks(self, time: int) -> None:
+    def _fix_marks(self, time: int, since: int) -> None:
         """Each perp market's price for the epoch: the lower median of its fresh oracle posts (a
         market without one keeps its last price and the time that fixed it). A price more than
         `circuit_band` away from the previous one trips the circuit breaker: the market is halted
@@ -831,7 +832,7 @@ class Ledger:
             params = self._markets[symbol].perp
             if params is None:
                 raise InternalError(f"an oracle post for the spot market {symbol}")
-            prices = fresh_prices(posts[symbol], time, params.oracle_staleness)
+            prices = fresh_prices(posts[symbol], time, params.oracle_staleness, since)
             if not prices:
                 continue
             price, previous = lower_median(prices), self.marks.get(symbol)

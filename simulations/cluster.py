@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from channel.runtime.chain_worker import ChainConfig
 from channel.runtime.config import NodeConfig
 from channel.runtime.genesis_file import create_genesis_folder
 from crdt.genesis import Genesis, Role, Token
+from crdt.markets.config import Market
 from p2p.identity import load_or_create, peer_id_of
 
 CLUSTER_PASSWORD = "parley-local-cluster"  # throwaway keys in a folder the caller owns
@@ -75,7 +76,7 @@ class Cluster:
 def create_cluster(
     root: Path, n: int, *, tokens: list[Token], initial: int, roles: list[Role] | None = None,
     finality_interval: float = 1.0, node_chain: ChainConfig | None = None,
-    byzantine: dict[int, tuple[str, ...]] | None = None, **chain: Any,
+    byzantine: dict[int, tuple[str, ...]] | None = None, markets: Sequence[Market] | None = None, **chain: Any,
 ) -> Cluster:
     """The layout of an n-node channel in `root`. `chain` passes chain_id, adjudicator and
     dispute_window through to the genesis (for a channel opened on a real chain)."""
@@ -89,7 +90,7 @@ def create_cluster(
     ]
     genesis, _ = create_genesis_folder(
         root, n, password=CLUSTER_PASSWORD, tokens=tokens, initial=initial, roles=roles, light_kdf=True,
-        keys=keys, bootstraps=bootstraps, **chain,
+        keys=keys, bootstraps=bootstraps, markets=markets, **chain,
     )
     (root / "password").write_text(CLUSTER_PASSWORD)
     for key, port, folder in zip(keys, ports, node_dirs, strict=True):

@@ -409,6 +409,9 @@ def demo(
     ] = False,
     participants: Annotated[int, typer.Option("-n", "--participants", min=2, max=16,
                                               help="Nodes, with --no-chain or --offline.")] = 4,
+    perps: Annotated[bool, typer.Option("--perps", help="A perpetual market on 4 nodes: an oracle feed, a leveraged "
+                                        "long, funding, a price shock that trips the circuit breaker, a liquidation.")
+                     ] = False,
     folder: Annotated[Path | None, typer.Option(help="Keep the channel files here (default: a temp folder).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -416,7 +419,11 @@ def demo(
     deposits, transfers and trading on ETH/USDC, BFT checkpoints settled on-chain, a node stopped
     while the others keep finalising, and an emergency exit after which every participant is
     paid its balances after trading."""
-    if offline:
+    if perps:
+        from simulations.demos.perps import run_perp_demo
+
+        result = run_perp_demo(seed=seed, folder=folder, quiet=as_json)
+    elif offline:
         from simulations.demos.offline import run_demo
 
         result = run_demo(participants=participants, operations=transfers, seed=seed, folder=folder, quiet=as_json)

@@ -2,7 +2,8 @@
 
 Each oracle's latest ``oracle.price`` per market is kept with the checkpoint time it was
 applied at (`OraclePost`). `close_epoch` fixes a market's price for the epoch as the median of
-the fresh posts (posted at a checkpoint time ``t`` with ``t + oracle_staleness >= time``):
+the fresh posts (posted in the epoch it closes, or at a checkpoint time ``t`` with
+``t + oracle_staleness >= time``):
 integers only, and with an even count the *lower* median (the smaller of the two middle
 values), so no average is rounded. With n = 2f + 1 posts and at most f of them lies, the
 median is between the smallest and the largest honest price: at least f + 1 values are at or
@@ -40,9 +41,13 @@ def lower_median(prices: Iterable[int]) -> int:
     return ordered[(len(ordered) - 1) // 2]
 
 
-def fresh_prices(posts: Iterable[OraclePost], time: int, staleness: int) -> list[int]:
-    """The prices of the posts still fresh at checkpoint time `time`."""
-    return [post.price for post in posts if post.posted + staleness >= time]
+def fresh_prices(posts: Iterable[OraclePost], time: int, staleness: int, since: int) -> list[int]:
+    """The prices of the posts still fresh at checkpoint time `time`: posted in the epoch this
+    checkpoint closes (applied at the previous checkpoint's time `since`, or later), or within
+    `staleness` of `time`. A post's own time is the checkpoint time it was applied at, which
+    lags the truth by up to an epoch: before the first checkpoint it is 0, and a node's first
+    checkpoint is at wall-clock time, so without the first rule no price could ever be fixed."""
+    return [post.price for post in posts if post.posted >= since or post.posted + staleness >= time]
 
 
 def is_fresh(mark: MarkPrice | None, time: int, staleness: int) -> bool:

@@ -251,3 +251,25 @@ def test_version() -> None:
 
     code, output = invoke("--version")
     assert (code, output) == (0, f"parley {version('parley')}\n")
+
+
+@pytest.mark.slow
+def test_the_perp_demo_halts_on_the_shock_and_liquidates_with_an_exact_premium_split(tmp_path: Path) -> None:
+    code, output = invoke("demo", "--perps", "--folder", str(tmp_path / "perps"), "--json")
+    assert code == 0, output
+    result = json.loads(output[output.index("{"):])
+    assert result["converged"] is True  # the 4 nodes agree on positions, funding, margins and roots
+    assert result["halted"] is True
+    assert result["refused_while_halted"] == ["market_halted", "market_halted"]  # an order, a liquidation
+    assert int(result["funding"]["rate"]) > 0  # bids above the oracle: longs pay
+    record = result["liquidation"]
+    qty, mark, price, taken = (int(record[k]) for k in ("qty", "mark_price", "price", "taken_at"))
+    assert qty == 2_500_000_000
+    assert result["premium"] == mark * qty // 10**9 - price * qty // 10**9 > 0
+    assert result["insurance"] == taken * qty // 10**9 - price * qty // 10**9  # the pool's share, in cash
+    liquidator_share = mark * qty // 10**9 - taken * qty // 10**9
+    assert result["insurance"] + liquidator_share == result["premium"]  # split to the base unit
+    assert record["deleveraged"] == []
+    sides = {(p["account"], p["side"], p["size"]) for p in result["positions"]}
+    assert (record["liquidator"], "long", str(qty)) in sides
+    assert all(p["account"] != record["account"] for p in result["positions"])  # the trader holds nothing

@@ -107,3 +107,15 @@ def test_two_liars_of_five_oracles_in_the_ledger(honest: list[int], liars: list[
         assert feed.post(who, price * 10**7) is None
     feed.ledger.close_epoch(1, 1)
     assert min(honest) * 10**7 <= feed.ledger.marks["ETH-PERP"].price <= max(honest) * 10**7
+
+
+def test_a_post_in_the_epoch_a_checkpoint_closes_is_fresh_whatever_the_clock() -> None:
+    """Regression: a post applied before a node's first checkpoint is kept with checkpoint time 0,
+    and the first checkpoint is at wall-clock time (ms since 1970): with staleness counted from
+    the post's time alone no price was ever fixed (`parley demo --perps` waited forever)."""
+    feed = Feed()
+    assert feed.post(0, 3000 * E9) is None
+    feed.ledger.close_epoch(1, 1_764_700_000_000)
+    assert feed.ledger.marks["ETH-PERP"] == MarkPrice(3000 * E9, 1_764_700_000_000)
+    feed.ledger.close_epoch(2, 1_764_700_000_000 + STALENESS + 1)  # no post since: the price goes stale
+    assert not is_fresh(feed.ledger.marks["ETH-PERP"], feed.ledger.time, STALENESS)
