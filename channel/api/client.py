@@ -121,6 +121,8 @@ class Endpoint:
     def for_node(cls, data_dir: Path | str) -> Endpoint:
         """The endpoint a running node wrote into its data directory."""
         folder = Path(data_dir)
+        if folder.is_file():
+            raise NodeUnavailable(f"{folder} is a file, not a node's data directory (the folder holding api.json)")
         try:
             info = json.loads((folder / "api.json").read_text())
             token = (folder / "api-token").read_text().strip()

@@ -25,14 +25,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from web3.logs import DISCARD
 
+from channel.cli.console import fail, user_errors
 from channel.runtime.store import CERTIFICATES_DIR
 from crdt.certificate import Certificate
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis
 from crdt.units import format_e9, to_e9
-from settlement.chain import RpcChain
+from settlement.chain import RpcChain, retrying
 from settlement.client import AdjudicatorClient, Sender, TestTokenClient, address_bytes, checksum
-from settlement.errors import ContractReverted, SettlementError
+from settlement.errors import ContractReverted, NoContract, SettlementError
 from settlement.exit import ExitEvent, ExitResult, claim_leaves, refund_deposits, run_exit, usable_certificates
 
 KEY_ENV = "PARLEY_PRIVATE_KEY"
@@ -145,7 +146,17 @@ def open_client(
     chain = RpcChain(rpc)
     if chain.chain_id != parsed.chain_id:
         raise SettlementError(f"{rpc} is chain {chain.chain_id}, the genesis is for chain {parsed.chain_id}")
-    return parsed, AdjudicatorClient(Sender(chain, account), "0x" + parsed.adjudicator.hex())
+    return parsed, adjudicator_at(Sender(chain, account), parsed)
+
+
+def adjudicator_at(sender: Sender, genesis: Genesis) -> AdjudicatorClient:
+    """The genesis's adjudicator, once the chain shows code at its address (a call to an address
+    without code "succeeds" with no data, which would surface as a confusing decode error)."""
+    address = checksum("0x" + genesis.adjudicator.hex())
+    code = retrying(lambda: sender.w3.eth.get_code(address), what="get_code")  # type: ignore[arg-type]
+    if not code:
+        raise NoContract(f"no contract at the genesis's adjudicator {address} on chain {sender.chain.chain_id}")
+    return AdjudicatorClient(sender, address)
 
 
 def print_leaves(genesis: Genesis, leaves: list[Any], verb: str, console: Console) -> None:
@@ -250,30 +261,29 @@ def mint_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``exit`` and the ``chain`` sub-app to `app`."""
-    app.command("exit", help=EXIT_HELP)(exit_command)
+    """Add ``exit`` and the ``chain`` sub-app to `app`, each command in the CLI's one error style."""
+    app.command("exit", help=EXIT_HELP)(user_errors(exit_command))
     chain_app = typer.Typer(
         help="Talk to the adjudicator directly: deploy, open, deposit, bonds, withdrawals, refunds, slashing."
     )
-    chain_app.command("deploy")(deploy_command)
-    chain_app.command("open")(open_command)
-    chain_app.command("deposit")(deposit_command)
-    chain_app.command("status")(status_command)
-    chain_app.command("bond")(bond_command)
-    chain_app.command("unbond")(unbond_command)
-    chain_app.command("withdraw-bond")(withdraw_bond_command)
-    chain_app.command("claim-withdrawals")(claim_withdrawals_command)
-    chain_app.command("refund")(refund_command)
-    chain_app.command("slash")(slash_command)
-    chain_app.command("serve")(serve_command)
-    chain_app.command("fund")(fund_command)
-    chain_app.command("mint")(mint_command)
+    chain_app.command("deploy")(user_errors(deploy_command))
+    chain_app.command("open")(user_errors(open_command))
+    chain_app.command("deposit")(user_errors(deposit_command))
+    chain_app.command("status")(user_errors(status_command))
+    chain_app.command("bond")(user_errors(bond_command))
+    chain_app.command("unbond")(user_errors(unbond_command))
+    chain_app.command("withdraw-bond")(user_errors(withdraw_bond_command))
+    chain_app.command("claim-withdrawals")(user_errors(claim_withdrawals_command))
+    chain_app.command("refund")(user_errors(refund_command))
+    chain_app.command("slash")(user_errors(slash_command))
+    chain_app.command("serve")(user_errors(serve_command))
+    chain_app.command("fund")(user_errors(fund_command))
+    chain_app.command("mint")(user_errors(mint_command))
     app.add_typer(chain_app, name="chain")
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error:[/red] {exc}")
-    return typer.Exit(1)
+    return fail(exc)  # the CLI's one error style
 
 
 def exit_command(
@@ -365,7 +375,7 @@ def open_command(
     parsed = load_genesis(genesis)
     account = load_account(key_file, password_file)
     try:
-        client = AdjudicatorClient(Sender(RpcChain(rpc), account), "0x" + parsed.adjudicator.hex())
+        client = adjudicator_at(Sender(RpcChain(rpc), account), parsed)
         channel = client.open_genesis(parsed)
     except SettlementError as exc:
         raise _fail(exc) from exc
@@ -390,7 +400,7 @@ def deposit_command(
         raise typer.BadParameter(f"no token {token!r} in the genesis")
     signer = load_account(key_file, password_file)
     try:
-        client = AdjudicatorClient(Sender(RpcChain(rpc), signer), "0x" + parsed.adjudicator.hex())
+        client = adjudicator_at(Sender(RpcChain(rpc), signer), parsed)
         nonce = client.deposit(parsed.channel_id, chosen, parse_e9(amount), account or signer.address)
     except (SettlementError, ValueError) as exc:
         raise _fail(exc) from exc

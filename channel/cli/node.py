@@ -13,7 +13,7 @@ import trio
 import typer
 from rich.table import Table
 
-from channel.api.client import Client
+from channel.api.client import Client, InsufficientBalance
 from channel.cli.console import console, read_password, user_errors
 from channel.errors import UserError
 from channel.runtime.config import NodeConfig
@@ -166,7 +166,10 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise UserError(str(exc)) from exc
         with Client.for_node(node) as client:
-            receipt = client.transfer(to, token, e9, request_id)
+            try:
+                receipt = client.transfer(to, token, e9, request_id)
+            except InsufficientBalance as exc:
+                raise short_of(client, token, f"the transfer needs {format_e9(e9)} {token}") from exc
         if as_json:
             print(json.dumps(receipt))
         else:
@@ -180,7 +183,13 @@ def register(app: typer.Typer) -> None:
         """The status of an operation: tentative, final, rejected:<reason>, pending or unknown."""
         with Client.for_node(node) as client:
             result = client.status(op_id)
-        print(json.dumps(result) if as_json else result["status"])
+        if as_json:
+            print(json.dumps(result))
+        if result["status"] == "unknown":
+            raise UserError(f"the node knows no operation {op_id}",
+                            hint="an op id is what `parley transfer` or `parley order` printed (0x and 64 hex digits)")
+        if not as_json:
+            print(result["status"])
 
     @app.command()
     @user_errors
@@ -247,6 +256,17 @@ def register(app: typer.Typer) -> None:
                     print(json.dumps(event) if as_json else _describe(topic, event), flush=True)
             except KeyboardInterrupt:
                 return
+
+
+def short_of(client: Client, token: str, needed: str) -> UserError:
+    """A refused request's ``insufficient_balance`` as what the node's own account holds of
+    `token` now (free, and held by open orders), and what the request needed."""
+    me = client.stats()["address"]
+    parts = client.balances(me).get(me, {}).get(token, {})
+    free, held = (format_e9(int(parts.get(name, 0))) for name in ("free", "held"))
+    on_hold = f" ({held} more held by open orders)" if int(parts.get("held", 0)) else ""
+    return UserError(f"insufficient balance: you have {free} {token}{on_hold}, and {needed}",
+                     hint="see `parley balance`; deposits are credited once a checkpoint includes them")
 
 
 def _describe(topic: str, event: dict[str, Any]) -> str:
