@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
         import tomli_w
 
         from channel.runtime import keystore
-        from channel.runtime.chain_worker import ChainConfig
+        from channel.runtime.config import ChainConfig
         from channel.runtime.genesis_file import load_genesis
         from p2p.identity import load_or_create, peer_id_of
 
