@@ -10,14 +10,11 @@ import signal
 from contextlib import suppress
 from typing import Annotated
 
-import ccxt
 import typer
 
-from channel.api.ccxt import install
 from channel.cli.console import console, user_errors
 from channel.cli.node import NodeDir
 from channel.errors import UserError
-from simulations.maker_bot import MakerBot
 
 
 def register(app: typer.Typer) -> None:
@@ -38,6 +35,11 @@ def register(app: typer.Typer) -> None:
         interval: Annotated[float, typer.Option(help="Seconds between cycles.")] = 1.0,
     ) -> None:
         """Quote a ladder around the mid, re-quote on fills, keep inventory limits, cancel on exit."""
+        import ccxt  # ccxt and the bot are imported when the bot starts, not with the CLI (start-up time)
+
+        from channel.api.ccxt import install
+        from simulations.maker_bot import MakerBot
+
         install()
         exchange = ccxt.parley({"apiKey": str(node)})
         try:

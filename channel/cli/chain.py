@@ -16,25 +16,22 @@ import os
 from decimal import Decimal, InvalidOperation, localcontext
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from web3.logs import DISCARD
 
 from channel.cli.console import fail, user_errors
-from channel.runtime.store import CERTIFICATES_DIR
-from crdt.certificate import Certificate
-from crdt.errors import InvalidInput
-from crdt.genesis import Genesis
 from crdt.units import format_e9, to_e9
-from settlement.chain import RpcChain, retrying
-from settlement.client import AdjudicatorClient, Sender, TestTokenClient, address_bytes, checksum
 from settlement.errors import ContractReverted, NoContract, SettlementError
-from settlement.exit import ExitEvent, ExitResult, claim_leaves, refund_deposits, run_exit, usable_certificates
+
+if TYPE_CHECKING:  # the chain and key libraries are imported by the commands that use them (start-up time)
+    from eth_account.signers.local import LocalAccount
+
+    from crdt.certificate import Certificate
+    from crdt.genesis import Genesis
+    from settlement.client import AdjudicatorClient, Sender
 
 KEY_ENV = "PARLEY_PRIVATE_KEY"
 DEFAULT_RPC = "http://127.0.0.1:8545"
@@ -76,6 +73,10 @@ def load_genesis(path: Path) -> Genesis:
 
 
 def load_certificates(paths: list[Path]) -> list[Certificate]:
+    from channel.runtime.store import CERTIFICATES_DIR
+    from crdt.certificate import Certificate
+    from crdt.errors import InvalidInput
+
     found = []
     for path in paths:
         if (path / CERTIFICATES_DIR).is_dir():
@@ -92,6 +93,8 @@ def load_certificates(paths: list[Path]) -> list[Certificate]:
 
 
 def load_account(key_file: Path | None, password_file: Path | None) -> LocalAccount:
+    from eth_account import Account
+
     if key_file is not None:
         try:
             keystore = key_file.read_text()
@@ -141,6 +144,12 @@ def open_client(
 ) -> tuple[Genesis, AdjudicatorClient]:
     """The genesis and its adjudicator, acting as the user's account (or a throwaway one, to
     read); refuses a chain other than the genesis's."""
+
+    from eth_account import Account
+
+    from settlement.chain import RpcChain
+    from settlement.client import Sender
+
     parsed = load_genesis(genesis)
     account = load_account(key_file, password_file) if signer else Account.create()
     chain = RpcChain(rpc)
@@ -152,6 +161,10 @@ def open_client(
 def adjudicator_at(sender: Sender, genesis: Genesis) -> AdjudicatorClient:
     """The genesis's adjudicator, once the chain shows code at its address (a call to an address
     without code "succeeds" with no data, which would surface as a confusing decode error)."""
+
+    from settlement.chain import retrying
+    from settlement.client import AdjudicatorClient, checksum
+
     address = checksum("0x" + genesis.adjudicator.hex())
     code = retrying(lambda: sender.w3.eth.get_code(address), what="get_code")  # type: ignore[arg-type]
     if not code:
@@ -221,6 +234,10 @@ def fund_command(
 ) -> None:
     """Send native currency to an account from the chain's first unlocked account (development
     chains: anvil, `parley chain serve`)."""
+
+    from settlement.chain import RpcChain
+    from settlement.client import checksum
+
     wei = parse_wei(eth)
     try:
         chain = RpcChain(rpc)
@@ -242,6 +259,10 @@ def mint_command(
 ) -> None:
     """Mint Parley's test ERC-20 (contracts/src/test/TestToken.sol, which anyone may mint);
     a real token has no such function."""
+
+    from settlement.chain import RpcChain
+    from settlement.client import Sender, TestTokenClient, checksum
+
     signer = load_account(key_file, password_file)
     try:
         client = TestTokenClient(Sender(RpcChain(rpc), signer), token)
@@ -294,6 +315,9 @@ def exit_command(
     password_file: PasswordFileOption = None,
     poll_interval: Annotated[float, typer.Option(help="Seconds between checks while waiting.")] = 5.0,
 ) -> None:
+    from settlement.client import address_bytes
+    from settlement.exit import ExitEvent, run_exit
+
     certificates = load_certificates(certificate)
     console = Console()
     try:
@@ -344,6 +368,10 @@ def deploy_command(
 ) -> None:
     """Deploy the adjudicator (from the committed artifacts) and print its address; write
     deploy.json (chain id, adjudicator, test token) for `parley genesis new --from-deploy`."""
+
+    from settlement.chain import RpcChain
+    from settlement.client import AdjudicatorClient, Sender, TestTokenClient
+
     account = load_account(key_file, password_file)
     try:
         chain = RpcChain(rpc)
@@ -372,6 +400,10 @@ def open_command(
     password_file: PasswordFileOption = None,
 ) -> None:
     """Open the genesis's channel on its adjudicator (the ids must match)."""
+
+    from settlement.chain import RpcChain
+    from settlement.client import Sender
+
     parsed = load_genesis(genesis)
     account = load_account(key_file, password_file)
     try:
@@ -392,7 +424,10 @@ def deposit_command(
     account: Annotated[str | None, typer.Option(help="Credit this participant (default: yourself).")] = None,
 ) -> None:
     """Deposit into the channel (approving the adjudicator first if needed)."""
+
     from crdt.units import parse_e9
+    from settlement.chain import RpcChain
+    from settlement.client import Sender
 
     parsed = load_genesis(genesis)
     chosen = parsed.token(token)
@@ -505,6 +540,10 @@ def claim_withdrawals_command(
 ) -> None:
     """Claim what your withdrawals in the channel added since your last claim, against the
     newest finalised checkpoint (give its certificate). The channel stays open."""
+
+    from settlement.client import address_bytes
+    from settlement.exit import ExitResult, claim_leaves, usable_certificates
+
     certificates = load_certificates(certificate)
     try:
         parsed, client = open_client(genesis, rpc, key_file, password_file)
@@ -538,6 +577,10 @@ def refund_command(
 ) -> None:
     """After the channel concluded, refund deposits that its final checkpoint did not credit
     (to the account they were made for; anyone may send this)."""
+
+    from settlement.client import address_bytes
+    from settlement.exit import ExitResult, refund_deposits
+
     try:
         parsed, client = open_client(genesis, rpc, key_file, password_file)
         channel = parsed.channel_id
@@ -573,6 +616,11 @@ def slash_command(
 ) -> None:
     """Slash a participant's bond with evidence of equivocation (two operations signed for one
     seq): half to you, half to the channel's insurance. Each evidence pays once."""
+
+    from web3.logs import DISCARD
+
+    from settlement.client import checksum
+
     try:
         items = json.loads(evidence.read_text()[:1_000_000])
     except (OSError, ValueError) as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -35,11 +35,11 @@ from channel.runtime.genesis_file import (
 )
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis, Token
-from crdt.graph import PendingBuffer
-from crdt.ops import decode_op, encode_ops, split_ops
-from crdt.replica import Replica
 from crdt.types import Address, Symbol, from_hex
 from crdt.units import format_e9, parse_e9
+
+if TYPE_CHECKING:  # the replay's modules are imported by `replay` and `workload` (start-up time)
+    from crdt.replica import Replica
 
 app = typer.Typer(
     help="Parley: multi-party state channels that keep working with Byzantine participants.",
@@ -272,6 +272,8 @@ def workload(
 ) -> None:
     """Write a file of signed operations by the channel's participants (transfers mostly, and
     order flow on the channel's markets with --orders)."""
+
+    from crdt.ops import encode_ops
     from simulations.workload import Workload, order_mix
 
     genesis = load_genesis(folder / "genesis.toml")
@@ -287,6 +289,11 @@ def workload(
 
 def replay_file(data: bytes, genesis: Genesis) -> tuple[Replica, list[dict[str, Any]]]:
     """Replay a CBOR sequence of operations; return the replica and the inputs it refused."""
+
+    from crdt.graph import PendingBuffer
+    from crdt.ops import decode_op, split_ops
+    from crdt.replica import Replica
+
     ctx = genesis.context()
     refused: list[dict[str, Any]] = []
     try:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -28,8 +28,10 @@ from channel.runtime.genesis_file import read_toml
 from crdt.genesis import Genesis, InvalidMarket, parse_markets
 from crdt.markets.book import FillRecord, RestingOrder
 from crdt.markets.config import Market
-from crdt.replica import Replica
 from crdt.units import format_e9, parse_e9
+
+if TYPE_CHECKING:
+    from crdt.replica import Replica
 
 # spec key -> the genesis field it sets, and the human default when the key is left out ("" for
 # the ones derived from other fields: a minimum is one unit, a maximum is rounded down to units)

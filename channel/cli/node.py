@@ -9,14 +9,12 @@ import logging
 from pathlib import Path
 from typing import Annotated, Any
 
-import trio
 import typer
 from rich.table import Table
 
 from channel.api.client import Client, InsufficientBalance
 from channel.cli.console import console, read_password, user_errors
 from channel.errors import UserError
-from channel.runtime.config import NodeConfig
 from crdt.units import format_e9, parse_e9
 
 NodeDir = Annotated[
@@ -45,7 +43,10 @@ def register(app: typer.Typer) -> None:
         """Run a node until SIGINT or SIGTERM: libp2p gossip and sync, the store, the local API."""
         from functools import partial
 
+        import trio
+
         from channel.api.server import serve_api
+        from channel.runtime.config import NodeConfig
         from channel.runtime.node import run_node
 
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -74,7 +75,7 @@ def register(app: typer.Typer) -> None:
         import tomli_w
 
         from channel.runtime import keystore
-        from channel.runtime.config import ChainConfig
+        from channel.runtime.config import ChainConfig, NodeConfig
         from channel.runtime.genesis_file import load_genesis
         from p2p.identity import load_or_create, peer_id_of
 
@@ -117,6 +118,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Drop what fails its checks in a node's store (or move an unreadable store aside), so the
         node starts again and learns what was dropped from its peers. The node must be stopped."""
+        from channel.runtime.config import NodeConfig
         from channel.runtime.node import repair_store
 
         report = repair_store(NodeConfig.load(config))

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eth_account import Account
-
 from channel.errors import KeystoreError
 from crdt.ops import address_of
 from crdt.types import Address
@@ -35,12 +33,16 @@ class Key:
 
 
 def new_key() -> Key:
+    from eth_account import Account
+
     account = Account.create()
     private_key = bytes(account.key)
     return Key(address_of(private_key), private_key)
 
 
 def encrypt(key: Key, password: str, *, light: bool = False) -> dict[str, Any]:
+    from eth_account import Account
+
     n = LIGHT_SCRYPT_N if light else STANDARD_SCRYPT_N
     return dict(Account.encrypt(key.private_key, password, kdf="scrypt", iterations=n))
 
@@ -64,6 +66,8 @@ def save(key: Key, folder: Path, password: str, *, light: bool = False) -> Path:
 
 
 def load(path: Path, password: str) -> Key:
+    from eth_account import Account
+
     try:
         document = json.loads(path.read_text())
     except FileNotFoundError as exc:
