@@ -217,7 +217,8 @@ def test_an_unfunded_key_and_a_missing_contract(channel_dir: Path, tmp_path: Pat
         unfunded = Account.create()
         result = CliRunner().invoke(app, ["chain", "deploy", "--rpc", rpc, "--out", str(tmp_path / "d.json")],
                                     env={**ENV, "PARLEY_PRIVATE_KEY": unfunded.key.hex()})
-        assert_error(result, "cannot pay", hint=f"fund it with `parley chain fund {unfunded.address}`")
+        assert_error(result, "cannot pay the gas of this transaction: it holds 0 wei",
+                     hint=f"fund it with `parley chain fund {unfunded.address}`")
         genesis = load_genesis(channel_dir / "genesis.toml")
         on_this_chain = tmp_path / "genesis.toml"
         save_genesis(type(genesis)(**{**{f: getattr(genesis, f) for f in genesis.__dataclass_fields__},
