@@ -6,19 +6,20 @@ ccxt takes them; each cycle's ladder is printed when it re-quotes.
 
 from __future__ import annotations
 
+import json
 import signal
 from contextlib import suppress
 from typing import Annotated
 
 import typer
 
-from channel.cli.console import console, user_errors
+from channel.cli.console import command_group, console, user_errors
 from channel.cli.node import NodeDir
 from channel.errors import UserError
 
 
 def register(app: typer.Typer) -> None:
-    bot_app = typer.Typer(help="Trading bots on the node's ccxt exchange class.", no_args_is_help=True)
+    bot_app = command_group(help="Trading bots on the node's ccxt exchange class.")
     app.add_typer(bot_app, name="bot")
 
     @bot_app.command("maker")
@@ -33,6 +34,8 @@ def register(app: typer.Typer) -> None:
         max_inventory: Annotated[float | None, typer.Option(
             help="Base units away from the start beyond which it quotes one side only.")] = None,
         interval: Annotated[float, typer.Option(help="Seconds between cycles.")] = 1.0,
+        as_json: Annotated[bool, typer.Option("--json", help="One JSON line per re-quote (its quotes), and one "
+                                              "when stopped, instead of text.")] = False,
     ) -> None:
         """Quote a ladder around the mid, re-quote on fills, keep inventory limits, cancel on exit."""
         import ccxt  # ccxt and the bot are imported when the bot starts, not with the CLI (start-up time)
@@ -58,10 +61,18 @@ def register(app: typer.Typer) -> None:
             nonlocal shown
             if bot.requotes != shown:
                 shown = bot.requotes
-                console.print(f"quoted {market}: " + ", ".join(
-                    f"{side} {size}@{price}" for side, price in sorted(bot.quotes.values(), key=lambda q: q[1])))
+                quotes = sorted(bot.quotes.values(), key=lambda q: q[1])
+                if as_json:
+                    print(json.dumps({"event": "quoted", "market": market, "requotes": shown,
+                                      "quotes": [{"side": side, "price": str(price)} for side, price in quotes]}),
+                          flush=True)
+                else:
+                    console.print(f"quoted {market}: " + ", ".join(f"{side} {size}@{price}" for side, price in quotes))
             return not stopping
 
         with suppress(KeyboardInterrupt):  # run cancels the quotes on its way out
             bot.run(keep_going, interval)
-        console.print(f"stopped: {market} quotes cancelled")
+        if as_json:
+            print(json.dumps({"event": "stopped", "market": market, "requotes": bot.requotes}), flush=True)
+        else:
+            console.print(f"stopped: {market} quotes cancelled")

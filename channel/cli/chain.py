@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from channel.cli.console import fail, user_errors
+from channel.cli.console import Output, command_group, fail, user_errors
 from crdt.units import format_e9, to_e9
 from settlement.errors import ContractReverted, NoContract, SettlementError
 
@@ -179,6 +179,13 @@ def print_leaves(genesis: Genesis, leaves: list[Any], verb: str, console: Consol
         console.print(f"{verb} {format_e9(to_e9(leaf.amount, places))} {symbol}")
 
 
+def leaves_json(genesis: Genesis, leaves: list[Any]) -> list[dict[str, str]]:
+    """Payout leaves as JSON: the token's symbol and the amount in e9 (a decimal string)."""
+    decimals = {token.address: (token.symbol, token.decimals) for token in genesis.tokens}
+    return [{"token": decimals[leaf.token][0], "amount": str(to_e9(leaf.amount, decimals[leaf.token][1]))}
+            for leaf in leaves]
+
+
 RpcOption = Annotated[str, typer.Option("--rpc", envvar="ETH_RPC_URL",
                                          help="JSON-RPC URL of the chain (anvil, a testnet, mainnet).")]
 KeyFileOption = Annotated[
@@ -187,6 +194,7 @@ KeyFileOption = Annotated[
 PasswordFileOption = Annotated[
     Path | None, typer.Option("--password-file", help="File holding the keystore password.")
 ]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object (amounts as decimal strings).")]
 CertificateOption = Annotated[
     list[Path], typer.Option("--certificate", help="A certificate file (CBOR), a folder of *.cbor, or a node's data "
                  "directory (its certificates/ folder); repeatable.")
@@ -199,6 +207,8 @@ def serve_command(
     = 1.0,
     config_out: Annotated[Path | None, typer.Option(
         help="Also write the URL, chain id and funded accounts with their keys as JSON here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Once serving, print the URL, chain id and funded accounts "
+                                          "as one JSON line (what --config-out writes) instead of text.")] = False,
 ) -> None:
     """Serve the embedded chain (eth-tester + py-evm) over JSON-RPC on 127.0.0.1, with anvil's
     evm_increaseTime / evm_mine / evm_snapshot / evm_revert, until Ctrl-C. Prints its funded
@@ -215,12 +225,15 @@ def serve_command(
         async with trio.open_nursery() as nursery:
             url = await nursery.start(partial(serve_chain, "127.0.0.1", port, server=server, block_time=block_time))
             chain_id = server.chain.chain_id
+            config = {"url": url, "chain_id": chain_id,
+                      "accounts": [{"address": a, "private_key": k, "wei": str(w)} for a, k, w in accounts]}
+            if config_out is not None:
+                config_out.write_text(json.dumps(config, indent=2) + "\n")
+            if as_json:
+                print(json.dumps(config), flush=True)  # one line: scripts wait for it
+                return
             for index, (address, key, wei) in enumerate(accounts):
                 print(f"({index}) {address} {format_wei(wei)} ETH  key {key}")
-            if config_out is not None:
-                config = {"url": url, "chain_id": chain_id,
-                          "accounts": [{"address": a, "private_key": k, "wei": str(w)} for a, k, w in accounts]}
-                config_out.write_text(json.dumps(config, indent=2) + "\n")
             print(f"chain id {chain_id}")
             print(f"embedded chain on {url}", flush=True)  # the last line: scripts wait for it
 
@@ -231,6 +244,7 @@ def fund_command(
     address: Annotated[str, typer.Argument(help="The account to fund (any case).")],
     eth: Annotated[str, typer.Option(help="How much native currency, e.g. 10 or 0.5.")] = "10",
     rpc: RpcOption = DEFAULT_RPC,
+    as_json: JsonOption = False,
 ) -> None:
     """Send native currency to an account from the chain's first unlocked account (development
     chains: anvil, `parley chain serve`)."""
@@ -246,7 +260,10 @@ def fund_command(
         balance = chain.w3.eth.get_balance(target)  # type: ignore[arg-type]
     except (SettlementError, ValueError) as exc:
         raise _fail(exc) from exc
-    typer.echo(f"funded {target} with {format_wei(wei)} ETH; it holds {format_wei(int(balance))} ETH")
+    out = Output(as_json)
+    out.say(f"funded {target} with {format_wei(wei)} ETH; it holds {format_wei(int(balance))} ETH",
+            account=target, funded_wei=str(wei), balance_wei=str(int(balance)))
+    out.done()
 
 
 def mint_command(
@@ -256,6 +273,7 @@ def mint_command(
     rpc: RpcOption = DEFAULT_RPC,
     key_file: KeyFileOption = None,
     password_file: PasswordFileOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Mint Parley's test ERC-20 (contracts/src/test/TestToken.sol, which anyone may mint);
     a real token has no such function."""
@@ -278,13 +296,16 @@ def mint_command(
         raise typer.BadParameter(f"not a decimal amount: {amount[:40]!r}") from exc
     except (SettlementError, ValueError) as exc:
         raise _fail(exc) from exc
-    typer.echo(f"minted {amount} to {checksum(to)}; it holds {format_e9(to_e9(held, decimals))}")
+    out = Output(as_json)
+    out.say(f"minted {amount} to {checksum(to)}; it holds {format_e9(to_e9(held, decimals))}",
+            token=client.address, to=checksum(to), minted=str(int(units)), balance=str(held), decimals=decimals)
+    out.done()
 
 
 def register(app: typer.Typer) -> None:
     """Add ``exit`` and the ``chain`` sub-app to `app`, each command in the CLI's one error style."""
     app.command("exit", help=EXIT_HELP)(user_errors(exit_command))
-    chain_app = typer.Typer(
+    chain_app = command_group(
         help="Talk to the adjudicator directly: deploy, open, deposit, bonds, withdrawals, refunds, slashing."
     )
     chain_app.command("deploy")(user_errors(deploy_command))
@@ -314,12 +335,13 @@ def exit_command(
     key_file: KeyFileOption = None,
     password_file: PasswordFileOption = None,
     poll_interval: Annotated[float, typer.Option(help="Seconds between checks while waiting.")] = 5.0,
+    as_json: JsonOption = False,
 ) -> None:
     from settlement.client import address_bytes
     from settlement.exit import ExitEvent, run_exit
 
     certificates = load_certificates(certificate)
-    console = Console()
+    console = Console(quiet=as_json)  # with --json: the progress and the lines stay quiet, the object is printed
     try:
         parsed, client = open_client(genesis, rpc, key_file, password_file)
         with Progress(
@@ -353,6 +375,8 @@ def exit_command(
     for nonce in result.refunded:
         console.print(f"refunded deposit {nonce}")
     console.print(f"[green]exit complete[/green] at checkpoint v{result.version}")
+    Output(as_json).done(version=result.version, claimed=leaves_json(parsed, result.claimed),
+                         already_claimed=leaves_json(parsed, result.already_claimed), refunded=result.refunded)
 
 
 def deploy_command(
@@ -365,6 +389,7 @@ def deploy_command(
     symbol: Annotated[str, typer.Option(help="The test token's symbol in the channel (with --test-token).")] = "USDC",
     out: Annotated[Path, typer.Option(help="Write the chain id and addresses here, for genesis new --from-deploy.")]
     = Path("deploy.json"),
+    as_json: JsonOption = False,
 ) -> None:
     """Deploy the adjudicator (from the committed artifacts) and print its address; write
     deploy.json (chain id, adjudicator, test token) for `parley genesis new --from-deploy`."""
@@ -373,16 +398,17 @@ def deploy_command(
     from settlement.client import AdjudicatorClient, Sender, TestTokenClient
 
     account = load_account(key_file, password_file)
+    output = Output(as_json)
     try:
         chain = RpcChain(rpc)
         sender = Sender(chain, account)
         adjudicator = AdjudicatorClient.deploy(sender)
-        typer.echo(f"adjudicator {adjudicator.address}")
+        output.say(f"adjudicator {adjudicator.address}")
         deployed: dict[str, Any] = {"chain_id": chain.chain_id, "rpc": rpc, "adjudicator": adjudicator.address,
                                     "tokens": []}
         if test_token is not None:
             token = TestTokenClient.deploy(sender, "Test token", "TEST", test_token)
-            typer.echo(f"test token {token.address} ({test_token} decimals)")
+            output.say(f"test token {token.address} ({test_token} decimals)")
             deployed["tokens"].append({"symbol": symbol, "address": token.address, "decimals": test_token})
     except SettlementError as exc:
         raise _fail(exc) from exc
@@ -390,7 +416,8 @@ def deploy_command(
         out.write_text(json.dumps(deployed, indent=2) + "\n")
     except OSError as exc:
         raise _fail(exc) from exc
-    typer.echo(f"wrote {out}")
+    output.say(f"wrote {out}", **deployed, deploy_json=str(out))
+    output.done()
 
 
 def open_command(
@@ -398,6 +425,7 @@ def open_command(
     rpc: RpcOption = DEFAULT_RPC,
     key_file: KeyFileOption = None,
     password_file: PasswordFileOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Open the genesis's channel on its adjudicator (the ids must match)."""
 
@@ -411,7 +439,9 @@ def open_command(
         channel = client.open_genesis(parsed)
     except SettlementError as exc:
         raise _fail(exc) from exc
-    typer.echo(f"channel 0x{channel.hex()} open")
+    output = Output(as_json)
+    output.say(f"channel 0x{channel.hex()} open", channel=f"0x{channel.hex()}", status="open")
+    output.done()
 
 
 def deposit_command(
@@ -422,6 +452,7 @@ def deposit_command(
     key_file: KeyFileOption = None,
     password_file: PasswordFileOption = None,
     account: Annotated[str | None, typer.Option(help="Credit this participant (default: yourself).")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Deposit into the channel (approving the adjudicator first if needed)."""
 
@@ -439,33 +470,55 @@ def deposit_command(
         nonce = client.deposit(parsed.channel_id, chosen, parse_e9(amount), account or signer.address)
     except (SettlementError, ValueError) as exc:
         raise _fail(exc) from exc
-    typer.echo(f"deposit {nonce}: {amount} {token}")
+    output = Output(as_json)
+    output.say(f"deposit {nonce}: {amount} {token}", nonce=nonce, token=token, amount=str(parse_e9(amount)),
+               account=account or signer.address)
+    output.done()
 
 
 GenesisOption = Annotated[Path, typer.Option("--genesis", help="The channel's genesis TOML.")]
 
 
-def status_command(genesis: GenesisOption, rpc: RpcOption = DEFAULT_RPC) -> None:
-    """Show the channel's on-chain status: bonds, deposits, the finalised checkpoint and the one
-    in dispute."""
+def status_command(genesis: GenesisOption, rpc: RpcOption = DEFAULT_RPC, as_json: JsonOption = False) -> None:
+    """Show the channel's on-chain status: bonds, deposits per token, the finalised checkpoint
+    and the one in dispute."""
+    output = Output(as_json)
     try:
         parsed, client = open_client(genesis, rpc, None, None, signer=False)
         channel = parsed.channel_id
         info = client.channel(channel)
-        typer.echo(
+        output.say(
             f"status {info.status}, deposit nonce {info.deposit_nonce}, "
             f"bonded {info.fully_bonded}/{len(info.participants)} (min {format_wei(info.min_bond)}), "
-            f"insurance {format_wei(info.insurance)}"
+            f"insurance {format_wei(info.insurance)}",
+            channel=f"0x{channel.hex()}", status=info.status, deposit_nonce=info.deposit_nonce,
+            bonded=info.fully_bonded, participants=len(info.participants), min_bond_wei=str(info.min_bond),
+            insurance_wei=str(info.insurance),
         )
+        for token in parsed.tokens:
+            deposited, claimed, refunded, withdrawn = client.token_totals(channel, "0x" + token.address.hex())
+            e9 = [str(to_e9(value, token.decimals)) for value in (deposited, claimed, refunded, withdrawn)]
+            output.add("tokens", {"symbol": token.symbol, "deposited": e9[0], "claimed": e9[1], "refunded": e9[2],
+                                  "withdrawn": e9[3]},
+                       f"{token.symbol}: deposited {format_e9(int(e9[0]))}, claimed {format_e9(int(e9[1]))}, "
+                       f"refunded {format_e9(int(e9[2]))}, withdrawn {format_e9(int(e9[3]))}")
         final = client.finalized(channel)
+        output.fields["finalized"] = None
         if final.version:
-            typer.echo(f"finalised v{final.version}, credits deposits to {final.deposit_nonce}, "
-                       f"root 0x{final.payout_root.hex()}")
+            output.say(f"finalised v{final.version}, credits deposits to {final.deposit_nonce}, "
+                       f"root 0x{final.payout_root.hex()}",
+                       finalized={"version": final.version, "deposit_nonce": final.deposit_nonce,
+                                  "payout_root": f"0x{final.payout_root.hex()}"})
+        output.fields["disputing"] = None
         if info.disputing:
-            s = client.settlement(channel)
-            typer.echo(f"in dispute v{s.version}, root 0x{s.payout_root.hex()}, final at {s.finalizes_at}")
+            pending = client.settlement(channel)
+            output.say(f"in dispute v{pending.version}, root 0x{pending.payout_root.hex()}, final at "
+                       f"{pending.finalizes_at}",
+                       disputing={"version": pending.version, "payout_root": f"0x{pending.payout_root.hex()}",
+                                  "finalizes_at": pending.finalizes_at})
     except SettlementError as exc:
         raise _fail(exc) from exc
+    output.done()
 
 
 def bond_command(
@@ -476,9 +529,11 @@ def bond_command(
     rpc: RpcOption = DEFAULT_RPC,
     key_file: KeyFileOption = None,
     password_file: PasswordFileOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Bond native currency in the channel. Deposits open once every participant has bonded the
     channel's minimum; a participant below it has no voice in checkpoints the contract accepts."""
+    output = Output(as_json)
     try:
         parsed, client = open_client(genesis, rpc, key_file, password_file)
         have = client.bond_of(parsed.channel_id, client.sender.address).bonded
@@ -487,12 +542,14 @@ def bond_command(
         else:
             wei = max(0, client.channel(parsed.channel_id).min_bond - have)
             if wei == 0:
-                typer.echo(f"bonded {format_wei(have)}, the minimum already")
+                output.say(f"bonded {format_wei(have)}, the minimum already", bonded_wei=str(have), added_wei="0")
+                output.done()
                 return
         client.bond(parsed.channel_id, wei)
     except SettlementError as exc:
         raise _fail(exc) from exc
-    typer.echo(f"bonded {format_wei(have + wei)}")
+    output.say(f"bonded {format_wei(have + wei)}", bonded_wei=str(have + wei), added_wei=str(wei))
+    output.done()
 
 
 def unbond_command(
@@ -501,6 +558,7 @@ def unbond_command(
     rpc: RpcOption = DEFAULT_RPC,
     key_file: KeyFileOption = None,
     password_file: PasswordFileOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Start unbonding: the amount stays slashable for one dispute window, then `withdraw-bond`
     pays it. Not while the channel is closing."""
@@ -512,7 +570,10 @@ def unbond_command(
         ready = client.bond_of(parsed.channel_id, me).ready_at
     except SettlementError as exc:
         raise _fail(exc) from exc
-    typer.echo(f"unbonding {format_wei(wei)}, withdrawable from {ready} (chain time)")
+    output = Output(as_json)
+    output.say(f"unbonding {format_wei(wei)}, withdrawable from {ready} (chain time)", unbonding_wei=str(wei),
+               ready_at=ready)
+    output.done()
 
 
 def withdraw_bond_command(
@@ -520,6 +581,7 @@ def withdraw_bond_command(
     rpc: RpcOption = DEFAULT_RPC,
     key_file: KeyFileOption = None,
     password_file: PasswordFileOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Withdraw what finished unbonding."""
     try:
@@ -528,7 +590,9 @@ def withdraw_bond_command(
         client.withdraw_bond(parsed.channel_id)
     except SettlementError as exc:
         raise _fail(exc) from exc
-    typer.echo(f"withdrew {format_wei(wei)}")
+    output = Output(as_json)
+    output.say(f"withdrew {format_wei(wei)}", withdrew_wei=str(wei))
+    output.done()
 
 
 def claim_withdrawals_command(
@@ -537,6 +601,7 @@ def claim_withdrawals_command(
     rpc: RpcOption = DEFAULT_RPC,
     key_file: KeyFileOption = None,
     password_file: PasswordFileOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Claim what your withdrawals in the channel added since your last claim, against the
     newest finalised checkpoint (give its certificate). The channel stays open."""
@@ -560,11 +625,16 @@ def claim_withdrawals_command(
         paid = {leaf.token: client.withdrawal_paid(parsed.channel_id, me, leaf.token) for leaf in result.claimed}
     except SettlementError as exc:
         raise _fail(exc) from exc
+    output = Output(as_json)
+    output.fields.update(version=final.version, withdrawn={})
     for token in parsed.tokens:
         if token.address in paid:
-            typer.echo(f"withdrawn {format_e9(to_e9(paid[token.address], token.decimals))} {token.symbol} in all")
+            e9 = to_e9(paid[token.address], token.decimals)
+            output.fields["withdrawn"][token.symbol] = str(e9)
+            output.say(f"withdrawn {format_e9(e9)} {token.symbol} in all")
     if not paid:
-        typer.echo(f"nothing to claim at v{final.version}")
+        output.say(f"nothing to claim at v{final.version}")
+    output.done()
 
 
 def refund_command(
@@ -574,6 +644,7 @@ def refund_command(
     rpc: RpcOption = DEFAULT_RPC,
     key_file: KeyFileOption = None,
     password_file: PasswordFileOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """After the channel concluded, refund deposits that its final checkpoint did not credit
     (to the account they were made for; anyone may send this)."""
@@ -596,10 +667,13 @@ def refund_command(
             refund_deposits(client, channel, address_bytes(client.sender.address), credited, result, lambda e: None)
     except SettlementError as exc:
         raise _fail(exc) from exc
+    output = Output(as_json)
+    output.fields["refunded"] = []
     for done in result.refunded:
-        typer.echo(f"refunded deposit {done}")
+        output.add("refunded", done, f"refunded deposit {done}")
     if not result.refunded:
-        typer.echo("no deposit of yours to refund")
+        output.say("no deposit of yours to refund")
+    output.done()
 
 
 EVIDENCE_FIELDS = ("channel", "author", "seq", "content_hash_a", "signature_a", "content_hash_b", "signature_b")
@@ -613,6 +687,7 @@ def slash_command(
     rpc: RpcOption = DEFAULT_RPC,
     key_file: KeyFileOption = None,
     password_file: PasswordFileOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Slash a participant's bond with evidence of equivocation (two operations signed for one
     seq): half to you, half to the channel's insurance. Each evidence pays once."""
@@ -629,6 +704,8 @@ def slash_command(
              if isinstance(item, dict) and item.get("kind") == "equivocation"]
     if not found:  # double votes are evidence for peers, not for the contract
         raise typer.BadParameter(f"{evidence} holds no equivocation evidence")
+    output = Output(as_json)
+    output.fields["slashed"] = []
     try:
         parsed, client = open_client(genesis, rpc, key_file, password_file)
         for item in found:
@@ -647,17 +724,22 @@ def slash_command(
             except ContractReverted as reverted:
                 if reverted.name not in ("EvidenceUsed", "NothingToSlash"):
                     raise
-                typer.echo(f"{author} at seq {seq}: {reverted.name}")
+                output.add("slashed", {"author": author, "seq": seq, "result": reverted.name},
+                           f"{author} at seq {seq}: {reverted.name}")
                 continue
             (event,) = client.contract.events.Slashed().process_receipt(receipt, errors=DISCARD)
-            typer.echo(f"slashed {author} at seq {seq}: {format_wei(event['args']['toReporter'])} to you, "
+            output.add("slashed", {"author": author, "seq": seq, "result": "slashed",
+                                   "to_reporter_wei": str(event["args"]["toReporter"]),
+                                   "to_insurance_wei": str(event["args"]["toInsurance"])},
+                       f"slashed {author} at seq {seq}: {format_wei(event['args']['toReporter'])} to you, "
                        f"{format_wei(event['args']['toInsurance'])} to the insurance")
     except SettlementError as exc:
         raise _fail(exc) from exc
+    output.done()
 
 
 def main() -> None:
-    app = typer.Typer(help="Parley settlement commands.", no_args_is_help=True)
+    app = command_group(help="Parley settlement commands.")
     register(app)
     app()
 

@@ -8,12 +8,13 @@ group. Anything else is a bug, and is left to crash loudly."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -34,6 +35,12 @@ R = TypeVar("R")
 # permission): the user's to fix, and its message names it.
 EXPECTED = (UserError, ClientError, SettlementError, typer.BadParameter, OSError)
 NOT_READY, STORAGE = -32002, -32003  # the API's codes for a node learning its seq, and a full disk
+
+
+def command_group(**options: Any) -> typer.Typer:
+    """A typer app or sub-app of the CLI: plain help (click's, not rich markup: no ``<bool>``
+    type labels on flags, and rich's help renderer stays unimported), usage on a bare call."""
+    return typer.Typer(rich_markup_mode=None, no_args_is_help=True, **options)
 
 
 def hint_for(error: BaseException) -> str | None:
@@ -107,6 +114,33 @@ def _first_leaf(error: BaseException) -> BaseException:
     while isinstance(error, BaseExceptionGroup):
         error = error.exceptions[0]
     return error
+
+
+class Output:
+    """What a command prints: lines for a person, or with ``--json`` one JSON object of the
+    same facts on stdout at the end (`done`), for scripts. Amounts go in as decimal strings."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.fields: dict[str, Any] = {}
+
+    def say(self, text: str, **fields: Any) -> None:
+        """Print `text` (without --json) and record `fields`."""
+        self.fields.update(fields)
+        if not self.as_json:
+            typer.echo(text)
+
+    def add(self, key: str, value: Any, text: str | None = None) -> None:
+        """Append `value` to the list `key` (and print `text`, without --json)."""
+        self.fields.setdefault(key, []).append(value)
+        if text is not None and not self.as_json:
+            typer.echo(text)
+
+    def done(self, **fields: Any) -> None:
+        """The end of the command: with --json, print the object."""
+        self.fields.update(fields)
+        if self.as_json:
+            print(json.dumps(self.fields))
 
 
 def read_password(password_file: Path | None, *, confirm: bool) -> str:

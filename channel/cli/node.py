@@ -5,7 +5,6 @@ what a Python program using the client would do."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +12,7 @@ import typer
 from rich.table import Table
 
 from channel.api.client import Client, InsufficientBalance
-from channel.cli.console import console, read_password, user_errors
+from channel.cli.console import command_group, console, read_password, user_errors
 from channel.errors import UserError
 from crdt.units import format_e9, parse_e9
 
@@ -25,7 +24,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of ta
 
 
 def register(app: typer.Typer) -> None:
-    node_app = typer.Typer(help="Run a node.", no_args_is_help=True)
+    node_app = command_group(help="Run a node.")
     app.add_typer(node_app, name="node")
 
     @node_app.command("run")
@@ -33,6 +32,8 @@ def register(app: typer.Typer) -> None:
     def node_run(
         config: Annotated[Path, typer.Option(help="The node's node.toml.")] = Path("node.toml"),
         log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+        log_json: Annotated[bool, typer.Option("--log-json", "--json", help="Logs as JSON lines on stderr (ts, "
+                                               "level, logger, message), libp2p's included.")] = False,
         fresh_channel: Annotated[bool, typer.Option(
             "--fresh-channel",
             help="The genesis is brand new and this key has signed nothing in it: sign at once instead of first "
@@ -46,13 +47,16 @@ def register(app: typer.Typer) -> None:
         import trio
 
         from channel.api.server import serve_api
+        from channel.cli.logs import configured
         from channel.runtime.config import NodeConfig
         from channel.runtime.node import run_node
 
-        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        node_config = NodeConfig.load(config)
-        password = read_password(node_config.password_file, confirm=False)
-        trio.run(partial(run_node, node_config, password, serve_api, fresh_channel=fresh_channel))
+        if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise UserError(f"--log-level must be debug, info, warning or error, not {log_level!r}")
+        with configured(log_level, log_json):
+            node_config = NodeConfig.load(config)
+            password = read_password(node_config.password_file, confirm=False)
+            trio.run(partial(run_node, node_config, password, serve_api, fresh_channel=fresh_channel))
 
     @node_app.command("init")
     @user_errors
@@ -134,7 +138,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @user_errors
-    def balance(node: NodeDir = Path("data"), account: Annotated[str | None, typer.Option()] = None,
+    def balance(node: NodeDir = Path("data"),
+                account: Annotated[str | None, typer.Option(help="One participant (0x…); every one by default.")]
+                = None,
                 as_json: JsonFlag = False) -> None:
         """Balances of every participant (or one) as the node sees them now."""
         with Client.for_node(node) as client:
@@ -156,7 +162,7 @@ def register(app: typer.Typer) -> None:
     def transfer(
         to: Annotated[str, typer.Argument(help="The recipient's address.")],
         amount: Annotated[str, typer.Argument(help="Amount in tokens, e.g. 12.5")],
-        token: Annotated[str, typer.Option()] = "USDC",
+        token: Annotated[str, typer.Option(help="The token's symbol in the genesis.")] = "USDC",
         request_id: Annotated[str | None, typer.Option(help="Idempotency key: a retry returns the first answer.")]
         = None,
         node: NodeDir = Path("data"),
@@ -180,7 +186,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @user_errors
     def status(
-        op_id: Annotated[str, typer.Argument()], node: NodeDir = Path("data"), as_json: JsonFlag = False
+        op_id: Annotated[str, typer.Argument(help="The op id (0x and 64 hex digits) a command printed.")],
+        node: NodeDir = Path("data"), as_json: JsonFlag = False
     ) -> None:
         """The status of an operation: tentative, final, rejected:<reason>, pending or unknown."""
         with Client.for_node(node) as client:
