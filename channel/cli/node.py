@@ -262,7 +262,7 @@ def register(app: typer.Typer) -> None:
         with Client.for_node(node) as client:
             try:
                 for event in client.watch(topic):
-                    print(json.dumps(event) if as_json else _describe(topic, event), flush=True)
+                    print(json.dumps(as_strings(event)) if as_json else _describe(topic, event), flush=True)
             except KeyboardInterrupt:
                 return
 
@@ -276,6 +276,17 @@ def short_of(client: Client, token: str, needed: str) -> UserError:
     on_hold = f" ({held} more held by open orders)" if int(parts.get("held", 0)) else ""
     return UserError(f"insufficient balance: you have {free} {token}{on_hold}, and {needed}",
                      hint="see `parley balance`; deposits are credited once a checkpoint includes them")
+
+
+def as_strings(event: dict[str, Any]) -> dict[str, Any]:
+    """An event with the integers of its operation's body (e9 amounts, prices, quantities, the
+    expiry) as decimal strings, as the API takes them and as every other --json prints them: a
+    JSON number above 2**53 loses digits in JavaScript and in many JSON parsers."""
+    body = event.get("body")
+    if not isinstance(body, dict):
+        return event
+    shown = {key: str(value) if type(value) is int else value for key, value in body.items()}
+    return {**event, "body": shown}
 
 
 def _describe(topic: str, event: dict[str, Any]) -> str:

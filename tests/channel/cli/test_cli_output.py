@@ -117,3 +117,16 @@ def test_chain_commands_as_json(tmp_path: Path) -> None:
         assert (status["finalized"], status["disputing"]) == (None, None)
     finally:
         server.stop()
+
+
+def test_watch_json_prints_amounts_as_decimal_strings() -> None:
+    from channel.cli.node import as_strings
+
+    event = {"op_id": "0x12", "seq": 3, "kind": "order.place", "status": "tentative",
+             "body": {"market": "ETH/USDC", "side": "buy", "qty": 2**60, "price": 2000 * 10**9, "expires": 0,
+                      "reduce_only": False}}
+    shown = as_strings(event)
+    assert shown["body"] == {"market": "ETH/USDC", "side": "buy", "qty": str(2**60), "price": "2000000000000",
+                             "expires": "0", "reduce_only": False}
+    assert shown["seq"] == 3
+    assert as_strings({"op_id": "0x12", "status": "final"}) == {"op_id": "0x12", "status": "final"}
