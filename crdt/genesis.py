@@ -326,6 +326,7 @@ _PERP_BOUNDS: tuple[tuple[str, int, int | None], ...] = (
     ("mtb_long", 1, E9),
     ("mtb_short", 1, E9),
     ("oracle_staleness", 1, None),
+    ("impact_notional", 1, None),
 )
 
 

@@ -475,4 +475,14 @@ ORACLE_PRICE = Kind(
     "checkpoint fixes the market's price as the lower median of the oracles' fresh latest prices.",
 )
 
-KINDS = Registry((TRANSFER, WITHDRAW, LOCK, ORDER_PLACE, ORDER_CANCEL, ORDER_CANCEL_ALL, ORACLE_PRICE))
+LIQUIDATE = Kind(
+    name="liquidate",
+    fields=(("account", ADDRESS), ("market", MARKET_SYMBOL), ("qty", UINT64)),
+    permission=Permission.LIQUIDATE,
+    handler="_liquidate",
+    summary="Takes qty (e9 base) of another account's perp position, allowed only while that account's value is "
+    "below its maintenance margin, at the oracle price less half the mmr (a long; more for a short), bounded by the "
+    "bankruptcy price; the premium is split between the liquidator and the insurance pool.",
+)
+
+KINDS = Registry((TRANSFER, WITHDRAW, LOCK, ORDER_PLACE, ORDER_CANCEL, ORDER_CANCEL_ALL, ORACLE_PRICE, LIQUIDATE))

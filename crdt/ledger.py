@@ -45,7 +45,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mypy_extensions import mypyc_attr
 from sortedcontainers import SortedDict
@@ -67,18 +67,32 @@ from crdt.markets.book import (
     MARKET,
     ORDER_TYPES,
     POST_ONLY,
+    REDUCE_ONLY,
     SELF_TRADE,
     SELL,
     SIDES,
+    TAKE_BOUND,
     TIFS,
+    UNDERCOLLATERALIZED,
     UNFUNDED,
     Book,
     Fill,
     RestingOrder,
     price_key,
 )
-from crdt.markets.config import Market, MarketKind, fee, notional
-from crdt.markets.oracle import MarkPrice, OraclePost, fresh_prices, lower_median
+from crdt.markets.config import E9, Market, fee, notional
+from crdt.markets.funding import FundingState, funding_rate, impact_price, index_step, payment, premium, prorate
+from crdt.markets.oracle import MarkPrice, OraclePost, fresh_prices, is_fresh, lower_median
+from crdt.markets.perp import (
+    FLAT,
+    Position,
+    fill_position,
+    grows_risk,
+    leverage_cap,
+    margin_requirement,
+    reducible,
+    unrealised,
+)
 from crdt.ops import SignedOp
 from crdt.types import Address, Hash32, OpId, Symbol
 
@@ -113,9 +127,17 @@ class Reason(enum.StrEnum):
     UNKNOWN_ORDER = "unknown_order"
     NOT_ORDER_OWNER = "not_order_owner"
     ORDER_NOT_OPEN = "order_not_open"
-    # perpetual markets: the genesis takes them, positions are not implemented yet (issue 13)
-    PERP_NOT_TRADING = "perp_not_trading"
+    # perpetual markets
     NOT_PERP = "not_perp"  # oracle.price of a spot market
+    ORACLE_STALE = "oracle_stale"  # no fresh oracle price: only reduce-only orders
+    INSUFFICIENT_MARGIN = "insufficient_margin"  # below initial margin, or what would leave it there
+    NOTHING_TO_REDUCE = "nothing_to_reduce"  # a reduce-only order of the position's own side (or flat)
+    # liquidate
+    UNKNOWN_ACCOUNT = "unknown_account"
+    SELF_LIQUIDATION = "self_liquidation"
+    NO_POSITION = "no_position"
+    NOT_LIQUIDATABLE = "not_liquidatable"  # the account's value is at or above its maintenance margin
+    MARKET_HALTED = "market_halted"  # the circuit breaker: reduce-only IOC orders only, no liquidations
 
 
 class Rejected(Exception):
@@ -137,6 +159,25 @@ class Deposit:
     token: Symbol
     amount: int  # e9
     block: bytes = bytes(32)
+
+
+class Liquidation(NamedTuple):
+    """What a liquidate did: `qty` of `account`'s position in `market`, closed at `price` against the
+    oracle's `mark`, taken by `liquidator` at `taken_at`; `insurance` is the premium's share paid to
+    the insurance pool, `covered` what the pool paid of a bankrupt account's shortfall. A
+    deleveraging (`deleveraged` not empty) closed it against those accounts' positions at `price`
+    instead, with no liquidator and no premium."""
+
+    account: Address
+    liquidator: Address
+    market: str
+    qty: int
+    mark: int
+    price: int
+    taken_at: int
+    insurance: int
+    covered: int
+    deleveraged: tuple[Address, ...] = ()  # the opposite positions closed at the bankruptcy price, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +267,23 @@ class Ledger:
         # perpetual markets (crdt.markets.oracle): each oracle's latest post, each market's price
         self.oracle_posts: dict[tuple[str, Address], OraclePost] = {}
         self.marks: dict[str, MarkPrice] = {}
+        # perpetual positions (crdt.markets.perp): the positions, what realised PnL took from each
+        # perp market's pool (signed), collateral owed by accounts whose losses exceeded their
+        # balance, and the resting reduce-only orders
+        self.positions: dict[tuple[str, Address], Position] = {}
+        self.pnl_pool: dict[str, int] = {}
+        self.debt: dict[tuple[Address, Symbol], int] = {}
+        self.reduce_only: dict[OpId, bool] = {}
+        self.funding: dict[str, FundingState] = {}  # per perp market, once it has a price
+        self.funding_pool: dict[str, int] = {}  # signed: what payers paid in less what receivers took
+        self.liquidations: dict[OpId, Liquidation] = {}  # not state: what each liquidate did
+        self.halts: dict[str, int] = {}  # perp market -> the last checkpoint version its halt covers
+        # not state: each perp market's fundings, (version, time, rate, cumulative index, mark) each
+        self.funding_history: dict[str, tuple[tuple[int, int, int, int, int], ...]] = {}
+        self._perp_markets: dict[Symbol, tuple[str, ...]] = {}  # collateral token -> its perp markets, sorted
+        for market in sorted(genesis.markets, key=lambda m: m.symbol):
+            if market.perp is not None:
+                self._perp_markets[market.quote] = (*self._perp_markets.get(market.quote, ()), market.symbol)
         # not state (the hash does not cover them; they follow from the same replay): why each
         # accepted order is no longer open, with the operation that closed it (None: a
         # checkpoint), and the replay positions of each order's fills
@@ -304,8 +362,116 @@ class Ledger:
 
     def entitlement(self, account: Address, token: Symbol) -> int:
         """What the account would be paid (e9) if the channel concluded now, besides what it
-        withdrew: its free, held and locked balance (a resting order is paid back to its owner)."""
-        return self.balance(account, token) + self.held(account, token) + self.locked(account, token)
+        withdrew: its free, held and locked balance (a resting order is paid back to its owner)
+        and, in a perp market's collateral token, its positions closed at the market's price,
+        less what it owes, floored at 0 (before the haircut `entitlements` may apply)."""
+        amount = self.balance(account, token) + self.held(account, token) + self.locked(account, token)
+        if token not in self._perp_markets:
+            return amount
+        return max(0, amount - self.debt.get((account, token), 0) + self.unrealised_pnl(account, token))
+
+    def entitlements(self, accounts: list[Address], token: Symbol) -> list[int]:
+        """`entitlement` of each account, so that together they never exceed what the channel
+        holds: the losses of accounts worth less than nothing (which pay 0) are covered by the
+        insurance pool, and what it cannot cover is taken from the accounts in profit, in
+        proportion to their unrealised PnL (each share rounded up), then from the largest
+        payouts (the earlier account first on a tie)."""
+        amounts = [self.entitlement(account, token) for account in accounts]
+        if token not in self._perp_markets:
+            return amounts
+        raw = [
+            self.balance(a, token) + self.held(a, token) + self.locked(a, token) - self.debt.get((a, token), 0)
+            + self.unrealised_pnl(a, token)
+            for a in accounts
+        ]
+        shortfall = sum(-value for value in raw if value < 0) - self.insurance.get(token, 0)
+        if shortfall <= 0:
+            return amounts
+        profits = [max(0, self.unrealised_pnl(a, token)) if amounts[i] else 0 for i, a in enumerate(accounts)]
+        total = sum(profits)
+        for i, profit in enumerate(profits):
+            if profit and shortfall > 0:
+                cut = min(amounts[i], -(-shortfall * profit // total), shortfall)
+                amounts[i] -= cut
+                shortfall -= cut
+        for i in sorted(range(len(amounts)), key=lambda i: (-amounts[i], i)):
+            cut = min(amounts[i], max(shortfall, 0))
+            amounts[i] -= cut
+            shortfall -= cut
+        return amounts
+
+    # -- perpetual positions and margin (crdt.markets.perp) -------------------------------------
+
+    def position(self, market: str, account: Address) -> Position:
+        """The account's position in a perp market (flat if none)."""
+        return self.positions.get((market, account), FLAT)
+
+    def mark(self, market: str) -> int | None:
+        """A perp market's price for the epoch (e9), if one was ever fixed."""
+        mark = self.marks.get(market)
+        return mark.price if mark is not None else None
+
+    def _mark_of(self, symbol: str, position: Position) -> int:
+        """The price a position is valued at: its market's, or (no price fixed yet) its entry."""
+        mark = self.marks.get(symbol)
+        return mark.price if mark is not None else position.entry_price
+
+    def collateral(self, account: Address, token: Symbol) -> int:
+        """The account's free balance of a collateral token less what it owes (signed, e9)."""
+        return self.balances.get((account, token), 0) - self.debt.get((account, token), 0)
+
+    def pending_funding(self, market: str, position: Position) -> int:
+        """What a position owes in funding since it last settled (positive: it pays)."""
+        state = self.funding.get(market)
+        return payment(position.size, position.funding, state.cumulative) if state is not None else 0
+
+    def unrealised_pnl(self, account: Address, token: Symbol) -> int:
+        """The PnL of the account's positions in the perp markets of collateral `token`, closed
+        at their markets' prices, less the funding they owe (e9, signed)."""
+        total = 0
+        for symbol in self._perp_markets.get(token, ()):
+            position = self.positions.get((symbol, account))
+            if position is not None:
+                total += unrealised(position, self._mark_of(symbol, position)) - self.pending_funding(symbol, position)
+        return total
+
+    def margin(
+        self, account: Address, token: Symbol, changed: tuple[str, Position] | None = None, delta: int = 0
+    ) -> tuple[int, int, int]:
+        """(AV, IMR, MMR) of the account in collateral `token` (cross margin over its perp
+        markets; AV counts the funding its positions owe), with `changed` (market, position)
+        instead of the position held and `delta` more collateral, if given: what a fill would
+        leave."""
+        value = self.collateral(account, token) + delta
+        initial = maintenance = 0
+        for symbol in self._perp_markets.get(token, ()):
+            if changed is not None and changed[0] == symbol:
+                position: Position | None = changed[1]
+            else:
+                position = self.positions.get((symbol, account))
+            if position is None or not position.size:
+                continue
+            params = self._markets[symbol].perp
+            if params is None:
+                raise InternalError(f"{symbol} is not a perp market")
+            mark = self._mark_of(symbol, position)
+            value += unrealised(position, mark) - self.pending_funding(symbol, position)
+            initial += margin_requirement(position, mark, params.imr)
+            maintenance += margin_requirement(position, mark, params.mmr)
+        return value, initial, maintenance
+
+    def _has_positions(self, account: Address, token: Symbol) -> bool:
+        return any((symbol, account) in self.positions for symbol in self._perp_markets.get(token, ()))
+
+    def _spend(self, account: Address, token: Symbol, amount: int) -> None:
+        """Reject (`insufficient_margin`) spending `amount` of a collateral token that the
+        account's positions (or its debt) need: at most ``AV - IMR`` may leave it."""
+        if token in self._perp_markets and (self._has_positions(account, token) or (account, token) in self.debt):
+            value, initial, _ = self.margin(account, token)
+            if amount > value - initial:
+                raise Rejected(Reason.INSUFFICIENT_MARGIN,
+                               f"at most {max(0, value - initial)} {token} may leave an account with positions "
+                               f"(value {value}, initial margin {initial})")
 
     def withdrawn_by(self, account: Address, token: Symbol) -> int:
         """What the account has withdrawn in the channel so far (e9, cumulative)."""
@@ -327,6 +493,9 @@ class Ledger:
                 + sum(v for (_, t), v in self.withdrawn.items() if t == token)
                 + self.fee_pool.get(token, 0)
                 + self.insurance.get(token, 0)
+                + sum(self.pnl_pool.get(symbol, 0) + self.funding_pool.get(symbol, 0)
+                      for symbol in self._perp_markets.get(token, ()))
+                - sum(v for (_, t), v in self.debt.items() if t == token)
             )
             if total != self.deposits.get(token, 0):
                 raise InternalError(f"conservation broken for {token}: {total} != {self.deposits.get(token, 0)}")
@@ -343,6 +512,20 @@ class Ledger:
             raise InternalError("a book holds an order that is not open")
         if not self.expiry.keys() <= self.orders.keys():
             raise InternalError("an order that is not open has an expiry")
+        if not self.reduce_only.keys() <= self.orders.keys():
+            raise InternalError("an order that is not open is marked reduce-only")
+        opened: dict[str, int] = {}
+        for (symbol, _), position in self.positions.items():
+            if not position.size or position.open_notional < 0:
+                raise InternalError(f"a flat or negative position is kept in {symbol}")
+            opened[symbol] = opened.get(symbol, 0) + (position.open_notional if position.size > 0
+                                                      else -position.open_notional)
+        for symbol in sorted(set(opened) | set(self.pnl_pool)):
+            if self.pnl_pool.get(symbol, 0) != -opened.get(symbol, 0):
+                raise InternalError(f"{symbol}: the realised PnL does not match the open notional")
+        for symbol in sorted({s for s, _ in self.positions}):
+            if sum(p.size for (s, _), p in self.positions.items() if s == symbol) != 0:
+                raise InternalError(f"{symbol}: the longs and the shorts do not match")
 
     def canonical(self) -> list[Any]:
         """The whole state as one canonical value (every collection sorted)."""
@@ -375,7 +558,24 @@ class Ledger:
                 for _, o in sorted(self.orders.items())
             ],
             [[a, t, v] for (a, t), v in sorted(self.held_funds.items())],
-        ] + (self._canonical_oracle() if self.oracle_posts else [])
+        ] + (self._canonical_oracle() if self.oracle_posts else []) + (
+            self._canonical_positions() if self.positions or self.pnl_pool or self.debt or self.reduce_only
+            or self.funding or self.halts else []
+        )
+
+    def _canonical_positions(self) -> list[Any]:
+        """The perp positions, the markets' PnL pools, the debts and the resting reduce-only
+        orders (only once a perp order rested or filled)."""
+        return [
+            "positions",
+            [[m, a, p.size, p.open_notional, p.funding] for (m, a), p in sorted(self.positions.items())],
+            sorted([m, v] for m, v in self.pnl_pool.items()),
+            [[a, t, v] for (a, t), v in sorted(self.debt.items())],
+            sorted(self.reduce_only),
+            [[m, *state] for m, state in sorted(self.funding.items())],
+            sorted([m, v] for m, v in self.funding_pool.items()),
+            sorted([m, v] for m, v in self.halts.items()),
+        ]
 
     def _canonical_oracle(self) -> list[Any]:
         """The oracle posts and the markets' prices (only once a price was posted)."""
@@ -455,6 +655,36 @@ class Ledger:
         else:
             del table[key]
 
+    def _add_signed(self, table: dict[Any, int], key: Any, delta: int) -> None:
+        """`_add` to an amount that may be negative (a perp market's PnL pool)."""
+        if not delta:
+            return
+        old = table.get(key, _MISSING)
+        value = delta if old is _MISSING else old + delta
+        journal = self._journal
+        if journal is not None:
+            journal += (table, key, old)
+        if value:
+            table[key] = value
+        else:
+            del table[key]
+
+    def _credit(self, key: tuple[Address, Symbol], delta: int) -> None:
+        """Change an account's collateral by `delta` (signed): a gain pays its debt first, a loss
+        takes its free balance first and owes the rest. (What reaches the balance otherwise, a
+        transfer or a released hold, does not pay the debt: collateral is ``balance - debt``, and
+        `_spend` keeps the debt's worth from leaving.)"""
+        if delta > 0:
+            owed = self.debt.get(key, 0)
+            paid = owed if owed < delta else delta
+            self._add(self.debt, key, -paid)
+            self._add(self.balances, key, delta - paid)
+        elif delta < 0:
+            have = self.balances.get(key, 0)
+            taken = have if have < -delta else -delta
+            self._add(self.balances, key, -taken)
+            self._add(self.debt, key, -delta - taken)
+
     # -- inputs --------------------------------------------------------------------------------
 
     def apply(self, op: SignedOp, *, stale: bool = False) -> Reason | None:
@@ -505,11 +735,55 @@ class Ledger:
             if self.expiry[order_id] <= time:
                 self._remove_order(self.orders[order_id], EXPIRED, None)
         if self.oracle_posts:
-            self._fix_marks(time)
+            self._fix_marks(time)  # after the version is set: a halt counts from this epoch
+            for symbol in sorted(self.marks):
+                self._fund(symbol, time)
+
+    def _fund(self, symbol: str, time: int) -> None:
+        """One premium sample of a perp market at checkpoint time `time` and, when `time` crosses
+        a funding interval, the interval's funding added to the market's index."""
+        market = self._markets[symbol]
+        params, mark = market.perp, self.marks[symbol].price
+        if params is None:
+            raise InternalError(f"{symbol} is not a perp market")
+        book = self.book(symbol)
+        target = params.impact_notional
+        sample = premium(impact_price(((o.price, o.remaining) for o in book.side(BUY)), target),
+                         impact_price(((o.price, o.remaining) for o in book.side(SELL)), target), mark)
+        state = self.funding.get(symbol, FundingState(0, 0, 0, time, 0))
+        if self.halted(symbol):  # funding pauses: the halted time is never charged
+            self._set(self.funding, symbol, state._replace(since=time))
+            return
+        total, samples = state.premium_sum + sample, state.samples + 1
+        if time // params.funding_interval > state.since // params.funding_interval:
+            rate = prorate(funding_rate(total, samples, params.max_funding_rate), time - state.since,
+                           params.funding_interval)
+            state = FundingState(state.cumulative + index_step(rate, mark), 0, 0, time, rate)
+            event = (self.version, time, rate, state.cumulative, mark)
+            self._set(self.funding_history, symbol, (*self.funding_history.get(symbol, ()), event))
+        else:
+            state = state._replace(premium_sum=total, samples=samples)
+        self._set(self.funding, symbol, state)
+
+    def _settle(self, symbol: str, account: Address, position: Position, quote: Symbol) -> Position:
+        """Pay (or be paid) the funding `position` owes, through the market's funding pool; the
+        position as settled."""
+        state = self.funding.get(symbol)
+        if state is None or position.funding == state.cumulative:
+            return position
+        owed = payment(position.size, position.funding, state.cumulative)
+        self._credit(self._keys[account][quote], -owed)
+        self._add_signed(self.funding_pool, symbol, owed)
+        settled = position._replace(funding=state.cumulative)
+        if position.size:
+            self._set(self.positions, (symbol, account), settled)
+        return settled
 
     def _fix_marks(self, time: int) -> None:
         """Each perp market's price for the epoch: the lower median of its fresh oracle posts (a
-        market without one keeps its last price and the time that fixed it)."""
+        market without one keeps its last price and the time that fixed it). A price more than
+        `circuit_band` away from the previous one trips the circuit breaker: the market is halted
+        for this checkpoint's epoch and the next ``halt_checkpoints - 1`` (`halted`)."""
         posts: dict[str, list[OraclePost]] = {}
         for (symbol, _), post in self.oracle_posts.items():
             posts.setdefault(symbol, []).append(post)
@@ -518,8 +792,20 @@ class Ledger:
             if params is None:
                 raise InternalError(f"an oracle post for the spot market {symbol}")
             prices = fresh_prices(posts[symbol], time, params.oracle_staleness)
-            if prices:
-                self._set(self.marks, symbol, MarkPrice(lower_median(prices), time))
+            if not prices:
+                continue
+            price, previous = lower_median(prices), self.marks.get(symbol)
+            if previous is not None and params.halt_checkpoints and (
+                abs(price - previous.price) * E9 > params.circuit_band * previous.price
+            ):
+                self._set(self.halts, symbol, self.version + params.halt_checkpoints - 1)
+            self._set(self.marks, symbol, MarkPrice(price, time))
+
+    def halted(self, market: str) -> bool:
+        """Whether a perp market's circuit breaker holds it halted in the current epoch: only
+        cancels, collateral coming in and reduce-only IOC orders, and no funding."""
+        until = self.halts.get(market)
+        return until is not None and self.version <= until
 
     # -- handlers: every check first, then the change -----------------------------------------
 
@@ -537,6 +823,7 @@ class Ledger:
             raise Rejected(Reason.BAD_AMOUNT, "amount must be positive")
         if self.balances.get((op.author, token), 0) < amount:
             raise Rejected(Reason.INSUFFICIENT_BALANCE)
+        self._spend(op.author, Symbol(token), amount)
         return Symbol(token), amount
 
     def _transfer(self, op: SignedOp, kind: Kind) -> None:
@@ -591,8 +878,6 @@ class Ledger:
         market = self._markets.get(symbol)
         if market is None:
             raise Rejected(Reason.UNKNOWN_MARKET, symbol)
-        if market.perp is not None:
-            raise Rejected(Reason.PERP_NOT_TRADING, "perpetual positions are not implemented yet")
         if side not in SIDES:
             raise Rejected(Reason.BAD_SIDE, f"side must be one of {list(SIDES)}")
         if order_type not in ORDER_TYPES:
@@ -601,7 +886,7 @@ class Ledger:
             raise Rejected(Reason.BAD_TIF, f"tif must be one of {list(TIFS)}")
         if order_type == MARKET and tif != IOC:
             raise Rejected(Reason.MARKET_ORDER_MUST_BE_IOC)
-        if reduce_only and market.kind == MarketKind.SPOT:
+        if reduce_only and market.perp is None:
             raise Rejected(Reason.REDUCE_ONLY_NOT_SPOT)
         if not market.min_price <= price <= market.max_price:
             raise Rejected(Reason.PRICE_OUT_OF_RANGE, f"price must be in [{market.min_price}, {market.max_price}]")
@@ -613,28 +898,47 @@ class Ledger:
             raise Rejected(Reason.BAD_STEP, f"qty must be a multiple of {market.step_size}")
         if expires and expires <= self.time:
             raise Rejected(Reason.ORDER_EXPIRED, f"expires {expires} is not after checkpoint time {self.time}")
+        if market.perp is not None and self.halted(symbol) and not (reduce_only and tif == IOC):
+            raise Rejected(Reason.MARKET_HALTED, f"{symbol} is halted by its circuit breaker: reduce-only IOC only")
         if tif == POST_ONLY and self._would_take(market, side, price, op.author):
             raise Rejected(Reason.POST_ONLY_WOULD_CROSS)
-        if side == BUY:
+        if market.perp is not None:
+            self._check_perp_order(op.author, market, side, qty, reduce_only)
+        elif side == BUY:
             worst = notional(price, qty)
             rate = market.maker_fee if market.maker_fee > market.taker_fee else market.taker_fee  # the greater
             needed = worst + fee(worst, rate)
             if self.balances.get((op.author, market.quote), 0) < needed:
                 raise Rejected(Reason.INSUFFICIENT_BALANCE, f"a buy of this size needs {needed} {market.quote} free")
+            self._spend(op.author, market.quote, needed)
         elif self.balances.get((op.author, market.base), 0) < qty:
             raise Rejected(Reason.INSUFFICIENT_BALANCE, f"a sell of this size needs {qty} {market.base} free")
+        else:
+            self._spend(op.author, market.base, qty)
         # every check passed: from here on the operation takes effect
         placed = self.meta.get("placements", 0) + 1
         self._set(self.meta, "placements", placed)
         self._set(self.order_owner, op.op_id, op.author)
         # a post-only order got here only if it does not cross the best resting order: it takes nothing
-        remaining, stopped = (qty, False) if tif == POST_ONLY else self._take(op, market, side, price, qty)
+        stopped: str | None = None
+        if tif == POST_ONLY:
+            remaining = qty
+        elif market.perp is not None:
+            remaining, stopped = self._take_perp(op, market, side, price, qty, reduce_only)
+        else:
+            remaining, unfunded = self._take(op, market, side, price, qty)
+            stopped = UNFUNDED if unfunded else None
         if not remaining:
             self._set(self.closed, op.op_id, (FILLED, op.op_id))
-        elif stopped:
-            self._set(self.closed, op.op_id, (UNFUNDED, op.op_id))
+        elif stopped is not None:
+            self._set(self.closed, op.op_id, (stopped, op.op_id))
         elif order_type == LIMIT and tif in (GTC, POST_ONLY):
-            self._rest(op, market, side, price, remaining, placed, expires)
+            if market.perp is not None and self._would_take(market, side, price, op.author):
+                self._set(self.closed, op.op_id, (TAKE_BOUND, op.op_id))  # stopped by the bound: never rests crossed
+            elif market.perp is not None:
+                self._rest_perp(op, market, side, price, remaining, placed, expires, reduce_only)
+            else:
+                self._rest(op, market, side, price, remaining, placed, expires)
         else:
             self._set(self.closed, op.op_id, (DONE, op.op_id))
 
@@ -694,12 +998,7 @@ class Ledger:
                 self._add(balances, maker_quote, -(cost - from_hold))
                 self._add(balances, maker_base, q)
             self._add(self.fee_pool, quote, taker_fee + maker_fee)
-            fills, order_fills = self._fills, self.order_fills
-            position = len(fills)
-            self._set(fills, position, Fill(op.op_id, maker.order_id, taker, owner, market.symbol, price, q,
-                                            taker_fee, maker_fee))
-            for order_id in (op.op_id, maker.order_id):
-                self._set(order_fills, order_id, (*order_fills.get(order_id, ()), position))
+            self._record_fill(op, maker, market, price, q, taker_fee, maker_fee)
             remaining -= q
             if q < maker.remaining:
                 self._set(orders, maker.order_id, RestingOrder(maker.order_id, owner, maker.market, maker.side, price,
@@ -733,6 +1032,259 @@ class Ledger:
         if expires:
             self._set(self.expiry, order_id, expires)
 
+    # -- perpetual markets ------------------------------------------------------------------------
+
+    def _check_perp_order(self, account: Address, market: Market, side: str, qty: int, reduce_only: bool) -> None:
+        """A perp order's checks, in place of a spot order's funds: a reduce-only order needs a
+        position of the other side; any other needs a fresh oracle price and, below initial
+        margin, to only reduce (its quantity within the position of the other side)."""
+        params = market.perp
+        if params is None:
+            raise InternalError(f"{market.symbol} is not a perp market")
+        position = self.positions.get((market.symbol, account), FLAT)
+        closable = reducible(position, side == BUY)
+        if reduce_only:
+            if not closable:
+                raise Rejected(Reason.NOTHING_TO_REDUCE, f"no {'short' if side == BUY else 'long'} position to reduce")
+            return
+        if not is_fresh(self.marks.get(market.symbol), self.time, params.oracle_staleness):
+            raise Rejected(Reason.ORACLE_STALE, f"{market.symbol} has no fresh oracle price: only reduce-only orders")
+        value, initial, _ = self.margin(account, market.quote)
+        if value < initial and qty > closable:
+            raise Rejected(Reason.INSUFFICIENT_MARGIN,
+                           f"account value {value} is below its initial margin {initial}: only orders that reduce")
+
+    def _take_bound(self, market: Market, buying: bool, limit: int) -> int:
+        """The taker's limit within the take bound ``oracle · (1 ± mtb)`` (none before a price)."""
+        params, mark = market.perp, self.marks.get(market.symbol)
+        if params is None or mark is None:
+            return limit
+        if buying:
+            bound = mark.price * (E9 + params.mtb_long) // E9
+            return bound if bound < limit else limit
+        bound = -(-mark.price * (E9 - params.mtb_short) // E9)
+        return bound if bound > limit else limit
+
+    def _margin_ok(self, account: Address, market: Market, position: Position, delta: int) -> bool:
+        """Whether the account may hold `position` in `market` with `delta` more collateral: at or
+        above its initial margin, and the position's notional within its leverage's cap."""
+        params = market.perp
+        if params is None:
+            raise InternalError(f"{market.symbol} is not a perp market")
+        value, initial, _ = self.margin(account, market.quote, (market.symbol, position), delta)
+        size = notional(self._mark_of(market.symbol, position), abs(position.size))
+        return value >= initial and size <= leverage_cap(params, size, value)
+
+    def _take_perp(
+        self, op: SignedOp, market: Market, side: str, limit: int, qty: int, reduce_only: bool
+    ) -> tuple[int, str | None]:
+        """Match a perp taker: as `_take`, within the take bound, each fill moving positions
+        instead of balances. A fill that grows a position must leave its account at or above
+        initial margin: a maker that fails is removed (undercollateralized), a taker that fails
+        stops. Reduce-only fills are shrunk to what they can close; a resting reduce-only order
+        with nothing left to close is removed. Return what is left and why the taker stopped."""
+        taker = op.author
+        symbol, quote = market.symbol, market.quote
+        buying = side == BUY
+        limit = self._take_bound(market, buying, limit)
+        opposite = self._sides[(symbol, SELL if buying else BUY)]
+        orders, positions, keys = self.orders, self.positions, self._keys
+        remaining = qty
+        while remaining and opposite:
+            maker = orders[opposite.peekitem(0)[1]]
+            price, owner = maker.price, maker.owner
+            if (price > limit) if buying else (price < limit):
+                break
+            if owner == taker:
+                self._remove_order(maker, SELF_TRADE, op.op_id)
+                continue
+            q = remaining if remaining < maker.remaining else maker.remaining
+            taker_before = self._settle(symbol, taker, positions.get((symbol, taker), FLAT), quote)
+            if reduce_only:
+                q = min(q, reducible(taker_before, buying))
+                if not q:
+                    break  # nothing left to reduce: the remainder is cancelled
+            maker_before = self._settle(symbol, owner, positions.get((symbol, owner), FLAT), quote)
+            if maker.order_id in self.reduce_only:
+                closable = reducible(maker_before, not buying)
+                if not closable:
+                    self._remove_order(maker, REDUCE_ONLY, op.op_id)
+                    continue
+                q = min(q, closable)
+            n = notional(price, q)
+            taker_fee, maker_fee = fee(n, market.taker_fee), fee(n, market.maker_fee)
+            taker_after, taker_pnl = fill_position(taker_before, buying, price, q)
+            maker_after, maker_pnl = fill_position(maker_before, not buying, price, q)
+            if grows_risk(maker_before, maker_after) and not self._margin_ok(owner, market, maker_after,
+                                                                             maker_pnl - maker_fee):
+                self._remove_order(maker, UNDERCOLLATERALIZED, op.op_id)
+                continue
+            if grows_risk(taker_before, taker_after) and not self._margin_ok(taker, market, taker_after,
+                                                                             taker_pnl - taker_fee):
+                return remaining, UNDERCOLLATERALIZED
+            for account, after, pnl, paid in ((taker, taker_after, taker_pnl, taker_fee),
+                                              (owner, maker_after, maker_pnl, maker_fee)):
+                if after.size:
+                    self._set(positions, (symbol, account), after)
+                else:
+                    self._delete(positions, (symbol, account))
+                self._add_signed(self.pnl_pool, symbol, -pnl)
+                self._credit(keys[account][quote], pnl - paid)
+            self._add(self.fee_pool, quote, taker_fee + maker_fee)
+            self._record_fill(op, maker, market, price, q, taker_fee, maker_fee)
+            remaining -= q
+            if q < maker.remaining:
+                self._set(orders, maker.order_id, maker._replace(remaining=maker.remaining - q))
+            else:
+                self._remove_order(maker, FILLED, op.op_id)
+        return remaining, None
+
+    def _rest_perp(
+        self, op: SignedOp, market: Market, side: str, price: int, remaining: int, placed: int, expires: int,
+        reduce_only: bool,
+    ) -> None:
+        """Put a perp remainder on the book: it holds nothing (margin is checked at each fill)."""
+        order_id = op.op_id
+        self._set(self.orders, order_id, RestingOrder(order_id, op.author, market.symbol, side, price, remaining,
+                                                      placed, 0))
+        self._set(self._sides[(market.symbol, side)], (price_key(side, price), placed), order_id)
+        if expires:
+            self._set(self.expiry, order_id, expires)
+        if reduce_only:
+            self._set(self.reduce_only, order_id, True)
+
+    def _record_fill(self, op: SignedOp, maker: RestingOrder, market: Market, price: int, qty: int, taker_fee: int,
+                     maker_fee: int) -> None:
+        fills, order_fills = self._fills, self.order_fills
+        position = len(fills)
+        self._set(fills, position, Fill(op.op_id, maker.order_id, op.author, maker.owner, market.symbol, price, qty,
+                                        taker_fee, maker_fee))
+        for order_id in (op.op_id, maker.order_id):
+            self._set(order_fills, order_id, (*order_fills.get(order_id, ()), position))
+
+    def _liquidate(self, op: SignedOp, kind: Kind) -> None:
+        """Take `qty` of an account's position below maintenance margin (TRADING.md "Liquidation").
+
+        The account closes at ``P · (1 - mmr/2)`` (a long; ``1 + mmr/2`` a short), or at its
+        bankruptcy price ``P ∓ AV / qty`` if that is better for it, so a solvent account never
+        ends worth less than nothing. The premium (the mark against that price) is split: the
+        liquidator takes the position at a price that gives it ``1 - insurance_pool_ratio`` of
+        it, and the rest goes to the insurance pool in cash, exactly (both shares are differences
+        of the same notionals). A bankrupt account (AV < 0) closes at the premium price, and what
+        it then owes is paid by the insurance pool; if the pool cannot pay all of it, the position
+        is deleveraged instead (`_deleverage`). What an account still owes otherwise (cross margin:
+        its other positions) payouts spread over the accounts in profit (`entitlements`)."""
+        self._permit(op, kind)
+        account_raw, symbol, qty = body_values(kind, op.body)
+        account = Address(account_raw)
+        if account not in self._participants:
+            raise Rejected(Reason.UNKNOWN_ACCOUNT, "0x" + account.hex())
+        if account == op.author:
+            raise Rejected(Reason.SELF_LIQUIDATION)
+        market = self._markets.get(symbol)
+        if market is None:
+            raise Rejected(Reason.UNKNOWN_MARKET, symbol)
+        params, mark = market.perp, self.marks.get(symbol)
+        if params is None:
+            raise Rejected(Reason.NOT_PERP, f"{symbol} is a spot market")
+        position = self.positions.get((symbol, account))
+        if position is None or mark is None:
+            raise Rejected(Reason.NO_POSITION, f"0x{account.hex()} has no {symbol} position")
+        if self.halted(symbol):
+            raise Rejected(Reason.MARKET_HALTED, f"{symbol} is halted by its circuit breaker")
+        if not 0 < qty <= abs(position.size):
+            raise Rejected(Reason.QTY_OUT_OF_RANGE, f"qty must be in (0, {abs(position.size)}]")
+        if qty % market.step_size:
+            raise Rejected(Reason.BAD_STEP, f"qty must be a multiple of {market.step_size}")
+        quote = market.quote
+        value, _, maintenance = self.margin(account, quote)
+        if value >= maintenance:
+            raise Rejected(Reason.NOT_LIQUIDATABLE, f"value {value} is not below maintenance margin {maintenance}")
+        long = position.size > 0
+        p = mark.price
+        half = params.mmr // 2
+        premium_price = p * (E9 - half) // E9 if long else -(-p * (E9 + half) // E9)
+        if value >= 0:  # bounded by the bankruptcy price: the account never ends below zero
+            shift = value * E9 // qty
+            bankruptcy = p - shift if long else p + shift
+            price = max(premium_price, bankruptcy) if long else min(premium_price, bankruptcy)
+        else:
+            price = premium_price
+        gap = p - price if long else price - p  # the premium per whole base, >= 0
+        to_insurance = gap * params.insurance_pool_ratio // E9
+        taken_at = price + to_insurance if long else price - to_insurance  # the liquidator's price
+        cut = notional(taken_at, qty) - notional(price, qty) if long else notional(price, qty) - notional(taken_at, qty)
+        worth = value - abs(notional(p, qty) - notional(price, qty))  # the account's value once closed at price
+        if worth < 0 and self.insurance.get(quote, 0) + cut < -worth:  # more than the insurance pool can pay
+            self._deleverage(op, market, account, position, qty, value, p)
+            return
+        liquidator = op.author
+        account_before = self._settle(symbol, account, position, quote)
+        liquidator_before = self._settle(symbol, liquidator, self.positions.get((symbol, liquidator), FLAT), quote)
+        account_after, account_pnl = fill_position(account_before, not long, price, qty)
+        liquidator_after, liquidator_pnl = fill_position(liquidator_before, long, taken_at, qty)
+        if grows_risk(liquidator_before, liquidator_after) and not self._margin_ok(liquidator, market,
+                                                                                   liquidator_after, liquidator_pnl):
+            raise Rejected(Reason.INSUFFICIENT_MARGIN, "the liquidator cannot carry the position")
+        for who, after, pnl in ((account, account_after, account_pnl), (liquidator, liquidator_after, liquidator_pnl)):
+            if after.size:
+                self._set(self.positions, (symbol, who), after)
+            else:
+                self._delete(self.positions, (symbol, who))
+            self._add_signed(self.pnl_pool, symbol, -pnl)
+            self._credit(self._keys[who][quote], pnl)
+        self._add_signed(self.pnl_pool, symbol, -cut)
+        self._add(self.insurance, quote, cut)
+        key = self._keys[account][quote]
+        owed = self.debt.get(key, 0)
+        covered = min(owed, self.insurance.get(quote, 0))
+        if covered:  # a bankrupt account's shortfall, from the insurance pool
+            self._add(self.insurance, quote, -covered)
+            self._add(self.debt, key, -covered)
+        self._set(self.liquidations, op.op_id, Liquidation(account, liquidator, symbol, qty, p, price, taken_at, cut,
+                                                           covered))
+
+    def _deleverage(
+        self, op: SignedOp, market: Market, account: Address, position: Position, qty: int, value: int, mark: int
+    ) -> None:
+        """Close `qty` of a bankrupt account's position (its value `value` < 0, more than the
+        insurance pool holds) against the opposite positions at its bankruptcy price, ``P ± |AV| /
+        qty`` (rounded in the account's favour), so that it ends at zero and the loss it could not
+        pay falls on the positions that gained from it: ranked by profit times leverage (uPnL ·
+        notional / AV), the most first, the account's address breaking ties."""
+        symbol, quote = market.symbol, market.quote
+        long = position.size > 0
+        loss = -value
+        shift = -(-loss * E9 // qty)
+        price = mark + shift if long else max(1, mark - shift)
+        ranked: list[tuple[int, Address]] = []
+        for (s, other), held in self.positions.items():
+            if s == symbol and other != account and (held.size > 0) != long:
+                gain = unrealised(held, mark)
+                worth = max(1, self.margin(other, quote)[0])
+                ranked.append((-(gain * notional(mark, abs(held.size)) // worth), other))
+        ranked.sort()
+        before = self._settle(symbol, account, position, quote)
+        left, touched = qty, []
+        for _, other in ranked:
+            if not left:
+                break
+            held = self._settle(symbol, other, self.positions[(symbol, other)], quote)
+            q = min(left, abs(held.size))
+            before, pnl = fill_position(before, not long, price, q)
+            after, other_pnl = fill_position(held, long, price, q)
+            for who, moved, gained in ((other, after, other_pnl), (account, before, pnl)):
+                if moved.size:
+                    self._set(self.positions, (symbol, who), moved)
+                else:
+                    self._delete(self.positions, (symbol, who))
+                self._add_signed(self.pnl_pool, symbol, -gained)
+                self._credit(self._keys[who][quote], gained)
+            left -= q
+            touched.append(other)
+        self._set(self.liquidations, op.op_id, Liquidation(account, op.author, symbol, qty, mark, price, price, 0, 0,
+                                                           tuple(touched)))
+
     def _remove_order(self, order: RestingOrder, why: str, by: OpId | None, hold: int | None = None) -> None:
         """Take an order off its book; what is left of its hold (`hold`, else ``order.hold``) goes
         back to free. `why` is one of `crdt.markets.book.CLOSED_REASONS`; `by` the operation
@@ -745,6 +1297,8 @@ class Ledger:
         self._delete(self.orders, order_id)
         if order_id in self.expiry:
             self._delete(self.expiry, order_id)
+        if order_id in self.reduce_only:
+            self._delete(self.reduce_only, order_id)
         if hold:
             key = self._keys[order.owner][self._hold_token(order)]
             self._add(self.held_funds, key, -hold)

@@ -442,13 +442,15 @@ class Replica:
         return self.ledger.state_hash()
 
     def payout_tree(self) -> MerkleTree:
-        """Per (participant, token), in genesis order: the balance leaf (free + held + locked, in
-        token units, apportioned so the leaves of a token pay out its whole sum) and the withdrawal
+        """Per (participant, token), in genesis order: the balance leaf (free + held + locked, and
+        in a perp collateral token the positions closed at their markets' prices
+        (`Ledger.entitlements`), in token units, apportioned so the leaves of a token pay out
+        their whole sum) and the withdrawal
         leaf (cumulative withdrawn, whole units by construction)."""
         ledger, participants = self.ledger, self.genesis.participants
         leaves: list[PayoutLeaf] = []
         for token in self.genesis.tokens:
-            owed = apportion([ledger.entitlement(p.address, token.symbol) for p in participants], token.decimals)
+            owed = apportion(ledger.entitlements([p.address for p in participants], token.symbol), token.decimals)
             for participant, amount in zip(participants, owed, strict=True):
                 withdrawn = from_e9(ledger.withdrawn_by(participant.address, token.symbol), token.decimals)
                 leaves.append(PayoutLeaf(participant.address, token.address, amount, BALANCE))

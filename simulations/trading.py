@@ -208,6 +208,7 @@ class MarketView:
     fills_hash: str  # over every fill's id, price, quantity and fees, in replay order
     self_fills: int  # fills whose taker is their maker: never any
     unfunded_rejected: int  # forged unfunded orders rejected with insufficient_balance
+    unfunded_other: Counter[str]  # the statuses of the others (empty when replay rejected them all)
     crossed: Counter[str]  # the status of each resting order a forged cross aimed at (self_trade: removed)
 
 
@@ -237,11 +238,11 @@ async def market_view(endpoint: Endpoint, market: str, journal: Sequence[dict[st
         trades: list[dict[str, Any]] = await client.trades(market, MAX_FILLS)
         if len(trades) >= MAX_FILLS:
             raise ValueError(f"{market} has {MAX_FILLS} fills or more: a trades read no longer returns all of them")
-        rejected = 0
+        unfunded: Counter[str] = Counter()
         for entry in journal:
             if entry["fault"] == UNFUNDED:
-                status = (await client.status(entry["op_id"]))["status"]
-                rejected += status == f"rejected:{Reason.INSUFFICIENT_BALANCE}"
+                unfunded[(await client.status(entry["op_id"]))["status"]] += 1
+        rejected = unfunded.pop(f"rejected:{Reason.INSUFFICIENT_BALANCE}", 0)
         crossed: Counter[str] = Counter()
         for entry in journal:
             if entry["fault"] == SELF_TRADE:  # the order and its twins: replay kept one
@@ -256,6 +257,7 @@ async def market_view(endpoint: Endpoint, market: str, journal: Sequence[dict[st
         fills_hash=fills_hash(trades),
         self_fills=sum(1 for t in trades if t["taker"] == t["maker"]),
         unfunded_rejected=rejected,
+        unfunded_other=unfunded,
         crossed=crossed,
     )
 
@@ -282,6 +284,7 @@ class TradingCheck:
     agree: bool  # every node has the same fills (count and hash)
     unfunded: int  # forged unfunded orders
     unfunded_rejected: int  # summed over the nodes: `unfunded` times the nodes when all rejected them
+    unfunded_other: Counter[str]  # what the rest were, summed over the nodes (empty when all were rejected)
     self_trades: int  # forged self-crossing orders
     self_removed: int  # resting orders removed as self-trades (on the first node)
     crossed: Counter[str]  # what had become of the orders those aimed at (on the first node)
@@ -294,6 +297,7 @@ def check_views(views: list[MarketView], journal: Sequence[dict[str, Any]]) -> T
         agree=len({(view.fills, view.fills_hash) for view in views}) == 1,
         unfunded=sum(1 for entry in journal if entry["fault"] == UNFUNDED),
         unfunded_rejected=sum(view.unfunded_rejected for view in views),
+        unfunded_other=sum((view.unfunded_other for view in views), Counter()),
         self_trades=sum(1 for entry in journal if entry["fault"] == SELF_TRADE),
         self_removed=views[0].crossed[SELF_TRADE_REMOVED],
         crossed=views[0].crossed,

@@ -375,6 +375,33 @@ class _Calls:
     def trades(self, market: str, limit: int = 100) -> Any:
         return self.call("parley_trades", market, limit)
 
+    # -- perpetual markets --
+
+    def positions(self, account: str | None = None) -> Any:
+        """Open perp positions (every account's, or one's)."""
+        return self.call("parley_positions", account)
+
+    def account(self, account: str | None = None) -> Any:
+        """An account's cross margin and positions (the node's own participant by default)."""
+        return self.call("parley_account", account)
+
+    def mark_prices(self) -> Any:
+        return self.call("parley_markPrices")
+
+    def funding_history(self, market: str, limit: int = 100) -> Any:
+        return self.call("parley_fundingHistory", market, limit)
+
+    def liquidatable(self) -> Any:
+        return self.call("parley_liquidatable")
+
+    def post_price(self, market: str, price: int, request_id: str | None = None) -> Any:
+        """As an oracle: this participant's price of a perp market (e9)."""
+        return self.call("parley_postPrice", market, str(price), request_id)
+
+    def liquidate(self, account: str, market: str, qty: int, request_id: str | None = None) -> Any:
+        """As a liquidator: take `qty` (e9 base) of an account's position below maintenance margin."""
+        return self.call("parley_liquidate", account, market, str(qty), request_id)
+
 
 class Client(_Calls):
     def __init__(self, endpoint: Endpoint, timeout: float = 30.0, tokens: Tokens | None = None) -> None:

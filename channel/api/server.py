@@ -103,6 +103,7 @@ NOT_FOUND = -32004
 REQUEST_ID_CONFLICT = "request_id_conflict"  # data.reason of an INVALID_PARAMS: the key names another request
 
 TRANSFER, ORDER_PLACE, ORDER_CANCEL, ORDER_CANCEL_ALL = "transfer", "order.place", "order.cancel", "order.cancel_all"
+ORACLE_PRICE, LIQUIDATE = "oracle.price", "liquidate"
 PLACE_PARAMS = ("market", "side", "qty", "price", "type", "tif", "reduce_only", "expires", "request_id")
 NO_LIQUIDITY = "no_liquidity"  # a market order without a price, and nothing on the other side to take
 
@@ -464,6 +465,60 @@ async def _trades(node: NodeService, args: list[Any]) -> Any:
     return node.trades(_market(market), _bounded(limit, "limit", 100, MAX_LIMIT))
 
 
+def _participant(node: NodeService, account: Any) -> Address:
+    """An account argument: this node's participant if None, else a participant's address."""
+    owner = node.address if account is None else Address(_address(account, "account"))
+    if node.genesis.participant(owner) is None:
+        raise invalid(f"{account} is not a participant of this channel")
+    return owner
+
+
+def _perp_market(node: NodeService, market: Any) -> str:
+    symbol = _market(market)
+    found = node.genesis.market(symbol)
+    if found is None:
+        raise UnknownMarket(symbol)
+    if found.perp is None:
+        raise invalid(f"{symbol} is a spot market, not a perpetual")
+    return symbol
+
+
+async def _positions(node: NodeService, args: list[Any]) -> Any:
+    (account,) = args
+    return node.positions(None if account is None else _participant(node, account))
+
+
+async def _account(node: NodeService, args: list[Any]) -> Any:
+    (account,) = args
+    return node.account(_participant(node, account))
+
+
+async def _mark_prices(node: NodeService, args: list[Any]) -> Any:
+    return node.mark_prices()
+
+
+async def _funding_history(node: NodeService, args: list[Any]) -> Any:
+    market, limit = args
+    return node.funding_history(_perp_market(node, market), _bounded(limit, "limit", 100, MAX_LIMIT))
+
+
+async def _liquidatable(node: NodeService, args: list[Any]) -> Any:
+    return node.liquidatable()
+
+
+async def _post_price(node: NodeService, args: list[Any]) -> Any:
+    market, price, request_id = args
+    return await _sign(node, ORACLE_PRICE, parse_body(ORACLE_PRICE, {"market": market, "price": price}),
+                       _request_id(request_id))
+
+
+async def _liquidate(node: NodeService, args: list[Any]) -> Any:
+    account, market, qty, request_id = args
+    body = parse_body(LIQUIDATE, {"account": account, "market": market, "qty": qty})
+    receipt = await _sign(node, LIQUIDATE, body, _request_id(request_id))
+    return {**receipt, "liquidation": node.liquidation(_hex(receipt["op_id"], "op_id", 32))}
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
@@ -520,6 +575,29 @@ METHODS: dict[str, Method] = {
         Method("parley_trades", ("market", "limit"), 1,
                "The market's last fills (100), oldest first: price, qty, the taker's side, both orders and "
                "owners, fees, final.", _trades),
+        Method("parley_positions", ("account",), 0,
+               "Open perp positions (of an account, if given): side, size, entry and mark prices, notional, "
+               "unrealised PnL, pending funding and liquidation price (e9 strings).", _positions),
+        Method("parley_account", ("account",), 0,
+               "An account's cross margin (this node's participant by default) per collateral token: balance, "
+               "debt, account value, initial and maintenance margin, free collateral, health (ok, reduce_only, "
+               "liquidatable, bankrupt), and its positions.", _account),
+        Method("parley_markPrices", (), 0,
+               "Each perp market's oracle price for the epoch, whether it is fresh, whether its circuit breaker "
+               "halts it, its funding index and last rate, and its open interest.", _mark_prices),
+        Method("parley_fundingHistory", ("market", "limit"), 1,
+               "A perp market's last fundings (100), oldest first: checkpoint version and time, rate, index and "
+               "the oracle price.", _funding_history),
+        Method("parley_liquidatable", (), 0,
+               "The accounts below maintenance margin, with their positions (largest first): what a liquidator "
+               "bot needs.", _liquidatable),
+        Method("parley_postPrice", ("market", "price", "request_id"), 2,
+               "Sign an oracle.price (this node's participant must be an oracle): its price of a perp market, "
+               "e9. Returns {op_id, seq, status}.", _post_price),
+        Method("parley_liquidate", ("account", "market", "qty", "request_id"), 3,
+               "Sign a liquidate of another account's perp position (this node's participant must be a "
+               "liquidator; the account must be below maintenance margin). Returns {op_id, seq, status, "
+               "liquidation}.", _liquidate),
         Method("rpc.discover", (), 0, "This API's OpenRPC document.", _discover),
     )
 }
@@ -536,17 +614,23 @@ def _param_schemas(kinds: Registry) -> dict[tuple[str, str], dict[str, Any]]:
             "description": "the body of the kind, exactly its fields",
         },
     }
-    for method in ("parley_submit", "parley_transfer", "parley_placeOrder", "parley_cancelOrder", "parley_cancelAll"):
+    for method in ("parley_submit", "parley_transfer", "parley_placeOrder", "parley_cancelOrder", "parley_cancelAll",
+                   "parley_postPrice", "parley_liquidate"):
         schemas[(method, "request_id")] = {"type": "string", "minLength": 1, "maxLength": 128}
     for method, kind in (("parley_transfer", TRANSFER), ("parley_placeOrder", ORDER_PLACE),
-                         ("parley_cancelOrder", ORDER_CANCEL), ("parley_cancelAll", ORDER_CANCEL_ALL)):
+                         ("parley_cancelOrder", ORDER_CANCEL), ("parley_cancelAll", ORDER_CANCEL_ALL),
+                         ("parley_postPrice", ORACLE_PRICE), ("parley_liquidate", LIQUIDATE)):
         if kind in kinds:
             for name, field_type in kinds[kind].fields:
                 schemas[(method, name)] = dict(field_type.schema)
     for method in ("parley_orderBook", "parley_openOrders", "parley_myTrades", "parley_trades"):
         schemas[(method, "market")] = dict(MARKET_SYMBOL.schema)
     schemas[("parley_order", "order")] = dict(OP_ID.schema)
-    schemas[("parley_openOrders", "account")] = dict(ADDRESS.schema)
+    for method in ("parley_openOrders", "parley_positions", "parley_account"):
+        schemas[(method, "account")] = dict(ADDRESS.schema)
+    schemas[("parley_fundingHistory", "market")] = dict(MARKET_SYMBOL.schema)
+    schemas[("parley_fundingHistory", "limit")] = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                                                   "default": 100}
     schemas[("parley_orderBook", "depth")] = {"type": "integer", "minimum": 1, "maximum": MAX_DEPTH, "default": 50}
     schemas[("parley_orderBook", "level")] = {"enum": list(LEVELS), "default": 2}
     for method in ("parley_myTrades", "parley_trades"):

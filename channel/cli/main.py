@@ -20,6 +20,7 @@ from channel.cli.chain import register as register_settlement
 from channel.cli.console import command_group, console, read_password, user_errors
 from channel.cli.markets import MARKETS_HELP, checked_markets, markets_report, markets_summary, markets_table
 from channel.cli.node import register as register_node
+from channel.cli.perps import register as register_perps
 from channel.cli.trade import register as register_trade
 from channel.errors import UserError
 from channel.runtime import keystore
@@ -474,6 +475,7 @@ def demo(
 register_settlement(app)  # parley exit, parley chain …
 register_node(app)  # parley node run, balance, transfer, status, peers, stats, watch
 register_trade(app)  # parley order, cancel, book, orders, trades
+register_perps(app)  # parley positions, account, liquidate, oracle post
 register_certificates(app)  # parley checkpoints, certificate
 register_bot(app)  # parley bot maker
 

@@ -51,7 +51,7 @@ import trio
 from libp2p.peer.id import ID
 
 from channel.errors import StorageUnavailable, StoreDamaged, UserError
-from channel.runtime import keystore, trading
+from channel.runtime import keystore, perps, trading
 from channel.runtime.config import NodeConfig
 from channel.runtime.events import EventHub
 from channel.runtime.genesis_file import load_genesis
@@ -608,6 +608,27 @@ class Node:
         self._market(market)
         book = self.replica.ledger.book(market)
         return trading.sweep_price(book.asks() if side == BUY else book.bids(), qty)
+
+    # -- perpetual markets (channel.runtime.perps) ---------------------------------------------
+
+    def positions(self, account: Address | None = None) -> list[dict[str, Any]]:
+        return perps.positions_json(self.replica.ledger, account)
+
+    def account(self, account: Address) -> dict[str, Any]:
+        return perps.account_json(self.replica.ledger, account)
+
+    def mark_prices(self) -> list[dict[str, Any]]:
+        return perps.mark_prices_json(self.replica.ledger)
+
+    def funding_history(self, market: str, limit: int = 100) -> list[dict[str, Any]]:
+        self._market(market)
+        return perps.funding_history_json(self.replica.ledger, market, limit)
+
+    def liquidatable(self) -> list[dict[str, Any]]:
+        return perps.liquidatable_json(self.replica.ledger)
+
+    def liquidation(self, op_id: bytes) -> dict[str, Any] | None:
+        return perps.liquidation_json(op_id, self.replica.ledger)
 
 
 def request_fingerprint(kind: str, body: dict[str, Any]) -> bytes:

@@ -138,3 +138,30 @@ class NodeService(Protocol):
         side if it holds less); None if the other side is empty. A market order without a
         price uses it as its bound."""
         ...
+
+    # -- perpetual markets (the shapes of `channel.runtime.perps`) ------------------------------
+
+    def positions(self, account: Address | None = None) -> list[dict[str, Any]]:
+        """Every open perp position (of one account, if given), valued at its market's price."""
+        ...
+
+    def account(self, account: Address) -> dict[str, Any]:
+        """An account's cross margin per collateral token (value, margins, free collateral,
+        health) and its positions."""
+        ...
+
+    def mark_prices(self) -> list[dict[str, Any]]:
+        """Each perp market's price, freshness, halt, funding index and rate, open interest."""
+        ...
+
+    def funding_history(self, market: str, limit: int = 100) -> list[dict[str, Any]]:
+        """A perp market's last `limit` fundings, oldest first."""
+        ...
+
+    def liquidatable(self) -> list[dict[str, Any]]:
+        """The accounts below maintenance margin, with their positions."""
+        ...
+
+    def liquidation(self, op_id: bytes) -> dict[str, Any] | None:
+        """What a liquidate did, if it took effect."""
+        ...

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from crdt.markets.book import BUY, SELL, Fill, FillRecord, OrderInfo, RestingOrder
-from crdt.markets.config import Market, notional
+from crdt.markets.config import PERP_FIELDS, Market, notional
 from crdt.replica import Replica
 from crdt.types import Address
 
@@ -56,6 +56,10 @@ def market_json(market: Market) -> dict[str, Any]:
         )},
         "price_decimals": decimals_of(market.tick_size),
         "qty_decimals": decimals_of(market.step_size),
+        **({"perp": {
+            name: [str(cap) for cap in value] if isinstance(value, tuple) else str(value)
+            for name, value in ((n, getattr(market.perp, n)) for n in PERP_FIELDS)
+        }} if market.perp is not None else {}),
     }
 
 

@@ -91,7 +91,11 @@ EXPIRED = "expired"  # its `expires` passed at a checkpoint
 SELF_TRADE = "self_trade"  # removed when an order of its own author crossed it
 UNFUNDED = "unfunded"  # it could not pay a fill (a maker removed, a taker stopped) or its hold
 DONE = "done"  # an IOC or market order's remainder, cancelled once it had matched
-CLOSED_REASONS = (FILLED, CANCELLED, EXPIRED, SELF_TRADE, UNFUNDED, DONE)
+UNDERCOLLATERALIZED = "undercollateralized"  # a perp fill would have left it below initial margin
+REDUCE_ONLY = "reduce_only"  # a resting reduce-only order met when it could no longer reduce
+TAKE_BOUND = "take_bound"  # a perp remainder the take bound stopped, which would rest crossing the book
+CLOSED_REASONS = (FILLED, CANCELLED, EXPIRED, SELF_TRADE, UNFUNDED, DONE, UNDERCOLLATERALIZED, REDUCE_ONLY,
+                  TAKE_BOUND)
 OPEN = "open"
 
 

@@ -30,7 +30,8 @@ class PerpParams:
     ``circuit_band``, ``mtb_long`` and ``mtb_short`` are fractions in [0, 10**9]
     (``max_funding_rate`` and the take bounds positive); ``funding_interval`` is ms of checkpoint
     time; ``halt_checkpoints`` a count; ``oracle_staleness`` is the checkpoint time (ms) after
-    which a market's oracle price no longer lets anyone open risk."""
+    which a market's oracle price no longer lets anyone open risk; ``impact_notional`` (quote e9)
+    is the size the funding premium's impact prices are measured at (crdt/markets/funding.py)."""
 
     imr: int
     mmr: int
@@ -43,6 +44,7 @@ class PerpParams:
     mtb_long: int
     mtb_short: int
     oracle_staleness: int
+    impact_notional: int
 
 
 @dataclass(frozen=True, slots=True)

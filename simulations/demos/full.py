@@ -86,6 +86,11 @@ def _is_final(client: Client, op_id: str) -> bool:
     return bool(client.status(op_id)["status"] == "final")
 
 
+def _all_judged(client: Client, journal: list[dict[str, Any]]) -> bool:
+    """Whether `client`'s node has applied (or rejected) every forged order of the journal."""
+    return all(client.status(entry["op_id"])["status"] not in ("unknown", "pending") for entry in journal)
+
+
 def _free_is(client: Client, account: str, token: str, amount: int) -> bool:
     return int(client.balances(account)[account][token]["free"]) == amount
 
@@ -216,7 +221,10 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             evidence = clients[0].evidence()
             console.print(f"   evidence: {len(evidence)} equivocations by {accounts[BYZANTINE][:10]}…; "
                           f"rejected in replay on every node: {honest['rejected_reasons']}")
-            trading = _show_trading(console, endpoints, market, read_journal(cluster.node_dirs[BYZANTINE]))
+            journal = read_journal(cluster.node_dirs[BYZANTINE])
+            for client in clients:  # the forged orders after the Byzantine node's last one may still be on the way
+                wait_until(partial(_all_judged, client, journal), 60, "the forged orders to reach every node")
+            trading = _show_trading(console, endpoints, market, journal)
             final = honest["version"]  # decided; its certificate forms once the commits are in
             wait_until(lambda: _stats(endpoints[0])["certified"] >= final, 60, "the certificate")
             wait_until(lambda: adjudicator.settlement(channel).version >= final, 60, "the proposal on-chain")
@@ -271,7 +279,7 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
                                              f"{orders.placed['limit']} limit, {orders.placed['market']} market)"),
             ("fills (the same on all 4 nodes)", f"{trading.fills} ({'agree' if trading.agree else 'DISAGREE'})"),
             ("Byzantine unfunded orders", f"{trading.unfunded}, rejected insufficient_balance on every node"
-             if unfunded_ok else f"{trading.unfunded}: NOT all rejected"),
+             if unfunded_ok else f"{trading.unfunded}: NOT all rejected ({dict(trading.unfunded_other)})"),
             ("Byzantine self-trading orders", f"{trading.self_trades} crosses, {trading.self_removed} resting orders "
                                               f"removed, {trading.self_fills} self-fills"),
             ("rejected in replay", f"{honest['rejected']} (the Byzantine node's, and cancels that lost a race "
@@ -295,6 +303,7 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
                 "equivocations": len(evidence), "transfers": workload.accepted + len(more),
                 "orders": orders.submitted, "fills": trading.fills, "fills_agree": trading.agree,
                 "unfunded": trading.unfunded, "unfunded_rejected": trading.unfunded_rejected,
+                "unfunded_other": dict(sorted(trading.unfunded_other.items())),
                 "self_trades": trading.self_trades, "self_trade_removed": trading.self_removed,
                 "self_fills": trading.self_fills, "byzantine_orders": len(orders.orders.get(BYZANTINE, [])),
                 "payouts": [{"account": account, "token": token, "owed": owed[(account, token)].units,

@@ -26,25 +26,28 @@ ORACLE = ROLES.index(Role.ORACLE)
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def test_the_registry_holds_the_seven_kinds_in_order() -> None:
+def test_the_registry_holds_the_eight_kinds_in_order() -> None:
     assert KIND_NAMES == [
-        "transfer", "withdraw", "lock", "order.place", "order.cancel", "order.cancel_all", "oracle.price"
+        "transfer", "withdraw", "lock", "order.place", "order.cancel", "order.cancel_all", "oracle.price", "liquidate"
     ]
     assert [name for name, _ in KINDS["lock"].fields] == ["token", "amount", "until", "reason"]
     assert KINDS["transfer"].keys == {"to", "token", "amount"}
     assert [name for name, _ in KINDS["order.place"].fields] == [
         "market", "side", "type", "tif", "price", "qty", "reduce_only", "expires"
     ]
-    assert KINDS.listing() == "transfer, withdraw, lock, order.place, order.cancel, order.cancel_all and oracle.price"
+    assert KINDS.listing() == (
+        "transfer, withdraw, lock, order.place, order.cancel, order.cancel_all, oracle.price and liquidate"
+    )
+    assert [name for name, _ in KINDS["liquidate"].fields] == ["account", "market", "qty"]
     for name in KINDS:
         kind = KINDS[name]
         assert len(name.encode()) <= DEFAULT_LIMITS.max_kind_bytes
-        expected = Permission.POST_PRICE if name == "oracle.price" else (
+        expected = {"oracle.price": Permission.POST_PRICE, "liquidate": Permission.LIQUIDATE}.get(name, (
             Permission.TRADE if name.startswith("order.") else Permission.MOVE_FUNDS
-        )
+        ))
         assert kind.permission is expected
         assert Role.OBSERVER not in kind.roles
-        assert (Role.TRADER in kind.roles) is (name != "oracle.price")
+        assert (Role.TRADER in kind.roles) is (name not in ("oracle.price", "liquidate"))
         assert callable(getattr(Ledger, kind.handler))
 
 
@@ -111,7 +114,7 @@ def test_an_invalid_json_body_gets_an_invalid_field_naming_it_never_another_erro
 
 
 def test_unknown_kinds_get_unknown_kind_listing_the_registered_ones() -> None:
-    for name in ("liquidate", "", 5, None, "x" * 100_000):
+    for name in ("funding.pay", "", 5, None, "x" * 100_000):
         with pytest.raises(UnknownKind, match=r"this node signs transfer, withdraw, lock, order\.place, order\."):
             KINDS.from_json(name, {})
 

@@ -47,7 +47,8 @@ WETH_USDC = Market(
 MARKET_REASONS = frozenset(Reason(value) for value in (
     "unknown_market", "bad_side", "bad_type", "bad_tif", "market_order_must_be_ioc", "bad_tick", "bad_step",
     "qty_out_of_range", "price_out_of_range", "reduce_only_not_spot", "order_expired", "post_only_would_cross",
-    "unknown_order", "not_order_owner", "order_not_open", "perp_not_trading", "not_perp",
+    "unknown_order", "not_order_owner", "order_not_open", "not_perp", "oracle_stale", "insufficient_margin",
+    "nothing_to_reduce", "unknown_account", "self_liquidation", "no_position", "not_liquidatable", "market_halted",
 ))
 
 
@@ -268,12 +269,60 @@ def test_a_channel_without_markets_has_only_unknown_markets() -> None:
     assert ledger.apply(sign_op(ledger.genesis.context(), KEYS[0], 1, [], "order.place", GOOD)) == Reason.UNKNOWN_MARKET
 
 
-def test_a_perp_order_is_refused_until_positions_exist() -> None:
+def test_a_perp_order_without_an_oracle_price_is_oracle_stale() -> None:
     from tests.crdt.markets.test_perp_genesis import ETH_PERP
 
     assert reason_for_genesis(market_genesis((ETH_PERP,)), body("buy", 10 * E9, E9) | {"market": "ETH-PERP"}) == (
-        Reason.PERP_NOT_TRADING
+        Reason.ORACLE_STALE
     )
+
+
+def test_a_reduce_only_perp_order_without_a_position_is_nothing_to_reduce() -> None:
+    from tests.crdt.markets.test_perp_genesis import ETH_PERP
+
+    body_ = body("sell", 10 * E9, E9) | {"market": "ETH-PERP", "reduce_only": True}
+    assert reason_for_genesis(market_genesis((ETH_PERP,)), body_) == Reason.NOTHING_TO_REDUCE
+
+
+def test_a_perp_order_below_initial_margin_is_insufficient_margin() -> None:
+    # the worked examples (a fill, a withdrawal, orders below initial margin) are in
+    # tests/crdt/markets/test_perp_positions.py; here the reason on its own
+    from tests.crdt.markets.test_perp_positions import Desk
+
+    desk = Desk()
+    desk.price(3000, 1_000)
+    desk.order(1, "sell", 3000, 0.1)
+    desk.order(2, "buy", 3000, 0.1, "ioc")
+    desk.price(2500, 2_000)  # the long of 0.1 lost 50 of its 99.4: worth 49.4, IMR 50
+    assert desk.order(2, "buy", 2500, 0.001)[1] == Reason.INSUFFICIENT_MARGIN
+
+
+def test_liquidate_reasons_of_their_own() -> None:
+    # every liquidate reason, with the shared ones, is in tests/crdt/markets/test_perp_liquidation.py
+    from tests.crdt.markets.test_perp_liquidation import long_a
+    from tests.crdt.markets.test_perp_positions import LIQUIDATOR, Desk
+
+    desk = Desk()
+    long_a(desk)
+
+    def liquidate(account: bytes) -> Reason | None:
+        return desk.do(LIQUIDATOR, "liquidate", {"account": account, "market": "ETH-PERP", "qty": E9 // 10})[1]
+
+    assert liquidate(bytes(20)) == Reason.UNKNOWN_ACCOUNT
+    assert liquidate(desk.accounts[LIQUIDATOR]) == Reason.SELF_LIQUIDATION
+    assert liquidate(desk.accounts[3]) == Reason.NO_POSITION
+    assert liquidate(desk.accounts[1]) == Reason.NOT_LIQUIDATABLE  # A, long at the oracle price
+
+
+def test_a_halted_perp_market_is_market_halted() -> None:
+    # the circuit breaker's worked example is in tests/crdt/markets/test_perp_positions.py
+    from tests.crdt.markets.test_perp_genesis import ETH_PERP
+    from tests.crdt.markets.test_perp_positions import Desk
+
+    desk = Desk(ETH_PERP)
+    desk.price(3000, 1_000)
+    desk.price(4000, 2_000)  # a third up: beyond the 10% band
+    assert desk.order(2, "buy", 4000, 0.01)[1] == Reason.MARKET_HALTED
 
 
 def test_oracle_price_of_a_spot_market_is_not_perp() -> None:

@@ -18,6 +18,7 @@ from crdt.certificate import Certificate
 from crdt.genesis import Genesis, Participant, Role, Token
 from crdt.hashing import keccak256
 from crdt.ledger import Deposit
+from crdt.markets.config import Market
 from crdt.ops import sign_op
 from crdt.replica import Cut, Replica
 from crdt.testing import from_replica
@@ -203,6 +204,8 @@ def build_world(
     extra_tokens: list[tuple[str, int]] | None = None,
     min_bond: int = 0,
     nonce: int = 0,
+    roles: list[Role] | None = None,
+    markets: tuple[Market, ...] = (),
 ) -> World:
     deployment = deploy(chain, deployer=local_account(key(999, salt)), extra_tokens=tuple(extra_tokens or ()))
     deployer, adjudicator, usdc, tokens = (
@@ -213,11 +216,13 @@ def build_world(
     genesis = Genesis.create(
         chain_id=chain.chain_id,
         adjudicator=adjudicator.address_bytes,
-        participants=[Participant(address_bytes(a.address), Role.TRADER) for a in accounts],
+        participants=[Participant(address_bytes(a.address), role)
+                      for a, role in zip(accounts, roles or [Role.TRADER] * n, strict=True)],
         tokens=list(tokens),
         dispute_window=WINDOW,
         min_bond=min_bond,
         nonce=nonce,
+        markets=list(markets),
     )
     adjudicator.open_genesis(genesis)
     for account in accounts[: min(n, 6)]:

@@ -1,7 +1,6 @@
 """Perpetual markets in the genesis (crdt/genesis.py, crdt/markets/config.py `PerpParams`):
 a perp market round-trips through its TOML table, every bad perpetual field is refused with a
-typed error naming it, and the ledger refuses perp orders (`perp_not_trading`) until positions
-exist (issue 13)."""
+typed error naming it (issue 13; positions are in test_perp_positions.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +11,7 @@ import pytest
 
 from crdt import testing
 from crdt.genesis import Genesis, InvalidMarket, market_mapping
-from crdt.ledger import Ledger, Reason
 from crdt.markets.config import MARKET_FIELDS, PERP_FIELDS, Market, MarketKind, PerpParams
-from crdt.ops import sign_op
 from tests.crdt.crdt_support import ADJUDICATOR, KEYS, TOKENS, USDC
 
 E9 = 10**9
@@ -27,7 +24,7 @@ ETH_PERP = Market(
         max_notional_at_open=(10**6 * E9, 500_000 * E9, 200_000 * E9, 100_000 * E9, 50_000 * E9),
         max_funding_rate=1_000_000, funding_interval=3_600_000, insurance_pool_ratio=300_000_000,
         circuit_band=100_000_000, halt_checkpoints=3, mtb_long=50_000_000, mtb_short=50_000_000,
-        oracle_staleness=60_000,
+        oracle_staleness=60_000, impact_notional=50 * E9,
     ),
 )
 
@@ -54,6 +51,7 @@ BAD_PERP: list[tuple[dict[str, Any], str]] = [
     ({"insurance_pool_ratio": E9 + 1}, "insurance_pool_ratio"), ({"circuit_band": 0}, "circuit_band"),
     ({"halt_checkpoints": -1}, "halt_checkpoints"), ({"mtb_long": 0}, "mtb_long"),
     ({"mtb_short": E9 + 1}, "mtb_short"), ({"oracle_staleness": 0}, "oracle_staleness"),
+    ({"impact_notional": 0}, "impact_notional"),
     ({"max_notional_at_open": [E9] * 4}, "max_notional_at_open"),  # 5 leverages for imr 20%
     ({"max_notional_at_open": [E9, 2 * E9, E9, E9, E9]}, "max_notional_at_open"),  # grows with leverage
     ({"max_notional_at_open": [E9, E9, E9, E9, 0]}, "max_notional_at_open"),
@@ -87,10 +85,3 @@ def test_equal_caps_at_higher_leverage_are_allowed() -> None:
     assert genesis(flat).market("ETH-PERP") == flat
 
 
-def test_a_perp_order_is_refused_until_positions_exist() -> None:
-    ledger = Ledger(genesis(ETH_PERP))
-    body = {"market": "ETH-PERP", "side": "buy", "type": "limit", "tif": "gtc", "price": 10 * E9, "qty": E9,
-            "reduce_only": False, "expires": 0}
-    op = sign_op(ledger.genesis.context(), KEYS[0], 1, [], "order.place", body)
-    assert ledger.apply(op) == Reason.PERP_NOT_TRADING
-    ledger.check_conservation()
