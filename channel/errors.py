@@ -8,7 +8,12 @@ class ChannelError(Exception):
 
 
 class UserError(ChannelError):
-    """A problem the user can fix (a missing file, a wrong password, bad arguments)."""
+    """A problem the user can fix (a missing file, a wrong password, bad arguments). ``hint``,
+    when given, is the next step the CLI prints under the error line."""
+
+    def __init__(self, *args: object, hint: str | None = None) -> None:
+        super().__init__(*args)
+        self.hint = hint
 
 
 class KeystoreError(UserError):

@@ -59,7 +59,7 @@ class Chain:
 
     def funded_accounts(self) -> list[str]:
         """Unlocked accounts of a development chain (none on a real network)."""
-        return list(self.w3.eth.accounts)
+        return list(retrying(lambda: self.w3.eth.accounts, what="accounts"))
 
     def fund(self, address: str, wei: int) -> None:
         """Send `wei` from the first unlocked account (development chains only)."""

@@ -198,7 +198,7 @@ class Sender:
         have = self.balance()
         if have < need:
             raise InsufficientGas(
-                f"{self.address} holds {have} wei but {what} needs up to {need} wei (gas {gas})"
+                f"{self.address} holds {have} wei but {what} needs up to {need} wei (gas {gas})", self.address
             )
 
     def estimate(self, call: Any, value: int = 0) -> int:
@@ -214,7 +214,8 @@ class Sender:
                 raise reverted from exc
             text = str(exc).lower()
             if "cannot afford" in text or "insufficient funds" in text:
-                raise InsufficientGas(f"{self.address} cannot pay for this transaction: {exc}") from exc
+                raise InsufficientGas(f"{self.address} cannot pay the gas of this transaction: it holds "
+                                      f"{self.balance()} wei", self.address) from exc
             raise
 
     def transact(self, call: Any, value: int = 0, extra_gas: int = 0) -> Any:

@@ -30,7 +30,17 @@ class ContractReverted(SettlementError):
 
 
 class InsufficientGas(SettlementError):
-    """The account's native balance cannot pay for what it must be able to send."""
+    """The account's native balance cannot pay for what it must be able to send; ``account``
+    is its address (checksummed), when known."""
+
+    def __init__(self, message: str, account: str | None = None) -> None:
+        super().__init__(message)
+        self.account = account
+
+
+class NoContract(SettlementError):
+    """There is no code at the address a contract is expected at (a wrong chain or address, or a
+    dev chain restarted since the deployment)."""
 
 
 class RpcUnavailable(SettlementError):

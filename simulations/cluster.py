@@ -76,12 +76,15 @@ class Cluster:
 def create_cluster(
     root: Path, n: int, *, tokens: list[Token], initial: int, roles: list[Role] | None = None,
     finality_interval: float = 1.0, node_chain: ChainConfig | None = None,
-    byzantine: dict[int, tuple[str, ...]] | None = None, markets: Sequence[Market] | None = None, **chain: Any,
+    byzantine: dict[int, tuple[str, ...]] | None = None, seed: int | None = None,
+    markets: Sequence[Market] | None = None, **chain: Any,
 ) -> Cluster:
     """The layout of an n-node channel in `root`. `chain` passes chain_id, adjudicator and
-    dispute_window through to the genesis (for a channel opened on a real chain)."""
+    dispute_window through to the genesis (for a channel opened on a real chain). With a `seed`
+    the participants' keys derive from it (`keystore.seeded_keys`), else they are new."""
     root.mkdir(parents=True, exist_ok=True)
-    keys = sorted((keystore.new_key() for _ in range(n)), key=lambda key: key.address)
+    made = keystore.seeded_keys(seed, n) if seed is not None else [keystore.new_key() for _ in range(n)]
+    keys = sorted(made, key=lambda key: key.address)
     node_dirs = tuple(root / f"node{i}" for i in range(n))
     ports = [free_port() for _ in range(n)]
     bootstraps = [

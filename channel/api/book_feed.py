@@ -20,11 +20,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from channel.api.client import BAD_ANSWER, DROPPED, ApiError, Client
 from channel.errors import ChannelError
-from channel.runtime.trading import Level
+
+if TYPE_CHECKING:  # a type only: the CLI imports this module, and the trading shapes load the replica
+    from channel.runtime.trading import Level
 
 
 class BookGap(ChannelError):

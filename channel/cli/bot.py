@@ -9,6 +9,7 @@ feeder each price it posts.
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from contextlib import suppress
@@ -16,21 +17,25 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated
 
-import ccxt
 import typer
 
-from channel.api.ccxt import install
 from channel.api.client import Client
-from channel.cli.console import console, user_errors
+from channel.cli.console import command_group, console, user_errors
 from channel.cli.node import NodeDir
 from channel.errors import UserError
 from crdt.units import format_e9
-from simulations.maker_bot import MakerBot
-from simulations.perp_bots import LiquidatorBot, OracleFeeder, file_prices, random_walk
+
+# ccxt and the bots are imported by the command that runs them, not with the CLI (start-up time)
+
+Json = Annotated[bool, typer.Option("--json", help="JSON lines (one per event, one when stopped) instead of text.")]
+
+
+def emit(**fields: object) -> None:
+    print(json.dumps(fields), flush=True)
 
 
 def register(app: typer.Typer) -> None:
-    bot_app = typer.Typer(help="Trading bots on the node's ccxt exchange class.", no_args_is_help=True)
+    bot_app = command_group(help="Trading bots on the node's ccxt exchange class.")
     app.add_typer(bot_app, name="bot")
 
     @bot_app.command("maker")
@@ -45,8 +50,14 @@ def register(app: typer.Typer) -> None:
         max_inventory: Annotated[float | None, typer.Option(
             help="Base units away from the start beyond which it quotes one side only.")] = None,
         interval: Annotated[float, typer.Option(help="Seconds between cycles.")] = 1.0,
+        as_json: Json = False,
     ) -> None:
         """Quote a ladder around the mid, re-quote on fills, keep inventory limits, cancel on exit."""
+        import ccxt
+
+        from channel.api.ccxt import install
+        from simulations.maker_bot import MakerBot
+
         install()
         exchange = ccxt.parley({"apiKey": str(node)})
         try:
@@ -64,22 +75,32 @@ def register(app: typer.Typer) -> None:
             nonlocal shown
             if bot.requotes != shown:
                 shown = bot.requotes
-                console.print(f"quoted {market}: " + ", ".join(
-                    f"{side} {size}@{price}" for side, price in sorted(bot.quotes.values(), key=lambda q: q[1])))
+                quotes = sorted(bot.quotes.values(), key=lambda q: q[1])
+                if as_json:
+                    emit(event="quoted", market=market, requotes=shown,
+                         quotes=[{"side": side, "price": str(price)} for side, price in quotes])
+                else:
+                    console.print(f"quoted {market}: " + ", ".join(f"{side} {size}@{price}" for side, price in quotes))
             return not stopping
 
         with suppress(KeyboardInterrupt):  # run cancels the quotes on its way out
             bot.run(keep_going, interval)
-        console.print(f"stopped: {market} quotes cancelled")
+        if as_json:
+            emit(event="stopped", market=market, requotes=bot.requotes)
+        else:
+            console.print(f"stopped: {market} quotes cancelled")
 
     @bot_app.command("liquidator")
     @user_errors
     def liquidator(
         node: NodeDir,
         interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 1.0,
+        as_json: Json = False,
     ) -> None:
         """Liquidate every position whose account is below maintenance margin (the node's
         participant must be a liquidator)."""
+        from simulations.perp_bots import LiquidatorBot
+
         stopping = _on_sigterm()
         with Client.for_node(node) as client:
             bot = LiquidatorBot(client)
@@ -88,6 +109,9 @@ def register(app: typer.Typer) -> None:
             def keep_going() -> bool:
                 nonlocal shown
                 for done in bot.taken[shown:]:
+                    if as_json:
+                        emit(event="liquidated", **{k: str(v) if type(v) is int else v for k, v in done.items()})
+                        continue
                     console.print(f"liquidated {format_e9(int(done.get('qty', 0)))} of {done.get('account', '?')} "
                                   f"in {done.get('market', '?')} at {format_e9(int(done.get('price', 0)))}",
                                   highlight=False, soft_wrap=True)
@@ -96,7 +120,10 @@ def register(app: typer.Typer) -> None:
 
             with suppress(KeyboardInterrupt):
                 bot.run(keep_going, interval)
-        console.print(f"stopped: {len(bot.taken)} liquidations, refusals {bot.refused or 'none'}")
+        if as_json:
+            emit(event="stopped", liquidations=len(bot.taken), refused=bot.refused)
+        else:
+            console.print(f"stopped: {len(bot.taken)} liquidations, refusals {bot.refused or 'none'}")
 
     @bot_app.command("oracle")
     @user_errors
@@ -110,8 +137,11 @@ def register(app: typer.Typer) -> None:
         start: Annotated[str, typer.Option(help="The random walk's first price.")] = "3000",
         step_bps: Annotated[int, typer.Option(min=1, max=5000, help="The random walk's step (basis points).")] = 20,
         interval: Annotated[float, typer.Option(help="Seconds between posts.")] = 1.0,
+        as_json: Json = False,
     ) -> None:
         """Post prices of a perp market as this oracle, from a file or a seeded random walk."""
+        from simulations.perp_bots import OracleFeeder, file_prices, random_walk
+
         if (from_file is None) == (random_walk_seed is None):
             raise UserError("give --from FILE or --random-walk SEED (one of the two)")
         if from_file is not None:
@@ -136,13 +166,19 @@ def register(app: typer.Typer) -> None:
             def keep_going() -> bool:
                 nonlocal shown
                 for price in feeder.posted[shown:]:
-                    console.print(f"posted {market} {Decimal(price) / 10**9}", highlight=False)
+                    if as_json:
+                        emit(event="posted", market=market, price=str(price))
+                    else:
+                        console.print(f"posted {market} {Decimal(price) / 10**9}", highlight=False)
                 shown = len(feeder.posted)
                 return not stopping
 
             with suppress(KeyboardInterrupt):
                 feeder.run(keep_going, interval)
-        console.print(f"stopped: {len(feeder.posted)} prices posted")
+        if as_json:
+            emit(event="stopped", posted=len(feeder.posted))
+        else:
+            console.print(f"stopped: {len(feeder.posted)} prices posted")
 
 
 def _on_sigterm() -> list[int]:

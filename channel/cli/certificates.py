@@ -14,11 +14,12 @@ from rich.table import Table
 from channel.cli.console import console, user_errors
 from channel.errors import UserError
 from channel.runtime.genesis_file import load_genesis
-from channel.runtime.store import CERTIFICATES_DIR, certificate_path
 from crdt.certificate import Certificate
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis
 from crdt.units import format_e9, to_e9
+
+CERTIFICATES_DIR = "certificates"  # channel.runtime.store's, without importing the store (start-up time)
 
 NodeDir = Annotated[Path, typer.Option("--node", envvar="PARLEY_NODE", help="The node's data directory.")]
 GenesisOption = Annotated[
@@ -114,7 +115,7 @@ def register(app: typer.Typer) -> None:
         report = summary(cert, parsed)
         if out is not None:
             try:
-                out.write_bytes(certificate_path(node, chosen).read_bytes())
+                out.write_bytes((node / CERTIFICATES_DIR / f"v{chosen}.cbor").read_bytes())
             except OSError as exc:
                 raise UserError(f"cannot write {out}: {exc}") from exc
         tokens = {t.address: t for t in parsed.tokens} if parsed is not None else {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -17,7 +17,7 @@ from rich.table import Table
 from channel.cli.bot import register as register_bot
 from channel.cli.certificates import register as register_certificates
 from channel.cli.chain import register as register_settlement
-from channel.cli.console import console, read_password, user_errors
+from channel.cli.console import command_group, console, read_password, user_errors
 from channel.cli.markets import MARKETS_HELP, checked_markets, markets_report, markets_summary, markets_table
 from channel.cli.node import register as register_node
 from channel.cli.perps import register as register_perps
@@ -36,15 +36,14 @@ from channel.runtime.genesis_file import (
 )
 from crdt.errors import InvalidInput
 from crdt.genesis import Genesis, Token
-from crdt.graph import PendingBuffer
-from crdt.ops import decode_op, encode_ops, split_ops
-from crdt.replica import Replica
 from crdt.types import Address, Symbol, from_hex
 from crdt.units import format_e9, parse_e9
 
-app = typer.Typer(
+if TYPE_CHECKING:  # the replay's modules are imported by `replay` and `workload` (start-up time)
+    from crdt.replica import Replica
+
+app = command_group(
     help="Parley: multi-party state channels that keep working with Byzantine participants.",
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 
@@ -65,8 +64,8 @@ def _main(
     """Parley: multi-party state channels that keep working with Byzantine participants."""
 
 
-keys_app = typer.Typer(help="Participant keys, in Ethereum v3 keystore files.", no_args_is_help=True)
-genesis_app = typer.Typer(help="Channel genesis files.", no_args_is_help=True)
+keys_app = command_group(help="Participant keys, in Ethereum v3 keystore files.")
+genesis_app = command_group(help="Channel genesis files.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(genesis_app, name="genesis")
 
@@ -86,13 +85,17 @@ def keys_new(
     out: Annotated[Path, typer.Option(help="Folder for the keystore file.")] = Path("keys"),
     password_file: PasswordFile = None,
     light_kdf: Annotated[
-        bool, typer.Option(help="Cheap scrypt (n=2^14) for throwaway keys; the default is n=2^18.")
+        bool, typer.Option("--light-kdf", help="Cheap scrypt (n=2^14) for throwaway keys; the default is n=2^18.")
     ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Create a new participant key and store it encrypted (Ethereum v3 keystore)."""
     password = read_password(password_file, confirm=True)
     key = keystore.new_key()
     path = keystore.save(key, out, password, light=light_kdf)
+    if as_json:
+        print(json.dumps({"address": f"0x{key.address.hex()}", "keystore": str(path)}))
+        return
     console.print(f"address [bold]0x{key.address.hex()}[/bold]\nkeystore {path}")
 
 
@@ -101,10 +104,12 @@ def keys_new(
 def keys_show(
     path: Annotated[Path, typer.Argument(help="A keystore file.")],
     password_file: PasswordFile = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Decrypt a keystore file and print its address (checks the password)."""
     key = keystore.load(path, read_password(password_file, confirm=False))
-    console.print(f"0x{key.address.hex()}")
+    print(json.dumps({"address": f"0x{key.address.hex()}", "keystore": str(path)}) if as_json
+          else f"0x{key.address.hex()}")
 
 
 # -- genesis -----------------------------------------------------------------------------------------
@@ -143,7 +148,7 @@ def genesis_new(
         list[str] | None, typer.Option(help="SYMBOL:KIND[:KEY=VALUE,...], repeatable: a market (see above).")
     ] = None,
     markets_file: Annotated[
-        Path | None, typer.Option("--markets", help="A TOML file of \\[\\[markets]] tables (e9 integers).")
+        Path | None, typer.Option("--markets", help="A TOML file of [[markets]] tables (e9 integers).")
     ] = None,
     chain_id: Annotated[int, typer.Option(help="Chain id (default: the embedded chain).")] = EMBEDDED_CHAIN_ID,
     adjudicator: Annotated[str, typer.Option(help="Adjudicator contract address.")] = EMBEDDED_ADJUDICATOR,
@@ -159,7 +164,9 @@ def genesis_new(
         help="deploy.json of `parley chain deploy`: its chain id, adjudicator and test token (unless --token).")]
     = None,
     password_file: PasswordFile = None,
-    light_kdf: Annotated[bool, typer.Option(help="Cheap scrypt, for throwaway channels.")] = False,
+    light_kdf: Annotated[bool, typer.Option("--light-kdf", help="Cheap scrypt (n=2^14) for the new keys of a "
+                                            "throwaway channel.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     if (out / "genesis.toml").exists():
         raise UserError(f"{out / 'genesis.toml'} exists; choose another --out")
@@ -197,6 +204,17 @@ def genesis_new(
             chain_id=chain_id, adjudicator=contract, dispute_window=dispute_window, threshold=threshold,
         )
         wrote = f"wrote {out / 'genesis.toml'} and {out / 'keys'}/"
+    if as_json:
+        print(json.dumps({
+            "genesis": str(out / "genesis.toml"), "keys": None if addresses is not None else str(out / "keys"),
+            "channel": f"0x{genesis.channel_id.hex()}", "threshold": genesis.threshold,
+            "participants": [{"address": f"0x{p.address.hex()}", "role": p.role.value, "bootstrap": p.bootstrap}
+                             for p in genesis.participants],
+            "tokens": [{"symbol": t.symbol, "address": f"0x{t.address.hex()}", "decimals": t.decimals}
+                       for t in genesis.tokens],
+            "markets": [m.symbol for m in genesis.markets],
+        }))
+        return
     table = Table(title=f"channel 0x{genesis.channel_id.hex()}")
     table.add_column("participant")
     table.add_column("role")
@@ -241,6 +259,7 @@ def genesis_set_bootstrap(
     genesis_path: Annotated[Path, typer.Argument(help="The channel's genesis.toml (rewritten in place).")],
     account: Annotated[str, typer.Argument(help="The participant's address.")],
     multiaddr: Annotated[str, typer.Argument(help="Its libp2p address, as `parley node init` prints it ('' clears).")],
+    as_json: JsonFlag = False,
 ) -> None:
     """Set one participant's bootstrap address. The channel id does not cover bootstrap
     addresses, so the channel stays the same; give every participant the new file."""
@@ -251,6 +270,10 @@ def genesis_set_bootstrap(
         raise UserError(f"bad address {account!r}: {exc}") from exc
     updated = with_bootstrap(genesis, address, multiaddr)
     save_genesis(updated, genesis_path)
+    if as_json:
+        print(json.dumps({"channel": f"0x{updated.channel_id.hex()}", "account": f"0x{address.hex()}",
+                          "bootstrap": multiaddr}))
+        return
     print(f"channel 0x{updated.channel_id.hex()}: 0x{address.hex()} at {multiaddr or '(none)'}")  # no wrapping
 
 
@@ -262,7 +285,7 @@ def genesis_set_bootstrap(
 def workload(
     folder: Annotated[Path, typer.Argument(help="A channel folder from `parley genesis new`.")],
     out: Annotated[Path, typer.Option(help="CBOR sequence file to write.")] = Path("ops.cbor"),
-    count: Annotated[int, typer.Option(min=1)] = 1000,
+    count: Annotated[int, typer.Option(min=1, help="How many signed operations to write.")] = 1000,
     seed: Annotated[int, typer.Option(help="The workload is a pure function of the seed.")] = 0,
     orders: Annotated[
         int,
@@ -270,9 +293,12 @@ def workload(
                      "cancel-alls) on the genesis's markets; the rest are transfers mostly."),
     ] = 0,
     password_file: PasswordFile = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Write a file of signed operations by the channel's participants (transfers mostly, and
     order flow on the channel's markets with --orders)."""
+
+    from crdt.ops import encode_ops
     from simulations.workload import Workload, order_mix
 
     genesis = load_genesis(folder / "genesis.toml")
@@ -283,11 +309,19 @@ def workload(
     mix = order_mix(orders)
     ops = list(Workload(genesis, [key.private_key for key in keys], seed=seed, mix=mix).ops(count))
     out.write_bytes(encode_ops(ops))
+    if as_json:
+        print(json.dumps({"operations": len(ops), "file": str(out), "seed": seed}))
+        return
     console.print(f"wrote {len(ops)} operations to {out}")
 
 
 def replay_file(data: bytes, genesis: Genesis) -> tuple[Replica, list[dict[str, Any]]]:
     """Replay a CBOR sequence of operations; return the replica and the inputs it refused."""
+
+    from crdt.graph import PendingBuffer
+    from crdt.ops import decode_op, split_ops
+    from crdt.replica import Replica
+
     ctx = genesis.context()
     refused: list[dict[str, Any]] = []
     try:
@@ -399,13 +433,15 @@ def print_replay(report: dict[str, Any], genesis: Genesis) -> None:
 @user_errors
 def demo(
     transfers: Annotated[int, typer.Option(min=10, help="Transfers sent through the nodes' APIs.")] = 300,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="Seeds everything random in the run: the participants' keys, the "
+                                      "workload and the order flow (the same seed, the same channel).")] = 0,
     no_chain: Annotated[
-        bool, typer.Option(help="Only the network: N nodes, a transfer workload (throughput, latency), "
+        bool, typer.Option("--no-chain", help="Only the network: N nodes, a transfer workload (throughput, latency), "
                                   "then an order flow.")
     ] = False,
     offline: Annotated[
-        bool, typer.Option(help="No network: replay one signed workload on 4 replicas in 4 delivery orders.")
+        bool, typer.Option("--offline", help="No network: replay one signed workload on 4 replicas in 4 delivery "
+                                              "orders.")
     ] = False,
     participants: Annotated[int, typer.Option("-n", "--participants", min=2, max=16,
                                               help="Nodes, with --no-chain or --offline.")] = 4,

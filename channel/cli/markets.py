@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -28,8 +28,10 @@ from channel.runtime.genesis_file import read_toml
 from crdt.genesis import Genesis, InvalidMarket, parse_markets
 from crdt.markets.book import FillRecord, RestingOrder
 from crdt.markets.config import Market
-from crdt.replica import Replica
 from crdt.units import format_e9, parse_e9
+
+if TYPE_CHECKING:
+    from crdt.replica import Replica
 
 # spec key -> the genesis field it sets, and the human default when the key is left out ("" for
 # the ones derived from other fields: a minimum is one unit, a maximum is rounded down to units)
@@ -45,14 +47,14 @@ SPEC_KEYS: dict[str, tuple[str, str]] = {
 }
 FIELD_KEYS = {field: key for key, (field, _) in SPEC_KEYS.items()}
 
-MARKETS_HELP = (  # rich markup: "\\[" is a bracket
+MARKETS_HELP = (  # plain text: the CLI's help is not rich markup
     "A --market is SYMBOL:KIND[:KEY=VALUE,...], e.g. ETH/USDC:spot:tick=0.01,taker_fee=0.001: SYMBOL is "
     "BASE/QUOTE of two --token symbols and KIND is spot (a perp market goes in the genesis TOML for now). "
     "Values are in human units, each key left out takes its default: tick=0.01 and step=0.001; "
     "min_price (one tick) and max_price=1000000 in quote per whole base; min_qty (one step) and "
     "max_qty=1000000 in base; "
     "maker_fee=0.0002 and taker_fee=0.0005 as fractions (0.0005 is 5 bps). A maximum left out is rounded "
-    "down to a multiple of the tick or step. --markets FILE takes \\[\\[markets]] tables as the "
+    "down to a multiple of the tick or step. --markets FILE takes [[markets]] tables as the "
     "genesis holds them, in e9 integers."
 )
 

@@ -5,18 +5,15 @@ what a Python program using the client would do."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated, Any
 
-import trio
 import typer
 from rich.table import Table
 
-from channel.api.client import Client
-from channel.cli.console import console, read_password, user_errors
+from channel.api.client import Client, InsufficientBalance
+from channel.cli.console import command_group, console, read_password, user_errors
 from channel.errors import UserError
-from channel.runtime.config import NodeConfig
 from crdt.units import format_e9, parse_e9
 
 NodeDir = Annotated[
@@ -27,7 +24,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of ta
 
 
 def register(app: typer.Typer) -> None:
-    node_app = typer.Typer(help="Run a node.", no_args_is_help=True)
+    node_app = command_group(help="Run a node.")
     app.add_typer(node_app, name="node")
 
     @node_app.command("run")
@@ -35,6 +32,8 @@ def register(app: typer.Typer) -> None:
     def node_run(
         config: Annotated[Path, typer.Option(help="The node's node.toml.")] = Path("node.toml"),
         log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+        log_json: Annotated[bool, typer.Option("--log-json", "--json", help="Logs as JSON lines on stderr (ts, "
+                                               "level, logger, message), libp2p's included.")] = False,
         fresh_channel: Annotated[bool, typer.Option(
             "--fresh-channel",
             help="The genesis is brand new and this key has signed nothing in it: sign at once instead of first "
@@ -45,13 +44,19 @@ def register(app: typer.Typer) -> None:
         """Run a node until SIGINT or SIGTERM: libp2p gossip and sync, the store, the local API."""
         from functools import partial
 
+        import trio
+
         from channel.api.server import serve_api
+        from channel.cli.logs import configured
+        from channel.runtime.config import NodeConfig
         from channel.runtime.node import run_node
 
-        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        node_config = NodeConfig.load(config)
-        password = read_password(node_config.password_file, confirm=False)
-        trio.run(partial(run_node, node_config, password, serve_api, fresh_channel=fresh_channel))
+        if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise UserError(f"--log-level must be debug, info, warning or error, not {log_level!r}")
+        with configured(log_level, log_json):
+            node_config = NodeConfig.load(config)
+            password = read_password(node_config.password_file, confirm=False)
+            trio.run(partial(run_node, node_config, password, serve_api, fresh_channel=fresh_channel))
 
     @node_app.command("init")
     @user_errors
@@ -74,7 +79,7 @@ def register(app: typer.Typer) -> None:
         import tomli_w
 
         from channel.runtime import keystore
-        from channel.runtime.chain_worker import ChainConfig
+        from channel.runtime.config import ChainConfig, NodeConfig
         from channel.runtime.genesis_file import load_genesis
         from p2p.identity import load_or_create, peer_id_of
 
@@ -117,6 +122,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Drop what fails its checks in a node's store (or move an unreadable store aside), so the
         node starts again and learns what was dropped from its peers. The node must be stopped."""
+        from channel.runtime.config import NodeConfig
         from channel.runtime.node import repair_store
 
         report = repair_store(NodeConfig.load(config))
@@ -132,7 +138,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @user_errors
-    def balance(node: NodeDir = Path("data"), account: Annotated[str | None, typer.Option()] = None,
+    def balance(node: NodeDir = Path("data"),
+                account: Annotated[str | None, typer.Option(help="One participant (0x…); every one by default.")]
+                = None,
                 as_json: JsonFlag = False) -> None:
         """Balances of every participant (or one) as the node sees them now."""
         with Client.for_node(node) as client:
@@ -154,7 +162,7 @@ def register(app: typer.Typer) -> None:
     def transfer(
         to: Annotated[str, typer.Argument(help="The recipient's address.")],
         amount: Annotated[str, typer.Argument(help="Amount in tokens, e.g. 12.5")],
-        token: Annotated[str, typer.Option()] = "USDC",
+        token: Annotated[str, typer.Option(help="The token's symbol in the genesis.")] = "USDC",
         request_id: Annotated[str | None, typer.Option(help="Idempotency key: a retry returns the first answer.")]
         = None,
         node: NodeDir = Path("data"),
@@ -166,7 +174,10 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise UserError(str(exc)) from exc
         with Client.for_node(node) as client:
-            receipt = client.transfer(to, token, e9, request_id)
+            try:
+                receipt = client.transfer(to, token, e9, request_id)
+            except InsufficientBalance as exc:
+                raise short_of(client, token, f"the transfer needs {format_e9(e9)} {token}") from exc
         if as_json:
             print(json.dumps(receipt))
         else:
@@ -175,12 +186,19 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @user_errors
     def status(
-        op_id: Annotated[str, typer.Argument()], node: NodeDir = Path("data"), as_json: JsonFlag = False
+        op_id: Annotated[str, typer.Argument(help="The op id (0x and 64 hex digits) a command printed.")],
+        node: NodeDir = Path("data"), as_json: JsonFlag = False
     ) -> None:
         """The status of an operation: tentative, final, rejected:<reason>, pending or unknown."""
         with Client.for_node(node) as client:
             result = client.status(op_id)
-        print(json.dumps(result) if as_json else result["status"])
+        if as_json:
+            print(json.dumps(result))
+        if result["status"] == "unknown":
+            raise UserError(f"the node knows no operation {op_id}",
+                            hint="an op id is what `parley transfer` or `parley order` printed (0x and 64 hex digits)")
+        if not as_json:
+            print(result["status"])
 
     @app.command()
     @user_errors
@@ -244,9 +262,31 @@ def register(app: typer.Typer) -> None:
         with Client.for_node(node) as client:
             try:
                 for event in client.watch(topic):
-                    print(json.dumps(event) if as_json else _describe(topic, event), flush=True)
+                    print(json.dumps(as_strings(event)) if as_json else _describe(topic, event), flush=True)
             except KeyboardInterrupt:
                 return
+
+
+def short_of(client: Client, token: str, needed: str) -> UserError:
+    """A refused request's ``insufficient_balance`` as what the node's own account holds of
+    `token` now (free, and held by open orders), and what the request needed."""
+    me = client.stats()["address"]
+    parts = client.balances(me).get(me, {}).get(token, {})
+    free, held = (format_e9(int(parts.get(name, 0))) for name in ("free", "held"))
+    on_hold = f" ({held} more held by open orders)" if int(parts.get("held", 0)) else ""
+    return UserError(f"insufficient balance: you have {free} {token}{on_hold}, and {needed}",
+                     hint="see `parley balance`; deposits are credited once a checkpoint includes them")
+
+
+def as_strings(event: dict[str, Any]) -> dict[str, Any]:
+    """An event with the integers of its operation's body (e9 amounts, prices, quantities, the
+    expiry) as decimal strings, as the API takes them and as every other --json prints them: a
+    JSON number above 2**53 loses digits in JavaScript and in many JSON parsers."""
+    body = event.get("body")
+    if not isinstance(body, dict):
+        return event
+    shown = {key: str(value) if type(value) is int else value for key, value in body.items()}
+    return {**event, "body": shown}
 
 
 def _describe(topic: str, event: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from channel.api.client import Client
-from channel.cli.console import console, user_errors
+from channel.cli.console import command_group, console, user_errors
 from channel.cli.node import JsonFlag, NodeDir
 from channel.cli.trade import RequestId, checked, find_market, price_text, qty_text
 from crdt.units import format_e9
@@ -38,7 +38,7 @@ def _positions_table(markets: dict[str, dict[str, Any]], positions: list[dict[st
 
 
 def register(app: typer.Typer) -> None:
-    oracle = typer.Typer(help="The oracle's commands (an oracle participant's node).", no_args_is_help=True)
+    oracle = command_group(help="The oracle's commands (an oracle participant's node).")
     app.add_typer(oracle, name="oracle")
 
     @app.command()

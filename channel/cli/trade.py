@@ -27,10 +27,11 @@ from rich.table import Table
 from rich.text import Text
 
 from channel.api.book_feed import LocalBook, follow_book
-from channel.api.client import Client
+from channel.api.client import Client, InsufficientBalance
 from channel.cli.console import console, user_errors
-from channel.cli.node import JsonFlag, NodeDir
+from channel.cli.node import JsonFlag, NodeDir, short_of
 from channel.errors import UserError
+from crdt.markets.config import fee, notional
 from crdt.units import format_e9
 
 E9 = 10**9
@@ -90,6 +91,18 @@ def checked(market: dict[str, Any], text: str, what: str) -> int:
         raise UserError(f"{what} {text} is outside the {market['symbol']} limits "
                         f"[{units(low, places)}, {units(high, places)}] {token}")
     return e9
+
+
+def order_needs(market: dict[str, Any], side: str, qty: int, price: int | None) -> str:
+    """What an order holds when placed, as the ledger computes it: a sell its quantity of base,
+    a buy its notional at its price plus the greater of the two fees, in quote."""
+    if side == "sell":
+        return f"a sell of this size needs {format_e9(qty)} {market['base']}"
+    if price is None:
+        return "this market buy needs more than that at the book's prices"
+    worst = notional(price, qty)
+    needed = worst + fee(worst, max(int(market["maker_fee"]), int(market["taker_fee"])))
+    return f"a buy of this size needs {format_e9(needed)} {market['quote']}"
 
 
 def find_market(client: Client, symbol: str) -> dict[str, Any]:
@@ -200,11 +213,15 @@ def register(app: typer.Typer) -> None:
             found = find_market(client, market)
             e9_qty = checked(found, qty, "qty")
             e9_price = None if price is None else checked(found, price, "price")
-            result = client.place_order(
-                market, side, e9_qty, e9_price, type="market" if market_order else "limit",
-                tif="ioc" if ioc or market_order else "post_only" if post_only else "gtc",
-                reduce_only=reduce_only, expires=expires, request_id=request_id,
-            )
+            try:
+                result = client.place_order(
+                    market, side, e9_qty, e9_price, type="market" if market_order else "limit",
+                    tif="ioc" if ioc or market_order else "post_only" if post_only else "gtc",
+                    reduce_only=reduce_only, expires=expires, request_id=request_id,
+                )
+            except InsufficientBalance as exc:
+                token = found["quote"] if side == "buy" else found["base"]
+                raise short_of(client, token, order_needs(found, side, e9_qty, e9_price)) from exc
         if as_json:
             print(json.dumps(result))
         else:

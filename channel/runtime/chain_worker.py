@@ -49,6 +49,7 @@ from eth_account import Account
 
 from channel.core.settlement_policy import ChainView, finalize_move, rank, settle_move, watchtower_move
 from channel.errors import UserError
+from channel.runtime.config import ChainConfig as ChainConfig  # defined with the file it is read from
 from channel.runtime.keystore import Key
 from crdt.certificate import Certificate
 from crdt.genesis import Genesis
@@ -63,17 +64,6 @@ from settlement.watcher import ChainWatcher
 log = logging.getLogger(__name__)
 
 CHALLENGE_GAS = 300_000  # a challenge with a handful of signers is about 220,000
-# Development chains reorganise only when told to; elsewhere a deposit counts once it is final.
-DEV_CHAIN_IDS = frozenset({31337, 1337, 131277322940537})  # anvil, geth --dev, eth-tester
-SAFE_CONFIRMATIONS = 64  # Ethereum and its proof-of-stake testnets: two epochs, which is finality
-# Chains with faster blocks, whose finality follows the L1 (or a checkpoint layer): an hour of
-# blocks, well past the finality of the L1 batch that holds them.
-CHAIN_CONFIRMATIONS = {
-    10: 1_800,  # OP Mainnet, 2 s blocks
-    8453: 1_800,  # Base, 2 s blocks
-    137: 1_800,  # Polygon PoS, 2 s blocks
-    42161: 14_400,  # Arbitrum One, 0.25 s blocks
-}
 LOST_RACE = frozenset({"VersionNotNewer", "DisputeWindowClosed", "ChannelConcluded", "NoSettlementPending",
                        "SettlementPending", "ChannelClosing", "DisputeWindowOpen"})
 
@@ -91,22 +81,6 @@ class Backoff:
     def failed(self, now: float, first: float = 1.0, cap: float = 60.0) -> Backoff:
         delay = min(cap, max(first, 2 * self.delay))
         return Backoff(now + delay, delay)
-
-
-@dataclass(frozen=True, slots=True)
-class ChainConfig:
-    rpc: str
-    confirmations: int | None = None  # None: 1 on a development chain, else per chain (see below)
-    settle_every: int = 1  # propose every k-th certified checkpoint
-    poll_interval: float = 0.5
-    fallback_delay: float = 5.0
-
-    def confirmations_for(self, chain_id: int) -> int:
-        if self.confirmations is not None:
-            return self.confirmations
-        if chain_id in DEV_CHAIN_IDS:
-            return 1
-        return CHAIN_CONFIRMATIONS.get(chain_id, SAFE_CONFIRMATIONS)
 
 
 @dataclass(slots=True)

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eth_account import Account
-
 from channel.errors import KeystoreError
+from crdt.hashing import keccak256
 from crdt.ops import address_of
 from crdt.types import Address
 
@@ -35,12 +34,32 @@ class Key:
 
 
 def new_key() -> Key:
+    from eth_account import Account
+
     account = Account.create()
     private_key = bytes(account.key)
     return Key(address_of(private_key), private_key)
 
 
+SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def seeded_keys(seed: int, count: int) -> list[Key]:
+    """`count` keys derived from `seed` alone (keccak256 of the seed and the index, hashed again
+    in the 2^-128 case it is no valid key): a demo run again with its seed has the same
+    participants, and so the same channel. Throwaway keys only: anyone who knows the seed has them."""
+    keys = []
+    for index in range(count):
+        material = keccak256(b"parley-seeded-key:%d:%d" % (seed, index))
+        while not 0 < int.from_bytes(material, "big") < SECP256K1_ORDER:
+            material = keccak256(material)
+        keys.append(Key(address_of(material), material))
+    return keys
+
+
 def encrypt(key: Key, password: str, *, light: bool = False) -> dict[str, Any]:
+    from eth_account import Account
+
     n = LIGHT_SCRYPT_N if light else STANDARD_SCRYPT_N
     return dict(Account.encrypt(key.private_key, password, kdf="scrypt", iterations=n))
 
@@ -64,6 +83,8 @@ def save(key: Key, folder: Path, password: str, *, light: bool = False) -> Path:
 
 
 def load(path: Path, password: str) -> Key:
+    from eth_account import Account
+
     try:
         document = json.loads(path.read_text())
     except FileNotFoundError as exc:

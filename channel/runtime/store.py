@@ -68,8 +68,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import trio
-
 from channel.errors import DataDirLocked, StorageUnavailable, StoreDamaged
 
 LOCK_FILE = "LOCK"
@@ -227,6 +225,8 @@ class Store:
         rows = [(op_id, raw, source) for op_id, raw in ops]
         if not rows:
             return 0
+        import trio  # here: the CLI reads certificate paths from this module without loading trio
+
         return await trio.to_thread.run_sync(self._append_own, rows, list(requests))
 
     def _append_own(self, rows: list[tuple[bytes, bytes, bytes]], requests: list[Request]) -> int:

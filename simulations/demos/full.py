@@ -177,7 +177,7 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
                 roles=[Role.MARKET_MAKER] * 2 + [Role.TRADER] * 2, finality_interval=0.5,
                 byzantine={BYZANTINE: ("equivocate", "invalid", "unfunded", "self_trade")},
                 node_chain=ChainConfig(rpc=server.url, confirmations=1, settle_every=1, poll_interval=0.3),
-                chain_id=chain.chain_id, adjudicator=adjudicator.address_bytes, dispute_window=3600,
+                chain_id=chain.chain_id, adjudicator=adjudicator.address_bytes, dispute_window=3600, seed=seed,
             )
             genesis = cluster.genesis
             market = genesis.markets[0]

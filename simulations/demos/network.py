@@ -134,7 +134,7 @@ def run_network_demo(
                       f"{transfers} transfers")
         roles = [Role.MARKET_MAKER] + [Role.TRADER] * (participants - 1)
         cluster: Cluster = create_cluster(  # 10,000 USDC and 10,000 ETH each, and the ETH/USDC market
-            root, participants, tokens=[DEMO_USDC, DEMO_ETH], initial=10_000 * E9, roles=roles
+            root, participants, tokens=[DEMO_USDC, DEMO_ETH], initial=10_000 * E9, roles=roles, seed=seed
         )
         console.print(f"channel 0x{cluster.genesis.channel_id.hex()} in {root}")
         processes = [NodeProcess(cluster.config(i)) for i in range(participants)]

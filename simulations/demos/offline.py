@@ -77,7 +77,7 @@ def run_demo(
         roles = [Role.MARKET_MAKER] + [Role.TRADER] * (participants - 1)
         genesis, _ = create_genesis_folder(  # 1,000 USDC and 1,000 ETH each, and the ETH/USDC market
             root, participants, password=DEMO_PASSWORD, tokens=[DEMO_USDC, DEMO_ETH], initial=1_000 * 10**9,
-            roles=roles, light_kdf=True,
+            roles=roles, light_kdf=True, keys=keystore.seeded_keys(seed, participants),
         )
         keys = keystore.load_all(root / "keys", DEMO_PASSWORD)
         console.print(f"channel 0x{genesis.channel_id.hex()} in {root}")

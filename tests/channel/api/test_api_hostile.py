@@ -449,7 +449,7 @@ def test_the_client_raises_api_error_on_any_answer(response: httpx.Response, cod
 )
 def test_the_client_raises_api_error_on_a_malformed_event(message: str) -> None:
     class Socket:
-        async def get_message(self) -> str:
+        async def receive(self) -> str:
             return message
 
     async def main() -> None:

@@ -117,7 +117,9 @@ def test_mistakes_on_the_way_to_a_node_are_one_line(made: Path, tmp_path: Path) 
     (tmp_path / "wrong").write_text("not it\n")
     wrong = fails("node", "init", "--genesis", genesis, "--keystore", str(key0), "--out", str(tmp_path / "n3"),
                   "--password-file", str(tmp_path / "wrong"))
-    assert wrong.count("\n") == 1
+    assert wrong.startswith("error: cannot decrypt")
+    assert wrong.count("\n") == 2  # the error and its hint
+    assert wrong.splitlines()[1].startswith("hint: check the password")
     assert not (tmp_path / "n3" / "node.toml").exists()
     assert runner.invoke(app, [*init, "--keystore", str(key0), "--out", str(tmp_path / "n4")]).exit_code == 0
     assert "exists" in fails(*init, "--keystore", str(key0), "--out", str(tmp_path / "n4"))

@@ -125,7 +125,8 @@ def test_order_book_orders_trades_and_cancel(tmp_path: Path) -> None:
     [
         (["order", "buy", "BTC/USDC", "0.1", "--price", "1"],
          "no market 'BTC/USDC' in this channel (its markets: ETH/USDC)"),
-        (["order", "buy", SYMBOL, "100", "--price", "2000"], "rejected: insufficient_balance (code -32001)"),
+        (["order", "buy", SYMBOL, "100", "--price", "2000"],
+         "insufficient balance: you have 100000 USDC, and a buy of this size needs 200100 USDC"),
         (["order", "buy", SYMBOL, "0.1"], "a limit order needs --price"),
         (["order", "buy", SYMBOL, "0.1", "--price", "2000", "--ioc", "--post-only"], "at most one of --ioc"),
         (["order", "hold", SYMBOL, "0.1", "--price", "2000"], "side must be buy or sell"),
