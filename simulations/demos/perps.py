@@ -1,10 +1,10 @@
-"""``parley demo --perps``: a perpetual market on 4 node processes over libp2p, with nothing to
-start by hand.
+"""``parley demo --perps``: a perpetual market on 4 node processes over libp2p, settled on an
+embedded chain, with nothing to start by hand.
 
-Node 0 is the oracle, node 1 a market maker, node 2 a trader, node 3 the liquidator; every one
-holds 10,000 USDC, and the genesis has ETH-PERP on USDC (10% initial margin, 5% maintenance,
-funding every 5 s of checkpoint time, a 10% circuit band). Everything goes through the nodes'
-local APIs, the bots are the reference ones (`simulations.perp_bots`):
+Node 0 is the oracle, node 1 a market maker, node 2 a trader, node 3 the liquidator; each
+deposits 10,000 USDC on-chain, and the genesis has ETH-PERP on USDC (10% initial margin, 5%
+maintenance, funding every 5 s of checkpoint time, a 10% circuit band). Everything goes through
+the nodes' local APIs, the bots are the reference ones (`simulations.perp_bots`):
 
 1. the oracle feeder posts 3,000; the maker quotes a ladder a little above it;
 2. the trader sends most of its USDC away and opens a long of 2.5 ETH on 1,000 USDC (7.5x);
@@ -14,8 +14,11 @@ local APIs, the bots are the reference ones (`simulations.perp_bots`):
 5. the trader, now below maintenance margin, is liquidated by the liquidator bot: the premium is
    split between the liquidator and the insurance pool, to the base unit;
 6. every node is asked the same things: positions, funding index, accounts and payout root, which
-   must agree; a table shows each participant's arithmetic (collateral, uPnL at the oracle price,
-   funding owed, payout).
+   must agree;
+7. every node goes offline, the liquidator (holding the long it took) runs ``parley exit`` with
+   its newest certificate, the others claim, and a table shows each participant's arithmetic:
+   collateral, uPnL at the oracle price, funding owed, account value, and what the contract
+   paid, equal to the certificate's leaf.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import tempfile
 import time
 from dataclasses import replace
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +35,25 @@ from rich.console import Console
 from rich.table import Table
 
 from channel.api.client import ApiError, Client, Endpoint
-from channel.runtime.genesis_file import DEMO_ETH, DEMO_MARKETS, DEMO_USDC
+from channel.runtime.chain_worker import ChainConfig
+from channel.runtime.genesis_file import DEMO_MARKETS
 from crdt.genesis import Role
 from crdt.markets.config import MarketKind, PerpParams
+from crdt.merkle import BALANCE
 from crdt.types import Symbol
-from crdt.units import format_e9
+from crdt.units import apportion, format_e9
+from settlement.chain import RpcChain
+from settlement.client import address_bytes, checksum
+from settlement.server import ChainServerProcess
 from simulations.cluster import NodeProcess, create_cluster, start_all, stop_all, wait_until
+from simulations.demos.full import _certified_state, _claim, _exit, _free_is, _wallets
+from simulations.fixtures import deploy
 from simulations.perp_bots import LiquidatorBot, OracleFeeder
 
 E9 = 10**9
+DEPOSIT = 10_000 * E9
 ORACLE, MAKER, TRADER, LIQUIDATOR = range(4)
+NAMES = ("oracle", "maker", "trader", "liquidator")
 SYMBOL = "ETH-PERP"
 PERP = replace(
     DEMO_MARKETS[0], symbol=SYMBOL, kind=MarketKind.PERP, base=Symbol("ETH"),
@@ -88,91 +101,153 @@ def run_perp_demo(*, seed: int = 0, folder: Path | None = None, quiet: bool = Fa
     with tempfile.TemporaryDirectory(prefix="parley-perps-") as tmp:
         root = folder or Path(tmp)
         console.rule("[bold]Parley demo[/bold]: a perpetual market on 4 nodes (oracle, maker, trader, liquidator)")
-        cluster = create_cluster(root, 4, tokens=[DEMO_USDC, DEMO_ETH], initial=10_000 * E9,
-                                 roles=[Role.ORACLE, Role.MARKET_MAKER, Role.TRADER, Role.LIQUIDATOR],
-                                 markets=[DEMO_MARKETS[0], PERP], finality_interval=0.5)
-        accounts = ["0x" + p.address.hex() for p in cluster.genesis.participants]
-        processes = [NodeProcess(cluster.config(i)) for i in range(4)]
-        endpoints = start_all(processes)
+        server = ChainServerProcess()
+        processes: list[NodeProcess] = []
         try:
+            chain = RpcChain(server.url)
+            deployment = deploy(chain)
+            adjudicator, usdc = deployment.adjudicator, deployment.tokens[0]
+            wallet = deployment.erc20(usdc)
+            cluster = create_cluster(
+                root, 4, tokens=[usdc], initial=0, roles=[Role.ORACLE, Role.MARKET_MAKER, Role.TRADER, Role.LIQUIDATOR],
+                markets=[PERP], finality_interval=0.5, seed=seed,
+                node_chain=ChainConfig(rpc=server.url, confirmations=1, settle_every=1, poll_interval=0.3),
+                chain_id=chain.chain_id, adjudicator=adjudicator.address_bytes, dispute_window=3600,
+            )
+            channel = adjudicator.open_genesis(cluster.genesis)
+            wallet.mint(deployment.deployer.account.address, 4 * DEPOSIT // 1000)
+            wallet.approve(adjudicator.address, 4 * DEPOSIT // 1000)
+            accounts = ["0x" + p.address.hex() for p in cluster.genesis.participants]
+            for account in accounts:
+                chain.fund(checksum(account), 10**20)  # gas for proposals and the exit
+                adjudicator.deposit(channel, usdc, DEPOSIT, account)
+            processes = [cluster.process(i) for i in range(4)]
+            endpoints = start_all(processes)
             clients = [Client(endpoint) for endpoint in endpoints]
-            feeder = OracleFeeder(clients[ORACLE], SYMBOL, iter([Decimal(3000), Decimal(2640)]))
-            shocked = 2640 * E9
-            feeder.step()
-            wait_until(lambda: _fixed_at(endpoints, 3000 * E9), 60, "the first oracle price")
-            console.print("[green]1.[/green] the oracle posted 3,000; a checkpoint fixed it on every node")
-            for level in range(1, 4):  # the maker's ladder leans above the oracle: longs will pay funding
-                _order(clients[MAKER], "buy", Decimal("0.5"), Decimal(2995 + 2 * level), "post_only")
-                _order(clients[MAKER], "sell", Decimal(1), Decimal(3000 + 2 * level), "post_only")
-            clients[TRADER].transfer(accounts[MAKER], "USDC", 9000 * E9)
-            opened = _order(clients[TRADER], "buy", Decimal("2.5"), Decimal(3010), "ioc")
-            position = clients[TRADER].positions(accounts[TRADER])[0]
-            console.print(f"[green]2.[/green] the trader, left with 1,000 USDC, bought 2.5 ETH "
-                          f"({opened['order']['status']}): entry {format_e9(int(position['entry_price']))}, "
-                          f"liquidation price {format_e9(int(position['liquidation_price']))}")
-            # an idle channel makes no checkpoints: the oracle feeds its price every half second, as a feeder does
-            wait_until(lambda: _feed(clients[ORACLE], 3000 * E9) and clients[TRADER].funding_history(SYMBOL), 60,
-                       "a funding interval")
-            funding = clients[TRADER].funding_history(SYMBOL)[-1]
-            console.print(f"[green]3.[/green] funding at checkpoint {funding['version']}: rate "
-                          f"{Decimal(int(funding['rate'])) / 10**7}% (the bids above the oracle: longs pay), "
-                          f"index {format_e9(int(funding['index']))} USDC a whole ETH")
-            feeder.step()  # the shock
-            wait_until(lambda: _fixed_at(endpoints, 2640 * E9), 60, "the shocked oracle price")
-            halted = _mark(endpoints[TRADER])["halted"]
-            refused: list[str] = []
-            for attempt in (lambda: _order(clients[TRADER], "buy", Decimal("0.1"), Decimal(2640)),
-                            lambda: clients[LIQUIDATOR].liquidate(accounts[TRADER], SYMBOL, int(2.5 * E9))):
-                try:
-                    attempt()
-                except ApiError as exc:
-                    refused.append(str(exc.data.get("reason")) if isinstance(exc.data, dict) else exc.message)
-            console.print(f"[green]4.[/green] the oracle posted 2,640 (-12%): the circuit breaker "
-                          f"{'halts' if halted else '[red]does NOT halt[/red]'} ETH-PERP; refused while halted: "
-                          f"{', '.join(refused) or 'nothing'}")
-            health = clients[TRADER].account(accounts[TRADER])["collateral"]["USDC"]["health"]
-            bot = LiquidatorBot(clients[LIQUIDATOR])
-            wait_until(lambda: _feed(clients[ORACLE], shocked) and not _mark(endpoints[LIQUIDATOR])["halted"], 60,
-                       "the halt to end")
-            wait_until(bot.step, 60, "the liquidation")
-            record = bot.taken[0]
-            qty = int(record["qty"])
-            premium = int(record["mark_price"]) * qty // E9 - int(record["price"]) * qty // E9
-            insured = int(record["insurance"])
-            console.print(f"[green]5.[/green] the trader ({health}) was liquidated: {format_e9(qty)} ETH "
-                          f"closed at {format_e9(int(record['price']))} against the oracle's "
-                          f"{format_e9(int(record['mark_price']))}; of the {format_e9(premium)} USDC premium, "
-                          f"{format_e9(insured)} to insurance and {format_e9(premium - insured)} to the liquidator, "
-                          f"who took it at {format_e9(int(record['taken_at']))}")
-            roots = wait_until(lambda: _same(endpoints), 60, "the nodes to agree")
-            views = []
             for client in clients:
-                views.append((client.positions(), client.mark_prices()[0]["funding_index"],
-                              [client.account(a)["collateral"]["USDC"] for a in accounts]))
+                wait_until(partial(_free_is, client, accounts[ORACLE], "USDC", DEPOSIT), 60, "the deposits")
+            console.print(f"chain {server.url}: channel 0x{channel.hex()[:16]}… with ETH-PERP on USDC; 4 deposits "
+                          f"of {format_e9(DEPOSIT)} USDC, credited by the first checkpoint")
+            found = _trade(console, clients, endpoints, accounts)
+            # the newest certificate holds everything (nothing is tentative any more): every node is asked then
+            certificate, _ = wait_until(partial(_certified_state, clients[LIQUIDATOR]), 60, "the newest certificate")
+            roots = wait_until(lambda: _same(endpoints), 60, "the nodes to agree")
+            views = [_view(client, accounts) for client in clients]
             agree = all(view == views[0] for view in views)
-            table = Table(title="what each participant would be paid now (USDC)")
-            for column in ("participant", "balance", "uPnL at the oracle", "funding owed", "account value"):
-                table.add_column(column, justify="left" if column == "participant" else "right")
-            positions = {(p["account"]): p for p in views[0][0]}
-            for index, (account, margin) in enumerate(zip(accounts, views[0][2], strict=True)):
-                held = positions.get(account)
-                table.add_row(f"{('oracle', 'maker', 'trader', 'liquidator')[index]} {account[:10]}…",
-                              format_e9(int(margin["balance"]) - int(margin["debt"])),
-                              format_e9(int(held["unrealised_pnl"])) if held else "-",
-                              format_e9(int(held["pending_funding"])) if held else "-",
-                              format_e9(int(margin["account_value"])))
-            console.print(table)
-            verdict = "[green]all 4 nodes agree[/green]" if agree and roots else "[red]the nodes DISAGREE[/red]"
-            console.print(f"   {verdict} on positions, funding and margins; state hash {roots[0][:18]}…, payout root "
-                          f"{roots[1][:18]}…; the demo took {time.monotonic() - began:.0f} s")
+            verdict = "[green]all 4 nodes agree[/green]" if agree else "[red]the nodes DISAGREE[/red]"
+            console.print(f"[green]6.[/green] {verdict} on positions, funding and margins; state hash "
+                          f"{roots[0][:18]}…, payout root {roots[1][:18]}…")
+            (root / "exit").mkdir(exist_ok=True)
+            (root / "exit" / "newest.cbor").write_bytes(certificate.encode())
             for client in clients:
                 client.close()
-        finally:
             codes = stop_all(processes)
-    ok = bool(agree and roots and halted and "market_halted" in refused and record.get("deleveraged") == []
-              and codes == [0, 0, 0, 0])
+            console.print(f"[green]7.[/green] every node is offline; the liquidator runs parley exit with its newest "
+                          f"certificate (v{certificate.version}), the others claim")
+            before = _wallets({"USDC": wallet}, accounts)
+            _exit(console, root, certificate.version, server.url, accounts[LIQUIDATOR], adjudicator, chain, channel)
+            for index, account in enumerate(accounts):
+                if index != LIQUIDATOR:
+                    _claim(root, chain, adjudicator, channel, certificate, account)
+            paid = {a: after - before[(a, "USDC")] for (a, _), after in _wallets({"USDC": wallet}, accounts).items()}
+        finally:
+            stop_all(processes)
+            server.stop()
+    settled = _settlement_table(console, accounts, views[0], certificate, paid, usdc.address, usdc.decimals)
+    console.print(f"   the demo took {time.monotonic() - began:.0f} s")
+    record = found["liquidation"]
+    ok = bool(agree and roots and found["halted"] and "market_halted" in found["refused"] and settled
+              and record.get("deleveraged") == [] and codes == [0, 0, 0, 0])
     return {
-        "converged": ok, "halted": halted, "refused_while_halted": refused, "liquidation": record,
-        "premium": premium, "insurance": insured, "funding": funding, "positions": views[0][0],
-        "state_hash": roots[0], "payout_root": roots[1], "exit_codes": codes, "seed": seed,
+        "converged": ok, "settled": settled, "halted": found["halted"], "refused_while_halted": found["refused"],
+        "liquidation": record, "premium": found["premium"], "insurance": found["insurance"],
+        "funding": found["funding"], "positions": views[0][0], "state_hash": roots[0], "payout_root": roots[1],
+        "exit_version": certificate.version, "paid": {a: paid[a] for a in accounts}, "exit_codes": codes, "seed": seed,
     }
+
+
+def _view(client: Client, accounts: list[str]) -> tuple[Any, Any, list[dict[str, Any]]]:
+    """What a node says of the market: positions, funding index, every account's margin."""
+    return (client.positions(), client.mark_prices()[0]["funding_index"],
+            [client.account(a)["collateral"]["USDC"] for a in accounts])
+
+
+def _trade(console: Console, clients: list[Client], endpoints: list[Endpoint], accounts: list[str]) -> dict[str, Any]:
+    """Steps 1 to 5: the oracle's price, the maker's ladder, the trader's long, funding, the shock
+    and the halt, the liquidation."""
+    feeder = OracleFeeder(clients[ORACLE], SYMBOL, iter([Decimal(3000), Decimal(2640)]))
+    shocked = 2640 * E9
+    feeder.step()
+    wait_until(lambda: _fixed_at(endpoints, 3000 * E9), 60, "the first oracle price")
+    console.print("[green]1.[/green] the oracle posted 3,000; a checkpoint fixed it on every node")
+    for level in range(1, 4):  # the maker's ladder leans above the oracle: longs will pay funding
+        _order(clients[MAKER], "buy", Decimal("0.5"), Decimal(2995 + 2 * level), "post_only")
+        _order(clients[MAKER], "sell", Decimal(1), Decimal(3000 + 2 * level), "post_only")
+    clients[TRADER].transfer(accounts[MAKER], "USDC", 9000 * E9)
+    opened = _order(clients[TRADER], "buy", Decimal("2.5"), Decimal(3010), "ioc")
+    position = clients[TRADER].positions(accounts[TRADER])[0]
+    console.print(f"[green]2.[/green] the trader, left with 1,000 USDC, bought 2.5 ETH "
+                  f"({opened['order']['status']}): entry {format_e9(int(position['entry_price']))}, "
+                  f"liquidation price {format_e9(int(position['liquidation_price']))}")
+    # an idle channel makes no checkpoints: the oracle feeds its price every half second, as a feeder does
+    wait_until(lambda: _feed(clients[ORACLE], 3000 * E9) and clients[TRADER].funding_history(SYMBOL), 60,
+               "a funding interval")
+    funding = clients[TRADER].funding_history(SYMBOL)[-1]
+    console.print(f"[green]3.[/green] funding at checkpoint {funding['version']}: rate "
+                  f"{Decimal(int(funding['rate'])) / 10**7}% (the bids above the oracle: longs pay), "
+                  f"index {format_e9(int(funding['index']))} USDC a whole ETH")
+    feeder.step()  # the shock
+    wait_until(lambda: _fixed_at(endpoints, shocked), 60, "the shocked oracle price")
+    halted = bool(_mark(endpoints[TRADER])["halted"])
+    refused: list[str] = []
+    for attempt in (lambda: _order(clients[TRADER], "buy", Decimal("0.1"), Decimal(2640)),
+                    lambda: clients[LIQUIDATOR].liquidate(accounts[TRADER], SYMBOL, int(2.5 * E9))):
+        try:
+            attempt()
+        except ApiError as exc:
+            refused.append(str(exc.data.get("reason")) if isinstance(exc.data, dict) else exc.message)
+    console.print(f"[green]4.[/green] the oracle posted 2,640 (-12%): the circuit breaker "
+                  f"{'halts' if halted else '[red]does NOT halt[/red]'} ETH-PERP; refused while halted: "
+                  f"{', '.join(refused) or 'nothing'}")
+    health = clients[TRADER].account(accounts[TRADER])["collateral"]["USDC"]["health"]
+    bot = LiquidatorBot(clients[LIQUIDATOR])
+    wait_until(lambda: _feed(clients[ORACLE], shocked) and not _mark(endpoints[LIQUIDATOR])["halted"], 60,
+               "the halt to end")
+    wait_until(bot.step, 60, "the liquidation")
+    record = bot.taken[0]
+    qty = int(record["qty"])
+    premium = int(record["mark_price"]) * qty // E9 - int(record["price"]) * qty // E9
+    insured = int(record["insurance"])
+    console.print(f"[green]5.[/green] the trader ({health}) was liquidated: {format_e9(qty)} ETH "
+                  f"closed at {format_e9(int(record['price']))} against the oracle's "
+                  f"{format_e9(int(record['mark_price']))}; of the {format_e9(premium)} USDC premium, "
+                  f"{format_e9(insured)} to insurance and {format_e9(premium - insured)} to the liquidator, "
+                  f"who took it at {format_e9(int(record['taken_at']))}")
+    return {"halted": halted, "refused": refused, "liquidation": record, "premium": premium, "insurance": insured,
+            "funding": funding}
+
+
+def _settlement_table(console: Console, accounts: list[str], view: tuple[Any, Any, list[dict[str, Any]]],
+                      certificate: Any, paid: dict[str, int], token: bytes, decimals: int) -> bool:
+    """Each participant's arithmetic at the exit's checkpoint and what the contract paid; True if
+    every payment is the certificate's leaf and the leaves are the account values apportioned."""
+    positions = {p["account"]: p for p in view[0]}
+    values = [max(0, int(margin["account_value"])) for margin in view[2]]
+    owed = apportion(values, decimals)
+    table = Table(title=f"settlement at v{certificate.version}: positions closed at the oracle price (USDC)")
+    for column in ("participant", "collateral", "uPnL at the oracle", "funding owed", "account value", "paid",
+                   "= leaf"):
+        table.add_column(column, justify="left" if column == "participant" else "right")
+    ok = True
+    for index, (account, margin) in enumerate(zip(accounts, view[2], strict=True)):
+        held = positions.get(account)
+        leaf, _ = certificate.proof_for(address_bytes(account), token, BALANCE)
+        right = paid[account] == leaf.amount == owed[index]
+        ok &= right
+        table.add_row(NAMES[index], format_e9(int(margin["balance"]) - int(margin["debt"])),
+                      format_e9(int(held["unrealised_pnl"])) if held else "-",
+                      format_e9(int(held["pending_funding"])) if held else "-",
+                      format_e9(int(margin["account_value"])), f"{paid[account] / 10**decimals:,.6f}",
+                      "[green]✓[/green]" if right else f"[red]✗ leaf {leaf.amount}, owed {owed[index]}[/red]")
+    console.print(table)
+    return ok

@@ -254,7 +254,9 @@ def test_version() -> None:
 
 
 @pytest.mark.slow
-def test_the_perp_demo_halts_on_the_shock_and_liquidates_with_an_exact_premium_split(tmp_path: Path) -> None:
+def test_the_perp_demo_halts_liquidates_with_an_exact_premium_split_and_pays_positions_at_exit(
+    tmp_path: Path,
+) -> None:
     code, output = invoke("demo", "--perps", "--folder", str(tmp_path / "perps"), "--json")
     assert code == 0, output
     result = json.loads(output[output.index("{"):])
@@ -273,3 +275,9 @@ def test_the_perp_demo_halts_on_the_shock_and_liquidates_with_an_exact_premium_s
     sides = {(p["account"], p["side"], p["size"]) for p in result["positions"]}
     assert (record["liquidator"], "long", str(qty)) in sides
     assert all(p["account"] != record["account"] for p in result["positions"])  # the trader holds nothing
+    # the exit: every wallet paid its certificate leaf, the account values apportioned (settled); the
+    # liquidator's leaf holds the long it took, valued at the oracle price
+    assert result["settled"] is True
+    assert result["paid"][record["liquidator"]] > 10_000 * 10**6
+    assert result["paid"][record["account"]] == 0
+    assert sum(result["paid"].values()) <= 40_000 * 10**6
