@@ -201,6 +201,8 @@ def test_every_operation_keeps_the_perpetual_laws(steps: list[Step]) -> None:
             if "ETH-PERP" in ledger.delisted and "ETH-PERP" not in was:  # every position closed at its price
                 price = ledger.delisted["ETH-PERP"]
                 assert ledger.positions == {}
+                assert "ETH-PERP" not in ledger.pnl_pool  # the pools' dust went to insurance
+                assert "ETH-PERP" not in ledger.funding_pool
                 for (_, account), position in held.items():
                     funded[account] += payment(position.size, position.funding, index)
                     value = notional(price, abs(position.size))
