@@ -1,0 +1,625 @@
+"""The discrete-event engine: the node's real pure machines under a virtual clock.
+
+One heap of events keyed by (virtual ms, sequence number): the sequence number breaks ties in
+the order events were scheduled, so the run is a pure function of the scenario and the seed.
+Every source of randomness is a `random.Random` seeded with a string derived from the run's
+seed, one per subsystem (``"<seed>:network"``, ``"<seed>:workload:<node>"``,
+``"<seed>:behaviours"``, ``"<seed>:options"``): string seeds hash with SHA-512 inside
+`random`, never with `hash()`, so they are the same in every process. Nothing reads the wall
+clock, nothing runs under trio (whose scheduler shuffles ready tasks with an unseeded
+generator), and nothing iterates a set or a dict whose order depends on the hash seed.
+
+Each simulated node (`SimNode`) holds what a `channel.runtime.node.Node` holds, without the
+trio shell:
+- a real `crdt.replica.Replica` (operations arrive as wire bytes and are decoded and verified
+  by `crdt.ops.decode_op`, as the peer's gossip validator does);
+- one real `p2p.sync.SyncSession` per peer, ticked every ``sync.interval_ms``, its messages
+  encoded and decoded by `p2p.wire`, and asked for gaps after ``sync.gap_grace_ms``, as
+  `p2p.peer.Peer` does;
+- a real `channel.core.consensus.Consensus` machine whose application (`SimApplication`)
+  proposes and validates checkpoints exactly as the runtime driver's `NodeApplication` does
+  (`channel.core.validation.validate_proposal`), and the driver's rules for when a height
+  starts (`ConsensusDriver._step`: every ``interval/4`` a tick; start once ``interval`` has
+  passed and there is news, or at once on a message of the height or later);
+- a workload that signs transfers with the participant's real key, with Poisson arrivals.
+
+Gossip of a new operation goes straight to every other node (the real gossipsub mesh relays;
+here sync repairs what a lost or withheld message leaves out). Consensus messages go to every
+other node too. A Byzantine node runs this same honest code, and its `Behaviour` objects
+rewrite what it sends (see `simulations.sim.behaviours`).
+
+Not modelled yet (see the README): restarts and power cuts, the checkpoint catch-up protocol
+(a node more than ``commit_window`` versions behind stays behind), gossip relaying, deposits.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from channel.core.consensus import (
+    Application,
+    Broadcast,
+    Certified,
+    CheckpointProposal,
+    Consensus,
+    Decide,
+    Evidence,
+    Fetch,
+    NeedOperations,
+    Output,
+    ScheduleTimeout,
+    Send,
+    SigningRecord,
+    Timeout,
+    TimeoutConfig,
+    Validity,
+)
+from channel.core.consensus import Message as ConsensusMessage
+from channel.core.consensus import decode_message as decode_consensus
+from channel.core.consensus import encode_message as encode_consensus
+from channel.core.validation import LocalView, validate_proposal
+from crdt.eip712 import Checkpoint
+from crdt.errors import InvalidInput, MissingOperations
+from crdt.genesis import Genesis, Token
+from crdt.graph import AddResult
+from crdt.ops import SignedOp, address_of, decode_op, sign_op
+from crdt.replica import Cut, Replica
+from crdt.testing import make_genesis, test_keys
+from crdt.types import Address, OpId, Symbol
+from p2p.sync import HashGraphView, SyncSession
+from p2p.wire import Message as SyncMessage
+from p2p.wire import decode_batch, encode_batch
+from p2p.wire import decode_message as decode_sync
+from p2p.wire import encode_message as encode_sync
+from simulations.sim.behaviours import Behaviour, BehaviourContext, make_behaviours
+from simulations.sim.network import Network
+from simulations.sim.scenario import Scenario
+
+TOKEN = Token(Symbol("USDC"), Address(b"\x5c" * 20), 6)
+MAX_PARENTS = 16  # as the node (channel.runtime.node.MAX_PARENTS)
+OPS, SYNC, CONSENSUS = "ops", "sync", "consensus"
+CHANNELS = (OPS, SYNC, CONSENSUS)
+
+# event kinds (the heap's third field)
+WORK, DELIVER, SYNC_TICK, CONSENSUS_TICK, TIMEOUT, GAP = range(6)
+
+
+@dataclass(frozen=True, slots=True)
+class Switches:
+    """Test-only breakages of an honest rule: the negative controls the checks must catch.
+    Nothing outside the tests sets them."""
+
+    accept_any_proposal: bool = False  # honest nodes prevote a proposal without comparing its roots
+
+
+@dataclass(slots=True)
+class Decision:
+    """One node applied one decided checkpoint."""
+
+    node: int
+    height: int
+    round: int
+    value_id: bytes
+    time: int
+    state_hash: bytes
+    payout_root: bytes
+
+
+@dataclass(slots=True)
+class Record:
+    """What the checks and metrics read: everything the honest machines output, as it happened."""
+
+    decisions: list[Decision] = field(default_factory=list)
+    certified: list[tuple[int, int, bytes]] = field(default_factory=list)  # (node, version, checkpoint digest)
+    consensus_evidence: list[tuple[int, str, Address]] = field(default_factory=list)  # (node, kind, offender)
+    root_mismatches: list[tuple[int, int, str]] = field(default_factory=list)  # (node, version, which)
+    certify_failures: list[tuple[int, int, str]] = field(default_factory=list)
+    finality_ms: list[int] = field(default_factory=list)  # per honest operation: signed -> final at its author
+    final_over_time: list[tuple[int, int]] = field(default_factory=list)  # (virtual ms, honest ops final so far)
+    signed: int = 0
+    signed_honest: int = 0
+    rejects: dict[str, int] = field(default_factory=dict)  # inputs honest nodes refused, by error code
+    messages: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANNELS, 0))
+    bytes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANNELS, 0))
+    events_processed: int = 0
+
+
+class SimApplication(Application):
+    """`channel.runtime.driver.NodeApplication` for a simulated node: the same proposal (the
+    node's heads, its clock's time strictly after the previous checkpoint, `Replica.preview`'s
+    roots) and the same validation. No chain: no deposits are ever confirmed."""
+
+    def __init__(self, node: SimNode, time_bound_ms: int, switches: Switches) -> None:
+        self.node = node
+        self.time_bound_ms = time_bound_ms
+        self.switches = switches
+
+    def has_news(self) -> bool:
+        replica = self.node.replica
+        previous = set(replica.cuts[-1].heads) if replica.cuts else set()
+        return bool(replica.graph.heads) and set(replica.graph.heads) != previous
+
+    def get_value(self, height: int, round_: int) -> CheckpointProposal | None:
+        replica = self.node.replica
+        if height != replica.version + 1 or not self.has_news():
+            return None
+        previous_time = replica.cuts[-1].time if replica.cuts else 0
+        when = max(self.node.clock(), previous_time + 1)
+        return self.value_for(Cut(height, tuple(sorted(replica.graph.heads)), when))
+
+    def value_for(self, cut: Cut) -> CheckpointProposal | None:
+        """The proposal of `cut` with the roots this replica computes (None if it cannot)."""
+        replica = self.node.replica
+        try:
+            preview = replica.preview(cut)
+        except InvalidInput:
+            return None
+        checkpoint = Checkpoint(
+            channel=replica.genesis.channel_id, version=cut.version, payout_root=preview.payout_root,
+            state_hash=preview.state_hash, totals=preview.totals, withdrawn=preview.withdrawn,
+            deposit_nonce=preview.deposit_nonce, time=cut.time,
+        )
+        return CheckpointProposal(checkpoint, cut.heads, cut.deposits, preview.leaves)
+
+    def validate(self, height: int, value: CheckpointProposal) -> Validity | NeedOperations:
+        replica = self.node.replica
+        if self.switches.accept_any_proposal and height == replica.version + 1:
+            missing = [head for head in value.heads if head not in replica.graph.ops]
+            return NeedOperations.of(missing) if missing else Validity.VALID
+        return validate_proposal(LocalView(replica, {}, self.node.clock(), self.time_bound_ms), height, value)
+
+
+class SimNode:
+    """One simulated node: a participant's machines and its driver's state."""
+
+    def __init__(self, engine: Engine, index: int, participant: int, key: bytes, skew_ms: int) -> None:
+        self.engine = engine
+        self.index = index
+        self.participant = participant
+        self.key = key
+        self.address = address_of(key)
+        self.skew_ms = skew_ms
+        genesis = engine.genesis
+        self.replica = Replica(genesis)
+        self.view = HashGraphView(self.replica.graph)
+        self.sessions: dict[int, SyncSession] = {}
+        self.app = SimApplication(self, engine.scenario.consensus.time_bound_ms, engine.switches)
+        self.consensus = Consensus(genesis, key, self.app, engine.timeouts)
+        self.behaviours: list[Behaviour] = []
+        self.source = b"n%d" % index
+        # the driver's state (channel.runtime.driver.ConsensusDriver)
+        self.height = 1
+        self.started = False
+        self.last_start = -(10**12)
+        self.highest_seen = 0
+        self.pending: Decide | None = None
+        # the gap filler's (p2p.peer.Peer._gaps): op id -> the node it was missing from (-1: any)
+        self.gaps: dict[OpId, int] = {}
+        self.gap_due = False
+        # honest bookkeeping for the checks and metrics
+        self.own_unfinal: deque[tuple[OpId, int]] = deque()
+        self.first_at_seq: dict[tuple[Address, int], OpId] = {}
+        self.equivocations_seen: list[tuple[Address, int]] = []
+
+    @property
+    def honest(self) -> bool:
+        return not self.behaviours
+
+    def clock(self) -> int:
+        return max(0, self.engine.now + self.skew_ms)
+
+    def next_seq(self) -> int:
+        return self.replica.graph.version_vector.get(self.address, 0) + 1
+
+    def parents(self) -> list[OpId]:
+        """As `channel.runtime.node.Node.parents`: own last operation, then the latest heads."""
+        graph = self.replica.graph
+        own = list(graph.chains.get(self.address, {}).get(self.next_seq() - 1, ())[:1])
+        others = sorted(head for head in graph.heads if head not in own)
+        return own + others[-(MAX_PARENTS - len(own)) :] if others else list(own)
+
+
+class Engine:
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int,
+        switches: Switches | None = None,
+        trace: bool = True,
+    ) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.switches = switches or Switches()
+        self.trace = trace
+        n = scenario.participants
+        self.keys = test_keys(b"parley-sim-%d", n)
+        self.genesis: Genesis = make_genesis(self.keys, [TOKEN], initial=scenario.initial_balance_e9)
+        c = scenario.consensus
+        self.timeouts = TimeoutConfig(
+            propose_base=c.propose_base_ms, propose_delta=c.propose_delta_ms, prevote_base=c.vote_base_ms,
+            prevote_delta=c.vote_delta_ms, precommit_base=c.vote_base_ms, precommit_delta=c.vote_delta_ms,
+        )
+        self.now = 0
+        self._heap: list[tuple[int, int, int, int, Any]] = []
+        self._seq = 0
+        self.record = Record()
+        self.events: list[dict[str, Any]] = []
+        options = random.Random(f"{seed}:options")
+        behaviour_rng = random.Random(f"{seed}:behaviours")
+        copies = {i: 1 for i in range(n)}
+        specs_by_participant = make_behaviours(scenario.behaviours)
+        for participant, classes in specs_by_participant.items():
+            copies[participant] = max(cls.copies for cls, _ in classes)
+        self.nodes: list[SimNode] = []
+        for participant in range(n):
+            for _ in range(copies[participant]):
+                skew = options.randint(-scenario.clock_skew_ms, scenario.clock_skew_ms) if scenario.clock_skew_ms else 0
+                self.nodes.append(SimNode(self, len(self.nodes), participant, self.keys[participant], skew))
+        self.by_address: dict[Address, list[SimNode]] = {}
+        for node in self.nodes:
+            self.by_address.setdefault(node.address, []).append(node)
+        self.honest = [node for node in self.nodes if node.participant not in specs_by_participant]
+        honest_indices = [node.index for node in self.honest]
+        self.options: dict[str, Any] = {"clock_skew_ms": {str(nd.index): nd.skew_ms for nd in self.nodes}}
+        for participant, classes in specs_by_participant.items():
+            twins = [node for node in self.nodes if node.participant == participant]
+            for copy, node in enumerate(twins):
+                for cls, params in classes:
+                    split = sorted(behaviour_rng.sample(honest_indices, len(honest_indices) // 2))
+                    context = BehaviourContext(
+                        genesis=self.genesis, key=node.key, rng=behaviour_rng, copy=copy, split=frozenset(split)
+                    )
+                    node.behaviours.append(cls(params, context))
+                    self.options[f"split:{cls.name}:n{node.index}"] = split
+        self.network = Network(
+            scenario.network, random.Random(f"{seed}:network"), [nd.participant for nd in self.nodes], n
+        )
+        for node in self.nodes:
+            for other in self.nodes:
+                if other is not node:
+                    node.sessions[other.index] = SyncSession(self.genesis.channel_id)
+        self._workload_rng = {nd.index: random.Random(f"{seed}:workload:{nd.index}") for nd in self.nodes}
+        phases = {nd.index: (options.randrange(scenario.sync.interval_ms),
+                             options.randrange(max(1, c.interval_ms // 4))) for nd in self.nodes}
+        self.options["phases_ms"] = {str(i): list(p) for i, p in phases.items()}
+        workload = scenario.workload
+        for node in self.nodes:
+            sync_phase, tick_phase = phases[node.index]
+            self._push(sync_phase, SYNC_TICK, node.index, True)
+            self._push(tick_phase, CONSENSUS_TICK, node.index, None)
+            if workload.rate_per_s > 0:
+                self._push(workload.start_ms + self._arrival(node.index), WORK, node.index, None)
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def _push(self, when: int, kind: int, node: int, data: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, kind, node, data))
+
+    def run(self, progress: Callable[[int], None] | None = None, step_ms: int = 1000) -> None:
+        """Run to the end of the scenario (duration plus settle time)."""
+        end = self.scenario.end_ms
+        handlers = (self._work, self._deliver, self._sync_tick, self._consensus_tick, self._timeout, self._gap)
+        heap = self._heap
+        next_report = step_ms
+        record = self.record
+        while heap and heap[0][0] <= end:
+            when, _, kind, index, data = heapq.heappop(heap)
+            self.now = when
+            if when >= next_report:
+                self._sample_finality()
+                if progress is not None:
+                    progress(when)
+                next_report = (when // step_ms + 1) * step_ms
+            record.events_processed += 1
+            handlers[kind](self.nodes[index], data)
+        self.now = end
+        self._sample_finality()
+        if progress is not None:
+            progress(end)
+
+    def log(self, node: SimNode | None, event: str, **fields: Any) -> None:
+        if self.trace:
+            entry: dict[str, Any] = {"t": self.now, "node": node.index if node is not None else None, "event": event}
+            entry.update(fields)
+            self.events.append(entry)
+
+    def _sample_finality(self) -> None:
+        self.record.final_over_time.append((self.now, len(self.record.finality_ms)))
+
+    # -- the workload ------------------------------------------------------------------------------
+
+    def _arrival(self, index: int) -> int:
+        return 1 + int(self._workload_rng[index].expovariate(self.scenario.workload.rate_per_s) * 1000)
+
+    def _work(self, node: SimNode, _: Any) -> None:
+        workload = self.scenario.workload
+        stop = workload.stop_ms if workload.stop_ms is not None else self.scenario.duration_ms
+        if self.now >= stop:
+            return
+        rng = self._workload_rng[node.index]
+        others = [a for a in self.genesis.addresses if a != node.address]
+        if others:
+            body = {"to": rng.choice(others), "token": TOKEN.symbol, "amount": rng.randint(1, workload.amount_max_e9)}
+            op = sign_op(node.replica.ctx, node.key, node.next_seq(), node.parents(), "transfer", body, ts=node.clock())
+            self.record.signed += 1
+            if node.honest:
+                self.record.signed_honest += 1
+                node.own_unfinal.append((op.op_id, self.now))
+            self._ingest(node, [op], node.index)
+            self.log(node, "sign", seq=op.seq, op="0x" + op.op_id.hex()[:16])
+            self._gossip(node, op)
+        self._push(self.now + self._arrival(node.index), WORK, node.index, None)
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    def _send(self, src: SimNode, dst: int, channel: str, data: bytes) -> None:
+        record = self.record
+        record.messages[channel] += 1
+        record.bytes[channel] += len(data)
+        for arrival in self.network.send(src.index, dst, len(data), self.now).arrivals:
+            self._push(arrival, DELIVER, dst, (src.index, channel, data))
+
+    def _gossip(self, node: SimNode, op: SignedOp) -> None:
+        if node.honest:
+            data = encode_batch([op.raw])
+            for dst in node.sessions:
+                self._send(node, dst, OPS, data)
+            return
+        for dst in node.sessions:
+            ops = [op]
+            for behaviour in node.behaviours:
+                ops = [out for one in ops for out in behaviour.gossip(node, one, dst)]
+            if ops:
+                self._send(node, dst, OPS, encode_batch([one.raw for one in ops]))
+
+    def _broadcast(self, node: SimNode, message: ConsensusMessage) -> None:
+        if node.honest:
+            data = encode_consensus(message)
+            for dst in node.sessions:
+                self._send(node, dst, CONSENSUS, data)
+            return
+        for dst in node.sessions:
+            self._send_consensus(node, dst, message)
+
+    def _send_consensus(self, node: SimNode, dst: int, message: ConsensusMessage) -> None:
+        messages = [message]
+        for behaviour in node.behaviours:
+            messages = [out for one in messages for out in behaviour.consensus(node, one, dst)]
+        for one in messages:
+            self._send(node, dst, CONSENSUS, encode_consensus(one))
+
+    def _sync_send(self, node: SimNode, dst: int, messages: Sequence[SyncMessage]) -> None:
+        out: Sequence[SyncMessage | bytes] = messages
+        for behaviour in node.behaviours:
+            out = behaviour.sync(node, dst, out)
+        for message in out:
+            self._send(node, dst, SYNC, message if isinstance(message, bytes) else encode_sync(message))
+
+    # -- receiving ---------------------------------------------------------------------------------
+
+    def _reject(self, node: SimNode, exc: InvalidInput) -> None:
+        if node.honest:
+            rejects = self.record.rejects
+            rejects[exc.code] = rejects.get(exc.code, 0) + 1
+
+    def _deliver(self, node: SimNode, data: tuple[int, str, bytes]) -> None:
+        src, channel, payload = data
+        try:
+            if channel == OPS:
+                self._ingest(node, self._decode_ops(node, decode_batch(payload)), src)
+            elif channel == SYNC:
+                self._on_sync(node, src, payload)
+            else:
+                self._on_consensus(node, decode_consensus(payload))
+        except InvalidInput as exc:  # the real node scores the peer down and drops the input
+            self._reject(node, exc)
+
+    def _decode_ops(self, node: SimNode, raws: Iterable[bytes]) -> list[SignedOp]:
+        """As `p2p.peer.Peer._decode_ops`: decode and verify (an operation already held with the
+        same bytes skips its signature check)."""
+        ctx, known = node.replica.ctx, node.replica.graph.ops
+        ops = []
+        for raw in raws:
+            op = decode_op(raw, ctx, verify=False)
+            held = known.get(op.op_id)
+            if held is None or held.raw != raw:
+                op = decode_op(raw, ctx)
+            ops.append(op)
+        return ops
+
+    def _on_sync(self, node: SimNode, src: int, payload: bytes) -> None:
+        session = node.sessions[src]
+        step = session.receive(node.view, decode_sync(payload))
+        if step.send:
+            self._sync_send(node, src, step.send)
+        if step.deliver:
+            result = self._ingest(node, self._decode_ops(node, step.deliver), src, from_sync=True)
+            follow = session.after_delivery(node.view, result.missing)
+            if follow:
+                self._sync_send(node, src, follow)
+
+    def _ingest(self, node: SimNode, ops: Sequence[SignedOp], src: int, from_sync: bool = False) -> AddResult:
+        """As `p2p.peer.Peer._ingest`: the operations not yet known, in one batch."""
+        view = node.view
+        fresh = [op for op in ops if not view.knows(op.op_id)]
+        if not fresh:
+            return AddResult()
+        result = node.replica.receive_many(fresh, node.source if src != node.index else b"")
+        for _, exc in result.rejected:
+            self._reject(node, exc)
+        if node.honest:
+            self._note_equivocations(node, result.accepted)
+        if result.missing and not from_sync:
+            self._note_gaps(node, result.missing, src)
+        if result.accepted:
+            self._data_arrived(node)
+        return result
+
+    def _note_equivocations(self, node: SimNode, accepted: Iterable[SignedOp]) -> None:
+        """The check's own record of equivocations this honest node holds both sides of."""
+        first = node.first_at_seq
+        for op in accepted:
+            key = (op.author, op.seq)
+            if key in first:
+                if first[key] != op.op_id and key not in node.equivocations_seen:
+                    node.equivocations_seen.append(key)
+            else:
+                first[key] = op.op_id
+
+    def _note_gaps(self, node: SimNode, missing: Iterable[OpId], src: int) -> None:
+        for op_id in sorted(missing):
+            node.gaps.setdefault(op_id, src)
+        if not node.gap_due:
+            node.gap_due = True
+            self._push(self.now + self.scenario.sync.gap_grace_ms, GAP, node.index, None)
+
+    def _gap(self, node: SimNode, _: Any) -> None:
+        """As `p2p.peer.Peer._gap_filler`: ask the node that showed the gap (any: every peer)."""
+        node.gap_due = False
+        gaps, node.gaps = node.gaps, {}
+        by_source: dict[int, list[OpId]] = {}
+        for op_id, src in gaps.items():
+            if not node.view.knows(op_id):
+                by_source.setdefault(src, []).append(op_id)
+        for src, ids in by_source.items():
+            targets = [src] if src in node.sessions else list(node.sessions)
+            for dst in targets:
+                out = node.sessions[dst].need(node.view, sorted(ids))
+                if out:
+                    self._sync_send(node, dst, out)
+
+    def _sync_tick(self, node: SimNode, first: bool) -> None:
+        for dst, session in node.sessions.items():
+            out = session.start(node.view) if first else session.tick(node.view)
+            self._sync_send(node, dst, out)
+        self._push(self.now + self.scenario.sync.interval_ms, SYNC_TICK, node.index, False)
+
+    # -- the consensus driver ----------------------------------------------------------------------
+
+    def _on_consensus(self, node: SimNode, message: ConsensusMessage) -> None:
+        node.highest_seen = max(node.highest_seen, message.height)
+        if message.height >= node.height and not node.started and node.pending is None:
+            self._start(node)
+        self._carry_out(node, node.consensus.on_message(message))
+
+    def _consensus_tick(self, node: SimNode, _: Any) -> None:
+        if not node.started and node.pending is None:
+            due = self.now - node.last_start >= self.scenario.consensus.interval_ms
+            if node.highest_seen >= node.height or (due and node.app.has_news()):
+                self._start(node)
+        self._push(self.now + max(1, self.scenario.consensus.interval_ms // 4), CONSENSUS_TICK, node.index, None)
+
+    def _timeout(self, node: SimNode, timeout: Timeout) -> None:
+        self._carry_out(node, node.consensus.on_timeout(timeout))
+
+    def _data_arrived(self, node: SimNode) -> None:
+        if node.pending is not None:
+            self._apply(node, node.pending)
+        elif node.started:
+            self._carry_out(node, node.consensus.on_data_arrived())
+
+    def _start(self, node: SimNode) -> None:
+        node.started = True
+        node.last_start = self.now
+        self._carry_out(node, node.consensus.start_height(node.height))
+
+    def _request(self, node: SimNode, op_ids: Iterable[OpId]) -> None:
+        self._note_gaps(node, op_ids, -1)
+
+    def _carry_out(self, node: SimNode, outputs: list[Output]) -> None:
+        for output in outputs:
+            if isinstance(output, SigningRecord):
+                continue  # simulated nodes do not restart in this increment: nothing to store
+            if isinstance(output, Broadcast):
+                self._broadcast(node, output.message)
+            elif isinstance(output, Send):
+                self._send_to(node, output.to, output.message)
+            elif isinstance(output, Fetch):
+                self._request(node, output.op_ids)
+            elif isinstance(output, ScheduleTimeout):
+                self._push(self.now + output.duration, TIMEOUT, node.index, output.timeout)
+            elif isinstance(output, Decide):
+                self._apply(node, output)
+            elif isinstance(output, Certified):
+                self._certified(node, output)
+            elif isinstance(output, Evidence):
+                if node.honest:
+                    self.record.consensus_evidence.append((node.index, output.kind, output.offender))
+                self.log(node, "evidence", kind=output.kind, offender="0x" + output.offender.hex())
+
+    def _send_to(self, node: SimNode, to: Address, message: ConsensusMessage) -> None:
+        """A `Send`: the decision proof, then the checkpoint signatures of its version (as the
+        driver sends them), to every node of that participant."""
+        extra = node.consensus.checkpoint_signatures(message.height)
+        for target in self.by_address.get(to, []):
+            if target is node:
+                continue
+            for one in [message, *extra]:
+                if node.honest:
+                    self._send(node, target.index, CONSENSUS, encode_consensus(one))
+                else:
+                    self._send_consensus(node, target.index, one)
+
+    def _apply(self, node: SimNode, decide: Decide) -> None:
+        """As `ConsensusDriver._apply`: certify the decided cut (fetching what it lacks first)."""
+        cut = decide.value.cut()
+        replica = node.replica
+        if node.honest:
+            try:
+                preview = replica.preview(cut)
+            except MissingOperations as exc:
+                node.pending = decide
+                self._request(node, sorted(OpId(m) for m in exc.missing))
+                return
+            except InvalidInput as exc:
+                self.record.certify_failures.append((node.index, decide.height, str(exc)))
+                node.pending = None
+                return
+            self._compare_roots(node, decide, preview.state_hash, preview.payout_root)
+        try:
+            replica.certify(cut)
+        except MissingOperations as exc:
+            node.pending = decide
+            self._request(node, sorted(OpId(m) for m in exc.missing))
+            return
+        except InvalidInput as exc:
+            if node.honest:
+                self.record.certify_failures.append((node.index, decide.height, str(exc)))
+            node.pending = None
+            return
+        node.pending = None
+        checkpoint = decide.value.checkpoint
+        self.record.decisions.append(Decision(
+            node.index, decide.height, decide.round, decide.value.value_id, self.now, checkpoint.state_hash,
+            checkpoint.payout_root,
+        ))
+        value_id = "0x" + decide.value.value_id.hex()[:16]
+        self.log(node, "decide", version=decide.height, round=decide.round, value=value_id, heads=len(cut.heads))
+        if node.honest:
+            epoch_of = replica.epoch_of
+            while node.own_unfinal and node.own_unfinal[0][0] in epoch_of:
+                _, signed_at = node.own_unfinal.popleft()
+                self.record.finality_ms.append(self.now - signed_at)
+        node.height = decide.height + 1
+        node.started = False
+        if node.highest_seen >= node.height:
+            self._start(node)
+
+    def _compare_roots(self, node: SimNode, decide: Decide, state_hash: bytes, payout_root: bytes) -> None:
+        checkpoint = decide.value.checkpoint
+        for which, mine, theirs in (("state_hash", state_hash, checkpoint.state_hash),
+                                    ("payout_root", payout_root, checkpoint.payout_root)):
+            if mine != theirs:
+                self.record.root_mismatches.append((node.index, decide.height, which))
+
+    def _certified(self, node: SimNode, output: Certified) -> None:
+        if node.honest:
+            digest = output.certificate.checkpoint.digest(self.genesis.domain)
+            self.record.certified.append((node.index, output.height, digest))
+        self.log(node, "certified", version=output.height)
