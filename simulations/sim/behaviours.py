@@ -2,8 +2,10 @@
 
 A Byzantine node runs the same honest machines as every other node (so it stays in step with
 the protocol) and its behaviours rewrite what it sends, per destination:
-- `Behaviour.gossip`: the operations a new operation of its own becomes, for one peer;
-- `Behaviour.consensus`: the consensus messages one message becomes, for one peer;
+- `Behaviour.gossip`: the operations an operation becomes, for one peer (``own``: one it
+  publishes, else one it relays);
+- `Behaviour.consensus`: the consensus messages one message becomes, for one peer (``own`` as
+  for gossip: a relayed message can be dropped, never re-signed as this node's);
 - `Behaviour.sync`: the sync messages (or raw bytes) an answer becomes, for one peer.
 Behaviours of one node compose in the scenario's order. Each gets a `BehaviourContext`: the
 genesis, the node's key, the run's "behaviours" random stream, which copy it is (Twins), and
@@ -83,10 +85,10 @@ class Behaviour:
         self.params = params
         self.context = context
 
-    def gossip(self, node: SimNode, op: SignedOp, dst: int) -> list[SignedOp]:
+    def gossip(self, node: SimNode, op: SignedOp, dst: int, own: bool) -> list[SignedOp]:
         return [op]
 
-    def consensus(self, node: SimNode, message: ConsensusMessage, dst: int) -> list[ConsensusMessage]:
+    def consensus(self, node: SimNode, message: ConsensusMessage, dst: int, own: bool) -> list[ConsensusMessage]:
         return [message]
 
     def sync(self, node: SimNode, dst: int, messages: SyncOut) -> SyncOut:
@@ -103,9 +105,11 @@ class Equivocate(Behaviour):
         super().__init__(params, context)
         self._twins: dict[bytes, SignedOp | None] = {}
 
-    def gossip(self, node: SimNode, op: SignedOp, dst: int) -> list[SignedOp]:
+    def gossip(self, node: SimNode, op: SignedOp, dst: int, own: bool) -> list[SignedOp]:
+        if not own or dst not in self.context.split:
+            return [op]
         twin = self._twin(node, op)
-        return [twin] if twin is not None and dst in self.context.split else [op]
+        return [op] if twin is None else [twin]
 
     def _twin(self, node: SimNode, op: SignedOp) -> SignedOp | None:
         if op.op_id not in self._twins:
@@ -132,10 +136,10 @@ class Twins(Behaviour):
             return True
         return (dst in self.context.split) == (self.context.copy == 1)
 
-    def gossip(self, node: SimNode, op: SignedOp, dst: int) -> list[SignedOp]:
+    def gossip(self, node: SimNode, op: SignedOp, dst: int, own: bool) -> list[SignedOp]:
         return [op] if self._reaches(dst) else []
 
-    def consensus(self, node: SimNode, message: ConsensusMessage, dst: int) -> list[ConsensusMessage]:
+    def consensus(self, node: SimNode, message: ConsensusMessage, dst: int, own: bool) -> list[ConsensusMessage]:
         return [message] if self._reaches(dst) else []
 
     def sync(self, node: SimNode, dst: int, messages: SyncOut) -> SyncOut:
@@ -149,8 +153,8 @@ class DoubleVote(Behaviour):
         super().__init__(params, context)
         self._twins: dict[bytes, ConsensusMessage] = {}
 
-    def consensus(self, node: SimNode, message: ConsensusMessage, dst: int) -> list[ConsensusMessage]:
-        if not isinstance(message, Prevote | Precommit) or dst not in self.context.split:
+    def consensus(self, node: SimNode, message: ConsensusMessage, dst: int, own: bool) -> list[ConsensusMessage]:
+        if not own or not isinstance(message, Prevote | Precommit) or dst not in self.context.split:
             return [message]
         twin = self._twins.get(message.signature)
         if twin is None:
@@ -168,8 +172,8 @@ class DoublePropose(Behaviour):
         super().__init__(params, context)
         self._twins: dict[bytes, ConsensusMessage | None] = {}
 
-    def consensus(self, node: SimNode, message: ConsensusMessage, dst: int) -> list[ConsensusMessage]:
-        if not isinstance(message, Proposal) or dst not in self.context.split:
+    def consensus(self, node: SimNode, message: ConsensusMessage, dst: int, own: bool) -> list[ConsensusMessage]:
+        if not own or not isinstance(message, Proposal) or dst not in self.context.split:
             return [message]
         if message.signature not in self._twins:
             value = message.value
@@ -185,8 +189,8 @@ class DoublePropose(Behaviour):
 class BadProposal(Behaviour):
     name = "bad_proposal"
 
-    def consensus(self, node: SimNode, message: ConsensusMessage, dst: int) -> list[ConsensusMessage]:
-        if not isinstance(message, Proposal):
+    def consensus(self, node: SimNode, message: ConsensusMessage, dst: int, own: bool) -> list[ConsensusMessage]:
+        if not own or not isinstance(message, Proposal):
             return [message]
         value = message.value
         c = value.checkpoint
@@ -215,10 +219,10 @@ class Withhold(Behaviour):
             return dst in self.context.split
         return node.engine.nodes[dst].participant in targets
 
-    def gossip(self, node: SimNode, op: SignedOp, dst: int) -> list[SignedOp]:
+    def gossip(self, node: SimNode, op: SignedOp, dst: int, own: bool) -> list[SignedOp]:
         return [] if self._blocked(node, "ops", dst) else [op]
 
-    def consensus(self, node: SimNode, message: ConsensusMessage, dst: int) -> list[ConsensusMessage]:
+    def consensus(self, node: SimNode, message: ConsensusMessage, dst: int, own: bool) -> list[ConsensusMessage]:
         return [] if self._blocked(node, "consensus", dst) else [message]
 
     def sync(self, node: SimNode, dst: int, messages: SyncOut) -> SyncOut:
@@ -257,10 +261,10 @@ class Silent(Behaviour):
         assert isinstance(self.params, Silent.Params)
         return node.engine.now >= self.params.from_ms
 
-    def gossip(self, node: SimNode, op: SignedOp, dst: int) -> list[SignedOp]:
+    def gossip(self, node: SimNode, op: SignedOp, dst: int, own: bool) -> list[SignedOp]:
         return [] if self._on(node) else [op]
 
-    def consensus(self, node: SimNode, message: ConsensusMessage, dst: int) -> list[ConsensusMessage]:
+    def consensus(self, node: SimNode, message: ConsensusMessage, dst: int, own: bool) -> list[ConsensusMessage]:
         return [] if self._on(node) else [message]
 
     def sync(self, node: SimNode, dst: int, messages: SyncOut) -> SyncOut:

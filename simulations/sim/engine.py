@@ -63,6 +63,17 @@ from channel.core.consensus import Message as ConsensusMessage
 from channel.core.consensus import decode_message as decode_consensus
 from channel.core.consensus import encode_message as encode_consensus
 from channel.core.validation import LocalView, validate_proposal
+from channel.runtime.catchup import (
+    FETCH_SECONDS,
+    MAX_FRAME_BYTES,
+    MAX_RECORDS,
+    Request,
+    decode_reply,
+    decode_request,
+    encode_end,
+    encode_record,
+    encode_request,
+)
 from crdt.eip712 import Checkpoint
 from crdt.errors import InvalidInput, MissingOperations
 from crdt.genesis import Genesis, Token
@@ -72,8 +83,8 @@ from crdt.replica import Cut, Replica
 from crdt.testing import make_genesis, test_keys
 from crdt.types import Address, OpId, Symbol
 from p2p.sync import HashGraphView, SyncSession
+from p2p.wire import FrameDecoder, WireLimits, decode_batch, encode_batch, encode_frame
 from p2p.wire import Message as SyncMessage
-from p2p.wire import decode_batch, encode_batch
 from p2p.wire import decode_message as decode_sync
 from p2p.wire import encode_message as encode_sync
 from simulations.sim.behaviours import Behaviour, BehaviourContext, make_behaviours
@@ -82,11 +93,16 @@ from simulations.sim.scenario import Scenario
 
 TOKEN = Token(Symbol("USDC"), Address(b"\x5c" * 20), 6)
 MAX_PARENTS = 16  # as the node (channel.runtime.node.MAX_PARENTS)
-OPS, SYNC, CONSENSUS = "ops", "sync", "consensus"
-CHANNELS = (OPS, SYNC, CONSENSUS)
+OPS, SYNC, CONSENSUS, CATCHUP, ANSWER = "ops", "sync", "consensus", "catchup", "catchup_answer"
+CHANNELS = (OPS, SYNC, CONSENSUS, CATCHUP, ANSWER)
+CATCHUP_LIMITS = WireLimits(max_frame_bytes=MAX_FRAME_BYTES)
+GOSSIPED = (OPS, CONSENSUS)  # relayed by the mesh, deduplicated by message id
+FETCH_MS = int(FETCH_SECONDS * 1000)  # a catch-up request unanswered this long is given up
 
 # event kinds (the heap's third field)
-WORK, DELIVER, SYNC_TICK, CONSENSUS_TICK, TIMEOUT, GAP = range(6)
+WORK, DELIVER, SYNC_TICK, CONSENSUS_TICK, TIMEOUT, GAP, FETCH_EXPIRED = range(7)
+
+MessageId = tuple[int, int]  # (publishing node, its publication counter): gossipsub's (from, seqno)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +190,14 @@ class SimApplication(Application):
         return validate_proposal(LocalView(replica, {}, self.node.clock(), self.time_bound_ms), height, value)
 
 
+def _encode_ops(ops: Sequence[SignedOp]) -> bytes:
+    return encode_batch([op.raw for op in ops])
+
+
+def _encode_consensus(messages: Sequence[ConsensusMessage]) -> bytes:
+    return encode_consensus(messages[0])
+
+
 class SimNode:
     """One simulated node: a participant's machines and its driver's state."""
 
@@ -198,9 +222,20 @@ class SimNode:
         self.last_start = -(10**12)
         self.highest_seen = 0
         self.pending: Decide | None = None
+        self.catching_up = False
         # the gap filler's (p2p.peer.Peer._gaps): op id -> the node it was missing from (-1: any)
         self.gaps: dict[OpId, int] = {}
         self.gap_due = False
+        # gossip relaying: the mesh peers, and the message ids seen
+        self.mesh: list[int] = []
+        self.seen: set[MessageId] = set()
+        # checkpoint catch-up (channel.runtime.driver, "catch-up"): the stored proofs, the client's state
+        self.proofs: dict[int, bytes] = {}
+        self.fetching = 0  # the number of the request in flight (0: none)
+        self.fetches = 0
+        self.last_fetch = -(10**12)
+        self.caught_up = False
+        self.next_peer = 0
         # honest bookkeeping for the checks and metrics
         self.own_unfinal: deque[tuple[OpId, int]] = deque()
         self.first_at_seq: dict[tuple[Address, int], OpId] = {}
@@ -283,6 +318,8 @@ class Engine:
             for other in self.nodes:
                 if other is not node:
                     node.sessions[other.index] = SyncSession(self.genesis.channel_id)
+        self._build_mesh(options)
+        self._published = 0
         self._workload_rng = {nd.index: random.Random(f"{seed}:workload:{nd.index}") for nd in self.nodes}
         phases = {nd.index: (options.randrange(scenario.sync.interval_ms),
                              options.randrange(max(1, c.interval_ms // 4))) for nd in self.nodes}
@@ -295,6 +332,17 @@ class Engine:
             if workload.rate_per_s > 0:
                 self._push(workload.start_ms + self._arrival(node.index), WORK, node.index, None)
 
+    def _build_mesh(self, options: random.Random) -> None:
+        """Each node grafts ``mesh_degree`` peers drawn from the seed; grafts are symmetric."""
+        degree = min(self.scenario.gossip.mesh_degree, len(self.nodes) - 1)
+        mesh: dict[int, set[int]] = {node.index: set() for node in self.nodes}
+        for node in self.nodes:
+            for peer in options.sample(sorted(node.sessions), degree):
+                mesh[node.index].add(peer)
+                mesh[peer].add(node.index)
+        for node in self.nodes:
+            node.mesh = sorted(mesh[node.index])
+
     # -- the loop ------------------------------------------------------------------------------------
 
     def _push(self, when: int, kind: int, node: int, data: Any) -> None:
@@ -304,7 +352,10 @@ class Engine:
     def run(self, progress: Callable[[int], None] | None = None, step_ms: int = 1000) -> None:
         """Run to the end of the scenario (duration plus settle time)."""
         end = self.scenario.end_ms
-        handlers = (self._work, self._deliver, self._sync_tick, self._consensus_tick, self._timeout, self._gap)
+        handlers = (
+            self._work, self._deliver, self._sync_tick, self._consensus_tick, self._timeout, self._gap,
+            self._fetch_expired,
+        )
         heap = self._heap
         next_report = step_ms
         record = self.record
@@ -358,41 +409,58 @@ class Engine:
 
     # -- sending -----------------------------------------------------------------------------------
 
-    def _send(self, src: SimNode, dst: int, channel: str, data: bytes) -> None:
+    def _send(self, src: SimNode, dst: int, channel: str, data: bytes, message_id: MessageId | None = None) -> None:
         record = self.record
         record.messages[channel] += 1
         record.bytes[channel] += len(data)
         for arrival in self.network.send(src.index, dst, len(data), self.now).arrivals:
-            self._push(arrival, DELIVER, dst, (src.index, channel, data))
+            self._push(arrival, DELIVER, dst, (src.index, channel, data, message_id))
+
+    def _message_id(self, node: SimNode) -> MessageId:
+        self._published += 1
+        message_id = (node.index, self._published)
+        node.seen.add(message_id)
+        return message_id
 
     def _gossip(self, node: SimNode, op: SignedOp) -> None:
-        if node.honest:
-            data = encode_batch([op.raw])
-            for dst in node.sessions:
-                self._send(node, dst, OPS, data)
-            return
-        for dst in node.sessions:
-            ops = [op]
-            for behaviour in node.behaviours:
-                ops = [out for one in ops for out in behaviour.gossip(node, one, dst)]
-            if ops:
-                self._send(node, dst, OPS, encode_batch([one.raw for one in ops]))
+        """Publish a new own operation to every peer (flood publishing)."""
+        self._spread(node, OPS, [op], list(node.sessions), None)
 
     def _broadcast(self, node: SimNode, message: ConsensusMessage) -> None:
-        if node.honest:
-            data = encode_consensus(message)
-            for dst in node.sessions:
-                self._send(node, dst, CONSENSUS, data)
-            return
-        for dst in node.sessions:
-            self._send_consensus(node, dst, message)
+        self._spread(node, CONSENSUS, [message], list(node.sessions), None)
 
-    def _send_consensus(self, node: SimNode, dst: int, message: ConsensusMessage) -> None:
-        messages = [message]
-        for behaviour in node.behaviours:
-            messages = [out for one in messages for out in behaviour.consensus(node, one, dst)]
-        for one in messages:
-            self._send(node, dst, CONSENSUS, encode_consensus(one))
+    def _spread(
+        self,
+        node: SimNode,
+        channel: str,
+        items: Sequence[Any],
+        targets: Sequence[int],
+        relayed: tuple[bytes, MessageId] | None,
+    ) -> None:
+        """Send gossip `items` (operations or one consensus message) to `targets`: the same
+        bytes under one message id to each, unless a behaviour of this node rewrites them for a
+        peer (then each distinct rewrite is a message of its own)."""
+        encode = _encode_ops if channel == OPS else _encode_consensus
+        if node.honest:
+            data, message_id = relayed if relayed is not None else (encode(items), self._message_id(node))
+            for dst in targets:
+                self._send(node, dst, channel, data, message_id)
+            return
+        ids: dict[bytes, MessageId] = {relayed[0]: relayed[1]} if relayed is not None else {}
+        for dst in targets:
+            out = list(items)
+            for behaviour in node.behaviours:
+                if channel == OPS:
+                    out = [one for op in out for one in behaviour.gossip(node, op, dst, relayed is None)]
+                else:
+                    out = [one for message in out for one in behaviour.consensus(node, message, dst, relayed is None)]
+            groups = [out] if channel == OPS else [[one] for one in out]
+            for group in groups:
+                if group:
+                    data = encode(group)
+                    if data not in ids:
+                        ids[data] = self._message_id(node)
+                    self._send(node, dst, channel, data, ids[data])
 
     def _sync_send(self, node: SimNode, dst: int, messages: Sequence[SyncMessage]) -> None:
         out: Sequence[SyncMessage | bytes] = messages
@@ -408,17 +476,39 @@ class Engine:
             rejects = self.record.rejects
             rejects[exc.code] = rejects.get(exc.code, 0) + 1
 
-    def _deliver(self, node: SimNode, data: tuple[int, str, bytes]) -> None:
-        src, channel, payload = data
+    def _deliver(self, node: SimNode, data: tuple[int, str, bytes, MessageId | None]) -> None:
+        src, channel, payload, message_id = data
+        if message_id is not None:
+            if message_id in node.seen:
+                return  # gossipsub's seen cache: a message is delivered and forwarded once
+            node.seen.add(message_id)
         try:
             if channel == OPS:
-                self._ingest(node, self._decode_ops(node, decode_batch(payload)), src)
+                ops = self._decode_ops(node, decode_batch(payload))
+                self._ingest(node, ops, src)
+                self._relay(node, OPS, ops, src, payload, message_id)
             elif channel == SYNC:
                 self._on_sync(node, src, payload)
+            elif channel == CONSENSUS:
+                message = decode_consensus(payload)
+                self._on_consensus(node, message)
+                self._relay(node, CONSENSUS, [message], src, payload, message_id)
+            elif channel == CATCHUP:
+                self._serve_catchup(node, src, payload)
             else:
-                self._on_consensus(node, decode_consensus(payload))
+                self._on_catchup_answer(node, payload)
         except InvalidInput as exc:  # the real node scores the peer down and drops the input
             self._reject(node, exc)
+
+    def _relay(
+        self, node: SimNode, channel: str, items: Sequence[Any], src: int, payload: bytes, message_id: MessageId | None
+    ) -> None:
+        """Forward a valid gossip message to the mesh (not back to where it came from)."""
+        if message_id is None:
+            return
+        targets = [peer for peer in node.mesh if peer != src and peer != message_id[0]]
+        if targets:
+            self._spread(node, channel, items, targets, (payload, message_id))
 
     def _decode_ops(self, node: SimNode, raws: Iterable[bytes]) -> list[SignedOp]:
         """As `p2p.peer.Peer._decode_ops`: decode and verify (an operation already held with the
@@ -509,6 +599,7 @@ class Engine:
         self._carry_out(node, node.consensus.on_message(message))
 
     def _consensus_tick(self, node: SimNode, _: Any) -> None:
+        self._maybe_fetch(node)
         if not node.started and node.pending is None:
             due = self.now - node.last_start >= self.scenario.consensus.interval_ms
             if node.highest_seen >= node.height or (due and node.app.has_news()):
@@ -561,10 +652,7 @@ class Engine:
             if target is node:
                 continue
             for one in [message, *extra]:
-                if node.honest:
-                    self._send(node, target.index, CONSENSUS, encode_consensus(one))
-                else:
-                    self._send_consensus(node, target.index, one)
+                self._spread(node, CONSENSUS, [one], [target.index], None)
 
     def _apply(self, node: SimNode, decide: Decide) -> None:
         """As `ConsensusDriver._apply`: certify the decided cut (fetching what it lacks first)."""
@@ -606,9 +694,10 @@ class Engine:
             while node.own_unfinal and node.own_unfinal[0][0] in epoch_of:
                 _, signed_at = node.own_unfinal.popleft()
                 self.record.finality_ms.append(self.now - signed_at)
+        node.proofs[decide.height] = encode_consensus(decide.proof)
         node.height = decide.height + 1
         node.started = False
-        if node.highest_seen >= node.height:
+        if node.highest_seen >= node.height and not node.catching_up:
             self._start(node)
 
     def _compare_roots(self, node: SimNode, decide: Decide, state_hash: bytes, payout_root: bytes) -> None:
@@ -623,3 +712,72 @@ class Engine:
             digest = output.certificate.checkpoint.digest(self.genesis.domain)
             self.record.certified.append((node.index, output.height, digest))
         self.log(node, "certified", version=output.height)
+
+    # -- checkpoint catch-up (channel.runtime.catchup, as the driver uses it) -----------------------
+
+    def _maybe_fetch(self, node: SimNode) -> None:
+        """As `ConsensusDriver._maybe_fetch`: ask one peer at a time, in turn, for the stored
+        proofs after our version, when we may be behind."""
+        c = self.scenario.consensus
+        if node.fetching or self.now - node.last_fetch < c.catchup_period_ms or node.pending is not None:
+            return
+        behind = (
+            not node.caught_up
+            or node.highest_seen > node.height
+            or (node.started and node.consensus.round > 0)
+            or self.now - node.last_fetch >= c.catchup_idle_ms
+        )
+        if not behind:
+            return
+        peers = list(node.sessions)
+        peer = peers[node.next_peer % len(peers)]
+        node.next_peer += 1
+        node.fetches += 1
+        node.fetching = node.fetches
+        node.last_fetch = self.now
+        request = Request(self.genesis.channel_id, node.replica.version + 1, MAX_RECORDS)
+        self._send(node, peer, CATCHUP, encode_request(request))
+        self._push(self.now + FETCH_MS, FETCH_EXPIRED, node.index, node.fetches)
+
+    def _fetch_expired(self, node: SimNode, number: int) -> None:
+        if node.fetching == number:
+            node.fetching = 0
+
+    def _serve_catchup(self, node: SimNode, src: int, payload: bytes) -> None:
+        """As `CatchUpServer.handle`: the stored proofs from the first version asked, then the end."""
+        request = decode_request(payload)
+        frames = []
+        for version in range(request.first, request.first + request.count):
+            proof = node.proofs.get(version)
+            if proof is None:
+                break
+            frames.append(encode_record(version, proof, None))
+        frames.append(encode_end(node.replica.version))
+        self._send(node, src, ANSWER, b"".join(encode_frame(frame, CATCHUP_LIMITS) for frame in frames))
+
+    def _on_catchup_answer(self, node: SimNode, payload: bytes) -> None:
+        """As `ConsensusDriver._catch_up`: apply the proofs in version order."""
+        if not node.fetching:
+            return  # given up on: the real driver closed that stream
+        node.fetching = 0
+        replies = [decode_reply(frame) for frame in FrameDecoder(MAX_FRAME_BYTES).feed(payload)]
+        latest = next((reply for reply in replies if isinstance(reply, int)), 0)
+        before = node.replica.version
+        node.catching_up = True
+        try:
+            for reply in replies:
+                if not isinstance(reply, int) and reply.version == node.replica.version + 1 and node.pending is None:
+                    self._carry_out(node, node.consensus.catch_up(reply.decision))
+        except InvalidInput as exc:
+            self._reject(node, exc)
+        finally:
+            node.catching_up = False
+        if node.replica.version > before:
+            self.log(node, "catchup", versions=node.replica.version - before)
+        if latest <= node.replica.version:
+            node.caught_up = True
+        elif node.replica.version > before:
+            node.last_fetch = -(10**12)
+            self._maybe_fetch(node)
+        if node.pending is None and not node.started and node.highest_seen >= node.height:
+            self._start(node)

@@ -125,12 +125,25 @@ class BehaviourSpec(_Strict):
 
 
 class ConsensusSpec(_Strict):
+    """The driver's settings (`channel.runtime.driver.DriverConfig`, in ms)."""
+
     interval_ms: int = Field(default=1000, ge=1)
+    catchup_period_ms: int = Field(default=1000, ge=1)
+    catchup_idle_ms: int = Field(default=10_000, ge=1)
     time_bound_ms: int = Field(default=10_000, ge=1)
     propose_base_ms: int = Field(default=1000, ge=1)
     propose_delta_ms: int = Field(default=500, ge=0)
     vote_base_ms: int = Field(default=500, ge=1)
     vote_delta_ms: int = Field(default=250, ge=0)
+
+
+class GossipSpec(_Strict):
+    """Gossip relaying: each node keeps a mesh of about ``mesh_degree`` peers (drawn from the
+    seed, made symmetric, as gossipsub's GRAFTs make it) and forwards every valid message it
+    sees for the first time to its mesh; the publisher sends to every peer (flood publishing).
+    0 turns relaying off (publishers only)."""
+
+    mesh_degree: int = Field(default=6, ge=0)
 
 
 class SyncSpec(_Strict):
@@ -151,6 +164,7 @@ class Scenario(_Strict):
     network: NetworkSpec = NetworkSpec()
     behaviours: list[BehaviourSpec] = Field(default_factory=list)
     consensus: ConsensusSpec = ConsensusSpec()
+    gossip: GossipSpec = GossipSpec()
     sync: SyncSpec = SyncSpec()
 
     @model_validator(mode="after")
