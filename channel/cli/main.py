@@ -20,6 +20,7 @@ from channel.cli.chain import register as register_settlement
 from channel.cli.console import console, read_password, user_errors
 from channel.cli.markets import MARKETS_HELP, checked_markets, markets_report, markets_summary, markets_table
 from channel.cli.node import register as register_node
+from channel.cli.sim import register as register_sim
 from channel.cli.trade import register as register_trade
 from channel.errors import UserError
 from channel.runtime import keystore
@@ -440,6 +441,7 @@ register_node(app)  # parley node run, balance, transfer, status, peers, stats, 
 register_trade(app)  # parley order, cancel, book, orders, trades
 register_certificates(app)  # parley checkpoints, certificate
 register_bot(app)  # parley bot maker
+register_sim(app)  # parley sim run, replay
 
 
 def main() -> None:  # pragma: no cover - the console script

@@ -97,7 +97,8 @@ OPS, SYNC, CONSENSUS, CATCHUP, ANSWER = "ops", "sync", "consensus", "catchup", "
 CHANNELS = (OPS, SYNC, CONSENSUS, CATCHUP, ANSWER)
 CATCHUP_LIMITS = WireLimits(max_frame_bytes=MAX_FRAME_BYTES)
 GOSSIPED = (OPS, CONSENSUS)  # relayed by the mesh, deduplicated by message id
-FETCH_MS = int(FETCH_SECONDS * 1000)  # a catch-up request unanswered this long is given up
+FETCH_MS = int(FETCH_SECONDS * 1000)
+DECODED_MESSAGES = 8192  # consensus messages decoded once for all nodes (oldest dropped first)  # a catch-up request unanswered this long is given up
 
 # event kinds (the heap's third field)
 WORK, DELIVER, SYNC_TICK, CONSENSUS_TICK, TIMEOUT, GAP, FETCH_EXPIRED = range(7)
@@ -111,6 +112,7 @@ class Switches:
     Nothing outside the tests sets them."""
 
     accept_any_proposal: bool = False  # honest nodes prevote a proposal without comparing its roots
+    ignore_sync_ops: bool = False  # honest nodes drop the operations sync brings (no repair)
 
 
 @dataclass(slots=True)
@@ -303,14 +305,14 @@ class Engine:
         self.options: dict[str, Any] = {"clock_skew_ms": {str(nd.index): nd.skew_ms for nd in self.nodes}}
         for participant, classes in specs_by_participant.items():
             twins = [node for node in self.nodes if node.participant == participant]
-            for copy, node in enumerate(twins):
-                for cls, params in classes:
-                    split = sorted(behaviour_rng.sample(honest_indices, len(honest_indices) // 2))
+            for cls, params in classes:  # one split per participant and behaviour, shared by its copies
+                split = sorted(behaviour_rng.sample(honest_indices, len(honest_indices) // 2))
+                self.options[f"split:{cls.name}:p{participant}"] = split
+                for copy, node in enumerate(twins):
                     context = BehaviourContext(
                         genesis=self.genesis, key=node.key, rng=behaviour_rng, copy=copy, split=frozenset(split)
                     )
                     node.behaviours.append(cls(params, context))
-                    self.options[f"split:{cls.name}:n{node.index}"] = split
         self.network = Network(
             scenario.network, random.Random(f"{seed}:network"), [nd.participant for nd in self.nodes], n
         )
@@ -320,6 +322,8 @@ class Engine:
                     node.sessions[other.index] = SyncSession(self.genesis.channel_id)
         self._build_mesh(options)
         self._published = 0
+        self._decoded_ops: dict[bytes, SignedOp] = {}
+        self._decoded_messages: dict[bytes, ConsensusMessage] = {}
         self._workload_rng = {nd.index: random.Random(f"{seed}:workload:{nd.index}") for nd in self.nodes}
         phases = {nd.index: (options.randrange(scenario.sync.interval_ms),
                              options.randrange(max(1, c.interval_ms // 4))) for nd in self.nodes}
@@ -398,6 +402,7 @@ class Engine:
         if others:
             body = {"to": rng.choice(others), "token": TOKEN.symbol, "amount": rng.randint(1, workload.amount_max_e9)}
             op = sign_op(node.replica.ctx, node.key, node.next_seq(), node.parents(), "transfer", body, ts=node.clock())
+            self._decoded_ops[op.raw] = op
             self.record.signed += 1
             if node.honest:
                 self.record.signed_honest += 1
@@ -490,7 +495,7 @@ class Engine:
             elif channel == SYNC:
                 self._on_sync(node, src, payload)
             elif channel == CONSENSUS:
-                message = decode_consensus(payload)
+                message = self._decode_consensus(payload)
                 self._on_consensus(node, message)
                 self._relay(node, CONSENSUS, [message], src, payload, message_id)
             elif channel == CATCHUP:
@@ -511,24 +516,39 @@ class Engine:
             self._spread(node, channel, items, targets, (payload, message_id))
 
     def _decode_ops(self, node: SimNode, raws: Iterable[bytes]) -> list[SignedOp]:
-        """As `p2p.peer.Peer._decode_ops`: decode and verify (an operation already held with the
-        same bytes skips its signature check)."""
-        ctx, known = node.replica.ctx, node.replica.graph.ops
+        """As `p2p.peer.Peer._decode_ops`: decode and verify each operation. Decoding is a pure
+        function of the bytes (every node has the same genesis), so the run decodes and verifies
+        each distinct byte string once and the nodes share the frozen result: one object per
+        operation in memory, whatever the number of replicas holding it. Bytes that fail raise
+        `InvalidInput` at every node that receives them."""
+        cache, ctx = self._decoded_ops, node.replica.ctx
         ops = []
         for raw in raws:
-            op = decode_op(raw, ctx, verify=False)
-            held = known.get(op.op_id)
-            if held is None or held.raw != raw:
+            op = cache.get(raw)
+            if op is None:
                 op = decode_op(raw, ctx)
+                cache[raw] = op
             ops.append(op)
         return ops
+
+    def _decode_consensus(self, payload: bytes) -> ConsensusMessage:
+        """`channel.core.consensus.decode_message`, shared by the nodes like `_decode_ops` (a
+        bounded cache: a message is delivered within moments of being sent)."""
+        cache = self._decoded_messages
+        message = cache.get(payload)
+        if message is None:
+            message = decode_consensus(payload)
+            cache[payload] = message
+            if len(cache) > DECODED_MESSAGES:
+                del cache[next(iter(cache))]
+        return message
 
     def _on_sync(self, node: SimNode, src: int, payload: bytes) -> None:
         session = node.sessions[src]
         step = session.receive(node.view, decode_sync(payload))
         if step.send:
             self._sync_send(node, src, step.send)
-        if step.deliver:
+        if step.deliver and not (self.switches.ignore_sync_ops and node.honest):
             result = self._ingest(node, self._decode_ops(node, step.deliver), src, from_sync=True)
             follow = session.after_delivery(node.view, result.missing)
             if follow:

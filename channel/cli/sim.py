@@ -1,0 +1,147 @@
+"""``parley sim``: the deterministic Byzantine simulator (`simulations.sim`).
+
+- ``parley sim run SCENARIO --seed N --out DIR`` prints the options the seed drew, a progress
+  bar in virtual time, then the verdicts and metrics, and writes the run's files into DIR
+  (``results.json``, ``events.jsonl``, ``timeline.txt``, ``scenario.json``). Exit code 1 if a
+  check found a violation (the seed that reproduces it is printed with it).
+- ``parley sim replay DIR`` runs the stored scenario and seed again and checks that the files
+  come out byte-identical (exit code 1 if not).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from channel.cli.console import console, user_errors
+from channel.errors import UserError
+from simulations.sim.run import SCENARIO, RunOutput, replay_run, run_scenario
+from simulations.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
+
+MAX_OPTION_LINES = 12
+
+
+@contextmanager
+def _virtual_progress(total_ms: int, quiet: bool) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar over virtual time; yields the engine's progress callback."""
+    if quiet:
+        yield lambda _: None
+        return
+    columns = (TextColumn("virtual {task.completed:>8.0f} / {task.total:.0f} ms"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("sim", total=total_ms)
+        yield lambda now: progress.update(task, completed=now)
+
+
+def _print_options(scenario: Scenario, seed: int, options: dict[str, Any]) -> None:
+    console.print(f"[bold]{scenario.name}[/bold]  seed {seed}  scenario sha256 {scenario.digest[:16]}…")
+    lines = []
+    for key, value in options.items():
+        text = ", ".join(f"{k}:{v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+        lines.append(f"  {key} = {text if len(text) <= 100 else text[:97] + '...'}")
+    for line in lines[:MAX_OPTION_LINES]:
+        console.print(line, markup=False, highlight=False)
+    if len(lines) > MAX_OPTION_LINES:
+        console.print(f"  … {len(lines) - MAX_OPTION_LINES} more in results.json", markup=False)
+
+
+def _summary(output: RunOutput, seconds: float) -> None:
+    results = output.results
+    verdicts = Table(title="checks")
+    verdicts.add_column("check")
+    verdicts.add_column("verdict")
+    verdicts.add_column("detail")
+    for name, verdict in results["verdicts"].items():
+        ok = verdict["ok"]
+        mark = "[green]ok[/green]" if ok else "[dim]n/a[/dim]" if ok is None else "[red]VIOLATION[/red]"
+        verdicts.add_row(name, mark, verdict["detail"])
+    console.print(verdicts)
+    m = results["metrics"]
+    table = Table(title="metrics")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    finality = m["finality_ms"]
+    rows = [
+        ("finality p50 / p99 (virtual ms)", f"{finality['p50']} / {finality['p99']}"),
+        ("operations final / not final", f"{finality['final']} / {finality['not_final']}"),
+        ("ops/s signed (virtual)", str(m["ops_per_s"])),
+        ("messages / op", str(m["msgs_per_op"])),
+        ("bytes / op", str(m["bytes_per_op"])),
+        ("checkpoints (min / max honest)", f"{m['versions']['min']} / {m['versions']['max']}"),
+        ("rejected in replay", str(m["rejects"]["replay"] or "-")),
+        ("inputs refused", str(m["rejects"]["inputs"] or "-")),
+        ("evidence", f"operations {m['evidence']['operation']}, consensus {m['evidence']['consensus'] or '-'}"),
+        ("virtual / real time", f"{results['virtual_ms'] / 1000 / max(seconds, 1e-9):.1f}x ({seconds:.2f} s real)"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    for violation in results["violations"]:
+        console.print(f"[red]violation[/red] {violation['check']}: {violation['detail']} (seed {violation['seed']})")
+
+
+def register(app: typer.Typer) -> None:
+    sim_app = typer.Typer(help="The deterministic Byzantine simulator.", no_args_is_help=True)
+    app.add_typer(sim_app, name="sim")
+
+    @sim_app.command("run")
+    @user_errors
+    def run(
+        scenario_file: Annotated[Path, typer.Argument(metavar="SCENARIO", help="A scenario TOML file.")],
+        seed: Annotated[int, typer.Option(min=0, help="The seed every random draw of the run derives from.")] = 0,
+        out: Annotated[Path | None, typer.Option(help="Write results.json, events.jsonl, timeline.txt here.")] = None,
+        quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    ) -> None:
+        """Run SCENARIO with --seed; print the verdicts and metrics."""
+        try:
+            scenario = load_scenario(scenario_file)
+        except ScenarioError as exc:
+            raise UserError(str(exc)) from exc
+        started = time.perf_counter()
+        with _virtual_progress(scenario.end_ms, quiet) as progress:
+            try:
+                output = run_scenario(scenario, seed, out, progress)
+            except ScenarioError as exc:
+                raise UserError(str(exc)) from exc
+        seconds = time.perf_counter() - started
+        _print_options(scenario, seed, output.results["options"])
+        _summary(output, seconds)
+        if out is not None:
+            console.print(f"wrote {out}/results.json, events.jsonl, timeline.txt")
+        if not output.ok:
+            raise typer.Exit(1)
+
+    @sim_app.command("replay")
+    @user_errors
+    def replay(
+        folder: Annotated[Path, typer.Argument(metavar="DIR", help="The --out folder of a run.")],
+        quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    ) -> None:
+        """Run DIR's scenario and seed again; check the files are bit-identical."""
+        try:
+            total = load_scenario_total(folder)
+            with _virtual_progress(total, quiet) as progress:
+                report = replay_run(folder, progress)
+        except ScenarioError as exc:
+            raise UserError(str(exc)) from exc
+        if report.identical:
+            console.print(f"[green]identical[/green]: results.json and events.jsonl of {folder} replayed bit for bit")
+            return
+        console.print(f"[red]different[/red]: {', '.join(report.differences)} of {folder} did not replay")
+        raise typer.Exit(1)
+
+
+def load_scenario_total(folder: Path) -> int:
+    """The virtual length of the run stored in `folder` (for the progress bar)."""
+    try:
+        return parse_scenario(json.loads((folder / SCENARIO).read_text()), str(folder / SCENARIO)).end_ms
+    except (OSError, ValueError) as exc:
+        raise ScenarioError(f"{folder}: not a simulation run folder ({exc})") from None
