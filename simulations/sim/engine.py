@@ -96,9 +96,8 @@ MAX_PARENTS = 16  # as the node (channel.runtime.node.MAX_PARENTS)
 OPS, SYNC, CONSENSUS, CATCHUP, ANSWER = "ops", "sync", "consensus", "catchup", "catchup_answer"
 CHANNELS = (OPS, SYNC, CONSENSUS, CATCHUP, ANSWER)
 CATCHUP_LIMITS = WireLimits(max_frame_bytes=MAX_FRAME_BYTES)
-GOSSIPED = (OPS, CONSENSUS)  # relayed by the mesh, deduplicated by message id
-FETCH_MS = int(FETCH_SECONDS * 1000)
-DECODED_MESSAGES = 8192  # consensus messages decoded once for all nodes (oldest dropped first)  # a catch-up request unanswered this long is given up
+FETCH_MS = int(FETCH_SECONDS * 1000)  # a catch-up request unanswered this long is given up
+DECODED_MESSAGES = 8192  # consensus messages decoded once for all nodes (oldest dropped first)
 
 # event kinds (the heap's third field)
 WORK, DELIVER, SYNC_TICK, CONSENSUS_TICK, TIMEOUT, GAP, FETCH_EXPIRED = range(7)

@@ -15,7 +15,8 @@ from tests.simulations.sim.sim_kit import SAFETY, failed, scenario
 
 
 def effect_equivocate(results: dict[str, Any]) -> bool:
-    return results["metrics"]["evidence"]["operation"] > 0 and results["metrics"]["rejects"]["replay"]["equivocation"] > 0
+    metrics = results["metrics"]
+    return metrics["evidence"]["operation"] > 0 and metrics["rejects"]["replay"]["equivocation"] > 0
 
 
 def effect_twins(results: dict[str, Any]) -> bool:

@@ -32,7 +32,8 @@ def test_lossy_links_are_repaired_by_sync() -> None:
     engine = Engine(parse_scenario(small(network=network)), seed=5)
     engine.run()
     stats = engine.network.stats
-    assert stats.lost > 100 and stats.duplicated > 10
+    assert stats.lost > 100
+    assert stats.duplicated > 10
     assert len({node.replica.state_hash() for node in engine.nodes}) == 1
     assert len({len(node.replica.graph) for node in engine.nodes}) == 1
 
