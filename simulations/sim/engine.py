@@ -420,6 +420,19 @@ class Engine:
         for arrival in self.network.send(src.index, dst, len(data), self.now).arrivals:
             self._push(arrival, DELIVER, dst, (src.index, channel, data, message_id))
 
+    @staticmethod
+    def _relays(node: SimNode, channel: str, items: Sequence[Any], dst: int) -> bool:
+        """Whether this node forwards a message to `dst`: honest nodes always; a Byzantine one
+        unless a behaviour drops it (behaviours never rewrite what they relay)."""
+        for behaviour in node.behaviours:
+            for item in items:
+                kept = behaviour.gossip(node, item, dst, False) if channel == OPS else behaviour.consensus(
+                    node, item, dst, False
+                )
+                if not kept:
+                    return False
+        return True
+
     def _message_id(self, node: SimNode) -> MessageId:
         self._published += 1
         message_id = (node.index, self._published)
@@ -445,19 +458,20 @@ class Engine:
         bytes under one message id to each, unless a behaviour of this node rewrites them for a
         peer (then each distinct rewrite is a message of its own)."""
         encode = _encode_ops if channel == OPS else _encode_consensus
-        if node.honest:
+        if node.honest or relayed is not None:
             data, message_id = relayed if relayed is not None else (encode(items), self._message_id(node))
             for dst in targets:
-                self._send(node, dst, channel, data, message_id)
+                if relayed is None or self._relays(node, channel, items, dst):
+                    self._send(node, dst, channel, data, message_id)
             return
-        ids: dict[bytes, MessageId] = {relayed[0]: relayed[1]} if relayed is not None else {}
+        ids: dict[bytes, MessageId] = {}
         for dst in targets:
             out = list(items)
             for behaviour in node.behaviours:
                 if channel == OPS:
-                    out = [one for op in out for one in behaviour.gossip(node, op, dst, relayed is None)]
+                    out = [one for op in out for one in behaviour.gossip(node, op, dst, True)]
                 else:
-                    out = [one for message in out for one in behaviour.consensus(node, message, dst, relayed is None)]
+                    out = [one for message in out for one in behaviour.consensus(node, message, dst, True)]
             groups = [out] if channel == OPS else [[one] for one in out]
             for group in groups:
                 if group:
@@ -665,13 +679,16 @@ class Engine:
 
     def _send_to(self, node: SimNode, to: Address, message: ConsensusMessage) -> None:
         """A `Send`: the decision proof, then the checkpoint signatures of its version (as the
-        driver sends them), to every node of that participant."""
+        driver sends them), to every node of that participant, point to point: not relayed.
+        (The runtime driver publishes a Send on the consensus topic, so there every node gets
+        it: the engine under-counts that traffic; see the README.)"""
         extra = node.consensus.checkpoint_signatures(message.height)
         for target in self.by_address.get(to, []):
             if target is node:
                 continue
             for one in [message, *extra]:
-                self._spread(node, CONSENSUS, [one], [target.index], None)
+                if self._relays(node, CONSENSUS, [one], target.index):
+                    self._send(node, target.index, CONSENSUS, encode_consensus(one))
 
     def _apply(self, node: SimNode, decide: Decide) -> None:
         """As `ConsensusDriver._apply`: certify the decided cut (fetching what it lacks first)."""
