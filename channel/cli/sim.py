@@ -6,11 +6,14 @@
   check found a violation (the seed that reproduces it is printed with it).
 - ``parley sim replay DIR`` runs the stored scenario and seed again and checks that the files
   come out byte-identical (exit code 1 if not).
+- ``parley sim sweep SWEEP.toml --seeds 0:99 --out DIR`` runs a grid of parameters times seeds
+  on Dask distributed (`simulations.sim.sweep`), resuming what ``DIR/rows.jsonl`` already has.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,13 +21,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from channel.cli.console import console, user_errors
 from channel.errors import UserError
 from simulations.sim.run import SCENARIO, RunOutput, replay_run, run_scenario
 from simulations.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
+from simulations.sim.sweep import parse_seeds, run_sweep
 
 MAX_OPTION_LINES = 12
 
@@ -91,6 +95,7 @@ def _summary(output: RunOutput, seconds: float) -> None:
 def register(app: typer.Typer) -> None:
     sim_app = typer.Typer(help="The deterministic Byzantine simulator.", no_args_is_help=True)
     app.add_typer(sim_app, name="sim")
+    register_sweep(sim_app)
 
     @sim_app.command("run")
     @user_errors
@@ -99,6 +104,7 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(min=0, help="The seed every random draw of the run derives from.")] = 0,
         out: Annotated[Path | None, typer.Option(help="Write results.json, events.jsonl, timeline.txt here.")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+        plots: Annotated[bool, typer.Option(help="With --out: the finality CDF, final operations, traffic.")] = True,
     ) -> None:
         """Run SCENARIO with --seed; print the verdicts and metrics."""
         try:
@@ -115,7 +121,13 @@ def register(app: typer.Typer) -> None:
         _print_options(scenario, seed, output.results["options"])
         _summary(output, seconds)
         if out is not None:
-            console.print(f"wrote {out}/results.json, events.jsonl, timeline.txt")
+            written = "results.json, events.jsonl, timeline.txt"
+            if plots:
+                from simulations.sim.plots import PLOTS, write_plots
+
+                write_plots(output, out)
+                written += ", " + ", ".join(PLOTS)
+            console.print(f"wrote {out}/: {written}")
         if not output.ok:
             raise typer.Exit(1)
 
@@ -145,3 +157,39 @@ def load_scenario_total(folder: Path) -> int:
         return parse_scenario(json.loads((folder / SCENARIO).read_text()), str(folder / SCENARIO)).end_ms
     except (OSError, ValueError) as exc:
         raise ScenarioError(f"{folder}: not a simulation run folder ({exc})") from None
+
+
+def _commit() -> str:
+    """The source commit (a sweep row names it); "unknown" outside a git checkout."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip()
+
+
+def register_sweep(sim_app: typer.Typer) -> None:
+    @sim_app.command("sweep")
+    @user_errors
+    def sweep(
+        sweep_file: Annotated[Path, typer.Argument(metavar="SWEEP", help="A sweep TOML file.")],
+        seeds: Annotated[str, typer.Option(help="Seeds A:B (B excluded), or one seed.")] = "0:10",
+        out: Annotated[Path, typer.Option(help="rows.jsonl, sweep.parquet and sweep.csv go here.")] = Path("sweep"),
+        scheduler: Annotated[str | None, typer.Option(help="A running Dask scheduler (else a LocalCluster).")] = None,
+        workers: Annotated[int | None, typer.Option(min=1, help="LocalCluster workers (default: a core each).")] = None,
+    ) -> None:
+        """Run a grid of scenario parameters times seeds on Dask; one row per run."""
+        try:
+            seed_range = parse_seeds(seeds)
+            columns = (TextColumn("runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=console) as progress:
+                task = progress.add_task("sweep", total=None)
+                rows = run_sweep(sweep_file, seed_range, out, _commit(), scheduler, workers,
+                                 lambda done, total: progress.update(task, completed=done, total=total))
+        except ScenarioError as exc:
+            raise UserError(str(exc)) from exc
+        bad = [row for row in rows if row["violations"]]
+        console.print(f"{len(rows)} runs, {len(bad)} with violations; wrote {out}/sweep.parquet and sweep.csv")
+        for row in bad[:10]:
+            console.print(f"[red]violation[/red] {row['scenario']} seed {row['seed']}: "
+                          + ", ".join(k[3:] for k, v in row.items() if k.startswith("ok.") and v is False))
