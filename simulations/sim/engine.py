@@ -336,12 +336,18 @@ class Engine:
                 self._push(workload.start_ms + self._arrival(node.index), WORK, node.index, None)
 
     def _build_mesh(self, options: random.Random) -> None:
-        """Each node grafts ``mesh_degree`` peers drawn from the seed; grafts are symmetric."""
+        """A symmetric mesh in which every node has at least ``mesh_degree`` peers and few more
+        (gossipsub keeps its mesh between D_lo and D_hi around D): each node in turn grafts
+        peers drawn from the seed, preferring those still below the degree."""
         degree = min(self.scenario.gossip.mesh_degree, len(self.nodes) - 1)
         mesh: dict[int, set[int]] = {node.index: set() for node in self.nodes}
         for node in self.nodes:
-            for peer in options.sample(sorted(node.sessions), degree):
-                mesh[node.index].add(peer)
+            mine = mesh[node.index]
+            while len(mine) < degree:
+                others = [peer for peer in node.sessions if peer not in mine]
+                below = [peer for peer in others if len(mesh[peer]) < degree]
+                peer = options.choice(below or others)
+                mine.add(peer)
                 mesh[peer].add(node.index)
         for node in self.nodes:
             node.mesh = sorted(mesh[node.index])
