@@ -76,6 +76,7 @@ def _summary(output: RunOutput, seconds: float) -> None:
     rows = [
         ("finality p50 / p99 (virtual ms)", f"{finality['p50']} / {finality['p99']}"),
         ("operations final / not final", f"{finality['final']} / {finality['not_final']}"),
+        ("propagation p50 / p99 (virtual ms)", f"{m['propagation_ms']['p50']} / {m['propagation_ms']['p99']}"),
         ("ops/s signed (virtual)", str(m["ops_per_s"])),
         ("messages / op", str(m["msgs_per_op"])),
         ("bytes / op", str(m["bytes_per_op"])),

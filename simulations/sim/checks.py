@@ -202,6 +202,10 @@ def metrics(engine: Engine) -> dict[str, Any]:
             "max": max(record.finality_ms, default=None), "final": len(record.finality_ms),
             "not_final": record.signed_honest - len(record.finality_ms),
         },
+        "propagation_ms": {
+            "p50": percentile(record.propagation_ms, 0.5), "p99": percentile(record.propagation_ms, 0.99),
+            "everywhere": len(record.propagation_ms),
+        },
         "ops_signed": record.signed,
         "ops_signed_honest": record.signed_honest,
         "ops_per_s": round(record.signed / seconds, 3),

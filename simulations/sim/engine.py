@@ -78,7 +78,7 @@ from crdt.eip712 import Checkpoint
 from crdt.errors import InvalidInput, MissingOperations
 from crdt.genesis import Genesis, Token
 from crdt.graph import AddResult
-from crdt.ops import SignedOp, address_of, decode_op, sign_op
+from crdt.ops import SignedOp, address_of, decode_op, sign, unsigned_op
 from crdt.replica import Cut, Replica
 from crdt.testing import make_genesis, test_keys
 from crdt.types import Address, OpId, Symbol
@@ -137,6 +137,7 @@ class Record:
     root_mismatches: list[tuple[int, int, str]] = field(default_factory=list)  # (node, version, which)
     certify_failures: list[tuple[int, int, str]] = field(default_factory=list)
     finality_ms: list[int] = field(default_factory=list)  # per honest operation: signed -> final at its author
+    propagation_ms: list[int] = field(default_factory=list)  # per honest operation: signed -> held by every honest node
     final_over_time: list[tuple[int, int]] = field(default_factory=list)  # (virtual ms, honest ops final so far)
     signed: int = 0
     signed_honest: int = 0
@@ -155,6 +156,7 @@ class SimApplication(Application):
         self.node = node
         self.time_bound_ms = time_bound_ms
         self.switches = switches
+        self.valid: set[bytes] = set()  # value ids `validate_proposal` found VALID (its roots are this replay's)
 
     def has_news(self) -> bool:
         replica = self.node.replica
@@ -188,7 +190,10 @@ class SimApplication(Application):
         if self.switches.accept_any_proposal and height == replica.version + 1:
             missing = [head for head in value.heads if head not in replica.graph.ops]
             return NeedOperations.of(missing) if missing else Validity.VALID
-        return validate_proposal(LocalView(replica, {}, self.node.clock(), self.time_bound_ms), height, value)
+        answer = validate_proposal(LocalView(replica, {}, self.node.clock(), self.time_bound_ms), height, value)
+        if answer is Validity.VALID:
+            self.valid.add(value.value_id)
+        return answer
 
 
 def _encode_ops(ops: Sequence[SignedOp]) -> bytes:
@@ -322,8 +327,10 @@ class Engine:
         self._build_mesh(options)
         self._published = 0
         self._decoded_ops: dict[bytes, SignedOp] = {}
+        self._spreading: dict[OpId, list[int]] = {}  # honest op -> [signed at, honest replicas holding it]
         self._decoded_messages: dict[bytes, ConsensusMessage] = {}
         self._workload_rng = {nd.index: random.Random(f"{seed}:workload:{nd.index}") for nd in self.nodes}
+        self._next_us = {nd.index: 0 for nd in self.nodes}
         phases = {nd.index: (options.randrange(scenario.sync.interval_ms),
                              options.randrange(max(1, c.interval_ms // 4))) for nd in self.nodes}
         self.options["phases_ms"] = {str(i): list(p) for i, p in phases.items()}
@@ -333,7 +340,8 @@ class Engine:
             self._push(sync_phase, SYNC_TICK, node.index, True)
             self._push(tick_phase, CONSENSUS_TICK, node.index, None)
             if workload.rate_per_s > 0:
-                self._push(workload.start_ms + self._arrival(node.index), WORK, node.index, None)
+                self._next_us[node.index] = workload.start_ms * 1000
+                self._push(self._arrival(node.index), WORK, node.index, None)
 
     def _build_mesh(self, options: random.Random) -> None:
         """A symmetric mesh in which every node has at least ``mesh_degree`` peers and few more
@@ -395,7 +403,11 @@ class Engine:
     # -- the workload ------------------------------------------------------------------------------
 
     def _arrival(self, index: int) -> int:
-        return 1 + int(self._workload_rng[index].expovariate(self.scenario.workload.rate_per_s) * 1000)
+        """The next Poisson arrival of `index`'s workload, in ms (kept in microseconds, so a
+        high rate is not rounded away)."""
+        rate = self.scenario.workload.rate_per_s
+        self._next_us[index] += max(1, int(self._workload_rng[index].expovariate(rate) * 1_000_000))
+        return max(self.now + 1, self._next_us[index] // 1000)
 
     def _work(self, node: SimNode, _: Any) -> None:
         workload = self.scenario.workload
@@ -406,16 +418,19 @@ class Engine:
         others = [a for a in self.genesis.addresses if a != node.address]
         if others:
             body = {"to": rng.choice(others), "token": TOKEN.symbol, "amount": rng.randint(1, workload.amount_max_e9)}
-            op = sign_op(node.replica.ctx, node.key, node.next_seq(), node.parents(), "transfer", body, ts=node.clock())
+            unsigned = unsigned_op(node.replica.ctx, node.address, node.next_seq(), node.parents(), "transfer", body,
+                                   node.clock())
+            op = sign(unsigned, node.key)
             self._decoded_ops[op.raw] = op
             self.record.signed += 1
             if node.honest:
                 self.record.signed_honest += 1
                 node.own_unfinal.append((op.op_id, self.now))
+                self._spreading[op.op_id] = [self.now, 0]
             self._ingest(node, [op], node.index)
             self.log(node, "sign", seq=op.seq, op="0x" + op.op_id.hex()[:16])
             self._gossip(node, op)
-        self._push(self.now + self._arrival(node.index), WORK, node.index, None)
+        self._push(self._arrival(node.index), WORK, node.index, None)
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -584,6 +599,7 @@ class Engine:
             self._reject(node, exc)
         if node.honest:
             self._note_equivocations(node, result.accepted)
+            self._note_spread(result.accepted)
         if result.missing and not from_sync:
             self._note_gaps(node, result.missing, src)
         if result.accepted:
@@ -600,6 +616,17 @@ class Engine:
                     node.equivocations_seen.append(key)
             else:
                 first[key] = op.op_id
+
+    def _note_spread(self, accepted: Iterable[SignedOp]) -> None:
+        """Count honest replicas holding each honest operation; when all do, its propagation time."""
+        spreading, everyone = self._spreading, len(self.honest)
+        for op in accepted:
+            entry = spreading.get(op.op_id)
+            if entry is not None:
+                entry[1] += 1
+                if entry[1] == everyone:
+                    self.record.propagation_ms.append(self.now - entry[0])
+                    del spreading[op.op_id]
 
     def _note_gaps(self, node: SimNode, missing: Iterable[OpId], src: int) -> None:
         for op_id in sorted(missing):
@@ -700,7 +727,8 @@ class Engine:
         """As `ConsensusDriver._apply`: certify the decided cut (fetching what it lacks first)."""
         cut = decide.value.cut()
         replica = node.replica
-        if node.honest:
+        if node.honest and decide.value.value_id not in node.app.valid:
+            # decided without this node's own validation (others' precommits, catch-up): replay it
             try:
                 preview = replica.preview(cut)
             except MissingOperations as exc:
