@@ -221,5 +221,6 @@ def metrics(engine: Engine) -> dict[str, Any]:
             "operation": sum(len(node.replica.graph.evidence) for node in engine.honest),
             "consensus": dict(sorted(Counter(kind for _, kind, _ in record.consensus_evidence).items())),
         },
+        "decision_sends": record.sends,
         "events": record.events_processed,
     }

@@ -83,7 +83,7 @@ from crdt.replica import Cut, Replica
 from crdt.testing import make_genesis, test_keys
 from crdt.types import Address, OpId, Symbol
 from p2p.sync import HashGraphView, SyncSession
-from p2p.wire import FrameDecoder, WireLimits, decode_batch, encode_batch, encode_frame
+from p2p.wire import FrameDecoder, Status, WireLimits, decode_batch, encode_batch, encode_frame
 from p2p.wire import Message as SyncMessage
 from p2p.wire import decode_message as decode_sync
 from p2p.wire import encode_message as encode_sync
@@ -140,6 +140,7 @@ class Record:
     propagation_ms: list[int] = field(default_factory=list)  # per honest operation: signed -> held by every honest node
     final_over_time: list[tuple[int, int]] = field(default_factory=list)  # (virtual ms, honest ops final so far)
     signed: int = 0
+    sends: int = 0  # `Send` outputs (a Decision proof for a peer that looks behind) of honest machines
     signed_honest: int = 0
     rejects: dict[str, int] = field(default_factory=dict)  # inputs honest nodes refused, by error code
     messages: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANNELS, 0))
@@ -232,6 +233,7 @@ class SimNode:
         # the gap filler's (p2p.peer.Peer._gaps): op id -> the node it was missing from (-1: any)
         self.gaps: dict[OpId, int] = {}
         self.gap_due = False
+        self.last_status: tuple[Status, bytes] | None = None
         # gossip relaying: the mesh peers, and the message ids seen
         self.mesh: list[int] = []
         self.seen: set[MessageId] = set()
@@ -329,6 +331,7 @@ class Engine:
         self._decoded_ops: dict[bytes, SignedOp] = {}
         self._spreading: dict[OpId, list[int]] = {}  # honest op -> [signed at, honest replicas holding it]
         self._decoded_messages: dict[bytes, ConsensusMessage] = {}
+        self._decoded_sync: dict[bytes, SyncMessage] = {}
         self._workload_rng = {nd.index: random.Random(f"{seed}:workload:{nd.index}") for nd in self.nodes}
         self._next_us = {nd.index: 0 for nd in self.nodes}
         phases = {nd.index: (options.randrange(scenario.sync.interval_ms),
@@ -506,7 +509,16 @@ class Engine:
         for behaviour in node.behaviours:
             out = behaviour.sync(node, dst, out)
         for message in out:
-            self._send(node, dst, SYNC, message if isinstance(message, bytes) else encode_sync(message))
+            if isinstance(message, bytes):
+                data = message
+            elif isinstance(message, Status):  # a tick's Status is the same for every peer: encode it once
+                last = node.last_status
+                if last is None or last[0] != message:
+                    last = node.last_status = (message, encode_sync(message))
+                data = last[1]
+            else:
+                data = encode_sync(message)
+            self._send(node, dst, SYNC, data)
 
     # -- receiving ---------------------------------------------------------------------------------
 
@@ -579,7 +591,14 @@ class Engine:
 
     def _on_sync(self, node: SimNode, src: int, payload: bytes) -> None:
         session = node.sessions[src]
-        step = session.receive(node.view, decode_sync(payload))
+        cache = self._decoded_sync
+        message = cache.get(payload)
+        if message is None:  # shared like `_decode_consensus` (a Status goes to every peer)
+            message = decode_sync(payload)
+            cache[payload] = message
+            if len(cache) > DECODED_MESSAGES:
+                del cache[next(iter(cache))]
+        step = session.receive(node.view, message)
         if step.send:
             self._sync_send(node, src, step.send)
         if step.deliver and not (self.switches.ignore_sync_ops and node.honest):
@@ -696,6 +715,8 @@ class Engine:
             if isinstance(output, Broadcast):
                 self._broadcast(node, output.message)
             elif isinstance(output, Send):
+                if node.honest:
+                    self.record.sends += 1
                 self._send_to(node, output.to, output.message)
             elif isinstance(output, Fetch):
                 self._request(node, output.op_ids)

@@ -117,7 +117,7 @@ class Network:
         stats = self.stats
         stats.sent += 1
         stats.bytes_sent += size
-        if self.blocked(self.participant[src], self.participant[dst], now):
+        if self._schedule and self.blocked(self.participant[src], self.participant[dst], now):
             stats.blocked += 1
             return Delivery((), blocked=True)
         link = self.links[(src, dst)]
