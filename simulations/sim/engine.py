@@ -100,7 +100,7 @@ FETCH_MS = int(FETCH_SECONDS * 1000)  # a catch-up request unanswered this long 
 DECODED_MESSAGES = 8192  # consensus messages decoded once for all nodes (oldest dropped first)
 
 # event kinds (the heap's third field)
-WORK, DELIVER, SYNC_TICK, CONSENSUS_TICK, TIMEOUT, GAP, FETCH_EXPIRED = range(7)
+WORK, DELIVER, SYNC_TICK, CONSENSUS_TICK, TIMEOUT, GAP, FETCH_EXPIRED, NETWORK = range(8)
 
 MessageId = tuple[int, int]  # (publishing node, its publication counter): gossipsub's (from, seqno)
 
@@ -337,6 +337,13 @@ class Engine:
         phases = {nd.index: (options.randrange(scenario.sync.interval_ms),
                              options.randrange(max(1, c.interval_ms // 4))) for nd in self.nodes}
         self.options["phases_ms"] = {str(i): list(p) for i, p in phases.items()}
+        for number, partition in enumerate(scenario.network.partitions):
+            what = f"groups={partition.groups}" if partition.groups is not None else (
+                f"from={partition.sources} to={partition.targets}"
+            )
+            self._push(partition.start_ms, NETWORK, 0, f"partition {number} starts: {what}")
+            if partition.end_ms is not None:
+                self._push(partition.end_ms, NETWORK, 0, f"partition {number} heals")
         workload = scenario.workload
         for node in self.nodes:
             sync_phase, tick_phase = phases[node.index]
@@ -374,7 +381,7 @@ class Engine:
         end = self.scenario.end_ms
         handlers = (
             self._work, self._deliver, self._sync_tick, self._consensus_tick, self._timeout, self._gap,
-            self._fetch_expired,
+            self._fetch_expired, self._network_event,
         )
         heap = self._heap
         next_report = step_ms
@@ -692,7 +699,13 @@ class Engine:
         self._push(self.now + max(1, self.scenario.consensus.interval_ms // 4), CONSENSUS_TICK, node.index, None)
 
     def _timeout(self, node: SimNode, timeout: Timeout) -> None:
-        self._carry_out(node, node.consensus.on_timeout(timeout))
+        consensus = node.consensus
+        if consensus.height == timeout.height and consensus.round == timeout.round and consensus.decision is None:
+            self.log(node, "timeout", kind=timeout.kind.name.lower(), version=timeout.height, round=timeout.round)
+        self._carry_out(node, consensus.on_timeout(timeout))
+
+    def _network_event(self, node: SimNode, what: str) -> None:
+        self.log(None, "network", what=what)
 
     def _data_arrived(self, node: SimNode) -> None:
         if node.pending is not None:
