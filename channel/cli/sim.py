@@ -189,8 +189,12 @@ def register_sweep(sim_app: typer.Typer) -> None:
                                  lambda done, total: progress.update(task, completed=done, total=total))
         except ScenarioError as exc:
             raise UserError(str(exc)) from exc
+        from simulations.sim.plots import write_sweep_plots
+
+        plots = write_sweep_plots(rows, out)
         bad = [row for row in rows if row["violations"]]
-        console.print(f"{len(rows)} runs, {len(bad)} with violations; wrote {out}/sweep.parquet and sweep.csv")
+        written = ", ".join(["sweep.parquet", "sweep.csv", *(path.name for path in plots)])
+        console.print(f"{len(rows)} runs, {len(bad)} with violations; wrote {out}/: {written}")
         for row in bad[:10]:
             console.print(f"[red]violation[/red] {row['scenario']} seed {row['seed']}: "
                           + ", ".join(k[3:] for k, v in row.items() if k.startswith("ok.") and v is False))

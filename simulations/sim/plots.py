@@ -2,7 +2,8 @@
 
 - ``finality_cdf.png``: the share of honest operations final within x virtual ms;
 - ``final_ops.png``: honest operations final so far, over virtual time (partitions shaded);
-- ``traffic.png``: messages and bytes per operation, by channel.
+- ``traffic.png``: messages and bytes per operation, by channel;
+- for a sweep, ``sweep_<param>.png``: violations and finality against each numeric parameter.
 
 The PNGs are for reading, not for comparing: replay compares ``results.json`` and
 ``events.jsonl``, which hold every number plotted here.
@@ -11,6 +12,7 @@ The PNGs are for reading, not for comparing: replay compares ``results.json`` an
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -78,3 +80,39 @@ def write_plots(output: RunOutput, folder: Path) -> list[Path]:
     for draw, path in zip((_finality_cdf, _final_ops, _traffic), paths, strict=True):
         draw(output, path)
     return paths
+
+
+def write_sweep_plots(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """For each numeric grid parameter: the share of runs with a violation, and finality p50
+    and p99 (median over seeds), against the parameter (``sweep_<param>.png``)."""
+    params = sorted({key for row in rows for key in row if key.startswith("param.")})
+    paths = []
+    for param in params:
+        values = sorted({row[param] for row in rows if isinstance(row.get(param), int | float)})
+        if len(values) < 2:
+            continue
+        by_value = {value: [row for row in rows if row.get(param) == value] for value in values}
+        violated = [sum(1 for row in by_value[v] if row["violations"]) / len(by_value[v]) for v in values]
+        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        left.plot(values, violated, marker="o")
+        left.set_ylim(-0.02, 1.02)
+        left.set_xlabel(param[len("param."):])
+        left.set_ylabel("share of runs with a violation")
+        for column, label in (("finality_p50_ms", "p50"), ("finality_p99_ms", "p99")):
+            medians = [_median([row[column] for row in by_value[v] if row[column] is not None]) for v in values]
+            right.plot(values, medians, marker="o", label=label)
+        right.set_xlabel(param[len("param."):])
+        right.set_ylabel("finality, median over seeds (virtual ms)")
+        right.legend()
+        figure.suptitle(f"{rows[0]['scenario']}: {len(rows)} runs")
+        figure.tight_layout()
+        path = folder / f"sweep_{param[len('param.'):].replace('.', '_')}.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else float("nan")

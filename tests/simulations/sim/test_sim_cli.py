@@ -35,6 +35,8 @@ def test_run_writes_files_and_replay_is_identical(tmp_path: Path) -> None:
     assert results["seed"] == 5
     assert results["violations"] == []
     assert (out / "events.jsonl").read_text().count("\n") == len((out / "timeline.txt").read_text().splitlines())
+    for plot in ("finality_cdf.png", "final_ops.png", "traffic.png"):
+        assert (out / plot).read_bytes().startswith(b"\x89PNG")
     replay = runner.invoke(app, ["sim", "replay", str(out), "--quiet"])
     assert replay.exit_code == 0, replay.output
     assert "identical" in replay.output

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from simulations.sim.plots import write_sweep_plots
 from simulations.sim.scenario import ScenarioError
 from simulations.sim.sweep import CSV, PARQUET, ROWS, load_points, parse_seeds, run_sweep
 
@@ -45,6 +46,9 @@ def test_sweep_on_a_local_cluster_writes_rows_and_resumes(tmp_path: Path) -> Non
     assert set(table["ok.liveness"]) <= {True, False}
     assert set(table["commit"]) == {"abc"}
     assert len(pd.read_csv(out / CSV)) == 6
+    (plot,) = write_sweep_plots(rows, out)
+    assert plot.name == "sweep_network_loss.png"
+    assert plot.read_bytes().startswith(b"\x89PNG")
     # resuming: nothing left to run for these seeds; one more seed adds two rows
     assert len(run_sweep(tmp_path / "sweep.toml", range(0, 3), out, "abc", workers=1)) == 6
     assert len((out / ROWS).read_text().splitlines()) == 6
