@@ -30,6 +30,11 @@ The behaviours:
   given targets (``split``: the split; ``all``; or a list of participant indices);
 - ``sync_lies``: its sync answers lie: ``garbage`` (undecodable frames), ``false_heads``
   (Status heads it does not have), ``endless_wants`` (a Want of junk ids with every message);
+- ``stale_parents``: its operations name only its own previous one as parent, so they sort
+  early and ignore the checkpoints (replay rejects them as ``stale``);
+- ``flood_pending``: each own operation comes with ``count`` signed operations whose parents
+  nobody has (the honest pending buffers must stay bounded);
+- ``time_skew``: its proposals carry a checkpoint time ``skew_ms`` off its clock;
 - ``silent``: sends nothing at all from ``from_ms`` on (a crash that keeps its state).
 """
 
@@ -49,7 +54,7 @@ from crdt.genesis import Genesis
 from crdt.hashing import keccak256
 from crdt.ops import SignedOp, sign_op
 from crdt.replica import Cut
-from crdt.types import Hash32
+from crdt.types import Hash32, OpId
 from p2p.wire import Message as SyncMessage
 from p2p.wire import Ops, Status, make_want
 from simulations.sim.scenario import BehaviourSpec, ScenarioError
@@ -93,6 +98,10 @@ class Behaviour:
 
     def sync(self, node: SimNode, dst: int, messages: SyncOut) -> SyncOut:
         return messages
+
+    def parents(self, node: SimNode, parents: list[OpId]) -> list[OpId]:
+        """The parents of the node's next own operation (honest: its heads, as the node picks them)."""
+        return parents
 
 
 class Equivocate(Behaviour):
@@ -251,6 +260,76 @@ class SyncLies(Behaviour):
         return [*messages, make_want(self._junk(self.params.ids))]
 
 
+class StaleParents(Behaviour):
+    """Its operations name only its own previous operation as parent (never the others' heads),
+    so they sort early and ignore the checkpoints: replay must reject them as ``stale`` from the
+    third epoch on (DESIGN.md, "Freshness")."""
+
+    name = "stale_parents"
+
+    def parents(self, node: SimNode, parents: list[OpId]) -> list[OpId]:
+        own = node.replica.graph.chains.get(node.address, {}).get(node.next_seq() - 1, ())
+        return list(own[:1])
+
+
+class FloodPending(Behaviour):
+    """With each own operation, ``count`` more signed operations whose parents nobody has (junk
+    ids) and seqs far ahead: they can only wait in the honest pending buffers, which must stay
+    bounded, and make the honest nodes ask for parents that never come."""
+
+    name = "flood_pending"
+
+    class Params(NoParams):
+        count: int = Field(default=4, ge=1, le=64)
+
+    def __init__(self, params: BaseModel, context: BehaviourContext) -> None:
+        super().__init__(params, context)
+        self._extra: dict[bytes, list[SignedOp]] = {}
+        self._next_seq = 1_000_000
+
+    def gossip(self, node: SimNode, op: SignedOp, dst: int, own: bool) -> list[SignedOp]:
+        if not own:
+            return [op]
+        extra = self._extra.get(op.op_id)
+        if extra is None:
+            assert isinstance(self.params, FloodPending.Params)
+            extra = []
+            for _ in range(self.params.count):
+                self._next_seq += 1
+                junk = [OpId(self.context.rng.randbytes(32))]
+                extra.append(sign_op(node.replica.ctx, self.context.key, self._next_seq, junk, op.kind, op.body, op.ts))
+            self._extra = {op.op_id: extra}  # one operation's flood at a time (every peer gets it)
+        return [op, *extra]
+
+
+class TimeSkew(Behaviour):
+    """Its proposals carry a checkpoint time ``skew_ms`` off its clock (with the roots that time
+    gives): beyond the validators' bound they must prevote nil; within it the value is valid."""
+
+    name = "time_skew"
+
+    class Params(NoParams):
+        skew_ms: int = Field(default=60_000, ge=-(10**9), le=10**9)
+
+    def __init__(self, params: BaseModel, context: BehaviourContext) -> None:
+        super().__init__(params, context)
+        self._forged: dict[bytes, ConsensusMessage | None] = {}
+
+    def consensus(self, node: SimNode, message: ConsensusMessage, dst: int, own: bool) -> list[ConsensusMessage]:
+        if not own or not isinstance(message, Proposal):
+            return [message]
+        if message.signature not in self._forged:
+            assert isinstance(self.params, TimeSkew.Params)
+            value = message.value
+            when = max(0, value.checkpoint.time + self.params.skew_ms)
+            other = node.app.value_for(Cut(value.height, value.heads, when, value.deposits))
+            self._forged[message.signature] = None if other is None else sign_proposal(
+                self.context.genesis, self.context.key, message.height, message.round, other, message.valid_round
+            )
+        forged = self._forged[message.signature]
+        return [message] if forged is None else [forged]
+
+
 class Silent(Behaviour):
     name = "silent"
 
@@ -272,7 +351,11 @@ class Silent(Behaviour):
 
 
 BEHAVIOURS: dict[str, type[Behaviour]] = {
-    cls.name: cls for cls in (Equivocate, Twins, DoubleVote, DoublePropose, BadProposal, Withhold, SyncLies, Silent)
+    cls.name: cls
+    for cls in (
+        Equivocate, Twins, DoubleVote, DoublePropose, BadProposal, Withhold, SyncLies, StaleParents, FloodPending,
+        TimeSkew, Silent,
+    )
 }
 
 

@@ -196,6 +196,7 @@ def metrics(engine: Engine) -> dict[str, Any]:
     reference = engine.honest[0].replica if engine.honest else None
     replay_rejects = Counter(str(reason) for _, reason in reference.rejected()) if reference is not None else Counter()
     versions = [node.replica.version for node in engine.honest]
+    honest = {node.index for node in engine.honest}
     return {
         "finality_ms": {
             "p50": percentile(record.finality_ms, 0.5), "p99": percentile(record.finality_ms, 0.99),
@@ -222,5 +223,7 @@ def metrics(engine: Engine) -> dict[str, Any]:
             "consensus": dict(sorted(Counter(kind for _, kind, _ in record.consensus_evidence).items())),
         },
         "decision_sends": record.sends,
+        "later_round_decisions": sum(1 for d in record.decisions if d.round > 0 and d.node in honest),
+        "pending_max": max((len(node.replica.graph.pending) for node in engine.honest), default=0),
         "events": record.events_processed,
     }

@@ -428,7 +428,10 @@ class Engine:
         others = [a for a in self.genesis.addresses if a != node.address]
         if others:
             body = {"to": rng.choice(others), "token": TOKEN.symbol, "amount": rng.randint(1, workload.amount_max_e9)}
-            unsigned = unsigned_op(node.replica.ctx, node.address, node.next_seq(), node.parents(), "transfer", body,
+            parents = node.parents()
+            for behaviour in node.behaviours:
+                parents = behaviour.parents(node, parents)
+            unsigned = unsigned_op(node.replica.ctx, node.address, node.next_seq(), parents, "transfer", body,
                                    node.clock())
             op = sign(unsigned, node.key)
             self._decoded_ops[op.raw] = op

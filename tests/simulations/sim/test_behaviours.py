@@ -56,6 +56,10 @@ CASES = [
     ("sync_lies", {"mode": "false_heads"}, lambda results: True),
     ("sync_lies", {"mode": "endless_wants"}, lambda results: True),
     ("silent", {"from_ms": 2000}, lambda results: results["metrics"]["versions"]["min"] > 3),
+    ("stale_parents", {}, lambda results: results["metrics"]["rejects"]["replay"].get("stale", 0) > 0),
+    ("flood_pending", {"count": 8}, lambda results: results["metrics"]["pending_max"] > 0),
+    ("time_skew", {"skew_ms": 60_000}, lambda results: results["metrics"]["later_round_decisions"] > 0),
+    ("time_skew", {"skew_ms": 3_000}, lambda results: results["metrics"]["later_round_decisions"] == 0),
 ]
 
 
