@@ -13,7 +13,7 @@ from simulations.sim.behaviours import BEHAVIOURS
 from simulations.sim.run import run_scenario
 from tests.simulations.sim.sim_kit import SAFETY, scenario
 
-NAMES = sorted(name for name in BEHAVIOURS if name != "twins") + ["twins"]
+NAMES = sorted(BEHAVIOURS)
 
 
 @st.composite
