@@ -26,6 +26,7 @@ from rich.table import Table
 
 from channel.cli.console import console, user_errors
 from channel.errors import UserError
+from simulations.sim.behaviours import make_behaviours
 from simulations.sim.run import SCENARIO, RunOutput, replay_run, run_scenario
 from simulations.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 from simulations.sim.sweep import parse_seeds, run_sweep
@@ -110,16 +111,15 @@ def register(app: typer.Typer) -> None:
         """Run SCENARIO with --seed; print the verdicts and metrics."""
         try:
             scenario = load_scenario(scenario_file)
+            make_behaviours(scenario.behaviours)  # a bad behaviour name or parameter: before anything runs
         except ScenarioError as exc:
             raise UserError(str(exc)) from exc
         started = time.perf_counter()
         with _virtual_progress(scenario.end_ms, quiet) as progress:
-            try:
-                output = run_scenario(scenario, seed, out, progress)
-            except ScenarioError as exc:
-                raise UserError(str(exc)) from exc
+            output = run_scenario(
+                scenario, seed, out, progress, on_options=lambda options: _print_options(scenario, seed, options)
+            )
         seconds = time.perf_counter() - started
-        _print_options(scenario, seed, output.results["options"])
         _summary(output, seconds)
         if out is not None:
             written = "results.json, events.jsonl, timeline.txt"

@@ -43,27 +43,54 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from channel.core.consensus import (
+    CheckpointProposal,
+    Precommit,
+    Prevote,
+    Proposal,
+    sign_precommit,
+    sign_prevote,
+    sign_proposal,
+)
 from channel.core.consensus import Message as ConsensusMessage
-from channel.core.consensus import Precommit, Prevote, Proposal, sign_precommit, sign_prevote, sign_proposal
 from crdt.eip712 import Checkpoint
 from crdt.genesis import Genesis
 from crdt.hashing import keccak256
 from crdt.ops import SignedOp, sign_op
-from crdt.replica import Cut
-from crdt.types import Hash32, OpId
+from crdt.replica import Cut, Replica
+from crdt.types import Address, Hash32, OpId
 from p2p.wire import Message as SyncMessage
 from p2p.wire import Ops, Status, make_want
 from simulations.sim.scenario import BehaviourSpec, ScenarioError
 
-if TYPE_CHECKING:
-    from simulations.sim.engine import SimNode
-
 SyncOut = Sequence[SyncMessage | bytes]
 Channel = Literal["ops", "sync", "consensus"]
+
+
+class SimNode(Protocol):
+    """What a behaviour may read of its node (`simulations.sim.engine.SimNode`)."""
+
+    @property
+    def address(self) -> Address: ...
+    @property
+    def replica(self) -> Replica: ...
+    @property
+    def now(self) -> int:
+        """The virtual time, ms."""
+        ...
+
+    def next_seq(self) -> int: ...
+    def value_for(self, cut: Cut) -> CheckpointProposal | None:
+        """The proposal of `cut` with the roots this node's replica computes."""
+        ...
+
+    def participant_of(self, node: int) -> int:
+        """The participant index of another simulated node."""
+        ...
 
 
 class NoParams(BaseModel):
@@ -187,7 +214,7 @@ class DoublePropose(Behaviour):
         if message.signature not in self._twins:
             value = message.value
             cut = Cut(value.height, value.heads, value.checkpoint.time + 1, value.deposits)
-            other = node.app.value_for(cut)
+            other = node.value_for(cut)
             self._twins[message.signature] = None if other is None else sign_proposal(
                 self.context.genesis, self.context.key, message.height, message.round, other, message.valid_round
             )
@@ -226,7 +253,7 @@ class Withhold(Behaviour):
             return True
         if targets == "split":
             return dst in self.context.split
-        return node.engine.nodes[dst].participant in targets
+        return node.participant_of(dst) in targets
 
     def gossip(self, node: SimNode, op: SignedOp, dst: int, own: bool) -> list[SignedOp]:
         return [] if self._blocked(node, "ops", dst) else [op]
@@ -322,7 +349,7 @@ class TimeSkew(Behaviour):
             assert isinstance(self.params, TimeSkew.Params)
             value = message.value
             when = max(0, value.checkpoint.time + self.params.skew_ms)
-            other = node.app.value_for(Cut(value.height, value.heads, when, value.deposits))
+            other = node.value_for(Cut(value.height, value.heads, when, value.deposits))
             self._forged[message.signature] = None if other is None else sign_proposal(
                 self.context.genesis, self.context.key, message.height, message.round, other, message.valid_round
             )
@@ -338,7 +365,7 @@ class Silent(Behaviour):
 
     def _on(self, node: SimNode) -> bool:
         assert isinstance(self.params, Silent.Params)
-        return node.engine.now >= self.params.from_ms
+        return node.now >= self.params.from_ms
 
     def gossip(self, node: SimNode, op: SignedOp, dst: int, own: bool) -> list[SignedOp]:
         return [] if self._on(node) else [op]

@@ -256,6 +256,16 @@ class SimNode:
     def clock(self) -> int:
         return max(0, self.engine.now + self.skew_ms)
 
+    @property
+    def now(self) -> int:
+        return self.engine.now
+
+    def value_for(self, cut: Cut) -> CheckpointProposal | None:
+        return self.app.value_for(cut)
+
+    def participant_of(self, node: int) -> int:
+        return self.engine.nodes[node].participant
+
     def next_seq(self) -> int:
         return self.replica.graph.version_vector.get(self.address, 0) + 1
 

@@ -55,9 +55,13 @@ def run_scenario(
     progress: Callable[[int], None] | None = None,
     switches: Switches | None = None,
     trace: bool = True,
+    on_options: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunOutput:
-    """Run `scenario` with `seed`; write the run's files into `out` when given."""
+    """Run `scenario` with `seed`; write the run's files into `out` when given. `on_options`
+    gets the options the seed drew, before the run starts."""
     engine = Engine(scenario, seed, switches, trace=trace)
+    if on_options is not None:
+        on_options(engine.options)
     engine.run(progress)
     verdicts = run_checks(engine)
     results = {
