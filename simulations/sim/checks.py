@@ -18,8 +18,9 @@ Only honest nodes are judged (every node of a participant without a behaviour):
 - ``evidence``: every equivocation an honest node holds both operations of is in its
   evidence, and no honest participant is ever accused (of an operation or a consensus
   equivocation);
-- ``liveness`` (f < n/3 only): every honest node decides a checkpoint within
-  ``liveness_bound_ms`` after the network last healed.
+- ``liveness`` (f < n/3 only, counting nodes crashed for good as faulty): every running honest
+  node decides a checkpoint within ``liveness_bound_ms`` after the network last healed and the
+  last crashed node restarted.
 """
 
 from __future__ import annotations
@@ -101,11 +102,14 @@ def _eventual_convergence(engine: Engine) -> Verdict:
     scenario = engine.scenario
     if heal < 0 or scenario.settle_ms == 0 or heal > scenario.duration_ms:
         return Verdict("eventual_convergence", None, "the network does not heal before the workload stops")
-    digests = Counter(_ops_digest(node) for node in engine.honest)
+    running = [node for node in engine.honest if not node.down]
+    if not running:
+        return Verdict("eventual_convergence", None, "no honest node is running at the end")
+    digests = Counter(_ops_digest(node) for node in running)
     if len(digests) > 1:
-        sizes = sorted({len(node.replica.graph) for node in engine.honest})
+        sizes = sorted({len(node.replica.graph) for node in running})
         return Verdict("eventual_convergence", False, f"{len(digests)} different operation sets, sizes {sizes}")
-    return Verdict("eventual_convergence", True, f"{len(engine.honest[0].replica.graph)} operations everywhere")
+    return Verdict("eventual_convergence", True, f"{len(running[0].replica.graph)} operations everywhere")
 
 
 def _conservation(engine: Engine) -> Verdict:
@@ -148,10 +152,13 @@ def _evidence(engine: Engine) -> Verdict:
 
 def _liveness(engine: Engine) -> Verdict:
     scenario = engine.scenario
-    f, n = len(scenario.byzantine), scenario.participants
+    running = [node for node in engine.honest if not node.down]
+    crashed = {node.participant for node in engine.honest if node.down}
+    f, n = len(scenario.byzantine) + len(crashed), scenario.participants
     if 3 * f >= n:
-        return Verdict("liveness", None, f"f = {f} is not below n/3 (n = {n})")
-    heal = max(engine.network.last_heal_ms(), scenario.workload.start_ms)
+        return Verdict("liveness", None, f"f = {f} (Byzantine or crashed for good) is not below n/3 (n = {n})")
+    restarts = [fault.restart_ms for fault in scenario.faults if fault.restart_ms is not None]
+    heal = max(engine.network.last_heal_ms(), scenario.workload.start_ms, *restarts)
     if engine.network.last_heal_ms() < 0:
         return Verdict("liveness", None, "a partition never heals")
     bound = scenario.liveness_bound_ms
@@ -161,10 +168,10 @@ def _liveness(engine: Engine) -> Verdict:
     for decision in engine.record.decisions:
         if decision.time > heal and decision.node not in decided_after:
             decided_after[decision.node] = decision.time
-    late = [node.index for node in engine.honest if decided_after.get(node.index, 1 << 62) > heal + bound]
+    late = [node.index for node in running if decided_after.get(node.index, 1 << 62) > heal + bound]
     if late:
         return Verdict("liveness", False, f"honest nodes {late} decided nothing within {bound} ms after {heal} ms")
-    worst = max(decided_after[node.index] for node in engine.honest) - heal
+    worst = max(decided_after[node.index] for node in running) - heal
     return Verdict("liveness", True, f"every honest node decided within {worst} ms after {heal} ms")
 
 

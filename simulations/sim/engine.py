@@ -100,7 +100,8 @@ FETCH_MS = int(FETCH_SECONDS * 1000)  # a catch-up request unanswered this long 
 DECODED_MESSAGES = 8192  # consensus messages decoded once for all nodes (oldest dropped first)
 
 # event kinds (the heap's third field)
-WORK, DELIVER, SYNC_TICK, CONSENSUS_TICK, TIMEOUT, GAP, FETCH_EXPIRED, NETWORK = range(8)
+WORK, DELIVER, SYNC_TICK, CONSENSUS_TICK, TIMEOUT, GAP, FETCH_EXPIRED, NETWORK, FAULT = range(9)
+ALWAYS = -1  # the incarnation of events that reach a node whatever its state (faults, the network schedule)
 
 MessageId = tuple[int, int]  # (publishing node, its publication counter): gossipsub's (from, seqno)
 
@@ -111,6 +112,7 @@ class Switches:
     Nothing outside the tests sets them."""
 
     accept_any_proposal: bool = False  # honest nodes prevote a proposal without comparing its roots
+    forget_signing_log: bool = False  # a restarted node does not get its signed votes back
     ignore_sync_ops: bool = False  # honest nodes drop the operations sync brings (no repair)
 
 
@@ -146,6 +148,46 @@ class Record:
     messages: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANNELS, 0))
     bytes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANNELS, 0))
     events_processed: int = 0
+
+
+@dataclass(slots=True)
+class Store:
+    """A node's durable store, as the runtime's `Store` keeps it: every operation before it is
+    applied, every decision once certified, every signed proposal and vote before it is sent.
+    Each write has a number; ``synced`` is the last one an fsync made durable (the node fsyncs
+    only what it signs, and an fsync of the write-ahead log makes every earlier write durable)."""
+
+    ops: list[tuple[int, SignedOp]] = field(default_factory=list)
+    decisions: list[tuple[int, Decide]] = field(default_factory=list)
+    signed: list[SigningRecord] = field(default_factory=list)
+    writes: int = 0
+    synced: int = 0
+
+    def _write(self, fsync: bool) -> int:
+        self.writes += 1
+        if fsync:
+            self.synced = self.writes
+        return self.writes
+
+    def put_ops(self, ops: Iterable[SignedOp], fsync: bool) -> None:
+        for op in ops:
+            self.ops.append((self._write(False), op))
+        if fsync:
+            self.synced = self.writes
+
+    def put_decision(self, decide: Decide) -> None:
+        self.decisions.append((self._write(False), decide))
+
+    def put_signed(self, record: SigningRecord) -> None:
+        self._write(True)
+        self.signed.append(record)
+
+    def power_cut(self) -> int:
+        """Lose what no fsync covered; returns how many writes were lost."""
+        before = len(self.ops) + len(self.decisions)
+        self.ops = [(n, op) for n, op in self.ops if n <= self.synced]
+        self.decisions = [(n, d) for n, d in self.decisions if n <= self.synced]
+        return before - len(self.ops) - len(self.decisions)
 
 
 class SimApplication(Application):
@@ -223,6 +265,9 @@ class SimNode:
         self.consensus = Consensus(genesis, key, self.app, engine.timeouts)
         self.behaviours: list[Behaviour] = []
         self.source = b"n%d" % index
+        self.store = Store()
+        self.incarnation = 0  # + 1 at each crash and restart: events of an older one are dropped
+        self.down = False
         # the driver's state (channel.runtime.driver.ConsensusDriver)
         self.height = 1
         self.started = False
@@ -298,7 +343,7 @@ class Engine:
             prevote_delta=c.vote_delta_ms, precommit_base=c.vote_base_ms, precommit_delta=c.vote_delta_ms,
         )
         self.now = 0
-        self._heap: list[tuple[int, int, int, int, Any]] = []
+        self._heap: list[tuple[int, int, int, int, int, Any]] = []
         self._seq = 0
         self.record = Record()
         self.events: list[dict[str, Any]] = []
@@ -351,9 +396,15 @@ class Engine:
             what = f"groups={partition.groups}" if partition.groups is not None else (
                 f"from={partition.sources} to={partition.targets}"
             )
-            self._push(partition.start_ms, NETWORK, 0, f"partition {number} starts: {what}")
+            self._push(partition.start_ms, NETWORK, 0, f"partition {number} starts: {what}", ALWAYS)
             if partition.end_ms is not None:
-                self._push(partition.end_ms, NETWORK, 0, f"partition {number} heals")
+                self._push(partition.end_ms, NETWORK, 0, f"partition {number} heals", ALWAYS)
+        for fault in scenario.faults:
+            for node in self.nodes:
+                if node.participant in fault.participants:
+                    self._push(fault.at_ms, FAULT, node.index, fault.kind, ALWAYS)
+                    if fault.restart_ms is not None:
+                        self._push(fault.restart_ms, FAULT, node.index, "restart", ALWAYS)
         workload = scenario.workload
         for node in self.nodes:
             sync_phase, tick_phase = phases[node.index]
@@ -382,30 +433,34 @@ class Engine:
 
     # -- the loop ------------------------------------------------------------------------------------
 
-    def _push(self, when: int, kind: int, node: int, data: Any) -> None:
+    def _push(self, when: int, kind: int, node: int, data: Any, incarnation: int | None = None) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, kind, node, data))
+        inc = self.nodes[node].incarnation if incarnation is None else incarnation
+        heapq.heappush(self._heap, (when, self._seq, kind, node, inc, data))
 
     def run(self, progress: Callable[[int], None] | None = None, step_ms: int = 1000) -> None:
         """Run to the end of the scenario (duration plus settle time)."""
         end = self.scenario.end_ms
         handlers = (
             self._work, self._deliver, self._sync_tick, self._consensus_tick, self._timeout, self._gap,
-            self._fetch_expired, self._network_event,
+            self._fetch_expired, self._network_event, self._fault,
         )
         heap = self._heap
         next_report = step_ms
         record = self.record
         while heap and heap[0][0] <= end:
-            when, _, kind, index, data = heapq.heappop(heap)
+            when, _, kind, index, inc, data = heapq.heappop(heap)
             self.now = when
+            node = self.nodes[index]
+            if inc != ALWAYS and (inc != node.incarnation or node.down):
+                continue  # for a node that crashed since (or is down): lost
             if when >= next_report:
                 self._sample_finality()
                 if progress is not None:
                     progress(when)
                 next_report = (when // step_ms + 1) * step_ms
             record.events_processed += 1
-            handlers[kind](self.nodes[index], data)
+            handlers[kind](node, data)
         self.now = end
         self._sample_finality()
         if progress is not None:
@@ -462,7 +517,7 @@ class Engine:
         record.messages[channel] += 1
         record.bytes[channel] += len(data)
         for arrival in self.network.send(src.index, dst, len(data), self.now).arrivals:
-            self._push(arrival, DELIVER, dst, (src.index, channel, data, message_id))
+            self._push(arrival, DELIVER, dst, (src.index, channel, data, message_id, src.incarnation))
 
     @staticmethod
     def _relays(node: SimNode, channel: str, items: Sequence[Any], dst: int) -> bool:
@@ -547,8 +602,10 @@ class Engine:
             rejects = self.record.rejects
             rejects[exc.code] = rejects.get(exc.code, 0) + 1
 
-    def _deliver(self, node: SimNode, data: tuple[int, str, bytes, MessageId | None]) -> None:
-        src, channel, payload, message_id = data
+    def _deliver(self, node: SimNode, data: tuple[int, str, bytes, MessageId | None, int]) -> None:
+        src, channel, payload, message_id, src_incarnation = data
+        if self.nodes[src].incarnation != src_incarnation:
+            return  # sent on a connection of a process that has crashed since
         if message_id is not None:
             if message_id in node.seen:
                 return  # gossipsub's seen cache: a message is delivered and forwarded once
@@ -633,6 +690,7 @@ class Engine:
         fresh = [op for op in ops if not view.knows(op.op_id)]
         if not fresh:
             return AddResult()
+        node.store.put_ops(fresh, fsync=src == node.index)  # write-ahead; an own operation is fsynced
         result = node.replica.receive_many(fresh, node.source if src != node.index else b"")
         for _, exc in result.rejected:
             self._reject(node, exc)
@@ -737,7 +795,8 @@ class Engine:
     def _carry_out(self, node: SimNode, outputs: list[Output]) -> None:
         for output in outputs:
             if isinstance(output, SigningRecord):
-                continue  # simulated nodes do not restart in this increment: nothing to store
+                node.store.put_signed(output)  # fsync, before the Broadcast that follows
+                continue
             if isinstance(output, Broadcast):
                 self._broadcast(node, output.message)
             elif isinstance(output, Send):
@@ -799,6 +858,7 @@ class Engine:
             node.pending = None
             return
         node.pending = None
+        node.store.put_decision(decide)
         checkpoint = decide.value.checkpoint
         self.record.decisions.append(Decision(
             node.index, decide.height, decide.round, decide.value.value_id, self.now, checkpoint.state_hash,
@@ -898,3 +958,55 @@ class Engine:
             self._maybe_fetch(node)
         if node.pending is None and not node.started and node.highest_seen >= node.height:
             self._start(node)
+
+    # -- crash faults ------------------------------------------------------------------------------
+
+    def _fault(self, node: SimNode, what: str) -> None:
+        if what == "restart":
+            if node.down:
+                node.incarnation += 1
+                node.down = False
+                self._restart(node)
+            return
+        if node.down:
+            return
+        node.down = True
+        node.incarnation += 1
+        lost = node.store.power_cut() if what == "power_cut" else 0
+        self.log(node, what, lost_writes=lost)
+
+    def _restart(self, node: SimNode) -> None:
+        """As `channel.runtime.node.Node` at start-up: replay the store into a fresh replica,
+        certify the stored decisions in order, give the machine its signed votes back, and open
+        new sync sessions with every peer (theirs with this node start again too)."""
+        store, genesis = node.store, self.genesis
+        node.replica = Replica(genesis)
+        node.view = HashGraphView(node.replica.graph)
+        accepted = node.replica.receive_many([op for _, op in store.ops]).accepted
+        for _, decide in store.decisions:
+            node.replica.certify(decide.value.cut())
+        node.proofs = {decide.height: encode_consensus(decide.proof) for _, decide in store.decisions}
+        node.app = SimApplication(node, self.scenario.consensus.time_bound_ms, self.switches)
+        node.consensus = Consensus(genesis, node.key, node.app, self.timeouts)
+        node.height = node.replica.version + 1
+        if not self.switches.forget_signing_log:
+            node.consensus.restore([record for record in store.signed if record.height >= node.height])
+        node.started, node.last_start, node.highest_seen, node.pending = False, -(10**12), 0, None
+        node.catching_up, node.caught_up, node.fetching, node.next_peer = False, False, 0, 0
+        node.gaps, node.gap_due, node.last_status, node.seen = {}, False, None, set()
+        node.first_at_seq, node.equivocations_seen = {}, []
+        if node.honest:
+            self._note_equivocations(node, accepted)
+        self.log(node, "restart", operations=len(node.replica.graph), version=node.replica.version)
+        for peer in self.nodes:
+            if peer is node:
+                continue
+            node.sessions[peer.index] = SyncSession(genesis.channel_id)
+            peer.sessions[node.index] = SyncSession(genesis.channel_id)
+            if not peer.down:
+                self._sync_send(peer, node.index, peer.sessions[node.index].start(peer.view))
+        self._push(self.now, SYNC_TICK, node.index, True)
+        self._push(self.now + 1, CONSENSUS_TICK, node.index, None)
+        if self.scenario.workload.rate_per_s > 0:
+            self._next_us[node.index] = self.now * 1000
+            self._push(self._arrival(node.index), WORK, node.index, None)

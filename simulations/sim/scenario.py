@@ -124,6 +124,25 @@ class BehaviourSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class FaultSpec(_Strict):
+    """A crash of honest participants' nodes at ``at_ms``, restarted from their store at
+    ``restart_ms`` (never, if absent). ``crash``: the process dies, everything it committed
+    survives. ``power_cut``: what it committed without fsync since its last fsync is lost too
+    (the node fsyncs only what it signs: its operations and votes, README "What is fsynced"; an
+    fsync of the write-ahead log makes every earlier commit durable with it)."""
+
+    kind: Literal["crash", "power_cut"] = "crash"
+    participants: list[int] = Field(min_length=1)
+    at_ms: int = Field(ge=0)
+    restart_ms: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FaultSpec:
+        if self.restart_ms is not None and self.restart_ms <= self.at_ms:
+            raise ValueError("restart_ms must be after at_ms")
+        return self
+
+
 class ConsensusSpec(_Strict):
     """The driver's settings (`channel.runtime.driver.DriverConfig`, in ms)."""
 
@@ -163,6 +182,7 @@ class Scenario(_Strict):
     workload: WorkloadSpec = WorkloadSpec()
     network: NetworkSpec = NetworkSpec()
     behaviours: list[BehaviourSpec] = Field(default_factory=list)
+    faults: list[FaultSpec] = Field(default_factory=list)
     consensus: ConsensusSpec = ConsensusSpec()
     gossip: GossipSpec = GossipSpec()
     sync: SyncSpec = SyncSpec()
@@ -173,9 +193,13 @@ class Scenario(_Strict):
         named = [i for spec in self.behaviours for i in spec.participants]
         named += [i for link in self.network.links for i in (*link.sources, *link.targets)]
         named += [i for partition in self.network.partitions for i in partition.members()]
+        named += [i for fault in self.faults for i in fault.participants]
         bad = sorted({i for i in named if not 0 <= i < n})
         if bad:
             raise ValueError(f"participant indices {bad} are outside 0..{n - 1}")
+        crashing = {i for fault in self.faults for i in fault.participants}
+        if crashing & set(self.byzantine):
+            raise ValueError("faults are for honest participants (a Byzantine one can already do anything)")
         return self
 
     @property
