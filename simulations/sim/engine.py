@@ -347,33 +347,15 @@ class Engine:
         self._seq = 0
         self.record = Record()
         self.events: list[dict[str, Any]] = []
-        options = random.Random(f"{seed}:options")
-        behaviour_rng = random.Random(f"{seed}:behaviours")
-        copies = {i: 1 for i in range(n)}
-        specs_by_participant = make_behaviours(scenario.behaviours)
-        for participant, classes in specs_by_participant.items():
-            copies[participant] = max(cls.copies for cls, _ in classes)
-        self.nodes: list[SimNode] = []
-        for participant in range(n):
-            for _ in range(copies[participant]):
-                skew = options.randint(-scenario.clock_skew_ms, scenario.clock_skew_ms) if scenario.clock_skew_ms else 0
-                self.nodes.append(SimNode(self, len(self.nodes), participant, self.keys[participant], skew))
+        options = random.Random(f"{seed}:options")  # drawn in this order: skews, mesh, phases
+        specs = make_behaviours(scenario.behaviours)
+        self.nodes: list[SimNode] = self._make_nodes(specs, options)
         self.by_address: dict[Address, list[SimNode]] = {}
         for node in self.nodes:
             self.by_address.setdefault(node.address, []).append(node)
-        self.honest = [node for node in self.nodes if node.participant not in specs_by_participant]
-        honest_indices = [node.index for node in self.honest]
+        self.honest = [node for node in self.nodes if node.participant not in specs]
         self.options: dict[str, Any] = {"clock_skew_ms": {str(nd.index): nd.skew_ms for nd in self.nodes}}
-        for participant, classes in specs_by_participant.items():
-            twins = [node for node in self.nodes if node.participant == participant]
-            for cls, params in classes:  # one split per participant and behaviour, shared by its copies
-                split = sorted(behaviour_rng.sample(honest_indices, len(honest_indices) // 2))
-                self.options[f"split:{cls.name}:p{participant}"] = split
-                for copy, node in enumerate(twins):
-                    context = BehaviourContext(
-                        genesis=self.genesis, key=node.key, rng=behaviour_rng, copy=copy, split=frozenset(split)
-                    )
-                    node.behaviours.append(cls(params, context))
+        self._attach_behaviours(specs, random.Random(f"{seed}:behaviours"))
         self.network = Network(
             scenario.network, random.Random(f"{seed}:network"), [nd.participant for nd in self.nodes], n
         )
@@ -389,8 +371,39 @@ class Engine:
         self._decoded_sync: dict[bytes, SyncMessage] = {}
         self._workload_rng = {nd.index: random.Random(f"{seed}:workload:{nd.index}") for nd in self.nodes}
         self._next_us = {nd.index: 0 for nd in self.nodes}
+        self._schedule_start(options)
+
+    def _make_nodes(self, specs: dict[int, list[tuple[type[Behaviour], Any]]], options: random.Random) -> list[SimNode]:
+        """One node per participant, two for a participant with Twins; each with its clock skew."""
+        scenario, nodes = self.scenario, list[SimNode]()
+        for participant in range(scenario.participants):
+            copies = max((cls.copies for cls, _ in specs.get(participant, [])), default=1)
+            for _ in range(copies):
+                skew = options.randint(-scenario.clock_skew_ms, scenario.clock_skew_ms) if scenario.clock_skew_ms else 0
+                nodes.append(SimNode(self, len(nodes), participant, self.keys[participant], skew))
+        return nodes
+
+    def _attach_behaviours(self, specs: dict[int, list[tuple[type[Behaviour], Any]]], rng: random.Random) -> None:
+        """Each Byzantine participant's behaviours, on each of its nodes, with one split of the
+        honest nodes per participant and behaviour (shared by Twins' copies)."""
+        honest_indices = [node.index for node in self.honest]
+        for participant, classes in specs.items():
+            twins = [node for node in self.nodes if node.participant == participant]
+            for cls, params in classes:
+                split = sorted(rng.sample(honest_indices, len(honest_indices) // 2))
+                self.options[f"split:{cls.name}:p{participant}"] = split
+                for copy, node in enumerate(twins):
+                    context = BehaviourContext(
+                        genesis=self.genesis, key=node.key, rng=rng, copy=copy, split=frozenset(split)
+                    )
+                    node.behaviours.append(cls(params, context))
+
+    def _schedule_start(self, options: random.Random) -> None:
+        """The network schedule, the faults, and each node's first ticks (at phases drawn from
+        the seed, so nodes do not tick in lockstep) and first workload arrival."""
+        scenario = self.scenario
         phases = {nd.index: (options.randrange(scenario.sync.interval_ms),
-                             options.randrange(max(1, c.interval_ms // 4))) for nd in self.nodes}
+                             options.randrange(max(1, scenario.consensus.interval_ms // 4))) for nd in self.nodes}
         self.options["phases_ms"] = {str(i): list(p) for i, p in phases.items()}
         for number, partition in enumerate(scenario.network.partitions):
             what = f"groups={partition.groups}" if partition.groups is not None else (
