@@ -831,10 +831,13 @@ class Engine:
 
     def _send_to(self, node: SimNode, to: Address, message: ConsensusMessage) -> None:
         """A `Send`: the decision proof, then the checkpoint signatures of its version (as the
-        driver sends them), to every node of that participant, point to point: not relayed.
-        (The runtime driver publishes a Send on the consensus topic, so there every node gets
-        it: the engine under-counts that traffic; see the README.)"""
+        driver sends them). With ``consensus.send_publishes`` published to everyone and relayed,
+        as the runtime driver does; else to every node of that participant, point to point."""
         extra = node.consensus.checkpoint_signatures(message.height)
+        if self.scenario.consensus.send_publishes:
+            for one in [message, *extra]:
+                self._spread(node, CONSENSUS, [one], list(node.sessions), None)
+            return
         for target in self.by_address.get(to, []):
             if target is node:
                 continue
