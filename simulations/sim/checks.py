@@ -175,6 +175,23 @@ def _liveness(engine: Engine) -> Verdict:
     return Verdict("liveness", True, f"every honest node decided within {worst} ms after {heal} ms")
 
 
+def recovery_after_heal_ms(engine: Engine) -> int | None:
+    """After the last partition healed (or crashed node restarted): how long until every running
+    honest node had decided a checkpoint (None without a heal, or if one never did)."""
+    restarts = [fault.restart_ms for fault in engine.scenario.faults if fault.restart_ms is not None]
+    heal = max([engine.network.last_heal_ms(), *restarts])
+    if heal <= 0:
+        return None
+    first: dict[int, int] = {}
+    for decision in engine.record.decisions:
+        if decision.time > heal:
+            first.setdefault(decision.node, decision.time)
+    running = [node.index for node in engine.honest if not node.down]
+    if not running or any(index not in first for index in running):
+        return None
+    return max(first[index] for index in running) - heal
+
+
 CHECKS = (_agreement, _certificates, _replay, _convergence, _eventual_convergence, _conservation, _evidence, _liveness)
 
 
@@ -230,6 +247,7 @@ def metrics(engine: Engine) -> dict[str, Any]:
             "consensus": dict(sorted(Counter(kind for _, kind, _ in record.consensus_evidence).items())),
         },
         "decision_sends": record.sends,
+        "recovery_after_heal_ms": recovery_after_heal_ms(engine),
         "later_round_decisions": sum(1 for d in record.decisions if d.round > 0 and d.node in honest),
         "pending_max": max((len(node.replica.graph.pending) for node in engine.honest), default=0),
         "events": record.events_processed,

@@ -14,7 +14,7 @@ appended to ``rows.jsonl`` as it arrives, so an interrupted sweep resumes where 
 (rows already there, by scenario digest and seed, are not run again). At the end the rows are
 written as ``sweep.parquet`` and ``sweep.csv`` (pandas + pyarrow), one row per run: scenario
 digest, seed, commit, the grid parameters, each verdict, finality p50/p99, ops/s, msgs/op,
-bytes/op, rejects by reason.
+bytes/op, rejects by reason, recovery after the last heal.
 
 The cluster is a ``LocalCluster`` with one worker process per core and one thread per worker
 (the engine holds the GIL), or any running Dask scheduler given its address.
@@ -102,6 +102,7 @@ def run_point(scenario_data: dict[str, Any], params: dict[str, Any], seed: int, 
         "not_final": metrics["finality_ms"]["not_final"], "ops_per_s": metrics["ops_per_s"],
         "msgs_per_op": metrics["msgs_per_op"], "bytes_per_op": metrics["bytes_per_op"],
         "versions_min": metrics["versions"]["min"],
+        "recovery_after_heal_ms": metrics["recovery_after_heal_ms"],
         "rejects_replay": json.dumps(metrics["rejects"]["replay"], sort_keys=True),
         "rejects_inputs": json.dumps(metrics["rejects"]["inputs"], sort_keys=True),
     }

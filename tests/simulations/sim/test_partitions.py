@@ -23,6 +23,7 @@ def test_quorum_side_decides_and_the_rest_catch_up_after_the_heal() -> None:
     assert failed(results) == []
     assert results["verdicts"]["liveness"]["ok"] is True
     assert results["metrics"]["versions"]["min"] == results["metrics"]["versions"]["max"]
+    assert 0 < results["metrics"]["recovery_after_heal_ms"] < 5000
 
 
 def test_asymmetric_partition_keeps_safety_and_liveness() -> None:
