@@ -1265,13 +1265,19 @@ class Ledger:
             self._deleverage(op, market, account, position, qty, value, p)
             return
         liquidator = op.author
-        account_before = self._settle(symbol, account, position, quote)
-        liquidator_before = self._settle(symbol, liquidator, self.positions.get((symbol, liquidator), FLAT), quote)
-        account_after, account_pnl = fill_position(account_before, not long, price, qty)
-        liquidator_after, liquidator_pnl = fill_position(liquidator_before, long, taken_at, qty)
-        if grows_risk(liquidator_before, liquidator_after) and not self._margin_ok(liquidator, market,
-                                                                                   liquidator_after, liquidator_pnl):
+        held = self.positions.get((symbol, liquidator), FLAT)
+        # the liquidator's margin, checked before anything changes: on its position as funding
+        # would settle it, and its collateral less what that settlement pays
+        state = self.funding.get(symbol)
+        owed = payment(held.size, held.funding, state.cumulative) if state is not None else 0
+        settled = held._replace(funding=state.cumulative) if state is not None else held
+        liquidator_after, liquidator_pnl = fill_position(settled, long, taken_at, qty)
+        if grows_risk(held, liquidator_after) and not self._margin_ok(liquidator, market, liquidator_after,
+                                                                      liquidator_pnl - owed):
             raise Rejected(Reason.INSUFFICIENT_MARGIN, "the liquidator cannot carry the position")
+        account_before = self._settle(symbol, account, position, quote)
+        self._settle(symbol, liquidator, held, quote)
+        account_after, account_pnl = fill_position(account_before, not long, price, qty)
         for who, after, pnl in ((account, account_after, account_pnl), (liquidator, liquidator_after, liquidator_pnl)):
             if after.size:
                 self._set(self.positions, (symbol, who), after)

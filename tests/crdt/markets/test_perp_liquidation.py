@@ -134,3 +134,21 @@ def test_a_bankruptcy_beyond_the_insurance_pool_deleverages_the_opposite_positio
     assert desk.ledger.positions == {}
     assert desk.ledger.pnl_pool == {}
     desk.ledger.check_conservation()
+
+
+def test_a_liquidate_the_liquidator_cannot_carry_leaves_no_trace() -> None:
+    """Regression: the liquidator's margin was checked after both accounts' funding had been
+    settled, so a liquidate rejected with insufficient_margin still changed the state."""
+    desk = Desk()
+    long_a(desk)
+    desk.order(C, "buy", 3030, 0.02)  # bids above the oracle: the long owes funding
+    desk.version += 1
+    desk.ledger.close_epoch(desk.version, 3_600_000)  # an interval crossed
+    assert desk.ledger.pending_funding("ETH-PERP", desk.position(A)) > 0
+    desk.price(2200, 3_601_000)
+    liquidator = desk.accounts[LIQUIDATOR]
+    assert desk.do(LIQUIDATOR, "transfer", {"to": desk.accounts[B], "token": USDC, "amount": 99 * E9})[1] is None
+    before = desk.ledger.state_hash()
+    assert liquidate(desk, LIQUIDATOR, E9 // 10) == Reason.INSUFFICIENT_MARGIN  # 1 USDC cannot carry 0.1 ETH
+    assert desk.ledger.state_hash() == before
+    assert desk.ledger.position("ETH-PERP", liquidator) == FLAT
