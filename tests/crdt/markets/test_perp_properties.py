@@ -14,7 +14,7 @@ apart from the ledger's own arithmetic:
    realised PnL then is exact whatever the basis rounding; and funding never pays out more than
    it took in (the pool, with what every position still owes, is never negative);
 5. a fill that grows a position never leaves its account below initial margin, and a reduce-only
-   order never grows or flips one;
+   order never grows or flips one; a rejected operation leaves the state hash as it was;
 6. the payout leaves never sum to more than the channel holds, each >= 0;
 7. every delivery order of the same operations gives the same state hash, payout root and fills.
 """
@@ -220,8 +220,11 @@ def test_every_operation_keeps_the_perpetual_laws(steps: list[Step]) -> None:
         count = ledger.fill_count
         if op.kind == "liquidate":
             value, _, maintenance = ledger.margin(op.body["account"], USDC)
+        state = ledger.state_hash()
         reason = ledger.apply(op)
         ledger.check_conservation()
+        if reason is not None:  # a rejected operation leaves no trace
+            assert ledger.state_hash() == state, (op.kind, reason)
         if reason is None and op.kind == "transfer":
             moved[op.author] -= op.body["amount"]
             moved[op.body["to"]] += op.body["amount"]
