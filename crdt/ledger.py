@@ -1301,13 +1301,14 @@ class Ledger:
     ) -> None:
         """Close `qty` of a bankrupt account's position (its value `value` < 0, more than the
         insurance pool holds) against the opposite positions at its bankruptcy price, ``P ± |AV| /
-        qty`` (rounded in the account's favour), so that it ends at zero and the loss it could not
-        pay falls on the positions that gained from it: ranked by profit times leverage (uPnL ·
-        notional / AV), the most first, the account's address breaking ties."""
+        |size|`` (rounded in the account's favour; a short's at least 1), so that closing all of it
+        leaves the account at zero (a part covers its share of the loss) and the loss it could
+        not pay falls on the positions that gained from it: ranked by profit times leverage (uPnL
+        · notional / AV), the most first, the account's address breaking ties."""
         symbol, quote = market.symbol, market.quote
         long = position.size > 0
         loss = -value
-        shift = -(-loss * E9 // qty)
+        shift = -(-loss * E9 // abs(position.size))  # of the whole position: a part covers its share
         price = mark + shift if long else max(1, mark - shift)
         ranked: list[tuple[int, Address]] = []
         for (s, other), held in self.positions.items():
