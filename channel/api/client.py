@@ -488,7 +488,9 @@ class AsyncClient(_Calls):
         """``async with client.subscribe("ops") as events: async for event in events: ...``
 
         The context owns the WebSocket. Topics: ops, balances, status; book (``market=``, and
-        ``depth=`` for the first levels only), trades, fills and orders (``market=`` to filter).
+        ``depth=`` for the first levels only), trades, fills and orders (``market=`` to filter);
+        positions and account (``account=``, this node's participant by default), funding and
+        liquidations (``market=``, a perp market, to filter).
         A WebSocket the node closes ends in `NodeUnavailable`."""
         import sniffio
 
