@@ -500,7 +500,7 @@ class _Parley(_Untyped):  # type: ignore[misc]
         market = None if symbol is None else self.market(symbol)
         opened = yield ("parley_openOrders", self.omit_none({"market": market and market["id"]}))
         orders = yield from self._orders([order["order_id"] for order in opened], market)
-        return self.filter_by_symbol_since_limit(orders, symbol, since, limit)
+        return self.filter_by_symbol_since_limit(orders, market and market["symbol"], since, limit)
 
     def steps_fetch_closed_orders(self, symbol: str | None = None, since: int | None = None,
                                   limit: int | None = None, params: Any = None) -> _Steps:
@@ -512,7 +512,7 @@ class _Parley(_Untyped):  # type: ignore[misc]
                                   *(fill["order"] for fill in fills)]))
         orders = yield from self._orders(ids, market)
         closed = [order for order in orders if order["status"] != "open"]
-        return self.filter_by_symbol_since_limit(closed, symbol, since, limit)
+        return self.filter_by_symbol_since_limit(closed, market and market["symbol"], since, limit)
 
     def _remember(self, order_id: str) -> None:
         known = self.options.setdefault("known_orders", [])

@@ -102,6 +102,11 @@ def test_a_swap_market_positions_and_funding_with_the_sync_class(tmp_path: Path)
             exchange.create_order(SWAP, "limit", "buy", 0.1, 2400)
         with pytest.raises(ccxt.BadSymbol, match="not a perpetual"):
             exchange.fetch_funding_rate("ETH/USDC")
+        resting = exchange.create_order(SWAP, "limit", "sell", 0.1, 3100, {"reduceOnly": True})
+        assert (resting["status"], resting["reduceOnly"]) == ("open", True)
+        for name in (SWAP, "ETH-PERP"):  # the unified symbol or the node's id
+            assert [order["id"] for order in exchange.fetch_open_orders(name)] == [resting["id"]]
+        assert exchange.cancel_order(resting["id"])["status"] == "canceled"
         closed = exchange.create_order(SWAP, "market", "sell", 1, None, {"reduceOnly": True})
         assert (closed["status"], closed["reduceOnly"], closed["average"]) == ("closed", True, 2990.0)
         assert exchange.fetch_positions() == []
