@@ -8,36 +8,47 @@ operations delivered as gossip (`test_perp_api.Peers`).
 - each funding a checkpoint applies arrives once, as parley_fundingHistory shows it;
 - a liquidation appears, then becomes final; another, undone by a late transfer that sorts
   before it, appears and vanishes;
+- on four nodes with their consensus, a liquidation appears and becomes final on two nodes'
+  streams, and the positions agree everywhere;
 - the params are checked.
 """
 
 from __future__ import annotations
 
+import json
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from channel.api.client import ApiError, AsyncClient, Endpoint, Events
-from channel.api.server import INVALID_PARAMS
+from channel.api.server import INVALID_PARAMS, serve_api
 from channel.runtime.node import Node
-from crdt.ops import sign_op
+from crdt import testing
+from crdt.genesis import InitialBalance
+from crdt.ops import address_of, sign_op
 from crdt.replica import Cut
 from crdt.types import OpId
+from p2p.memory import MemoryNetwork
 from tests.channel.api.market_kit import next_event
 from tests.channel.api.test_perp_api import (
     ADDRESSES,
     KEYS,
     LIQUIDATOR,
     MAKER,
+    ROLES,
     TRADER,
     Peers,
     hex0x,
     perp_genesis,
     perp_order,
 )
-from tests.channel.api.trading_kit import with_node
+from tests.channel.api.trading_kit import ETH, MARKET, USDC, with_node
+from tests.channel.runtime import node_kit
+from tests.channel.runtime.node_kit import poll, run_real_time
+from tests.crdt.markets.test_perp_positions import WIDE
 
 E9 = 10**9
 PERP = "ETH-PERP"
@@ -234,3 +245,63 @@ def test_perp_subscription_params_are_checked(tmp_path: Path) -> None:
                                                     "positions": []}
 
     with_node(perp_genesis(), tmp_path, body, index=TRADER)
+
+
+def test_a_liquidation_streams_and_becomes_final_on_every_node(tmp_path: Path) -> None:
+    """Four nodes with their consensus, each behind its API: the oracle's node posts prices, the
+    maker's rests a sell, the trader's takes it; after a drop the liquidator's node liquidates.
+    The trader's positions stream shows the long open, move with the mark and close; the
+    liquidations streams of the trader's and the liquidator's nodes show the liquidation appear,
+    then become final once a checkpoint holds it; every node ends with the same positions."""
+    genesis = testing.make_genesis(
+        node_kit.KEYS, [USDC, ETH], roles=ROLES, markets=[MARKET, WIDE],
+        initial=[InitialBalance(address_of(key), USDC.symbol, 1000 * E9) for key in node_kit.KEYS],
+    )
+    trader_hex = hex0x(address_of(node_kit.KEYS[TRADER]))
+
+    async def main() -> None:
+        network = MemoryNetwork()
+        async with AsyncExitStack() as stack:
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            nodes, clients = [], []
+            for index in range(4):
+                node = await stack.enter_async_context(node_kit.memory_node(genesis, index, tmp_path, network))
+                url = await nursery.start(serve_api, node, "token")
+                nodes.append(node)
+                clients.append(await stack.enter_async_context(AsyncClient(Endpoint(url, "token"))))
+            network.connect_all()
+            trader, maker, oracle, liquidator = clients
+            positions = await stack.enter_async_context(trader.subscribe("positions"))
+            streams = [await stack.enter_async_context(c.subscribe("liquidations", market=PERP))
+                       for c in (trader, liquidator)]
+            local = LocalPositions()
+            local.apply(await next_event(positions))
+            await oracle.post_price(PERP, 3000 * E9)
+            with trio.fail_after(30):
+                await poll(lambda: all(node.mark_prices()[0]["fresh"] for node in nodes))
+            await maker.place_order(PERP, "sell", E9, price=3000 * E9)
+            with trio.fail_after(30):
+                await poll(lambda: nodes[TRADER].order_book(PERP, 1, 2)["asks"] != [])
+            await trader.place_order(PERP, "buy", E9, price=3000 * E9, tif="ioc")
+            local.apply(await next_event(positions))
+            assert [(p["side"], p["size"]) for p in local.positions()] == [("long", str(E9))]
+
+            await oracle.post_price(PERP, 2200 * E9)  # worth 194, below its MMR of 220
+            with trio.fail_after(30):
+                await poll(lambda: nodes[LIQUIDATOR].liquidatable() != [])
+            done = await liquidator.liquidate(trader_hex, PERP, E9)
+            for events in streams:
+                appeared = await next_event(events, within=30)
+                assert appeared == {"event": "appeared", **done["liquidation"], "final": False}
+                final = await next_event(events, within=30)
+                assert final == {**appeared, "event": "changed", "final": True}
+            while local.rows:  # the mark's move, then the close
+                local.apply(await next_event(positions, within=30))
+            assert local.positions() == nodes[TRADER].positions(address_of(node_kit.KEYS[TRADER])) == []
+            with trio.fail_after(30):
+                await poll(lambda: len({json.dumps(node.positions()) for node in nodes}) == 1)
+            assert {p["account"] for p in nodes[0].positions()} == {
+                hex0x(address_of(node_kit.KEYS[i])) for i in (MAKER, LIQUIDATOR)}
+            nursery.cancel_scope.cancel()
+
+    run_real_time(main)
