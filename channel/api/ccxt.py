@@ -122,7 +122,8 @@ class _Parley(_Untyped):  # type: ignore[misc]
                 "fetchCurrencies": False, "fetchOHLCV": False, "fetchOrders": False, "fetchTickers": False,
                 "fetchPositions": True, "fetchPosition": True, "fetchFundingRate": True, "fetchFundingRates": True,
                 "fetchFundingRateHistory": True, "fetchFundingHistory": False, "fetchMarkPrices": False,
-                "fetchLeverage": False, "setLeverage": False, "setMarginMode": False, "fetchMarginMode": False,
+                "fetchLeverage": False, "fetchLeverageTiers": True, "fetchMarketLeverageTiers": True,
+                "setLeverage": False, "setMarginMode": False, "fetchMarginMode": False,
                 "crossMargin": True, "isolatedMargin": False,
                 "fetchDeposits": False, "fetchWithdrawals": False, "withdraw": False, "transfer": False,
                 "editOrder": False, "fetchStatus": False, "fetchTime": False,
@@ -431,6 +432,37 @@ class _Parley(_Untyped):  # type: ignore[misc]
         return positions[0] if positions else self.safe_position({
             "info": None, "symbol": market["symbol"], "contracts": 0, "marginMode": "cross", "side": None})
 
+    def leverage_tiers(self, market: Any) -> list[dict[str, Any]]:
+        """A swap's leverage tiers from its ``max_notional_at_open`` caps (the largest notional a
+        position may have at each leverage, never growing with leverage): the tier of leverage
+        L holds the notionals above the cap of L + 1 up to the cap of L, lowest notional (highest
+        leverage, at most ``1 / imr``) first; the maintenance margin rate is the market's."""
+        perp = market["info"]["perp"]
+        caps = [int(cap) for cap in perp["max_notional_at_open"]]
+        top = min(len(caps), E9 // int(perp["imr"]))
+        tiers: list[dict[str, Any]] = []
+        floor = 0
+        for leverage in range(top, 0, -1):
+            cap = caps[leverage - 1]
+            if cap <= floor:
+                continue  # an empty range: the same cap as the tier below it
+            tiers.append({"tier": len(tiers) + 1, "symbol": market["symbol"], "currency": market["settle"],
+                          "minNotional": self.e9_number(floor), "maxNotional": self.e9_number(cap),
+                          "maintenanceMarginRate": self.e9_number(perp["mmr"]), "maxLeverage": leverage,
+                          "info": perp})
+            floor = cap
+        return tiers
+
+    def steps_fetch_market_leverage_tiers(self, symbol: str, params: Any = None) -> _Steps:
+        return self.leverage_tiers(self._swap(symbol))
+        yield  # a generator that needs no call
+
+    def steps_fetch_leverage_tiers(self, symbols: list[str] | None = None, params: Any = None) -> _Steps:
+        wanted = self.market_symbols(symbols)
+        return {symbol: self.leverage_tiers(market) for symbol, market in self.markets.items()
+                if market["swap"] and (wanted is None or symbol in wanted)}
+        yield  # a generator that needs no call
+
     def steps_fetch_funding_rate(self, symbol: str, params: Any = None) -> _Steps:
         market = self._swap(symbol)
         marks = yield ("parley_markPrices", {})
@@ -527,7 +559,7 @@ class _Parley(_Untyped):  # type: ignore[misc]
 UNIFIED = ("fetch_markets", "fetch_balance", "fetch_order_book", "fetch_ticker", "fetch_trades", "fetch_my_trades",
            "create_order", "cancel_order", "cancel_all_orders", "fetch_order", "fetch_open_orders",
            "fetch_closed_orders", "fetch_trading_fees", "fetch_positions", "fetch_position", "fetch_funding_rate",
-           "fetch_funding_rates", "fetch_funding_rate_history")
+           "fetch_funding_rates", "fetch_funding_rate_history", "fetch_leverage_tiers", "fetch_market_leverage_tiers")
 NO_MARKETS = ("fetch_markets",)  # the unified methods that must not load the markets first
 
 

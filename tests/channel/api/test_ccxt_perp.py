@@ -17,6 +17,7 @@ import ccxt
 import pytest
 import trio
 from ccxt.test.exchange.base.test_funding_rate_history import test_funding_rate_history as check_funding_history
+from ccxt.test.exchange.base.test_leverage_tier import test_leverage_tier as check_leverage_tier
 from ccxt.test.exchange.base.test_market import test_market as check_market
 from ccxt.test.exchange.base.test_order import test_order as check_order
 from ccxt.test.exchange.base.test_position import test_position as check_position
@@ -68,6 +69,14 @@ def test_a_swap_market_positions_and_funding_with_the_sync_class(tmp_path: Path)
         for market in markets.values():
             check_market(exchange, SKIPPED, "fetchMarkets", market)
         assert exchange.fetch_positions() == []
+        tiers = exchange.fetch_market_leverage_tiers(SWAP)  # 5x up to 50,000, 4x to 100,000, ... 1x to 1,000,000
+        assert [(t["tier"], t["minNotional"], t["maxNotional"], t["maxLeverage"]) for t in tiers] == [
+            (1, 0.0, 50_000.0, 5), (2, 50_000.0, 100_000.0, 4), (3, 100_000.0, 200_000.0, 3),
+            (4, 200_000.0, 500_000.0, 2), (5, 500_000.0, 1_000_000.0, 1)]
+        assert {t["maintenanceMarginRate"] for t in tiers} == {0.1}
+        for tier in tiers:
+            check_leverage_tier(exchange, SKIPPED, "fetchMarketLeverageTiers", tier)
+        assert list(exchange.fetch_leverage_tiers()) == [SWAP]
 
         bought = exchange.create_order(SWAP, "limit", "buy", 1, 3000, {"timeInForce": "IOC"})
         assert (bought["status"], bought["filled"], bought["symbol"], bought["reduceOnly"]) == ("closed", 1.0, SWAP,
