@@ -350,14 +350,19 @@ class _Parley(_Untyped):  # type: ignore[misc]
         parsed["nonce"] = book.get("version", book.get("seq"))
         return parsed
 
-    def parse_ticker(self, book: dict[str, Any], trades: list[dict[str, Any]], market: Any) -> Any:
+    def parse_ticker(self, book: dict[str, Any], trades: list[dict[str, Any]], market: Any,
+                     mark: dict[str, Any] | None = None) -> Any:
+        """Best bid and ask, the last trade's price, and for a swap its oracle price (`mark`, a
+        `parley_markPrices` row) as the mark and index prices."""
         last = from_e9(trades[-1]["price"]) if trades else None
         bid = book["bids"][0] if book["bids"] else [None, None]
         ask = book["asks"][0] if book["asks"] else [None, None]
+        oracle = from_e9(mark["price"]) if mark is not None else None
+        info = {"book": book, "trades": trades, **({"mark": mark} if mark is not None else {})}
         return self.safe_ticker({
-            "symbol": market["symbol"], "timestamp": None, "datetime": None, "info": {"book": book, "trades": trades},
+            "symbol": market["symbol"], "timestamp": None, "datetime": None, "info": info,
             "bid": from_e9(bid[0]), "bidVolume": from_e9(bid[1]), "ask": from_e9(ask[0]),
-            "askVolume": from_e9(ask[1]), "last": last, "close": last,
+            "askVolume": from_e9(ask[1]), "last": last, "close": last, "markPrice": oracle, "indexPrice": oracle,
         }, market)
 
     # -- the unified methods, as generators of calls --------------------------------------------
@@ -397,9 +402,13 @@ class _Parley(_Untyped):  # type: ignore[misc]
 
     def steps_fetch_ticker(self, symbol: str, params: Any = None) -> _Steps:
         market = self.market(symbol)
-        book, trades = yield [("parley_orderBook", {"market": market["id"], "depth": 1}),
-                              ("parley_trades", {"market": market["id"], "limit": 1})]
-        return self.parse_ticker(book, trades, market)
+        calls = [("parley_orderBook", {"market": market["id"], "depth": 1}),
+                 ("parley_trades", {"market": market["id"], "limit": 1})]
+        if market["swap"]:
+            calls.append(("parley_markPrices", {}))
+        book, trades, *marks = yield calls
+        mark = next((row for row in marks[0] if row["market"] == market["id"]), None) if marks else None
+        return self.parse_ticker(book, trades, market, mark)
 
     def steps_fetch_trades(self, symbol: str, since: int | None = None, limit: int | None = None,
                            params: Any = None) -> _Steps:

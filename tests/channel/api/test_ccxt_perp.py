@@ -21,6 +21,7 @@ from ccxt.test.exchange.base.test_leverage_tier import test_leverage_tier as che
 from ccxt.test.exchange.base.test_market import test_market as check_market
 from ccxt.test.exchange.base.test_order import test_order as check_order
 from ccxt.test.exchange.base.test_position import test_position as check_position
+from ccxt.test.exchange.base.test_ticker import test_ticker as check_ticker
 
 from channel.api.ccxt import parley, parley_async, parley_pro
 from channel.api.client import Endpoint
@@ -93,6 +94,10 @@ def test_a_swap_market_positions_and_funding_with_the_sync_class(tmp_path: Path)
         assert position["leverage"] == pytest.approx(3000 / 994)
         assert position["liquidationPrice"] == pytest.approx((3000 - 994) / 0.9, abs=1e-9)
         assert exchange.fetch_position(SWAP)["contracts"] == 1.0
+        ticker = exchange.fetch_ticker(SWAP)
+        assert (ticker["last"], ticker["bid"], ticker["ask"], ticker["markPrice"], ticker["indexPrice"]) == (
+            3000.0, 2990.0, 3000.0, 3000.0, 3000.0)
+        check_ticker(exchange, SKIPPED, "fetchTicker", ticker, SWAP)
 
         rate = exchange.fetch_funding_rate(SWAP)
         assert (rate["symbol"], rate["markPrice"], rate["indexPrice"], rate["fundingRate"], rate["interval"]) == (
