@@ -22,13 +22,17 @@ from ccxt.test.exchange.base.test_market import test_market as check_market
 from ccxt.test.exchange.base.test_order import test_order as check_order
 from ccxt.test.exchange.base.test_position import test_position as check_position
 from ccxt.test.exchange.base.test_ticker import test_ticker as check_ticker
+from hypothesis import given
+from hypothesis import strategies as st
 
-from channel.api.ccxt import parley, parley_async, parley_pro
+from channel.api.ccxt import from_e9, parley, parley_async, parley_pro, to_e9
 from channel.api.client import Endpoint
 from channel.runtime.node import Node
+from channel.runtime.trading import market_json
 from tests.channel.api.test_perp_api import MAKER, TRADER, perp_genesis, perp_order
 from tests.channel.api.test_perp_stream import AnnouncingPeers
 from tests.channel.api.trading_kit import with_node
+from tests.crdt.markets.test_perp_positions import WIDE
 
 SWAP = "ETH/USDC:USDC"
 SKIPPED = {"timestamp": True, "datetime": True}  # the node's answers carry no clock of their own
@@ -181,3 +185,18 @@ def test_pro_watch_positions_follows_the_positions_topic(tmp_path: Path) -> None
         (SWAP, "long", 1.0, 3000.0, "cross")]
     assert opened[0]["initialMargin"] == 600.0
     assert [(p["symbol"], p["side"], p["contracts"]) for p in closed] == [(SWAP, "long", 0.0)]
+
+
+OFFLINE = parley()
+OFFLINE.set_markets([OFFLINE.parse_market(market_json(WIDE))])
+
+
+@given(st.integers(WIDE.min_price // WIDE.tick_size, WIDE.max_price // WIDE.tick_size),
+       st.integers(WIDE.min_qty // WIDE.step_size, WIDE.max_qty // WIDE.step_size))
+def test_any_swap_price_and_amount_on_the_grid_round_trips_exactly(ticks: int, steps: int) -> None:
+    """As for spot: e9 -> ccxt's float -> ccxt's rounding -> e9 is the same integer for every
+    price on the swap's tick grid and amount on its step grid, by its unified symbol or its id."""
+    price, qty = ticks * WIDE.tick_size, steps * WIDE.step_size
+    for name in (SWAP, "ETH-PERP"):
+        assert to_e9(OFFLINE.price_to_precision(name, OFFLINE.parse_number(from_e9(price)))) == str(price)
+        assert to_e9(OFFLINE.amount_to_precision(name, OFFLINE.parse_number(from_e9(qty)))) == str(qty)
