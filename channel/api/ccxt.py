@@ -18,8 +18,8 @@ settled in its quote token, ``contractSize`` 1, cross margin): `create_order` ta
 `fetch_positions` and `fetch_position` read ``parley_account`` (each position with its margins,
 and the account's value as its collateral and leverage), `fetch_funding_rate(s)` read
 ``parley_markPrices`` and `fetch_funding_rate_history` ``parley_fundingHistory``; the pro class's
-`watch_positions` follows the node's ``positions`` topic. ``fetchFundingHistory`` (an account's
-own funding payments) is False: the node keeps no record of them, only each market's fundings.
+`watch_positions` follows the node's ``positions`` topic, and `fetch_funding_history` (the
+account's own payments) reads ``parley_fundingPayments``.
 
 Every unified method is written once, as a generator of JSON-RPC calls (`_Steps`): it yields a
 call (or a list of calls, sent as one JSON-RPC batch) and receives the results; the sync class
@@ -121,7 +121,7 @@ class _Parley(_Untyped):  # type: ignore[misc]
                 "fetchTicker": True, "fetchTrades": True, "fetchTradingFees": True,
                 "fetchCurrencies": False, "fetchOHLCV": False, "fetchOrders": False, "fetchTickers": False,
                 "fetchPositions": True, "fetchPosition": True, "fetchFundingRate": True, "fetchFundingRates": True,
-                "fetchFundingRateHistory": True, "fetchFundingHistory": False, "fetchMarkPrices": False,
+                "fetchFundingRateHistory": True, "fetchFundingHistory": True, "fetchMarkPrices": False,
                 "fetchLeverage": False, "fetchLeverageTiers": True, "fetchMarketLeverageTiers": True,
                 "setLeverage": False, "setMarginMode": False, "fetchMarginMode": False,
                 "crossMargin": True, "isolatedMargin": False,
@@ -491,6 +491,24 @@ class _Parley(_Untyped):  # type: ignore[misc]
         history = [self.parse_funding(funding, market) for funding in fundings]
         return self.filter_by_symbol_since_limit(history, market["symbol"], since, limit)
 
+    def steps_fetch_funding_history(self, symbol: str | None = None, since: int | None = None,
+                                    limit: int | None = None, params: Any = None) -> _Steps:
+        """The participant's funding settlements (``parley_fundingPayments``) as ccxt's funding
+        history: ``amount`` received (negative: paid), in the settle token, timestamped with the
+        checkpoint's time. A position settles when it is touched (a fill, a liquidation, a
+        payout), so one entry may cover several funding intervals."""
+        market = None if symbol is None else self._swap(symbol)
+        account = yield from self._account()
+        payments = yield ("parley_fundingPayments", self.omit_none(
+            {"account": account, "market": market and market["id"], "limit": 1000}))
+        history = []
+        for payment in payments:
+            found = self.safe_market(payment["market"])
+            history.append({"info": payment, "symbol": found["symbol"], "code": found["settle"],
+                            "timestamp": payment["time"], "datetime": self.iso8601(payment["time"]), "id": None,
+                            "amount": self.e9_number(-int(payment["paid"]))})
+        return self.filter_by_symbol_since_limit(history, market and market["symbol"], since, limit)
+
     def steps_create_order(self, symbol: str, type: str, side: str, amount: float, price: float | None = None,
                            params: Any = None) -> _Steps:
         params = dict(params or {})
@@ -568,7 +586,8 @@ class _Parley(_Untyped):  # type: ignore[misc]
 UNIFIED = ("fetch_markets", "fetch_balance", "fetch_order_book", "fetch_ticker", "fetch_trades", "fetch_my_trades",
            "create_order", "cancel_order", "cancel_all_orders", "fetch_order", "fetch_open_orders",
            "fetch_closed_orders", "fetch_trading_fees", "fetch_positions", "fetch_position", "fetch_funding_rate",
-           "fetch_funding_rates", "fetch_funding_rate_history", "fetch_leverage_tiers", "fetch_market_leverage_tiers")
+           "fetch_funding_rates", "fetch_funding_rate_history", "fetch_leverage_tiers", "fetch_market_leverage_tiers",
+           "fetch_funding_history")
 NO_MARKETS = ("fetch_markets",)  # the unified methods that must not load the markets first
 
 

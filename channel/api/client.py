@@ -391,6 +391,10 @@ class _Calls:
     def funding_history(self, market: str, limit: int = 100) -> Any:
         return self.call("parley_fundingHistory", market, limit)
 
+    def funding_payments(self, account: str | None = None, market: str | None = None, limit: int = 100) -> Any:
+        """An account's funding settlements (the node's own participant by default), oldest first."""
+        return self.call("parley_fundingPayments", account, market, limit)
+
     def liquidatable(self) -> Any:
         return self.call("parley_liquidatable")
 

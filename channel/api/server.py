@@ -510,6 +510,12 @@ async def _funding_history(node: NodeService, args: list[Any]) -> Any:
     return node.funding_history(_perp_market(node, market), _bounded(limit, "limit", 100, MAX_LIMIT))
 
 
+async def _funding_payments(node: NodeService, args: list[Any]) -> Any:
+    account, market, limit = args
+    symbol = None if market is None else _perp_market(node, market)
+    return node.funding_payments(_participant(node, account), symbol, _bounded(limit, "limit", 100, MAX_LIMIT))
+
+
 async def _liquidatable(node: NodeService, args: list[Any]) -> Any:
     return node.liquidatable()
 
@@ -596,6 +602,10 @@ METHODS: dict[str, Method] = {
         Method("parley_fundingHistory", ("market", "limit"), 1,
                "A perp market's last fundings (100), oldest first: checkpoint version and time, rate, index and "
                "the oracle price.", _funding_history),
+        Method("parley_fundingPayments", ("account", "market", "limit"), 0,
+               "An account's funding settlements (this node's participant by default; of one perp market, if "
+               "given), the last 100, oldest first: market, checkpoint version and time, and what the position "
+               "paid (positive) or received (negative) for the intervals since it last settled.", _funding_payments),
         Method("parley_liquidatable", (), 0,
                "The accounts below maintenance margin, with their positions (largest first): what a liquidator "
                "bot needs.", _liquidatable),
@@ -634,9 +644,12 @@ def _param_schemas(kinds: Registry) -> dict[tuple[str, str], dict[str, Any]]:
     for method in ("parley_orderBook", "parley_openOrders", "parley_myTrades", "parley_trades"):
         schemas[(method, "market")] = dict(MARKET_SYMBOL.schema)
     schemas[("parley_order", "order")] = dict(OP_ID.schema)
-    for method in ("parley_openOrders", "parley_positions", "parley_account"):
+    for method in ("parley_openOrders", "parley_positions", "parley_account", "parley_fundingPayments"):
         schemas[(method, "account")] = dict(ADDRESS.schema)
     schemas[("parley_fundingHistory", "market")] = dict(MARKET_SYMBOL.schema)
+    schemas[("parley_fundingPayments", "market")] = dict(MARKET_SYMBOL.schema)
+    schemas[("parley_fundingPayments", "limit")] = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                                                    "default": 100}
     schemas[("parley_fundingHistory", "limit")] = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
                                                    "default": 100}
     schemas[("parley_orderBook", "depth")] = {"type": "integer", "minimum": 1, "maximum": MAX_DEPTH, "default": 50}

@@ -627,6 +627,11 @@ class Node:
         self._market(market)
         return perps.funding_history_json(self.replica.ledger, market, limit)
 
+    def funding_payments(self, account: Address, market: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        if market is not None:
+            self._market(market)
+        return perps.funding_payments_json(self.replica.ledger, account, market, limit)
+
     def liquidatable(self) -> list[dict[str, Any]]:
         return perps.liquidatable_json(self.replica.ledger)
 

@@ -279,7 +279,7 @@ def test_install_registers_the_three_classes() -> None:
     assert has["swap"]
     assert has["fetchPositions"]
     assert has["fetchFundingRateHistory"]
-    assert not has["fetchFundingHistory"]  # the node keeps no record of each account's funding payments
+    assert has["fetchFundingHistory"]
     assert not has["setLeverage"]  # cross margin: the leverage is what the account's value carries
     assert parley_pro().has["watchOrderBook"]
     assert parley_pro().has["watchPositions"]

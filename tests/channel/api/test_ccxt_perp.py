@@ -125,7 +125,14 @@ def test_a_swap_market_positions_and_funding_with_the_sync_class(tmp_path: Path)
         for name in (SWAP, "ETH-PERP"):  # the unified symbol or the node's id
             assert [order["id"] for order in exchange.fetch_open_orders(name)] == [resting["id"]]
         assert exchange.cancel_order(resting["id"])["status"] == "canceled"
+        owed = int(exchange.fetch_positions()[0]["info"]["pending_funding"])
+        assert owed > 0  # the book's bid at 2,990 above the oracle's 2,900: a premium, and longs pay
+        assert exchange.fetch_funding_history(SWAP) == []  # not settled yet: the position was not touched
         closed = exchange.create_order(SWAP, "market", "sell", 1, None, {"reduceOnly": True})
+        [paid] = exchange.fetch_funding_history(SWAP)
+        assert (paid["symbol"], paid["code"], paid["amount"]) == (SWAP, "USDC", -owed / 10**9)
+        assert paid["timestamp"] == 3_602_000  # settled by the close, in the epoch after that checkpoint
+        assert exchange.fetch_funding_history() == [paid]
         assert (closed["status"], closed["reduceOnly"], closed["average"]) == ("closed", True, 2990.0)
         assert exchange.fetch_positions() == []
         with pytest.raises(ccxt.InvalidOrder, match="nothing_to_reduce"):
