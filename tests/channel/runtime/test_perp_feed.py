@@ -5,6 +5,8 @@ flow, oracle moves, checkpoints, liquidations and late transfers that re-order t
   and its last ``account`` event, equal `perps.positions_json` and `perps.account_json`, with the
   seq going up by one per update and no update that says nothing;
 - the ``funding`` events are the fundings the ledger holds, each once, in order;
+- the funding payments recorded per position (``parley_fundingPayments``) sum to what the
+  market's funding pool holds: every settlement is recorded, and nothing else;
 - once everything is certified, the ``liquidations`` events folded by op id (the last event of
   each, ``vanished`` ones dropped) are exactly what every liquidate did, all final.
 
@@ -41,8 +43,8 @@ liquidations = st.tuples(st.just("liquidate"), st.sampled_from([TRADER, MAKER]),
 transfers = st.tuples(st.just("late_transfer"), st.sampled_from([TRADER, MAKER, LIQUIDATOR]),
                       st.sampled_from([TRADER, MAKER]), st.integers(1, 300), st.integers(0, 5))
 closes = st.tuples(st.just("close"), st.sampled_from([TRADER, MAKER]))
-steps = st.lists(st.one_of(orders, orders, orders, prices, checkpoints, liquidations, transfers, closes), min_size=10,
-                 max_size=40)
+steps = st.lists(st.one_of(orders, orders, orders, prices, checkpoints, checkpoints, liquidations, transfers, closes),
+                 min_size=10, max_size=40)
 
 
 class Channel:
@@ -65,6 +67,7 @@ class Channel:
         self.step(("price", 0))  # a fresh price of 3,000: risk may open
         self.step(("order", MAKER, "sell", 15, 0, "gtc", False))  # and a 4.5x short and long open at it
         self.step(("order", TRADER, "buy", 15, 0, "ioc", False))
+        self.step(("order", LIQUIDATOR, "buy", 1, 20, "gtc", False))  # a bid above the oracle: a premium, funding
         self.history = [sorted(self.replica.graph.heads)]
 
     def drain(self, name: str) -> list[dict[str, Any]]:
@@ -147,10 +150,18 @@ def test_the_streams_rebuild_the_ledger_after_every_step(actions: list[tuple[Any
         assert fundings == [{"market": PERP, **row} for row in perps.funding_history_json(ledger, PERP, 10**6)]
         for event in channel.drain("liquidations"):
             liquidated[event["op_id"]] = event
+        # every settlement is recorded: the records sum to what the market's funding pool holds
+        recorded = sum(paid for (market, _), rows in ledger.funding_paid.items() if market == PERP
+                       for _, _, paid in rows)
+        assert recorded == ledger.funding_pool.get(PERP, 0)
+        assert all(paid != 0 for rows in ledger.funding_paid.values() for _, _, paid in rows)
 
     check()
     for action in actions:
         channel.step(action)
+        check()
+    for who in (TRADER, MAKER):  # touching both positions settles what they owe
+        channel.step(("close", who))
         check()
     channel.certify(1_000)  # everything final
     check()
