@@ -756,7 +756,7 @@ class Ledger:
         """Delist each perp market for which a quorum of participants (the genesis threshold)
         voted the same price: its resting orders go (``delisted``), every position closes at that
         price (funding settled first; the same arithmetic as a fill), and what rounding leaves in
-        its PnL pool goes to the insurance pool."""
+        its PnL and funding pools goes to the insurance pool."""
         tally: dict[tuple[str, int], int] = {}
         for (symbol, _), price in self.delist_votes.items():
             if symbol not in self.delisted:
@@ -777,10 +777,11 @@ class Ledger:
                 self._delete(self.positions, (symbol, account))
                 self._add_signed(self.pnl_pool, symbol, -pnl)
                 self._credit(self._keys[account][market.quote], pnl)
-            dust = self.pnl_pool.get(symbol, 0)
-            if dust:
-                self._add_signed(self.pnl_pool, symbol, -dust)
-                self._add(self.insurance, market.quote, dust)
+            for pool in (self.pnl_pool, self.funding_pool):  # every position settled: what is left is dust, >= 0
+                dust = pool.get(symbol, 0)
+                if dust:
+                    self._add_signed(pool, symbol, -dust)
+                    self._add(self.insurance, market.quote, dust)
             self._set(self.marks, symbol, MarkPrice(price, time))
 
     def _fund(self, symbol: str, time: int) -> None:

@@ -581,8 +581,9 @@ METHODS: dict[str, Method] = {
         Method("parley_openOrders", ("market", "account"), 0,
                "The open orders of an account (this node's participant by default), oldest first.", _open_orders),
         Method("parley_order", ("order",), 1,
-               "One order: what it asked, status (open, filled, cancelled, expired, self_trade, unfunded, done, "
-               "rejected:<reason>, pending), remaining, filled, fills, and final once it cannot change.", _order),
+               "One order: what it asked, status (open, filled, cancelled, expired, self_trade, unfunded, done; "
+               "for a perp market also undercollateralized, reduce_only, take_bound, delisted; rejected:<reason>, "
+               "pending), remaining, filled, fills, and final once it cannot change.", _order),
         Method("parley_myTrades", ("market", "limit"), 0,
                "The last fills (100) of this node's participant, oldest first, each with its side, liquidity "
                "(taker or maker) and fee from its point of view, and whether it is final.", _my_trades),

@@ -21,6 +21,7 @@ from channel.cli.console import command_group, console, read_password, user_erro
 from channel.cli.markets import MARKETS_HELP, checked_markets, markets_report, markets_summary, markets_table
 from channel.cli.node import register as register_node
 from channel.cli.perps import register as register_perps
+from channel.cli.sim import register as register_sim
 from channel.cli.trade import register as register_trade
 from channel.errors import UserError
 from channel.runtime import keystore
@@ -485,6 +486,7 @@ register_trade(app)  # parley order, cancel, book, orders, trades
 register_perps(app)  # parley positions, account, liquidate, oracle post
 register_certificates(app)  # parley checkpoints, certificate
 register_bot(app)  # parley bot maker
+register_sim(app)  # parley sim run, replay
 
 
 def main() -> None:  # pragma: no cover - the console script

@@ -45,17 +45,37 @@ SPEC_KEYS: dict[str, tuple[str, str]] = {
     "maker_fee": ("maker_fee", "0.0002"),
     "taker_fee": ("taker_fee", "0.0005"),
 }
-FIELD_KEYS = {field: key for key, (field, _) in SPEC_KEYS.items()}
+# a perp's keys: (field, default, how the value reads): "e9" a decimal in human units (fractions,
+# quote amounts), "int" a whole number (milliseconds, a count)
+PERP_KEYS: dict[str, tuple[str, str, str]] = {
+    "quote": ("quote", "USDC", "text"),
+    "imr": ("imr", "0.1", "e9"),
+    "mmr": ("mmr", "0.05", "e9"),
+    "cap": ("max_notional_at_open", "1000000", "e9"),  # the same notional cap at every leverage
+    "max_funding_rate": ("max_funding_rate", "0.001", "e9"),
+    "funding_interval_ms": ("funding_interval", "3600000", "int"),
+    "insurance_ratio": ("insurance_pool_ratio", "0.3", "e9"),
+    "circuit_band": ("circuit_band", "0.1", "e9"),
+    "halt_checkpoints": ("halt_checkpoints", "3", "int"),
+    "mtb": ("mtb_long", "0.05", "e9"),  # the take bound, both sides
+    "oracle_staleness_ms": ("oracle_staleness", "60000", "int"),
+    "impact_notional": ("impact_notional", "1000", "e9"),
+}
+FIELD_KEYS = {field: key for key, (field, _) in SPEC_KEYS.items()} | {
+    field: key for key, (field, _, reads) in PERP_KEYS.items() if reads != "text"} | {"mtb_short": "mtb"}
 
 MARKETS_HELP = (  # plain text: the CLI's help is not rich markup
     "A --market is SYMBOL:KIND[:KEY=VALUE,...], e.g. ETH/USDC:spot:tick=0.01,taker_fee=0.001: SYMBOL is "
-    "BASE/QUOTE of two --token symbols and KIND is spot (a perp market goes in the genesis TOML for now). "
+    "BASE/QUOTE of two --token symbols and KIND is spot, or BASE-PERP (e.g. ETH-PERP) and KIND perp. "
     "Values are in human units, each key left out takes its default: tick=0.01 and step=0.001; "
     "min_price (one tick) and max_price=1000000 in quote per whole base; min_qty (one step) and "
     "max_qty=1000000 in base; "
     "maker_fee=0.0002 and taker_fee=0.0005 as fractions (0.0005 is 5 bps). A maximum left out is rounded "
-    "down to a multiple of the tick or step. --markets FILE takes [[markets]] tables as the "
-    "genesis holds them, in e9 integers."
+    "down to a multiple of the tick or step. A perp market also takes quote=USDC (its collateral token), "
+    "imr=0.1, mmr=0.05, cap=1000000 (the notional cap at every leverage, in quote), max_funding_rate=0.001, "
+    "funding_interval_ms=3600000, insurance_ratio=0.3, circuit_band=0.1, halt_checkpoints=3, mtb=0.05 (the "
+    "take bound), oracle_staleness_ms=60000 and impact_notional=1000 (quote). --markets FILE takes "
+    "[[markets]] tables as the genesis holds them, in e9 integers."
 )
 
 
@@ -70,11 +90,16 @@ class MarketSpec:
 
     def shown(self, field: str) -> str:
         """The field as the spec wrote it (``tick=0``) or as its default (``max_qty (default …)``)."""
+        perp = self.table.get("kind") == "perp"
         if field not in FIELD_KEYS:  # symbol, kind, base, quote: text
+            if perp and field == "quote":
+                return f"quote={self.table['quote']!r}"
             derived = field in ("base", "quote") and "/" not in self.table["symbol"]
-            hint = " (from SYMBOL, which must be BASE/QUOTE)" if derived else ""
+            hint = f" (from SYMBOL, which must be {'BASE-PERP' if perp else 'BASE/QUOTE'})" if derived else ""
             return f"{field} {self.table.get(field, '')!r}{hint}"
         key, value = FIELD_KEYS[field], self.table[field]
+        if isinstance(value, list):  # the one cap of every leverage
+            value = value[0]
         if key in self.given:
             return f"{key}={format_e9(value)} ({value} e9)"
         return f"{key} (default {format_e9(value)}, {value} e9)"
@@ -86,25 +111,28 @@ def parse_market_spec(text: str) -> MarketSpec:
     if len(parts) < 2:
         raise UserError(f"--market {text!r}: must be SYMBOL:KIND[:KEY=VALUE,...]")
     symbol, kind = parts[0], parts[1]
-    if kind == "perp":
-        raise UserError(f"--market {text!r}: kind 'perp': perp markets are not supported yet on the command line "
-                        "(write the market's [[markets]] table, with its perpetual fields, in the genesis TOML)")
+    perp = kind == "perp"
+    keys = [*SPEC_KEYS, *PERP_KEYS] if perp else list(SPEC_KEYS)
     given: dict[str, int] = {}
+    texts: dict[str, str] = {}
     for item in parts[2].split(",") if len(parts) == 3 and parts[2] else []:
         key, equals, value = item.partition("=")
         key = key.strip()
         if not equals:
             raise UserError(f"--market {text!r}: expected KEY=VALUE, got {item!r}")
-        if key not in SPEC_KEYS:
-            raise UserError(f"--market {text!r}: unknown key {key!r}; the keys are {', '.join(SPEC_KEYS)}")
-        if key in given:
+        if key not in keys:
+            raise UserError(f"--market {text!r}: unknown key {key!r}; the keys are {', '.join(keys)}")
+        if key in given or key in texts:
             raise UserError(f"--market {text!r}: {key} is given twice")
+        if key in PERP_KEYS and PERP_KEYS[key][2] == "text":
+            texts[key] = value.strip()
+            continue
         try:
-            given[key] = parse_e9(value)
+            given[key] = _perp_value(key, value) if key in PERP_KEYS else parse_e9(value)
         except ValueError as exc:
             raise UserError(f"--market {text!r}: {key}={value}: {exc}") from exc
     values = {key: parse_e9(default) for key, (_, default) in SPEC_KEYS.items() if default}
-    values.update(given)
+    values.update({key: value for key, value in given.items() if key in SPEC_KEYS})
     values.setdefault("min_price", values["tick"])
     values.setdefault("min_qty", values["step"])
     for key, unit in (("max_price", values["tick"]), ("max_qty", values["step"])):
@@ -113,7 +141,25 @@ def parse_market_spec(text: str) -> MarketSpec:
     base, _, quote = symbol.partition("/")
     table = {"symbol": symbol, "kind": kind, "base": base, "quote": quote,
              **{SPEC_KEYS[key][0]: value for key, value in values.items()}}
-    return MarketSpec(text, table, frozenset(given))
+    if perp:  # BASE-PERP, collateral in `quote`
+        table["base"] = symbol.removesuffix("-PERP") if symbol.endswith("-PERP") else ""
+        table["quote"] = texts.get("quote", PERP_KEYS["quote"][1])
+        for key, (field, default, reads) in PERP_KEYS.items():
+            if reads != "text":
+                table[field] = given.get(key, _perp_value(key, default))
+        table["mtb_short"] = table["mtb_long"]
+        imr, cap = given.get("imr", _perp_value("imr", "0.1")), table["max_notional_at_open"]
+        table["max_notional_at_open"] = [cap] * (10**9 // imr if imr > 0 else 1)  # one cap per leverage
+    return MarketSpec(text, table, frozenset(given) | frozenset(texts))
+
+
+def _perp_value(key: str, value: str) -> int:
+    """A perp key's value: e9 of a decimal, or a whole number (`ValueError` otherwise)."""
+    if PERP_KEYS[key][2] == "int":
+        if not value.strip().isdigit():
+            raise ValueError("must be a whole number")
+        return int(value)
+    return parse_e9(value)
 
 
 def read_markets_file(path: Path) -> list[Any]:

@@ -127,8 +127,10 @@ def resting_json(order: RestingOrder, me: Address) -> dict[str, Any]:
 
 def order_json(info: OrderInfo, taker_sides: Sequence[str]) -> dict[str, Any]:
     """Everything about one order.place; `taker_sides` are its fills' taker sides, in order.
-    ``status`` is open, filled, cancelled, expired, self_trade, unfunded, done (an ioc or
-    market remainder cancelled), rejected:<reason> or pending; ``final`` once it cannot change."""
+    ``status`` is open, one of `crdt.markets.book.CLOSED_REASONS` (filled, cancelled, expired,
+    self_trade, unfunded, done: an ioc or market remainder cancelled; and in a perp market
+    undercollateralized, reduce_only, take_bound, delisted), rejected:<reason> or pending;
+    ``final`` once it cannot change."""
     return {
         "order_id": hex0x(info.order_id),
         "owner": hex0x(info.owner),

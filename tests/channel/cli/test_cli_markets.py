@@ -152,7 +152,11 @@ def test_a_markets_file_and_a_market_together(tmp_path: Path, password_file: Pat
         ("ETH/USDC:spot:maker_fee=-0.0001", "maker_fee=-0.0001 (-100000 e9): must be in [0, 10**9)"),
         ("ETH/USDC:spot:maker_fee=1", "maker_fee=1 (1000000000 e9): must be in [0, 10**9)"),
         # kinds
-        ("ETH-PERP:perp", "kind 'perp': perp markets are not supported yet"),
+        ("ETH-PERP:perp:imr=0.2,mmr=0.3", "mmr=0.3 (300000000 e9): must be in (0, imr 200000000)"),
+        ("ETH-PERP:perp:halt_checkpoints=1.5", "halt_checkpoints=1.5: must be a whole number"),
+        ("ETH-PERP:perp:quote=EUR", "quote='EUR': must be a token of the genesis"),
+        ("ETH-PERP:perp:cap=0", "cap=0 (0 e9): must be"),
+        ("ETH/USDC:spot:imr=0.1", "unknown key 'imr'; the keys are tick"),
         ("ETH/USDC:swap", "kind 'swap': must be 'spot'"),
         # malformed specs
         ("ETH/USDC", "--market 'ETH/USDC': must be SYMBOL:KIND[:KEY=VALUE,...]"),
@@ -339,3 +343,17 @@ def test_orders_need_markets(tmp_path: Path, password_file: Path) -> None:
     code, output = invoke("workload", str(tmp_path / "plain"), "--orders", "50", "--password-file", str(password_file))
     assert code == 1
     assert "--orders needs markets" in " ".join(output.split())
+
+
+def test_a_perp_market_on_the_command_line(tmp_path: Path, password_file: Path) -> None:
+    code, output = genesis_new(tmp_path / "ch", password_file, "--market",
+                               "ETH-PERP:perp:imr=0.2,mmr=0.1,funding_interval_ms=600000,cap=50000,mtb=0.02")
+    assert code == 0, output
+    market = load_genesis(tmp_path / "ch" / "genesis.toml").market("ETH-PERP")
+    assert market is not None
+    assert market.perp is not None
+    assert (market.base, market.quote, market.kind) == ("ETH", "USDC", "perp")
+    assert (market.perp.imr, market.perp.mmr, market.perp.funding_interval) == (2 * 10**8, 10**8, 600_000)
+    assert market.perp.max_notional_at_open == (50_000 * 10**9,) * 5  # one cap a leverage, 1x to 5x
+    assert (market.perp.mtb_long, market.perp.mtb_short) == (2 * 10**7, 2 * 10**7)
+    assert (market.perp.oracle_staleness, market.perp.impact_notional) == (60_000, 1000 * 10**9)  # defaults

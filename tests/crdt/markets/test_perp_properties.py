@@ -38,6 +38,7 @@ from crdt.ops import SignedOp, sign_op
 from crdt.replica import Cut, Replica
 from crdt.types import Symbol
 from tests.crdt.crdt_support import ADJUDICATOR, KEYS, TOKENS, closure, heads_of
+from tests.crdt.markets.perp_reference import Params, PerpReference
 from tests.crdt.markets.test_perp_genesis import ETH_PERP
 
 E9 = 10**9
@@ -138,15 +139,19 @@ def perp_flows(draw: st.DrawFn, max_steps: int = 40) -> list[Step]:
     return steps
 
 
-def sign_all(steps: Sequence[Step]) -> list[SignedOp | Cut]:
+def sign_all(steps: Sequence[Step], genesis: Genesis | None = None, kinds: Sequence[str] | None = None
+             ) -> list[SignedOp | Cut]:
     """The steps signed one after another, each op naming the previous one (a chain: the order
-    of the steps is the replay order), and each checkpoint a cut of everything before it."""
+    of the steps is the replay order), and each checkpoint a cut of everything before it; only
+    the steps of `kinds`, if given."""
     out: list[SignedOp | Cut] = []
     ids: dict[int, bytes] = {}
     seqs = [0] * len(ROLES)
     last: list[bytes] = []
     version = 0
     for index, step in enumerate(steps):
+        if kinds is not None and step.kind not in kinds:
+            continue
         if step.kind == "checkpoint":
             version += 1
             out.append(Cut(version, tuple(last), step.body["time"]))
@@ -155,7 +160,7 @@ def sign_all(steps: Sequence[Step]) -> list[SignedOp | Cut]:
         body = dict(step.body)
         if step.target is not None:
             body["order"] = ids[step.target]
-        op = sign_op(GENESIS.context(), KEYS[step.author], seqs[step.author], last, step.kind, body)
+        op = sign_op((genesis or GENESIS).context(), KEYS[step.author], seqs[step.author], last, step.kind, body)
         ids[index] = op.op_id
         last = [op.op_id]
         out.append(op)
@@ -201,6 +206,8 @@ def test_every_operation_keeps_the_perpetual_laws(steps: list[Step]) -> None:
             if "ETH-PERP" in ledger.delisted and "ETH-PERP" not in was:  # every position closed at its price
                 price = ledger.delisted["ETH-PERP"]
                 assert ledger.positions == {}
+                assert "ETH-PERP" not in ledger.pnl_pool  # the pools' dust went to insurance
+                assert "ETH-PERP" not in ledger.funding_pool
                 for (_, account), position in held.items():
                     funded[account] += payment(position.size, position.funding, index)
                     value = notional(price, abs(position.size))
@@ -344,3 +351,59 @@ def test_every_delivery_order_gives_the_same_positions_and_roots(steps: list[Ste
     assert shuffled.payout_root() == in_order.payout_root()
     assert shuffled.ledger.fills == in_order.ledger.fills
     assert shuffled.ledger.positions == in_order.ledger.positions
+
+
+# -- against the sequential reference (perp_reference.py) ------------------------------------------
+
+# no funding (an interval that never ends) and no breaker (a 100% band): the reference has neither
+REF_MARKET = replace(MARKET, perp=replace(PERP, funding_interval=10**15, circuit_band=E9))
+REF_GENESIS = testing.make_genesis(KEYS[: len(ROLES)], TOKENS, roles=ROLES, initial=INITIAL, adjudicator=ADJUDICATOR,
+                                   markets=(REF_MARKET,))
+REF_KINDS = ("order.place", "order.cancel", "oracle.price", "transfer", "checkpoint")
+
+
+def reference() -> PerpReference:
+    m, p = REF_MARKET, REF_MARKET.perp
+    assert p is not None
+    params = Params(m.symbol, m.quote, m.tick_size, m.step_size, m.min_qty, m.max_qty, m.min_price, m.max_price,
+                    m.maker_fee, m.taker_fee, p.imr, p.mmr, p.max_notional_at_open, p.mtb_long, p.mtb_short,
+                    p.oracle_staleness)
+    roles = {participant.address: str(participant.role) for participant in REF_GENESIS.participants}
+    return PerpReference(params, roles, dict.fromkeys(roles, INITIAL))
+
+
+def ledger_view(ledger: Ledger) -> tuple[Any, ...]:
+    positions = {a: (p.size, p.open_notional) for (_, a), p in ledger.positions.items()}
+    money = {a: (ledger.balance(a, USDC), ledger.debt.get((a, USDC), 0)) for a in ACCOUNTS}
+    book = sorted((bytes(o.order_id), o.remaining) for o in ledger.orders.values())
+    closed = {bytes(order): why for order, (why, _) in ledger.closed.items()}
+    return positions, money, book, closed, ledger.fees(USDC)
+
+
+def reference_view(model: PerpReference) -> tuple[Any, ...]:
+    positions = {a: (size, model.opens[a]) for a, size in model.sizes.items() if size}
+    money = {a: (model.balance.get(a, 0), model.debt.get(a, 0)) for a in ACCOUNTS}
+    book = sorted((o.order_id, o.remaining) for o in model.book)
+    return positions, money, book, dict(model.closed), model.fee_pool
+
+
+@settings(max_examples=100, deadline=None)
+@given(perp_flows())
+def test_the_ledger_matches_the_sequential_reference(steps: list[Step]) -> None:
+    """Orders, cancels, oracle moves, transfers and checkpoints, one at a time, on the ledger and
+    on the reference: the same outcome for every operation, the same fills one for one, and the
+    same positions, balances, debts, book, closed orders and fee pool after each."""
+    ledger, model = Ledger(REF_GENESIS), reference()
+    for item in sign_all(steps, REF_GENESIS, REF_KINDS):
+        if isinstance(item, Cut):
+            ledger.close_epoch(item.version, item.time)
+            model.close(item.time)
+            assert (ledger.mark("ETH-PERP"), ledger.time) == (model.mark[0] if model.mark else None, model.time)
+            continue
+        count = ledger.fill_count
+        reason = ledger.apply(item)
+        expected = model.apply(item.author, item.kind, dict(item.body), item.op_id)
+        assert (None if reason is None else str(reason)) == expected, item.kind
+        assert [(f.taker_order, f.maker_order, f.price, f.qty, f.taker_fee, f.maker_fee)
+                for f in ledger.fills_from(count)] == model.fills[count:]
+        assert ledger_view(ledger) == reference_view(model)

@@ -1,0 +1,254 @@
+"""The checks every run ends with, and the run's metrics.
+
+A check never raises: a violation is a `Verdict` with ``ok = False`` and a detail that, with the
+run's seed, reproduces it (``parley sim run SCENARIO --seed N``). ``ok = None`` means the check
+does not apply to this run (say, liveness when f >= n/3, or when a partition never heals).
+
+Only honest nodes are judged (every node of a participant without a behaviour):
+- ``agreement``: no two honest nodes decided different values for one version;
+- ``certificates``: no two different certified checkpoints (EIP-712 digests) for one version;
+- ``replay``: every decided checkpoint's state hash and payout root are what the honest node's
+  own replay of the cut gives, and every decided cut could be certified;
+- ``convergence``: honest replicas holding the same operations and the same cuts have the
+  same state hash and payout root;
+- ``eventual_convergence``: after the last partition healed and the settle time, every honest
+  replica holds the same operations;
+- ``conservation``: `Ledger.check_conservation` on every honest replica, and the balances
+  (free + held + locked + withdrawn) of each token sum to its genesis supply;
+- ``evidence``: every equivocation an honest node holds both operations of is in its
+  evidence, and no honest participant is ever accused (of an operation or a consensus
+  equivocation);
+- ``liveness`` (f < n/3 only, counting nodes crashed for good as faulty): every running honest
+  node decides a checkpoint within ``liveness_bound_ms`` after the network last healed and the
+  last crashed node restarted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from crdt.errors import InternalError
+
+if TYPE_CHECKING:
+    from simulations.sim.engine import Engine, SimNode
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    name: str
+    ok: bool | None
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "detail": self.detail}
+
+
+def _agreement(engine: Engine) -> Verdict:
+    by_version: dict[int, set[bytes]] = {}
+    honest = {node.index for node in engine.honest}
+    for decision in engine.record.decisions:
+        if decision.node in honest:
+            by_version.setdefault(decision.height, set()).add(decision.value_id)
+    split = sorted(version for version, values in by_version.items() if len(values) > 1)
+    if split:
+        return Verdict("agreement", False, f"versions with two decided values: {split}")
+    return Verdict("agreement", True, f"{len(by_version)} versions decided")
+
+
+def _certificates(engine: Engine) -> Verdict:
+    by_version: dict[int, set[bytes]] = {}
+    for _, version, digest in engine.record.certified:
+        by_version.setdefault(version, set()).add(digest)
+    split = sorted(version for version, digests in by_version.items() if len(digests) > 1)
+    if split:
+        return Verdict("certificates", False, f"versions with two certified checkpoints: {split}")
+    return Verdict("certificates", True, f"{len(by_version)} versions certified")
+
+
+def _replay(engine: Engine) -> Verdict:
+    record = engine.record
+    problems = [f"n{node} v{version}: {which} differs from replay" for node, version, which in record.root_mismatches]
+    problems += [f"n{node} v{version}: cannot certify: {why}" for node, version, why in record.certify_failures]
+    if problems:
+        return Verdict("replay", False, f"{len(problems)} problems, first: {problems[0]}")
+    return Verdict("replay", True)
+
+
+def _ops_digest(node: SimNode) -> str:
+    return hashlib.sha256(b"".join(sorted(node.replica.graph.ops))).hexdigest()
+
+
+def _cuts_digest(node: SimNode) -> str:
+    parts = [b"%d:%d:" % (cut.version, cut.time) + b"".join(cut.heads) for cut in node.replica.cuts]
+    return hashlib.sha256(b"|".join(parts)).hexdigest()
+
+
+def _convergence(engine: Engine) -> Verdict:
+    groups: dict[tuple[str, str], set[tuple[bytes, bytes]]] = {}
+    for node in engine.honest:
+        key = (_ops_digest(node), _cuts_digest(node))
+        groups.setdefault(key, set()).add((node.replica.state_hash(), node.replica.payout_root()))
+    bad = sum(1 for roots in groups.values() if len(roots) > 1)
+    if bad:
+        return Verdict("convergence", False, f"{bad} groups of replicas with the same operations and cuts disagree")
+    return Verdict("convergence", True, f"{len(groups)} distinct (operations, cuts) states")
+
+
+def _eventual_convergence(engine: Engine) -> Verdict:
+    heal = engine.network.last_heal_ms()
+    scenario = engine.scenario
+    if heal < 0 or scenario.settle_ms == 0 or heal > scenario.duration_ms:
+        return Verdict("eventual_convergence", None, "the network does not heal before the workload stops")
+    running = [node for node in engine.honest if not node.down]
+    if not running:
+        return Verdict("eventual_convergence", None, "no honest node is running at the end")
+    digests = Counter(_ops_digest(node) for node in running)
+    if len(digests) > 1:
+        sizes = sorted({len(node.replica.graph) for node in running})
+        return Verdict("eventual_convergence", False, f"{len(digests)} different operation sets, sizes {sizes}")
+    return Verdict("eventual_convergence", True, f"{len(running[0].replica.graph)} operations everywhere")
+
+
+def _conservation(engine: Engine) -> Verdict:
+    supply = engine.scenario.initial_balance_e9 * engine.scenario.participants
+    for node in engine.honest:
+        try:
+            node.replica.ledger.check_conservation()
+        except InternalError as exc:
+            return Verdict("conservation", False, f"n{node.index}: {exc}")
+        totals: Counter[str] = Counter()
+        for account in node.replica.balances().values():
+            for token, amounts in account.items():
+                totals[token] += sum(amounts.values())
+        wrong = {token: total for token, total in totals.items() if total != supply}
+        if wrong:
+            return Verdict("conservation", False, f"n{node.index}: token totals {wrong} != supply {supply}")
+    return Verdict("conservation", True)
+
+
+def _evidence(engine: Engine) -> Verdict:
+    honest_addresses = {node.address for node in engine.honest}
+    for node in engine.honest:
+        evidence = node.replica.graph.evidence
+        missing = [key for key in node.equivocations_seen if key not in evidence]
+        if missing:
+            author, seq = missing[0]
+            detail = f"n{node.index} holds both sides of 0x{author.hex()} seq {seq}, and no evidence"
+            return Verdict("evidence", False, detail)
+        accused = sorted({author for author, _ in evidence} & honest_addresses)
+        if accused:
+            detail = f"n{node.index} holds operation evidence against honest 0x{accused[0].hex()}"
+            return Verdict("evidence", False, detail)
+    false = [(n, kind) for n, kind, offender in engine.record.consensus_evidence if offender in honest_addresses]
+    if false:
+        detail = f"{len(false)} consensus accusations of honest participants, first {false[0]}"
+        return Verdict("evidence", False, detail)
+    seen = sum(len(node.equivocations_seen) for node in engine.honest)
+    return Verdict("evidence", True, f"{seen} operation equivocations seen, all with evidence")
+
+
+def _liveness(engine: Engine) -> Verdict:
+    scenario = engine.scenario
+    running = [node for node in engine.honest if not node.down]
+    crashed = {node.participant for node in engine.honest if node.down}
+    f, n = len(scenario.byzantine) + len(crashed), scenario.participants
+    if 3 * f >= n:
+        return Verdict("liveness", None, f"f = {f} (Byzantine or crashed for good) is not below n/3 (n = {n})")
+    restarts = [fault.restart_ms for fault in scenario.faults if fault.restart_ms is not None]
+    heal = max(engine.network.last_heal_ms(), scenario.workload.start_ms, *restarts)
+    if engine.network.last_heal_ms() < 0:
+        return Verdict("liveness", None, "a partition never heals")
+    bound = scenario.liveness_bound_ms
+    if heal + bound > scenario.duration_ms:
+        return Verdict("liveness", None, f"the workload stops before healing + {bound} ms")
+    decided_after: dict[int, int] = {}
+    for decision in engine.record.decisions:
+        if decision.time > heal and decision.node not in decided_after:
+            decided_after[decision.node] = decision.time
+    late = [node.index for node in running if decided_after.get(node.index, 1 << 62) > heal + bound]
+    if late:
+        return Verdict("liveness", False, f"honest nodes {late} decided nothing within {bound} ms after {heal} ms")
+    worst = max(decided_after[node.index] for node in running) - heal
+    return Verdict("liveness", True, f"every honest node decided within {worst} ms after {heal} ms")
+
+
+def recovery_after_heal_ms(engine: Engine) -> int | None:
+    """After the last partition healed (or crashed node restarted): how long until every running
+    honest node had decided a checkpoint (None without a heal, or if one never did)."""
+    restarts = [fault.restart_ms for fault in engine.scenario.faults if fault.restart_ms is not None]
+    heal = max([engine.network.last_heal_ms(), *restarts])
+    if heal <= 0:
+        return None
+    first: dict[int, int] = {}
+    for decision in engine.record.decisions:
+        if decision.time > heal:
+            first.setdefault(decision.node, decision.time)
+    running = [node.index for node in engine.honest if not node.down]
+    if not running or any(index not in first for index in running):
+        return None
+    return max(first[index] for index in running) - heal
+
+
+CHECKS = (_agreement, _certificates, _replay, _convergence, _eventual_convergence, _conservation, _evidence, _liveness)
+
+
+def run_checks(engine: Engine) -> list[Verdict]:
+    """Every check, in a fixed order."""
+    return [check(engine) for check in CHECKS]
+
+
+def percentile(values: list[int], fraction: float) -> int | None:
+    """Nearest-rank percentile (None for no values)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-int(fraction * 1000) * len(ordered) // 1000))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def metrics(engine: Engine) -> dict[str, Any]:
+    """Finality, throughput and traffic of the run (integers and exact ratios only, so the
+    results file is byte-identical wherever the run is repeated)."""
+    record, scenario = engine.record, engine.scenario
+    seconds = max(1, scenario.duration_ms) / 1000
+    total_messages = sum(record.messages.values())
+    total_bytes = sum(record.bytes.values())
+    signed = max(1, record.signed)
+    reference = engine.honest[0].replica if engine.honest else None
+    replay_rejects = Counter(str(reason) for _, reason in reference.rejected()) if reference is not None else Counter()
+    versions = [node.replica.version for node in engine.honest]
+    honest = {node.index for node in engine.honest}
+    return {
+        "finality_ms": {
+            "p50": percentile(record.finality_ms, 0.5), "p99": percentile(record.finality_ms, 0.99),
+            "max": max(record.finality_ms, default=None), "final": len(record.finality_ms),
+            "not_final": record.signed_honest - len(record.finality_ms),
+        },
+        "propagation_ms": {
+            "p50": percentile(record.propagation_ms, 0.5), "p99": percentile(record.propagation_ms, 0.99),
+            "everywhere": len(record.propagation_ms),
+        },
+        "ops_signed": record.signed,
+        "ops_signed_honest": record.signed_honest,
+        "ops_per_s": round(record.signed / seconds, 3),
+        "final_ops_per_s": round(len(record.finality_ms) / seconds, 3),
+        "msgs_per_op": round(total_messages / signed, 3),
+        "bytes_per_op": round(total_bytes / signed, 1),
+        "messages": dict(sorted(record.messages.items())),
+        "bytes": dict(sorted(record.bytes.items())),
+        "network": engine.network.stats.as_dict(),
+        "rejects": {"replay": dict(sorted(replay_rejects.items())), "inputs": dict(sorted(record.rejects.items()))},
+        "versions": {"min": min(versions, default=0), "max": max(versions, default=0)},
+        "evidence": {
+            "operation": sum(len(node.replica.graph.evidence) for node in engine.honest),
+            "consensus": dict(sorted(Counter(kind for _, kind, _ in record.consensus_evidence).items())),
+        },
+        "decision_sends": record.sends,
+        "recovery_after_heal_ms": recovery_after_heal_ms(engine),
+        "later_round_decisions": sum(1 for d in record.decisions if d.round > 0 and d.node in honest),
+        "pending_max": max((len(node.replica.graph.pending) for node in engine.honest), default=0),
+        "events": record.events_processed,
+    }
