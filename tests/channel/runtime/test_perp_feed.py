@@ -150,7 +150,8 @@ def test_the_streams_rebuild_the_ledger_after_every_step(actions: list[tuple[Any
         assert fundings == [{"market": PERP, **row} for row in perps.funding_history_json(ledger, PERP, 10**6)]
         for event in channel.drain("liquidations"):
             liquidated[event["op_id"]] = event
-        # every settlement is recorded: the records sum to what the market's funding pool holds
+        # every settlement is recorded: the records sum to what the market's funding pool holds (the flow
+        # has no delisting, which would move the pool's dust to insurance)
         recorded = sum(paid for (market, _), rows in ledger.funding_paid.items() if market == PERP
                        for _, _, paid in rows)
         assert recorded == ledger.funding_pool.get(PERP, 0)
