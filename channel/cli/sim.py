@@ -18,18 +18,19 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from channel.cli.console import console, user_errors
+from channel.cli.node import JsonFlag
 from channel.errors import UserError
-from simulations.sim.behaviours import make_behaviours
-from simulations.sim.run import SCENARIO, RunOutput, replay_run, run_scenario
-from simulations.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
-from simulations.sim.sweep import parse_seeds, run_sweep
+
+if TYPE_CHECKING:  # the simulator loads the whole core: imported by the commands, not the CLI
+    from simulations.sim.run import RunOutput
+    from simulations.sim.scenario import Scenario
 
 MAX_OPTION_LINES = 12
 
@@ -107,8 +108,14 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(help="Write results.json, events.jsonl, timeline.txt here.")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
         plots: Annotated[bool, typer.Option(help="With --out: the finality CDF, final operations, traffic.")] = True,
+        as_json: JsonFlag = False,
     ) -> None:
-        """Run SCENARIO with --seed; print the verdicts and metrics."""
+        """Run SCENARIO with --seed; print the verdicts and metrics (with --json: results.json's content)."""
+        from simulations.sim.behaviours import make_behaviours
+        from simulations.sim.run import run_scenario
+        from simulations.sim.scenario import ScenarioError, load_scenario
+
+        quiet = quiet or as_json
         try:
             scenario = load_scenario(scenario_file)
             make_behaviours(scenario.behaviours)  # a bad behaviour name or parameter: before anything runs
@@ -117,10 +124,14 @@ def register(app: typer.Typer) -> None:
         started = time.perf_counter()
         with _virtual_progress(scenario.end_ms, quiet) as progress:
             output = run_scenario(
-                scenario, seed, out, progress, on_options=lambda options: _print_options(scenario, seed, options)
+                scenario, seed, out, progress,
+                on_options=None if as_json else lambda options: _print_options(scenario, seed, options),
             )
         seconds = time.perf_counter() - started
-        _summary(output, seconds)
+        if as_json:
+            print(json.dumps(output.results, indent=2))
+        else:
+            _summary(output, seconds)
         if out is not None:
             written = "results.json, events.jsonl, timeline.txt"
             if plots:
@@ -128,7 +139,8 @@ def register(app: typer.Typer) -> None:
 
                 write_plots(output, out)
                 written += ", " + ", ".join(PLOTS)
-            console.print(f"wrote {out}/: {written}")
+            if not as_json:
+                console.print(f"wrote {out}/: {written}")
         if not output.ok:
             raise typer.Exit(1)
 
@@ -137,14 +149,23 @@ def register(app: typer.Typer) -> None:
     def replay(
         folder: Annotated[Path, typer.Argument(metavar="DIR", help="The --out folder of a run.")],
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+        as_json: JsonFlag = False,
     ) -> None:
         """Run DIR's scenario and seed again; check the files are bit-identical."""
+        from simulations.sim.run import replay_run
+        from simulations.sim.scenario import ScenarioError
+
         try:
             total = load_scenario_total(folder)
-            with _virtual_progress(total, quiet) as progress:
+            with _virtual_progress(total, quiet or as_json) as progress:
                 report = replay_run(folder, progress)
         except ScenarioError as exc:
             raise UserError(str(exc)) from exc
+        if as_json:
+            print(json.dumps({"identical": report.identical, "differences": list(report.differences)}))
+            if not report.identical:
+                raise typer.Exit(1)
+            return
         if report.identical:
             console.print(f"[green]identical[/green]: results.json and events.jsonl of {folder} replayed bit for bit")
             return
@@ -154,6 +175,9 @@ def register(app: typer.Typer) -> None:
 
 def load_scenario_total(folder: Path) -> int:
     """The virtual length of the run stored in `folder` (for the progress bar)."""
+    from simulations.sim.run import SCENARIO
+    from simulations.sim.scenario import ScenarioError, parse_scenario
+
     try:
         return parse_scenario(json.loads((folder / SCENARIO).read_text()), str(folder / SCENARIO)).end_ms
     except (OSError, ValueError) as exc:
@@ -178,12 +202,16 @@ def register_sweep(sim_app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="rows.jsonl, sweep.parquet and sweep.csv go here.")] = Path("sweep"),
         scheduler: Annotated[str | None, typer.Option(help="A running Dask scheduler (else a LocalCluster).")] = None,
         workers: Annotated[int | None, typer.Option(min=1, help="LocalCluster workers (default: a core each).")] = None,
+        as_json: JsonFlag = False,
     ) -> None:
         """Run a grid of scenario parameters times seeds on Dask; one row per run."""
+        from simulations.sim.scenario import ScenarioError
+        from simulations.sim.sweep import parse_seeds, run_sweep
+
         try:
             seed_range = parse_seeds(seeds)
             columns = (TextColumn("runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-            with Progress(*columns, console=console) as progress:
+            with Progress(*columns, console=console, disable=as_json) as progress:
                 task = progress.add_task("sweep", total=None)
                 rows = run_sweep(sweep_file, seed_range, out, _commit(), scheduler, workers,
                                  lambda done, total: progress.update(task, completed=done, total=total))
@@ -194,6 +222,10 @@ def register_sweep(sim_app: typer.Typer) -> None:
         plots = write_sweep_plots(rows, out)
         bad = [row for row in rows if row["violations"]]
         written = ", ".join(["sweep.parquet", "sweep.csv", *(path.name for path in plots)])
+        if as_json:
+            print(json.dumps({"runs": len(rows), "with_violations": len(bad), "out": str(out),
+                              "files": written.split(", ")}))
+            return
         console.print(f"{len(rows)} runs, {len(bad)} with violations; wrote {out}/: {written}")
         for row in bad[:10]:
             console.print(f"[red]violation[/red] {row['scenario']} seed {row['seed']}: "

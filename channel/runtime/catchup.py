@@ -7,12 +7,22 @@ before it had gathered that version's commits: nobody sends those commits again.
 node fetches what it lacks here, from a peer's store: the `Decision` proof of each version
 after its last one, and each version's certificate when the peer holds it.
 
+The same answer also carries the server's own signed proposals and votes of the height it has
+not decided yet. Gossip delivers a vote at most once (message ids are content-addressed, and a
+peer's seen cache drops the same bytes for minutes), so a vote lost in a partition or to packet
+loss was never sent again, and a height whose quorum missed one stalled for good (the
+simulator found it: `tests/simulations/sim`). A node that is stuck asks a peer every
+`catchup_idle` at the latest, in turn, and each answer gives it that peer's part of the height.
+
 One request per stream; the server answers and closes:
 
     request  [0, channel, first, count]            1 <= count <= MAX_RECORDS
     record   [1, version, decision, certificate]    versions ascending from `first`;
                                                     certificate: empty if the server has not
                                                     assembled it (canonical CBOR has no null)
+    vote     [3, message]                           the server's own signed proposals and votes
+                                                    of the heights above `latest`, at most
+                                                    MAX_VOTES
     end      [2, latest]                            the server's highest decided version
 
 Each is one length-prefixed frame (`p2p.wire`). This module checks shapes and bounds only
@@ -29,7 +39,14 @@ from typing import Any
 
 import trio
 
-from channel.core.consensus import MAX_MESSAGE_BYTES, Decision, decode_message
+from channel.core.consensus import (
+    MAX_MESSAGE_BYTES,
+    Decision,
+    Message,
+    decode_message,
+    decode_signing_record,
+    encode_message,
+)
 from channel.runtime.store import Store
 from crdt import cbor
 from crdt.certificate import MAX_CERTIFICATE_BYTES, Certificate
@@ -40,8 +57,9 @@ from p2p.transport import PeerId, Stream, Transport, read_one_frame
 from p2p.wire import FrameDecoder, WireLimits, encode_frame
 
 PROTOCOL = "/parley/checkpoints/1.0.0"
-REQUEST, RECORD, END = 0, 1, 2
+REQUEST, RECORD, END, VOTE = 0, 1, 2, 3
 MAX_RECORDS = 64  # a few KB each with a handful of participants
+MAX_VOTES = 64  # a proposal and two votes a round
 MAX_REQUEST_BYTES = 64
 MAX_FRAME_BYTES = MAX_MESSAGE_BYTES + MAX_CERTIFICATE_BYTES + 64
 READ_CHUNK = 64 * 1024
@@ -68,6 +86,7 @@ class Record:
 class Answer:
     records: tuple[Record, ...]
     latest: int  # the server's highest decided version (a hint: nothing proves it)
+    votes: tuple[Message, ...] = ()  # the server's own messages of the heights it has not decided
 
 
 # -- codec -------------------------------------------------------------------------------------------
@@ -99,9 +118,24 @@ def encode_end(latest: int) -> bytes:
     return cbor.encode([END, latest])
 
 
-def decode_reply(data: bytes) -> Record | int:
-    """A record, or the ``latest`` of the end frame."""
+def encode_vote(message: bytes) -> bytes:
+    return cbor.encode([VOTE, message])
+
+
+def decode_reply(data: bytes) -> Record | int | Message:
+    """A record, the ``latest`` of the end frame, or one of the server's own consensus messages
+    (decoded: its signature is the caller's to check, as for gossip)."""
     value = _decode(data, MAX_FRAME_BYTES)
+    if value[0] == VOTE:
+        if len(value) != 2 or type(value[1]) is not bytes:
+            raise MalformedMessage("a vote frame is [3, message]")
+        try:
+            message = decode_message(value[1])
+        except InvalidInput as exc:
+            raise MalformedMessage(f"vote frame: {exc.code}: {exc}") from exc
+        if isinstance(message, Decision):
+            raise MalformedMessage("a vote frame holds a proposal or a vote, not a decision")
+        return message
     if value[0] == END:
         if len(value) != 2 or type(value[1]) is not int or not 0 <= value[1] <= cbor.UINT64_MAX:
             raise MalformedMessage("the end frame is [2, latest]")
@@ -160,13 +194,21 @@ class CatchUpServer:
                     raise MalformedMessage(f"request for channel 0x{request.channel.hex()}")
                 for version, decision, certificate in self.store.checkpoint_records(request.first, request.count):
                     await stream.write(encode_frame(encode_record(version, decision, certificate), _LIMITS))
-                await stream.write(encode_frame(encode_end(self.store.latest_decision()), _LIMITS))
+                latest = self.store.latest_decision()
+                for message in own_messages(self.store.signed(latest + 1)):
+                    await stream.write(encode_frame(encode_vote(message), _LIMITS))
+                await stream.write(encode_frame(encode_end(latest), _LIMITS))
                 self.served += 1
         except (InvalidInput, trio.TooSlowError):
             self.refused += 1
             await stream.reset()
         except TransportError:  # the peer hung up
             self.refused += 1
+
+
+def own_messages(records: list[bytes]) -> list[bytes]:
+    """The messages of stored signing records (the newest `MAX_VOTES`), encoded for the wire."""
+    return [encode_message(decode_signing_record(record).message) for record in records[-MAX_VOTES:]]
 
 
 async def fetch(transport: Transport, peer: PeerId, request: Request) -> Answer:
@@ -177,6 +219,7 @@ async def fetch(transport: Transport, peer: PeerId, request: Request) -> Answer:
         with trio.fail_after(FETCH_SECONDS):
             await stream.write(encode_frame(encode_request(request), _LIMITS))
             records: list[Record] = []
+            votes: list[Message] = []
             decoder = FrameDecoder(MAX_FRAME_BYTES)
             while True:
                 data = await stream.read(READ_CHUNK)
@@ -185,7 +228,12 @@ async def fetch(transport: Transport, peer: PeerId, request: Request) -> Answer:
                 for frame in decoder.feed(data):
                     reply = decode_reply(frame)
                     if isinstance(reply, int):
-                        return Answer(tuple(records), reply)
+                        return Answer(tuple(records), reply, tuple(votes))
+                    if not isinstance(reply, Record):
+                        if len(votes) == MAX_VOTES:
+                            raise MalformedMessage(f"more than {MAX_VOTES} vote frames")
+                        votes.append(reply)
+                        continue
                     expected = request.first if not records else records[-1].version + 1
                     if reply.version != expected or len(records) == request.count:
                         raise MalformedMessage(f"record {reply.version} was not asked for or is out of order")

@@ -119,6 +119,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], int]  # ms
 ABSTAIN_ALWAYS = 2**63  # `Consensus.abstain_below` while the height to vote from is unknown
 CHECKED_DIGESTS = 4096  # digests of consensus gossip that passed the validator's checks
+PULLED_LIMIT = 4096  # digests of consensus messages catch-up answers brought (a stalled height's)
 DECODED_BYTES = 16 * 1024 * 1024  # validated messages, decoded, not yet read (bounded by size)
 
 
@@ -277,7 +278,8 @@ class ConsensusDriver:
             assert isinstance(stored, Decision)  # restore_decisions has checked every one
             self.uncertified[version] = (stored.value.checkpoint, -math.inf)
         self.catchup_server = CatchUpServer(self.genesis.channel_id, node.store)
-        self.catchup_counts = {"requests": 0, "failed": 0, "versions": 0, "certificates": 0}
+        self.catchup_counts = {"requests": 0, "failed": 0, "versions": 0, "certificates": 0, "votes": 0}
+        self._pulled: set[bytes] = set()  # digests of the consensus messages catch-up answers brought
         self._fetching = False
         self._last_fetch = -math.inf
         self._caught_up = False  # no peer has told us its latest version yet
@@ -606,6 +608,7 @@ class ConsensusDriver:
         finally:
             self._catching_up = False
         self.catchup_counts["versions"] += self.replica.version - before
+        await self._take_votes(answer)
         if answer.latest <= self.replica.version:
             self._caught_up = True
             self._learn_vote_floor(peer)
@@ -614,6 +617,30 @@ class ConsensusDriver:
             self._maybe_fetch()
         if self._pending is None and not self.started and self.highest_seen >= self.height:
             await self._start()
+
+    async def _take_votes(self, answer: Answer) -> None:
+        """The peer's own proposals and votes of a height we have not decided, checked as gossip
+        is, given to the machine as if gossip had brought them (it drops what it holds). If any
+        was new to us the height may have stalled on lost votes: ask the next peer at once."""
+        news = False
+        for message in answer.votes:
+            if message.height < self.height:
+                continue
+            try:
+                self._check(message)
+            except InvalidInput as exc:
+                log.warning("a peer's own consensus message is invalid: %s: %s", exc.code, exc)
+                return
+            digest = hashlib.sha256(encode_message(message)).digest()
+            news |= digest not in self._pulled
+            if len(self._pulled) > PULLED_LIMIT:
+                self._pulled.clear()
+            self._pulled.add(digest)
+            self.catchup_counts["votes"] += 1
+            await self._step("message", message)
+        if news:
+            self._last_fetch = -math.inf
+            self._maybe_fetch()
 
     @property
     def abstaining(self) -> bool:

@@ -67,13 +67,16 @@ from channel.runtime.catchup import (
     FETCH_SECONDS,
     MAX_FRAME_BYTES,
     MAX_RECORDS,
+    MAX_VOTES,
     Request,
     decode_reply,
     decode_request,
     encode_end,
     encode_record,
     encode_request,
+    encode_vote,
 )
+from channel.runtime.catchup import Record as CatchUpRecord
 from crdt.eip712 import Checkpoint
 from crdt.errors import InvalidInput, MissingOperations
 from crdt.genesis import Genesis, Token
@@ -94,6 +97,7 @@ from simulations.sim.scenario import Scenario
 TOKEN = Token(Symbol("USDC"), Address(b"\x5c" * 20), 6)
 MAX_PARENTS = 16  # as the node (channel.runtime.node.MAX_PARENTS)
 OPS, SYNC, CONSENSUS, CATCHUP, ANSWER = "ops", "sync", "consensus", "catchup", "catchup_answer"
+PULLED_LIMIT = 4096  # consensus messages a node remembers having pulled (as the driver)
 CHANNELS = (OPS, SYNC, CONSENSUS, CATCHUP, ANSWER)
 CATCHUP_LIMITS = WireLimits(max_frame_bytes=MAX_FRAME_BYTES)
 FETCH_MS = int(FETCH_SECONDS * 1000)  # a catch-up request unanswered this long is given up
@@ -289,6 +293,7 @@ class SimNode:
         self.last_fetch = -(10**12)
         self.caught_up = False
         self.next_peer = 0
+        self.pulled: set[bytes] = set()  # the consensus messages catch-up answers brought (encoded)
         # honest bookkeeping for the checks and metrics
         self.own_unfinal: deque[tuple[OpId, int]] = deque()
         self.first_at_seq: dict[tuple[Address, int], OpId] = {}
@@ -937,7 +942,8 @@ class Engine:
             node.fetching = 0
 
     def _serve_catchup(self, node: SimNode, src: int, payload: bytes) -> None:
-        """As `CatchUpServer.handle`: the stored proofs from the first version asked, then the end."""
+        """As `CatchUpServer.handle`: the stored proofs from the first version asked, this node's
+        own signed messages of the heights it has not decided, then the end."""
         request = decode_request(payload)
         frames = []
         for version in range(request.first, request.first + request.count):
@@ -945,6 +951,8 @@ class Engine:
             if proof is None:
                 break
             frames.append(encode_record(version, proof, None))
+        own = [record for record in node.store.signed if record.height > node.replica.version]
+        frames.extend(encode_vote(encode_consensus(record.message)) for record in own[-MAX_VOTES:])
         frames.append(encode_end(node.replica.version))
         self._send(node, src, ANSWER, b"".join(encode_frame(frame, CATCHUP_LIMITS) for frame in frames))
 
@@ -959,18 +967,37 @@ class Engine:
         node.catching_up = True
         try:
             for reply in replies:
-                if not isinstance(reply, int) and reply.version == node.replica.version + 1 and node.pending is None:
+                if isinstance(reply, CatchUpRecord) and reply.version == node.replica.version + 1 and (
+                    node.pending is None
+                ):
                     self._carry_out(node, node.consensus.catch_up(reply.decision))
         except InvalidInput as exc:
             self._reject(node, exc)
         finally:
             node.catching_up = False
+        news = False
+        for reply in replies:  # as `ConsensusDriver._take_votes`: the peer's part of a height not decided
+            if isinstance(reply, int | CatchUpRecord) or reply.height < node.height:
+                continue
+            digest = encode_consensus(reply)
+            news |= digest not in node.pulled
+            if len(node.pulled) > PULLED_LIMIT:
+                node.pulled.clear()
+            node.pulled.add(digest)
+            try:
+                self._on_consensus(node, reply)
+            except InvalidInput as exc:
+                self._reject(node, exc)
+                break
+        if news:  # a stalled height: ask the next peer for its part at once
+            node.last_fetch = -(10**12)
         if node.replica.version > before:
             self.log(node, "catchup", versions=node.replica.version - before)
         if latest <= node.replica.version:
             node.caught_up = True
         elif node.replica.version > before:
             node.last_fetch = -(10**12)
+        if node.last_fetch < 0:
             self._maybe_fetch(node)
         if node.pending is None and not node.started and node.highest_seen >= node.height:
             self._start(node)

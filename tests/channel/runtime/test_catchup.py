@@ -13,7 +13,8 @@ import pytest
 import trio
 
 from channel.api.server import _NodeCollector
-from channel.core.consensus import Limits, Step, decode_signing_record
+from channel.core.consensus import Limits, Step, decode_signing_record, encode_message
+from channel.core.consensus.signing import sign_prevote
 from channel.runtime.catchup import (
     MAX_RECORDS,
     Request,
@@ -22,12 +23,14 @@ from channel.runtime.catchup import (
     encode_end,
     encode_record,
     encode_request,
+    encode_vote,
 )
 from channel.runtime.store import Store
 from crdt import cbor
 from p2p.errors import MalformedMessage, OversizedMessage
 from p2p.memory import MemoryNetwork
 from tests.channel.runtime.node_kit import (
+    KEYS,
     USDC,
     advance,
     link,
@@ -78,6 +81,15 @@ def test_replies_are_checked_for_shape_and_content() -> None:
         encode_record(3, b"", 5),  # type: ignore[arg-type]
     ]
     for data in bad:
+        with pytest.raises(MalformedMessage):
+            decode_reply(data)
+
+
+def test_vote_frames_carry_a_peers_own_proposals_and_votes_and_nothing_else() -> None:
+    vote = sign_prevote(make_genesis(), KEYS[0], 3, 1, b"\x11" * 32)
+    assert decode_reply(encode_vote(encode_message(vote))) == vote
+    for data in (cbor.encode([3]), cbor.encode([3, "text"]), cbor.encode([3, b"not a message"]),
+                 cbor.encode([3, encode_message(vote), b""])):
         with pytest.raises(MalformedMessage):
             decode_reply(data)
 

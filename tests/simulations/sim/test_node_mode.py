@@ -27,10 +27,11 @@ def test_quorum_side_partition_agrees() -> None:
     assert all(v["engine"] is True and v["nodes"] is True for v in verdicts.values()), verdicts
 
 
-def test_no_quorum_partition_stalls_whole_nodes_too() -> None:
+def test_no_quorum_partition_heals_in_whole_nodes_too() -> None:
+    """Whole nodes stalled after this partition healed, as the engine did (lost votes were never
+    sent again); both recover now that catch-up answers carry each peer's own votes."""
     verdicts = compare(partitioned([[0, 1, 2, 3], [4, 5, 6]]), 3)
-    assert verdicts["liveness"] == {"engine": False, "nodes": False}
-    assert all(v["engine"] is True and v["nodes"] is True for name, v in verdicts.items() if name != "liveness")
+    assert all(v["engine"] is True and v["nodes"] is True for v in verdicts.values()), verdicts
 
 
 def test_byzantine_scenarios_are_refused() -> None:
