@@ -284,6 +284,9 @@ class Ledger:
         self.delisted: dict[str, int] = {}  # perp market -> the price it was delisted at
         # not state: each perp market's fundings, (version, time, rate, cumulative index, mark) each
         self.funding_history: dict[str, tuple[tuple[int, int, int, int, int], ...]] = {}
+        # not state: what each position paid in funding at each settlement, (version, time, paid) each
+        # (signed: positive paid, negative received), oldest first
+        self.funding_paid: dict[tuple[str, Address], tuple[tuple[int, int, int], ...]] = {}
         self._perp_markets: dict[Symbol, tuple[str, ...]] = {}  # collateral token -> its perp markets, sorted
         for market in sorted(genesis.markets, key=lambda m: m.symbol):
             if market.perp is not None:
@@ -816,6 +819,9 @@ class Ledger:
         owed = payment(position.size, position.funding, state.cumulative)
         self._credit(self._keys[account][quote], -owed)
         self._add_signed(self.funding_pool, symbol, owed)
+        if owed:
+            key = (symbol, account)
+            self._set(self.funding_paid, key, (*self.funding_paid.get(key, ()), (self.version, self.time, owed)))
         settled = position._replace(funding=state.cumulative)
         if position.size:
             self._set(self.positions, (symbol, account), settled)

@@ -8,6 +8,10 @@ start it stops bidding, and once it holds that much less it stops asking. A `Net
 (its node restarting) is waited out; on the next cycle it reconciles against the node's open
 orders: quotes still resting are kept, and only a missing one makes it re-quote. `stop`
 cancels every open order of the market.
+
+On a perpetual swap (``ETH/USDC:USDC``) the inventory is the position (contracts, long positive,
+from ``fetch_positions``) rather than the base balance, and without a book on both sides it
+quotes around the oracle's price (the ticker's ``markPrice``).
 """
 
 from __future__ import annotations
@@ -34,9 +38,16 @@ class MakerBot:
     start_base: float | None = None
     requotes: int = 0
 
+    def holding(self) -> float:
+        """What the inventory limit measures: the base balance, or on a swap the signed position."""
+        market = self.exchange.market(self.symbol)
+        if market.get("swap"):
+            positions = self.exchange.fetch_positions([market["symbol"]])
+            return sum(float(p["contracts"]) * (1 if p["side"] == "long" else -1) for p in positions)
+        return float(self.exchange.fetch_balance()[market["base"]]["total"])
+
     def inventory(self) -> float:
-        base = self.exchange.market(self.symbol)["base"]
-        total = float(self.exchange.fetch_balance()[base]["total"])
+        total = self.holding()
         if self.start_base is None:
             self.start_base = total
         return total - self.start_base
@@ -46,6 +57,9 @@ class MakerBot:
             return self.mid
         book = self.exchange.fetch_order_book(self.symbol, 1)
         if not book["bids"] or not book["asks"]:
+            if self.exchange.market(self.symbol).get("swap"):
+                oracle = self.exchange.fetch_ticker(self.symbol).get("markPrice")
+                return None if oracle is None else float(oracle)
             return None
         return float(book["bids"][0][0] + book["asks"][0][0]) / 2
 

@@ -13,6 +13,14 @@ Credentials: ``apiKey`` is the node's data directory (its ``api.json`` gives the
 an explicit URL (``http://127.0.0.1:PORT``). The transport is the node's JSON-RPC (``POST /rpc``)
 carried by ccxt's own `fetch`, and its ``/ws`` carried by ccxt's WebSocket client.
 
+A perp market is ccxt's linear swap ``BASE/QUOTE:QUOTE`` (``ETH/USDC:USDC`` for ETH-PERP:
+settled in its quote token, ``contractSize`` 1, cross margin): `create_order` takes ``reduceOnly``,
+`fetch_positions` and `fetch_position` read ``parley_account`` (each position with its margins,
+and the account's value as its collateral and leverage), `fetch_funding_rate(s)` read
+``parley_markPrices`` and `fetch_funding_rate_history` ``parley_fundingHistory``; the pro class's
+`watch_positions` follows the node's ``positions`` topic, and `fetch_funding_history` (the
+account's own payments) reads ``parley_fundingPayments``.
+
 Every unified method is written once, as a generator of JSON-RPC calls (`_Steps`): it yields a
 call (or a list of calls, sent as one JSON-RPC batch) and receives the results; the sync class
 drives it with `request`, the async one with ``await request``. Amounts cross the boundary as
@@ -105,18 +113,22 @@ class _Parley(_Untyped):  # type: ignore[misc]
             "precisionMode": TICK_SIZE,
             "requiredCredentials": {"apiKey": False, "secret": False},
             "has": {
-                "CORS": None, "spot": True, "margin": False, "swap": False, "future": False, "option": False,
+                "CORS": None, "spot": True, "margin": False, "swap": True, "future": False, "option": False,
                 "cancelAllOrders": True, "cancelOrder": True, "createOrder": True, "createMarketOrder": True,
-                "createLimitOrder": True, "createPostOnlyOrder": True, "createReduceOnlyOrder": False,
+                "createLimitOrder": True, "createPostOnlyOrder": True, "createReduceOnlyOrder": True,
                 "fetchBalance": True, "fetchClosedOrders": True, "fetchMarkets": True, "fetchMyTrades": True,
                 "fetchOpenOrders": True, "fetchOrder": True, "fetchOrderBook": True, "fetchL2OrderBook": True,
                 "fetchTicker": True, "fetchTrades": True, "fetchTradingFees": True,
                 "fetchCurrencies": False, "fetchOHLCV": False, "fetchOrders": False, "fetchTickers": False,
-                "fetchPositions": False, "fetchFundingRate": False, "fetchFundingHistory": False,
+                "fetchPositions": True, "fetchPosition": True, "fetchFundingRate": True, "fetchFundingRates": True,
+                "fetchFundingRateHistory": True, "fetchFundingHistory": True, "fetchMarkPrices": False,
+                "fetchLeverage": False, "fetchLeverageTiers": True, "fetchMarketLeverageTiers": True,
+                "setLeverage": False, "setMarginMode": False, "fetchMarginMode": False,
+                "crossMargin": True, "isolatedMargin": False,
                 "fetchDeposits": False, "fetchWithdrawals": False, "withdraw": False, "transfer": False,
                 "editOrder": False, "fetchStatus": False, "fetchTime": False,
                 "ws": True, "watchOrderBook": True, "watchTrades": True, "watchOrders": True,
-                "watchMyTrades": True, "watchBalance": True, "watchTicker": False, "watchPositions": False,
+                "watchMyTrades": True, "watchBalance": True, "watchTicker": False, "watchPositions": True,
                 "watchOHLCV": False,
             },
             "urls": {"api": {"rpc": None, "ws": None}},  # from the data dir (apiKey) unless set
@@ -125,6 +137,7 @@ class _Parley(_Untyped):  # type: ignore[misc]
             "exceptions": {
                 "exact": {
                     "insufficient_balance": InsufficientFunds,
+                    "insufficient_margin": InsufficientFunds,  # a perp order or withdrawal beyond the margin
                     "unknown_order": OrderNotFound,
                     "not_order_owner": OrderNotFound,
                     "order_not_open": OrderNotFound,
@@ -200,22 +213,88 @@ class _Parley(_Untyped):  # type: ignore[misc]
         return self.parse_number(from_e9(e9))
 
     def parse_market(self, market: dict[str, Any]) -> Any:
+        """A spot market as ``BASE/QUOTE``; a perp market as ccxt's linear swap
+        ``BASE/QUOTE:QUOTE`` (settled in its quote token, one contract per unit of base), its
+        leverage limit from the initial margin rate (``1 / imr``)."""
         spot = market["kind"] == "spot"
+        perp = market.get("perp")
+        base, quote = market["base"], market["quote"]
+        settle = None if perp is None else quote
+        leverage: dict[str, Any] = {"min": None, "max": None}
+        if perp is not None:
+            leverage = {"min": 1, "max": self.parse_number(str(Decimal(E9) / Decimal(int(perp["imr"]))))}
         return self.safe_market_structure({
-            "id": market["symbol"], "symbol": market["symbol"], "base": market["base"], "quote": market["quote"],
-            "settle": None, "baseId": market["base"], "quoteId": market["quote"], "settleId": None,
-            "type": market["kind"], "spot": spot, "margin": False, "swap": False, "future": False,
-            "option": False, "active": True, "contract": False, "linear": None, "inverse": None,
+            "id": market["symbol"], "symbol": base + "/" + quote + ("" if settle is None else ":" + settle),
+            "base": base, "quote": quote, "settle": settle, "baseId": base, "quoteId": quote, "settleId": settle,
+            "type": "spot" if spot else "swap", "spot": spot, "margin": False, "swap": perp is not None,
+            "future": False, "option": False, "active": True, "contract": perp is not None,
+            "linear": None if perp is None else True, "inverse": None if perp is None else False,
             "taker": self.e9_number(market["taker_fee"]), "maker": self.e9_number(market["maker_fee"]),
-            "contractSize": None, "expiry": None, "expiryDatetime": None, "strike": None, "optionType": None,
+            "contractSize": None if perp is None else self.parse_number("1"), "expiry": None,
+            "expiryDatetime": None, "strike": None, "optionType": None,
             "precision": {"amount": self.e9_number(market["step_size"]), "price": self.e9_number(market["tick_size"])},
             "limits": {
                 "amount": {"min": self.e9_number(market["min_qty"]), "max": self.e9_number(market["max_qty"])},
                 "price": {"min": self.e9_number(market["min_price"]), "max": self.e9_number(market["max_price"])},
-                "cost": {"min": None, "max": None}, "leverage": {"min": None, "max": None},
+                "cost": {"min": None, "max": None}, "leverage": leverage,
             },
             "created": None, "info": market,
         })
+
+    def parse_position(self, position: dict[str, Any], market: Any = None,
+                       collateral: dict[str, Any] | None = None) -> Any:
+        """A `parley_positions` row as ccxt's position (cross margin). Its initial and
+        maintenance margins are the market's rates of its notional, rounded up as the ledger
+        does; `collateral` (the account's margin in the market's quote token, from
+        `parley_account`) gives its collateral, leverage and margin ratio (account-wide, as cross
+        margin is), else they are None."""
+        market = self.safe_market(position["market"], market)
+        perp = market["info"]["perp"]
+        notional = int(position["notional"])
+        initial = -(-notional * int(perp["imr"]) // E9)
+        maintenance = -(-notional * int(perp["mmr"]) // E9)
+        value = int(collateral["account_value"]) if collateral is not None else None
+        pnl = int(position["unrealised_pnl"])
+        return self.safe_position({
+            "info": position, "id": None, "symbol": market["symbol"], "timestamp": None, "datetime": None,
+            "lastUpdateTimestamp": None, "hedged": False, "side": position["side"],
+            "contracts": self.e9_number(position["size"]), "contractSize": market["contractSize"],
+            "entryPrice": self.e9_number(position["entry_price"]), "markPrice": self.e9_number(position["mark_price"]),
+            "lastPrice": None, "notional": self.e9_number(notional),
+            "unrealizedPnl": self.e9_number(pnl), "realizedPnl": None,
+            "percentage": self.parse_number(str(Decimal(pnl) * 100 / initial)) if initial else None,
+            "liquidationPrice": self.e9_number(position["liquidation_price"]), "marginMode": "cross",
+            "initialMargin": self.e9_number(initial), "initialMarginPercentage": self.e9_number(perp["imr"]),
+            "maintenanceMargin": self.e9_number(maintenance),
+            "maintenanceMarginPercentage": self.e9_number(perp["mmr"]),
+            "collateral": self.e9_number(value) if value is not None else None,
+            "leverage": self.parse_number(str(Decimal(notional) / value)) if value is not None and value > 0 else None,
+            "marginRatio": (self.parse_number(str(Decimal(int(collateral["maintenance_margin"])) / value))
+                            if collateral is not None and value is not None and value > 0 else None),
+            "stopLossPrice": None, "takeProfitPrice": None,
+        })
+
+    def parse_funding_rate(self, mark: dict[str, Any], market: Any = None) -> Any:
+        """A `parley_markPrices` row as ccxt's funding rate: the rate of the last funding interval
+        (the node charges it when checkpoint time crosses the next), the oracle's price as both
+        the mark and the index."""
+        market = self.safe_market(mark["market"], market)
+        interval = int(market["info"]["perp"]["funding_interval"])
+        return {
+            "info": mark, "symbol": market["symbol"], "markPrice": self.e9_number(mark["price"]),
+            "indexPrice": self.e9_number(mark["price"]), "interestRate": None, "estimatedSettlePrice": None,
+            "timestamp": None, "datetime": None, "fundingRate": self.e9_number(mark["funding_rate"]),
+            "fundingTimestamp": None, "fundingDatetime": None, "nextFundingRate": None,
+            "nextFundingTimestamp": None, "nextFundingDatetime": None, "previousFundingRate": None,
+            "previousFundingTimestamp": None, "previousFundingDatetime": None,
+            "interval": f"{interval // 3_600_000}h" if interval % 3_600_000 == 0 else f"{interval // 60_000}m",
+        }
+
+    def parse_funding(self, funding: dict[str, Any], market: Any) -> Any:
+        """A `parley_fundingHistory` row as ccxt's funding rate history entry; its timestamp is
+        the checkpoint's time (ms since 1970, the consensus clock)."""
+        return {"info": funding, "symbol": market["symbol"], "fundingRate": self.e9_number(funding["rate"]),
+                "timestamp": funding["time"], "datetime": self.iso8601(funding["time"])}
 
     def parse_balance(self, tokens: dict[str, Any]) -> Any:
         result: dict[str, Any] = {"info": tokens, "timestamp": None, "datetime": None}
@@ -271,14 +350,19 @@ class _Parley(_Untyped):  # type: ignore[misc]
         parsed["nonce"] = book.get("version", book.get("seq"))
         return parsed
 
-    def parse_ticker(self, book: dict[str, Any], trades: list[dict[str, Any]], market: Any) -> Any:
+    def parse_ticker(self, book: dict[str, Any], trades: list[dict[str, Any]], market: Any,
+                     mark: dict[str, Any] | None = None) -> Any:
+        """Best bid and ask, the last trade's price, and for a swap its oracle price (`mark`, a
+        `parley_markPrices` row) as the mark and index prices."""
         last = from_e9(trades[-1]["price"]) if trades else None
         bid = book["bids"][0] if book["bids"] else [None, None]
         ask = book["asks"][0] if book["asks"] else [None, None]
+        oracle = from_e9(mark["price"]) if mark is not None else None
+        info = {"book": book, "trades": trades, **({"mark": mark} if mark is not None else {})}
         return self.safe_ticker({
-            "symbol": market["symbol"], "timestamp": None, "datetime": None, "info": {"book": book, "trades": trades},
+            "symbol": market["symbol"], "timestamp": None, "datetime": None, "info": info,
             "bid": from_e9(bid[0]), "bidVolume": from_e9(bid[1]), "ask": from_e9(ask[0]),
-            "askVolume": from_e9(ask[1]), "last": last, "close": last,
+            "askVolume": from_e9(ask[1]), "last": last, "close": last, "markPrice": oracle, "indexPrice": oracle,
         }, market)
 
     # -- the unified methods, as generators of calls --------------------------------------------
@@ -318,9 +402,13 @@ class _Parley(_Untyped):  # type: ignore[misc]
 
     def steps_fetch_ticker(self, symbol: str, params: Any = None) -> _Steps:
         market = self.market(symbol)
-        book, trades = yield [("parley_orderBook", {"market": market["id"], "depth": 1}),
-                              ("parley_trades", {"market": market["id"], "limit": 1})]
-        return self.parse_ticker(book, trades, market)
+        calls = [("parley_orderBook", {"market": market["id"], "depth": 1}),
+                 ("parley_trades", {"market": market["id"], "limit": 1})]
+        if market["swap"]:
+            calls.append(("parley_markPrices", {}))
+        book, trades, *marks = yield calls
+        mark = next((row for row in marks[0] if row["market"] == market["id"]), None) if marks else None
+        return self.parse_ticker(book, trades, market, mark)
 
     def steps_fetch_trades(self, symbol: str, since: int | None = None, limit: int | None = None,
                            params: Any = None) -> _Steps:
@@ -333,6 +421,93 @@ class _Parley(_Untyped):  # type: ignore[misc]
         market = None if symbol is None else self.market(symbol)
         fills = yield ("parley_myTrades", self.omit_none({"market": market and market["id"], "limit": limit}))
         return [self.parse_trade(fill, market) for fill in fills]
+
+    def _swap(self, symbol: str) -> Any:
+        market = self.market(symbol)
+        if not market["swap"]:
+            raise BadSymbol(f"parley {symbol} is a spot market, not a perpetual swap")
+        return market
+
+    def steps_fetch_positions(self, symbols: list[str] | None = None, params: Any = None) -> _Steps:
+        account = yield from self._account()
+        state = yield ("parley_account", {"account": account})
+        positions = [self.parse_position(row, None, state["collateral"].get(self.safe_market(row["market"])["quote"]))
+                     for row in state["positions"]]
+        return self.filter_by_array_positions(positions, "symbol", self.market_symbols(symbols))
+
+    def steps_fetch_position(self, symbol: str, params: Any = None) -> _Steps:
+        market = self._swap(symbol)
+        positions = yield from self.steps_fetch_positions([market["symbol"]])
+        return positions[0] if positions else self.safe_position({
+            "info": None, "symbol": market["symbol"], "contracts": 0, "marginMode": "cross", "side": None})
+
+    def leverage_tiers(self, market: Any) -> list[dict[str, Any]]:
+        """A swap's leverage tiers from its ``max_notional_at_open`` caps (the largest notional a
+        position may have at each leverage, never growing with leverage): the tier of leverage
+        L holds the notionals above the cap of L + 1 up to the cap of L, lowest notional (highest
+        leverage, at most ``1 / imr``) first; the maintenance margin rate is the market's."""
+        perp = market["info"]["perp"]
+        caps = [int(cap) for cap in perp["max_notional_at_open"]]
+        top = min(len(caps), E9 // int(perp["imr"]))
+        tiers: list[dict[str, Any]] = []
+        floor = 0
+        for leverage in range(top, 0, -1):
+            cap = caps[leverage - 1]
+            if cap <= floor:
+                continue  # an empty range: the same cap as the tier below it
+            tiers.append({"tier": len(tiers) + 1, "symbol": market["symbol"], "currency": market["settle"],
+                          "minNotional": self.e9_number(floor), "maxNotional": self.e9_number(cap),
+                          "maintenanceMarginRate": self.e9_number(perp["mmr"]), "maxLeverage": leverage,
+                          "info": perp})
+            floor = cap
+        return tiers
+
+    def steps_fetch_market_leverage_tiers(self, symbol: str, params: Any = None) -> _Steps:
+        return self.leverage_tiers(self._swap(symbol))
+        yield  # a generator that needs no call
+
+    def steps_fetch_leverage_tiers(self, symbols: list[str] | None = None, params: Any = None) -> _Steps:
+        wanted = self.market_symbols(symbols)
+        return {symbol: self.leverage_tiers(market) for symbol, market in self.markets.items()
+                if market["swap"] and (wanted is None or symbol in wanted)}
+        yield  # a generator that needs no call
+
+    def steps_fetch_funding_rate(self, symbol: str, params: Any = None) -> _Steps:
+        market = self._swap(symbol)
+        marks = yield ("parley_markPrices", {})
+        return next(self.parse_funding_rate(mark) for mark in marks if mark["market"] == market["id"])
+
+    def steps_fetch_funding_rates(self, symbols: list[str] | None = None, params: Any = None) -> _Steps:
+        marks = yield ("parley_markPrices", {})
+        rates = {rate["symbol"]: rate for rate in (self.parse_funding_rate(mark) for mark in marks)}
+        return self.filter_by_array(rates, "symbol", self.market_symbols(symbols))
+
+    def steps_fetch_funding_rate_history(self, symbol: str | None = None, since: int | None = None,
+                                         limit: int | None = None, params: Any = None) -> _Steps:
+        if symbol is None:
+            raise ArgumentsRequired("parley fetch_funding_rate_history needs a symbol")
+        market = self._swap(symbol)
+        fundings = yield ("parley_fundingHistory", {"market": market["id"], "limit": 1000})
+        history = [self.parse_funding(funding, market) for funding in fundings]
+        return self.filter_by_symbol_since_limit(history, market["symbol"], since, limit)
+
+    def steps_fetch_funding_history(self, symbol: str | None = None, since: int | None = None,
+                                    limit: int | None = None, params: Any = None) -> _Steps:
+        """The participant's funding settlements (``parley_fundingPayments``) as ccxt's funding
+        history: ``amount`` received (negative: paid), in the settle token, timestamped with the
+        checkpoint's time. A position settles when it is touched (a fill, a liquidation, a
+        payout), so one entry may cover several funding intervals."""
+        market = None if symbol is None else self._swap(symbol)
+        account = yield from self._account()
+        payments = yield ("parley_fundingPayments", self.omit_none(
+            {"account": account, "market": market and market["id"], "limit": 1000}))
+        history = []
+        for payment in payments:
+            found = self.safe_market(payment["market"])
+            history.append({"info": payment, "symbol": found["symbol"], "code": found["settle"],
+                            "timestamp": payment["time"], "datetime": self.iso8601(payment["time"]), "id": None,
+                            "amount": self.e9_number(-int(payment["paid"]))})
+        return self.filter_by_symbol_since_limit(history, market and market["symbol"], since, limit)
 
     def steps_create_order(self, symbol: str, type: str, side: str, amount: float, price: float | None = None,
                            params: Any = None) -> _Steps:
@@ -384,7 +559,7 @@ class _Parley(_Untyped):  # type: ignore[misc]
         market = None if symbol is None else self.market(symbol)
         opened = yield ("parley_openOrders", self.omit_none({"market": market and market["id"]}))
         orders = yield from self._orders([order["order_id"] for order in opened], market)
-        return self.filter_by_symbol_since_limit(orders, symbol, since, limit)
+        return self.filter_by_symbol_since_limit(orders, market and market["symbol"], since, limit)
 
     def steps_fetch_closed_orders(self, symbol: str | None = None, since: int | None = None,
                                   limit: int | None = None, params: Any = None) -> _Steps:
@@ -396,7 +571,7 @@ class _Parley(_Untyped):  # type: ignore[misc]
                                   *(fill["order"] for fill in fills)]))
         orders = yield from self._orders(ids, market)
         closed = [order for order in orders if order["status"] != "open"]
-        return self.filter_by_symbol_since_limit(closed, symbol, since, limit)
+        return self.filter_by_symbol_since_limit(closed, market and market["symbol"], since, limit)
 
     def _remember(self, order_id: str) -> None:
         known = self.options.setdefault("known_orders", [])
@@ -410,7 +585,9 @@ class _Parley(_Untyped):  # type: ignore[misc]
 
 UNIFIED = ("fetch_markets", "fetch_balance", "fetch_order_book", "fetch_ticker", "fetch_trades", "fetch_my_trades",
            "create_order", "cancel_order", "cancel_all_orders", "fetch_order", "fetch_open_orders",
-           "fetch_closed_orders", "fetch_trading_fees")
+           "fetch_closed_orders", "fetch_trading_fees", "fetch_positions", "fetch_position", "fetch_funding_rate",
+           "fetch_funding_rates", "fetch_funding_rate_history", "fetch_leverage_tiers", "fetch_market_leverage_tiers",
+           "fetch_funding_history")
 NO_MARKETS = ("fetch_markets",)  # the unified methods that must not load the markets first
 
 
@@ -481,6 +658,7 @@ class parley_pro(parley_async):
 
     orders: Any = None  # ccxt's caches, made on the first event
     myTrades: Any = None
+    positions: Any = None  # the positions now (`handle_positions`)
 
     def describe(self) -> Any:
         return self.deep_extend(super().describe(), {
@@ -534,6 +712,17 @@ class parley_pro(parley_async):
         if self.newUpdates:
             limit = trades.getLimit(symbol, limit)
         return self.filter_by_symbol_since_limit(trades, symbol, since, limit, True)
+
+    async def watch_positions(self, symbols: list[str] | None = None, since: int | None = None,
+                              limit: int | None = None, params: Any = None) -> Any:
+        """The participant's positions after each change the node's ``positions`` topic reports
+        (of `symbols`, if given): every open one, and one with ``contracts`` 0 for each that the
+        change closed. Watched positions carry no collateral, leverage or margin ratio (the
+        topic sends positions, not the account's value: fetch_positions has them)."""
+        await self.load_markets()
+        symbols = self.market_symbols(symbols)
+        positions = await self.subscribe("positions", "positions", {})
+        return self.filter_by_symbols_since_limit(positions, symbols, since, limit, True)
 
     async def watch_balance(self, params: Any = None) -> Any:
         await self.load_markets()
@@ -599,6 +788,8 @@ class parley_pro(parley_async):
                 self.orders.append(self.parse_order(order))
             if event["event"] != "snapshot" or event["orders"]:
                 client.resolve(self.orders, message_hash)
+        elif message_hash == "positions":
+            self.handle_positions(client, message_hash, event)
         elif message_hash == "balance" and event["account"] == self.options["account"]:
             self.balance = self.parse_balance(event["balances"])
             client.resolve(self.balance, message_hash)
@@ -623,6 +814,32 @@ class parley_pro(parley_async):
                 self.handle_deltas(book[side], event[side])
             book["nonce"] = event["seq"]
         client.resolve(book, message_hash)
+
+    def handle_positions(self, client: Any, message_hash: str, event: dict[str, Any]) -> None:
+        """A positions snapshot or update (seq + 1, else the watch fails with InvalidNonce and
+        the next one subscribes again from a snapshot): resolves the positions now."""
+        held: dict[str, Any] = self.options.setdefault("positions_held", {})
+        if event["type"] == "snapshot":
+            held.clear()
+        elif event["seq"] != self.options.get("positions_seq", -1) + 1:
+            self.forget(client, message_hash, InvalidNonce(f"parley positions skipped from seq "
+                                                           f"{self.options.get('positions_seq')} to {event['seq']}"))
+            return
+        self.options["positions_seq"] = event["seq"]
+        closed = []
+        for market_id in event.get("closed", []):
+            gone = held.pop(self.safe_symbol(market_id), None)
+            if gone is not None:
+                closed.append({**gone, "contracts": 0.0, "notional": 0.0, "unrealizedPnl": 0.0,
+                               "liquidationPrice": None, "initialMargin": 0.0, "maintenanceMargin": 0.0})
+        for row in event["positions"]:
+            position = self.parse_position(row)
+            before = held.get(position["symbol"])
+            if before is not None and before["side"] != position["side"]:  # flipped: the other side is closed
+                closed.append({**before, "contracts": 0.0, "notional": 0.0, "unrealizedPnl": 0.0})
+            held[position["symbol"]] = position
+        self.positions = [*held.values(), *closed]
+        client.resolve(self.positions, message_hash)
 
     def handle_delta(self, bookside: Any, delta: list[str]) -> None:
         bookside.store(self.e9_number(delta[0]), self.e9_number(delta[1]))

@@ -391,6 +391,10 @@ class _Calls:
     def funding_history(self, market: str, limit: int = 100) -> Any:
         return self.call("parley_fundingHistory", market, limit)
 
+    def funding_payments(self, account: str | None = None, market: str | None = None, limit: int = 100) -> Any:
+        """An account's funding settlements (the node's own participant by default), oldest first."""
+        return self.call("parley_fundingPayments", account, market, limit)
+
     def liquidatable(self) -> Any:
         return self.call("parley_liquidatable")
 
@@ -488,7 +492,9 @@ class AsyncClient(_Calls):
         """``async with client.subscribe("ops") as events: async for event in events: ...``
 
         The context owns the WebSocket. Topics: ops, balances, status; book (``market=``, and
-        ``depth=`` for the first levels only), trades, fills and orders (``market=`` to filter).
+        ``depth=`` for the first levels only), trades, fills and orders (``market=`` to filter);
+        positions and account (``account=``, this node's participant by default), funding and
+        liquidations (``market=``, a perp market, to filter).
         A WebSocket the node closes ends in `NodeUnavailable`."""
         import sniffio
 

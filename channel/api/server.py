@@ -22,10 +22,13 @@
   becomes -32603 for that request only (logged with its traceback), so a batch never fails as a
   whole after some of its items were signed, HTTP never answers 500, and a WebSocket is never
   closed by a request.
-- Subscriptions (WebSocket only): ``parley_subscribe`` with ``ops``, ``balances`` or ``status``
-  returns an id; events arrive as ``{"method": "parley_subscription", "params": {"subscription":
-  id, "result": event}}``. A subscriber that falls 1,024 events behind is dropped. At most 64
-  WebSockets are open at once (then 503) and each holds at most 16 subscriptions.
+- Subscriptions (WebSocket only): ``parley_subscribe`` with ``ops``, ``balances`` or ``status``,
+  the market topics (``book``, ``trades``, ``fills``, ``orders``: `channel.runtime.market_feed`) or
+  the perpetual ones (``positions``, ``account``, ``funding``, ``liquidations``:
+  `channel.runtime.perp_feed`) returns an id; events arrive as ``{"method":
+  "parley_subscription", "params": {"subscription": id, "result": event}}``. A subscriber that
+  falls 1,024 events behind is dropped. At most 64 WebSockets are open at once (then 503) and
+  each holds at most 16 subscriptions.
 - Trading: ``parley_placeOrder``, ``parley_cancelOrder`` and ``parley_cancelAll`` sign through
   the same dry run as ``parley_submit`` (a refusal is -32001 with the reason, nothing signed);
   ``parley_orderBook``, ``parley_openOrders``, ``parley_order``, ``parley_myTrades``,
@@ -92,7 +95,9 @@ MAX_SUBSCRIPTIONS = 16  # per WebSocket
 TOPIC_PARAMS: dict[str, tuple[str, ...]] = {
     "ops": (), "balances": (), "status": (),
     "book": ("market", "depth"), "trades": ("market",), "fills": ("market",), "orders": ("market",),
+    "positions": ("account",), "account": ("account",), "funding": ("market",), "liquidations": ("market",),
 }
+PERP_TOPICS = ("funding", "liquidations")  # their market must be a perpetual
 TOPICS = tuple(TOPIC_PARAMS)
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL = -32700, -32600, -32601, -32602, -32603
@@ -438,7 +443,8 @@ async def _my_trades(node: NodeService, args: list[Any]) -> Any:
 
 def _subscription_params(node: NodeService, topic: str, params: Any) -> dict[str, Any]:
     """The params of a subscription to `topic`, checked: a ``market`` of the genesis (which a
-    book needs, and which filters trades, fills and orders), a book's ``depth``."""
+    book needs, and which filters trades, fills and orders; a perp market for funding and
+    liquidations), a book's ``depth``, the participant whose positions or account to follow."""
     names = TOPIC_PARAMS[topic]
     if params is None:
         params = {}
@@ -449,12 +455,14 @@ def _subscription_params(node: NodeService, topic: str, params: Any) -> dict[str
         raise invalid(f"unknown parameters {_shown(unknown)} for {topic}; expected {list(names)}")
     checked: dict[str, Any] = {}
     if params.get("market") is not None:
-        market = _market(params["market"])
+        market = _perp_market(node, params["market"]) if topic in PERP_TOPICS else _market(params["market"])
         if node.genesis.market(market) is None:
             raise UnknownMarket(market)
         checked["market"] = market
     elif topic == "book":
         raise invalid("missing parameters ['market']: a book subscription names its market")
+    if params.get("account") is not None:
+        checked["account"] = _participant(node, params["account"])
     if params.get("depth") is not None:
         checked["depth"] = _bounded(params["depth"], "depth", 0, MAX_DEPTH)
     return checked
@@ -500,6 +508,12 @@ async def _mark_prices(node: NodeService, args: list[Any]) -> Any:
 async def _funding_history(node: NodeService, args: list[Any]) -> Any:
     market, limit = args
     return node.funding_history(_perp_market(node, market), _bounded(limit, "limit", 100, MAX_LIMIT))
+
+
+async def _funding_payments(node: NodeService, args: list[Any]) -> Any:
+    account, market, limit = args
+    symbol = None if market is None else _perp_market(node, market)
+    return node.funding_payments(_participant(node, account), symbol, _bounded(limit, "limit", 100, MAX_LIMIT))
 
 
 async def _liquidatable(node: NodeService, args: list[Any]) -> Any:
@@ -589,6 +603,10 @@ METHODS: dict[str, Method] = {
         Method("parley_fundingHistory", ("market", "limit"), 1,
                "A perp market's last fundings (100), oldest first: checkpoint version and time, rate, index and "
                "the oracle price.", _funding_history),
+        Method("parley_fundingPayments", ("account", "market", "limit"), 0,
+               "An account's funding settlements (this node's participant by default; of one perp market, if "
+               "given), the last 100, oldest first: market, checkpoint version and time, and what the position "
+               "paid (positive) or received (negative) for the intervals since it last settled.", _funding_payments),
         Method("parley_liquidatable", (), 0,
                "The accounts below maintenance margin, with their positions (largest first): what a liquidator "
                "bot needs.", _liquidatable),
@@ -627,9 +645,12 @@ def _param_schemas(kinds: Registry) -> dict[tuple[str, str], dict[str, Any]]:
     for method in ("parley_orderBook", "parley_openOrders", "parley_myTrades", "parley_trades"):
         schemas[(method, "market")] = dict(MARKET_SYMBOL.schema)
     schemas[("parley_order", "order")] = dict(OP_ID.schema)
-    for method in ("parley_openOrders", "parley_positions", "parley_account"):
+    for method in ("parley_openOrders", "parley_positions", "parley_account", "parley_fundingPayments"):
         schemas[(method, "account")] = dict(ADDRESS.schema)
     schemas[("parley_fundingHistory", "market")] = dict(MARKET_SYMBOL.schema)
+    schemas[("parley_fundingPayments", "market")] = dict(MARKET_SYMBOL.schema)
+    schemas[("parley_fundingPayments", "limit")] = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                                                    "default": 100}
     schemas[("parley_fundingHistory", "limit")] = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
                                                    "default": 100}
     schemas[("parley_orderBook", "depth")] = {"type": "integer", "minimum": 1, "maximum": MAX_DEPTH, "default": 50}
@@ -659,13 +680,17 @@ def openrpc_document(kinds: Registry = KINDS) -> dict[str, Any]:
         "name": SUBSCRIBE,
         "summary": f"WebSocket only: subscribe to one of {list(TOPICS)}; returns an id. params: book needs "
                    "{market, depth?} (a snapshot with a seq, then deltas seq + 1, ...); trades, fills and orders "
-                   "take {market?}.",
+                   "take {market?}; positions and account take {account?} (this node's participant by default: "
+                   "a snapshot with a seq, then updates seq + 1, ..., in the shapes of parley_positions and "
+                   "parley_account); funding (each funding a checkpoint applies) and liquidations (each liquidate "
+                   "that took effect, appeared, changed or vanished, with final) take {market?}, a perp market.",
         "params": [
             {"name": "topic", "required": True, "schema": {"enum": list(TOPICS)}},
             {"name": "params", "required": False, "schema": {
                 "type": "object", "additionalProperties": False,
                 "properties": {"market": dict(MARKET_SYMBOL.schema),
-                               "depth": {"type": "integer", "minimum": 1, "maximum": MAX_DEPTH}},
+                               "depth": {"type": "integer", "minimum": 1, "maximum": MAX_DEPTH},
+                               "account": dict(ADDRESS.schema)},
             }},
         ],
         "result": {"name": "subscription", "schema": {"type": "string"}},

@@ -254,7 +254,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @user_errors
     def watch(
-        topic: Annotated[str, typer.Argument(help="ops, balances or status")] = "ops",
+        topic: Annotated[str, typer.Argument(
+            help="ops, balances, status, trades, fills, orders, or a perp topic: positions, account, funding, "
+                 "liquidations")] = "ops",
         node: NodeDir = Path("data"),
         as_json: JsonFlag = False,
     ) -> None:
@@ -299,7 +301,44 @@ def _describe(topic: str, event: dict[str, Any]) -> str:
             f"{token} {format_e9(int(v['free']))}" for token, v in event["balances"].items()
         )
         return f"{event['account']}: {parts}"
-    return f"{event['op_id']} {event['status']}"
+    if topic == "status":
+        return f"{event['op_id']} {event['status']}"
+    described = _PERP_LINES.get(topic)
+    return described(event) if described is not None else json.dumps(event)
+
+
+def _e9(value: str | None) -> str:
+    return "-" if value is None else format_e9(int(value))
+
+
+def _positions_line(event: dict[str, Any]) -> str:
+    rows = [f"{p['market']} {p['side']} {_e9(p['size'])} @ {_e9(p['entry_price'])} mark {_e9(p['mark_price'])} "
+            f"uPnL {_e9(p['unrealised_pnl'])} liq {_e9(p['liquidation_price'])}" for p in event["positions"]]
+    rows += [f"{market} closed" for market in event.get("closed", [])]
+    return f"{event['type']:<8} seq {event['seq']:<4} {event['account'][:12]}… " + ("; ".join(rows) or "flat")
+
+
+def _account_line(event: dict[str, Any]) -> str:
+    parts = [f"{token} value {_e9(m['account_value'])} IMR {_e9(m['initial_margin'])} "
+             f"MMR {_e9(m['maintenance_margin'])} free {_e9(m['free_collateral'])} {m['health']}"
+             for token, m in event["collateral"].items()]
+    return f"{event['type']:<8} seq {event['seq']:<4} {event['account'][:12]}… " + "; ".join(parts)
+
+
+def _funding_line(event: dict[str, Any]) -> str:
+    return (f"{event['market']} funding at checkpoint {event['version']}: rate {_e9(event['rate'])} "
+            f"index {_e9(event['index'])} price {_e9(event['mark_price'])}")
+
+
+def _liquidation_line(event: dict[str, Any]) -> str:
+    state = "final" if event["final"] else "tentative"
+    return (f"{event['event']:<9} {state:<9} {event['market']} {event['account'][:12]}… {_e9(event['qty'])} at "
+            f"{_e9(event['price'])} (oracle {_e9(event['mark_price'])}) by {event['liquidator'][:12]}… "
+            f"insurance {_e9(event['insurance'])}")
+
+
+_PERP_LINES = {"positions": _positions_line, "account": _account_line, "funding": _funding_line,
+               "liquidations": _liquidation_line}
 
 
 def _fixed_port(listen: str) -> int:

@@ -57,6 +57,7 @@ from channel.runtime.events import EventHub
 from channel.runtime.genesis_file import load_genesis
 from channel.runtime.keystore import write_atomic
 from channel.runtime.market_feed import MarketFeed
+from channel.runtime.perp_feed import PerpFeed
 from channel.runtime.service import NotReady, RequestIdConflict, RequestRejected, UnknownMarket
 from channel.runtime.store import Store
 from crdt import cbor
@@ -189,6 +190,7 @@ class Node:
         self.storage_error: str | None = None  # the last failed write, until a write works again
         self.events = EventHub()
         self.market_feed = MarketFeed(replica, self.events, key.address)  # book, trades, fills, orders
+        self.perp_feed = PerpFeed(replica, self.events, key.address)  # positions, account, funding, liquidations
         self.peer: Peer | None = None
         self.driver: ConsensusDriver | None = None
         self.chain_worker: ChainWorker | None = None
@@ -360,6 +362,7 @@ class Node:
             if op_id in certified:  # final or rejected for good: it cannot change any more
                 del self._watched[op_id]
         self.market_feed.update(ops)
+        self.perp_feed.update(ops)
 
     def receive(self, ops: Sequence[SignedOp], source: PeerId = b"local") -> None:
         """Store, apply and announce operations that did not come through the peer (a node
@@ -623,6 +626,11 @@ class Node:
     def funding_history(self, market: str, limit: int = 100) -> list[dict[str, Any]]:
         self._market(market)
         return perps.funding_history_json(self.replica.ledger, market, limit)
+
+    def funding_payments(self, account: Address, market: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        if market is not None:
+            self._market(market)
+        return perps.funding_payments_json(self.replica.ledger, account, market, limit)
 
     def liquidatable(self) -> list[dict[str, Any]]:
         return perps.liquidatable_json(self.replica.ledger)

@@ -127,6 +127,23 @@ def funding_history_json(ledger: Ledger, market: str, limit: int) -> list[dict[s
     ] if limit > 0 else []
 
 
+def funding_payments_json(ledger: Ledger, account: Address, market: str | None, limit: int) -> list[dict[str, Any]]:
+    """The account's last `limit` funding settlements (of one perp market, if given), oldest
+    first: what each of its positions paid (positive) or received (negative) when it was settled,
+    for every funding interval since it last was (a position settles when it is touched)."""
+    rows = [
+        (version, symbol, time, paid)
+        for (symbol, owner), payments in ledger.funding_paid.items()
+        if owner == account and market in (None, symbol)
+        for version, time, paid in payments
+    ]
+    rows.sort(key=lambda row: (row[0], row[2], row[1]))  # a stable order: checkpoint, time, market
+    return [
+        {"market": symbol, "account": hex0x(account), "version": version, "time": time, "paid": str(paid)}
+        for version, symbol, time, paid in rows[-limit:]
+    ] if limit > 0 else []
+
+
 def liquidatable_json(ledger: Ledger) -> list[dict[str, Any]]:
     """The accounts below maintenance margin in some collateral token, for liquidator bots: each
     with its value, margin and positions (the largest notional first)."""

@@ -158,6 +158,10 @@ class NodeService(Protocol):
         """A perp market's last `limit` fundings, oldest first."""
         ...
 
+    def funding_payments(self, account: Address, market: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """An account's last `limit` funding settlements (of one perp market), oldest first."""
+        ...
+
     def liquidatable(self) -> list[dict[str, Any]]:
         """The accounts below maintenance margin, with their positions."""
         ...

@@ -116,3 +116,28 @@ def test_parley_bot_maker_refuses_an_unknown_market_in_one_line(tmp_path: Path) 
         assert result.stderr.strip() == "error: BTC/USDC is not a market of this channel"
 
     with_node(GENESIS, tmp_path, body)
+
+
+def test_on_a_swap_the_bot_quotes_around_the_oracle_and_limits_its_position(tmp_path: Path) -> None:
+    """ETH/USDC:USDC (ETH-PERP) with an empty book: the bot quotes around the oracle's 3,000; the
+    maker lifts its ask twice, so its short passes the limit and it only bids."""
+    from tests.channel.api.test_perp_api import MAKER, TRADER, Peers, perp_genesis, perp_order
+
+    swap = "ETH/USDC:USDC"
+    bot = MakerBot(parley({"apiKey": str(tmp_path / f"node{TRADER}")}), swap, spread=1, size=0.1, levels=2,
+                   max_inventory=0.15)
+
+    async def body(node: Node, endpoint: Endpoint) -> None:
+        peers = Peers(node)
+        peers.price(3000, 1_000)
+        assert await trio.to_thread.run_sync(bot.step)
+        assert prices(bot) == [("buy", 2998.0), ("buy", 2999.0), ("sell", 3001.0), ("sell", 3002.0)]
+        for _ in range(2):
+            peers.send(MAKER, "order.place", perp_order("buy", TENTH, 3001, "ioc"))
+            assert await trio.to_thread.run_sync(bot.step)
+        assert node.positions(node.address)[0]["side"] == "short"
+        assert prices(bot) == [("buy", 2998.0), ("buy", 2999.0)]  # short 0.2: bids only
+        await trio.to_thread.run_sync(bot.stop)
+        assert node.open_orders("ETH-PERP", node.address) == []
+
+    with_node(perp_genesis(), tmp_path, body, index=TRADER)

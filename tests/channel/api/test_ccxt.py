@@ -143,6 +143,9 @@ def test_errors_map_to_ccxts_hierarchy(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("error", "raised"), [
     ({"code": -32001, "message": "rejected", "data": {"reason": "insufficient_balance"}}, ccxt.InsufficientFunds),
     ({"code": -32001, "message": "rejected", "data": {"reason": "bad_tick"}}, ccxt.InvalidOrder),
+    ({"code": -32001, "message": "rejected", "data": {"reason": "insufficient_margin"}}, ccxt.InsufficientFunds),
+    ({"code": -32001, "message": "rejected", "data": {"reason": "market_halted"}}, ccxt.InvalidOrder),
+    ({"code": -32001, "message": "rejected", "data": {"reason": "oracle_stale"}}, ccxt.InvalidOrder),
     ({"code": -32001, "message": "rejected", "data": {"reason": "order_not_open"}}, ccxt.OrderNotFound),
     ({"code": -32001, "message": "rejected", "data": {"reason": "request_id_conflict"}}, ccxt.DuplicateOrderId),
     ({"code": -32602, "message": "no market 'BTC/USDC' in this channel"}, ccxt.BadSymbol),
@@ -273,9 +276,13 @@ def test_install_registers_the_three_classes() -> None:
     assert has["createOrder"]
     assert has["fetchMyTrades"]
     assert not has["fetchOHLCV"]
-    assert not has["fetchPositions"]
+    assert has["swap"]
+    assert has["fetchPositions"]
+    assert has["fetchFundingRateHistory"]
+    assert has["fetchFundingHistory"]
+    assert not has["setLeverage"]  # cross margin: the leverage is what the account's value carries
     assert parley_pro().has["watchOrderBook"]
-    assert not parley_pro().has["watchPositions"]
+    assert parley_pro().has["watchPositions"]
 
 
 OFFLINE = parley()

@@ -1,6 +1,7 @@
 """A small strategy in plain ccxt calls against a running 4-node channel of real processes
 (`simulations.cluster`: ``parley node run`` each, over libp2p): a maker quotes a ladder on its
-node, a taker on another node sweeps part of it, and every node sees the same trades."""
+node, a taker on another node sweeps part of it, and every node sees the same trades; and the
+same on a perp market's swap, with positions."""
 
 from __future__ import annotations
 
@@ -69,3 +70,42 @@ def test_a_ccxt_strategy_trades_across_a_four_node_channel(cluster: Cluster) -> 
     assert {order["id"] for order in cancelled} == set(quotes) - {quotes[1]}  # the 2001 ask was filled
     wait_until(lambda: not any((b := observer.fetch_order_book(SYMBOL))["bids"] + b["asks"]),
                what="an empty book on node 0")
+
+
+def test_a_ccxt_strategy_trades_a_swap_across_a_four_node_channel(tmp_path: Path) -> None:
+    """ETH-PERP as ``ETH/USDC:USDC`` on four node processes: the oracle's node posts a price, the
+    maker quotes the swap on its node, the taker on another lifts an ask and closes reduce-only
+    against a bid; both see their positions open at the trade's price, then flat."""
+    from channel.api.client import Client
+    from crdt.genesis import Role
+    from simulations.demos.perps import PERP
+
+    swap = "ETH/USDC:USDC"
+    cluster = create_cluster(tmp_path / "perps", 4, tokens=[DEMO_USDC], initial=10_000 * E9, markets=[PERP],
+                             roles=[Role.ORACLE, Role.MARKET_MAKER, Role.TRADER, Role.LIQUIDATOR])
+    processes = [NodeProcess(cluster.config(i)) for i in range(4)]
+    start_all(processes)
+    try:
+        install()
+        maker, taker = (getattr(ccxt, EXCHANGE_ID)({"apiKey": str(cluster.node_dirs[i])}) for i in (1, 2))
+        for exchange in (maker, taker):
+            exchange.load_markets()
+        with Client.for_node(cluster.node_dirs[0]) as oracle:
+            oracle.post_price("ETH-PERP", 2000 * E9)
+        wait_until(lambda: taker.fetch_funding_rate(swap)["markPrice"] == 2000, what="the oracle's price, fixed")
+        for side, price in (("buy", 1999), ("sell", 2001)):
+            maker.create_order(swap, "limit", side, 0.5, price, {"postOnly": True})
+        wait_until(lambda: taker.fetch_order_book(swap)["asks"] == [[2001, 0.5]], what="the maker's ask")
+        taken = taker.create_order(swap, "market", "buy", 0.5)
+        assert (taken["status"], taken["average"]) == ("closed", 2001)
+        [long] = taker.fetch_positions()
+        assert (long["symbol"], long["side"], long["contracts"], long["entryPrice"]) == (swap, "long", 0.5, 2001)
+        short = wait_until(lambda: (p := maker.fetch_positions()) and p[0], what="the maker's short")
+        assert (short["side"], short["contracts"], short["entryPrice"]) == ("short", 0.5, 2001)
+        wait_until(lambda: taker.fetch_order_book(swap)["bids"] == [[1999, 0.5]], what="the maker's bid")
+        closed = taker.create_order(swap, "market", "sell", 0.5, None, {"reduceOnly": True})
+        assert (closed["status"], closed["average"], closed["reduceOnly"]) == ("closed", 1999, True)
+        assert taker.fetch_positions() == []
+        wait_until(lambda: maker.fetch_positions() == [], what="the maker flat")
+    finally:
+        stop_all(processes)

@@ -155,3 +155,34 @@ def test_an_oracle_posts_prices_through_the_api(tmp_path: Path) -> None:
 
     genesis = perp_genesis()
     with_node(genesis, tmp_path, body, index=ORACLE)
+
+
+def test_an_accounts_funding_payments_through_the_api(tmp_path: Path) -> None:
+    """A long pays the funding of an interval whose premium is positive (the book's bid above the
+    oracle price) when its position is next touched: one settlement, of exactly what it owed."""
+
+    async def body(node: Node, endpoint: Endpoint) -> None:
+        peers = Peers(node)
+        peers.price(3000, 1_000)
+        peers.send(MAKER, "order.place", perp_order("sell", E9, 3000))
+        peers.send(MAKER, "order.place", perp_order("buy", 2 * E9, 2990))
+        async with AsyncClient(endpoint) as client:
+            await client.place_order("ETH-PERP", "buy", E9, price=3000 * E9, tif="ioc")
+            peers.price(2900, 3_601_000)  # the interval ends with the bid 90 above the oracle
+            owed = int((await client.positions(hex0x(ADDRESSES[TRADER])))[0]["pending_funding"])
+            assert owed > 0
+            assert await client.funding_payments() == []  # owed, not settled: nothing touched it
+            await client.place_order("ETH-PERP", "sell", E9 // 2, price=2990 * E9, tif="ioc", reduce_only=True)
+            me = hex0x(ADDRESSES[TRADER])
+            assert await client.funding_payments() == [
+                {"market": "ETH-PERP", "account": me, "version": 2, "time": 3_601_000, "paid": str(owed)}]
+            assert await client.funding_payments(me, "ETH-PERP", 1) == await client.funding_payments()
+            # the maker's short received its share when its position moved too
+            maker = await client.funding_payments(hex0x(ADDRESSES[MAKER]))
+            assert [int(row["paid"]) < 0 for row in maker] == [True]
+            with pytest.raises(ApiError, match="spot market, not a perpetual"):
+                await client.funding_payments(me, "ETH/USDC")
+            with pytest.raises(ApiError, match="not a participant"):
+                await client.funding_payments("0x" + "00" * 20)
+
+    with_node(perp_genesis(), tmp_path, body, index=TRADER)
