@@ -773,10 +773,8 @@ class Ledger:
                 if held_in != symbol:
                     continue
                 settled = self._settle(symbol, account, position, market.quote)
-                _, pnl = fill_position(settled, settled.size < 0, price, abs(settled.size))
-                self._delete(self.positions, (symbol, account))
-                self._add_signed(self.pnl_pool, symbol, -pnl)
-                self._credit(self._keys[account][market.quote], pnl)
+                closed, pnl = fill_position(settled, settled.size < 0, price, abs(settled.size))
+                self._book(symbol, market.quote, account, closed, pnl)
             for pool in (self.pnl_pool, self.funding_pool):  # every position settled: what is left is dust, >= 0
                 dust = pool.get(symbol, 0)
                 if dust:
@@ -1138,7 +1136,7 @@ class Ledger:
         buying = side == BUY
         limit = self._take_bound(market, buying, limit)
         opposite = self._sides[(symbol, SELL if buying else BUY)]
-        orders, positions, keys = self.orders, self.positions, self._keys
+        orders, positions = self.orders, self.positions
         remaining = qty
         while remaining and opposite:
             maker = orders[opposite.peekitem(0)[1]]
@@ -1172,14 +1170,8 @@ class Ledger:
             if grows_risk(taker_before, taker_after) and not self._margin_ok(taker, market, taker_after,
                                                                              taker_pnl - taker_fee):
                 return remaining, UNDERCOLLATERALIZED
-            for account, after, pnl, paid in ((taker, taker_after, taker_pnl, taker_fee),
-                                              (owner, maker_after, maker_pnl, maker_fee)):
-                if after.size:
-                    self._set(positions, (symbol, account), after)
-                else:
-                    self._delete(positions, (symbol, account))
-                self._add_signed(self.pnl_pool, symbol, -pnl)
-                self._credit(keys[account][quote], pnl - paid)
+            self._book(symbol, quote, taker, taker_after, taker_pnl, taker_fee)
+            self._book(symbol, quote, owner, maker_after, maker_pnl, maker_fee)
             self._add(self.fee_pool, quote, taker_fee + maker_fee)
             self._record_fill(op, maker, market, price, q, taker_fee, maker_fee)
             remaining -= q
@@ -1188,6 +1180,16 @@ class Ledger:
             else:
                 self._remove_order(maker, FILLED, op.op_id)
         return remaining, None
+
+    def _book(self, symbol: str, quote: Symbol, account: Address, position: Position, pnl: int, paid: int = 0) -> None:
+        """An account's position after a fill (kept, or gone when flat), the PnL it realised moved
+        between the market's pool and its collateral, and the fee it `paid` taken."""
+        if position.size:
+            self._set(self.positions, (symbol, account), position)
+        else:
+            self._delete(self.positions, (symbol, account))
+        self._add_signed(self.pnl_pool, symbol, -pnl)
+        self._credit(self._keys[account][quote], pnl - paid)
 
     def _rest_perp(
         self, op: SignedOp, market: Market, side: str, price: int, remaining: int, placed: int, expires: int,
@@ -1284,13 +1286,8 @@ class Ledger:
         account_before = self._settle(symbol, account, position, quote)
         self._settle(symbol, liquidator, held, quote)
         account_after, account_pnl = fill_position(account_before, not long, price, qty)
-        for who, after, pnl in ((account, account_after, account_pnl), (liquidator, liquidator_after, liquidator_pnl)):
-            if after.size:
-                self._set(self.positions, (symbol, who), after)
-            else:
-                self._delete(self.positions, (symbol, who))
-            self._add_signed(self.pnl_pool, symbol, -pnl)
-            self._credit(self._keys[who][quote], pnl)
+        self._book(symbol, quote, account, account_after, account_pnl)
+        self._book(symbol, quote, liquidator, liquidator_after, liquidator_pnl)
         self._add_signed(self.pnl_pool, symbol, -cut)
         self._add(self.insurance, quote, cut)
         key = self._keys[account][quote]
@@ -1332,19 +1329,16 @@ class Ledger:
             q = min(left, abs(held.size))
             before, pnl = fill_position(before, not long, price, q)
             after, other_pnl = fill_position(held, long, price, q)
-            for who, moved, gained in ((other, after, other_pnl), (account, before, pnl)):
-                if moved.size:
-                    self._set(self.positions, (symbol, who), moved)
-                else:
-                    self._delete(self.positions, (symbol, who))
-                self._add_signed(self.pnl_pool, symbol, -gained)
-                self._credit(self._keys[who][quote], gained)
+            self._book(symbol, quote, other, after, other_pnl)
+            self._book(symbol, quote, account, before, pnl)
             left -= q
             touched.append(other)
         self._set(self.liquidations, op.op_id, Liquidation(account, op.author, symbol, qty, mark, price, price, 0, 0,
                                                            tuple(touched)))
 
-    def _market_delist(self, op: SignedOp, kind: Kind) -> None:
+    def _perp_price(self, op: SignedOp, kind: Kind) -> tuple[str, int]:
+        """The (market, price) of an oracle.price or market.delist: a perp market of the genesis,
+        not delisted, and a price within its limits."""
         self._permit(op, kind)
         symbol, price = body_values(kind, op.body)
         market = self._markets.get(symbol)
@@ -1356,6 +1350,10 @@ class Ledger:
             raise Rejected(Reason.MARKET_DELISTED, f"{symbol} was delisted at {self.delisted[symbol]}")
         if not market.min_price <= price <= market.max_price:
             raise Rejected(Reason.PRICE_OUT_OF_RANGE, f"price must be in [{market.min_price}, {market.max_price}]")
+        return symbol, price
+
+    def _market_delist(self, op: SignedOp, kind: Kind) -> None:
+        symbol, price = self._perp_price(op, kind)
         self._set(self.delist_votes, (symbol, op.author), price)
 
     def _remove_order(self, order: RestingOrder, why: str, by: OpId | None, hold: int | None = None) -> None:
@@ -1378,17 +1376,7 @@ class Ledger:
             self._add(self.balances, key, hold)
 
     def _oracle_price(self, op: SignedOp, kind: Kind) -> None:
-        self._permit(op, kind)
-        symbol, price = body_values(kind, op.body)
-        market = self._markets.get(symbol)
-        if market is None:
-            raise Rejected(Reason.UNKNOWN_MARKET, symbol)
-        if market.perp is None:
-            raise Rejected(Reason.NOT_PERP, f"{symbol} is a spot market")
-        if symbol in self.delisted:
-            raise Rejected(Reason.MARKET_DELISTED, f"{symbol} was delisted at {self.delisted[symbol]}")
-        if not market.min_price <= price <= market.max_price:
-            raise Rejected(Reason.PRICE_OUT_OF_RANGE, f"price must be in [{market.min_price}, {market.max_price}]")
+        symbol, price = self._perp_price(op, kind)
         self._set(self.oracle_posts, (symbol, op.author), OraclePost(price, self.time))
 
     def _order_cancel(self, op: SignedOp, kind: Kind) -> None:
