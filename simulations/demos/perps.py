@@ -46,7 +46,7 @@ from settlement.chain import RpcChain
 from settlement.client import address_bytes, checksum
 from settlement.server import ChainServerProcess
 from simulations.cluster import NodeProcess, create_cluster, start_all, stop_all, wait_until
-from simulations.demos.full import _certified_state, _claim, _exit, _free_is, _wallets
+from simulations.demos.full import _certified_state, _claim, _exit, _free_is, _same_roots, _wallets
 from simulations.fixtures import deploy
 from simulations.perp_bots import LiquidatorBot, OracleFeeder
 
@@ -85,16 +85,6 @@ def _fixed_at(endpoints: list[Endpoint], price: int) -> bool:
     return all(_mark(endpoint)["price"] == str(price) for endpoint in endpoints)
 
 
-def _same(endpoints: list[Endpoint]) -> tuple[str, str] | None:
-    """The nodes' (state hash, payout root) once they all agree."""
-    roots = set()
-    for endpoint in endpoints:
-        with Client(endpoint) as client:
-            stats = client.stats()
-        roots.add((stats["state_hash"], stats["payout_root"]))
-    return next(iter(roots)) if len(roots) == 1 else None
-
-
 def run_perp_demo(*, seed: int = 0, folder: Path | None = None, quiet: bool = False) -> dict[str, Any]:
     console = Console(quiet=quiet)
     began = time.monotonic()
@@ -131,7 +121,7 @@ def run_perp_demo(*, seed: int = 0, folder: Path | None = None, quiet: bool = Fa
             found = _trade(console, clients, endpoints, accounts)
             # the newest certificate holds everything (nothing is tentative any more): every node is asked then
             certificate, _ = wait_until(partial(_certified_state, clients[LIQUIDATOR]), 60, "the newest certificate")
-            roots = wait_until(lambda: _same(endpoints), 60, "the nodes to agree")
+            roots = wait_until(lambda: _same_roots(endpoints), 60, "the nodes to agree")
             views = [_view(client, accounts) for client in clients]
             agree = all(view == views[0] for view in views)
             verdict = "[green]all 4 nodes agree[/green]" if agree else "[red]the nodes DISAGREE[/red]"
