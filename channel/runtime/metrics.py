@@ -27,7 +27,7 @@ from prometheus_client.samples import Sample
 
 MAX_TRACKED = 10_000
 # 1 ms to 60 s: a loopback submit is a few ms, finality about one checkpoint interval
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class RateWindow:
