@@ -179,10 +179,15 @@ def _trade(console: Console, clients: list[Client], endpoints: list[Endpoint], a
     console.print(f"[green]2.[/green] the trader, left with 1,000 USDC, bought 2.5 ETH "
                   f"({opened['order']['status']}): entry {format_e9(int(position['entry_price']))}, "
                   f"liquidation price {format_e9(int(position['liquidation_price']))}")
-    # an idle channel makes no checkpoints: the oracle feeds its price every half second, as a feeder does
-    wait_until(lambda: _feed(clients[ORACLE], 3000 * E9) and clients[TRADER].funding_history(SYMBOL), 60,
-               "a funding interval")
-    funding = clients[TRADER].funding_history(SYMBOL)[-1]
+    # an idle channel makes no checkpoints: the oracle feeds its price every half second, as a feeder does.
+    # A funding interval whose checkpoints all came before the ladder was in a cut sampled an empty
+    # book (a zero rate); wait for the first that sampled the ladder.
+    def sampled_the_ladder() -> dict[str, Any] | None:
+        if not _feed(clients[ORACLE], 3000 * E9):
+            return None
+        return next((f for f in clients[TRADER].funding_history(SYMBOL) if int(f["rate"]) != 0), None)
+
+    funding = wait_until(sampled_the_ladder, 60, "a funding interval")
     console.print(f"[green]3.[/green] funding at checkpoint {funding['version']}: rate "
                   f"{Decimal(int(funding['rate'])) / 10**7}% (the bids above the oracle: longs pay), "
                   f"index {format_e9(int(funding['index']))} USDC a whole ETH")

@@ -45,7 +45,8 @@ def test_only_the_newest_stay_in_memory_and_older_ones_come_from_the_store(tmp_p
         assert held.in_memory() == 2
         assert held[1] == made[0]  # read back from the store, checked
         assert held.in_memory() == 2
-        assert held.get(7) is None and 7 not in held
+        assert held.get(7) is None
+        assert 7 not in held
         assert held.newest() == made[5]
     finally:
         store.close()
