@@ -34,6 +34,9 @@
   ``parley_orderBook``, ``parley_openOrders``, ``parley_order``, ``parley_myTrades``,
   ``parley_trades`` and ``parley_markets`` read, in the shapes of `channel.runtime.trading`. A
   read naming a market the genesis does not hold is -32602 naming it; an unknown order -32004.
+- The emergency exit: ``parley_exit`` starts it as a background task of the node
+  (`channel.runtime.exits`; -32005 with ``data.reason`` ``no_chain``, ``no_certificate`` or
+  ``already_exiting`` when it cannot), ``parley_exitStatus`` shows its progress.
 - ``GET /openrpc.json`` (and the ``rpc.discover`` method) describe every method. ``GET /metrics``
   is the Prometheus endpoint (no token: it is on loopback and holds only counts).
 
@@ -67,7 +70,14 @@ from wsproto.extensions import PerMessageDeflate
 
 from channel.errors import StorageUnavailable
 from channel.runtime.events import Subscriber
-from channel.runtime.service import NodeService, NotReady, RequestIdConflict, RequestRejected, UnknownMarket
+from channel.runtime.service import (
+    ExitRefused,
+    NodeService,
+    NotReady,
+    RequestIdConflict,
+    RequestRejected,
+    UnknownMarket,
+)
 from channel.runtime.trading import LEVELS, MAX_DEPTH, MAX_LIMIT
 from crdt.jsontext import MAX_NESTING, deeper_than_limit
 from crdt.kinds import (
@@ -105,6 +115,7 @@ REJECTED = -32001
 NOT_READY = -32002  # the node does not know its own last seq yet (a new store): nothing signed
 STORAGE = -32003  # the store refused the write (a full disk): nothing signed
 NOT_FOUND = -32004
+EXIT_REFUSED = -32005  # parley_exit cannot start: data.reason is no_chain, no_certificate or already_exiting
 REQUEST_ID_CONFLICT = "request_id_conflict"  # data.reason of an INVALID_PARAMS: the key names another request
 
 TRANSFER, ORDER_PLACE, ORDER_CANCEL, ORDER_CANCEL_ALL = "transfer", "order.place", "order.cancel", "order.cancel_all"
@@ -533,6 +544,17 @@ async def _liquidate(node: NodeService, args: list[Any]) -> Any:
     return {**receipt, "liquidation": node.liquidation(_hex(receipt["op_id"], "op_id", 32))}
 
 
+async def _exit(node: NodeService, args: list[Any]) -> Any:
+    try:
+        return node.start_exit()
+    except ExitRefused as exc:
+        raise RpcError(EXIT_REFUSED, f"cannot exit: {exc}", {"reason": exc.reason}) from exc
+
+
+async def _exit_status(node: NodeService, args: list[Any]) -> Any:
+    return node.exit_status()
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
@@ -617,6 +639,17 @@ METHODS: dict[str, Method] = {
                "Sign a liquidate of another account's perp position (this node's participant must be a "
                "liquidator; the account must be below maintenance margin). Returns {op_id, seq, status, "
                "liquidation}.", _liquidate),
+        Method("parley_exit", (), 0,
+               "Start the emergency exit from this node, in the background: close the channel on-chain with the "
+               "newest certificate (or challenge an older checkpoint in dispute), wait out the dispute window, "
+               "finalize, and claim this participant's payouts and refunds, as `parley exit` does. Refused with "
+               "-32005 and data.reason no_chain, no_certificate or already_exiting. Returns parley_exitStatus.",
+               _exit),
+        Method("parley_exitStatus", (), 0,
+               "The emergency exit's progress: phase (idle, starting, proposing, challenged, waiting, finalising, "
+               "claiming, claimed, failed), running, attempts, version, proposed, challenged, finalized, "
+               "finalizes_at, chain_now, window and remaining (chain seconds), claimed, already_claimed, refunded, "
+               "message, error, events, and chain (whether a chain is configured).", _exit_status),
         Method("rpc.discover", (), 0, "This API's OpenRPC document.", _discover),
     )
 }
