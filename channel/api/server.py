@@ -37,6 +37,10 @@
 - The emergency exit: ``parley_exit`` starts it as a background task of the node
   (`channel.runtime.exits`; -32005 with ``data.reason`` ``no_chain``, ``no_certificate`` or
   ``already_exiting`` when it cannot), ``parley_exitStatus`` shows its progress.
+- ``GET /`` is the trading page (``/app.js``, ``/style.css``: the static files of
+  ``channel/api/page``, no token needed to load them; the page asks for the token and sends it
+  like any client), with a Content-Security-Policy that allows no inline script and no other
+  origin.
 - ``GET /openrpc.json`` (and the ``rpc.discover`` method) describe every method. ``GET /metrics``
   is the Prometheus endpoint (no token: it is on loopback and holds only counts).
 
@@ -53,6 +57,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import trio
@@ -825,6 +830,24 @@ def _json(payload: Any, status_code: int = 200) -> Response:
     return Response(encode_response(payload), status_code=status_code, media_type="application/json")
 
 
+# -- the web page (static files of channel/api/page, package data) -------------------------------------
+
+PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
+              "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+              "/style.css": ("style.css", "text/css; charset=utf-8")}
+# no inline script or style, nothing from elsewhere; the page talks only to this API
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "connect-src 'self' ws://127.0.0.1:* ws://localhost:*; "
+            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+PAGE_HEADERS = {"Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer", "Cache-Control": "no-store", "X-Frame-Options": "DENY"}
+
+
+def page_file(name: str) -> bytes:
+    """One file of the page, read from the installed package."""
+    return resources.files("channel.api").joinpath("page", name).read_bytes()
+
+
 def build_app(node: NodeService, token: str) -> Starlette:
     registry = CollectorRegistry()
     registry.register(_NodeCollector(node))
@@ -857,6 +880,10 @@ def build_app(node: NodeService, token: str) -> Starlette:
     async def metrics(request: Request) -> Response:
         return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
 
+    async def page(request: Request) -> Response:
+        name, media_type = PAGE_FILES[request.url.path]
+        return Response(page_file(name), media_type=media_type, headers=PAGE_HEADERS)
+
     sockets = 0
 
     async def websocket(ws: WebSocket) -> None:
@@ -880,6 +907,7 @@ def build_app(node: NodeService, token: str) -> Starlette:
         Route("/rpc", rpc, methods=["POST"]),
         Route("/openrpc.json", openrpc, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *(Route(path, page, methods=["GET"]) for path in PAGE_FILES),
         WebSocketRoute("/ws", websocket),
     ])
 
