@@ -40,6 +40,7 @@ from crdt.certificate import Certificate
 from crdt.genesis import Genesis
 from crdt.merkle import WITHDRAWN
 from crdt.types import Address
+from crdt.units import to_e9
 from settlement.client import AdjudicatorClient
 from settlement.errors import ContractReverted, InsufficientGas, NoCertificate, NotYourLeaf, SettlementError
 from settlement.exit import ExitEvent, ExitResult, run_exit
@@ -93,10 +94,19 @@ class ExitProgress:
 
 
 def _leaves(genesis: Genesis, leaves: Sequence[Any]) -> list[dict[str, str]]:
-    tokens = {token.address: token.symbol for token in genesis.tokens}
-    return [{"token": tokens.get(leaf.token, "0x" + leaf.token.hex()),
-             "kind": "withdrawal" if leaf.kind == WITHDRAWN else "balance", "amount": str(leaf.amount)}
-            for leaf in leaves]
+    """Payout leaves as JSON: ``amount`` in the token's own decimals (what the contract paid),
+    ``amount_e9`` in the channel's e9 units."""
+    tokens = {token.address: token for token in genesis.tokens}
+    shown = []
+    for leaf in leaves:
+        token = tokens.get(leaf.token)
+        shown.append({
+            "token": token.symbol if token is not None else "0x" + leaf.token.hex(),
+            "kind": "withdrawal" if leaf.kind == WITHDRAWN else "balance",
+            "amount": str(leaf.amount),
+            **({"amount_e9": str(to_e9(leaf.amount, token.decimals))} if token is not None else {}),
+        })
+    return shown
 
 
 class NodeExit:

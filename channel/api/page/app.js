@@ -439,9 +439,11 @@ function renderExit(status) {
   let text = `${PHASE_TEXT[status.phase] || status.phase}`;
   if (status.version) text += ` · checkpoint v${status.version}`;
   if (status.phase === "waiting" && status.remaining !== null) text += ` · ${status.remaining} s of the window remaining`;
-  if (status.finalized) text += " · finalised";
+  if (status.finalized && status.phase !== "claimed") text += " · finalised";
   if (status.claimed && status.claimed.length) {
-    text += " · claimed " + status.claimed.map((leaf) => `${leaf.amount} ${leaf.token} units`).join(", ");
+    text += " · claimed " + status.claimed.map((leaf) =>
+      leaf.amount_e9 !== undefined ? `${fmt(leaf.amount_e9, 4)} ${leaf.token}` : `${leaf.amount} units of ${leaf.token}`,
+    ).join(", ");
   }
   if (status.error) text += ` · ${status.error}`;
   $("exit-status").textContent = text;

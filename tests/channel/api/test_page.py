@@ -227,3 +227,56 @@ def test_trading_on_the_page_across_a_four_node_channel(pages: Pages, cluster: C
     expect(refusal).to_contain_text("(code -32005, reason no_chain)")
     pages.shot(trader, "trader-exit-refused")
     assert pages.problems == [], pages.problems
+
+
+def test_the_emergency_exit_from_the_page_on_a_chain(tmp_path: Path) -> None:
+    """Nodes on the embedded chain (served over JSON-RPC): alice deposits, then exits from her
+    node's page; the page follows the exit through the dispute window to the claim."""
+    executable = chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    from settlement.server import ChainServerProcess
+    from tests.channel.runtime.test_onchain import build
+
+    expect.set_options(timeout=WAIT_MS)
+    shots = Path(os.environ.get("PARLEY_ARTIFACTS") or tmp_path) / "page-exit-steps"
+    shots.mkdir(parents=True, exist_ok=True)
+    server = ChainServerProcess()
+    world = build(tmp_path, server, settle_every=10_000)  # the nodes do not settle by themselves
+    try:
+        start_all(world.processes)
+        genesis = world.cluster.genesis
+        alice = "0x" + genesis.participants[0].address.hex()
+        world.adjudicator.deposit(genesis.channel_id, world.token, 100 * E9, alice)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            try:
+                pages = Pages(browser, world.cluster, shots)
+                page = pages.open(0)
+                expect(page.locator("#balances tbody tr[data-token=USDC] td").nth(1)).to_have_text("100.0000")
+                expect(page.locator("#h-chain")).to_contain_text("open: v0")
+                pages.shot(page, "deposit-credited")
+                page.click("#exit-start")
+                page.click("#exit-cancel")  # the confirmation is a real choice: cancelling sends nothing
+                expect(page.locator("#exit-dialog")).to_be_hidden()
+                expect(page.locator("#exit-status")).to_have_attribute("data-phase", "idle")
+                page.click("#exit-start")
+                page.click("#exit-confirm")
+                status = page.locator("#exit-status")
+                expect(status).to_have_attribute("data-phase", "waiting")
+                expect(status).to_contain_text("s of the window remaining")
+                expect(page.locator("#exit-events li").first).to_contain_text("close: closing the channel with")
+                expect(page.locator("#exit-start")).to_be_disabled()
+                pages.shot(page, "exit-waiting")
+                world.chain.increase_time(3600 + 60)  # the dispute window passes
+                expect(status).to_have_attribute("data-phase", "claimed")
+                expect(status).to_contain_text("claimed 100.0000 USDC")
+                expect(page.locator("#h-chain")).to_contain_text("concluded")
+                pages.shot(page, "exit-claimed")
+                assert pages.problems == [], pages.problems
+            finally:
+                browser.close()
+        assert world.usdc.balance_of(alice) == 100 * 10**6  # in the wallet, in the token's decimals
+    finally:
+        stop_all(world.processes)
+        server.stop()

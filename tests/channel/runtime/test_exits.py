@@ -79,7 +79,8 @@ def test_exit_closes_waits_finalizes_and_claims(embedded_world: World) -> None:
         assert [e["step"] for e in status["events"]] == ["close", "finalize", "claim", "done"]
         assert status["window"] == WINDOW
         assert status["finalizes_at"] > 0
-        assert status["claimed"] == [{"token": "USDC", "kind": "balance", "amount": "25000000"}]
+        assert status["claimed"] == [
+            {"token": "USDC", "kind": "balance", "amount": "25000000", "amount_e9": str(25 * E9)}]
 
     run(test)
     assert world.adjudicator.channel(world.channel).status == "concluded"
@@ -167,7 +168,8 @@ def test_exit_plans_again_when_a_newer_checkpoint_gets_there_first(embedded_worl
         assert status["phase"] == "claimed", status
         assert 1 < status["attempts"] <= MAX_ATTEMPTS
         assert status["version"] == 3
-        assert status["claimed"] == [{"token": "USDC", "kind": "balance", "amount": "30000000"}]
+        assert status["claimed"] == [
+            {"token": "USDC", "kind": "balance", "amount": "30000000", "amount_e9": str(30 * E9)}]
 
     run(test)
     assert Raced.raced
