@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,17 @@ def test_the_page_serves_its_files_with_a_strict_policy(cluster: Cluster) -> Non
 def test_trading_on_the_page_across_a_four_node_channel(pages: Pages, cluster: Cluster) -> None:
     from playwright.sync_api import expect
 
+    stranger = pages.browser.new_page()  # a wrong token: refused, said so, and asked for again
+    stranger.set_default_timeout(WAIT_MS)
+    stranger.goto(Endpoint.for_node(cluster.node_dirs[TRADER]).url + "/")
+    stranger.fill("#token", "not-the-token")
+    stranger.click("#token-form button")
+    expect(stranger.locator("#errors .error")).to_have_text(
+        "connecting: the API token is wrong (see <data_dir>/api-token) (code 401)")
+    expect(stranger.locator("#login")).to_be_visible()
+    assert stranger.evaluate("sessionStorage.length") == 0
+    stranger.close()
+
     trader, maker = pages.open(TRADER), pages.open(MAKER)
     expect(trader.locator("#h-peers")).to_have_text("3 connected")
     expect(trader.locator("#balances tbody tr[data-token=USDC] td").nth(1)).to_have_text("10000.0000")
@@ -217,6 +229,26 @@ def test_trading_on_the_page_across_a_four_node_channel(pages: Pages, cluster: C
     expect(maker.locator("#positions tbody tr td").nth(1)).to_have_text("short")
     pages.shot(trader, "trader-position")
     pages.shot(maker, "maker-position")
+
+    # closed reduce-only against the maker's bid: flat on both pages
+    place(maker, SWAP, "buy", "1", "1999", post_only=True)
+    expect(side_rows(trader, SWAP, "bids").locator("td.price")).to_have_text("1999.00")
+    place(trader, SWAP, "sell", "1", reduce_only=True)
+    expect(position).to_have_count(0)
+    expect(maker.locator("#positions tbody tr")).to_have_count(0)
+    place(trader, SWAP, "sell", "1", "2100", reduce_only=True)  # nothing left to reduce: the refusal, as text
+    expect(trader.locator("#errors .error").first).to_contain_text("reason nothing_to_reduce")
+    pages.shot(trader, "trader-flat")
+
+    # a transfer of 25 USDC from the trader's page reaches the maker's balance
+    maker_usdc = maker.locator("#balances tbody tr[data-token=USDC] td").nth(1)
+    before = maker_usdc.inner_text()
+    trader.select_option("#transfer-to", "0x" + cluster.genesis.participants[MAKER].address.hex())
+    trader.select_option("#transfer-token", "USDC")
+    trader.fill("#transfer-amount", "25")
+    trader.click("#transfer-submit")
+    expect(maker_usdc).to_have_text(f"{Decimal(before) + 25:.4f}")
+    pages.shot(maker, "maker-got-the-transfer")
 
     # the emergency exit, confirmed: this channel has no chain, so the node refuses, typed
     trader.click("#exit-start")
