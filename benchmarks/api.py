@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import emit, percentiles
 from channel.api.client import AsyncClient, Client, Endpoint
 from crdt.genesis import Token
-from simulations.cluster import NodeProcess, create_cluster, start_all, stop_all
+from simulations.cluster import USDC_UNIT, NodeProcess, create_cluster, start_all, stop_all
 
 
 def http_latency(endpoint: Endpoint, to: str, n: int, method: str, pause: float = 0.0) -> list[float]:
@@ -38,7 +38,7 @@ def http_latency(endpoint: Endpoint, to: str, n: int, method: str, pause: float 
         for i in range(n):
             began = time.perf_counter()
             if method == "transfer":
-                client.transfer(to, "USDC", 1 + i)
+                client.transfer(to, "USDC", (1 + i) * USDC_UNIT)
             else:
                 client.heads()
             samples.append(time.perf_counter() - began)
@@ -67,7 +67,7 @@ async def throughput(endpoint: Endpoint, to: str, n: int, in_flight: int) -> flo
 
     async def worker(client: AsyncClient) -> None:
         while remaining:
-            await client.transfer(to, "USDC", 1 + remaining.pop())
+            await client.transfer(to, "USDC", (1 + remaining.pop()) * USDC_UNIT)
 
     began = time.perf_counter()
     async with AsyncClient(endpoint) as client, trio.open_nursery() as nursery:

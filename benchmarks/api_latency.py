@@ -48,7 +48,7 @@ from channel.runtime.genesis_file import save_genesis
 from crdt.genesis import Token
 from crdt.markets.config import E9, Market, MarketKind
 from crdt.types import Address, Symbol
-from simulations.cluster import create_cluster, start_all, stop_all
+from simulations.cluster import USDC_UNIT, create_cluster, start_all, stop_all
 
 USDC = Token(Symbol("USDC"), Address(b"\x22" * 20), 6)
 ETH = Token(Symbol("ETH"), Address(b"\x33" * 20), 18)
@@ -120,7 +120,7 @@ async def measure(endpoints: list[Endpoint], samples: int) -> dict[str, list[flo
             taker_seen, maker_seen = await taker_fills.wait(fill_id), await maker_fills.wait(fill_id)
             await trio.sleep(0.01)
             began_transfer = time.perf_counter()
-            sent = await taker.transfer(maker_address, "USDC", 1 + i)
+            sent = await taker.transfer(maker_address, "USDC", (1 + i) * USDC_UNIT)
             transfer_answered = time.perf_counter()
             visible = await maker_ops.wait(sent["op_id"])
             if i >= 10 and at_once:

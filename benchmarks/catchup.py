@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import emit
 from channel.api.client import Client
 from crdt.genesis import Token
-from simulations.cluster import NodeProcess, create_cluster, start_all, stop_all, wait_until
+from simulations.cluster import USDC_UNIT, NodeProcess, create_cluster, start_all, stop_all, wait_until
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
                 start_version = client.stats()["version"]
                 began = time.perf_counter()
                 while client.stats()["version"] < start_version + args.versions:
-                    op_id = client.transfer(to, "USDC", 1)["op_id"]
+                    op_id = client.transfer(to, "USDC", USDC_UNIT)["op_id"]
                     wait_until(lambda op_id=op_id: client.status(op_id)["status"] == "final", what="final")
                 consensus_s = time.perf_counter() - began
                 target = client.stats()["version"]

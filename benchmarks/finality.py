@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import emit, percentiles
 from channel.api.client import Client, Endpoint
 from crdt.genesis import Token
-from simulations.cluster import NodeProcess, create_cluster, start_all, stop_all
+from simulations.cluster import USDC_UNIT, NodeProcess, create_cluster, start_all, stop_all
 
 
 def measure(endpoints: list[Endpoint], to: list[str], count: int) -> tuple[list[float], list[float]]:
@@ -33,7 +33,7 @@ def measure(endpoints: list[Endpoint], to: list[str], count: int) -> tuple[list[
         for i in range(count):
             sender = i % len(clients)
             began = time.perf_counter()
-            op_id = clients[sender].transfer(to[(sender + 1) % len(to)], "USDC", 1 + i)["op_id"]
+            op_id = clients[sender].transfer(to[(sender + 1) % len(to)], "USDC", (1 + i) * USDC_UNIT)["op_id"]
             submits.append(time.perf_counter() - began)
             pending = list(clients)
             while pending:

@@ -40,7 +40,7 @@ from crdt.ops import sign_op
 from p2p.host import open_libp2p_transport
 from p2p.peer import ops_topic
 from p2p.wire import encode_batch
-from simulations.cluster import NodeProcess, create_cluster, start_all, stop_all
+from simulations.cluster import USDC_UNIT, NodeProcess, create_cluster, start_all, stop_all
 
 
 def rss_mb(process: NodeProcess) -> float:
@@ -66,7 +66,7 @@ def latency(endpoint: Endpoint, to: str, n: int, pause: float = 0.01) -> dict[st
         for i in range(n):
             began = time.perf_counter()
             try:
-                client.transfer(to, "USDC", 1 + i)
+                client.transfer(to, "USDC", (1 + i) * USDC_UNIT)
             except Exception:
                 timeouts += 1
             samples.append(time.perf_counter() - began)

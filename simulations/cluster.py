@@ -38,6 +38,7 @@ from crdt.markets.config import Market
 from p2p.identity import load_or_create, peer_id_of
 
 CLUSTER_PASSWORD = "parley-local-cluster"  # throwaway keys in a folder the caller owns
+USDC_UNIT = 1000  # one unit of a 6-decimal USDC in e9 (10**(9 - 6)): the finest amount the API takes
 
 
 def wait_until(condition: Callable[[], Any], within: float = 90.0, what: str = "a condition") -> Any:

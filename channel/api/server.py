@@ -42,10 +42,15 @@
   like any client), with a Content-Security-Policy that allows no inline script and no other
   origin.
 - ``GET /openrpc.json`` (and the ``rpc.discover`` method) describe every method. ``GET /metrics``
-  is the Prometheus endpoint (no token: it is on loopback and holds only counts).
+  is the Prometheus endpoint (no token: it is on loopback and holds only counts): the node's
+  gauges and counters, the submit, delivery and finality latency histograms
+  (`channel.runtime.metrics`) and the process's own (CPU, memory, open files).
 
 Amounts are integers in e9 base units; they are sent as decimal strings, because JSON numbers
-lose precision above 2**53. Numbers are accepted on input too.
+lose precision above 2**53. Numbers are accepted on input too. A transfer, lock or withdrawal
+amount must be a whole number of its token's units (a multiple of 10**(9 - decimals) e9):
+anything finer could never be paid out, so it is refused before signing (-32001, reason
+``bad_amount``).
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.protocol import ws_stream
 from hypercorn.trio import serve
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -98,6 +103,7 @@ from crdt.kinds import (
     json_uint,
 )
 from crdt.kinds import shown as _shown
+from crdt.ledger import Reason
 from crdt.markets.book import BUY, GTC, IOC, LIMIT, MARKET
 from crdt.markets.config import MAX_MARKET_SYMBOL
 from crdt.types import Address
@@ -265,7 +271,27 @@ async def _submit(node: NodeService, args: list[Any]) -> Any:
     if not isinstance(kind, str):
         raise invalid("kind must be a string")
     request_id = _request_id(request_id)
-    return await _sign(node, kind, parse_body(kind, body), request_id)
+    parsed = parse_body(kind, body)
+    _whole_units(node, parsed)
+    return await _sign(node, kind, parsed, request_id)
+
+
+def _whole_units(node: NodeService, body: dict[str, Any]) -> None:
+    """Refuse an amount finer than its token's decimals: payout leaves are in the token's own
+    decimals, so the part below one unit could never be paid out (replay refuses such a
+    withdrawal; a transfer or a lock of one would strand the dust)."""
+    token = node.genesis.token(body["token"]) if isinstance(body.get("token"), str) else None
+    amount = body.get("amount")
+    if token is None or type(amount) is not int or token.decimals >= 9:
+        return
+    unit = 10 ** (9 - token.decimals)
+    if amount % unit:
+        raise RpcError(
+            REJECTED,
+            f"rejected: {amount} e9 is finer than {token.symbol}'s {token.decimals} decimals: "
+            f"amounts are whole multiples of {unit} e9 (one unit of the token)",
+            {"reason": Reason.BAD_AMOUNT.value},
+        )
 
 
 async def _sign(
@@ -851,6 +877,8 @@ def page_file(name: str) -> bytes:
 def build_app(node: NodeService, token: str) -> Starlette:
     registry = CollectorRegistry()
     registry.register(_NodeCollector(node))
+    registry.register(node.metrics.registry)  # the submit, delivery and finality histograms
+    ProcessCollector(registry=registry)  # the node's CPU, memory and open files
 
     def unauthorized() -> JSONResponse:
         return JSONResponse(
@@ -999,7 +1027,7 @@ class _NodeCollector:
             ("parley_pending", "pending", "Operations waiting for their parents."),
             ("parley_rejected", "rejected", "Operations replay gave no effect."),
             ("parley_heads", "heads", "Heads of the hash graph."),
-            ("parley_ops_per_second", "ops_per_s", "Operations accepted per second since start."),
+            ("parley_ops_per_second", "ops_per_s", "Operations accepted per second over the last 10 seconds."),
             ("parley_peers", "peers", "Connected peers."),
             ("parley_sync_sessions", "sync_sessions", "Running sync sessions."),
             ("parley_gossip_rejected", "gossip_rejected", "Gossip batches refused by the validator."),

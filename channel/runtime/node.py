@@ -57,6 +57,7 @@ from channel.runtime.events import EventHub
 from channel.runtime.genesis_file import load_genesis
 from channel.runtime.keystore import write_atomic
 from channel.runtime.market_feed import MarketFeed
+from channel.runtime.metrics import NodeMetrics, RateWindow
 from channel.runtime.perp_feed import PerpFeed
 from channel.runtime.service import NO_CHAIN, ExitRefused, NotReady, RequestIdConflict, RequestRejected, UnknownMarket
 from channel.runtime.store import Store
@@ -91,6 +92,14 @@ MAX_PARENTS = 16
 # version vector, cheap next to the operations it saves from waiting.
 NODE_PEER_CONFIG = PeerConfig(sync_interval=0.5)
 WallClock = Callable[[], int]  # milliseconds since 1970
+
+
+def _trio_time() -> float | None:
+    """trio's clock, or None outside a trio run (a node restored or fed by a script)."""
+    try:
+        return trio.current_time()
+    except RuntimeError:
+        return None
 
 
 def wall_clock_ms() -> int:
@@ -202,6 +211,8 @@ class Node:
         self._watched: dict[OpId, str] = {}  # op ids submitted here, not yet certified -> last status sent
         self._balances = self._balance_snapshot()
         self.submitted = 0
+        self.metrics = NodeMetrics()  # submit, delivery and finality latency (`/metrics`, stats)
+        self._ops_rate = RateWindow()  # operations accepted per second, lately (stats' ops_per_s)
         self.behaviour: Behaviour = HONEST
         self._requests: dict[OpId, tuple[str, bytes]] = {}  # op id -> request id and fingerprint, stored with it
         self._durable: set[OpId] = set()  # signed here, committed by `submit`, not yet applied
@@ -345,6 +356,12 @@ class Node:
     def announce(self, ops: Sequence[SignedOp]) -> None:
         if ops and self.driver is not None:
             self.driver.data_arrived()
+        now = _trio_time()
+        if now is not None:
+            self._ops_rate.observe(now, len(self.replica.graph))
+            for op in ops:
+                if op.author != self.address:
+                    self.metrics.built_on(op.parents, now)
         events = self.events
         if events.wants("ops"):
             for op in ops:
@@ -363,6 +380,8 @@ class Node:
                 events.publish("status", {"op_id": "0x" + op_id.hex(), "status": status})
             if op_id in certified:  # final or rejected for good: it cannot change any more
                 del self._watched[op_id]
+                if now is not None:
+                    self.metrics.settled(op_id, now)
         self.market_feed.update(ops)
         self.perp_feed.update(ops)
 
@@ -406,6 +425,7 @@ class Node:
         effect, `StorageUnavailable` (nothing kept, no seq used) when the store refuses the
         commit.
         """
+        began = trio.current_time()
         async with self._lock:
             fingerprint = request_fingerprint(kind, body) if request_id is not None else b""
             if request_id is not None:
@@ -451,6 +471,7 @@ class Node:
                 self._durable.discard(op.op_id)
             self._watched[op.op_id] = "tentative"
             self.submitted += 1
+            self.metrics.submitted(op.op_id, began, trio.current_time())
             return self._receipt(op.op_id)
 
     def _receipt(self, op_id: OpId) -> dict[str, Any]:
@@ -465,7 +486,8 @@ class Node:
 
     def stats(self) -> dict[str, Any]:
         replica = self.replica
-        uptime = trio.current_time() - self.started if self.started is not None else 0.0
+        now = trio.current_time()
+        uptime = now - self.started if self.started is not None else 0.0
         reasons = Counter(str(reason) for reason in replica.outcome.values() if reason is not None)
         stats: dict[str, Any] = {
             "address": "0x" + self.address.hex(),
@@ -480,7 +502,9 @@ class Node:
             "payout_root": "0x" + replica.payout_root().hex(),
             "submitted": self.submitted,
             "uptime_s": round(uptime, 3),
-            "ops_per_s": round(len(replica.graph) / uptime, 1) if uptime > 0 else 0.0,
+            "ops_per_s": round(self._ops_rate.rate(now, len(replica.graph)), 1),  # the last 10 s
+            "ops_per_s_average": round(len(replica.graph) / uptime, 1) if uptime > 0 else 0.0,  # since start
+            "latency": self.metrics.summary(),
             "equivocations": len(replica.graph.evidence),
             "signing": "ready" if self.signer.seq_known else "learning own seq from peers",
             "voting_from": self.signer.vote_from,

@@ -23,6 +23,7 @@ import trio
 
 from channel.errors import ChannelError
 from channel.runtime.events import Subscriber
+from channel.runtime.metrics import NodeMetrics
 from crdt.certificate import Certificate
 from crdt.genesis import Genesis
 from crdt.ledger import Reason
@@ -98,6 +99,11 @@ class NodeService(Protocol):
         ...
 
     def stats(self) -> dict[str, Any]: ...
+
+    @property
+    def metrics(self) -> NodeMetrics:
+        """The latency histograms `/metrics` serves."""
+        ...
 
     def peers(self) -> dict[str, Any]: ...
 

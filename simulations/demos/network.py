@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from channel.api.client import ApiError, AsyncClient, Endpoint
 from channel.runtime.genesis_file import DEMO_ETH, DEMO_USDC
 from crdt.genesis import Role
-from simulations.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all
+from simulations.cluster import USDC_UNIT, Cluster, NodeProcess, create_cluster, start_all, stop_all
 from simulations.trading import Flow, agreement_table, market_views, run_order_flow
 
 E9 = 10**9
@@ -60,9 +60,10 @@ class Workload:
 
 
 def seeded_plan(nodes: int, transfers: int, seed: int) -> list[tuple[int, int]]:
-    """(node, amount in e9 units) for each transfer: round robin over the nodes, up to 0.1 USDC."""
+    """(node, amount in e9 units) for each transfer: round robin over the nodes, whole USDC units
+    (the API takes nothing finer) up to 0.1 USDC."""
     rng = random.Random(seed)
-    return [(i % nodes, rng.randrange(1, 10**8)) for i in range(transfers)]
+    return [(i % nodes, rng.randrange(1, 10**5) * USDC_UNIT) for i in range(transfers)]
 
 
 async def run_workload(
@@ -79,7 +80,7 @@ async def run_workload(
         recipients = [a for i, a in enumerate(addresses) if i != index]
         while amounts:
             amount = amounts.pop()
-            to = recipients[amount % len(recipients)]
+            to = recipients[amount // USDC_UNIT % len(recipients)]
             began = time.perf_counter()
             try:
                 receipt = await client.transfer(to, "USDC", amount)

@@ -222,6 +222,32 @@ def test_requests_replay_would_reject_are_refused_unsigned(
     with_node(channel_dir, tmp_path, body, participant)
 
 
+@pytest.mark.parametrize(
+    ("kind", "extra"),
+    [("transfer", {}), ("withdraw", {}), ("lock", {"until": 10**6, "reason": "escrow"})],
+)
+def test_amounts_finer_than_the_tokens_decimals_are_refused_unsigned(
+    channel_dir: Path, tmp_path: Path, kind: str, extra: dict[str, Any]
+) -> None:
+    async def body(node: Node, endpoint: Endpoint) -> None:
+        async with AsyncClient(endpoint) as client:
+            request_body = {"token": "USDC", **extra}
+            if kind == "transfer":
+                request_body["to"] = others(node)[0]
+            for amount in (1, 999, 5 * E9 + 1):  # USDC has 6 decimals: one unit is 1000 e9
+                with pytest.raises(ApiError) as caught:
+                    await client.submit(kind, {**request_body, "amount": str(amount)})
+                assert caught.value.code == -32001
+                assert caught.value.data == {"reason": "bad_amount"}
+                assert "6 decimals" in str(caught.value)
+            assert node.next_seq() == 1  # nothing signed
+            assert node.store.count_ops() == 0
+            receipt = await client.submit(kind, {**request_body, "amount": str(5 * E9 + 1000)})
+            assert receipt["seq"] == 1
+
+    with_node(channel_dir, tmp_path, body)
+
+
 def test_self_transfer_and_unknown_recipient_are_refused(channel_dir: Path, tmp_path: Path) -> None:
     async def body(node: Node, endpoint: Endpoint) -> None:
         async with AsyncClient(endpoint) as client:
@@ -290,6 +316,27 @@ def test_openrpc_document_lists_every_method(channel_dir: Path, tmp_path: Path) 
             assert (await http.get("/openrpc.json")).json() == document
             metrics = (await http.get("/metrics")).text
         assert "parley_operations 0.0" in metrics
+
+    with_node(channel_dir, tmp_path, body)
+
+
+def test_metrics_serve_latency_histograms_and_process_metrics(channel_dir: Path, tmp_path: Path) -> None:
+    async def body(node: Node, endpoint: Endpoint) -> None:
+        async with AsyncClient(endpoint) as client:
+            for units in (1, 2, 3):
+                await client.transfer(others(node)[0], "USDC", units * E9)
+            stats = await client.stats()
+        assert stats["latency"]["submit"]["count"] == 3
+        assert stats["latency"]["submit"]["p50_ms"] > 0
+        assert stats["latency"]["delivery"]["count"] == 0  # no peer has built on them: no network here
+        assert stats["ops_per_s"] > 0  # three operations within the last ten seconds
+        async with httpx.AsyncClient(base_url=endpoint.url) as http:
+            metrics = (await http.get("/metrics")).text
+        assert "parley_submit_seconds_count 3.0" in metrics
+        assert "parley_finality_seconds_count 0.0" in metrics
+        assert 'parley_submit_seconds_bucket{le="+Inf"} 3.0' in metrics
+        assert "process_resident_memory_bytes" in metrics
+        assert "parley_operations 3.0" in metrics
 
     with_node(channel_dir, tmp_path, body)
 

@@ -17,7 +17,7 @@ from channel.runtime import keystore
 from p2p.admission import Admission, sign_binding
 from p2p.host import HostConfig, bootstrap_from_genesis
 from p2p.identity import load_or_create
-from simulations.cluster import CLUSTER_PASSWORD, Cluster, NodeProcess
+from simulations.cluster import CLUSTER_PASSWORD, USDC_UNIT, Cluster, NodeProcess
 
 NOT_READY, STORAGE = -32002, -32003
 
@@ -49,13 +49,14 @@ def stats(endpoint: Endpoint) -> dict[str, Any]:
         return result
 
 
-def transfer_when_ready(endpoint: Endpoint, to: str, amount: int, within: float = 90.0) -> dict[str, Any]:
-    """A transfer, retried while the node answers "not ready" (it is learning its own seq)."""
+def transfer_when_ready(endpoint: Endpoint, to: str, units: int, within: float = 90.0) -> dict[str, Any]:
+    """A transfer of `units` whole USDC units, retried while the node answers "not ready" (it is
+    learning its own seq)."""
     deadline = time.monotonic() + within
     with Client(endpoint) as client:
         while True:
             try:
-                receipt: dict[str, Any] = client.transfer(to, "USDC", amount)
+                receipt: dict[str, Any] = client.transfer(to, "USDC", units * USDC_UNIT)
                 return receipt
             except ApiError as exc:
                 if exc.code != NOT_READY or time.monotonic() > deadline:

@@ -15,7 +15,7 @@ import trio
 from channel.api.client import ApiError, AsyncClient, Client, Endpoint, NodeUnavailable
 from crdt.genesis import Token
 from p2p.host import HostConfig
-from simulations.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all
+from simulations.cluster import USDC_UNIT, Cluster, NodeProcess, create_cluster, start_all, stop_all
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ async def burst(endpoints: list[Endpoint], to: list[str], per_node: int) -> list
     async def send(index: int) -> None:
         async with AsyncClient(endpoints[index]) as client:
             for i in range(per_node):
-                receipts.append(await client.transfer(to[(index + 1 + i % 3) % len(to)], "USDC", 1 + i))
+                receipts.append(await client.transfer(to[(index + 1 + i % 3) % len(to)], "USDC", (1 + i) * USDC_UNIT))
 
     async with trio.open_nursery() as nursery:
         for index in range(len(endpoints)):
@@ -119,7 +119,7 @@ def test_sigkill_in_a_burst_loses_no_acknowledged_operation(cluster: Cluster, pr
             async with AsyncClient(endpoints[0]) as client:
                 for i in range(10_000):
                     try:
-                        receipt = await client.transfer(to[1 + (worker + i) % 3], "USDC", 1 + i)
+                        receipt = await client.transfer(to[1 + (worker + i) % 3], "USDC", (1 + i) * USDC_UNIT)
                     except (NodeUnavailable, ApiError, httpx.HTTPError):
                         return
                     acknowledged.append(receipt["op_id"])
@@ -147,5 +147,5 @@ def test_sigkill_in_a_burst_loses_no_acknowledged_operation(cluster: Cluster, pr
     # client, exist too: so at least the acknowledged ones.
     stats = wait_converged([restarted, *endpoints[1:]], len(set(acknowledged)), within=120)
     with Client(restarted) as client:
-        receipt = client.transfer(to[1], "USDC", 5)  # it signs on from the right seq
+        receipt = client.transfer(to[1], "USDC", 5 * USDC_UNIT)  # it signs on from the right seq
     assert receipt["seq"] == stats[0]["operations"] + 1  # every operation so far is node 0's

@@ -13,7 +13,7 @@ from channel.cli.certificates import read_certificates
 from crdt.certificate import Certificate
 from settlement.chain import EmbeddedChain
 from settlement.client import AdjudicatorClient
-from simulations.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all, wait_until
+from simulations.cluster import USDC_UNIT, Cluster, NodeProcess, create_cluster, start_all, stop_all, wait_until
 from simulations.fixtures import deploy
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def statuses(endpoint: Endpoint, op_ids: list[str]) -> set[str]:
 
 def transfers(endpoint: Endpoint, to: list[str], count: int) -> list[str]:
     with Client(endpoint) as client:
-        return [client.transfer(to[i % len(to)], "USDC", 1 + i)["op_id"] for i in range(count)]
+        return [client.transfer(to[i % len(to)], "USDC", (1 + i) * USDC_UNIT)["op_id"] for i in range(count)]
 
 
 @pytest.fixture

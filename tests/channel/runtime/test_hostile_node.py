@@ -28,7 +28,7 @@ from crdt.ops import sign_op
 from p2p.host import open_libp2p_transport
 from p2p.peer import ops_topic
 from p2p.wire import encode_batch, encode_varint
-from simulations.cluster import Cluster, NodeProcess, create_cluster, start_all, stop_all, wait_until
+from simulations.cluster import USDC_UNIT, Cluster, NodeProcess, create_cluster, start_all, stop_all, wait_until
 from tests.channel.runtime.hostile_kit import (
     NOT_READY,
     STORAGE,
@@ -267,7 +267,7 @@ def test_a_node_that_lost_its_store_refuses_to_sign_without_a_quorum(
     processes[0].fresh_channel = False
     alone = processes[0].start()  # no peer is up to answer
     with Client(alone) as client, pytest.raises(ApiError) as refused:
-        client.transfer(address(cluster, 1), "USDC", 5)
+        client.transfer(address(cluster, 1), "USDC", 5 * USDC_UNIT)
     assert refused.value.code == NOT_READY
     assert "0 of 2 answered" in refused.value.message
     assert stats(alone)["signing"] != "ready"
@@ -370,7 +370,8 @@ def test_a_full_disk_refuses_submissions_keeps_the_node_up_and_loses_nothing(tmp
         with Client(endpoints[0]) as client:
             for i in range(5000):
                 try:
-                    acknowledged.append(client.transfer(address(cluster, 1 + i % 3), "USDC", 1 + i)["op_id"])
+                    receipt = client.transfer(address(cluster, 1 + i % 3), "USDC", (1 + i) * USDC_UNIT)
+                    acknowledged.append(receipt["op_id"])
                 except ApiError as exc:
                     refusal = exc
                     break
