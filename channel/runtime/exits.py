@@ -161,7 +161,7 @@ class NodeExit:
         self._send.send_nowait(None)
         return self.status
 
-    async def ended(self) -> dict[str, Any]:
+    async def wait_ended(self) -> dict[str, Any]:
         """Wait until the exit started last has ended; its status."""
         await self._ended.wait()
         return self.status

@@ -51,7 +51,7 @@ def advance(world: World) -> Callable[[float], None]:
 
 async def finished(exits: NodeExit) -> dict[str, Any]:
     with trio.fail_after(60):
-        return await exits.ended()
+        return await exits.wait_ended()
 
 
 def run(test: Callable[[trio.Nursery], Any]) -> None:
