@@ -87,6 +87,25 @@ def test_exit_closes_waits_finalizes_and_claims(embedded_world: World) -> None:
     assert world.token.balance_of(world.accounts[3].address) == 10**30 + 25_000_000
 
 
+def test_exit_challenges_an_older_close(embedded_world: World) -> None:
+    world = embedded_world
+    _, old, new = two_versions(world)
+    world.client(1).close(old)  # participant 1 would rather be paid 60 than 35
+    exits = NodeExit(world.genesis, world.address(3), Certificates(new), lambda: world.client(3),
+                     sleep=advance(world))
+
+    async def test(nursery: trio.Nursery) -> None:
+        nursery.start_soon(exits.run)
+        exits.start()
+        status = await finished(exits)
+        assert status["phase"] == "claimed", status
+        assert (status["challenged"], status["proposed"], status["version"]) == (True, False, 2)
+        assert status["events"][0]["step"] == "challenge"
+
+    run(test)
+    assert world.adjudicator.finalized(world.channel).payout_root == new.checkpoint.payout_root
+
+
 def test_exit_refusals(embedded_world: World) -> None:
     world = embedded_world
     _, _, new = two_versions(world)
