@@ -174,6 +174,9 @@ def test_trading_on_the_page_across_a_four_node_channel(pages: Pages, cluster: C
     stranger.close()
 
     trader, maker = pages.open(TRADER), pages.open(MAKER)
+    trader.reload()  # the token is asked for once: the tab's session storage keeps it
+    expect(trader.locator("body")).to_have_attribute("data-ready", "true")
+    expect(trader.locator("#login")).to_be_hidden()
     expect(trader.locator("#h-peers")).to_have_text("3 connected")
     expect(trader.locator("#balances tbody tr[data-token=USDC] td").nth(1)).to_have_text("10000.0000")
     pages.shot(trader, "trader-connected")
