@@ -87,12 +87,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=40.0, help="transfers per second, over all nodes")
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--out", type=Path, help="a folder for soak.jsonl and soak.png")
+    parser.add_argument("--keep", type=Path, help="run the channel in this (new) folder and keep it: logs, stores")
     args = parser.parse_args()
     samples: list[dict[str, Any]] = []
     latencies: list[tuple[float, float]] = []
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="parley-bench-soak-") as tmp:
-        cluster = create_cluster(Path(tmp), 4, tokens=[USDC], initial=10**18)
+        cluster = create_cluster(args.keep or Path(tmp), 4, tokens=[USDC], initial=10**18)
         nodes = [NodeProcess(cluster.config(i)) for i in range(4)]
         endpoints = start_all(nodes)
         addresses = ["0x" + p.address.hex() for p in cluster.genesis.participants]

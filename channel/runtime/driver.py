@@ -99,6 +99,7 @@ from channel.core.consensus import (
 )
 from channel.core.validation import LocalView, validate_proposal
 from channel.runtime.catchup import MAX_RECORDS, PROTOCOL, Answer, CatchUpServer, Request, fetch
+from channel.runtime.certificates import HeldCertificates
 from channel.runtime.keystore import Key
 from channel.runtime.store import Store
 from crdt.certificate import Certificate
@@ -256,11 +257,7 @@ class ConsensusDriver:
         store = node.store
         try:
             self.consensus.restore([decode_signing_record(record) for record in store.signed(self.height)])
-            self.certificates: dict[int, Certificate] = {}
-            for version, data in store.certificates():
-                certificate = Certificate.decode(data)
-                certificate.verify(self.genesis)
-                self.certificates[version] = certificate
+            self.certificates = HeldCertificates(store, self.genesis)  # the newest in memory, the rest stored
         except InvalidInput as exc:
             raise store.damaged("a stored consensus record or certificate fails its checks", exc) from exc
         node.persist("certificate files", store.export_certificates)
@@ -334,7 +331,7 @@ class ConsensusDriver:
         return [d for cut in self.replica.cuts for d in cut.deposits if first <= d.nonce <= last]
 
     def latest_certificate(self) -> Certificate | None:
-        return self.certificates[max(self.certificates)] if self.certificates else None
+        return self.certificates.newest()
 
     # -- the task ------------------------------------------------------------------------------------
 
@@ -542,8 +539,8 @@ class ConsensusDriver:
         if version in self.certificates:
             return
         self.uncertified.pop(version, None)
-        self.certificates[version] = certificate
         self.node.persist("a certificate", self.node.store.put_certificate, version, certificate.encode())
+        self.certificates.add(certificate)
         for callback in self.on_certified:
             callback(certificate)
 

@@ -519,7 +519,7 @@ class Node:
             stats["gossip_ops_received"] = peer_stats.gossip_ops_received
             stats["sync_ops_received"] = peer_stats.sync_ops_received
         if self.driver is not None:
-            stats["certified"] = max(self.driver.certificates, default=0)
+            stats["certified"] = self.driver.certificates.versions.max()
             stats["catchup"] = dict(self.driver.catchup_counts)
             stats["consensus_gossip"] = dict(self.driver.gossip_counts)  # penalties and bans: peers()
         if self.chain_worker is not None:

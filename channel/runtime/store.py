@@ -353,6 +353,13 @@ class Store:
         rows = self._query("SELECT version, certificate FROM certificates ORDER BY version")
         return [(int(version), bytes(data)) for version, data in rows]
 
+    def certificate_versions(self) -> list[int]:
+        return [int(row[0]) for row in self._query("SELECT version FROM certificates ORDER BY version")]
+
+    def certificate(self, version: int) -> bytes | None:
+        rows = self._query("SELECT certificate FROM certificates WHERE version = ?", (version,))
+        return bytes(rows[0][0]) if rows else None
+
     def put_signed(self, height: int, record: bytes) -> None:
         """A consensus message this node signed, stored before it is sent (`SigningRecord`)."""
         with self._transaction() as db:

@@ -203,7 +203,11 @@ def _trade(console: Console, clients: list[Client], endpoints: list[Endpoint], a
     bot = LiquidatorBot(clients[LIQUIDATOR])
     wait_until(lambda: _feed(clients[ORACLE], shocked) and not _mark(endpoints[LIQUIDATOR])["halted"], 60,
                "the halt to end")
-    wait_until(bot.step, 60, "the liquidation")
+    try:
+        wait_until(bot.step, 60, "the liquidation")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; the liquidator's refusals: {bot.refused or 'none'}, the trader's "
+                           f"margin: {clients[LIQUIDATOR].account(accounts[TRADER])['collateral']}") from exc
     record = bot.taken[0]
     qty = int(record["qty"])
     premium = int(record["mark_price"]) * qty // E9 - int(record["price"]) * qty // E9
