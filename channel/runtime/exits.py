@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -59,7 +59,7 @@ class CertificateSource(Protocol):
     """What the exit needs of the consensus driver (on the trio thread only)."""
 
     @property
-    def certificates(self) -> dict[int, Certificate]: ...
+    def certificates(self) -> Mapping[int, Certificate]: ...
 
     def latest_certificate(self) -> Certificate | None: ...
 
