@@ -114,7 +114,9 @@ class RpcChain(Chain):
         super().__init__(Web3(HTTPProvider(url, request_kwargs={"timeout": timeout})))
 
     def _rpc(self, method: str, params: list[Any]) -> Any:
-        response = self.w3.provider.make_request(method, params)  # type: ignore[arg-type]
+        # connection failures retried as the client's calls are (seen once under load: the chain
+        # server dropped the connection of an evm_increaseTime, RemoteDisconnected)
+        response = retrying(lambda: self.w3.provider.make_request(method, params), what=method)  # type: ignore[arg-type]
         if "error" in response:
             raise SettlementError(f"{method} failed: {response['error']}")
         return response.get("result")

@@ -327,6 +327,13 @@ class _Calls:
     def evidence(self) -> Any:
         return self.call("parley_evidence")
 
+    def start_exit(self) -> Any:
+        """Start the emergency exit from the node (`RpcError` -32005 with data.reason if it cannot)."""
+        return self.call("parley_exit")
+
+    def exit_status(self) -> Any:
+        return self.call("parley_exitStatus")
+
     def discover(self) -> Any:
         return self.call("rpc.discover")
 

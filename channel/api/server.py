@@ -34,6 +34,13 @@
   ``parley_orderBook``, ``parley_openOrders``, ``parley_order``, ``parley_myTrades``,
   ``parley_trades`` and ``parley_markets`` read, in the shapes of `channel.runtime.trading`. A
   read naming a market the genesis does not hold is -32602 naming it; an unknown order -32004.
+- The emergency exit: ``parley_exit`` starts it as a background task of the node
+  (`channel.runtime.exits`; -32005 with ``data.reason`` ``no_chain``, ``no_certificate`` or
+  ``already_exiting`` when it cannot), ``parley_exitStatus`` shows its progress.
+- ``GET /`` is the trading page (``/app.js``, ``/style.css``: the static files of
+  ``channel/api/page``, no token needed to load them; the page asks for the token and sends it
+  like any client), with a Content-Security-Policy that allows no inline script and no other
+  origin.
 - ``GET /openrpc.json`` (and the ``rpc.discover`` method) describe every method. ``GET /metrics``
   is the Prometheus endpoint (no token: it is on loopback and holds only counts): the node's
   gauges and counters, the submit, delivery and finality latency histograms
@@ -55,6 +62,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import trio
@@ -72,7 +80,14 @@ from wsproto.extensions import PerMessageDeflate
 
 from channel.errors import StorageUnavailable
 from channel.runtime.events import Subscriber
-from channel.runtime.service import NodeService, NotReady, RequestIdConflict, RequestRejected, UnknownMarket
+from channel.runtime.service import (
+    ExitRefused,
+    NodeService,
+    NotReady,
+    RequestIdConflict,
+    RequestRejected,
+    UnknownMarket,
+)
 from channel.runtime.trading import LEVELS, MAX_DEPTH, MAX_LIMIT
 from crdt.jsontext import MAX_NESTING, deeper_than_limit
 from crdt.kinds import (
@@ -111,6 +126,7 @@ REJECTED = -32001
 NOT_READY = -32002  # the node does not know its own last seq yet (a new store): nothing signed
 STORAGE = -32003  # the store refused the write (a full disk): nothing signed
 NOT_FOUND = -32004
+EXIT_REFUSED = -32005  # parley_exit cannot start: data.reason is no_chain, no_certificate or already_exiting
 REQUEST_ID_CONFLICT = "request_id_conflict"  # data.reason of an INVALID_PARAMS: the key names another request
 
 TRANSFER, ORDER_PLACE, ORDER_CANCEL, ORDER_CANCEL_ALL = "transfer", "order.place", "order.cancel", "order.cancel_all"
@@ -559,6 +575,17 @@ async def _liquidate(node: NodeService, args: list[Any]) -> Any:
     return {**receipt, "liquidation": node.liquidation(_hex(receipt["op_id"], "op_id", 32))}
 
 
+async def _exit(node: NodeService, args: list[Any]) -> Any:
+    try:
+        return node.start_exit()
+    except ExitRefused as exc:
+        raise RpcError(EXIT_REFUSED, f"cannot exit: {exc}", {"reason": exc.reason}) from exc
+
+
+async def _exit_status(node: NodeService, args: list[Any]) -> Any:
+    return node.exit_status()
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
@@ -643,6 +670,17 @@ METHODS: dict[str, Method] = {
                "Sign a liquidate of another account's perp position (this node's participant must be a "
                "liquidator; the account must be below maintenance margin). Returns {op_id, seq, status, "
                "liquidation}.", _liquidate),
+        Method("parley_exit", (), 0,
+               "Start the emergency exit from this node, in the background: close the channel on-chain with the "
+               "newest certificate (or challenge an older checkpoint in dispute), wait out the dispute window, "
+               "finalize, and claim this participant's payouts and refunds, as `parley exit` does. Refused with "
+               "-32005 and data.reason no_chain, no_certificate or already_exiting. Returns parley_exitStatus.",
+               _exit),
+        Method("parley_exitStatus", (), 0,
+               "The emergency exit's progress: phase (idle, starting, proposing, challenged, waiting, finalising, "
+               "claiming, claimed, failed), running, attempts, version, proposed, challenged, finalized, "
+               "finalizes_at, chain_now, window and remaining (chain seconds), claimed, already_claimed, refunded, "
+               "message, error, events, and chain (whether a chain is configured).", _exit_status),
         Method("rpc.discover", (), 0, "This API's OpenRPC document.", _discover),
     )
 }
@@ -818,6 +856,24 @@ def _json(payload: Any, status_code: int = 200) -> Response:
     return Response(encode_response(payload), status_code=status_code, media_type="application/json")
 
 
+# -- the web page (static files of channel/api/page, package data) -------------------------------------
+
+PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
+              "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+              "/style.css": ("style.css", "text/css; charset=utf-8")}
+# no inline script or style, nothing from elsewhere; the page talks only to this API
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "connect-src 'self' ws://127.0.0.1:* ws://localhost:*; "
+            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+PAGE_HEADERS = {"Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer", "Cache-Control": "no-store", "X-Frame-Options": "DENY"}
+
+
+def page_file(name: str) -> bytes:
+    """One file of the page, read from the installed package."""
+    return resources.files("channel.api").joinpath("page", name).read_bytes()
+
+
 def build_app(node: NodeService, token: str) -> Starlette:
     registry = CollectorRegistry()
     registry.register(_NodeCollector(node))
@@ -852,6 +908,10 @@ def build_app(node: NodeService, token: str) -> Starlette:
     async def metrics(request: Request) -> Response:
         return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
 
+    async def page(request: Request) -> Response:
+        name, media_type = PAGE_FILES[request.url.path]
+        return Response(page_file(name), media_type=media_type, headers=PAGE_HEADERS)
+
     sockets = 0
 
     async def websocket(ws: WebSocket) -> None:
@@ -875,6 +935,7 @@ def build_app(node: NodeService, token: str) -> Starlette:
         Route("/rpc", rpc, methods=["POST"]),
         Route("/openrpc.json", openrpc, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *(Route(path, page, methods=["GET"]) for path in PAGE_FILES),
         WebSocketRoute("/ws", websocket),
     ])
 

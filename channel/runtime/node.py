@@ -59,7 +59,7 @@ from channel.runtime.keystore import write_atomic
 from channel.runtime.market_feed import MarketFeed
 from channel.runtime.metrics import NodeMetrics, RateWindow
 from channel.runtime.perp_feed import PerpFeed
-from channel.runtime.service import NotReady, RequestIdConflict, RequestRejected, UnknownMarket
+from channel.runtime.service import NO_CHAIN, ExitRefused, NotReady, RequestIdConflict, RequestRejected, UnknownMarket
 from channel.runtime.store import Store
 from crdt import cbor
 from crdt.certificate import Certificate
@@ -82,6 +82,7 @@ from p2p.transport import PeerId, Transport
 if TYPE_CHECKING:
     from channel.runtime.chain_worker import ChainWorker
     from channel.runtime.driver import ConsensusDriver, DriverConfig
+    from channel.runtime.exits import NodeExit
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ class Node:
         self.peer: Peer | None = None
         self.driver: ConsensusDriver | None = None
         self.chain_worker: ChainWorker | None = None
+        self.exits: NodeExit | None = None  # with a chain configured (`channel.runtime.exits`)
         self.wall_clock = wall_clock
         self.started: float | None = None  # trio time when it began to run (`open_node`)
         self._lock = trio.Lock()
@@ -573,6 +575,19 @@ class Node:
             return None
         return self.driver.latest_certificate() if version is None else self.driver.certificates.get(version)
 
+    def start_exit(self) -> dict[str, Any]:
+        if self.exits is None:
+            raise ExitRefused(NO_CHAIN, "this node has no chain configured ([chain] rpc in node.toml), so it "
+                                        "cannot exit from here; use `parley exit` with the certificate files")
+        return self.exits.start()
+
+    def exit_status(self) -> dict[str, Any]:
+        if self.exits is None:
+            from channel.runtime.exits import ExitProgress
+
+            return {**ExitProgress().json(), "chain": False}
+        return {**self.exits.status, "chain": True}
+
     def evidence(self) -> list[dict[str, Any]]:
         """Misbehaviour this node holds proof of: equivocations, and what consensus recorded."""
         found = [{"kind": "equivocation", **evidence.describe()} for evidence in self.replica.evidence()]
@@ -792,6 +807,7 @@ async def _serve(
 ) -> None:
     from channel.runtime.chain_worker import ChainWorker
     from channel.runtime.driver import ConsensusDriver, DriverConfig
+    from channel.runtime.exits import NodeExit, chain_client
 
     token = api_token(config.data_dir)
     libp2p_config = host_config(config, node.genesis, node.key, password)
@@ -810,6 +826,10 @@ async def _serve(
             if config.chain is not None:
                 node.chain_worker = ChainWorker(node, node.driver, config.chain, config.data_dir)
                 await nursery.start(node.chain_worker.run)
+                rpc, private_key, genesis = config.chain.rpc, node.key.private_key, node.genesis
+                node.exits = NodeExit(genesis, node.address, node.driver,
+                                      lambda: chain_client(rpc, private_key, genesis))
+                nursery.start_soon(node.exits.run)
             url = await nursery.start(serve_api, node, token, config.api_host, config.api_port)
             info = {
                 "url": url, "peer_id": peer_name(transport.local_id), "p2p": transport.listen_addrs(),

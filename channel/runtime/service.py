@@ -54,6 +54,18 @@ class UnknownMarket(ChannelError):
         self.market = market
 
 
+NO_CHAIN, NO_CERTIFICATE, ALREADY_EXITING = "no_chain", "no_certificate", "already_exiting"
+
+
+class ExitRefused(ChannelError):
+    """The emergency exit cannot start; `reason` is ``no_chain`` (no chain configured),
+    ``no_certificate`` (no checkpoint certified yet) or ``already_exiting``."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 class Events(Protocol):
     def open(
         self, topic: str, params: Mapping[str, Any] | None = None
@@ -108,6 +120,16 @@ class NodeService(Protocol):
     def evidence(self) -> list[dict[str, Any]]: ...
 
     def missing_parents(self) -> int: ...
+
+    # -- the emergency exit (`channel.runtime.exits`) ---------------------------------------------
+
+    def start_exit(self) -> dict[str, Any]:
+        """Start the emergency exit in the background (`ExitRefused` if it cannot); its status."""
+        ...
+
+    def exit_status(self) -> dict[str, Any]:
+        """The exit's phase and numbers (``idle`` before any)."""
+        ...
 
     # -- trading (every market argument may raise `UnknownMarket`) ------------------------------
 

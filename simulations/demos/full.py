@@ -201,6 +201,8 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
                            "the deposits to be credited")
             console.print("[green]1.[/green] 4 nodes up; the deposits are credited by checkpoint "
                           f"{_stats(endpoints[0])['version']}")
+            console.print(f"   the web page, while the demo runs: {endpoints[0].url}/ (token: cat "
+                          f"{cluster.node_dirs[0] / 'api-token'})")
 
             plan = [(node, 10 * DEPOSIT if node == BYZANTINE and i % 8 == 3 else amount)  # node 3 overdraws
                     for i, (node, amount) in enumerate(seeded_plan(4, transfers, seed))]

@@ -320,6 +320,21 @@ def test_openrpc_document_lists_every_method(channel_dir: Path, tmp_path: Path) 
     with_node(channel_dir, tmp_path, body)
 
 
+def test_the_exit_without_a_chain_is_refused_typed(channel_dir: Path, tmp_path: Path) -> None:
+    async def body(node: Node, endpoint: Endpoint) -> None:
+        async with AsyncClient(endpoint) as client:
+            status = await client.exit_status()
+            with pytest.raises(ApiError) as refused:
+                await client.start_exit()
+            document = await client.discover()
+        assert (status["phase"], status["running"], status["chain"], status["error"]) == ("idle", False, False, None)
+        assert (refused.value.code, refused.value.data) == (-32005, {"reason": "no_chain"})
+        assert "no chain configured" in str(refused.value)
+        assert {"parley_exit", "parley_exitStatus"} <= {m["name"] for m in document["methods"]}
+
+    with_node(channel_dir, tmp_path, body)
+
+
 def test_metrics_serve_latency_histograms_and_process_metrics(channel_dir: Path, tmp_path: Path) -> None:
     async def body(node: Node, endpoint: Endpoint) -> None:
         async with AsyncClient(endpoint) as client:
