@@ -1,11 +1,11 @@
 """Soak: a 4-node channel of real processes under a steady transfer load for a while, sampling
 what would run out first on a node left for weeks: memory, the store on disk, and latency.
 
-    python benchmarks/soak.py [--seconds 120] [--rate 40] [--sample 5] [--out DIR]
+    python benchmarks/soak.py [--seconds 1200] [--rate 40] [--sample 10] [--out DIR] [--keep DIR]
 
 Prints one JSON line per sample (``soak_sample``: per node its resident memory and data
-directory in MB, the operations it holds, its certified version, its submit and finality p50
-from its own histograms) and a summary (``soak``). The baseline is the same run's first
+directory in MB, its open file descriptors, the operations it holds, its certified version,
+its submit and finality p50 from its own histograms) and a summary (``soak``). The baseline is the same run's first
 quarter, after a warm-up: the summary sets the last quarter beside it (resident memory growth
 per node, store bytes per operation, transfer latency p50/p99), so a leak shows as growth that
 the load alone does not explain. With ``--out`` it also writes ``soak.jsonl`` and ``soak.png``
@@ -43,6 +43,10 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
 def dir_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
 
@@ -73,6 +77,7 @@ def sample(nodes: list[NodeProcess], endpoints: list[Endpoint], elapsed: float) 
         latency = stats.get("latency", {})
         rows.append({
             "rss_mb": round(rss_mb(node.process.pid), 1), "store_mb": round(dir_mb(node.data_dir), 2),
+            "fds": open_fds(node.process.pid),
             "operations": stats["operations"], "certified": stats.get("certified", 0),
             "ops_per_s": stats["ops_per_s"],
             "submit_p50_ms": latency.get("submit", {}).get("p50_ms"),
@@ -83,9 +88,9 @@ def sample(nodes: list[NodeProcess], endpoints: list[Endpoint], elapsed: float) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--seconds", type=float, default=1200.0)
     parser.add_argument("--rate", type=float, default=40.0, help="transfers per second, over all nodes")
-    parser.add_argument("--sample", type=float, default=5.0, help="seconds between samples")
+    parser.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--out", type=Path, help="a folder for soak.jsonl and soak.png")
     parser.add_argument("--keep", type=Path, help="run the channel in this (new) folder and keep it: logs, stores")
     args = parser.parse_args()
@@ -125,7 +130,8 @@ def main() -> None:
     early = [lat for at, lat in latencies if at <= cut]
     late = [lat for at, lat in latencies if at >= began + args.seconds * 0.75]
     emit(bench="soak", seconds=args.seconds, rate=args.rate, transfers=len(latencies), errors=len(errors),
-         rss_mb_end=[n["rss_mb"] for n in last["nodes"]],
+         rss_mb_end=[n["rss_mb"] for n in last["nodes"]], fds_end=[n["fds"] for n in last["nodes"]],
+         fds_growth=max(b["fds"] - a["fds"] for a, b in zip(first["nodes"], last["nodes"], strict=True)),
          rss_growth_after_warmup_pct=round(100 * max(growth), 1),
          store_bytes_per_op=round(store * 2**20 / ops) if ops else None,
          latency_first_quarter=percentiles(early) if early else None,
