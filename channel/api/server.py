@@ -78,6 +78,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from wsproto.extensions import PerMessageDeflate
 
+from channel.api.schemas import result_schemas
 from channel.errors import StorageUnavailable
 from channel.runtime.events import Subscriber
 from channel.runtime.service import (
@@ -89,6 +90,8 @@ from channel.runtime.service import (
     UnknownMarket,
 )
 from channel.runtime.trading import LEVELS, MAX_DEPTH, MAX_LIMIT
+from crdt.certificate import Certificate
+from crdt.genesis import Genesis
 from crdt.jsontext import MAX_NESTING, deeper_than_limit
 from crdt.kinds import (
     ADDRESS,
@@ -357,6 +360,11 @@ async def _certificate(node: NodeService, args: list[Any]) -> Any:
     certificate = node.certificate(None if version is None else _uint(version, "version"))
     if certificate is None:
         raise RpcError(NOT_FOUND, "no certificate yet" if version is None else f"no certificate for version {version}")
+    return certificate_json(certificate, node.genesis)
+
+
+def certificate_json(certificate: Certificate, genesis: Genesis) -> dict[str, Any]:
+    """What parley_certificate answers: the checkpoint's fields, its signers and its CBOR."""
     checkpoint = certificate.checkpoint
     return {
         "version": checkpoint.version,
@@ -365,7 +373,7 @@ async def _certificate(node: NodeService, args: list[Any]) -> Any:
         "totals": [str(total) for total in checkpoint.totals],
         "deposit_nonce": checkpoint.deposit_nonce,
         "time": checkpoint.time,
-        "signers": ["0x" + signer.hex() for signer in certificate.signers(node.genesis)],
+        "signers": ["0x" + signer.hex() for signer in certificate.signers(genesis)],
         "certificate": "0x" + certificate.encode().hex(),
     }
 
@@ -709,6 +717,10 @@ def _param_schemas(kinds: Registry) -> dict[tuple[str, str], dict[str, Any]]:
     for method in ("parley_orderBook", "parley_openOrders", "parley_myTrades", "parley_trades"):
         schemas[(method, "market")] = dict(MARKET_SYMBOL.schema)
     schemas[("parley_order", "order")] = dict(OP_ID.schema)
+    schemas[("parley_status", "op_id")] = dict(OP_ID.schema)
+    schemas[("parley_balances", "account")] = dict(ADDRESS.schema)
+    schemas[("parley_certificate", "version")] = {"type": "integer", "minimum": 1,
+                                                  "description": "the newest when left out"}
     for method in ("parley_openOrders", "parley_positions", "parley_account", "parley_fundingPayments"):
         schemas[(method, "account")] = dict(ADDRESS.schema)
     schemas[("parley_fundingHistory", "market")] = dict(MARKET_SYMBOL.schema)
@@ -726,8 +738,13 @@ def _param_schemas(kinds: Registry) -> dict[tuple[str, str], dict[str, Any]]:
 
 def openrpc_document(kinds: Registry = KINDS) -> dict[str, Any]:
     """The OpenRPC document: every method, with a JSON Schema per operation kind (under
-    ``components.schemas``, named by the kind) derived from the registry of kinds."""
+    ``components.schemas``, named by the kind) derived from the registry of kinds, and each
+    method's result from its model in `channel.api.schemas` (their components beside the kinds')."""
     param_schemas = _param_schemas(kinds)
+    results, models = result_schemas()
+    clash = set(models) & set(kinds)
+    if clash:
+        raise ValueError(f"result models named like operation kinds: {sorted(clash)}")
     methods = [
         {
             "name": m.name,
@@ -736,7 +753,7 @@ def openrpc_document(kinds: Registry = KINDS) -> dict[str, Any]:
                 {"name": p, "required": i < m.required, "schema": param_schemas.get((m.name, p), {})}
                 for i, p in enumerate(m.params)
             ],
-            "result": {"name": "result", "schema": {}},
+            "result": {"name": "result", "schema": results.get(m.name, {})},  # every method has one: a test
         }
         for m in METHODS.values()
     ]
@@ -769,7 +786,7 @@ def openrpc_document(kinds: Registry = KINDS) -> dict[str, Any]:
         "info": {"title": "Parley node API", "version": "1"},
         "servers": [{"name": "HTTP", "url": "/rpc"}, {"name": "WebSocket", "url": "/ws"}],
         "methods": methods,
-        "components": {"schemas": {name: kinds[name].json_schema() for name in kinds}},
+        "components": {"schemas": {**models, **{name: kinds[name].json_schema() for name in kinds}}},
     }
 
 

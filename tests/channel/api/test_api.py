@@ -381,7 +381,7 @@ def test_restart_restores_state_and_seq(channel_dir: Path, tmp_path: Path) -> No
 def test_openrpc_has_a_schema_per_kind_from_the_registry() -> None:
     document = openrpc_document()
     schemas = document["components"]["schemas"]
-    assert list(schemas) == list(KINDS)
+    assert [name for name in schemas if name in KINDS] == list(KINDS)  # beside the result models' schemas
     for name in KINDS:
         schema = schemas[name]
         assert schema == KINDS[name].json_schema()
