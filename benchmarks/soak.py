@@ -82,6 +82,7 @@ def sample(nodes: list[NodeProcess], endpoints: list[Endpoint], elapsed: float) 
             "ops_per_s": stats["ops_per_s"],
             "submit_p50_ms": latency.get("submit", {}).get("p50_ms"),
             "finality_p50_ms": latency.get("finality", {}).get("p50_ms"),
+            "catchup": stats.get("catchup"), "consensus_gossip": stats.get("consensus_gossip"),
         })
     return {"bench": "soak_sample", "t_s": round(elapsed, 1), "nodes": rows}
 

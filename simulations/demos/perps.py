@@ -6,7 +6,8 @@ deposits 10,000 USDC on-chain, and the genesis has ETH-PERP on USDC (10% initial
 maintenance, funding every 5 s of checkpoint time, a 10% circuit band). Everything goes through
 the nodes' local APIs, the bots are the reference ones (`simulations.perp_bots`):
 
-1. the oracle feeder posts 3,000; the maker quotes a ladder a little above it;
+1. the oracle feeder posts 3,000; the maker, `parley bot maker`'s ccxt strategy (MakerBot),
+   quotes a ladder a little above it;
 2. the trader sends most of its USDC away and opens a long of 2.5 ETH on 1,000 USDC (7.5x);
 3. funding runs: the book's bids above the oracle make longs pay;
 4. a price shock (2,640: -12%) trips the circuit breaker: the trader's next order is refused
@@ -31,9 +32,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import ccxt
 from rich.console import Console
 from rich.table import Table
 
+from channel.api.ccxt import install
 from channel.api.client import ApiError, Client, Endpoint
 from channel.runtime.chain_worker import ChainConfig
 from channel.runtime.genesis_file import DEMO_MARKETS
@@ -48,6 +51,7 @@ from settlement.server import ChainServerProcess
 from simulations.cluster import NodeProcess, create_cluster, start_all, stop_all, wait_until
 from simulations.demos.full import _certified_state, _claim, _exit, _free_is, _same_roots, _wallets
 from simulations.fixtures import deploy
+from simulations.maker_bot import MakerBot
 from simulations.perp_bots import LiquidatorBot, OracleFeeder
 
 E9 = 10**9
@@ -55,6 +59,7 @@ DEPOSIT = 10_000 * E9
 ORACLE, MAKER, TRADER, LIQUIDATOR = range(4)
 NAMES = ("oracle", "maker", "trader", "liquidator")
 SYMBOL = "ETH-PERP"
+SWAP = "ETH/USDC:USDC"  # the market as ccxt names a linear swap
 PERP = replace(
     DEMO_MARKETS[0], symbol=SYMBOL, kind=MarketKind.PERP, base=Symbol("ETH"),
     perp=PerpParams(
@@ -118,7 +123,7 @@ def run_perp_demo(*, seed: int = 0, folder: Path | None = None, quiet: bool = Fa
                 wait_until(partial(_free_is, client, accounts[ORACLE], "USDC", DEPOSIT), 60, "the deposits")
             console.print(f"chain {server.url}: channel 0x{channel.hex()[:16]}… with ETH-PERP on USDC; 4 deposits "
                           f"of {format_e9(DEPOSIT)} USDC, credited by the first checkpoint")
-            found = _trade(console, clients, endpoints, accounts)
+            found = _trade(console, clients, endpoints, accounts, processes[MAKER].data_dir)
             # the newest certificate holds everything (nothing is tentative any more): every node is asked then
             certificate, _ = wait_until(partial(_certified_state, clients[LIQUIDATOR]), 60, "the newest certificate")
             roots = wait_until(lambda: _same_roots(endpoints), 60, "the nodes to agree")
@@ -162,7 +167,8 @@ def _view(client: Client, accounts: list[str]) -> tuple[Any, Any, list[dict[str,
             [client.account(a)["collateral"]["USDC"] for a in accounts])
 
 
-def _trade(console: Console, clients: list[Client], endpoints: list[Endpoint], accounts: list[str]) -> dict[str, Any]:
+def _trade(console: Console, clients: list[Client], endpoints: list[Endpoint], accounts: list[str],
+           maker_dir: Path) -> dict[str, Any]:
     """Steps 1 to 5: the oracle's price, the maker's ladder, the trader's long, funding, the shock
     and the halt, the liquidation."""
     feeder = OracleFeeder(clients[ORACLE], SYMBOL, iter([Decimal(3000), Decimal(2640)]))
@@ -170,9 +176,20 @@ def _trade(console: Console, clients: list[Client], endpoints: list[Endpoint], a
     feeder.step()
     wait_until(lambda: _fixed_at(endpoints, 3000 * E9), 60, "the first oracle price")
     console.print("[green]1.[/green] the oracle posted 3,000; a checkpoint fixed it on every node")
-    for level in range(1, 4):  # the maker's ladder leans above the oracle: longs will pay funding
-        _order(clients[MAKER], "buy", Decimal("0.5"), Decimal(2995 + 2 * level), "post_only")
-        _order(clients[MAKER], "sell", Decimal(1), Decimal(3000 + 2 * level), "post_only")
+    # The maker is `parley bot maker`'s MakerBot, a plain ccxt strategy on the node's swap market: one
+    # cycle quotes 1 ETH a level, 3 levels 2 USDC apart around a mid of 3,003, so the ladder leans above
+    # the oracle (bids 3,001, 2,999, 2,997) and longs will pay funding.
+    install()
+    maker = MakerBot(ccxt.parley({"apiKey": str(maker_dir)}), SWAP, spread=2.0, size=1.0, levels=3, mid=3003.0)
+    maker.step()
+    if len(maker.quotes) != 6:
+        raise RuntimeError(f"the maker bot quoted {len(maker.quotes)} of its 6 levels")
+    # the trader's order must come after the whole ladder: the trader's node holds it first
+    def ladder_seen() -> bool:
+        book = clients[TRADER].order_book(SYMBOL, 10)
+        return len(book["bids"]) == len(book["asks"]) == 3
+
+    wait_until(ladder_seen, 60, "the maker's ladder on the trader's node")
     clients[TRADER].transfer(accounts[MAKER], "USDC", 9000 * E9)
     opened = _order(clients[TRADER], "buy", Decimal("2.5"), Decimal(3010), "ioc")
     position = clients[TRADER].positions(accounts[TRADER])[0]
