@@ -51,6 +51,10 @@ import httpx
 from channel.errors import ChannelError, UserError
 from crdt.jsontext import MAX_NESTING, deeper_than_limit
 
+# an idle connection is reused for at most this long, well under the node's own keep-alive
+# (channel.api.server.SERVER_KEEP_ALIVE), so a request never meets a connection the node is closing
+KEEP_ALIVE = 5.0
+LIMITS = httpx.Limits(keepalive_expiry=KEEP_ALIVE)
 BAD_ANSWER = -32603  # the code of an `ApiError` for an answer that is not JSON-RPC
 DROPPED = -32000  # the code of the `ApiError` a subscription the node dropped raises
 
@@ -417,7 +421,7 @@ class _Calls:
 class Client(_Calls):
     def __init__(self, endpoint: Endpoint, timeout: float = 30.0, tokens: Tokens | None = None) -> None:
         self.endpoint = endpoint
-        self._http = httpx.Client(base_url=endpoint.url, headers=endpoint.headers, timeout=timeout)
+        self._http = httpx.Client(base_url=endpoint.url, headers=endpoint.headers, timeout=timeout, limits=LIMITS)
         self._ids = itertools.count(1)
         self._tokens, self._data_dir = tokens, None
 
@@ -469,7 +473,8 @@ class AsyncClient(_Calls):
 
     def __init__(self, endpoint: Endpoint, timeout: float = 30.0, tokens: Tokens | None = None) -> None:
         self.endpoint = endpoint
-        self._http = httpx.AsyncClient(base_url=endpoint.url, headers=endpoint.headers, timeout=timeout)
+        self._http = httpx.AsyncClient(base_url=endpoint.url, headers=endpoint.headers, timeout=timeout,
+                                       limits=LIMITS)
         self._ids = itertools.count(1)
         self._tokens, self._data_dir = tokens, None
 

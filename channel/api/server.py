@@ -112,6 +112,7 @@ from crdt.markets.config import MAX_MARKET_SYMBOL
 from crdt.types import Address
 
 MAX_REQUEST_BYTES = 1 << 20
+SERVER_KEEP_ALIVE = 60.0  # seconds an idle HTTP connection stays open (serve_api)
 MAX_BATCH = 100
 MAX_WEBSOCKETS = 64  # open at once; each costs a task, a buffer and its subscribers' fan-out
 MAX_SUBSCRIPTIONS = 16  # per WebSocket
@@ -1129,6 +1130,10 @@ async def serve_api(
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 1.0
+    # Longer than any client keeps an idle connection (httpx: 5 s, channel.api.client.KEEP_ALIVE):
+    # with both at 5 s the server closed idle connections just as clients reused them, and a
+    # request got "Server disconnected without sending a response" (the full demo, once in CI).
+    config.keep_alive_timeout = SERVER_KEEP_ALIVE
     config.websocket_max_message_size = MAX_REQUEST_BYTES  # larger messages: closed with 1009, not buffered
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(serve, build_app(node, token), config)

@@ -14,8 +14,8 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from channel.api.client import ApiError, AsyncClient, Client, Endpoint, Unauthorized
-from channel.api.server import INVALID_PARAMS, RpcError, openrpc_document, parse_body
+from channel.api.client import KEEP_ALIVE, ApiError, AsyncClient, Client, Endpoint, Unauthorized
+from channel.api.server import INVALID_PARAMS, SERVER_KEEP_ALIVE, RpcError, openrpc_document, parse_body
 from channel.runtime import keystore
 from channel.runtime.genesis_file import create_genesis_folder, load_genesis
 from channel.runtime.node import Node
@@ -352,6 +352,22 @@ def test_metrics_serve_latency_histograms_and_process_metrics(channel_dir: Path,
         assert 'parley_submit_seconds_bucket{le="+Inf"} 3.0' in metrics
         assert "process_resident_memory_bytes" in metrics
         assert "parley_operations 3.0" in metrics
+
+    with_node(channel_dir, tmp_path, body)
+
+
+def test_the_node_keeps_idle_connections_longer_than_its_clients_reuse_them(
+    channel_dir: Path, tmp_path: Path
+) -> None:
+    """Else a client reusing a connection the node is closing gets "Server disconnected without
+    sending a response" (the full demo did, once in CI, with both at 5 s)."""
+    assert KEEP_ALIVE * 2 <= SERVER_KEEP_ALIVE
+
+    async def body(node: Node, endpoint: Endpoint) -> None:
+        async with AsyncClient(endpoint) as client:
+            await client.stats()
+            await trio.sleep(KEEP_ALIVE + 1)  # idle past the client's expiry, within the server's
+            assert (await client.stats())["operations"] == 0
 
     with_node(channel_dir, tmp_path, body)
 
