@@ -230,3 +230,14 @@ def build_world(
         for token in tokens:
             TestTokenClient(deployer, "0x" + token.address.hex()).mint(account.address, 10**30)
     return World(chain, deployer, adjudicator, usdc, keys, accounts, genesis)
+
+
+def two_versions(world: World) -> tuple[Replica, Certificate, Certificate]:
+    """Two certified versions: deposits of 40 and 60 at v1, then a transfer of 25 at v2."""
+    world.deposit(0, 40 * E9)
+    world.deposit(1, 60 * E9)
+    replica = world.replica()
+    old = world.certify(replica, 1)
+    world.transfer(replica, 1, 3, 25 * E9, seq=1)
+    new = world.certify(replica, 2, signers=[0, 1, 3])
+    return replica, old, new

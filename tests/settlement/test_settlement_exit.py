@@ -8,22 +8,11 @@ import pytest
 
 from channel.runtime.watchtower import Watchtower
 from crdt.certificate import Certificate
-from crdt.replica import Replica
 from settlement.client import AdjudicatorClient, Sender, local_account
 from settlement.errors import InsufficientGas, NoCertificate, NotYourLeaf
 from settlement.exit import ExitEvent, run_exit
 from settlement.watcher import ChainWatcher
-from tests.settlement.settlement_kit import E9, WINDOW, World
-
-
-def two_versions(world: World) -> tuple[Replica, Certificate, Certificate]:
-    world.deposit(0, 40 * E9)
-    world.deposit(1, 60 * E9)
-    replica = world.replica()
-    old = world.certify(replica, 1)
-    world.transfer(replica, 1, 3, 25 * E9, seq=1)
-    new = world.certify(replica, 2, signers=[0, 1, 3])
-    return replica, old, new
+from tests.settlement.settlement_kit import E9, WINDOW, World, two_versions
 
 
 def test_watchtower_defeats_a_stale_proposal(world: World, tmp_path: Path) -> None:

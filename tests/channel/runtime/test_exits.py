@@ -14,10 +14,9 @@ import trio
 from channel.runtime.exits import MAX_ATTEMPTS, NodeExit
 from channel.runtime.service import ALREADY_EXITING, NO_CERTIFICATE, ExitRefused
 from crdt.certificate import Certificate
-from crdt.replica import Replica
 from settlement.chain import EmbeddedChain
 from settlement.client import AdjudicatorClient
-from tests.settlement.settlement_kit import E9, WINDOW, World, build_world
+from tests.settlement.settlement_kit import E9, WINDOW, World, build_world, two_versions
 
 
 @pytest.fixture
@@ -33,16 +32,6 @@ class Certificates:
 
     def latest_certificate(self) -> Certificate | None:
         return self.certificates[max(self.certificates)] if self.certificates else None
-
-
-def two_versions(world: World) -> tuple[Replica, Certificate, Certificate]:
-    world.deposit(0, 40 * E9)
-    world.deposit(1, 60 * E9)
-    replica = world.replica()
-    old = world.certify(replica, 1)
-    world.transfer(replica, 1, 3, 25 * E9, seq=1)
-    new = world.certify(replica, 2, signers=[0, 1, 3])
-    return replica, old, new
 
 
 def advance(world: World) -> Callable[[float], None]:
