@@ -169,11 +169,16 @@ async def run_order_flow(
             await trio.sleep(flow.pause)
 
     async def take(node: int, client: AsyncClient) -> None:
-        for _ in range(flow.taker_orders):
+        for i in range(flow.taker_orders):
             side = rng.choice((BUY, SELL))
             sign = 1 if side == BUY else -1
             qty = rng.randint(1, 20) * 10 * step
-            if rng.random() < flow.market_share:  # the worst price it accepts: a percent past the mid
+            if i == 0:  # a passive limit order first, three gaps behind the mid: it rests (every run has a
+                # resting taker order, which a Byzantine taker forges its self-cross on)
+                price = mid.value - sign * 3 * flow.gap * tick
+                await send(node, client, "order.place", order_body(market.symbol, side, LIMIT, GTC, price, qty),
+                           "limit")
+            elif rng.random() < flow.market_share:  # the worst price it accepts: a percent past the mid
                 worst = mid.value + sign * (mid.value // 100 // tick) * tick
                 await send(node, client, "order.place", order_body(market.symbol, side, MARKET, IOC, worst, qty),
                            "market")
