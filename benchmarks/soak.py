@@ -18,6 +18,7 @@ the store's growth per operation is expected, and memory grows with the graph to
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -74,6 +75,7 @@ def sample(nodes: list[NodeProcess], endpoints: list[Endpoint], elapsed: float) 
         assert node.process is not None
         with Client(endpoint) as client:
             stats = client.stats()
+            gossip = client.peers().get("gossip") or {}
         latency = stats.get("latency", {})
         rows.append({
             "rss_mb": round(rss_mb(node.process.pid), 1), "store_mb": round(dir_mb(node.data_dir), 2),
@@ -83,6 +85,13 @@ def sample(nodes: list[NodeProcess], endpoints: list[Endpoint], elapsed: float) 
             "submit_p50_ms": latency.get("submit", {}).get("p50_ms"),
             "finality_p50_ms": latency.get("finality", {}).get("p50_ms"),
             "catchup": stats.get("catchup"), "consensus_gossip": stats.get("consensus_gossip"),
+            "gossip_ops": stats.get("gossip_ops_received"), "sync_ops": stats.get("sync_ops_received"),
+            "sync_ticks_skipped": stats.get("sync_ticks_skipped"),
+            "connections": sum(p["connections"] for p in gossip.get("peers", {}).values()),
+            "pubsub_streams": sum(p["pubsub_stream"] for p in gossip.get("peers", {}).values()),
+            "topics": {t[:18]: [v["subscribed"], v["mesh"]] for t, v in gossip.get("topics", {}).items()},
+            "rpc_dropped": gossip.get("rpc_dropped"), "streams_lost": gossip.get("streams_lost"),
+            "rpcs_lost": gossip.get("rpcs_lost"), "consensus": stats.get("consensus"),
         })
     return {"bench": "soak_sample", "t_s": round(elapsed, 1), "nodes": rows}
 
@@ -137,9 +146,25 @@ def main() -> None:
          store_bytes_per_op=round(store * 2**20 / ops) if ops else None,
          latency_first_quarter=percentiles(early) if early else None,
          latency_last_quarter=percentiles(late) if late else None,
-         finality_p50_ms_end=[n["finality_p50_ms"] for n in last["nodes"]])
+         finality_p50_ms_end=[n["finality_p50_ms"] for n in last["nodes"]],
+         certified_end=[n["certified"] for n in last["nodes"]],
+         longest_stall_s=longest_stall(samples),
+         sync_copies_per_op=round(max(n["sync_ops"] or 0 for n in last["nodes"]) / last["nodes"][0]["operations"], 2))
     if args.out is not None:
         plot(samples, args.out)
+
+
+def longest_stall(samples: list[dict[str, Any]]) -> float:
+    """The longest time, over nodes, between two samples at which a node's certified version
+    stood still (0 if it moved at every sample)."""
+    longest = 0.0
+    for index in range(len(samples[0]["nodes"])):
+        since = samples[0]["t_s"]
+        for previous, current in itertools.pairwise(samples):
+            if current["nodes"][index]["certified"] > previous["nodes"][index]["certified"]:
+                since = current["t_s"]
+            longest = max(longest, current["t_s"] - since)
+    return round(longest, 1)
 
 
 def plot(samples: list[dict[str, Any]], out: Path) -> None:

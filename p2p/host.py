@@ -100,8 +100,19 @@ MAX_RPC_BYTES = 1024 * 1024
 
 
 class _LargeRpcQueue(RpcQueue):
+    """The per-peer outbound RPC queue, enlarged, counting what it refuses (py-libp2p drops an
+    RPC that meets a full queue with a DEBUG log line only)."""
+
+    dropped = 0  # process wide: one node per process
+
     def __init__(self, max_size: int = QUEUE_SIZE, max_message_size: int = MAX_RPC_BYTES) -> None:
         super().__init__(max_size=max_size, max_message_size=max_message_size)
+
+    def push(self, rpc: Any, priority: bool = False) -> bool:
+        accepted: bool = super().push(rpc, priority)
+        if not accepted and not self.closed:
+            _LargeRpcQueue.dropped += 1
+        return accepted
 
 
 pubsub_module.SUBSCRIPTION_CHANNEL_SIZE = QUEUE_SIZE
@@ -199,6 +210,18 @@ class _GuardedPubsub(Pubsub):
             await super().push_msg(msg_forwarder, msg)
         except Exception as exc:
             log.warning("pubsub message from %s failed: %s: %s", msg_forwarder, type(exc).__name__, exc)
+
+    streams_lost = 0  # pubsub streams to a peer that died (the peer may still be connected)
+    rpcs_lost = 0  # RPCs queued to those streams, never sent
+
+    def _handle_dead_peer(self, peer_id: ID) -> None:
+        if peer_id in self.peers:
+            queue = self.peer_queues.get(peer_id)
+            lost = len(queue) if queue is not None else 0
+            self.streams_lost += 1
+            self.rpcs_lost += lost
+            log.info("pubsub stream with %s lost, %d queued RPCs with it", peer_id, lost)
+        super()._handle_dead_peer(peer_id)
 
     def _fault(self, peer_id: ID, error: InvalidInput) -> None:
         if self.transport is not None:
@@ -492,6 +515,30 @@ class Libp2pTransport:
     def connected_peers(self) -> list[PeerId]:
         peers = [peer.to_bytes() for peer in self.host.get_connected_peers()]
         return [peer for peer in peers if self._is_admitted(ID(peer))]
+
+    def gossip_health(self) -> dict[str, Any]:
+        """What GossipSub holds, to tell a broken overlay from a quiet one: connections and
+        pubsub streams per connected peer, per topic the peers known to be subscribed and the
+        mesh, and the RPCs refused by full per-peer queues since the process began."""
+        swarm = self.host.get_network()
+        pubsub, router = self.pubsub, self.router
+        peers = {}
+        for peer_id in self.host.get_connected_peers():
+            queue = pubsub.peer_queues.get(peer_id)
+            peers[str(peer_id)] = {
+                "connections": len(swarm.get_connections(peer_id)),
+                "pubsub_stream": peer_id in pubsub.peers,
+                "queued": len(queue) if queue is not None else None,
+            }
+        topics = {
+            topic: {
+                "subscribed": len(pubsub.peer_topics.get(topic, ())),
+                "mesh": len(router.mesh.get(topic, ())),
+            }
+            for topic in sorted(pubsub.topic_ids)
+        }
+        return {"peers": peers, "topics": topics, "rpc_dropped": _LargeRpcQueue.dropped,
+                "streams_lost": pubsub.streams_lost, "rpcs_lost": pubsub.rpcs_lost}
 
     async def ban(self, peer: PeerId) -> None:
         peers = [peer] if self.admission is None else self.admission.ban(peer)

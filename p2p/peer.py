@@ -99,6 +99,7 @@ class PeerStatistics:
     gossip_rejected: int
     sync_sessions: int
     sync_ops_received: int
+    sync_ticks_skipped: int  # rounds not sent because the stream had not sent the last one yet
     sync_streams_failed: int
     not_persisted: int
     pending_expired: int
@@ -112,13 +113,28 @@ Expired = Callable[[Sequence[SignedOp]], None]  # operations dropped from the pe
 
 
 class _Session:
-    """One running sync stream: the pure session, its outbox and its cancel scope."""
+    """One running sync stream: the pure session, its outbox and its cancel scope.
+
+    ``unsent`` counts the messages queued and not yet written. While it is not zero the
+    stream is behind (the peer reads slower than we queue, or the connection is full), and
+    the session adds nothing that can wait: a tick is skipped, and a Status is answered
+    without a push (`SyncSession.receive`'s ``congested``). Without this, a loaded node's
+    sync queues grew without bound: each tick queued another Status and another push of what
+    the peer's stale report lacked, the same operations went out many times (ten sync copies
+    of every operation in a soak run on a loaded machine), and the connection they shared
+    with gossip was so full that checkpoint votes took seconds to cross it and consensus
+    stalled (README, "Soak")."""
 
     def __init__(self, peer: PeerId, session: SyncSession) -> None:
         self.peer = peer
         self.session = session
         self.outbox_send, self.outbox = trio.open_memory_channel[Message](math.inf)
         self.scope = trio.CancelScope()
+        self.unsent = 0
+
+    @property
+    def congested(self) -> bool:
+        return self.unsent > 0
 
     def send(self, messages: Iterable[Message]) -> None:
         for message in messages:
@@ -126,6 +142,7 @@ class _Session:
                 self.outbox_send.send_nowait(message)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return
+            self.unsent += 1
 
 
 class Peer:
@@ -167,6 +184,7 @@ class Peer:
                 "gossip_ops_received",
                 "gossip_rejected",
                 "sync_ops_received",
+                "sync_ticks_skipped",
                 "sync_streams_failed",
                 "not_persisted",
                 "pending_expired",
@@ -487,6 +505,7 @@ class Peer:
         try:
             async for message in handle.outbox:
                 await stream.write(encode_frame(encode_message(message), limits))
+                handle.unsent -= 1
         except (StreamClosed, TransportError):
             self._counts["sync_streams_failed"] += 1
             scope.cancel()
@@ -494,6 +513,9 @@ class Peer:
     async def _session_ticker(self, handle: _Session) -> None:
         while True:
             await trio.sleep(self.config.sync_interval)
+            if handle.congested:  # the last round has not left yet: this one would only queue behind it
+                self._counts["sync_ticks_skipped"] += 1
+                continue
             handle.send(handle.session.tick(self.view))
 
     async def _session_reader(self, stream: Stream, handle: _Session) -> None:
@@ -528,7 +550,9 @@ class Peer:
                 for frame in decoder.feed(data):
                     if not message_bucket.take(1, now):
                         raise RateLimited("sync message flood")
-                    step = session.receive(self.view, decode_message(frame, self.config.wire))
+                    step = session.receive(
+                        self.view, decode_message(frame, self.config.wire), congested=handle.congested
+                    )
                     handle.send(step.send)
                     if step.deliver:
                         ops = self._decode_ops(step.deliver)

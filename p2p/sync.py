@@ -169,6 +169,7 @@ class SyncStatistics:
     ops_pushed: int
     ops_received: int
     wants_sent: int
+    pushes_deferred: int
     requested: int
     wanted: int
 
@@ -189,6 +190,7 @@ class SyncSession:
         self._ops_pushed = 0
         self._ops_received = 0
         self._wants_sent = 0
+        self._pushes_deferred = 0
 
     # -- events from the driver ------------------------------------------------------------------
 
@@ -233,9 +235,14 @@ class SyncSession:
 
     # -- messages from the peer --------------------------------------------------------------------
 
-    def receive(self, view: GraphView, message: Message) -> Step:
+    def receive(self, view: GraphView, message: Message, *, congested: bool = False) -> Step:
+        """`congested`: what we sent before has not left yet (the driver's writer is behind), so
+        a Status is answered with no push: the peer's report is noted, and the next Status
+        after the queue drained gets what the peer still lacks then. Pushing into a full queue
+        only adds operations the peer will have from gossip or another peer by the time these
+        arrive, and delays everything queued behind them."""
         if isinstance(message, Status):
-            return self._on_status(view, message)
+            return self._on_status(view, message, congested)
         if isinstance(message, Want):
             return Step(send=self._pack(view.ops_by_id(message.ids), more=False))
         if isinstance(message, Ops):
@@ -245,7 +252,7 @@ class SyncSession:
             return Step(deliver=message.ops)
         raise TypeError(f"not a message: {message!r}")
 
-    def _on_status(self, view: GraphView, message: Status) -> Step:
+    def _on_status(self, view: GraphView, message: Status, congested: bool = False) -> Step:
         if message.channel != self.channel:
             raise UnexpectedMessage(f"status for channel 0x{message.channel.hex()}")
         self._statuses_received += 1
@@ -255,6 +262,9 @@ class SyncSession:
         for author, seq in reported.items():
             if seq > assumed.get(author, 0):
                 assumed[author] = seq
+        if congested:
+            self._pushes_deferred += 1
+            return Step(send=self.need(view, message.heads))
         limit = self.config.max_push_ops
         ours = dict(view.version_vector())
         # The first Status of a session (start-up catch-up) and the ones that pull the next
@@ -343,6 +353,7 @@ class SyncSession:
             ops_pushed=self._ops_pushed,
             ops_received=self._ops_received,
             wants_sent=self._wants_sent,
+            pushes_deferred=self._pushes_deferred,
             requested=len(self.requested),
             wanted=len(self.wanted),
         )

@@ -60,12 +60,42 @@ class Heads(Model):
     version_vector: dict[str, int]
 
 
+class GossipPeer(Model):
+    connections: int
+    pubsub_stream: bool
+    queued: int | None
+
+
+class GossipTopic(Model):
+    subscribed: int
+    mesh: int
+
+
+class Gossip(Model):
+    peers: dict[str, GossipPeer]
+    topics: dict[str, GossipTopic]
+    rpc_dropped: int
+    streams_lost: int
+    rpcs_lost: int
+
+
+class ConsensusProgress(Model):
+    height: int
+    started: bool
+    round: int
+    step: str
+    waiting_for_operations: bool
+    highest_seen: int
+    validations: dict[str, int]
+
+
 class Peers(Model):
     local_id: str | None
     connected: list[str]
     sync_sessions: list[str]
     banned: list[str]
     penalties: dict[str, Any]
+    gossip: Gossip | None = None  # over libp2p only: what GossipSub holds
 
 
 class Latency(Model):
@@ -99,9 +129,11 @@ class Stats(Model):
     gossip_rejected: int | None = None
     gossip_ops_received: int | None = None
     sync_ops_received: int | None = None
+    sync_ticks_skipped: int | None = None
     certified: int | None = None
     catchup: dict[str, int] | None = None
     consensus_gossip: dict[str, int] | None = None
+    consensus: ConsensusProgress | None = None
     chain: dict[str, Any] | None = Field(None, description="the chain worker's status, with a chain configured")
 
 

@@ -64,6 +64,7 @@ MAX_REQUEST_BYTES = 64
 MAX_FRAME_BYTES = MAX_MESSAGE_BYTES + MAX_CERTIFICATE_BYTES + 64
 READ_CHUNK = 64 * 1024
 FETCH_SECONDS = 10.0  # the whole exchange, on either side
+RETRY_FETCH_SECONDS = 3.0  # a client may ask a peer again that has not answered for this long
 REQUESTS_PER_SECOND, REQUEST_BURST = 2.0, 8.0  # per peer, on the server
 _LIMITS = WireLimits(max_frame_bytes=MAX_FRAME_BYTES)
 

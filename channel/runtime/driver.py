@@ -35,10 +35,17 @@ Catch-up (`channel.runtime.catchup`): peers send the proof of a recent version t
 show it is behind, but they keep only a few versions in memory, and nobody sends a version's
 commits twice. So a node also asks one peer at a time (in turn) for the stored proofs and
 certificates it lacks: at start-up, when it sees messages of a version beyond the one it works
-on, when its version has not decided in round 0, for a decided version whose certificate has
-not formed within `certificate_grace` seconds, and every `catchup_idle` seconds anyway (idle
-peers send nothing that would show we are behind). It asks at most once per `catchup_period`,
-and again at once (the next peer in turn) while the answers bring new versions.
+on, when its version has not decided in round 0, when the height it works on started
+`stuck_after` seconds ago and has not decided (a vote gossip lost is never sent again, and
+round 0 never times out while a step waits for a quorum of votes that were lost: before this,
+such a height waited for `catchup_idle`, which a soak under load showed as stalls of tens of
+seconds), for a decided version whose certificate has not formed within `certificate_grace`
+seconds, and every `catchup_idle` seconds anyway (idle peers send nothing that would show we
+are behind). It asks at most once per `catchup_period`,
+and again at once (the next peer in turn) while the answers bring new versions. A request may
+be in flight to each peer, and a peer that has not answered within `RETRY_FETCH_SECONDS` may be
+asked again in its turn: one that does not answer (down, cut off, or its connection full)
+neither holds every node's catch-up for the exchange's 10 s, as it did, nor its own turn.
 
 A node whose store lost its signing log (`channel.runtime.node.SignerState`: ``vote_from`` unknown)
 abstains (`Consensus.abstain_below`): it follows and decides, but signs no proposal or vote,
@@ -61,7 +68,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -98,7 +105,7 @@ from channel.core.consensus import (
     signer_of,
 )
 from channel.core.validation import LocalView, validate_proposal
-from channel.runtime.catchup import MAX_RECORDS, PROTOCOL, Answer, CatchUpServer, Request, fetch
+from channel.runtime.catchup import MAX_RECORDS, PROTOCOL, RETRY_FETCH_SECONDS, Answer, CatchUpServer, Request, fetch
 from channel.runtime.certificates import HeldCertificates
 from channel.runtime.keystore import Key
 from channel.runtime.store import Store
@@ -134,6 +141,7 @@ class DriverConfig:
     time_bound_ms: int = 10_000  # a proposal's time must be this close to our clock
     catchup_period: float = 1.0  # seconds between two catch-up requests
     catchup_idle: float = 10.0  # ask anyway after this long without asking
+    stuck_after: float = 2.0  # a height started this long ago and not decided pulls its votes
     certificate_grace: float = 2.0  # a decided version's commits normally all arrive by then
     timeouts: TimeoutConfig = field(
         default_factory=lambda: TimeoutConfig(
@@ -200,7 +208,13 @@ class NodeApplication(Application):
     def validate(self, height: int, value: CheckpointProposal) -> Validity | NeedOperations:
         driver = self.driver
         view = LocalView(self.replica, driver.confirmed_deposits, driver.clock(), driver.config.time_bound_ms)
-        return validate_proposal(view, height, value)
+        answer = validate_proposal(view, height, value)
+        outcome = "need_operations" if isinstance(answer, NeedOperations) else answer.name.lower()
+        driver.validation_counts[outcome] += 1
+        if answer is Validity.INVALID:
+            log.info("proposal for checkpoint %d is invalid here (time %d, our clock %d)", height,
+                     value.checkpoint.time, view.now_ms)
+        return answer
 
 
 class VoteGate(Protocol):
@@ -277,7 +291,7 @@ class ConsensusDriver:
         self.catchup_server = CatchUpServer(self.genesis.channel_id, node.store)
         self.catchup_counts = {"requests": 0, "failed": 0, "versions": 0, "certificates": 0, "votes": 0}
         self._pulled: set[bytes] = set()  # digests of the consensus messages catch-up answers brought
-        self._fetching = False
+        self._fetching: dict[PeerId, float] = {}  # peers a catch-up request of ours is in flight to: since
         self._last_fetch = -math.inf
         self._caught_up = False  # no peer has told us its latest version yet
         self._next_peer = 0
@@ -289,6 +303,7 @@ class ConsensusDriver:
         self.on_certified: list[Callable[[Certificate], None]] = []
         # the consensus topic's validator: what it checked, and what it decoded for the reader
         self.gossip_counts = {"received": 0, "rejected": 0}
+        self.validation_counts: Counter[str] = Counter()  # what validating others' proposals answered
         self._checked: OrderedDict[bytes, None] = OrderedDict()
         self._decoded: OrderedDict[bytes, tuple[Message, int]] = OrderedDict()
         self._decoded_bytes = 0
@@ -329,6 +344,19 @@ class ConsensusDriver:
     def credited_deposits(self, first: int, last: int) -> list[Deposit]:
         """The deposits that certified checkpoints credited, nonces `first` to `last`."""
         return [d for cut in self.replica.cuts for d in cut.deposits if first <= d.nonce <= last]
+
+    def progress(self) -> dict[str, Any]:
+        """Where the version this node works on stands: to tell a stalled height from an idle one."""
+        consensus = self.consensus
+        return {
+            "height": self.height,
+            "started": self.started,
+            "round": consensus.round,
+            "step": consensus.step.name.lower(),
+            "waiting_for_operations": self._pending is not None,
+            "highest_seen": self.highest_seen,
+            "validations": dict(sorted(self.validation_counts.items())),
+        }
 
     def latest_certificate(self) -> Certificate | None:
         return self.certificates.newest()
@@ -472,8 +500,8 @@ class ConsensusDriver:
                 if self.highest_seen >= self.height or (due and self.app.has_news()):
                     await self._start()
         elif kind == "fetched":
-            self._fetching = False
             peer, answer = item
+            self._fetching.pop(peer, None)
             if answer is not None:
                 await self._catch_up(peer, answer)
 
@@ -557,6 +585,7 @@ class ConsensusDriver:
             or self.abstaining  # asking every peer in turn until a quorum has answered
             or self.highest_seen > self.height  # others vote on a later version
             or (self.started and self.consensus.round > 0)  # our version did not decide in round 0
+            or (self.started and now - self.last_start >= self.config.stuck_after)  # votes may be lost
             or now - self._last_fetch >= self.config.catchup_idle  # peers may be idle, and ahead
         )
         if self._pending is None and behind:
@@ -565,17 +594,19 @@ class ConsensusDriver:
 
     def _maybe_fetch(self) -> None:
         now = trio.current_time()
-        if self._fetching or now - self._last_fetch < self.config.catchup_period:
+        if now - self._last_fetch < self.config.catchup_period:
             return
         first = self._catch_up_from(now)
         if first is None:
             return
         peers = sorted(self.transport.connected_peers())
-        if not peers:
-            return
-        peer = peers[self._next_peer % len(peers)]
-        self._next_peer += 1
-        self._fetching = True
+        turn = [peers[(self._next_peer + i) % len(peers)] for i in range(len(peers))]
+        free = [peer for peer in turn if now - self._fetching.get(peer, -math.inf) >= RETRY_FETCH_SECONDS]
+        if not free:
+            return  # every peer has a request of ours in flight
+        peer = free[0]
+        self._next_peer = peers.index(peer) + 1
+        self._fetching[peer] = now
         self._last_fetch = now
         assert self._nursery is not None
         self._nursery.start_soon(self._fetch, peer, Request(self.genesis.channel_id, first, MAX_RECORDS))

@@ -518,10 +518,12 @@ class Node:
             stats["gossip_rejected"] = peer_stats.gossip_rejected
             stats["gossip_ops_received"] = peer_stats.gossip_ops_received
             stats["sync_ops_received"] = peer_stats.sync_ops_received
+            stats["sync_ticks_skipped"] = peer_stats.sync_ticks_skipped
         if self.driver is not None:
             stats["certified"] = self.driver.certificates.versions.max()
             stats["catchup"] = dict(self.driver.catchup_counts)
             stats["consensus_gossip"] = dict(self.driver.gossip_counts)  # penalties and bans: peers()
+            stats["consensus"] = self.driver.progress()
         if self.chain_worker is not None:
             stats["chain"] = asdict(self.chain_worker.status)
         return stats
@@ -536,6 +538,7 @@ class Node:
             "sync_sessions": sorted(peer_name(p) for p in self.peer.sessions()),
             "banned": [peer_name(p) for p in peer_stats.banned],
             "penalties": peer_stats.penalties,
+            "gossip": health() if (health := getattr(self.peer.transport, "gossip_health", None)) else None,
         }
 
 

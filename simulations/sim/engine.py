@@ -68,6 +68,7 @@ from channel.runtime.catchup import (
     MAX_FRAME_BYTES,
     MAX_RECORDS,
     MAX_VOTES,
+    RETRY_FETCH_SECONDS,
     Request,
     decode_reply,
     decode_request,
@@ -100,6 +101,7 @@ OPS, SYNC, CONSENSUS, CATCHUP, ANSWER = "ops", "sync", "consensus", "catchup", "
 PULLED_LIMIT = 4096  # consensus messages a node remembers having pulled (as the driver)
 CHANNELS = (OPS, SYNC, CONSENSUS, CATCHUP, ANSWER)
 CATCHUP_LIMITS = WireLimits(max_frame_bytes=MAX_FRAME_BYTES)
+RETRY_FETCH_MS = int(RETRY_FETCH_SECONDS * 1000)  # a peer not answering this long may be asked again
 FETCH_MS = int(FETCH_SECONDS * 1000)  # a catch-up request unanswered this long is given up
 DECODED_MESSAGES = 8192  # consensus messages decoded once for all nodes (oldest dropped first)
 
@@ -288,7 +290,7 @@ class SimNode:
         self.seen: set[MessageId] = set()
         # checkpoint catch-up (channel.runtime.driver, "catch-up"): the stored proofs, the client's state
         self.proofs: dict[int, bytes] = {}
-        self.fetching = 0  # the number of the request in flight (0: none)
+        self.fetching: dict[int, tuple[int, int]] = {}  # peer -> (number, sent at) of our request in flight
         self.fetches = 0
         self.last_fetch = -(10**12)
         self.caught_up = False
@@ -642,7 +644,7 @@ class Engine:
             elif channel == CATCHUP:
                 self._serve_catchup(node, src, payload)
             else:
-                self._on_catchup_answer(node, payload)
+                self._on_catchup_answer(node, src, payload)
         except InvalidInput as exc:  # the real node scores the peer down and drops the input
             self._reject(node, exc)
 
@@ -914,32 +916,40 @@ class Engine:
     # -- checkpoint catch-up (channel.runtime.catchup, as the driver uses it) -----------------------
 
     def _maybe_fetch(self, node: SimNode) -> None:
-        """As `ConsensusDriver._maybe_fetch`: ask one peer at a time, in turn, for the stored
-        proofs after our version, when we may be behind."""
+        """As `ConsensusDriver._maybe_fetch`: ask the peers in turn, one a catch-up period and
+        each with at most one request in flight, for the stored proofs after our version, when
+        we may be behind."""
         c = self.scenario.consensus
-        if node.fetching or self.now - node.last_fetch < c.catchup_period_ms or node.pending is not None:
+        if self.now - node.last_fetch < c.catchup_period_ms or node.pending is not None:
             return
         behind = (
             not node.caught_up
             or node.highest_seen > node.height
             or (node.started and node.consensus.round > 0)
+            or (node.started and self.now - node.last_start >= c.stuck_after_ms)
             or self.now - node.last_fetch >= c.catchup_idle_ms
         )
         if not behind:
             return
         peers = list(node.sessions)
-        peer = peers[node.next_peer % len(peers)]
-        node.next_peer += 1
+        free = [peers[(node.next_peer + i) % len(peers)] for i in range(len(peers))]
+        retry = RETRY_FETCH_MS
+        free = [peer for peer in free if peer not in node.fetching or self.now - node.fetching[peer][1] >= retry]
+        if not free:
+            return  # every peer has a request of ours in flight
+        peer = free[0]
+        node.next_peer = peers.index(peer) + 1
         node.fetches += 1
-        node.fetching = node.fetches
+        node.fetching[peer] = (node.fetches, self.now)
         node.last_fetch = self.now
         request = Request(self.genesis.channel_id, node.replica.version + 1, MAX_RECORDS)
         self._send(node, peer, CATCHUP, encode_request(request))
         self._push(self.now + FETCH_MS, FETCH_EXPIRED, node.index, node.fetches)
 
     def _fetch_expired(self, node: SimNode, number: int) -> None:
-        if node.fetching == number:
-            node.fetching = 0
+        for peer, in_flight in list(node.fetching.items()):
+            if in_flight[0] == number:
+                del node.fetching[peer]
 
     def _serve_catchup(self, node: SimNode, src: int, payload: bytes) -> None:
         """As `CatchUpServer.handle`: the stored proofs from the first version asked, this node's
@@ -956,11 +966,10 @@ class Engine:
         frames.append(encode_end(node.replica.version))
         self._send(node, src, ANSWER, b"".join(encode_frame(frame, CATCHUP_LIMITS) for frame in frames))
 
-    def _on_catchup_answer(self, node: SimNode, payload: bytes) -> None:
+    def _on_catchup_answer(self, node: SimNode, src: int, payload: bytes) -> None:
         """As `ConsensusDriver._catch_up`: apply the proofs in version order."""
-        if not node.fetching:
+        if node.fetching.pop(src, None) is None:
             return  # given up on: the real driver closed that stream
-        node.fetching = 0
         replies = [decode_reply(frame) for frame in FrameDecoder(MAX_FRAME_BYTES).feed(payload)]
         latest = next((reply for reply in replies if isinstance(reply, int)), 0)
         before = node.replica.version
@@ -1035,7 +1044,7 @@ class Engine:
         if not self.switches.forget_signing_log:
             node.consensus.restore([record for record in store.signed if record.height >= node.height])
         node.started, node.last_start, node.highest_seen, node.pending = False, -(10**12), 0, None
-        node.catching_up, node.caught_up, node.fetching, node.next_peer = False, False, 0, 0
+        node.catching_up, node.caught_up, node.fetching, node.next_peer = False, False, {}, 0
         node.gaps, node.gap_due, node.last_status, node.seen = {}, False, None, set()
         node.first_at_seq, node.equivocations_seen = {}, []
         if node.honest:

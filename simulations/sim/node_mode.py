@@ -97,7 +97,7 @@ def _configs(scenario: Scenario) -> tuple[DriverConfig, PeerConfig]:
     )
     driver = DriverConfig(
         interval=c.interval_ms / 1000, time_bound_ms=c.time_bound_ms, catchup_period=c.catchup_period_ms / 1000,
-        catchup_idle=c.catchup_idle_ms / 1000, timeouts=timeouts,
+        catchup_idle=c.catchup_idle_ms / 1000, stuck_after=c.stuck_after_ms / 1000, timeouts=timeouts,
     )
     sync = scenario.sync
     return driver, PeerConfig(sync_interval=sync.interval_ms / 1000, gap_grace=sync.gap_grace_ms / 1000)

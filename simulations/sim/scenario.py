@@ -149,6 +149,7 @@ class ConsensusSpec(_Strict):
     interval_ms: int = Field(default=1000, ge=1)
     catchup_period_ms: int = Field(default=1000, ge=1)
     catchup_idle_ms: int = Field(default=10_000, ge=1)
+    stuck_after_ms: int = Field(default=2000, ge=1)
     # the runtime driver publishes a `Send` (a decision proof for one peer) on the consensus
     # topic, so every node gets it, relayed; False (the default, cheaper): point to point only
     send_publishes: bool = False

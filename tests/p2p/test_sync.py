@@ -212,3 +212,23 @@ def test_a_want_nobody_answers_is_dropped_after_its_retries() -> None:
         assert [m.ids for m in side.session.tick(side.view) if isinstance(m, Want)] == [(nowhere,)]
     assert [m for m in side.session.tick(side.view) if isinstance(m, Want)] == []
     assert side.session.statistics().wanted == side.session.statistics().requested == 0
+
+
+def test_a_congested_session_answers_a_status_without_pushing_and_pushes_once_drained() -> None:
+    """While our queue to the peer has not drained, a Status gets no push (it would queue behind
+    what is still unsent, and be stale on arrival); the next Status after it drained gets what
+    the peer still lacks. A Status's unknown heads are still asked for."""
+    a, b = Side(b"A", SyncConfig()), Side(b"B", SyncConfig())
+    for op in POOL:
+        a.replica.receive(op)
+    b_status = b.session.status(b.view)
+    congested = a.session.receive(a.view, b_status, congested=True)
+    assert not any(isinstance(m, Ops) for m in congested.send)
+    assert a.session.statistics().pushes_deferred == 1
+    drained = a.session.receive(a.view, b_status)
+    pushed = [raw for m in drained.send if isinstance(m, Ops) for raw in m.ops]
+    assert len(pushed) == len(a.replica.graph.ops)  # the first answered Status gets everything
+    a_status = a.session.status(a.view)
+    asked = b.session.receive(b.view, a_status, congested=True)
+    assert any(isinstance(m, Want) for m in asked.send)  # a's heads, unknown to b, are wanted
+    assert not any(isinstance(m, Ops) for m in asked.send)
