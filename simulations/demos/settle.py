@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from eth_account import Account
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -124,32 +125,35 @@ def owed_by(genesis: Genesis, state: CertifiedState) -> dict[tuple[str, str], Ow
 
 def settlement_table(console: Console, genesis: Genesis, names: Sequence[str], owed: dict[tuple[str, str], Owed],
                      certificate: Certificate, paid: dict[tuple[str, str], int]) -> bool:
-    """A table of each participant's arithmetic per token and what the contract paid; True if
-    every payment is what the state owes, which is also what the certificate's balance leaf says."""
+    """A table per token of each participant's arithmetic and what the contract paid; True if
+    every payment is what the state owes, which is also what the certificate's balance leaf
+    says. A perp market's collateral token has the positions' columns too (and the debt, if any
+    account has one)."""
     accounts = ["0x" + p.address.hex() for p in genesis.participants]
-    perps = any(entry.perp for entry in owed.values())
-    table = Table(title=f"settlement at v{certificate.version}: each wallet is paid its balances"
-                        f"{', positions closed at the oracle price' if perps else ' after trading'}")
-    columns = ["", "token", "free + locked", "held by open orders"]
-    columns += ["debt", "PnL at the oracle", "funding owed"] if perps else []
-    for column in (*columns, "paid", "= leaf"):
-        table.add_column(column, justify="left" if column in ("", "token") else "right")
     ok = True
     for token in genesis.tokens:
         places = min(token.decimals, 6)
-        for name, account in zip(names, accounts, strict=True):
-            entry = owed[(account, token.symbol)]
+        rows = [owed[(account, token.symbol)] for account in accounts]
+        perp = any(row.perp for row in rows)
+        debts = any(row.debt for row in rows)
+        terms = "free + locked + held by open orders" + (" - debt" if debts else "")
+        terms += " + PnL at the oracle price - funding owed (at least 0)" if perp else ""
+        title = f"{token.symbol} at v{certificate.version}: paid = {terms}, apportioned to token units"
+        table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0))
+        columns = ["", "free + locked", "held"] + (["debt"] if debts else []) + (["PnL", "funding"] if perp else [])
+        for column in (*columns, "paid = leaf"):
+            table.add_column(column, justify="left" if not column else "right", no_wrap=bool(column))
+        for name, account, entry in zip(names, accounts, rows, strict=True):
             leaf, _ = certificate.proof_for(address_bytes(account), token.address, BALANCE)
             got = paid[(account, token.symbol)]
             right = got == entry.units == leaf.amount
             ok &= right
-            cells = [name, token.symbol, fixed(entry.free + entry.locked, places), fixed(entry.held, places)]
-            if perps:
-                cells += ([fixed(-entry.debt, places), fixed(entry.pnl, places), fixed(entry.funding, places)]
-                          if entry.perp else ["-"] * 3)
-            table.add_row(*cells, fixed(to_e9(got, token.decimals), places),
-                          "[green]✓[/green]" if right else f"[red]✗ owed {entry.units}, leaf {leaf.amount}[/red]")
-    console.print(table)
+            cells = [name, fixed(entry.free + entry.locked, places), fixed(entry.held, places)]
+            cells += [fixed(-entry.debt, places)] if debts else []
+            cells += [fixed(entry.pnl, places), fixed(entry.funding, places)] if perp else []
+            table.add_row(*cells, f"{fixed(to_e9(got, token.decimals), places)} "
+                          + ("[green]✓[/green]" if right else f"[red]✗ owed {entry.units}, leaf {leaf.amount}[/red]"))
+        console.print(table)
     return ok
 
 
