@@ -5,14 +5,14 @@
    the spot market ETH/USDC and the perpetual ETH-PERP on USDC, is opened and every participant
    deposits 10,000 USDC and 5 ETH, which the first checkpoint credits;
 2. five nodes run over libp2p: node 0 a market maker, node 1 a market maker and the
-   liquidator, nodes 2 and 3 traders, node 4 the oracle; node 3 is Byzantine: it signs a second operation for every seq
-   it uses (equivocation), signs operations replay must reject, and after each of its orders
-   signs one it cannot fund and, if its order rests, one that crosses it (a self-trade);
+   liquidator, nodes 2 and 3 traders, node 4 the oracle; node 3 is Byzantine: it signs a second
+   operation for every seq it uses (equivocation), signs operations replay must reject, and
+   after each of its orders signs one it cannot fund and, if its order rests, one that crosses
+   it (a self-trade);
 3. transfers flow through the first four nodes' local APIs while two market makers (nodes 0
    and 1) quote a ladder around a moving mid and takers (nodes 2 and 3) send limit and market
-   orders
-   (`simulations.trading`); every node shows its book and last trades, and they all agree on
-   the fills, the state hash and the payout root; replay rejected every unfunded order
+   orders (`simulations.trading`); every node shows its book and last trades, and they all
+   agree on the fills, the state hash and the payout root; replay rejected every unfunded order
    (insufficient_balance), removed each resting order a cross of its own owner met, and never
    filled an account against itself; checkpoints are certified by BFT consensus and proposed
    on-chain by a rotating submitter, and the channel stays open;
