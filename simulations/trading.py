@@ -314,9 +314,9 @@ def check_views(views: list[MarketView], journal: Sequence[dict[str, Any]]) -> T
 
 
 def fixed(amount: int, places: int) -> str:
-    """An e9 amount with exactly `places` decimals (truncated), without floats."""
-    whole, fraction = divmod(amount, E9)
-    return f"{whole}" + (f".{fraction:09d}"[: places + 1] if places else "")
+    """An e9 amount with exactly `places` decimals (truncated toward zero), without floats."""
+    whole, fraction = divmod(abs(amount), E9)
+    return ("-" if amount < 0 else "") + f"{whole}" + (f".{fraction:09d}"[: places + 1] if places else "")
 
 
 def places_of(step: int) -> int:

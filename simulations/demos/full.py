@@ -1,63 +1,70 @@
-"""``parley demo``: the whole life of a channel, on one embedded chain and four node processes.
+"""``parley demo``: the whole life of a channel, on one embedded chain and five node processes.
 
 1. an embedded chain (eth-tester + py-evm) is served on 127.0.0.1; the adjudicator, a 6-decimal
    USDC-like and an 18-decimal ETH-like test token are deployed; the channel, whose genesis has
-   the spot market ETH/USDC, is opened and every participant deposits 10,000 USDC and 5 ETH,
-   which the first checkpoint credits;
-2. four nodes run over libp2p; node 3 is Byzantine: it signs a second operation for every seq
-   it uses (equivocation), signs operations replay must reject, and after each of its orders
-   signs one it cannot fund and, if its order rests, one that crosses it (a self-trade);
-3. transfers flow through the nodes' local APIs while two market makers (nodes 0 and 1) quote a
-   ladder around a moving mid and takers (nodes 2 and 3) send limit and market orders
-   (`simulations.trading`); every node shows its book and last trades, and they all agree on
-   the fills, the state hash and the payout root; replay rejected every unfunded order
+   the spot market ETH/USDC and the perpetual ETH-PERP on USDC, is opened and every participant
+   deposits 10,000 USDC and 5 ETH, which the first checkpoint credits;
+2. five nodes run over libp2p: node 0 a market maker, node 1 a market maker and the
+   liquidator, nodes 2 and 3 traders, node 4 the oracle; node 3 is Byzantine: it signs a second
+   operation for every seq it uses (equivocation), signs operations replay must reject, and
+   after each of its orders signs one it cannot fund and, if its order rests, one that crosses
+   it (a self-trade);
+3. transfers flow through the first four nodes' local APIs while two market makers (nodes 0
+   and 1) quote a ladder around a moving mid and takers (nodes 2 and 3) send limit and market
+   orders (`simulations.trading`); every node shows its book and last trades, and they all
+   agree on the fills, the state hash and the payout root; replay rejected every unfunded order
    (insufficient_balance), removed each resting order a cross of its own owner met, and never
    filled an account against itself; checkpoints are certified by BFT consensus and proposed
    on-chain by a rotating submitter, and the channel stays open;
 4. a participant withdraws 100 USDC; one dispute window later (the demo moves the embedded
    chain's clock forward) the nodes finalise the checkpoint that holds it, and the participant
    claims it on-chain while the channel carries on: a new deposit is credited, trading goes on;
-5. the Byzantine node is stopped, and the other three keep finalising (3 is the threshold);
-6. a participant takes the newest certificate from their node, everyone goes offline, and
-   ``parley exit`` closes the channel with it, waits out the dispute window and finalises; every
-   participant claims its USDC and ETH, and what each is paid is checked against its balances
-   after trading (free, held by its open orders and locked) as the certificate's state holds
-   them.
+5. the perpetual market (`simulations.demos.perp_phase`, the same code as ``parley demo
+   --perps``): the oracle feeder (node 4) posts a price, the ccxt MakerBot quotes ETH-PERP on
+   node 0, the trader (node 2) opens a leveraged long, funding runs, a price shock trips the
+   circuit breaker (an order refused ``market_halted``), and after the halt the LiquidatorBot
+   (node 1) takes the position, the premium split to the base unit; every node has the same
+   positions, funding and payout root;
+6. the Byzantine node is stopped, and the other four keep finalising (4 is the threshold);
+7. the liquidator, who holds the long it took, takes the newest certificate from its node,
+   everyone goes offline, and ``parley exit`` closes the channel with it, waits out the dispute
+   window and finalises; every participant claims its USDC and ETH, and what each is paid is
+   checked (`simulations.demos.settle`) against its balances after trading (free, held by its
+   open orders and locked) and, in USDC, its positions closed at the oracle price less the
+   funding they owe, as the certificate's state holds them, and against the certificate's leaf.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
-from eth_account import Account
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from channel.api.client import Client, Endpoint
-from channel.runtime import keystore
 from channel.runtime.chain_worker import ChainConfig
+from channel.runtime.genesis_file import DEMO_MARKETS
 from crdt.certificate import Certificate
-from crdt.genesis import Genesis, Role, Token
+from crdt.genesis import Role, Token
 from crdt.markets.book import SELF_TRADE
 from crdt.markets.config import Market
 from crdt.merkle import BALANCE
-from crdt.units import apportion, format_e9, to_e9
+from crdt.units import format_e9
 from settlement.chain import RpcChain
-from settlement.client import AdjudicatorClient, Sender, TestTokenClient, address_bytes, checksum
-from settlement.exit import ExitResult, claim_leaves
+from settlement.client import AdjudicatorClient, TestTokenClient, address_bytes, checksum
 from settlement.server import ChainServerProcess
 from simulations.byzantine import read_journal
-from simulations.cluster import CLUSTER_PASSWORD, NodeProcess, create_cluster, start_all, stop_all, wait_until
+from simulations.cluster import NodeProcess, create_cluster, start_all, stop_all, wait_until
+from simulations.demos import settle
 from simulations.demos.network import Workload, converge, progress_bar, run_workload, seeded_plan
+from simulations.demos.perp_phase import PERP, PerpRoles, run_perp_phase, views_agree
 from simulations.fixtures import deploy
 from simulations.trading import (
     Flow,
@@ -66,7 +73,6 @@ from simulations.trading import (
     agreement_table,
     book_table,
     check_views,
-    fixed,
     forged_table,
     market_views,
     run_order_flow,
@@ -80,6 +86,9 @@ WITHDRAWAL = 100 * E9
 LATE_DEPOSIT = 50 * E9
 BYZANTINE = 3
 MAKERS = (0, 1)
+SPOT_NODES = 4  # the spot phase's nodes; the fifth is the oracle
+PERP_ROLES = PerpRoles(oracle=4, maker=0, trader=2, liquidator=1)
+NAMES = ("0 maker", "1 liquidator", "2 trader", "3 byz", "4 oracle")
 
 
 def _is_final(client: Client, op_id: str) -> bool:
@@ -93,18 +102,6 @@ def _all_judged(client: Client, journal: list[dict[str, Any]]) -> bool:
 
 def _free_is(client: Client, account: str, token: str, amount: int) -> bool:
     return int(client.balances(account)[account][token]["free"]) == amount
-
-
-def _same_roots(endpoints: list[Endpoint]) -> tuple[str, str] | None:
-    """The nodes' (state hash, payout root) when they all agree, else None."""
-    roots = {(s["state_hash"], s["payout_root"]) for s in (_stats(endpoint) for endpoint in endpoints)}
-    return next(iter(roots)) if len(roots) == 1 else None
-
-
-def _stats(endpoint: Endpoint) -> dict[str, Any]:
-    with Client(endpoint) as client:
-        result: dict[str, Any] = client.stats()
-        return result
 
 
 async def _traffic(endpoints: list[Endpoint], accounts: list[str], plan: list[tuple[int, int]], market: Market,
@@ -131,7 +128,7 @@ def _show_trading(console: Console, endpoints: list[Endpoint], market: Market, j
     """Every node's book, last trades and fills, and what replay made of the Byzantine node's
     forged orders, read from each node's API."""
     views = trio.run(market_views, endpoints, market.symbol, journal)
-    stats = [_stats(endpoint) for endpoint in endpoints]
+    stats = [settle.stats(endpoint) for endpoint in endpoints]
     check = check_views(views, journal)
     notes = {BYZANTINE: " byz"}
     console.print(book_table(market, views, notes))
@@ -161,7 +158,8 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="parley-demo-") as tmp:
         root = folder or Path(tmp)
-        console.rule("[bold]Parley demo[/bold]: 4 nodes, one Byzantine, trading ETH/USDC, settled on an embedded chain")
+        console.rule("[bold]Parley demo[/bold]: 5 nodes, one Byzantine, trading ETH/USDC and ETH-PERP, settled on an "
+                     "embedded chain")
         server = ChainServerProcess()
         processes: list[NodeProcess] = []
         try:
@@ -173,16 +171,17 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             console.print(f"chain {server.url} (id {chain.chain_id}): adjudicator {adjudicator.address}, "
                           f"USDC {wallets['USDC'].address}, ETH {wallets['ETH'].address}")
             cluster = create_cluster(
-                root, 4, tokens=list(deployment.tokens), initial=0,
-                roles=[Role.MARKET_MAKER] * 2 + [Role.TRADER] * 2, finality_interval=0.5,
+                root, 5, tokens=list(deployment.tokens), initial=0, markets=[DEMO_MARKETS[0], PERP],
+                roles=[Role.MARKET_MAKER, Role.LIQUIDATOR, Role.TRADER, Role.TRADER, Role.ORACLE],
+                finality_interval=0.5,
                 byzantine={BYZANTINE: ("equivocate", "invalid", "unfunded", "self_trade")},
                 node_chain=ChainConfig(rpc=server.url, confirmations=1, settle_every=1, poll_interval=0.3),
                 chain_id=chain.chain_id, adjudicator=adjudicator.address_bytes, dispute_window=3600, seed=seed,
             )
             genesis = cluster.genesis
-            market = genesis.markets[0]
+            market = next(m for m in genesis.markets if m.symbol == DEMO_MARKETS[0].symbol)
             channel = adjudicator.open_genesis(genesis)
-            for symbol, units in (("USDC", (4 * DEPOSIT + LATE_DEPOSIT) // 1000), ("ETH", 4 * ETH_DEPOSIT * E9)):
+            for symbol, units in (("USDC", (5 * DEPOSIT + LATE_DEPOSIT) // 1000), ("ETH", 5 * ETH_DEPOSIT * E9)):
                 wallets[symbol].mint(deployer.address, units)
                 wallets[symbol].approve(adjudicator.address, units)  # once, for every deposit
             accounts = ["0x" + p.address.hex() for p in genesis.participants]
@@ -190,17 +189,18 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
                 chain.fund(checksum(account), 10**20)  # gas for proposals, challenges and the exit
                 adjudicator.deposit(channel, usdc_token, DEPOSIT, account)
                 adjudicator.deposit(channel, eth_token, ETH_DEPOSIT, account)
-            console.print(f"channel 0x{channel.hex()[:16]}… opened with the market {market.symbol}; 4 deposits of "
+            console.print(f"channel 0x{channel.hex()[:16]}… opened with the markets {market.symbol} and {PERP.symbol}; "
+                          f"5 deposits of "
                           f"{format_e9(DEPOSIT)} USDC and {format_e9(ETH_DEPOSIT)} ETH")
 
-            processes = [cluster.process(i) for i in range(4)]
+            processes = [cluster.process(i) for i in range(len(accounts))]
             endpoints = start_all(processes)
             clients = [Client(endpoint) for endpoint in endpoints]
             for client in clients:
                 wait_until(partial(_free_is, client, accounts[0], "ETH", ETH_DEPOSIT), 60,
                            "the deposits to be credited")
-            console.print("[green]1.[/green] 4 nodes up; the deposits are credited by checkpoint "
-                          f"{_stats(endpoints[0])['version']}")
+            console.print("[green]1.[/green] 5 nodes up; the deposits are credited by checkpoint "
+                          f"{settle.stats(endpoints[0])['version']}")
             console.print(f"   the web page, while the demo runs: {endpoints[0].url}/ (token: cat "
                           f"{cluster.node_dirs[0] / 'api-token'})")
 
@@ -208,17 +208,18 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
                     for i, (node, amount) in enumerate(seeded_plan(4, transfers, seed))]
             flow = Flow(seed=seed)
             with progress_bar(console) as progress:
-                workload, orders = trio.run(_traffic, endpoints, accounts, plan, market, flow, progress)
+                workload, orders = trio.run(_traffic, endpoints[:SPOT_NODES], accounts[:SPOT_NODES], plan, market,
+                                            flow, progress)
             stats, _ = trio.run(converge, endpoints, workload.accepted + orders.submitted)
             for index in range(3):  # a node's newest operation has all its earlier ones in its past
                 newest = max(workload.last[index], orders.last[index])[1]
                 for client in clients[:3]:
                     wait_until(partial(_is_final, client, newest), 60, "the transfers and orders to be final")
-            honest = _stats(endpoints[0])
+            honest = settle.stats(endpoints[0])
             converged = len({s["state_hash"] for s in stats}) == 1
-            same = "all 4 nodes hold the same state" if converged else "[red]the nodes did NOT converge[/red]"
+            same = "all 5 nodes hold the same state" if converged else "[red]the nodes did NOT converge[/red]"
             console.print(f"[green]2.[/green] {workload.accepted} transfers and {orders.submitted} orders and cancels "
-                          f"through the 4 APIs at once; {same}; final at checkpoint {honest['version']}\n"
+                          f"through the first 4 APIs at once; {same}; final at checkpoint {honest['version']}\n"
                           f"   {workload.summary()}\n   {orders.summary()}")
             evidence = clients[0].evidence()
             console.print(f"   evidence: {len(evidence)} equivocations by {accounts[BYZANTINE][:10]}…; "
@@ -228,7 +229,7 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
                 wait_until(partial(_all_judged, client, journal), 60, "the forged orders to reach every node")
             trading = _show_trading(console, endpoints, market, journal)
             final = honest["version"]  # decided; its certificate forms once the commits are in
-            wait_until(lambda: _stats(endpoints[0])["certified"] >= final, 60, "the certificate")
+            wait_until(lambda: settle.stats(endpoints[0])["certified"] >= final, 60, "the certificate")
             wait_until(lambda: adjudicator.settlement(channel).version >= final, 60, "the proposal on-chain")
             settled = adjudicator.settlement(channel).version
             console.print(f"[green]3.[/green] checkpoint {settled} is proposed on-chain by its designated "
@@ -237,41 +238,62 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             withdrawal = _withdraw_and_claim(console, root, chain, adjudicator, wallets["USDC"], clients, endpoints,
                                              accounts, channel, usdc_token)
 
-            processes[BYZANTINE].stop()
-            before = _stats(endpoints[0])["version"]
-            more = [clients[i % 3].transfer(accounts[(i + 1) % 3], "USDC", E9 // 100) for i in range(30)]
-            for client in clients[:3]:
-                wait_until(partial(_is_final, client, more[-1]["op_id"]), 60, "finality without node 3")
-            after = _stats(endpoints[0])["version"]
-            console.print(f"[green]5.[/green] Byzantine node stopped; the other 3 keep finalising: checkpoint "
-                          f"{before} → {after}")
-            roots = wait_until(partial(_same_roots, endpoints[:3]), 60, "the honest nodes to agree")
-            console.print(f"   state hash  [bold]{roots[0]}[/bold]\n   payout root [bold]{roots[1]}[/bold] "
-                          "(the same on the 3 running nodes)")
+            perp = run_perp_phase(console, clients, endpoints, accounts, processes[PERP_ROLES.maker].data_dir,
+                                  PERP_ROLES, lambda i: f"[green]5.{i}[/green]")
+            # once every node holds the newest certified state, every node is asked
+            wait_until(partial(settle.certified_state, clients[PERP_ROLES.liquidator], accounts), 60,
+                       "the newest certificate")
+            perp_roots = wait_until(partial(settle.same_roots, endpoints), 60, "the nodes to agree")
+            perp_views, perp_agree = views_agree(clients, accounts)
+            verdict = "[green]all 5 nodes agree[/green]" if perp_agree else "[red]the nodes DISAGREE[/red]"
+            console.print(f"[green]5.6[/green] {verdict} on positions, funding and margins; state hash "
+                          f"{perp_roots[0][:18]}…, payout root {perp_roots[1][:18]}…")
 
-            user = 1
-            certificate, balances = wait_until(partial(_certified_state, clients[user]), 60, "the newest certificate")
+            processes[BYZANTINE].stop()
+            running = [i for i in range(len(accounts)) if i != BYZANTINE]
+            before = settle.stats(endpoints[0])["version"]
+            senders = [i for i in running if i != PERP_ROLES.trader]  # the trader's USDC went with its long
+            more = [clients[senders[i % 3]].transfer(accounts[senders[(i + 1) % 3]], "USDC", E9 // 100)
+                    for i in range(30)]
+            for index in running:
+                wait_until(partial(_is_final, clients[index], more[-1]["op_id"]), 60, "finality without node 3")
+            after = settle.stats(endpoints[0])["version"]
+            console.print(f"[green]6.[/green] Byzantine node stopped; the other {len(running)} keep finalising "
+                          f"({genesis.threshold} is the threshold): checkpoint {before} → {after}")
+            roots = wait_until(partial(settle.same_roots, [endpoints[i] for i in running]), 60,
+                               "the honest nodes to agree")
+            console.print(f"   state hash  [bold]{roots[0]}[/bold]\n   payout root [bold]{roots[1]}[/bold] "
+                          f"(the same on the {len(running)} running nodes)")
+
+            user = PERP_ROLES.liquidator  # it holds the long it took
+            state = wait_until(partial(settle.certified_state, clients[user], accounts), 60, "the newest certificate")
+            certificate = state.certificate
             exit_version = certificate.version
             (root / "exit").mkdir(exist_ok=True)
             (root / "exit" / "newest.cbor").write_bytes(certificate.encode())
-            owed = _owed(genesis, balances)
+            owed = settle.owed_by(genesis, state)
+            held = [p for p in state.positions if p["account"] == accounts[user]]
             for client in clients:
                 client.close()
             stop_all(processes)
-            console.print(f"[green]6.[/green] every node is offline; participant {user} runs parley exit with its "
-                          f"newest certificate (v{exit_version})")
-            before_exit = _wallets(wallets, accounts)
-            _exit(console, root, exit_version, server.url, accounts[user], adjudicator, chain, channel)
+            holding = ", ".join(f"{p['side']} {format_e9(int(p['size']))} {p['market']}" for p in held)
+            console.print(f"[green]7.[/green] every node is offline; participant {user} (the liquidator, holding "
+                          f"{holding or 'nothing'}) runs parley exit with its newest certificate (v{exit_version})")
+            before_exit = settle.wallets(wallets, accounts)
+            settle.run_exit(console, root, exit_version, server.url, accounts[user], adjudicator, chain, channel)
             for index, account in enumerate(accounts):
                 if index != user:
-                    _claim(root, chain, adjudicator, channel, certificate, account)
-            paid = {key: after_exit - before_exit[key] for key, after_exit in _wallets(wallets, accounts).items()}
+                    settle.claim(root, chain, adjudicator, channel, certificate, account)
+            paid = {key: after_exit - before_exit[key] for key, after_exit in settle.wallets(wallets, accounts).items()}
         finally:
             stop_all(processes)
             server.stop()
-        settlement_ok = _show_settlement(console, genesis, accounts, owed, certificate, paid)
+        settlement_ok = settle.settlement_table(console, genesis, NAMES, owed, certificate, paid)
         unfunded_ok = trading.unfunded_rejected == trading.unfunded * len(accounts)
-        ok = converged and settlement_ok and trading.agree and unfunded_ok and trading.self_fills == 0
+        liquidation = perp["liquidation"]
+        perp_ok = bool(perp_agree and perp["halted"] and "market_halted" in perp["refused"]
+                       and liquidation.get("deleveraged") == [] and held)
+        ok = converged and settlement_ok and trading.agree and unfunded_ok and trading.self_fills == 0 and perp_ok
         table = Table(title="what happened")
         table.add_column("")
         table.add_column("")
@@ -279,7 +301,7 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
             ("transfers submitted (all final)", str(workload.accepted + len(more))),
             ("orders and cancels submitted", f"{orders.submitted} ({orders.placed['ladder']} quotes, "
                                              f"{orders.placed['limit']} limit, {orders.placed['market']} market)"),
-            ("fills (the same on all 4 nodes)", f"{trading.fills} ({'agree' if trading.agree else 'DISAGREE'})"),
+            ("fills (the same on all 5 nodes)", f"{trading.fills} ({'agree' if trading.agree else 'DISAGREE'})"),
             ("Byzantine unfunded orders", f"{trading.unfunded}, rejected insufficient_balance on every node"
              if unfunded_ok else f"{trading.unfunded}: NOT all rejected ({dict(trading.unfunded_other)})"),
             ("Byzantine self-trading orders", f"{trading.self_trades} crosses, {trading.self_removed} resting orders "
@@ -288,18 +310,28 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
                                    "with a fill)"),
             ("refused by the API", str(workload.refused + sum(orders.refused.values()))),
             ("equivocations detected", str(len(evidence))),
+            ("perp market", f"{PERP.symbol}: the trader's long of 2.5 ETH; funding rate "
+                            f"{Decimal(int(perp['funding']['rate'])) / 10**7}%; refused while halted: "
+                            f"{', '.join(perp['refused'])}"),
+            ("liquidation", f"{format_e9(int(liquidation['qty']))} ETH at {format_e9(int(liquidation['price']))}: "
+                            f"{format_e9(perp['insurance'])} to insurance + "
+                            f"{format_e9(perp['premium'] - perp['insurance'])} to the liquidator = "
+                            f"{format_e9(perp['premium'])} USDC premium"),
+            ("positions, funding, payout root", "the same on all 5 nodes" if perp_agree else "DIFFERENT"),
             ("checkpoints certified", str(after)),
             ("proposed on-chain while running", f"up to v{settled}"),
             ("withdrawn and claimed mid-run", f"{withdrawal / 10**6:,.6f} USDC (the channel stayed open)"),
             ("exit settled the channel at", f"v{exit_version}"),
-            ("settlement paid", "what the balances after trading owe, to all 4 "
+            ("settlement paid", "what the balances and positions owe, to all 5 "
                                 f"({'correct' if settlement_ok else 'WRONG'})"),
             ("demo took", f"{time.monotonic() - began:.0f} s"),
         ):
             table.add_row(key, value)
         console.print(table)
         user_paid = paid[(accounts[user], "USDC")]
+        leaf, _ = certificate.proof_for(address_bytes(accounts[user]), usdc_token.address, BALANCE)
         return {"converged": ok, "paid": user_paid, "expected": owed[(accounts[user], "USDC")].units,
+                "exit_leaf": leaf.amount, "exit_positions": held,
                 "settlement_ok": settlement_ok, "checkpoints": after, "withdrawn": withdrawal,
                 "state_hash": roots[0], "payout_root": roots[1],
                 "equivocations": len(evidence), "transfers": workload.accepted + len(more),
@@ -310,7 +342,11 @@ def run_full_demo(*, transfers: int = 300, seed: int = 0, folder: Path | None = 
                 "self_fills": trading.self_fills, "byzantine_orders": len(orders.orders.get(BYZANTINE, [])),
                 "payouts": [{"account": account, "token": token, "owed": owed[(account, token)].units,
                              "held": owed[(account, token)].held, "paid": paid[(account, token)]}
-                            for account, token in sorted(owed)]}
+                            for account, token in sorted(owed)],
+                "perp": {"agree": perp_agree, "state_hash": perp_roots[0], "payout_root": perp_roots[1],
+                         "halted": perp["halted"], "refused_while_halted": perp["refused"], "liquidation": liquidation,
+                         "premium": perp["premium"], "insurance": perp["insurance"], "funding": perp["funding"],
+                         "positions": perp_views[0][0]}}
 
 
 def _withdraw_and_claim(console: Console, root: Path, chain: RpcChain, adjudicator: AdjudicatorClient,
@@ -322,8 +358,8 @@ def _withdraw_and_claim(console: Console, root: Path, chain: RpcChain, adjudicat
     user = 2
     receipt = clients[user].submit("withdraw", {"token": "USDC", "amount": str(WITHDRAWAL)})
     wait_until(partial(_is_final, clients[user], receipt["op_id"]), 60, "the withdrawal to be final")
-    holding = _stats(endpoints[user])["version"]
-    wait_until(lambda: _stats(endpoints[user])["certified"] >= holding, 60, "its certificate")
+    holding = settle.stats(endpoints[user])["version"]
+    wait_until(lambda: settle.stats(endpoints[user])["certified"] >= holding, 60, "its certificate")
     # The watchtowers keep the checkpoint in dispute the newest one certified, without moving
     # its deadline; one window later the designated node finalises it.
     wait_until(lambda: adjudicator.settlement(channel).version >= holding, 60, "the checkpoint on-chain")
@@ -333,7 +369,7 @@ def _withdraw_and_claim(console: Console, root: Path, chain: RpcChain, adjudicat
     finalized = adjudicator.finalized(channel).version
     certificate = Certificate.decode(bytes.fromhex(clients[user].certificate(finalized)["certificate"][2:]))
     before = usdc.balance_of(accounts[user])
-    _claim(root, chain, adjudicator, channel, certificate, accounts[user])
+    settle.claim(root, chain, adjudicator, channel, certificate, accounts[user])
     claimed = usdc.balance_of(accounts[user]) - before
     adjudicator.deposit(channel, token, LATE_DEPOSIT, accounts[0])  # deposits go on while the channel lives
     credited = int(clients[0].balances(accounts[0])[accounts[0]]["USDC"]["free"]) + LATE_DEPOSIT
@@ -342,108 +378,5 @@ def _withdraw_and_claim(console: Console, root: Path, chain: RpcChain, adjudicat
                   f"v{finalized}, which holds it, was finalised on-chain one dispute window later (the demo moved the "
                   f"chain's clock) and it claimed {claimed / 10**6:,.6f} USDC to its wallet; the channel stays open: a "
                   f"new deposit of {format_e9(LATE_DEPOSIT)} USDC is credited by checkpoint "
-                  f"v{_stats(endpoints[0])['version']}")
+                  f"v{settle.stats(endpoints[0])['version']}")
     return claimed
-
-
-def _claim(root: Path, chain: RpcChain, adjudicator: AdjudicatorClient, channel: bytes, certificate: Certificate,
-           account: str) -> None:
-    """Claim, as `account` (its key from the cluster's keystore), what the finalised
-    `certificate` owes it and was not paid yet."""
-    key = keystore.load(keystore.find(root / "keys", address_bytes(account)), CLUSTER_PASSWORD)
-    as_account = adjudicator.with_sender(Sender(chain, Account.from_key(key.private_key)))
-    claim_leaves(as_account, channel, certificate, address_bytes(account), ExitResult(), lambda event: None)
-
-
-def _exit(console: Console, root: Path, version: int, url: str, account: str, adjudicator: AdjudicatorClient,
-          chain: RpcChain, channel: bytes) -> None:
-    """Run the real ``parley exit``; once its certificate (version `version`) is the pending
-    proposal, move the chain's clock past the dispute window."""
-    key_file = root / "keys" / f"{account}.json"
-    exit_run = subprocess.Popen(
-        [sys.executable, "-m", "channel", "exit", "--genesis", str(root / "genesis.toml"),
-         "--certificate", str(root / "exit"), "--rpc", url, "--key-file", str(key_file),
-         "--password-file", str(root / "password")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-    )
-    deadline = time.monotonic() + 120
-    while exit_run.poll() is None and time.monotonic() < deadline:
-        if adjudicator.channel(channel).status == "closing":
-            pending = adjudicator.settlement(channel)
-            remaining = pending.finalizes_at - chain.now()
-            if pending.version == version and remaining >= 0:
-                console.print(f"   the channel is closing at v{version}; moving the embedded chain's clock "
-                              f"{remaining + 1} s forward, past the dispute window")
-                chain.increase_time(remaining + 1)
-        time.sleep(0.5)
-    if exit_run.poll() is None:
-        exit_run.kill()
-    output = exit_run.communicate(timeout=30)[0]
-    for line in output.strip().splitlines()[-4 if exit_run.returncode == 0 else -40:]:
-        console.print(f"   [dim]{line}[/dim]")
-
-
-def _certified_state(client: Client) -> tuple[Certificate, dict[str, Any]] | None:
-    """The node's newest certificate and its balances, once the node's state is the one the
-    certificate signs (every operation is in a checkpoint: nothing tentative is left)."""
-    stats = client.stats()
-    if stats["certified"] < stats["version"]:
-        return None
-    certificate = Certificate.decode(bytes.fromhex(client.certificate()["certificate"][2:]))
-    balances = client.balances()
-    if "0x" + certificate.checkpoint.state_hash.hex() != client.stats()["state_hash"]:
-        return None
-    return certificate, balances
-
-
-@dataclass(frozen=True, slots=True)
-class Owed:
-    """What a settlement owes one participant in one token: e9 parts, and the token units."""
-
-    free: int
-    held: int  # by its open orders, paid back to it
-    locked: int
-    units: int
-
-
-def _owed(genesis: Genesis, balances: dict[str, Any]) -> dict[tuple[str, str], Owed]:
-    """Per (participant, token): free + held + locked, in token units apportioned over the
-    participants as the payout leaves are (`crdt.units.apportion`)."""
-    owed: dict[tuple[str, str], Owed] = {}
-    accounts = ["0x" + p.address.hex() for p in genesis.participants]
-    for token in genesis.tokens:
-        parts = [{k: int(v) for k, v in balances[account][token.symbol].items()} for account in accounts]
-        units = apportion([part["free"] + part["held"] + part["locked"] for part in parts], token.decimals)
-        for account, part, amount in zip(accounts, parts, units, strict=True):
-            owed[(account, token.symbol)] = Owed(part["free"], part["held"], part["locked"], amount)
-    return owed
-
-
-def _wallets(wallets: dict[str, TestTokenClient], accounts: list[str]) -> dict[tuple[str, str], int]:
-    return {(account, symbol): erc20.balance_of(account) for account in accounts for symbol, erc20 in wallets.items()}
-
-
-def _show_settlement(console: Console, genesis: Genesis, accounts: list[str], owed: dict[tuple[str, str], Owed],
-                     certificate: Certificate, paid: dict[tuple[str, str], int]) -> bool:
-    """A table of what each participant was owed and paid per token; True if every payment is
-    what its balances owe, which is also what the certificate's balance leaf says."""
-    table = Table(title=f"settlement at v{certificate.version}: each wallet is paid its balances after trading")
-    for column in ("", "token", "free + locked", "held by open orders", "paid", "= leaf"):
-        table.add_column(column, justify="left" if column in ("", "token") else "right")
-    ok = True
-    for token in genesis.tokens:
-        places = min(token.decimals, 6)
-        for index, account in enumerate(accounts):
-            entry = owed[(account, token.symbol)]
-            leaf, _ = certificate.proof_for(address_bytes(account), token.address, BALANCE)
-            got = paid[(account, token.symbol)]
-            right = got == entry.units == leaf.amount
-            ok &= right
-            table.add_row(
-                f"{index}{' byz' if index == BYZANTINE else ''}", token.symbol,
-                fixed(entry.free + entry.locked, places), fixed(entry.held, places),
-                fixed(to_e9(got, token.decimals), places),
-                "[green]✓[/green]" if right else f"[red]✗ owed {entry.units}, leaf {leaf.amount}[/red]",
-            )
-    console.print(table)
-    return ok

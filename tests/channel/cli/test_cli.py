@@ -218,15 +218,17 @@ def test_the_network_demo_trades_and_every_node_has_the_same_fills() -> None:
 
 @pytest.mark.slow
 def test_the_full_demo_settles_and_pays_the_exit(tmp_path: Path) -> None:
-    """`parley demo`: deposits, a Byzantine node, transfers and trading, checkpoints settled
-    on-chain while the channel stays open (a withdrawal claimed mid-run), finality with a node
-    stopped, and an emergency exit after which every participant is paid exactly what its
-    balances after trading owe (open orders' holds included), as the certificate says."""
+    """`parley demo`: deposits, a Byzantine node, transfers and spot trading, checkpoints settled
+    on-chain while the channel stays open (a withdrawal claimed mid-run), a perpetual market run
+    by the reference bots (a halt, a liquidation), finality with a node stopped, and an emergency
+    exit by a participant holding a position, after which every participant is paid exactly what
+    its balances after trading and its positions at the oracle price owe (open orders' holds
+    included), as the certificate says."""
     code, output = invoke("demo", "--transfers", "120", "--folder", str(tmp_path / "demo"), "--json")
     assert code == 0, output
     result = json.loads(output[output.index("{"):])
     assert result["converged"] is True
-    assert result["paid"] == result["expected"] > 0
+    assert result["paid"] == result["expected"] == result["exit_leaf"] > 0  # the exit paid its leaf
     assert result["withdrawn"] == 100 * 10**6  # claimed on-chain from a periodic checkpoint
     # every transfer and order the Byzantine node sent through its API had a twin
     assert result["equivocations"] == 30 + result["byzantine_orders"]
@@ -235,14 +237,35 @@ def test_the_full_demo_settles_and_pays_the_exit(tmp_path: Path) -> None:
     assert result["fills"] > 0
     assert result["fills_agree"] is True
     assert result["unfunded"] == result["byzantine_orders"] > 0  # one after each of its orders
-    assert result["unfunded_rejected"] == 4 * result["unfunded"]  # insufficient_balance on every node
+    assert result["unfunded_rejected"] == 5 * result["unfunded"]  # insufficient_balance on every node
     assert result["self_trades"] > 0
     assert result["self_trade_removed"] > 0
     assert result["self_fills"] == 0
-    # the settlement: every participant, both tokens, paid its free + held + locked
+    # the perp market: the 5 nodes agree on positions, funding and roots; an order refused while
+    # halted; the liquidation's premium split to the base unit
+    perp = result["perp"]
+    assert perp["agree"] is True
+    assert perp["halted"] is True
+    assert perp["refused_while_halted"] == ["market_halted", "market_halted"]  # an order, a liquidation
+    assert int(perp["funding"]["rate"]) > 0  # bids above the oracle: longs pay
+    record = perp["liquidation"]
+    qty, mark, price, taken = (int(record[k]) for k in ("qty", "mark_price", "price", "taken_at"))
+    assert qty == 2_500_000_000
+    assert perp["premium"] == mark * qty // 10**9 - price * qty // 10**9 > 0
+    assert perp["insurance"] == taken * qty // 10**9 - price * qty // 10**9
+    assert perp["insurance"] + (mark * qty // 10**9 - taken * qty // 10**9) == perp["premium"]
+    assert record["deleveraged"] == []
+    assert (record["liquidator"], "long", str(qty)) in {(p["account"], p["side"], p["size"]) for p in perp["positions"]}
+    # the exit is run by the liquidator, holding the long it took
+    assert [(p["account"], p["side"], p["size"]) for p in result["exit_positions"]] == [
+        (record["liquidator"], "long", str(qty))]
+    # the settlement: every participant, both tokens, paid its free + held + locked, and in USDC
+    # its positions closed at the oracle price; the liquidated trader's USDC is what its orders hold
     assert result["settlement_ok"] is True
-    assert len(result["payouts"]) == 8
-    assert all(payout["paid"] == payout["owed"] > 0 for payout in result["payouts"])
+    assert len(result["payouts"]) == 10
+    assert all(payout["paid"] == payout["owed"] for payout in result["payouts"])
+    assert all(payout["paid"] > 0 for payout in result["payouts"]
+               if (payout["account"], payout["token"]) != (record["account"], "USDC"))
     assert any(payout["held"] > 0 for payout in result["payouts"])  # the last ladders rest: paid back
 
 
