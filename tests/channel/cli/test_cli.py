@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -216,6 +217,26 @@ def test_the_network_demo_trades_and_every_node_has_the_same_fills() -> None:
     assert result["exit_codes"] == [0, 0, 0, 0]
 
 
+def assert_perp_phase(perp: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The perp phase both demos run (`simulations.demos.perp_phase`): an order and a liquidation
+    refused while halted, longs paying funding, the liquidation's premium split to the base unit
+    between the pool and the liquidator, who holds the long. Returns the liquidation and its size."""
+    assert perp["halted"] is True
+    assert perp["refused_while_halted"] == ["market_halted", "market_halted"]  # an order, a liquidation
+    assert int(perp["funding"]["rate"]) > 0  # bids above the oracle: longs pay
+    record = perp["liquidation"]
+    qty, mark, price, taken = (int(record[k]) for k in ("qty", "mark_price", "price", "taken_at"))
+    assert qty == 2_500_000_000
+    assert perp["premium"] == mark * qty // 10**9 - price * qty // 10**9 > 0
+    assert perp["insurance"] == taken * qty // 10**9 - price * qty // 10**9  # the pool's share, in cash
+    liquidator_share = mark * qty // 10**9 - taken * qty // 10**9
+    assert perp["insurance"] + liquidator_share == perp["premium"]  # split to the base unit
+    assert record["deleveraged"] == []
+    sides = {(p["account"], p["side"], p["size"]) for p in perp["positions"]}
+    assert (record["liquidator"], "long", str(qty)) in sides
+    return record, qty
+
+
 @pytest.mark.slow
 def test_the_full_demo_settles_and_pays_the_exit(tmp_path: Path) -> None:
     """`parley demo`: deposits, a Byzantine node, transfers and spot trading, checkpoints settled
@@ -245,17 +266,7 @@ def test_the_full_demo_settles_and_pays_the_exit(tmp_path: Path) -> None:
     # halted; the liquidation's premium split to the base unit
     perp = result["perp"]
     assert perp["agree"] is True
-    assert perp["halted"] is True
-    assert perp["refused_while_halted"] == ["market_halted", "market_halted"]  # an order, a liquidation
-    assert int(perp["funding"]["rate"]) > 0  # bids above the oracle: longs pay
-    record = perp["liquidation"]
-    qty, mark, price, taken = (int(record[k]) for k in ("qty", "mark_price", "price", "taken_at"))
-    assert qty == 2_500_000_000
-    assert perp["premium"] == mark * qty // 10**9 - price * qty // 10**9 > 0
-    assert perp["insurance"] == taken * qty // 10**9 - price * qty // 10**9
-    assert perp["insurance"] + (mark * qty // 10**9 - taken * qty // 10**9) == perp["premium"]
-    assert record["deleveraged"] == []
-    assert (record["liquidator"], "long", str(qty)) in {(p["account"], p["side"], p["size"]) for p in perp["positions"]}
+    record, qty = assert_perp_phase(perp)
     # the exit is run by the liquidator, holding the long it took
     assert [(p["account"], p["side"], p["size"]) for p in result["exit_positions"]] == [
         (record["liquidator"], "long", str(qty))]
@@ -284,19 +295,7 @@ def test_the_perp_demo_halts_liquidates_with_an_exact_premium_split_and_pays_pos
     assert code == 0, output
     result = json.loads(output[output.index("{"):])
     assert result["converged"] is True  # the 4 nodes agree on positions, funding, margins and roots
-    assert result["halted"] is True
-    assert result["refused_while_halted"] == ["market_halted", "market_halted"]  # an order, a liquidation
-    assert int(result["funding"]["rate"]) > 0  # bids above the oracle: longs pay
-    record = result["liquidation"]
-    qty, mark, price, taken = (int(record[k]) for k in ("qty", "mark_price", "price", "taken_at"))
-    assert qty == 2_500_000_000
-    assert result["premium"] == mark * qty // 10**9 - price * qty // 10**9 > 0
-    assert result["insurance"] == taken * qty // 10**9 - price * qty // 10**9  # the pool's share, in cash
-    liquidator_share = mark * qty // 10**9 - taken * qty // 10**9
-    assert result["insurance"] + liquidator_share == result["premium"]  # split to the base unit
-    assert record["deleveraged"] == []
-    sides = {(p["account"], p["side"], p["size"]) for p in result["positions"]}
-    assert (record["liquidator"], "long", str(qty)) in sides
+    record, _ = assert_perp_phase(result)
     assert all(p["account"] != record["account"] for p in result["positions"])  # the trader holds nothing
     # the exit: every wallet paid its certificate leaf, the account values apportioned (settled); the
     # liquidator's leaf holds the long it took, valued at the oracle price
