@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from channel.runtime.metrics import MAX_TRACKED, NodeMetrics, RateWindow
@@ -26,10 +26,15 @@ def test_the_rate_covers_the_last_window_not_the_time_since_start() -> None:
 
 
 @given(st.lists(st.tuples(st.floats(0.0, 5.0), st.integers(0, 1000)), min_size=1, max_size=200))
-def test_the_rate_is_the_growth_over_the_window_within_one_sample(steps: list[tuple[float, int]]) -> None:
-    """Against a reference that keeps every sample: the rate over [now - window, now], where the
-    total at the window's start is interpolated between the kept samples around it."""
-    window = RateWindow(window=10.0, resolution=0.25)
+@example(steps=[(0.0, 1), (5.0, 0), (5.0, 0)])  # two samples at the window's start (CI, stop 25)
+@example(steps=[(0.0, 1), (0.125, 0), (0.0625, 0), (1.125, 0), (3.875, 0), (4.875, 0)])  # merged
+def test_the_rate_is_the_growth_over_the_window_within_one_resolution_step(
+        steps: list[tuple[float, int]]) -> None:
+    """Against a reference that keeps every sample: the rate over [now - window, now], with the
+    total at the window's start known to within one resolution step either side of it (samples
+    closer than a step are merged, so what the window kept near the start may be a later one)."""
+    resolution = 0.25
+    window = RateWindow(window=10.0, resolution=resolution)
     now, total, history = 0.0, 0, [(0.0, 0)]
     window.observe(0.0, 0)
     for gap, added in steps:
@@ -38,18 +43,16 @@ def test_the_rate_is_the_growth_over_the_window_within_one_sample(steps: list[tu
         window.observe(now, total)
         history.append((now, total))
     got = window.rate(now, total)
-    start = now - 10.0
-    before = [v for t, v in history if t <= start]
-    after = [v for t, v in history if t >= start]
-    # the true total at the window's start lies between the last sample at or before it and the
-    # first at or after it; the rate must lie between the rates those bounds give
     elapsed = min(10.0, now)
     if elapsed == 0:
         assert got == 0.0
         return
-    low_start = after[0] if after else total
-    high_start = before[-1] if before else 0
-    assert (total - low_start) / elapsed - 1e-9 <= got <= (total - high_start) / elapsed + 1e-9
+    # the total only grows, so the start's total is at least the last sample a step before the
+    # start and at most the first sample a step after it; the rate lies between what they give
+    start, slack = now - 10.0, resolution + 1e-9
+    low_start = max([v for t, v in history if t <= start - slack], default=0)
+    high_start = min([v for t, v in history if t >= start + slack], default=total)
+    assert (total - high_start) / elapsed - 1e-9 <= got <= (total - low_start) / elapsed + 1e-9
     assert got >= 0
 
 
