@@ -15,8 +15,10 @@ taker's ``parley_placeOrder`` request is sent:
   node, its replay, and its stream.
 
 The taker sends its order 10 ms after the ask arrived, as it sends the baseline's transfer.
-Every other sample it sends it at once instead (``fill_taker_response_at_once``): then the order
-also waits for what the node still does with the ask it just received.
+One sample in three it sends it at once instead (``fill_taker_response_at_once``): then the order
+also waits for what the node still does with the ask it just received. One in three it sends the
+order and the transfer over a WebSocket it keeps open (`AsyncClient.socket()`, ``*_ws``), as a
+market maker's bot would, instead of an HTTP request each.
 
 The baseline is measured in the same run, interleaved with the samples: a transfer sent at
 node 1, until its answer (``transfer_response``) and until node 0's ``ops`` stream delivers it
@@ -87,12 +89,14 @@ class Arrivals:
 async def measure(endpoints: list[Endpoint], samples: int) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {name: [] for name in (
         "fill_taker_response", "fill_taker_stream", "fill_maker_stream", "fill_taker_response_at_once",
-        "transfer_response", "transfer_visible_peer",
+        "fill_taker_response_ws", "fill_taker_stream_ws", "transfer_response", "transfer_visible_peer",
+        "transfer_response_ws",
     )}
     async with (
         AsyncClient(endpoints[0]) as maker,
         AsyncClient(endpoints[1]) as taker,
         AsyncClient(endpoints[0]) as watcher,
+        taker.socket() as taker_ws,
         trio.open_nursery() as nursery,
     ):
         maker_fills, taker_fills, maker_ops, taker_ops = Arrivals(), Arrivals(), Arrivals(), Arrivals()
@@ -104,14 +108,16 @@ async def measure(endpoints: list[Endpoint], samples: int) -> dict[str, list[flo
             nursery.start_soon(arrivals.record, client, topic, key, ready)
             await ready.wait()
         maker_address = (await maker.stats())["address"]
-        for i in range(2 * samples + 10):  # the first 10 warm up; then every other sample at once
-            at_once = i % 2 == 1
+        # the first 10 warm up; then in turn: over HTTP, over HTTP at once, over the open WebSocket
+        for i in range(3 * samples + 10):
+            mode = ("http", "at_once", "ws")[i % 3]
+            calls = taker_ws if mode == "ws" else taker
             ask = (await maker.place_order(MARKET.symbol, "sell", QTY, PRICE))["op_id"]
             await taker_ops.wait(ask)  # the ask rests in the taker's book too
-            if not at_once:
+            if mode != "at_once":
                 await trio.sleep(0.01)  # as before the transfer: the taker's node is done with the ask
             began = time.perf_counter()
-            placed = await taker.place_order(MARKET.symbol, "buy", QTY, PRICE, tif="ioc")
+            placed = await calls.place_order(MARKET.symbol, "buy", QTY, PRICE, tif="ioc")
             answered = time.perf_counter()
             fills = placed["order"]["fills"]
             if len(fills) != 1 or fills[0]["maker_order"] != ask:
@@ -120,18 +126,24 @@ async def measure(endpoints: list[Endpoint], samples: int) -> dict[str, list[flo
             taker_seen, maker_seen = await taker_fills.wait(fill_id), await maker_fills.wait(fill_id)
             await trio.sleep(0.01)
             began_transfer = time.perf_counter()
-            sent = await taker.transfer(maker_address, "USDC", (1 + i) * USDC_UNIT)
+            sent = await calls.transfer(maker_address, "USDC", (1 + i) * USDC_UNIT)
             transfer_answered = time.perf_counter()
             visible = await maker_ops.wait(sent["op_id"])
-            if i >= 10 and at_once:
+            await trio.sleep(0.01)
+            if i < 10:
+                continue
+            if mode == "at_once":
                 results["fill_taker_response_at_once"].append(answered - began)
-            elif i >= 10:
+            elif mode == "ws":
+                results["fill_taker_response_ws"].append(answered - began)
+                results["fill_taker_stream_ws"].append(taker_seen - began)
+                results["transfer_response_ws"].append(transfer_answered - began_transfer)
+            else:
                 results["fill_taker_response"].append(answered - began)
                 results["fill_taker_stream"].append(taker_seen - began)
                 results["fill_maker_stream"].append(maker_seen - began)
                 results["transfer_response"].append(transfer_answered - began_transfer)
                 results["transfer_visible_peer"].append(visible - began_transfer)
-            await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
     return results
 

@@ -508,6 +508,22 @@ class AsyncClient(_Calls):
         positions and account (``account=``, this node's participant by default), funding and
         liquidations (``market=``, a perp market, to filter).
         A WebSocket the node closes ends in `NodeUnavailable`."""
+        async with self._websocket() as ws:
+            await ws.send(json.dumps(_subscription(topic, params)))
+            _result(_parse(await ws.receive(), "WebSocket"), "WebSocket")
+            yield Events(ws)
+
+    @asynccontextmanager
+    async def socket(self) -> AsyncIterator[SocketClient]:
+        """``async with client.socket() as rpc: await rpc.place_order(...)``: the same calls over
+        one WebSocket kept open, which spares each call an HTTP request (the node answers a
+        socket's calls in order; see the README's "Local API" table for what it saves). Calls on
+        one socket go one at a time: open several for calls in parallel."""
+        async with self._websocket() as ws:
+            yield SocketClient(ws, self._tokens, self._data_dir)
+
+    @asynccontextmanager
+    async def _websocket(self) -> AsyncIterator[_Socket]:
         import sniffio
 
         # Check the token over HTTP first: trio-websocket 0.12 leaks its socket when a handshake
@@ -515,9 +531,7 @@ class AsyncClient(_Calls):
         await self.call("parley_heads")
         opening = _trio_socket if sniffio.current_async_library() == "trio" else _asyncio_socket
         async with opening(self.endpoint) as ws:
-            await ws.send(json.dumps(_subscription(topic, params)))
-            _result(_parse(await ws.receive(), "WebSocket"), "WebSocket")
-            yield Events(ws)
+            yield ws
 
 
 class _Socket(Protocol):
@@ -606,3 +620,29 @@ class Events:
 
     async def __anext__(self) -> dict[str, Any]:
         return _event(await self._ws.receive())
+
+
+class SocketClient(_Calls):
+    """The calls of `AsyncClient`, over one open WebSocket (`AsyncClient.socket()`)."""
+
+    def __init__(self, ws: _Socket, tokens: Tokens | None, data_dir: Path | None) -> None:
+        import anyio
+
+        self._ws = ws
+        self._lock = anyio.Lock()
+        self._ids = itertools.count(1)
+        self._tokens, self._data_dir = tokens, data_dir
+
+    async def call(self, method: str, *params: Any) -> Any:
+        async with self._lock:
+            request = self._request(method, params)
+            await self._ws.send(json.dumps(request))
+            while True:
+                payload = _parse(await self._ws.receive(), "WebSocket")
+                answered = payload.get("id") if isinstance(payload, dict) else None
+                # an earlier call cancelled after it was sent leaves its answer behind: skipped
+                if type(answered) is int and answered < request["id"]:
+                    continue
+                if answered != request["id"]:
+                    raise ApiError(BAD_ANSWER, f"the node answered another request: {str(payload)[:200]}")
+                return _result(payload, "WebSocket")

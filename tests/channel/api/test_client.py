@@ -8,9 +8,11 @@ thread."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from channel.api.client import (
     InsufficientBalance,
     NodeUnavailable,
     Rejected,
+    SocketClient,
     Tokens,
     Unauthorized,
     UnknownToken,
@@ -52,11 +55,17 @@ def node_folder(tmp_path: Path) -> Path:
     return folder
 
 
-async def exercise(data_dir: Path) -> dict[str, Any]:
+def calls_over(client: AsyncClient, over: str) -> AbstractAsyncContextManager[Any]:
+    """The client's calls over HTTP (the client itself), or over one WebSocket kept open."""
+    return client.socket() if over == "websocket" else nullcontext(client)
+
+
+async def exercise(data_dir: Path, over: str = "http") -> dict[str, Any]:
     """What every backend must do alike: a subscription sees a transfer, the typed rejections,
-    whole-token amounts both ways. Returns what it saw, for the test to compare."""
-    async with AsyncClient.for_node(data_dir) as client:
-        async with client.subscribe("balances") as balances, client.subscribe("ops") as ops:
+    whole-token amounts both ways, with the calls `over` HTTP or a WebSocket. Returns what it saw,
+    for the test to compare."""
+    async with AsyncClient.for_node(data_dir) as opened, calls_over(opened, over) as client:
+        async with opened.subscribe("balances") as balances, opened.subscribe("ops") as ops:
             receipt = await client.transfer(BOB, "USDC", Decimal("12.5"))
             seen = [await balances.__anext__() for _ in range(2)]  # the sender's and the recipient's
             op = await ops.__anext__()
@@ -78,7 +87,7 @@ async def exercise(data_dir: Path) -> dict[str, Any]:
             await client.transfer(BOB, "USDC", Decimal("0.0000001"))  # USDC has 6 decimals
         except BadAmount as exc:
             errors["too_fine"] = str(exc)
-    async with AsyncClient(Endpoint(client.endpoint.url, "not-the-token")) as wrong:
+    async with AsyncClient(Endpoint(opened.endpoint.url, "not-the-token")) as wrong:
         try:
             async with wrong.subscribe("ops"):
                 pass
@@ -111,28 +120,62 @@ def with_seller(tmp_path: Path, body: Callable[[Node, Endpoint], Awaitable[None]
     with_node(GENESIS, tmp_path, run)
 
 
-def test_async_client_under_trio(tmp_path: Path) -> None:
+@pytest.mark.parametrize("over", ["http", "websocket"])
+def test_async_client_under_trio(tmp_path: Path, over: str) -> None:
     folder = node_folder(tmp_path)
     seen: list[dict[str, Any]] = []
 
     async def body(node: Node, endpoint: Endpoint) -> None:
-        seen.append(await exercise(folder))
+        seen.append(await exercise(folder, over))
 
     with_seller(tmp_path, body)
     assert seen == [expected_report()]
 
 
-def test_async_client_under_asyncio(tmp_path: Path) -> None:
+@pytest.mark.parametrize("over", ["http", "websocket"])
+def test_async_client_under_asyncio(tmp_path: Path, over: str) -> None:
     """The crash of issue 17 (``'RunContext' object has no attribute 'runner'``) was trio-websocket
     called from asyncio; the client now opens its WebSocket with the loop's own library."""
     folder = node_folder(tmp_path)
     seen: list[dict[str, Any]] = []
 
     async def body(node: Node, endpoint: Endpoint) -> None:
-        seen.append(await trio.to_thread.run_sync(lambda: asyncio.run(exercise(folder))))
+        seen.append(await trio.to_thread.run_sync(lambda: asyncio.run(exercise(folder, over))))
 
     with_seller(tmp_path, body)
     assert seen == [expected_report()]
+
+
+class ReplayingSocket:
+    """A WebSocket that answers each request with its own id, after `before(id)`'s messages: the
+    answer of a call cancelled after it was sent, or an answer to nothing asked."""
+
+    def __init__(self, before: Callable[[int], list[dict[str, Any]]]) -> None:
+        self.before, self.queue = before, list[str]()
+
+    async def send(self, message: str) -> None:
+        request = json.loads(message)
+        answers = [*self.before(request["id"]), {"jsonrpc": "2.0", "id": request["id"], "result": request["method"]}]
+        self.queue += [json.dumps(answer) for answer in answers]
+
+    async def receive(self) -> str:
+        return self.queue.pop(0)
+
+
+def test_a_socket_call_skips_the_answers_of_cancelled_calls_and_refuses_others() -> None:
+    async def run() -> None:
+        earlier = ReplayingSocket(lambda i: [{"jsonrpc": "2.0", "id": j, "result": "old"} for j in range(1, i)])
+        stale = SocketClient(earlier, None, None)
+        assert [await stale.call("parley_heads"), await stale.call("parley_peers")] == ["parley_heads", "parley_peers"]
+        foreign = SocketClient(ReplayingSocket(lambda i: [{"jsonrpc": "2.0", "id": i + 7, "result": "?"}]), None, None)
+        with pytest.raises(ApiError, match="answered another request"):
+            await foreign.call("parley_heads")
+        notified = SocketClient(ReplayingSocket(lambda i: [{"jsonrpc": "2.0", "method": "parley_subscription"}]),
+                                None, None)
+        with pytest.raises(ApiError, match="answered another request"):
+            await notified.call("parley_heads")
+
+    trio.run(run)
 
 
 def test_sync_client_raises_the_same_typed_errors(tmp_path: Path) -> None:
