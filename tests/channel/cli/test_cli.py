@@ -248,6 +248,9 @@ def test_the_full_demo_settles_and_pays_the_exit(tmp_path: Path) -> None:
     code, output = invoke("demo", "--transfers", "120", "--folder", str(tmp_path / "demo"), "--json")
     assert code == 0, output
     result = json.loads(output[output.index("{"):])
+    assert result["states_agree"] is True  # all 5 nodes had every operation and one state hash
+    assert result["settlement_ok"] is True
+    assert result["perp_ok"] is True
     assert result["converged"] is True
     assert result["paid"] == result["expected"] == result["exit_leaf"] > 0  # the exit paid its leaf
     assert result["withdrawn"] == 100 * 10**6  # claimed on-chain from a periodic checkpoint
