@@ -24,6 +24,10 @@ The baseline is measured in the same run, interleaved with the samples: a transf
 node 1, until its answer (``transfer_response``) and until node 0's ``ops`` stream delivers it
 (``transfer_visible_peer``). Prints JSON lines with p50 and p99 in ms.
 
+Then ``requote_20_*``: node 0's participant re-quotes a ladder of 20 asks, one
+``parley_placeOrder`` after another or one ``parley_placeOrders``, over HTTP and over an open
+WebSocket, in turn; from the first request to the last receipt.
+
 First, ``feed_update``: the CPU time the node spends in `MarketFeed.update` per applied order,
 in one process, with nobody subscribed, with a book (depth 50), a trades and an orders
 subscriber, and with a whole-book subscriber, for books of 100, 1,000 and 10,000 levels of the
@@ -148,6 +152,33 @@ async def measure(endpoints: list[Endpoint], samples: int) -> dict[str, list[flo
     return results
 
 
+async def requote(endpoint: Endpoint, rounds: int, levels: int = 20) -> dict[str, list[float]]:
+    """A market maker re-quoting `levels` asks at node 0, in turn: one ``parley_placeOrder`` after
+    another (a round trip and an fsync each), or one ``parley_placeOrders`` (one of each), both
+    over HTTP and over an open WebSocket; from the first request to the last receipt. The
+    ladder is cancelled (``parley_cancelAll``) between rounds."""
+    results: dict[str, list[float]] = {f"requote_{levels}_{mode}": [] for mode in (
+        "one_by_one_http", "batch_http", "one_by_one_ws", "batch_ws")}
+    async with AsyncClient(endpoint) as client, client.socket() as socket:
+        for i in range(4 * rounds + 4):  # the first four warm up
+            mode = ("one_by_one_http", "batch_http", "one_by_one_ws", "batch_ws")[i % 4]
+            calls = socket if mode.endswith("ws") else client
+            prices = [PRICE + (1 + level) * E9 for level in range(levels)]
+            began = time.perf_counter()
+            if mode.startswith("batch"):
+                placed = await calls.place_orders(
+                    [{"market": MARKET.symbol, "side": "sell", "qty": QTY, "price": p} for p in prices])
+            else:
+                placed = [await calls.place_order(MARKET.symbol, "sell", QTY, p) for p in prices]
+            took = time.perf_counter() - began
+            if any("error" in receipt or receipt["order"]["status"] != "open" for receipt in placed):
+                raise RuntimeError(f"a quote did not rest: {placed}")
+            await client.cancel_all(MARKET.symbol)
+            if i >= 4:
+                results[f"requote_{levels}_{mode}"].append(took)
+    return results
+
+
 FEED_SUBSCRIPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "none": [],
     "book_depth_50_trades_orders": [("book", {"market": MARKET.symbol, "depth": 50}), ("trades", {}), ("orders", {})],
@@ -205,6 +236,7 @@ def feed_cost(resting: int, batches: int, subscriptions: list[tuple[str, dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--requotes", type=int, default=50, help="rounds of each way of re-quoting 20 levels")
     parser.add_argument("--resting", type=int, nargs="+", default=[100, 1000, 10000],
                         help="book sizes (levels) for the in-process cost of a feed update")
     args = parser.parse_args()
@@ -220,6 +252,7 @@ def main() -> None:
         endpoints = start_all(processes)
         try:
             results = trio.run(measure, endpoints, args.samples)
+            results.update(trio.run(requote, endpoints[0], args.requotes))
         finally:
             stop_all(processes)
     for name, samples in results.items():

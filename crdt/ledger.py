@@ -608,6 +608,12 @@ class Ledger:
     def end(self) -> None:
         self._journal = None
 
+    def undo_point(self) -> Frame:
+        """Where the open frame's changes stand now: `undo` of it undoes what follows."""
+        if self._journal is None:
+            raise InternalError("no undo frame is open")
+        return len(self._log)
+
     def undo(self, frame: Frame) -> None:
         """Undo the changes of `frame` and of every frame that began after it."""
         log = self._log

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -229,10 +230,29 @@ class Replica:
         For an operation whose parents are the current heads (so it sorts after everything
         applied), this is exactly its tentative outcome.
         """
+        with self.trial() as attempt:
+            return attempt(op)
+
+    @contextmanager
+    def trial(self) -> Iterator[Callable[[SignedOp], Reason | None]]:
+        """Dry runs of a batch: ``with replica.trial() as attempt: attempt(op)`` applies each
+        operation after those attempted before it and returns its outcome. An operation replay
+        rejects leaves no trace, not even its (author, seq): a batch signs only those taken, so
+        the next one gets its seq. Everything is undone when the block ends."""
         ledger = self.ledger
         frame = ledger.begin()
+        stale_rule = len(self.cuts) >= 2
+        epoch = len(self.cuts) + 1
+
+        def attempt(op: SignedOp) -> Reason | None:
+            before = ledger.undo_point()
+            reason = ledger.apply(op, stale=stale_rule and self._is_stale(op, epoch))
+            if reason is not None:
+                ledger.undo(before)
+            return reason
+
         try:
-            return ledger.apply(op, stale=len(self.cuts) >= 2 and self._is_stale(op, len(self.cuts) + 1))
+            yield attempt
         finally:
             ledger.undo(frame)
             ledger.end()

@@ -114,7 +114,8 @@ class _Parley(_Untyped):  # type: ignore[misc]
             "requiredCredentials": {"apiKey": False, "secret": False},
             "has": {
                 "CORS": None, "spot": True, "margin": False, "swap": True, "future": False, "option": False,
-                "cancelAllOrders": True, "cancelOrder": True, "createOrder": True, "createMarketOrder": True,
+                "cancelAllOrders": True, "cancelOrder": True, "createOrder": True, "createOrders": True,
+                "createMarketOrder": True,
                 "createLimitOrder": True, "createPostOnlyOrder": True, "createReduceOnlyOrder": True,
                 "fetchBalance": True, "fetchClosedOrders": True, "fetchMarkets": True, "fetchMyTrades": True,
                 "fetchOpenOrders": True, "fetchOrder": True, "fetchOrderBook": True, "fetchL2OrderBook": True,
@@ -511,6 +512,26 @@ class _Parley(_Untyped):  # type: ignore[misc]
 
     def steps_create_order(self, symbol: str, type: str, side: str, amount: float, price: float | None = None,
                            params: Any = None) -> _Steps:
+        request, market = self._order_request(symbol, type, side, amount, price, params)
+        placed = yield ("parley_placeOrder", request)
+        return self._placed(placed, market, request.get("request_id"))
+
+    def steps_create_orders(self, orders: list[dict[str, Any]], params: Any = None) -> _Steps:
+        """Several orders in one call (``parley_placeOrders``: one commit at the node), each
+        ``{symbol, type, side, amount, price, params}`` as `create_order` takes them. An order
+        the node refused comes back with status ``rejected`` and the node's error in ``info``."""
+        requests = [self._order_request(order["symbol"], order["type"], order["side"], order["amount"],
+                                        order.get("price"), {**(params or {}), **(order.get("params") or {})})
+                    for order in orders]
+        placed = yield ("parley_placeOrders", {"orders": [request for request, _ in requests]})
+        return [self.safe_order({"info": result, "status": "rejected", "symbol": market["symbol"],
+                                 "clientOrderId": request.get("request_id")})
+                if "error" in result else self._placed(result, market, request.get("request_id"))
+                for (request, market), result in zip(requests, placed, strict=True)]
+
+    def _order_request(self, symbol: str, type: str, side: str, amount: float, price: float | None,
+                       params: Any) -> tuple[dict[str, Any], Any]:
+        """parley_placeOrder's params for a unified order, and its market."""
         params = dict(params or {})
         market = self.market(symbol)
         tif = str(params.pop("timeInForce", "IOC" if type == "market" else "GTC")).upper()
@@ -518,17 +539,18 @@ class _Parley(_Untyped):  # type: ignore[misc]
             tif = "PO"
         if tif not in TIF_IN:
             raise NotSupported(f"parley timeInForce {tif}: the node has GTC, IOC and PO (post only)")
-        client_order_id = params.pop("clientOrderId", None)
         request: dict[str, Any] = {
             "market": market["id"], "side": side, "type": type, "tif": TIF_IN[tif],
             "qty": to_e9(self.amount_to_precision(symbol, amount)),
-            "reduce_only": bool(params.pop("reduceOnly", False)), "request_id": client_order_id,
+            "reduce_only": bool(params.pop("reduceOnly", False)), "request_id": params.pop("clientOrderId", None),
         }
         if price is not None:
             request["price"] = to_e9(self.price_to_precision(symbol, price))
         elif type != "market":
             raise ArgumentsRequired("parley create_order: a limit order needs its price")
-        placed = yield ("parley_placeOrder", self.omit_none({**request, **params}))
+        return self.omit_none({**request, **params}), market
+
+    def _placed(self, placed: dict[str, Any], market: Any, client_order_id: str | None) -> Any:
         order = self.parse_order(placed["order"], market)
         order["clientOrderId"] = client_order_id
         self._remember(order["id"])
@@ -584,7 +606,7 @@ class _Parley(_Untyped):  # type: ignore[misc]
 
 
 UNIFIED = ("fetch_markets", "fetch_balance", "fetch_order_book", "fetch_ticker", "fetch_trades", "fetch_my_trades",
-           "create_order", "cancel_order", "cancel_all_orders", "fetch_order", "fetch_open_orders",
+           "create_order", "create_orders", "cancel_order", "cancel_all_orders", "fetch_order", "fetch_open_orders",
            "fetch_closed_orders", "fetch_trading_fees", "fetch_positions", "fetch_position", "fetch_funding_rate",
            "fetch_funding_rates", "fetch_funding_rate_history", "fetch_leverage_tiers", "fetch_market_leverage_tiers",
            "fetch_funding_history")

@@ -39,7 +39,7 @@ import itertools
 import json
 import os
 import tomllib
-from collections.abc import AsyncIterator, Generator, Mapping
+from collections.abc import AsyncIterator, Generator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
@@ -243,14 +243,22 @@ def _result(payload: Any, where: str) -> Any:
     """The result of a JSON-RPC response object; its error, or a malformed answer, raises `ApiError`."""
     if not isinstance(payload, dict):
         raise ApiError(BAD_ANSWER, f"the node's answer ({where}) is not a JSON-RPC response: {str(payload)[:200]}")
-    if "error" in payload:
-        error = payload["error"]
-        if isinstance(error, dict) and type(error.get("code")) is int and isinstance(error.get("message"), str):
-            raise api_error(error["code"], error["message"], error.get("data"))
-        raise ApiError(BAD_ANSWER, f"the node's answer ({where}) holds a malformed error: {str(error)[:200]}")
+    if (error := refusal(payload, where)) is not None:
+        raise error
     if "result" not in payload:
         raise ApiError(BAD_ANSWER, f"the node's answer ({where}) has neither a result nor an error")
     return payload["result"]
+
+
+def refusal(result: Any, where: str = "a batch item") -> ApiError | None:
+    """The typed error of a batch item the node refused (`place_orders`, `submit_many`), or None
+    for a receipt."""
+    if not isinstance(result, dict) or "error" not in result:
+        return None
+    error = result["error"]
+    if isinstance(error, dict) and type(error.get("code")) is int and isinstance(error.get("message"), str):
+        return api_error(error["code"], error["message"], error.get("data"))
+    return ApiError(BAD_ANSWER, f"the node's answer ({where}) holds a malformed error: {str(error)[:200]}")
 
 
 def _event(message: str | bytes) -> dict[str, Any]:
@@ -363,6 +371,31 @@ class _Calls:
             "parley_placeOrder", market, side, str(qty), None if price is None else str(price), type, tif,
             reduce_only, str(expires), request_id,
         )
+
+    def place_orders(self, orders: Iterable[Mapping[str, Any]]) -> Any:
+        """Place several orders in one call, signed and stored in one commit: each a mapping of
+        `place_order`'s arguments (``{"market": ..., "side": ..., "qty": ..., "price": ...}``,
+        and ``type``, ``tif``, ``reduce_only``, ``expires``, ``request_id`` if wanted). Returns
+        one result per order, in order: `place_order`'s receipt, or ``{"error": {...}}`` for an
+        order the node refused (`refusal` gives its typed error)."""
+        items = []
+        for order in orders:
+            item = dict(order)
+            base, _, quote = str(item.get("market", "")).partition("/")
+            for name, token in (("qty", base), ("price", quote)):
+                if item.get(name) is not None:
+                    item[name] = str(self._e9(token, item[name]))
+            if "expires" in item:
+                item["expires"] = str(item["expires"])
+            items.append(item)
+        return self.call("parley_placeOrders", items)
+
+    def submit_many(self, items: Iterable[tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], str]]) -> Any:
+        """Submit several operations (``(kind, body)`` or ``(kind, body, request_id)``) in one
+        call and one commit. Returns one result per item, in order: a receipt, or
+        ``{"error": {...}}`` (`refusal` gives its typed error)."""
+        return self.call("parley_submitMany", [
+            {"kind": item[0], "body": item[1], "request_id": item[2] if len(item) > 2 else None} for item in items])
 
     def cancel_order(self, order_id: str, request_id: str | None = None) -> Any:
         return self.call("parley_cancelOrder", order_id, request_id)

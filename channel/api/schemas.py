@@ -230,6 +230,19 @@ class OrderReceipt(Receipt):
     order: Order | None = Field(description="the order's state once applied, as parley_order")
 
 
+class ErrorObject(Model):
+    code: int
+    message: str
+    data: dict[str, Any] | None = None
+
+
+class Refused(Model):
+    """A batch item the node refused (nothing was signed for it): the error the call alone
+    would have answered."""
+
+    error: ErrorObject
+
+
 class Resting(Model):
     order_id: Hex32
     owner: AddressHex
@@ -380,6 +393,7 @@ class OpenRpcDocument(BaseModel):
 RESULTS: dict[str, Any] = {
     "parley_submit": Receipt,
     "parley_transfer": Receipt,
+    "parley_submitMany": list[Receipt | Refused],
     "parley_balances": dict[str, dict[str, Parts]],
     "parley_status": OperationStatus,
     "parley_heads": Heads,
@@ -390,6 +404,7 @@ RESULTS: dict[str, Any] = {
     "parley_evidence": list[Evidence],
     "parley_markets": list[MarketInfo],
     "parley_placeOrder": OrderReceipt,
+    "parley_placeOrders": list[OrderReceipt | Refused],
     "parley_cancelOrder": OrderReceipt,
     "parley_cancelAll": Receipt,
     "parley_orderBook": Book,

@@ -87,6 +87,7 @@ from channel.runtime.service import (
     NotReady,
     RequestIdConflict,
     RequestRejected,
+    Submission,
     UnknownMarket,
 )
 from channel.runtime.trading import LEVELS, MAX_DEPTH, MAX_LIMIT
@@ -147,10 +148,14 @@ class RpcError(Exception):
         self.code, self.message, self.data = code, message, data
 
     def response(self, request_id: Any) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "id": request_id, "error": self.as_error()}
+
+    def as_error(self) -> dict[str, Any]:
+        """The JSON-RPC error object."""
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.data is not None:
             error["data"] = self.data
-        return {"jsonrpc": "2.0", "id": request_id, "error": error}
+        return error
 
 
 def invalid(message: str) -> RpcError:
@@ -271,13 +276,64 @@ class Method:
 
 
 async def _submit(node: NodeService, args: list[Any]) -> Any:
+    return await _sign(node, _submission(node, args))
+
+
+def _submission(node: NodeService, args: list[Any]) -> Submission:
     kind, body, request_id = args
     if not isinstance(kind, str):
         raise invalid("kind must be a string")
     request_id = _request_id(request_id)
     parsed = parse_body(kind, body)
     _whole_units(node, parsed)
-    return await _sign(node, kind, parsed, request_id)
+    return Submission(kind, parsed, request_id)
+
+
+MAX_BATCH = 100  # items of one parley_submitMany or parley_placeOrders
+SUBMIT_PARAMS = ("kind", "body", "request_id")
+
+
+def _items(value: Any, names: tuple[str, ...], required: int, what: str) -> list[list[Any]]:
+    """A batch's items, each an object (or array) of one call's params, in `names` order."""
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_BATCH:
+        raise invalid(f"{what} must be an array of 1 to {MAX_BATCH} items")
+    items = []
+    for index, item in enumerate(value):
+        try:
+            items.append(_params(item, names, required))
+        except RpcError as exc:
+            raise invalid(f"{what}[{index}]: {exc.message}") from exc
+    return items
+
+
+async def _submit_many(node: NodeService, args: list[Any]) -> Any:
+    (items,) = args
+    submissions = []
+    for index, item in enumerate(_items(items, SUBMIT_PARAMS, 2, "items")):
+        try:
+            submissions.append(_submission(node, item))
+        except RpcError as exc:
+            raise RpcError(exc.code, f"items[{index}]: {exc.message}", exc.data) from exc
+    return await _sign_many(node, submissions)
+
+
+async def _sign_many(node: NodeService, submissions: list[Submission]) -> list[Any]:
+    """`NodeService.submit_many`: a receipt, or the error object of the item's refusal (what the
+    call alone would have answered), per item; a refusal of the whole batch as the call's error."""
+    try:
+        results = await node.submit_many(submissions)
+    except NotReady as exc:
+        raise RpcError(NOT_READY, f"not ready: {exc}") from exc
+    except StorageUnavailable as exc:
+        raise RpcError(STORAGE, f"the node cannot store the operations: {exc}") from exc
+    return [{"error": _refusal(result).as_error()} if isinstance(result, Exception) else result
+            for result in results]
+
+
+def _refusal(exc: RequestRejected | RequestIdConflict) -> RpcError:
+    if isinstance(exc, RequestRejected):
+        return RpcError(REJECTED, f"rejected: {exc}", {"reason": exc.reason})
+    return RpcError(INVALID_PARAMS, str(exc), {"reason": REQUEST_ID_CONFLICT})
 
 
 def _whole_units(node: NodeService, body: dict[str, Any]) -> None:
@@ -298,17 +354,12 @@ def _whole_units(node: NodeService, body: dict[str, Any]) -> None:
         )
 
 
-async def _sign(
-    node: NodeService, kind: str, body: dict[str, Any], request_id: str | None,
-    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+async def _sign(node: NodeService, submission: Submission) -> dict[str, Any]:
     """`NodeService.submit` with its refusals as JSON-RPC errors (nothing was signed for any)."""
     try:
-        return await node.submit(kind, body, request_id, prepare)
-    except RequestRejected as exc:
-        raise RpcError(REJECTED, f"rejected: {exc}", {"reason": exc.reason}) from exc
-    except RequestIdConflict as exc:
-        raise RpcError(INVALID_PARAMS, str(exc), {"reason": REQUEST_ID_CONFLICT}) from exc
+        return await node.submit(submission.kind, submission.body, submission.request_id, submission.prepare)
+    except (RequestRejected, RequestIdConflict) as exc:
+        raise _refusal(exc) from exc
     except NotReady as exc:
         raise RpcError(NOT_READY, f"not ready: {exc}") from exc
     except StorageUnavailable as exc:
@@ -416,6 +467,26 @@ def _order_state(node: NodeService, receipt: dict[str, Any], order_id: bytes) ->
 
 
 async def _place_order(node: NodeService, args: list[Any]) -> Any:
+    receipt = await _sign(node, _order_submission(node, args))
+    return _order_state(node, receipt, _hex(receipt["op_id"], "op_id", 32))
+
+
+async def _place_orders(node: NodeService, args: list[Any]) -> Any:
+    (orders,) = args
+    submissions = []
+    for index, item in enumerate(_items(orders, PLACE_PARAMS, 3, "orders")):
+        try:
+            submissions.append(_order_submission(node, item))
+        except RpcError as exc:
+            raise RpcError(exc.code, f"orders[{index}]: {exc.message}", exc.data) from exc
+    results = await _sign_many(node, submissions)
+    return [result if "error" in result else _order_state(node, result, _hex(result["op_id"], "op_id", 32))
+            for result in results]
+
+
+def _order_submission(node: NodeService, args: list[Any]) -> Submission:
+    """An order.place from parley_placeOrder's params (a market order without a price takes its
+    price from the book when the node signs it)."""
     market, side, qty, price, order_type, tif, reduce_only, expires, request_id = args
     request_id = _request_id(request_id)
     order_type = LIMIT if order_type is None else order_type
@@ -438,25 +509,24 @@ async def _place_order(node: NodeService, args: list[Any]) -> Any:
                 return body  # replay's unknown_market
             bound = node.sweep_price(body["market"], body["side"], body["qty"])
             if bound is None:
-                raise RpcError(REJECTED, f"rejected: {NO_LIQUIDITY}: the {body['market']} book has no "
-                               f"{'asks' if body['side'] == BUY else 'bids'} to take", {"reason": NO_LIQUIDITY})
+                raise RequestRejected(NO_LIQUIDITY, f"the {body['market']} book has no "
+                                      f"{'asks' if body['side'] == BUY else 'bids'} to take")
             return {**body, "price": bound}
 
-    receipt = await _sign(node, ORDER_PLACE, body, request_id, prepare)
-    return _order_state(node, receipt, _hex(receipt["op_id"], "op_id", 32))
+    return Submission(ORDER_PLACE, body, request_id, prepare)
 
 
 async def _cancel_order(node: NodeService, args: list[Any]) -> Any:
     order, request_id = args
     order_id = _order_id(order)
-    receipt = await _sign(node, ORDER_CANCEL, {"order": order_id}, _request_id(request_id))
+    receipt = await _sign(node, Submission(ORDER_CANCEL, {"order": order_id}, _request_id(request_id)))
     return _order_state(node, receipt, order_id)
 
 
 async def _cancel_all(node: NodeService, args: list[Any]) -> Any:
     market, request_id = args
-    return await _sign(node, ORDER_CANCEL_ALL, parse_body(ORDER_CANCEL_ALL, {"market": market}),
-                       _request_id(request_id))
+    return await _sign(node, Submission(ORDER_CANCEL_ALL, parse_body(ORDER_CANCEL_ALL, {"market": market}),
+                                        _request_id(request_id)))
 
 
 async def _markets(node: NodeService, args: list[Any]) -> Any:
@@ -573,14 +643,14 @@ async def _liquidatable(node: NodeService, args: list[Any]) -> Any:
 
 async def _post_price(node: NodeService, args: list[Any]) -> Any:
     market, price, request_id = args
-    return await _sign(node, ORACLE_PRICE, parse_body(ORACLE_PRICE, {"market": market, "price": price}),
-                       _request_id(request_id))
+    body = parse_body(ORACLE_PRICE, {"market": market, "price": price})
+    return await _sign(node, Submission(ORACLE_PRICE, body, _request_id(request_id)))
 
 
 async def _liquidate(node: NodeService, args: list[Any]) -> Any:
     account, market, qty, request_id = args
     body = parse_body(LIQUIDATE, {"account": account, "market": market, "qty": qty})
-    receipt = await _sign(node, LIQUIDATE, body, _request_id(request_id))
+    receipt = await _sign(node, Submission(LIQUIDATE, body, _request_id(request_id)))
     return {**receipt, "liquidation": node.liquidation(_hex(receipt["op_id"], "op_id", 32))}
 
 
@@ -604,6 +674,12 @@ METHODS: dict[str, Method] = {
                _submit),
         Method("parley_transfer", ("to", "token", "amount", "request_id"), 3,
                "Shorthand for parley_submit with kind transfer.", _transfer),
+        Method("parley_submitMany", ("items",), 1,
+               f"parley_submit for a batch of 1 to {MAX_BATCH} items (each {{kind, body, request_id}}): each is "
+               "dry run after the ones before it, and those replay would take are signed with consecutive seqs, "
+               "stored in one commit (one fsync), applied and gossiped together. Returns one result per item, in "
+               "order: its receipt, or {error} with the error object that parley_submit would have answered.",
+               _submit_many),
         Method("parley_balances", ("account",), 0,
                "Free, held (by open orders), locked and withdrawn (cumulative) balances (e9 strings) per "
                "participant and token.", _balances),
@@ -629,6 +705,11 @@ METHODS: dict[str, Method] = {
                "price is the worst one it meets now). Refused unsigned, with data.reason, when replay would "
                "reject it. Returns {op_id (the order id), seq, status, order}: order is parley_order's state "
                "of it once applied (fills so far, remaining, status).", _place_order),
+        Method("parley_placeOrders", ("orders",), 1,
+               f"parley_placeOrder for a batch of 1 to {MAX_BATCH} orders (each an object of its params), as "
+               "parley_submitMany signs them: one commit, one result per order, in order (a receipt with the "
+               "order's state, or {error}). A market order without a price takes the book as it stood before "
+               "the batch.", _place_orders),
         Method("parley_cancelOrder", ("order", "request_id"), 1,
                "Sign an order.cancel of one of this node's open orders. Returns {op_id, seq, status, order}.",
                _cancel_order),
@@ -717,6 +798,11 @@ def _param_schemas(kinds: Registry) -> dict[tuple[str, str], dict[str, Any]]:
                 schemas[(method, name)] = dict(field_type.schema)
     for method in ("parley_orderBook", "parley_openOrders", "parley_myTrades", "parley_trades"):
         schemas[(method, "market")] = dict(MARKET_SYMBOL.schema)
+    for method, param, call in (("parley_submitMany", "items", "parley_submit"),
+                                ("parley_placeOrders", "orders", "parley_placeOrder")):
+        item = {"type": "object", "properties": {
+            name: schema for (m, name), schema in schemas.items() if m == call}}
+        schemas[(method, param)] = {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": item}
     schemas[("parley_order", "order")] = dict(OP_ID.schema)
     schemas[("parley_status", "op_id")] = dict(OP_ID.schema)
     schemas[("parley_balances", "account")] = dict(ADDRESS.schema)

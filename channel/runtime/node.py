@@ -59,7 +59,16 @@ from channel.runtime.keystore import write_atomic
 from channel.runtime.market_feed import MarketFeed
 from channel.runtime.metrics import NodeMetrics, RateWindow
 from channel.runtime.perp_feed import PerpFeed
-from channel.runtime.service import NO_CHAIN, ExitRefused, NotReady, RequestIdConflict, RequestRejected, UnknownMarket
+from channel.runtime.service import (
+    NO_CHAIN,
+    ExitRefused,
+    NotReady,
+    RequestIdConflict,
+    RequestRefused,
+    RequestRejected,
+    Submission,
+    UnknownMarket,
+)
 from channel.runtime.store import Store
 from crdt import cbor
 from crdt.certificate import Certificate
@@ -275,19 +284,20 @@ class Node:
             log.error("storing %s failed: %s; submissions are refused until the store is writable", what, exc)
         self.storage_error = str(exc)
 
-    async def _commit_own(self, op: SignedOp) -> None:
-        """Make an operation signed here durable, with its request id, in a worker thread;
-        raises `StorageUnavailable` (recorded, nothing stored) if the store refused it."""
+    async def _commit_own(self, ops: Sequence[SignedOp]) -> None:
+        """Make operations signed here durable, with their request ids, in one commit in a
+        worker thread; raises `StorageUnavailable` (recorded, nothing stored) if the store
+        refused it."""
         source = self.peer.local_id if self.peer is not None else b"local"
-        request = self._requests.get(op.op_id)
-        requests = [(request[0], op.op_id, request[1])] if request is not None else []
+        requests = [(request[0], op.op_id, request[1]) for op in ops
+                    if (request := self._requests.get(op.op_id)) is not None]
         try:
             with trio.CancelScope(shield=True):  # a commit under way is waited for, never abandoned
-                await self.store.append_own_ops([(op.op_id, op.raw)], source, requests=requests)
+                await self.store.append_own_ops([(op.op_id, op.raw) for op in ops], source, requests=requests)
         except StorageUnavailable as exc:
             self._storage_failed("operations", exc)
             raise
-        self._durable.add(op.op_id)
+        self._durable.update(op.op_id for op in ops)
 
     async def watch_storage(self, interval: float = 1.0) -> None:
         """While a write has failed, probe the store; when it works again, resume (and ask the
@@ -404,18 +414,21 @@ class Node:
     def next_seq(self) -> int:
         return self.replica.graph.version_vector.get(self.address, 0) + 1
 
-    def parents(self) -> list[OpId]:
-        """The current heads, at most MAX_PARENTS, always with the node's own last operation."""
+    def parents(self, own: OpId | None = None) -> list[OpId]:
+        """The current heads, at most MAX_PARENTS, always with the node's own last operation:
+        `own` when a batch signs several before any is applied, its last applied one if not."""
         graph = self.replica.graph
-        own = list(graph.chains.get(self.address, {}).get(self.next_seq() - 1, ())[:1])
-        others = sorted(head for head in graph.heads if head not in own)
-        return own + others[-(MAX_PARENTS - len(own)) :] if others else list(own)
+        applied = graph.chains.get(self.address, {}).get(self.next_seq() - 1, ())[:1]
+        mine = [own] if own is not None else list(applied)
+        others = sorted(head for head in graph.heads if head not in applied)
+        return mine + others[-(MAX_PARENTS - len(mine)) :] if others else mine
 
     async def submit(
         self, kind: str, body: dict[str, Any], request_id: str | None = None,
         prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Sign, store, apply and gossip one operation of this participant.
+        """Sign, store, apply and gossip one operation of this participant: `submit_many` of
+        one, its refusal raised.
 
         Returns ``{op_id, seq, status}``. A `request_id` already used returns the first answer
         if the request is the same (`kind` and `body` as asked), and raises
@@ -425,54 +438,103 @@ class Node:
         effect, `StorageUnavailable` (nothing kept, no seq used) when the store refuses the
         commit.
         """
+        (result,) = await self.submit_many([Submission(kind, body, request_id, prepare)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def submit_many(self, items: Sequence[Submission]) -> list[dict[str, Any] | RequestRefused]:
+        """Sign, store, apply and gossip a batch of this participant's operations: each is dry
+        run after the ones before it (a batch may spend what an earlier item frees), those
+        replay would take are signed with consecutive seqs, each naming the one before it, and
+        all are stored in one commit (one fsync), then applied and gossiped together.
+
+        Returns one result per item, in order: its receipt (as `submit`'s), or its refusal
+        (`RequestRejected`, `RequestIdConflict`), which refuses that item alone. Nothing is
+        signed before every item has been dry run. Raises `NotReady` or `StorageUnavailable`
+        for the whole batch.
+        """
         began = trio.current_time()
         async with self._lock:
-            fingerprint = request_fingerprint(kind, body) if request_id is not None else b""
-            if request_id is not None:
-                known = self.store.request(request_id)
-                if known is not None:
-                    op_id, asked = known
-                    if asked is not None and asked != fingerprint:
-                        raise RequestIdConflict(
-                            f"request id {request_id!r} was used for another request (op 0x{op_id.hex()})"
-                        )
-                    return self._receipt(OpId(op_id))
-            if prepare is not None:
-                body = prepare(body)
-            if not self.check_signer():
-                raise NotReady(self.learning())
-            if self.storage_error is not None:
-                raise StorageUnavailable(self.storage_error)
-            draft = unsigned_op(self.replica.ctx, self.address, self.next_seq(), self.parents(), kind, body)
-            if len(draft.raw) > DEFAULT_LIMITS.max_op_bytes:
-                raise RequestRejected(Reason.BAD_BODY, "the operation is larger than the limit")
-            reason = self.replica.dry_run(draft)  # the dry run needs no signature: none is made yet
-            if reason is not None and not self.behaviour.signs_rejected:
-                raise RequestRejected(reason)
-            op = sign(draft, self.key.private_key)
+            results: list[RequestRefused | OpId] = []
+            drafts: list[tuple[SignedOp, str | None, bytes]] = []
+            asked: dict[str, tuple[bytes, int]] = {}  # request id -> fingerprint, its item
+            with self.replica.trial() as attempt:
+                for submission in items:
+                    try:
+                        results.append(self._draft(submission, drafts, asked, attempt))
+                    except (RequestRejected, RequestIdConflict) as exc:
+                        results.append(exc)
+            if drafts:  # a batch answered from request ids alone is answered even when not ready
+                if not self.check_signer():
+                    raise NotReady(self.learning())
+                if self.storage_error is not None:
+                    raise StorageUnavailable(self.storage_error)
+                await self._publish(drafts, began)
+            return [self._receipt(result) if isinstance(result, bytes) else result for result in results]
+
+    async def _publish(self, drafts: Sequence[tuple[SignedOp, str | None, bytes]], began: float) -> None:
+        """Sign the drafts of `submit_many`, store them in one commit, apply and gossip them."""
+        ops = [sign(draft, self.key.private_key) for draft, _, _ in drafts]
+        for op, (_, request_id, fingerprint) in zip(ops, drafts, strict=True):
             if request_id is not None:
                 self._requests[op.op_id] = (request_id, fingerprint)
-            try:
-                if self.commit_off_loop:
-                    await self._commit_own(op)
-                # No checkpoint from the commit's return to the apply (`Peer.submit` ingests
-                # before it awaits): a cancellation cannot leave a durable operation unapplied,
-                # whose seq the next submit would sign again.
-                if self.peer is not None:
-                    await self.peer.submit(op)
-                    for extra in self.behaviour.also_sign(self, op):
-                        await self.peer.submit(extra)
-                else:
-                    self.receive([op])
-            except NotPersisted as exc:  # signed, but neither stored nor applied nor sent
-                raise StorageUnavailable(self.storage_error or "the store refused the write") from exc
-            finally:
+        try:
+            if self.commit_off_loop:
+                await self._commit_own(ops)
+            # No checkpoint from the commit's return to the apply (`Peer.submit_many`
+            # ingests before it awaits): a cancellation cannot leave a durable operation
+            # unapplied, whose seq the next submit would sign again.
+            if self.peer is not None:
+                extras = [extra for op in ops for extra in self.behaviour.also_sign(self, op)]
+                await self.peer.submit_many([*ops, *extras])
+            else:
+                self.receive(ops)
+        except NotPersisted as exc:  # signed, but neither stored nor applied nor sent
+            raise StorageUnavailable(self.storage_error or "the store refused the write") from exc
+        finally:
+            for op in ops:
                 self._requests.pop(op.op_id, None)
                 self._durable.discard(op.op_id)
+        now = trio.current_time()
+        for op in ops:
             self._watched[op.op_id] = "tentative"
-            self.submitted += 1
-            self.metrics.submitted(op.op_id, began, trio.current_time())
-            return self._receipt(op.op_id)
+            self.metrics.submitted(op.op_id, began, now)
+        self.submitted += len(ops)
+
+    def _draft(
+        self, submission: Submission, drafts: list[tuple[SignedOp, str | None, bytes]],
+        asked: dict[str, tuple[bytes, int]], attempt: Callable[[SignedOp], Reason | None],
+    ) -> OpId:
+        """One item of `submit_many`: the op id of a request id already answered, or that of
+        its draft, dry run after the drafts before it and added to them. Raises its
+        refusal."""
+        kind, body, request_id = submission.kind, submission.body, submission.request_id
+        fingerprint = request_fingerprint(kind, body) if request_id is not None else b""
+        if request_id is not None:
+            known = self.store.request(request_id)
+            if known is None and request_id in asked:  # twice in one batch: the first one's op
+                known = (drafts[asked[request_id][1]][0].op_id, asked[request_id][0])
+            if known is not None:
+                op_id, first = known
+                if first is not None and first != fingerprint:
+                    raise RequestIdConflict(
+                        f"request id {request_id!r} was used for another request (op 0x{op_id.hex()})"
+                    )
+                return OpId(op_id)
+        if submission.prepare is not None:
+            body = submission.prepare(body)
+        parents = self.parents(drafts[-1][0].op_id if drafts else None)
+        draft = unsigned_op(self.replica.ctx, self.address, self.next_seq() + len(drafts), parents, kind, body)
+        if len(draft.raw) > DEFAULT_LIMITS.max_op_bytes:
+            raise RequestRejected(Reason.BAD_BODY, "the operation is larger than the limit")
+        reason = attempt(draft)  # the dry run needs no signature: none is made yet
+        if reason is not None and not self.behaviour.signs_rejected:
+            raise RequestRejected(reason)
+        if request_id is not None:
+            asked[request_id] = (fingerprint, len(drafts))
+        drafts.append((draft, request_id, fingerprint))
+        return draft.op_id
 
     def _receipt(self, op_id: OpId) -> dict[str, Any]:
         op = self.replica.graph.ops.get(op_id)

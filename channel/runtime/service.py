@@ -16,7 +16,8 @@ strings), which the WebSocket streams of books, trades, orders and fills share.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
@@ -40,6 +41,19 @@ class RequestRejected(ChannelError):
 
 class RequestIdConflict(ChannelError):
     """A request id already used for another request; nothing was signed."""
+
+
+RequestRefused = RequestRejected | RequestIdConflict  # what refuses one item of a batch
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One operation to sign (`NodeService.submit_many`): as `submit`'s arguments."""
+
+    kind: str
+    body: dict[str, Any]
+    request_id: str | None = None
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 class NotReady(ChannelError):
@@ -96,6 +110,10 @@ class NodeService(Protocol):
         """Sign, store, apply and gossip; ``{op_id, seq, status}``. A reused `request_id` gives
         the first answer, or `RequestIdConflict` for another request; `prepare` completes the
         body after that check."""
+        ...
+
+    async def submit_many(self, items: Sequence[Submission]) -> list[dict[str, Any] | RequestRefused]:
+        """A batch, stored in one commit: a receipt or the refusal of each item, in order."""
         ...
 
     def stats(self) -> dict[str, Any]: ...

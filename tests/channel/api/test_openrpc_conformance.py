@@ -54,6 +54,18 @@ def test_spot_methods_answer_as_their_schemas_say(tmp_path: Path) -> None:
                 book = checked(seen, "parley_orderBook", await call("parley_orderBook", SYMBOL, 10, level))
                 assert book["bids"]
                 assert book["asks"]
+            batch = checked(seen, "parley_placeOrders", await call("parley_placeOrders", [
+                {"market": SYMBOL, "side": "buy", "qty": str(E9), "price": str(1980 * E9)},
+                {"market": SYMBOL, "side": "buy", "qty": str(10**6 * E9), "price": str(1970 * E9)},  # unfunded
+            ]))
+            assert "order" in batch[0]
+            assert "error" in batch[1]
+            many = checked(seen, "parley_submitMany", await call("parley_submitMany", [
+                {"kind": "transfer", "body": {"to": other, "token": "USDC", "amount": str(E9)}},
+                {"kind": "transfer", "body": {"to": other, "token": "USDC", "amount": str(10**9 * E9)}},
+            ]))
+            assert "op_id" in many[0]
+            assert "error" in many[1]
             checked(seen, "parley_openOrders", await call("parley_openOrders"))
             checked(seen, "parley_order", await call("parley_order", placed["op_id"]))
             checked(seen, "parley_myTrades", await call("parley_myTrades"))
@@ -72,7 +84,7 @@ def test_spot_methods_answer_as_their_schemas_say(tmp_path: Path) -> None:
             checked(seen, "rpc.discover", await call("rpc.discover"))
 
     with_node(trading_genesis(), tmp_path, body)
-    assert len(seen) == 19
+    assert len(seen) == 21
 
 
 def test_perp_methods_answer_as_their_schemas_say(tmp_path: Path) -> None:
