@@ -243,10 +243,11 @@ class Replica:
         frame = ledger.begin()
         stale_rule = len(self.cuts) >= 2
         epoch = len(self.cuts) + 1
+        covers: dict[OpId, int] = {}  # the trial's operations (not in the graph), which later ones name
 
         def attempt(op: SignedOp) -> Reason | None:
             before = ledger.undo_point()
-            reason = ledger.apply(op, stale=stale_rule and self._is_stale(op, epoch))
+            reason = ledger.apply(op, stale=stale_rule and self._is_stale(op, epoch, covers))
             if reason is not None:
                 ledger.undo(before)
             return reason
@@ -300,7 +301,10 @@ class Replica:
 
     # -- freshness ---------------------------------------------------------------------------------
 
-    def _is_stale(self, op: SignedOp, epoch: int) -> bool:
+    def _is_stale(self, op: SignedOp, epoch: int, covers: dict[OpId, int] | None = None) -> bool:
+        """Whether `op`'s past misses a head of the cut two before its epoch. `covers` holds
+        what the past of operations not in the graph (a trial's) covers, for those naming them
+        as parents; `op`'s own is added to it."""
         if epoch < 3:
             return False
         heads = self.cuts[epoch - 3].heads
@@ -309,7 +313,10 @@ class Replica:
         full = (1 << len(heads)) - 1
         mask = 0
         for parent in op.parents:  # the op itself is never a head of an older cut
-            mask |= self._cover_mask(parent, epoch - 2)
+            known = covers.get(parent) if covers is not None else None
+            mask |= known if known is not None else self._cover_mask(parent, epoch - 2)
+        if covers is not None:
+            covers[op.op_id] = mask
         return mask != full
 
     def _cover_mask(self, op_id: OpId, version: int) -> int:

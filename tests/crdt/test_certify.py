@@ -205,3 +205,24 @@ def test_preview_gives_what_certify_gives_and_changes_nothing(workload: Workload
             final.state_hash(), final.payout_root(), final.totals()
         )
         check_replica(replica)
+
+
+def test_a_trial_judges_freshness_through_the_operations_tried_before() -> None:
+    """A batch's second operation names the first, which is not in the graph yet: past two cuts
+    the freshness rule walks its parents through the trial (it raised KeyError here), and finds
+    the chain fresh or stale as replay then does."""
+    replica, (_a1, a2, b1, c1) = chain()
+    replica.certify(Cut(1, (a2.op_id,), 1000))
+    replica.certify(Cut(2, (c1.op_id,), 2000))
+    fresh = sign(3, 1, [c1.op_id], "transfer", transfer(0, E9))
+    fresh_next = sign(3, 2, [fresh.op_id], "transfer", transfer(1, E9))
+    stale = sign(1, 2, [b1.op_id], "transfer", transfer(0, E9))
+    stale_next = sign(1, 3, [stale.op_id], "transfer", transfer(2, E9))
+    before = snapshot(replica)
+    with replica.trial() as attempt:
+        outcomes = [attempt(op) for op in (fresh, fresh_next, stale, stale_next)]
+    assert [str(reason) if reason else None for reason in outcomes] == [None, None, "stale", "stale"]
+    assert snapshot(replica) == before
+    replica.receive_many([fresh, fresh_next, stale, stale_next])
+    statuses = [replica.status(op.op_id) for op in (fresh, fresh_next, stale, stale_next)]
+    assert statuses == ["tentative", "tentative", "rejected:stale", "rejected:stale"]
