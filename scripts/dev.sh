@@ -23,8 +23,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stam
 fi
 # The compiled modules sit beside the sources (an editable install): rebuild them when a crdt
 # source changed since their build, which crdt reports as "stale" (and then runs the sources).
+# Through pip, whose isolated build has the setuptools and mypyc of [build-system]: the venv's
+# own setuptools may be too old for pyproject.toml (`setup.py build_ext` failed on its license).
 if [ "$("$VENV/bin/python" -c 'import crdt; print(crdt.BUILD)' 2>/dev/null)" = stale ]; then
-    "$VENV/bin/python" setup.py --quiet build_ext --inplace
+    "$VENV/bin/python" -m pip install --quiet --no-deps -e .
 fi
 export PATH="$PWD/$VENV/bin:$PATH"
 
