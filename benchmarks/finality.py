@@ -3,7 +3,8 @@
     python benchmarks/finality.py [--ops N]
 
 Four real node processes on 127.0.0.1 over libp2p, with the default checkpoint interval (1 s:
-a checkpoint at most every second while there is something new) and a shorter one (0.25 s).
+checkpoints are pipelined, each started once the one before is decided, at most one per
+interval while there is something new) and shorter ones (0.25 s, 0.1 s).
 One operation at a time is submitted
 (round robin over the live nodes); the time until its status is ``final`` on every live node is
 recorded. Then one node is stopped and the run is repeated with three. Prints JSON lines with
@@ -70,7 +71,7 @@ def run(interval: float, count: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ops", type=int, default=60)
-    parser.add_argument("--intervals", type=float, nargs="+", default=[1.0, 0.25])
+    parser.add_argument("--intervals", type=float, nargs="+", default=[1.0, 0.25, 0.1])
     args = parser.parse_args()
     for interval in args.intervals:
         run(interval, args.ops)

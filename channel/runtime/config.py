@@ -10,7 +10,8 @@
     host = "127.0.0.1"                 # loopback only: the API signs with the participant's key
     port = 8545                        # 0 picks a free port; the URL is written to data_dir/api.json
     [finality]
-    interval = 1.0                     # seconds between checkpoints while there is something new
+    interval = 1.0                     # at most one checkpoint started per interval (s), while
+                                       # there is news; each starts once the one before is decided
     [store]
     max_mb = 0                         # optional cap on node.sqlite (0: none); at the cap the
                                        # node refuses new writes as on a full disk
@@ -108,7 +109,7 @@ class ApiTable(_Table):
 
 
 class FinalityTable(_Table):
-    interval: float = Field(default=1.0, ge=0.05, le=3600)
+    interval: float = Field(default=1.0, ge=0.01, le=3600)
 
 
 class StoreTable(_Table):
@@ -222,7 +223,7 @@ class NodeConfig:
     p2p_listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
     api_host: str = "127.0.0.1"
     api_port: int = 0
-    finality_interval: float = 1.0  # seconds between checkpoints while there is something new
+    finality_interval: float = 1.0  # at most one checkpoint started per interval, while there is news
     chain: ChainConfig | None = None  # None: no chain (checkpoints are certified, not settled)
     store_max_bytes: int | None = None  # a cap on node.sqlite; None: as much as the disk holds
 

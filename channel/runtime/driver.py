@@ -11,9 +11,11 @@ The topic's validator lets a message through only if the machine would take it f
 decision with a quorum of distinct precommits), and scores its forwarder down otherwise, on the
 node's `p2p.peer.Peer`, which bans past the threshold (`ConsensusDriver._validate`).
 
-When a height starts: a node starts version h once `interval` has passed since it started
-h - 1 (so checkpoints come at most once per interval) and h - 1 is decided, and it has
-something new to certify (heads beyond the last cut, or confirmed deposits), or as
+When a height starts: checkpoints are pipelined. A node starts version h as soon as h - 1 is
+decided, `interval` (1 s by default) has passed since it started h - 1 (so checkpoints come
+at most once per interval on a busy channel, and none on an idle one), and it has something
+new to certify (heads beyond the last cut, or confirmed deposits): at the decision, at the
+operation that brings the news, or at the next tick (every quarter interval), or as
 soon as it sees any message for version h or later (so idle nodes still vote, and a node that
 was down starts voting, which makes its peers send it the `Decision` proofs it missed).
 
@@ -137,7 +139,7 @@ def consensus_topic(channel: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class DriverConfig:
-    interval: float = 1.0  # seconds between checkpoints while there is something new
+    interval: float = 1.0  # at most one checkpoint started per interval (s), while there is news
     time_bound_ms: int = 10_000  # a proposal's time must be this close to our clock
     catchup_period: float = 1.0  # seconds between two catch-up requests
     catchup_idle: float = 10.0  # ask anyway after this long without asking
@@ -470,7 +472,7 @@ class ConsensusDriver:
 
     async def _ticker(self) -> None:
         while True:
-            await trio.sleep(self.config.interval / 4)
+            await trio.sleep(min(self.config.interval, 1.0) / 4)
             self._send.send_nowait(("tick", None))
 
     async def _timer(self, due: Timeout, duration_ms: int) -> None:
@@ -493,17 +495,26 @@ class ConsensusDriver:
                 await self._apply(self._pending)
             elif self.started:
                 await self._carry_out(consensus.on_data_arrived())
+            else:
+                await self._start_if_due()
         elif kind == "tick":
             self._maybe_fetch()
-            if not self.started and self._pending is None:
-                due = trio.current_time() - self.last_start >= self.config.interval
-                if self.highest_seen >= self.height or (due and self.app.has_news()):
-                    await self._start()
+            await self._start_if_due()
         elif kind == "fetched":
             peer, answer = item
             self._fetching.pop(peer, None)
             if answer is not None:
                 await self._catch_up(peer, answer)
+
+    async def _start_if_due(self) -> None:
+        """Start the next height if others vote on it, or if there is news and `interval` has
+        passed since the last start: checkpoints are pipelined, each starting as soon as the
+        one before it is decided and something is new, at most once per interval."""
+        if self.started or self._pending is not None or self._catching_up:
+            return
+        due = trio.current_time() - self.last_start >= self.config.interval
+        if self.highest_seen >= self.height or (due and self.app.has_news()):
+            await self._start()
 
     async def _start(self) -> None:
         self.started = True
@@ -559,8 +570,7 @@ class ConsensusDriver:
         self.started = False
         self.node.announce([])  # statuses moved from tentative to final
         log.info("checkpoint %d final (%d heads)", decide.height, len(decide.value.heads))
-        if self.highest_seen >= self.height and not self._catching_up:
-            await self._start()
+        await self._start_if_due()
 
     def _certified(self, certificate: Certificate) -> None:
         version = certificate.version

@@ -125,6 +125,31 @@ def test_checkpoints_follow_the_interval_in_virtual_time(tmp_path: Path) -> None
     run_virtual(main)
 
 
+def test_a_checkpoint_starts_with_the_news_once_the_interval_has_passed(tmp_path: Path) -> None:
+    """Checkpoints are pipelined: on a channel quiet for longer than the interval, the operation
+    that brings news starts the next height at once (its proposal's time is the submit's, in
+    virtual ms), not at the driver's next tick, which came up to a quarter second later."""
+    config = DriverConfig(interval=2.0, catchup_period=0.1, certificate_grace=0.3)
+
+    async def main() -> None:
+        genesis = make_genesis()
+        network = MemoryNetwork()
+        async with AsyncExitStack() as stack:
+            nodes = [
+                await stack.enter_async_context(memory_node(genesis, i, tmp_path, network, config)) for i in range(4)
+            ]
+            network.connect_all()
+            for gap in (3.123, 2.457, 5.061):  # quiet for longer than the interval, at odd offsets
+                await trio.sleep(gap)
+                submitted_at = virtual_wall_clock()
+                receipt = await nodes[0].submit("transfer", {"to": nodes[1].address, "token": USDC, "amount": 1})
+                await agreed(nodes, {op_id(receipt): "final"})
+                newest = max(certificates(nodes[0]).items())[1].checkpoint
+                assert newest.time - submitted_at <= 10, (newest.time, submitted_at)
+
+    run_virtual(main)
+
+
 def test_idle_nodes_ask_their_peers_once_per_catchup_idle_of_virtual_time(tmp_path: Path) -> None:
     """With the default configuration and nothing to certify for 60 virtual seconds, each node
     asks once at start-up (no peer has told it its latest version yet) and then once every
