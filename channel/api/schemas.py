@@ -108,6 +108,7 @@ class Stats(Model):
     address: AddressHex
     channel: Hex32
     operations: int
+    final: int = Field(description="operations in the certified prefix (final or rejected for good)")
     pending: int
     rejected: int
     rejected_reasons: dict[str, int]

@@ -555,6 +555,7 @@ class Node:
             "address": "0x" + self.address.hex(),
             "channel": "0x" + self.genesis.channel_id.hex(),
             "operations": len(replica.graph),
+            "final": len(replica.epoch_of),
             "pending": len(replica.graph.pending),
             "rejected": sum(reasons.values()),
             "rejected_reasons": dict(sorted(reasons.items())),
