@@ -293,28 +293,25 @@ MAX_BATCH = 100  # items of one parley_submitMany or parley_placeOrders
 SUBMIT_PARAMS = ("kind", "body", "request_id")
 
 
-def _items(value: Any, names: tuple[str, ...], required: int, what: str) -> list[list[Any]]:
-    """A batch's items, each an object (or array) of one call's params, in `names` order."""
+def _batch(
+    node: NodeService, value: Any, names: tuple[str, ...], required: int, what: str,
+    submission: Callable[[NodeService, list[Any]], Submission],
+) -> list[Submission]:
+    """A batch's items, each an object (or array) of one call's params, in `names` order, made
+    into submissions; the first malformed one refuses the whole call, naming its index."""
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_BATCH:
         raise invalid(f"{what} must be an array of 1 to {MAX_BATCH} items")
-    items = []
+    submissions = []
     for index, item in enumerate(value):
         try:
-            items.append(_params(item, names, required))
+            submissions.append(submission(node, _params(item, names, required)))
         except RpcError as exc:
-            raise invalid(f"{what}[{index}]: {exc.message}") from exc
-    return items
+            raise RpcError(exc.code, f"{what}[{index}]: {exc.message}", exc.data) from exc
+    return submissions
 
 
 async def _submit_many(node: NodeService, args: list[Any]) -> Any:
-    (items,) = args
-    submissions = []
-    for index, item in enumerate(_items(items, SUBMIT_PARAMS, 2, "items")):
-        try:
-            submissions.append(_submission(node, item))
-        except RpcError as exc:
-            raise RpcError(exc.code, f"items[{index}]: {exc.message}", exc.data) from exc
-    return await _sign_many(node, submissions)
+    return await _sign_many(node, _batch(node, args[0], SUBMIT_PARAMS, 2, "items", _submission))
 
 
 async def _sign_many(node: NodeService, submissions: list[Submission]) -> list[Any]:
@@ -472,14 +469,7 @@ async def _place_order(node: NodeService, args: list[Any]) -> Any:
 
 
 async def _place_orders(node: NodeService, args: list[Any]) -> Any:
-    (orders,) = args
-    submissions = []
-    for index, item in enumerate(_items(orders, PLACE_PARAMS, 3, "orders")):
-        try:
-            submissions.append(_order_submission(node, item))
-        except RpcError as exc:
-            raise RpcError(exc.code, f"orders[{index}]: {exc.message}", exc.data) from exc
-    results = await _sign_many(node, submissions)
+    results = await _sign_many(node, _batch(node, args[0], PLACE_PARAMS, 3, "orders", _order_submission))
     return [result if "error" in result else _order_state(node, result, _hex(result["op_id"], "op_id", 32))
             for result in results]
 
@@ -708,8 +698,8 @@ METHODS: dict[str, Method] = {
         Method("parley_placeOrders", ("orders",), 1,
                f"parley_placeOrder for a batch of 1 to {MAX_BATCH} orders (each an object of its params), as "
                "parley_submitMany signs them: one commit, one result per order, in order (a receipt with the "
-               "order's state, or {error}). A market order without a price takes the book as it stood before "
-               "the batch.", _place_orders),
+               "order's state, or {error}). A market order without a price takes its sweep price from the book "
+               "as the orders before it leave it.", _place_orders),
         Method("parley_cancelOrder", ("order", "request_id"), 1,
                "Sign an order.cancel of one of this node's open orders. Returns {op_id, seq, status, order}.",
                _cancel_order),
