@@ -486,8 +486,11 @@ class Node:
             # ingests before it awaits): a cancellation cannot leave a durable operation
             # unapplied, whose seq the next submit would sign again.
             if self.peer is not None:
-                extras = [extra for op in ops for extra in self.behaviour.also_sign(self, op)]
-                await self.peer.submit_many([*ops, *extras])
+                await self.peer.submit_many(ops)
+                for op in ops:  # a Byzantine behaviour's extras see our op applied, its seq used
+                    extras = self.behaviour.also_sign(self, op)
+                    if extras:
+                        await self.peer.submit_many(extras)
             else:
                 self.receive(ops)
         except NotPersisted as exc:  # signed, but neither stored nor applied nor sent
