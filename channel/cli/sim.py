@@ -88,6 +88,15 @@ def _summary(output: RunOutput, seconds: float) -> None:
         ("evidence", f"operations {m['evidence']['operation']}, consensus {m['evidence']['consensus'] or '-'}"),
         ("virtual / real time", f"{results['virtual_ms'] / 1000 / max(seconds, 1e-9):.1f}x ({seconds:.2f} s real)"),
     ]
+    if (trading := m.get("trading")) is not None:
+        front = trading["front_runs"]
+        rows[-1:-1] = [
+            ("orders signed / refused", f"{trading['orders_signed']} / {trading['orders_refused_by_dry_run']}"),
+            ("fills / open orders", f"{trading['fills']} / {trading['open_orders']}"),
+            ("orders closed", str(trading["closed"] or "-")),
+            ("signed by behaviours", str(trading["forged"] or "-")),
+            ("front-runs sorted ahead / signed", f"{front['sorted_ahead']} / {front['signed']}"),
+        ]
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)

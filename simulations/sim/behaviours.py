@@ -35,7 +35,23 @@ The behaviours:
 - ``flood_pending``: each own operation comes with ``count`` signed operations whose parents
   nobody has (the honest pending buffers must stay bounded);
 - ``time_skew``: its proposals carry a checkpoint time ``skew_ms`` off its clock;
-- ``silent``: sends nothing at all from ``from_ms`` on (a crash that keeps its state).
+- ``silent``: sends nothing at all from ``from_ms`` on (a crash that keeps its state);
+- ``replay_ops``: each own operation goes out with ``count`` old operations drawn from what it
+  stored (others' and its own), which the honest nodes must recognise and drop.
+
+The trading behaviours (scenarios with ``[trading]``) sign operations of their own, through
+`Behaviour.after_own` (right after one of its own) and `Behaviour.on_received` (on seeing
+others'), without the dry run an honest node does:
+- ``self_trade``: after each own order that rests, an IOC of the other side at its price and
+  quantity, which meets it (replay removes the resting order, never fills it against itself);
+- ``spoof``: with each own operation, a large post-only order ``ticks`` behind the best price
+  of a side, cancelled with the next one (it is in the book only between the two);
+- ``front_run``: on an order of another participant that took liquidity in its replica, an IOC
+  of the same side, price and quantity whose parents are only its own last operation and the
+  heads of the last certified cut, so that it sorts before the order it saw (README, "Queue
+  priority": the bound is the freshness window); how often it got ahead is a metric;
+- ``oracle_outlier``: as an oracle, posts the price times ``factor_e9 / 1e9`` (clipped to the
+  market's range); the median of the posts must stay within the honest oracles' range.
 """
 
 from __future__ import annotations
@@ -60,6 +76,8 @@ from channel.core.consensus import Message as ConsensusMessage
 from crdt.eip712 import Checkpoint
 from crdt.genesis import Genesis
 from crdt.hashing import keccak256
+from crdt.markets.book import BUY, IOC, LIMIT, POST_ONLY, SELL
+from crdt.markets.config import E9
 from crdt.ops import SignedOp, sign_op
 from crdt.replica import Cut, Replica
 from crdt.types import Address, Hash32, OpId
@@ -92,9 +110,24 @@ class SimNode(Protocol):
         """The participant index of another simulated node."""
         ...
 
+    def stored_ops(self) -> list[SignedOp]:
+        """The operations in the node's store, in the order it wrote them."""
+        ...
+
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """An operation a behaviour wants signed: its kind, body and parents (None: the node's own
+    choice), and the operation of another participant it answers (a front-run's victim)."""
+
+    kind: str
+    body: dict[str, Any]
+    parents: list[OpId] | None = None
+    answers: OpId | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +162,18 @@ class Behaviour:
     def parents(self, node: SimNode, parents: list[OpId]) -> list[OpId]:
         """The parents of the node's next own operation (honest: its heads, as the node picks them)."""
         return parents
+
+    def after_own(self, node: SimNode, op: SignedOp) -> list[Draft]:
+        """Operations to sign right after the node's own `op` (applied in its replica)."""
+        return []
+
+    def on_received(self, node: SimNode, ops: Sequence[SignedOp]) -> list[Draft]:
+        """Operations to sign on receiving others' `ops` (applied in its replica)."""
+        return []
+
+    def oracle_price(self, node: SimNode, price: int) -> int:
+        """The price this node posts as an oracle, where an honest one posts `price`."""
+        return price
 
 
 class Equivocate(Behaviour):
@@ -377,13 +422,116 @@ class Silent(Behaviour):
         return [] if self._on(node) else messages
 
 
+class ReplayOps(Behaviour):
+    """Each own operation goes out with ``count`` old ones from its store (drawn from the
+    seed): duplicates every honest node must drop without applying anything twice."""
+
+    name = "replay_ops"
+
+    class Params(NoParams):
+        count: int = Field(default=4, ge=1, le=64)
+
+    def __init__(self, params: BaseModel, context: BehaviourContext) -> None:
+        super().__init__(params, context)
+        self._extra: dict[bytes, list[SignedOp]] = {}
+
+    def gossip(self, node: SimNode, op: SignedOp, dst: int, own: bool) -> list[SignedOp]:
+        if not own:
+            return [op]
+        extra = self._extra.get(op.op_id)
+        if extra is None:
+            assert isinstance(self.params, ReplayOps.Params)
+            stored, rng = node.stored_ops(), self.context.rng
+            extra = [stored[rng.randrange(len(stored))] for _ in range(self.params.count)] if stored else []
+            self._extra = {op.op_id: extra}
+        return [op, *extra]
+
+
+def _own_last(node: SimNode) -> list[OpId]:
+    return list(node.replica.graph.chains.get(node.address, {}).get(node.next_seq() - 1, ())[:1])
+
+
+class SelfTrade(Behaviour):
+    name = "self_trade"
+
+    def after_own(self, node: SimNode, op: SignedOp) -> list[Draft]:
+        if op.kind != "order.place":
+            return []
+        resting = node.replica.ledger.order(op.op_id)
+        if resting is None:
+            return []
+        side = SELL if resting.side == BUY else BUY
+        return [Draft("order.place", {**op.body, "side": side, "type": LIMIT, "tif": IOC, "qty": resting.remaining})]
+
+
+class Spoof(Behaviour):
+    name = "spoof"
+
+    class Params(NoParams):
+        qty_steps: int = Field(default=50_000, ge=1, le=10**6)  # 50 ETH at a 0.001 step
+        ticks: int = Field(default=2, ge=0, le=10_000)
+
+    def after_own(self, node: SimNode, op: SignedOp) -> list[Draft]:
+        if op.kind not in ("transfer", "order.place", "order.cancel"):
+            return []
+        assert isinstance(self.params, Spoof.Params)
+        ledger, genesis = node.replica.ledger, self.context.genesis
+        spoofs = [order for order in node.replica.open_orders(node.address)
+                  if order.remaining >= self.params.qty_steps * genesis.markets[0].step_size // 2]
+        if spoofs:
+            return [Draft("order.cancel", {"order": order.order_id}) for order in spoofs]
+        market = genesis.markets[self.context.rng.randrange(len(genesis.markets))]
+        side = self.context.rng.choice((BUY, SELL))
+        book = ledger.book(market.symbol)
+        best = book.best_bid() if side == BUY else book.best_ask()
+        if best is None:
+            return []
+        toward = 1 if side == BUY else -1
+        price = best.price - toward * self.params.ticks * market.tick_size
+        if not market.min_price <= price <= market.max_price:
+            return []
+        body = {"market": market.symbol, "side": side, "type": LIMIT, "tif": POST_ONLY, "price": price,
+                "qty": self.params.qty_steps * market.step_size, "reduce_only": False, "expires": 0}
+        return [Draft("order.place", body)]
+
+
+class FrontRun(Behaviour):
+    name = "front_run"
+
+    def on_received(self, node: SimNode, ops: Sequence[SignedOp]) -> list[Draft]:
+        replica, drafts = node.replica, list[Draft]()
+        for op in ops:
+            if op.kind != "order.place" or op.author == node.address or not replica.ledger.order_fills.get(op.op_id):
+                continue
+            own = _own_last(node)
+            cut = sorted(replica.cuts[-1].heads) if replica.cuts else []
+            parents = own + [head for head in cut if head not in own][: 15]
+            body = {**op.body, "type": LIMIT, "tif": IOC}
+            drafts.append(Draft("order.place", body, parents, answers=op.op_id))
+        return drafts
+
+
+class OracleOutlier(Behaviour):
+    name = "oracle_outlier"
+
+    class Params(NoParams):
+        factor_e9: int = Field(default=10 * E9, ge=0, le=10**6 * E9)
+
+    def oracle_price(self, node: SimNode, price: int) -> int:
+        assert isinstance(self.params, OracleOutlier.Params)
+        market = next(m for m in self.context.genesis.markets if m.perp is not None)
+        outlier = price * self.params.factor_e9 // E9 // market.tick_size * market.tick_size
+        return min(max(outlier, market.min_price), market.max_price)
+
+
 BEHAVIOURS: dict[str, type[Behaviour]] = {
     cls.name: cls
     for cls in (
         Equivocate, Twins, DoubleVote, DoublePropose, BadProposal, Withhold, SyncLies, StaleParents, FloodPending,
-        TimeSkew, Silent,
+        TimeSkew, Silent, ReplayOps, SelfTrade, Spoof, FrontRun, OracleOutlier,
     )
 }
+TRADING_BEHAVIOURS = frozenset({"self_trade", "spoof", "front_run", "oracle_outlier"})
 
 
 def make_behaviours(specs: Sequence[BehaviourSpec]) -> dict[int, list[tuple[type[Behaviour], BaseModel]]]:

@@ -13,11 +13,18 @@ Only honest nodes are judged (every node of a participant without a behaviour):
   same state hash and payout root;
 - ``eventual_convergence``: after the last partition healed and the settle time, every honest
   replica holds the same operations;
-- ``conservation``: `Ledger.check_conservation` on every honest replica, and the balances
-  (free + held + locked + withdrawn) of each token sum to its genesis supply;
+- ``conservation``: `Ledger.check_conservation` on every honest replica (every token's
+  buckets, fee and insurance pools included, sum to its deposits; holds match the open orders),
+  and each token's deposits are its genesis supply;
 - ``evidence``: every equivocation an honest node holds both operations of is in its
   evidence, and no honest participant is ever accused (of an operation or a consensus
   equivocation);
+- ``trading`` (runs with markets): on every honest replica no book is crossed at rest (best
+  bid below best ask), no fill is between an account and itself, and every fill is at the
+  maker's price and within the taker's limit (TRADING.md invariants 2, 4 and 6); fills are part
+  of what ``convergence`` compares;
+- ``oracle`` (runs with a perp market): every perp price an honest node's checkpoint fixed is
+  within the range of the prices the honest oracles posted (the median of 2f + 1 posts);
 - ``liveness`` (f < n/3 only, counting nodes crashed for good as faulty): every running honest
   node decides a checkpoint within ``liveness_bound_ms`` after the network last healed and the
   last crashed node restarted.
@@ -86,11 +93,15 @@ def _cuts_digest(node: SimNode) -> str:
     return hashlib.sha256(b"|".join(parts)).hexdigest()
 
 
+def _fills_digest(node: SimNode) -> str:
+    return hashlib.sha256(repr(node.replica.fills()).encode()).hexdigest()
+
+
 def _convergence(engine: Engine) -> Verdict:
-    groups: dict[tuple[str, str], set[tuple[bytes, bytes]]] = {}
+    groups: dict[tuple[str, str], set[tuple[bytes, bytes, str]]] = {}
     for node in engine.honest:
         key = (_ops_digest(node), _cuts_digest(node))
-        groups.setdefault(key, set()).add((node.replica.state_hash(), node.replica.payout_root()))
+        groups.setdefault(key, set()).add((node.replica.state_hash(), node.replica.payout_root(), _fills_digest(node)))
     bad = sum(1 for roots in groups.values() if len(roots) > 1)
     if bad:
         return Verdict("convergence", False, f"{bad} groups of replicas with the same operations and cuts disagree")
@@ -115,18 +126,53 @@ def _eventual_convergence(engine: Engine) -> Verdict:
 def _conservation(engine: Engine) -> Verdict:
     supply = engine.scenario.initial_balance_e9 * engine.scenario.participants
     for node in engine.honest:
+        ledger = node.replica.ledger
         try:
-            node.replica.ledger.check_conservation()
+            ledger.check_conservation()
         except InternalError as exc:
             return Verdict("conservation", False, f"n{node.index}: {exc}")
-        totals: Counter[str] = Counter()
-        for account in node.replica.balances().values():
-            for token, amounts in account.items():
-                totals[token] += sum(amounts.values())
-        wrong = {token: total for token, total in totals.items() if total != supply}
+        wrong = {t.symbol: ledger.deposits.get(t.symbol, 0) for t in engine.genesis.tokens
+                 if ledger.deposits.get(t.symbol, 0) != supply}
         if wrong:
-            return Verdict("conservation", False, f"n{node.index}: token totals {wrong} != supply {supply}")
+            return Verdict("conservation", False, f"n{node.index}: deposits {wrong} != supply {supply}")
     return Verdict("conservation", True)
+
+
+def _trading(engine: Engine) -> Verdict:
+    if not engine.genesis.markets:
+        return Verdict("trading", None, "no markets")
+    for node in engine.honest:
+        replica = node.replica
+        for market in engine.genesis.markets:
+            book = replica.ledger.book(market.symbol)
+            bid, ask = book.best_bid(), book.best_ask()
+            if bid is not None and ask is not None and bid.price >= ask.price:
+                detail = f"n{node.index}: {market.symbol} crossed at rest: {bid.price} >= {ask.price}"
+                return Verdict("trading", False, detail)
+        for fill in replica.fills():
+            where = f"n{node.index}: fill 0x{fill.fill_id.hex()[:16]}"
+            if fill.taker == fill.maker:
+                return Verdict("trading", False, f"{where} is between 0x{fill.taker.hex()} and itself")
+            maker, taker = replica.graph.ops[fill.maker_order].body, replica.graph.ops[fill.taker_order].body
+            if fill.price != maker["price"]:
+                return Verdict("trading", False, f"{where} at {fill.price}, not the maker's {maker['price']}")
+            if (fill.price > taker["price"]) if taker["side"] == "buy" else (fill.price < taker["price"]):
+                return Verdict("trading", False, f"{where} at {fill.price}, beyond the taker's limit {taker['price']}")
+    fills = len(engine.honest[0].replica.fills()) if engine.honest else 0
+    return Verdict("trading", True, f"{fills} fills, none against itself, off the maker's price or the taker's limit")
+
+
+def _oracle(engine: Engine) -> Verdict:
+    posts = engine.record.oracle_posts
+    marks = engine.record.marks
+    if not posts:
+        return Verdict("oracle", None, "no honest oracle posted a price")
+    low, high = min(posts), max(posts)
+    outside = [(node, version, price) for node, version, price in marks if not low <= price <= high]
+    if outside:
+        node, version, price = outside[0]
+        return Verdict("oracle", False, f"n{node} v{version} fixed {price}, outside the honest posts [{low}, {high}]")
+    return Verdict("oracle", True, f"{len(marks)} prices fixed, all within the honest posts [{low}, {high}]")
 
 
 def _evidence(engine: Engine) -> Verdict:
@@ -192,7 +238,10 @@ def recovery_after_heal_ms(engine: Engine) -> int | None:
     return max(first[index] for index in running) - heal
 
 
-CHECKS = (_agreement, _certificates, _replay, _convergence, _eventual_convergence, _conservation, _evidence, _liveness)
+CHECKS = (
+    _agreement, _certificates, _replay, _convergence, _eventual_convergence, _conservation, _evidence, _trading,
+    _oracle, _liveness,
+)
 
 
 def run_checks(engine: Engine) -> list[Verdict]:
@@ -233,6 +282,7 @@ def metrics(engine: Engine) -> dict[str, Any]:
         },
         "ops_signed": record.signed,
         "ops_signed_honest": record.signed_honest,
+        "ops_duplicates_received": record.duplicates,
         "ops_per_s": round(record.signed / seconds, 3),
         "final_ops_per_s": round(len(record.finality_ms) / seconds, 3),
         "msgs_per_op": round(total_messages / signed, 3),
@@ -251,4 +301,23 @@ def metrics(engine: Engine) -> dict[str, Any]:
         "later_round_decisions": sum(1 for d in record.decisions if d.round > 0 and d.node in honest),
         "pending_max": max((len(node.replica.graph.pending) for node in engine.honest), default=0),
         "events": record.events_processed,
+        "trading": _trading_metrics(engine),
+    }
+
+
+def _trading_metrics(engine: Engine) -> dict[str, Any] | None:
+    """What the order flow and the trading behaviours came to, at the first honest replica."""
+    if not engine.genesis.markets or not engine.honest:
+        return None
+    record, replica = engine.record, engine.honest[0].replica
+    position = {op.op_id: i for i, op in enumerate(replica.applied_order())}
+    ahead = sum(1 for seen, runner in record.front_runs
+                if seen in position and runner in position and position[runner] < position[seen])
+    closed = Counter(why for why, _ in replica.ledger.closed.values())
+    return {
+        "orders_signed": record.orders_signed, "orders_refused_by_dry_run": record.orders_refused,
+        "fills": len(replica.fills()), "open_orders": len(replica.ledger.orders),
+        "closed": dict(sorted(closed.items())), "forged": dict(sorted(record.forged.items())),
+        "front_runs": {"signed": len(record.front_runs), "sorted_ahead": ahead},
+        "oracle_posts_honest": len(record.oracle_posts), "prices_fixed": len(record.marks),
     }

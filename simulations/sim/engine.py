@@ -21,7 +21,9 @@ trio shell:
   (`channel.core.validation.validate_proposal`), and the driver's rules for when a height
   starts (`ConsensusDriver._step`: every ``interval/4`` a tick; start once ``interval`` has
   passed and there is news, or at once on a message of the height or later);
-- a workload that signs transfers with the participant's real key, with Poisson arrivals.
+- a workload that signs transfers with the participant's real key, with Poisson arrivals, and
+  with ``[trading]`` orders on the markets of `simulations.sim.trading` (an honest node signs
+  only what its dry run takes) and oracle prices.
 
 Gossip of a new operation goes straight to every other node (the real gossipsub mesh relays;
 here sync repairs what a lost or withheld message leaves out). Consensus messages go to every
@@ -80,22 +82,23 @@ from channel.runtime.catchup import (
 from channel.runtime.catchup import Record as CatchUpRecord
 from crdt.eip712 import Checkpoint
 from crdt.errors import InvalidInput, MissingOperations
-from crdt.genesis import Genesis, Token
+from crdt.genesis import Genesis
 from crdt.graph import AddResult
 from crdt.ops import SignedOp, address_of, decode_op, sign, unsigned_op
 from crdt.replica import Cut, Replica
-from crdt.testing import make_genesis, test_keys
-from crdt.types import Address, OpId, Symbol
+from crdt.testing import test_keys
+from crdt.types import Address, OpId
 from p2p.sync import HashGraphView, SyncSession
 from p2p.wire import FrameDecoder, Status, WireLimits, decode_batch, encode_batch, encode_frame
 from p2p.wire import Message as SyncMessage
 from p2p.wire import decode_message as decode_sync
 from p2p.wire import encode_message as encode_sync
-from simulations.sim.behaviours import Behaviour, BehaviourContext, make_behaviours
+from simulations.sim.behaviours import TRADING_BEHAVIOURS, Behaviour, BehaviourContext, Draft, make_behaviours
 from simulations.sim.network import Network
-from simulations.sim.scenario import Scenario
+from simulations.sim.scenario import Scenario, ScenarioError
+from simulations.sim.trading import PERP, USDC, OrderFlow, make_channel
 
-TOKEN = Token(Symbol("USDC"), Address(b"\x5c" * 20), 6)
+TOKEN = USDC
 MAX_PARENTS = 16  # as the node (channel.runtime.node.MAX_PARENTS)
 OPS, SYNC, CONSENSUS, CATCHUP, ANSWER = "ops", "sync", "consensus", "catchup", "catchup_answer"
 PULLED_LIMIT = 4096  # consensus messages a node remembers having pulled (as the driver)
@@ -106,7 +109,7 @@ FETCH_MS = int(FETCH_SECONDS * 1000)  # a catch-up request unanswered this long 
 DECODED_MESSAGES = 8192  # consensus messages decoded once for all nodes (oldest dropped first)
 
 # event kinds (the heap's third field)
-WORK, DELIVER, SYNC_TICK, CONSENSUS_TICK, TIMEOUT, GAP, FETCH_EXPIRED, NETWORK, FAULT = range(9)
+WORK, DELIVER, SYNC_TICK, CONSENSUS_TICK, TIMEOUT, GAP, FETCH_EXPIRED, NETWORK, FAULT, ORDER, ORACLE = range(11)
 ALWAYS = -1  # the incarnation of events that reach a node whatever its state (faults, the network schedule)
 
 MessageId = tuple[int, int]  # (publishing node, its publication counter): gossipsub's (from, seqno)
@@ -151,6 +154,13 @@ class Record:
     sends: int = 0  # `Send` outputs (a Decision proof for a peer that looks behind) of honest machines
     signed_honest: int = 0
     rejects: dict[str, int] = field(default_factory=dict)  # inputs honest nodes refused, by error code
+    duplicates: int = 0  # operations honest nodes received that they already held (dropped)
+    orders_signed: int = 0  # order.place and order.cancel, every node
+    orders_refused: int = 0  # orders an honest node's dry run refused (never signed)
+    forged: dict[str, int] = field(default_factory=dict)  # operations behaviours signed, by behaviour
+    front_runs: list[tuple[OpId, OpId]] = field(default_factory=list)  # (the order seen, the front-run)
+    oracle_posts: list[int] = field(default_factory=list)  # the prices honest oracles posted
+    marks: list[tuple[int, int, int]] = field(default_factory=list)  # (honest node, version, perp price fixed)
     messages: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANNELS, 0))
     bytes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANNELS, 0))
     events_processed: int = 0
@@ -318,6 +328,9 @@ class SimNode:
     def participant_of(self, node: int) -> int:
         return self.engine.nodes[node].participant
 
+    def stored_ops(self) -> list[SignedOp]:
+        return [op for _, op in self.store.ops]
+
     def next_seq(self) -> int:
         return self.replica.graph.version_vector.get(self.address, 0) + 1
 
@@ -343,7 +356,7 @@ class Engine:
         self.trace = trace
         n = scenario.participants
         self.keys = test_keys(b"parley-sim-%d", n)
-        self.genesis: Genesis = make_genesis(self.keys, [TOKEN], initial=scenario.initial_balance_e9)
+        self.genesis: Genesis = make_channel(scenario, self.keys)
         c = scenario.consensus
         self.timeouts = TimeoutConfig(
             propose_base=c.propose_base_ms, propose_delta=c.propose_delta_ms, prevote_base=c.vote_base_ms,
@@ -356,6 +369,7 @@ class Engine:
         self.events: list[dict[str, Any]] = []
         options = random.Random(f"{seed}:options")  # drawn in this order: skews, mesh, phases
         specs = make_behaviours(scenario.behaviours)
+        self._check_trading(specs)
         self.nodes: list[SimNode] = self._make_nodes(specs, options)
         self.by_address: dict[Address, list[SimNode]] = {}
         for node in self.nodes:
@@ -377,8 +391,22 @@ class Engine:
         self._decoded_messages: dict[bytes, ConsensusMessage] = {}
         self._decoded_sync: dict[bytes, SyncMessage] = {}
         self._workload_rng = {nd.index: random.Random(f"{seed}:workload:{nd.index}") for nd in self.nodes}
+        trading = scenario.trading
+        self._flows = {} if trading is None else {
+            nd.index: OrderFlow(trading, random.Random(f"{seed}:orders:{nd.index}")) for nd in self.nodes
+        }
         self._next_us = {nd.index: 0 for nd in self.nodes}
         self._schedule_start(options)
+
+    def _check_trading(self, specs: dict[int, list[tuple[type[Behaviour], Any]]]) -> None:
+        trading = self.scenario.trading
+        perp_oracles = set(trading.oracles) if trading is not None and "perp" in trading.markets else set()
+        for participant, classes in specs.items():
+            for cls, _ in classes:
+                if cls.name in TRADING_BEHAVIOURS and trading is None:
+                    raise ScenarioError(f"behaviour {cls.name} needs markets: the scenario has no [trading]")
+                if cls.name == "oracle_outlier" and participant not in perp_oracles:
+                    raise ScenarioError(f"oracle_outlier: participant {participant} is not an oracle of a perp market")
 
     def _make_nodes(self, specs: dict[int, list[tuple[type[Behaviour], Any]]], options: random.Random) -> list[SimNode]:
         """One node per participant, two for a participant with Twins; each with its clock skew."""
@@ -433,6 +461,7 @@ class Engine:
             if workload.rate_per_s > 0:
                 self._next_us[node.index] = workload.start_ms * 1000
                 self._push(self._arrival(node.index), WORK, node.index, None)
+            self._start_trading(node, workload.start_ms)
 
     def _build_mesh(self, options: random.Random) -> None:
         """A symmetric mesh in which every node has at least ``mesh_degree`` peers and few more
@@ -463,7 +492,7 @@ class Engine:
         end = self.scenario.end_ms
         handlers = (
             self._work, self._deliver, self._sync_tick, self._consensus_tick, self._timeout, self._gap,
-            self._fetch_expired, self._network_event, self._fault,
+            self._fetch_expired, self._network_event, self._fault, self._order, self._oracle,
         )
         heap = self._heap
         next_report = step_ms
@@ -513,22 +542,91 @@ class Engine:
         others = [a for a in self.genesis.addresses if a != node.address]
         if others:
             body = {"to": rng.choice(others), "token": TOKEN.symbol, "amount": rng.randint(1, workload.amount_max_e9)}
-            parents = node.parents()
+            self._sign_own(node, "transfer", body)
+        self._push(self._arrival(node.index), WORK, node.index, None)
+
+    def _sign_own(self, node: SimNode, kind: str, body: dict[str, Any], draft: Draft | None = None) -> SignedOp | None:
+        """Sign, apply and gossip one operation of `node`: its own (honest: only if the dry run
+        takes an order), or a behaviour's `draft` (no dry run; its parents if it names them).
+        Then the operations its behaviours sign after it."""
+        parents = node.parents() if draft is None or draft.parents is None else draft.parents
+        if draft is None:
             for behaviour in node.behaviours:
                 parents = behaviour.parents(node, parents)
-            unsigned = unsigned_op(node.replica.ctx, node.address, node.next_seq(), parents, "transfer", body,
-                                   node.clock())
-            op = sign(unsigned, node.key)
-            self._decoded_ops[op.raw] = op
-            self.record.signed += 1
-            if node.honest:
-                self.record.signed_honest += 1
-                node.own_unfinal.append((op.op_id, self.now))
-                self._spreading[op.op_id] = [self.now, 0]
-            self._ingest(node, [op], node.index)
-            self.log(node, "sign", seq=op.seq, op="0x" + op.op_id.hex()[:16])
-            self._gossip(node, op)
-        self._push(self._arrival(node.index), WORK, node.index, None)
+        unsigned = unsigned_op(node.replica.ctx, node.address, node.next_seq(), parents, kind, body, node.clock())
+        op = sign(unsigned, node.key)
+        record = self.record
+        if kind.startswith("order."):
+            if draft is None and node.replica.dry_run(op) is not None:
+                record.orders_refused += 1
+                return None  # an honest node refuses it before signing: its seq is not used
+            record.orders_signed += 1
+        self._decoded_ops[op.raw] = op
+        record.signed += 1
+        if node.honest:
+            record.signed_honest += 1
+            node.own_unfinal.append((op.op_id, self.now))
+            self._spreading[op.op_id] = [self.now, 0]
+        self._ingest(node, [op], node.index)
+        self.log(node, "sign", seq=op.seq, op="0x" + op.op_id.hex()[:16], kind=kind)
+        self._gossip(node, op)
+        if draft is None:
+            for behaviour in node.behaviours:
+                self._sign_drafts(node, behaviour, behaviour.after_own(node, op))
+        return op
+
+    def _sign_drafts(self, node: SimNode, behaviour: Behaviour, drafts: list[Draft]) -> None:
+        for draft in drafts:
+            op = self._sign_own(node, draft.kind, draft.body, draft)
+            if op is not None:
+                self.record.forged[behaviour.name] = self.record.forged.get(behaviour.name, 0) + 1
+                if draft.answers is not None:
+                    self.record.front_runs.append((draft.answers, op.op_id))
+
+    # -- trading -----------------------------------------------------------------------------------
+
+    def _start_trading(self, node: SimNode, start_ms: int) -> None:
+        trading = self.scenario.trading
+        if trading is None:
+            return
+        if node.participant in trading.oracles:
+            if "perp" in trading.markets:
+                self._push(start_ms + self._flows[node.index].rng.randrange(trading.oracle_interval_ms), ORACLE,
+                           node.index, None)
+        elif trading.orders_per_s > 0:
+            self._push(self._order_arrival(node.index, start_ms), ORDER, node.index, None)
+
+    def _order_arrival(self, index: int, after: int) -> int:
+        rate = self.scenario.trading.orders_per_s  # type: ignore[union-attr]
+        return max(self.now + 1, after + max(1, int(self._flows[index].rng.expovariate(rate) * 1000)))
+
+    def _trading_open(self) -> bool:
+        workload = self.scenario.workload
+        return self.now < (workload.stop_ms if workload.stop_ms is not None else self.scenario.duration_ms)
+
+    def _order(self, node: SimNode, _: Any) -> None:
+        if not self._trading_open():
+            return
+        trading = self.scenario.trading
+        assert trading is not None
+        mids = {market.symbol: trading.mid_e9 for market in self.genesis.markets}
+        open_orders = [order.order_id for order in node.replica.open_orders(node.address)]
+        kind, body = self._flows[node.index].next(mids, open_orders)
+        self._sign_own(node, kind, body)
+        self._push(self._order_arrival(node.index, self.now), ORDER, node.index, None)
+
+    def _oracle(self, node: SimNode, _: Any) -> None:
+        if not self._trading_open():
+            return
+        trading = self.scenario.trading
+        assert trading is not None
+        price = self._flows[node.index].oracle_price(trading.mid_e9)
+        if node.honest:
+            self.record.oracle_posts.append(price)
+        for behaviour in node.behaviours:
+            price = behaviour.oracle_price(node, price)
+        self._sign_own(node, "oracle.price", {"market": PERP.symbol, "price": price})
+        self._push(self.now + trading.oracle_interval_ms, ORACLE, node.index, None)
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -708,6 +806,8 @@ class Engine:
         """As `p2p.peer.Peer._ingest`: the operations not yet known, in one batch."""
         view = node.view
         fresh = [op for op in ops if not view.knows(op.op_id)]
+        if node.honest:
+            self.record.duplicates += len(ops) - len(fresh)
         if not fresh:
             return AddResult()
         node.store.put_ops(fresh, fsync=src == node.index)  # write-ahead; an own operation is fsynced
@@ -717,6 +817,9 @@ class Engine:
         if node.honest:
             self._note_equivocations(node, result.accepted)
             self._note_spread(result.accepted)
+        elif src != node.index and result.accepted:
+            for behaviour in node.behaviours:
+                self._sign_drafts(node, behaviour, behaviour.on_received(node, result.accepted))
         if result.missing and not from_sync:
             self._note_gaps(node, result.missing, src)
         if result.accepted:
@@ -882,6 +985,8 @@ class Engine:
             return
         node.pending = None
         node.store.put_decision(decide)
+        if node.honest and self.scenario.trading is not None and (mark := replica.ledger.mark(PERP.symbol)):
+            self.record.marks.append((node.index, decide.height, mark))
         checkpoint = decide.value.checkpoint
         self.record.decisions.append(Decision(
             node.index, decide.height, decide.round, decide.value.value_id, self.now, checkpoint.state_hash,
@@ -1062,3 +1167,4 @@ class Engine:
         if self.scenario.workload.rate_per_s > 0:
             self._next_us[node.index] = self.now * 1000
             self._push(self._arrival(node.index), WORK, node.index, None)
+        self._start_trading(node, self.now)

@@ -116,6 +116,36 @@ class WorkloadSpec(_Strict):
     stop_ms: int | None = Field(default=None, ge=0)
 
 
+MarketName = Literal["spot", "perp"]
+
+
+class TradingSpec(_Strict):
+    """Order flow on the simulator's markets (`simulations.sim.trading`): the spot market
+    ``ETH/USDC`` and the perpetual ``ETH-PERP`` on USDC, mid price ``mid_e9``. Every trading node
+    (a participant not among ``oracles``) signs orders at Poisson times, ``orders_per_s`` per
+    node: ``cancel_share`` of them cancel one of its open orders, the rest place limit orders,
+    most resting near the mid and some crossing it. Each oracle (a participant with the oracle
+    role, which cannot trade) posts the perp's price every ``oracle_interval_ms``, the mid moved
+    by up to ``oracle_noise_ticks`` ticks. A honest node signs only an order its dry run takes,
+    as `channel.runtime.node.Node.submit` does."""
+
+    markets: list[MarketName] = Field(default_factory=lambda: list[MarketName](["spot"]), min_length=1)
+    orders_per_s: float = Field(default=2.0, ge=0, le=10_000)
+    cancel_share: float = Field(default=0.15, ge=0, le=1)
+    mid_e9: int = Field(default=3000 * 10**9, ge=10**9, le=10**15)
+    oracles: list[int] = Field(default_factory=list)
+    oracle_interval_ms: int = Field(default=1000, ge=1)
+    oracle_noise_ticks: int = Field(default=20, ge=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _oracles(self) -> TradingSpec:
+        if "perp" in self.markets and not self.oracles:
+            raise ValueError("a perp market needs oracles (participants that post its price)")
+        if len(set(self.oracles)) != len(self.oracles):
+            raise ValueError("an oracle is listed twice")
+        return self
+
+
 class BehaviourSpec(_Strict):
     """A Byzantine behaviour (by name, see `simulations.sim.behaviours`) given to participants."""
 
@@ -190,6 +220,7 @@ class Scenario(_Strict):
     consensus: ConsensusSpec = ConsensusSpec()
     gossip: GossipSpec = GossipSpec()
     sync: SyncSpec = SyncSpec()
+    trading: TradingSpec | None = None  # no markets, no orders when absent
 
     @model_validator(mode="after")
     def _indices(self) -> Scenario:
@@ -198,12 +229,15 @@ class Scenario(_Strict):
         named += [i for link in self.network.links for i in (*link.sources, *link.targets)]
         named += [i for partition in self.network.partitions for i in partition.members()]
         named += [i for fault in self.faults for i in fault.participants]
+        named += list(self.trading.oracles) if self.trading is not None else []
         bad = sorted({i for i in named if not 0 <= i < n})
         if bad:
             raise ValueError(f"participant indices {bad} are outside 0..{n - 1}")
         crashing = {i for fault in self.faults for i in fault.participants}
         if crashing & set(self.byzantine):
             raise ValueError("faults are for honest participants (a Byzantine one can already do anything)")
+        if self.trading is not None and len(self.trading.oracles) >= n:
+            raise ValueError("every participant is an oracle: nobody can trade")
         return self
 
     @property

@@ -6,7 +6,10 @@ from typing import Any
 
 from simulations.sim.scenario import Scenario, parse_scenario
 
-SAFETY = ("agreement", "certificates", "replay", "convergence", "eventual_convergence", "conservation", "evidence")
+SAFETY = (
+    "agreement", "certificates", "replay", "convergence", "eventual_convergence", "conservation", "evidence", "trading",
+    "oracle",
+)
 
 
 def scenario(participants: int = 4, behaviours: list[dict[str, Any]] | None = None, **overrides: Any) -> Scenario:

@@ -60,6 +60,8 @@ CASES = [
     ("flood_pending", {"count": 8}, lambda results: results["metrics"]["pending_max"] > 0),
     ("time_skew", {"skew_ms": 60_000}, lambda results: results["metrics"]["later_round_decisions"] > 0),
     ("time_skew", {"skew_ms": 3_000}, lambda results: results["metrics"]["later_round_decisions"] == 0),
+    # an honest run of this scenario and seed receives 13 duplicates (gossip and sync overlapping)
+    ("replay_ops", {"count": 4}, lambda results: results["metrics"]["ops_duplicates_received"] > 300),
 ]
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simulations.sim.behaviours import BEHAVIOURS
+from simulations.sim.behaviours import BEHAVIOURS, TRADING_BEHAVIOURS
 from simulations.sim.run import run_scenario
 from tests.simulations.sim.sim_kit import SAFETY, scenario
 
@@ -40,6 +40,11 @@ def runs(draw: st.DrawFn) -> tuple[dict[str, Any], int]:
             faults = []  # a crashed node and the Byzantine ones together would exceed f
     data = {"participants": n, "behaviours": [{"name": behaviour, "participants": sorted(byzantine)}],
             "faults": faults, "network": network, "duration_ms": 6000, "settle_ms": 3000, "liveness_bound_ms": 4000}
+    if behaviour in TRADING_BEHAVIOURS or draw(st.booleans()):  # order flow, and the perp's oracles
+        liars = sorted(byzantine) if behaviour == "oracle_outlier" else []
+        oracles = liars + honest[: len(liars) + 1]  # the honest oracles are a majority
+        data["trading"] = {"markets": ["spot", "perp"], "orders_per_s": draw(st.sampled_from([2, 8])),
+                           "oracles": sorted(oracles)}
     return data, draw(st.integers(0, 2**32))
 
 
