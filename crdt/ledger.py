@@ -83,7 +83,7 @@ from crdt.markets.book import (
 )
 from crdt.markets.config import E9, Market, fee, notional
 from crdt.markets.funding import FundingState, funding_rate, impact_price, index_step, payment, premium, prorate
-from crdt.markets.oracle import MarkPrice, OraclePost, fresh_prices, is_fresh, lower_median
+from crdt.markets.oracle import MarkPrice, OraclePost, fresh_prices, is_fresh, lower_median, oracle_quorum
 from crdt.markets.perp import (
     FLAT,
     Position,
@@ -243,6 +243,7 @@ class Ledger:
             for permission in Permission
         }
         self._tokens = {t.symbol: t for t in genesis.tokens}
+        self._oracle_quorum = oracle_quorum(len(self._permitted[Permission.POST_PRICE]))
         # One (account, token) key per pair, made once: the tables and the undo frames share it
         # instead of a new tuple at every change (fewer objects for the garbage collector to count).
         self._keys: dict[Address, dict[Symbol, tuple[Address, Symbol]]] = {
@@ -832,8 +833,9 @@ class Ledger:
         return settled
 
     def _fix_marks(self, time: int, since: int) -> None:
-        """Each perp market's price for the epoch: the lower median of its fresh oracle posts (a
-        market without one keeps its last price and the time that fixed it). A price more than
+        """Each perp market's price for the epoch: the lower median of its fresh oracle posts, if
+        there are `oracle_quorum` of them (a market without keeps its last price and the time
+        that fixed it). A price more than
         `circuit_band` away from the previous one trips the circuit breaker: the market is halted
         for this checkpoint's epoch and the next ``halt_checkpoints - 1`` (`halted`)."""
         posts: dict[str, list[OraclePost]] = {}
@@ -844,7 +846,7 @@ class Ledger:
             if params is None:
                 raise InternalError(f"an oracle post for the spot market {symbol}")
             prices = fresh_prices(posts[symbol], time, params.oracle_staleness, since)
-            if not prices:
+            if len(prices) < self._oracle_quorum:
                 continue
             price, previous = lower_median(prices), self.marks.get(symbol)
             if previous is not None and params.halt_checkpoints and (

@@ -20,6 +20,7 @@ fixed-length encoding, so one comparison proves the input canonical.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -267,10 +268,17 @@ def address_of(private_key: bytes) -> Address:
     return Address(keccak256(public[1:])[12:])
 
 
+@functools.lru_cache(maxsize=64)
+def _signer(private_key: bytes) -> coincurve.PrivateKey:
+    """The key object for `private_key`, made once: making one computes its public key, which
+    cost as much as the signature itself (a node signs with one key; a simulation with a few)."""
+    return coincurve.PrivateKey(private_key)
+
+
 def sign_digest(private_key: bytes, digest: bytes) -> bytes:
     """A recoverable signature r‖s‖v (v in {27, 28}, low s) of a 32-byte digest, as Solidity's
     ``ecrecover`` and `Context.recover` take it."""
-    compact: bytes = coincurve.PrivateKey(private_key).sign_recoverable(digest, hasher=None)  # always low s
+    compact: bytes = _signer(private_key).sign_recoverable(digest, hasher=None)  # always low s
     return compact[:64] + bytes((27 + compact[64],))
 
 

@@ -7,8 +7,13 @@ the fresh posts (posted in the epoch it closes, or at a checkpoint time ``t`` wi
 integers only, and with an even count the *lower* median (the smaller of the two middle
 values), so no average is rounded. With n = 2f + 1 posts and at most f of them lies, the
 median is between the smallest and the largest honest price: at least f + 1 values are at or
-above it and f + 1 at or below it, so each side holds an honest one. A market with no fresh
-post keeps its previous price and the time it was fixed, so `is_fresh` turns false once
+above it and f + 1 at or below it, so each side holds an honest one. So a price is fixed only
+from at least `oracle_quorum` fresh posts: 2f + 1 with f = (m - 1) // 2 the liars that m
+oracles tolerate (all of them for an odd m, all but one for an even m). With fewer, one liar
+could set the price alone: the simulator found a single lying oracle of three fixing ten times
+the price at the first checkpoint, before the honest posts were in
+(`tests/simulations/sim/test_safety_property.py`). A market without a quorum of fresh posts
+keeps its previous price and the time it was fixed, so `is_fresh` turns false once
 ``oracle_staleness`` has passed: opening risk then stops.
 """
 
@@ -39,6 +44,12 @@ def lower_median(prices: Iterable[int]) -> int:
     if not ordered:
         raise ValueError("no prices")
     return ordered[(len(ordered) - 1) // 2]
+
+
+def oracle_quorum(oracles: int) -> int:
+    """The fresh posts a price needs with `oracles` oracles in the genesis: 2f + 1, where
+    f = (oracles - 1) // 2 liars cannot move the median outside the honest prices."""
+    return 2 * ((oracles - 1) // 2) + 1 if oracles > 0 else 1
 
 
 def fresh_prices(posts: Iterable[OraclePost], time: int, staleness: int, since: int) -> list[int]:

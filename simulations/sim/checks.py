@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from crdt.errors import InternalError
+from crdt.replica import Replica
 
 if TYPE_CHECKING:
     from simulations.sim.engine import Engine, SimNode
@@ -138,26 +139,34 @@ def _conservation(engine: Engine) -> Verdict:
     return Verdict("conservation", True)
 
 
+def trading_problem(replica: Replica) -> str | None:
+    """What breaks TRADING.md's invariants 2, 4 or 6 in `replica` (None: nothing): a book crossed
+    at rest, a fill between an account and itself, off the maker's price or beyond the taker's
+    limit. The node mode checks whole nodes with it too."""
+    for market in replica.genesis.markets:
+        book = replica.ledger.book(market.symbol)
+        bid, ask = book.best_bid(), book.best_ask()
+        if bid is not None and ask is not None and bid.price >= ask.price:
+            return f"{market.symbol} crossed at rest: {bid.price} >= {ask.price}"
+    for fill in replica.fills():
+        where = f"fill 0x{fill.fill_id.hex()[:16]}"
+        if fill.taker == fill.maker:
+            return f"{where} is between 0x{fill.taker.hex()} and itself"
+        maker, taker = replica.graph.ops[fill.maker_order].body, replica.graph.ops[fill.taker_order].body
+        if fill.price != maker["price"]:
+            return f"{where} at {fill.price}, not the maker's {maker['price']}"
+        if (fill.price > taker["price"]) if taker["side"] == "buy" else (fill.price < taker["price"]):
+            return f"{where} at {fill.price}, beyond the taker's limit {taker['price']}"
+    return None
+
+
 def _trading(engine: Engine) -> Verdict:
     if not engine.genesis.markets:
         return Verdict("trading", None, "no markets")
     for node in engine.honest:
-        replica = node.replica
-        for market in engine.genesis.markets:
-            book = replica.ledger.book(market.symbol)
-            bid, ask = book.best_bid(), book.best_ask()
-            if bid is not None and ask is not None and bid.price >= ask.price:
-                detail = f"n{node.index}: {market.symbol} crossed at rest: {bid.price} >= {ask.price}"
-                return Verdict("trading", False, detail)
-        for fill in replica.fills():
-            where = f"n{node.index}: fill 0x{fill.fill_id.hex()[:16]}"
-            if fill.taker == fill.maker:
-                return Verdict("trading", False, f"{where} is between 0x{fill.taker.hex()} and itself")
-            maker, taker = replica.graph.ops[fill.maker_order].body, replica.graph.ops[fill.taker_order].body
-            if fill.price != maker["price"]:
-                return Verdict("trading", False, f"{where} at {fill.price}, not the maker's {maker['price']}")
-            if (fill.price > taker["price"]) if taker["side"] == "buy" else (fill.price < taker["price"]):
-                return Verdict("trading", False, f"{where} at {fill.price}, beyond the taker's limit {taker['price']}")
+        problem = trading_problem(node.replica)
+        if problem is not None:
+            return Verdict("trading", False, f"n{node.index}: {problem}")
     fills = len(engine.honest[0].replica.fills()) if engine.honest else 0
     return Verdict("trading", True, f"{fills} fills, none against itself, off the maker's price or the taker's limit")
 

@@ -5,7 +5,9 @@ Each participant is a real node (its SQLite store in a folder, its `p2p.peer.Pee
 `MockClock(autojump_threshold=0)`, with the same genesis and keys as the engine. The schedule's
 partitions disconnect and reconnect the links; loss drops gossip on a link (the memory
 transport delivers synchronously, so there is no latency, duplication or bandwidth model);
-the workload submits transfers at Poisson times drawn from the seed, on every running node.
+the workload submits transfers at Poisson times drawn from the seed, on every running node,
+and with ``[trading]`` the engine's order flow (`simulations.sim.trading.OrderFlow`, through
+`Node.submit`, whose dry run refuses what replay would not take) and oracle prices.
 
 Byzantine behaviours, those a whole node can express (`NODE_BEHAVIOURS`); any other is refused
 with a `ScenarioError`, never approximated:
@@ -16,7 +18,9 @@ with a `ScenarioError`, never approximated:
   equivocation an honest node holds is in its evidence);
 - ``silent`` (``from_ms``): at ``from_ms`` every link of the node goes down and stays down, so
   it sends nothing, relays nothing (and, unlike the engine's, hears nothing either);
-- ``withhold`` with ``targets = "all"`` and every channel: ``silent`` from 0.
+- ``withhold`` with ``targets = "all"`` and every channel: ``silent`` from 0;
+- ``self_trade``: `simulations.byzantine`'s ``self_trade``, an IOC of the other side after each
+  own order that rests, as the engine's.
 
 Crash faults (``kind = "crash"``): at ``at_ms`` the node's process dies: its task scope (the
 peer, the driver, the workload) is cancelled, its SQLite store closed and its transport leaves
@@ -36,6 +40,7 @@ scenario and reports the verdicts each gives.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import tempfile
@@ -53,22 +58,28 @@ from channel.core.consensus import TimeoutConfig
 from channel.runtime.driver import ConsensusDriver, DriverConfig
 from channel.runtime.keystore import Key
 from channel.runtime.node import HONEST, Behaviour, Node, open_node
+from channel.runtime.service import RequestRejected
 from channel.runtime.store import Store
+from crdt.errors import InternalError
 from crdt.genesis import Genesis
 from crdt.ops import address_of
 from crdt.replica import Replica
-from crdt.testing import make_genesis, test_keys
+from crdt.testing import test_keys
 from crdt.types import Address
 from p2p.memory import MemoryNetwork
 from p2p.peer import PeerConfig
 from simulations.byzantine import Misbehaving
-from simulations.sim.behaviours import Equivocate, Silent, Withhold, describe, make_behaviours
+from simulations.sim.behaviours import Equivocate, SelfTrade, Silent, Withhold, describe, make_behaviours
+from simulations.sim.checks import trading_problem
 from simulations.sim.engine import TOKEN
 from simulations.sim.run import run_scenario
 from simulations.sim.scenario import Scenario, ScenarioError
+from simulations.sim.trading import PERP, OrderFlow, make_channel
 
 EPOCH_MS = 1_000_000_000_000  # the nodes' wall clock: this plus trio's virtual time
-NODE_BEHAVIOURS = ("equivocate", "silent", 'withhold (targets = "all", channels = ["ops", "sync", "consensus"])')
+NODE_BEHAVIOURS = (
+    "equivocate", "silent", 'withhold (targets = "all", channels = ["ops", "sync", "consensus"])', "self_trade",
+)
 
 
 class _VirtualStore(Store):
@@ -112,6 +123,9 @@ class NodeModeResult:
     evidence: bool  # `check_evidence` on every honest node
     equivocations: int  # (author, seq) with two operations, summed over the honest nodes holding them
     liveness: bool | None  # every running honest node decided within the bound after the last heal
+    trading: bool | None  # `checks.trading_problem` finds nothing at any honest node (None: no markets)
+    fills: int  # at the first honest node, at the end
+    closed: dict[str, int]  # the orders no longer open at the first honest node, by why
     restored: tuple[tuple[int, int, int], ...]  # each restart: (participant, operations, version) its store gave
 
     def verdicts(self) -> dict[str, bool | None]:
@@ -121,7 +135,7 @@ class NodeModeResult:
             "conservation": self.conservation,
             "evidence": self.evidence,
             "liveness": self.liveness,
-        }
+        } | ({} if self.trading is None else {"trading": self.trading})
 
 
 def check_evidence(replicas: Sequence[Replica], honest: set[Address], accused: Iterable[Address]) -> tuple[bool, int]:
@@ -147,10 +161,13 @@ class _Byzantine:
 
     equivocate: bool = False
     silent_from_ms: int | None = None
+    self_trade: bool = False
 
     @property
     def behaviour(self) -> Behaviour:
-        return Misbehaving(equivocate=True) if self.equivocate else HONEST
+        if self.equivocate or self.self_trade:
+            return Misbehaving(equivocate=self.equivocate, self_trade=self.self_trade)
+        return HONEST
 
 
 def _byzantine(scenario: Scenario) -> dict[int, _Byzantine]:
@@ -158,10 +175,12 @@ def _byzantine(scenario: Scenario) -> dict[int, _Byzantine]:
     for one it cannot express)."""
     found: dict[int, _Byzantine] = {}
     for participant, classes in make_behaviours(scenario.behaviours).items():
-        equivocate, silent = False, None
+        equivocate, silent, self_trade = False, None, False
         for cls, params in classes:
             if isinstance(params, Equivocate.Params) and params.probability == 1:
                 equivocate = True
+            elif cls is SelfTrade:
+                self_trade = True
             elif isinstance(params, Silent.Params):
                 silent = params.from_ms if silent is None else min(silent, params.from_ms)
             elif (
@@ -175,7 +194,7 @@ def _byzantine(scenario: Scenario) -> dict[int, _Byzantine]:
                     f"the node mode cannot run behaviour {cls.name} {describe(params)} (participant {participant}); "
                     f"it runs {', '.join(NODE_BEHAVIOURS)}; the engine runs every behaviour"
                 )
-        found[participant] = _Byzantine(equivocate, silent)
+        found[participant] = _Byzantine(equivocate, silent, self_trade)
     return found
 
 
@@ -291,6 +310,7 @@ async def _participant(
     """Run the participant's node through its lives: each ends at its crash (the scope with
     everything the node runs is cancelled), the next is restored from the same store."""
     rng = random.Random(f"{seed}:workload:{slot.index}")
+    flow = OrderFlow(scenario.trading, random.Random(f"{seed}:orders:{slot.index}")) if scenario.trading else None
     for start, crash in slot.lives:
         await trio.sleep_until(start / 1000)
         with trio.CancelScope(deadline=math.inf if crash is None else crash / 1000):
@@ -302,7 +322,10 @@ async def _participant(
                 slot.nodes.append(node)
                 slot.base_version, slot.up = node.replica.version, True
                 try:
-                    await _workload(node, genesis, scenario, rng)
+                    async with trio.open_nursery() as work:
+                        if flow is not None:
+                            work.start_soon(_trading, node, slot.index, scenario, flow)
+                        await _workload(node, genesis, scenario, rng)
                     await trio.sleep_forever()
                 finally:
                     slot.up = False
@@ -319,6 +342,33 @@ async def _workload(node: Node, genesis: Genesis, scenario: Scenario, rng: rando
             return
         body = {"to": rng.choice(others), "token": TOKEN.symbol, "amount": rng.randint(1, workload.amount_max_e9)}
         await node.submit("transfer", body)
+
+
+async def _trading(node: Node, participant: int, scenario: Scenario, flow: OrderFlow) -> None:
+    """As the engine's order flow: an oracle posts the perp's price every interval, a trader
+    signs orders at Poisson times (what the node's dry run refuses is not signed)."""
+    trading = scenario.trading
+    assert trading is not None
+    workload = scenario.workload
+    stop = (workload.stop_ms if workload.stop_ms is not None else scenario.duration_ms) / 1000
+    oracle = participant in trading.oracles
+    if (oracle and "perp" not in trading.markets) or (not oracle and trading.orders_per_s == 0):
+        return
+    await trio.sleep_until(workload.start_ms / 1000)
+    while True:
+        if oracle:
+            await trio.sleep(trading.oracle_interval_ms / 1000)
+        else:
+            await trio.sleep(flow.rng.expovariate(trading.orders_per_s))
+        if trio.current_time() >= stop:
+            return
+        if oracle:
+            kind, body = "oracle.price", {"market": PERP.symbol, "price": flow.oracle_price(trading.mid_e9)}
+        else:
+            mids = {market.symbol: trading.mid_e9 for market in node.genesis.markets}
+            kind, body = flow.next(mids, [order.order_id for order in node.replica.open_orders(node.address)])
+        with contextlib.suppress(RequestRejected):  # its dry run refused it: nothing was signed
+            await node.submit(kind, body)
 
 
 async def _schedule(network: MemoryNetwork, scenario: Scenario, silenced: set[int]) -> None:
@@ -368,7 +418,7 @@ def run_nodes(scenario: Scenario, seed: int, folder: Path | None = None) -> Node
     byzantine = _byzantine(scenario)
     slots = [_Slot(i, i not in byzantine, _lives(scenario, i)) for i in range(scenario.participants)]
     keys = test_keys(b"parley-sim-%d", scenario.participants)
-    genesis = make_genesis(keys, [TOKEN], initial=scenario.initial_balance_e9)
+    genesis = make_channel(scenario, keys)
     with tempfile.TemporaryDirectory() as temporary:
         where = folder or Path(temporary)
         clock = trio.testing.MockClock(autojump_threshold=0)
@@ -454,6 +504,9 @@ def _result(scenario: Scenario, slots: list[_Slot], keys: list[bytes], decided: 
         equivocations=equivocations,
         liveness=_liveness(scenario, slots, decided),
         restored=tuple((slot.index, *restored) for slot in slots for restored in slot.restored),
+        trading=all(trading_problem(replica) is None for replica in last) if scenario.trading else None,
+        fills=len(last[0].fills()) if last else 0,
+        closed=dict(sorted(Counter(why for why, _ in last[0].ledger.closed.values()).items())) if last else {},
     )
 
 
@@ -468,17 +521,14 @@ def _converged(scenario: Scenario, running: list[_Slot]) -> bool | None:
 
 
 def _conserves(scenario: Scenario, replica: Replica) -> bool:
-    """`Ledger.check_conservation`, and each token's balances sum to its genesis supply."""
+    """As checks.py's: `Ledger.check_conservation` (every bucket, the fee and insurance pools
+    included, sums to the deposits) and each token's deposits are its genesis supply."""
     try:
         replica.ledger.check_conservation()
-    except Exception:
+    except InternalError:
         return False
     supply = scenario.initial_balance_e9 * scenario.participants
-    totals: Counter[str] = Counter()
-    for account in replica.balances().values():
-        for token, amounts in account.items():
-            totals[token] += sum(amounts.values())
-    return all(total == supply for total in totals.values())
+    return all(replica.ledger.deposits.get(token.symbol, 0) == supply for token in replica.genesis.tokens)
 
 
 def _liveness(scenario: Scenario, slots: list[_Slot], decided: bool | None) -> bool | None:
@@ -501,4 +551,6 @@ def compare(scenario: Scenario, seed: int) -> dict[str, dict[str, bool | None]]:
         "evidence": "evidence",
         "liveness": "liveness",
     }
+    if scenario.trading is not None:
+        names["trading"] = "trading"
     return {name: {"engine": engine[check]["ok"], "nodes": nodes[name]} for name, check in names.items()}

@@ -9,7 +9,8 @@ id).
 The rules (e9 integers wherever the state shows a number):
 
 - the oracle price of an epoch is the lower median of the posts applied in that epoch or within
-  `staleness` of the checkpoint; a market without one keeps its last price (and goes stale);
+  `staleness` of the checkpoint, if there are 2f + 1 of them with f = (oracles - 1) // 2; a
+  market without keeps its last price (and goes stale);
 - `order.place` checks (the flows give valid sides, types and tifs): permission, market, market
   order's tif, price range and tick, qty range and step, post-only cross; then a reduce-only
   order needs a position of the other side (nothing_to_reduce), any other a fresh price
@@ -131,7 +132,8 @@ class PerpReference:
     def close(self, time: int) -> None:
         since, self.time = self.time, time
         prices = sorted(p for p, at in self.posts.values() if at >= since or at + self.params.staleness >= time)
-        if prices:
+        oracles = sum(1 for role in self.roles.values() if role == "oracle")
+        if prices and len(prices) >= 2 * ((oracles - 1) // 2) + 1:
             self.mark = (prices[(len(prices) - 1) // 2], time)
 
     # -- operations --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Oracle prices (crdt/markets/oracle.py, the ledger's oracle.price and close_epoch): every
 rejection reason, the lower median fixed at a checkpoint, staleness in checkpoint time, the
-state hash, and the property that f lying oracles out of 2f + 1 cannot move the price outside
-the honest range."""
+state hash, the quorum of fresh posts a price needs, and the property that f lying oracles out
+of 2f + 1 cannot move the price outside the honest range."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from crdt import testing
 from crdt.genesis import Genesis, Role
 from crdt.ledger import Ledger, Reason
-from crdt.markets.oracle import MarkPrice, is_fresh, lower_median
+from crdt.markets.oracle import MarkPrice, is_fresh, lower_median, oracle_quorum
 from crdt.ops import sign_op
 from tests.crdt.crdt_support import ADJUDICATOR, KEYS, TOKENS
 from tests.crdt.markets.test_perp_genesis import ETH_PERP
@@ -52,30 +52,57 @@ def test_oracle_price_reasons() -> None:
 
 def test_the_lower_median_is_fixed_at_the_checkpoint() -> None:
     feed = Feed()
-    for who, price in enumerate((3000, 3100, 2900, 3050)):  # sorted: 2900 3000 3050 3100
+    for who, price in enumerate((3000, 3100, 2900, 3050, 3020)):  # sorted: 2900 3000 3020 3050 3100
         assert feed.post(who, price * E9) is None
     assert feed.ledger.marks == {}  # nothing is fixed before a checkpoint
     before = feed.ledger.state_hash()
     feed.ledger.close_epoch(1, 1_000)
-    assert feed.ledger.marks == {"ETH-PERP": MarkPrice(3000 * E9, 1_000)}  # the lower of 3000, 3050
+    assert feed.ledger.marks == {"ETH-PERP": MarkPrice(3020 * E9, 1_000)}
     assert feed.ledger.state_hash() != before
-    assert feed.post(0, 3200 * E9) is None  # a later post replaces that oracle's: 3050 3100 3200 2900
+    assert feed.post(0, 3200 * E9) is None  # a later post replaces that oracle's: 2900 3020 3050 3100 3200
     feed.ledger.close_epoch(2, 2_000)
     assert feed.ledger.marks["ETH-PERP"] == MarkPrice(3050 * E9, 2_000)
     feed.ledger.check_conservation()
 
 
+def test_the_quorum_is_2f_plus_1_posts() -> None:
+    assert [oracle_quorum(m) for m in range(1, 8)] == [1, 1, 3, 3, 5, 5, 7]
+
+
+def test_fewer_posts_than_the_quorum_fix_no_price() -> None:
+    """Regression (the simulator, `oracle_outlier` at the first checkpoint): a price was fixed
+    from any number of fresh posts, so one lying oracle whose post came in first set the price
+    alone. Four of five oracles' posts fix nothing; the fifth makes the quorum."""
+    feed = Feed()
+    assert feed.post(0, 30_000 * E9) is None  # the liar, alone
+    feed.ledger.close_epoch(1, 1_000)
+    assert feed.ledger.marks == {}
+    for who in (1, 2, 3):
+        assert feed.post(who, 3000 * E9) is None
+    feed.ledger.close_epoch(2, 2_000)
+    assert feed.ledger.marks == {}  # four fresh posts of five
+    assert feed.post(4, 3010 * E9) is None
+    feed.ledger.close_epoch(3, 3_000)
+    assert feed.ledger.marks["ETH-PERP"] == MarkPrice(3000 * E9, 3_000)  # 3000 3000 3000 3010 30000
+
+
 def test_stale_posts_do_not_count_and_a_market_without_fresh_ones_goes_stale() -> None:
     feed = Feed()
-    assert feed.post(0, 3000 * E9) is None  # posted at time 0
+    for who in range(ORACLES):
+        assert feed.post(who, 3000 * E9) is None  # posted at time 0
     feed.ledger.close_epoch(1, 10_000)
-    assert feed.post(1, 3300 * E9) is None  # posted at time 10 000
-    feed.ledger.close_epoch(2, STALENESS + 5_000)  # oracle 0's post is stale now, oracle 1's is not
-    assert feed.ledger.marks["ETH-PERP"] == MarkPrice(3300 * E9, STALENESS + 5_000)
-    feed.ledger.close_epoch(3, 2 * STALENESS + 20_000)  # no fresh post: the price and its time stay
+    assert feed.ledger.marks["ETH-PERP"] == MarkPrice(3000 * E9, 10_000)
+    for who in range(1, ORACLES):
+        assert feed.post(who, 3300 * E9) is None  # posted at time 10 000
+    feed.ledger.close_epoch(2, STALENESS + 5_000)  # oracle 0's post is stale now: 4 fresh, no quorum
+    assert feed.ledger.marks["ETH-PERP"] == MarkPrice(3000 * E9, 10_000)
+    assert feed.post(0, 3300 * E9) is None
+    feed.ledger.close_epoch(3, STALENESS + 6_000)
+    assert feed.ledger.marks["ETH-PERP"] == MarkPrice(3300 * E9, STALENESS + 6_000)
+    feed.ledger.close_epoch(4, 2 * STALENESS + 20_000)  # no fresh post: the price and its time stay
     mark = feed.ledger.marks["ETH-PERP"]
-    assert mark == MarkPrice(3300 * E9, STALENESS + 5_000)
-    assert is_fresh(mark, 2 * STALENESS + 5_000, STALENESS)
+    assert mark == MarkPrice(3300 * E9, STALENESS + 6_000)
+    assert is_fresh(mark, 2 * STALENESS + 6_000, STALENESS)
     assert not is_fresh(mark, 2 * STALENESS + 20_000, STALENESS)
     assert not is_fresh(None, 0, STALENESS)
 
@@ -114,7 +141,8 @@ def test_a_post_in_the_epoch_a_checkpoint_closes_is_fresh_whatever_the_clock() -
     and the first checkpoint is at wall-clock time (ms since 1970): with staleness counted from
     the post's time alone no price was ever fixed (`parley demo --perps` waited forever)."""
     feed = Feed()
-    assert feed.post(0, 3000 * E9) is None
+    for who in range(ORACLES):
+        assert feed.post(who, 3000 * E9) is None
     feed.ledger.close_epoch(1, 1_764_700_000_000)
     assert feed.ledger.marks["ETH-PERP"] == MarkPrice(3000 * E9, 1_764_700_000_000)
     feed.ledger.close_epoch(2, 1_764_700_000_000 + STALENESS + 1)  # no post since: the price goes stale

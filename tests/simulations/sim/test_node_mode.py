@@ -139,3 +139,30 @@ def test_the_evidence_check_fails_when_it_should() -> None:
     assert check_evidence([replica], honest, [address_of(keys[0])])[0] is False
     replica.graph.evidence.clear()
     assert check_evidence([replica], honest, []) == (False, 1)
+
+
+TRADING = {"markets": ["spot", "perp"], "orders_per_s": 4, "oracles": [0]}
+
+
+def trading(behaviours: list[dict[str, object]] | None = None) -> Scenario:
+    return scenario(4, behaviours, trading=TRADING, workload={"rate_per_s": 1}, duration_ms=8000, settle_ms=3000,
+                    liveness_bound_ms=4000)
+
+
+def test_order_flow_agrees() -> None:
+    """The engine's order flow through `Node.submit` (its dry run) on whole nodes: both keep
+    TRADING.md's invariants at every honest node, and the nodes really trade."""
+    verdicts = compare(trading(), 2)
+    assert all(v["engine"] is True and v["nodes"] is True for v in verdicts.values()), verdicts
+    result = run_nodes(trading(), 2)
+    assert result.fills > 0
+    assert result.closed.get("cancelled", 0) > 0
+
+
+def test_a_self_trader_agrees() -> None:
+    """`self_trade` is `simulations.byzantine`'s in whole nodes: its IOCs meet its own resting
+    orders, which replay removes (never a fill against itself), in both."""
+    behaviours = [{"name": "self_trade", "participants": [3]}]
+    verdicts = compare(trading(behaviours), 2)
+    assert all(v["engine"] is True and v["nodes"] is True for v in verdicts.values()), verdicts
+    assert run_nodes(trading(behaviours), 2).closed.get("self_trade", 0) > 0
