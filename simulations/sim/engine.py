@@ -632,10 +632,16 @@ class Engine:
 
     def _send(self, src: SimNode, dst: int, channel: str, data: bytes, message_id: MessageId | None = None) -> None:
         record = self.record
+        size = len(data)
         record.messages[channel] += 1
-        record.bytes[channel] += len(data)
-        for arrival in self.network.send(src.index, dst, len(data), self.now).arrivals:
-            self._push(arrival, DELIVER, dst, (src.index, channel, data, message_id, src.incarnation))
+        record.bytes[channel] += size
+        arrivals = self.network.send(src.index, dst, size, self.now)
+        if arrivals:  # `_push`, inlined: this is the engine's most frequent event
+            payload = (src.index, channel, data, message_id, src.incarnation)
+            incarnation, heap = self.nodes[dst].incarnation, self._heap
+            for arrival in arrivals:
+                self._seq += 1
+                heapq.heappush(heap, (arrival, self._seq, DELIVER, dst, incarnation, payload))
 
     @staticmethod
     def _relays(node: SimNode, channel: str, items: Sequence[Any], dst: int) -> bool:

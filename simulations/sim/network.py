@@ -34,14 +34,6 @@ class LinkState:
     free_at_us: int = 0  # when the link's queue is empty (bandwidth cap)
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """When copies of a message arrive (empty: lost)."""
-
-    arrivals: tuple[int, ...]
-    blocked: bool = False  # lost to a partition, not to random loss
-
-
 @dataclass(slots=True)
 class NetworkStats:
     sent: int = 0
@@ -112,20 +104,21 @@ class Network:
             return -1
         return max((end for end in ends if end is not None), default=0)
 
-    def send(self, src: int, dst: int, size: int, now: int) -> Delivery:
-        """Draw the fate of one message of `size` bytes sent at `now` (virtual ms)."""
+    def send(self, src: int, dst: int, size: int, now: int) -> tuple[int, ...]:
+        """Draw the fate of one message of `size` bytes sent at `now` (virtual ms): when its
+        copies arrive (none: lost, to a partition or at random; the stats say which)."""
         stats = self.stats
         stats.sent += 1
         stats.bytes_sent += size
         if self._schedule and self.blocked(self.participant[src], self.participant[dst], now):
             stats.blocked += 1
-            return Delivery((), blocked=True)
+            return ()
         link = self.links[(src, dst)]
         model = link.model
         rng = self.rng
         if model.loss and rng.random() < model.loss:
             stats.lost += 1
-            return Delivery(())
+            return ()
         leave_us = now * US_PER_MS
         if model.bandwidth_bytes_per_s:
             start = max(leave_us, link.free_at_us)
@@ -136,9 +129,9 @@ class Network:
         stats.duplicated += copies - 1
         stats.delivered += copies
         if copies == 1:
-            return Delivery((-(-(leave_us + self._latency_us(model)) // US_PER_MS),))
+            return (-(-(leave_us + self._latency_us(model)) // US_PER_MS),)
         first = -(-(leave_us + self._latency_us(model)) // US_PER_MS)
-        return Delivery((first, -(-(leave_us + self._latency_us(model)) // US_PER_MS)))
+        return first, -(-(leave_us + self._latency_us(model)) // US_PER_MS)
 
     def _latency_us(self, model: LinkModel) -> int:
         latency = model.latency
