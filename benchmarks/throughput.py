@@ -16,7 +16,9 @@ The limit: ``recover_per_s``, the bare secp256k1 recovery rate of one core of th
 measured here, times the cores, over the 4 nodes (each node recovers every operation once).
 ``of_limit`` is the final rate as a fraction of it.
 
-Also printed per run: the operations accepted, the rejections by reason summed over the nodes
+Also printed per run: what an operation cost on the wire (per operation a node received from
+its peers: copies by gossip and by sync, messages and bytes, and the share of bytes sync
+carried), the operations accepted, the rejections by reason summed over the nodes
 (``stale`` counts honest operations that reached a checkpoint more than two checkpoints after
 their parents: see the README's "Checkpoint cadence"), checkpoints made, and the finality p50
 and p99 of the nodes' own histograms (submit to final; the upper bounds of their buckets, the
@@ -32,6 +34,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import coincurve
 import trio
@@ -92,6 +95,40 @@ def sample_final(clients: list[Client], samples: list[tuple[float, list[int]]], 
         time.sleep(0.5)
 
 
+def wire_per_operation(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, float]:
+    """What the operations cost, per operation a node received from its peers (each holds every
+    operation and signed a quarter of them), summed over the nodes: the copies gossip delivered
+    (after GossipSub's seen cache) and those sync delivered (1.0 in all: no redundancy), the
+    copies that came in on the ops topic, duplicates included (``wire_gossip_copies``, from the
+    bytes), the messages and the bytes on the ops topic and the sync streams (their frames and
+    Status reports included)."""
+    totals: Counter[str] = Counter()
+    for b, a in zip(before, after, strict=True):
+        for name in ("gossip_ops_received", "sync_ops_received", "gossip_batches_received", "sync_messages_received",
+                     "gossip_bytes_received", "sync_bytes_received", "wire_messages", "wire_bytes"):
+            totals[name] += a[name] - b[name]
+        totals["from_peers"] += (a["operations"] - b["operations"]) * (NODES - 1) // NODES
+    ops = max(1, totals["from_peers"])
+    return {
+        "gossip_copies_per_op": round(totals["gossip_ops_received"] / ops, 3),
+        "sync_copies_per_op": round(totals["sync_ops_received"] / ops, 3),
+        "wire_gossip_copies_per_op": round(totals["wire_bytes"] / max(1, totals["gossip_bytes_received"])
+                                           * totals["gossip_ops_received"] / ops, 3),
+        "messages_per_op": round((totals["wire_messages"] + totals["sync_messages_received"]) / ops, 3),
+        "bytes_per_op": round((totals["wire_bytes"] + totals["sync_bytes_received"]) / ops, 1),
+        "sync_bytes_share": round(totals["sync_bytes_received"] / max(1, totals["wire_bytes"]
+                                                                        + totals["sync_bytes_received"]), 3),
+    }
+
+
+def counters(client: Client) -> dict[str, Any]:
+    """`parley_stats`, with the ops topic's wire counts from `parley_peers`."""
+    stats = client.stats()
+    received = (client.peers().get("gossip") or {}).get("received", {})
+    ops = next((count for topic, count in received.items() if topic.startswith("/parley/ops/")), {})
+    return {**stats, "wire_messages": ops.get("messages", 0), "wire_bytes": ops.get("bytes", 0)}
+
+
 def run(interval: float, seconds: float, rate: float, batch: int, limit: float) -> None:
     with tempfile.TemporaryDirectory(prefix="parley-bench-throughput-") as tmp:
         cluster = create_cluster(Path(tmp), NODES, tokens=[USDC], initial=10**18, finality_interval=interval)
@@ -100,7 +137,7 @@ def run(interval: float, seconds: float, rate: float, batch: int, limit: float) 
         to = ["0x" + p.address.hex() for p in cluster.genesis.participants]
         clients = [Client(endpoint) for endpoint in endpoints]
         try:
-            before = [client.stats() for client in clients]
+            before = [counters(client) for client in clients]
             samples: list[tuple[float, list[int]]] = []
             stop = trio.Event()
 
@@ -126,6 +163,7 @@ def run(interval: float, seconds: float, rate: float, batch: int, limit: float) 
                     break
                 time.sleep(0.1)
             drain_s = time.perf_counter() - drain_began
+            stats = [counters(client) for client in clients]
             half = [(t, f) for t, f in samples if t - load_began >= load_s / 2]
             (t1, f1), (t2, f2) = half[0], half[-1]
             final_rate = min((b - a) / (t2 - t1) for a, b in zip(f1, f2, strict=True)) if t2 > t1 else 0.0
@@ -133,6 +171,7 @@ def run(interval: float, seconds: float, rate: float, batch: int, limit: float) 
             for s in stats:
                 reasons.update(s["rejected_reasons"])
             finality = [s["latency"]["finality"] for s in stats]
+            wire = wire_per_operation(before, stats)
             emit(
                 bench="throughput", nodes=NODES, interval_s=interval, batch=batch, offered_per_s=rate or None,
                 seconds=round(load_s, 1), accepted=accepted, accepted_per_s=round(accepted / load_s),
@@ -142,7 +181,7 @@ def run(interval: float, seconds: float, rate: float, batch: int, limit: float) 
                 checkpoints=min(s["version"] for s in stats) - min(b["version"] for b in before),
                 rejected=dict(sorted(reasons.items())),
                 finality_p50_ms=max(f.get("p50_ms", 0) for f in finality),
-                finality_p99_ms=max(f.get("p99_ms", 0) for f in finality),
+                finality_p99_ms=max(f.get("p99_ms", 0) for f in finality), **wire,
             )
         finally:
             for client in clients:

@@ -206,6 +206,12 @@ class _GuardedPubsub(Pubsub):
             self._fault(peer_id, OversizedMessage(f"pubsub RPC over {self.max_inbound_rpc_size} bytes"))
 
     async def push_msg(self, msg_forwarder: ID, msg: Any) -> None:
+        # every message that came in, duplicates included (the seen cache drops those after
+        # this): what gossip relaying costs on the wire, beside what it delivers
+        wire = self.__dict__.setdefault("wire_received", {})
+        topic = msg.topicIDs[0] if msg.topicIDs else ""
+        count, size = wire.get(topic, (0, 0))
+        wire[topic] = (count + 1, size + len(msg.data))
         try:
             await super().push_msg(msg_forwarder, msg)
         except Exception as exc:
@@ -537,8 +543,10 @@ class Libp2pTransport:
             }
             for topic in sorted(pubsub.topic_ids)
         }
+        received = {topic: {"messages": count, "bytes": size}
+                    for topic, (count, size) in sorted(pubsub.__dict__.get("wire_received", {}).items())}
         return {"peers": peers, "topics": topics, "rpc_dropped": _LargeRpcQueue.dropped,
-                "streams_lost": pubsub.streams_lost, "rpcs_lost": pubsub.rpcs_lost}
+                "streams_lost": pubsub.streams_lost, "rpcs_lost": pubsub.rpcs_lost, "received": received}
 
     async def ban(self, peer: PeerId) -> None:
         peers = [peer] if self.admission is None else self.admission.ban(peer)

@@ -96,9 +96,12 @@ class PeerStatistics:
     gossip_ops_sent: int
     gossip_batches_received: int
     gossip_ops_received: int
+    gossip_bytes_received: int  # the payloads of the gossip messages delivered to us
     gossip_rejected: int
     sync_sessions: int
     sync_ops_received: int
+    sync_messages_received: int
+    sync_bytes_received: int  # what the sync streams brought, frames included
     sync_ticks_skipped: int  # rounds not sent because the stream had not sent the last one yet
     sync_streams_failed: int
     not_persisted: int
@@ -182,8 +185,11 @@ class Peer:
                 "gossip_ops_sent",
                 "gossip_batches_received",
                 "gossip_ops_received",
+                "gossip_bytes_received",
                 "gossip_rejected",
                 "sync_ops_received",
+                "sync_messages_received",
+                "sync_bytes_received",
                 "sync_ticks_skipped",
                 "sync_streams_failed",
                 "not_persisted",
@@ -409,6 +415,7 @@ class Peer:
             source, ops = validated
             self._counts["gossip_batches_received"] += 1
             self._counts["gossip_ops_received"] += len(ops)
+            self._counts["gossip_bytes_received"] += len(data)
             result = self._ingest(ops, source)
             if result.missing:
                 self._note_gaps(result.missing, source)
@@ -545,9 +552,11 @@ class Peer:
                 if not data:
                     return
                 now = trio.current_time()
+                self._counts["sync_bytes_received"] += len(data)
                 if not byte_bucket.take(len(data), now):
                     raise RateLimited("sync byte flood")
                 for frame in decoder.feed(data):
+                    self._counts["sync_messages_received"] += 1
                     if not message_bucket.take(1, now):
                         raise RateLimited("sync message flood")
                     step = session.receive(

@@ -71,12 +71,20 @@ class GossipTopic(Model):
     mesh: int
 
 
+class WireCount(Model):
+    messages: int
+    bytes: int
+
+
 class Gossip(Model):
     peers: dict[str, GossipPeer]
     topics: dict[str, GossipTopic]
     rpc_dropped: int
     streams_lost: int
     rpcs_lost: int
+    received: dict[str, WireCount] = Field(
+        default_factory=dict, description="per topic, every message that came in, with the duplicates GossipSub drops"
+    )
 
 
 class ConsensusProgress(Model):
@@ -128,8 +136,12 @@ class Stats(Model):
     peers: int | None = None
     sync_sessions: int | None = None
     gossip_rejected: int | None = None
+    gossip_batches_received: int | None = Field(None, description="gossip messages of operations delivered to us")
     gossip_ops_received: int | None = None
+    gossip_bytes_received: int | None = None
+    sync_messages_received: int | None = Field(None, description="frames the sync streams brought")
     sync_ops_received: int | None = None
+    sync_bytes_received: int | None = None
     sync_ticks_skipped: int | None = None
     certified: int | None = None
     catchup: dict[str, int] | None = None

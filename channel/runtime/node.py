@@ -612,8 +612,9 @@ class Node:
             stats["peers"] = len(self.peer.transport.connected_peers())
             stats["sync_sessions"] = peer_stats.sync_sessions
             stats["gossip_rejected"] = peer_stats.gossip_rejected
-            stats["gossip_ops_received"] = peer_stats.gossip_ops_received
-            stats["sync_ops_received"] = peer_stats.sync_ops_received
+            for name in ("gossip_batches_received", "gossip_ops_received", "gossip_bytes_received",
+                         "sync_messages_received", "sync_ops_received", "sync_bytes_received"):
+                stats[name] = getattr(peer_stats, name)
             stats["sync_ticks_skipped"] = peer_stats.sync_ticks_skipped
         if self.driver is not None:
             stats["certified"] = self.driver.certificates.versions.max()

@@ -100,6 +100,12 @@ def test_concurrent_transfers_converge(tmp_path: Path) -> None:
             await wait_all(peers, 400)
             assert_same_state(peers)
             assert all(p.statistics().gossip_ops_received for p in peers)
+            for p in peers:  # the wire counts: every delivered byte came in, duplicates on top
+                stats, health = p.statistics(), p.transport.gossip_health()  # type: ignore[attr-defined]
+                came_in = health["received"][p.topic]
+                assert stats.gossip_bytes_received > 0
+                assert came_in["bytes"] >= stats.gossip_bytes_received
+                assert came_in["messages"] >= stats.gossip_batches_received
 
     trio.run(main)
 
@@ -116,6 +122,8 @@ def test_late_node_catches_up_by_sync(tmp_path: Path) -> None:
             async with started(genesis, tmp_path / "late", boot, participant=2) as (late, _):
                 await wait_all([late], 300)
                 assert late.statistics().sync_ops_received >= 300
+                assert late.statistics().sync_bytes_received >= 300 * 200  # an operation is about 260 bytes
+                assert late.statistics().sync_messages_received > 0
                 assert_same_state([*peers, late])
 
     trio.run(main)
