@@ -835,9 +835,9 @@ class Ledger:
     def _fix_marks(self, time: int, since: int) -> None:
         """Each perp market's price for the epoch: the lower median of its fresh oracle posts, if
         there are `oracle_quorum` of them (a market without keeps its last price and the time
-        that fixed it). A price more than
-        `circuit_band` away from the previous one trips the circuit breaker: the market is halted
-        for this checkpoint's epoch and the next ``halt_checkpoints - 1`` (`halted`)."""
+        that fixed it). A price more than `circuit_band` away from the previous one trips the
+        circuit breaker: the market is halted for this checkpoint's epoch and the next
+        ``halt_checkpoints - 1`` (`halted`)."""
         posts: dict[str, list[OraclePost]] = {}
         for (symbol, _), post in self.oracle_posts.items():
             posts.setdefault(symbol, []).append(post)
