@@ -120,14 +120,14 @@ def register(app: typer.Typer) -> None:
         as_json: JsonFlag = False,
     ) -> None:
         """Run SCENARIO with --seed; print the verdicts and metrics (with --json: results.json's content)."""
-        from simulations.sim.behaviours import make_behaviours
+        from simulations.sim.engine import validate
         from simulations.sim.run import run_scenario
         from simulations.sim.scenario import ScenarioError, load_scenario
 
         quiet = quiet or as_json
         try:
             scenario = load_scenario(scenario_file)
-            make_behaviours(scenario.behaviours)  # a bad behaviour name or parameter: before anything runs
+            validate(scenario)  # a bad behaviour name, parameter or need: before anything runs
         except ScenarioError as exc:
             raise UserError(str(exc)) from exc
         started = time.perf_counter()

@@ -342,6 +342,22 @@ class SimNode:
         return own + others[-(MAX_PARENTS - len(own)) :] if others else list(own)
 
 
+def validate(scenario: Scenario) -> dict[int, list[tuple[type[Behaviour], Any]]]:
+    """The scenario's behaviours by participant (`make_behaviours`), once what a behaviour
+    needs of the scenario is checked: `ScenarioError` before anything runs (the command line
+    and a sweep call it up front)."""
+    specs = make_behaviours(scenario.behaviours)
+    trading = scenario.trading
+    perp_oracles = set(trading.oracles) if trading is not None and "perp" in trading.markets else set()
+    for participant, classes in specs.items():
+        for cls, _ in classes:
+            if cls.name in TRADING_BEHAVIOURS and trading is None:
+                raise ScenarioError(f"behaviour {cls.name} needs markets: the scenario has no [trading]")
+            if cls.name == "oracle_outlier" and participant not in perp_oracles:
+                raise ScenarioError(f"oracle_outlier: participant {participant} is not an oracle of a perp market")
+    return specs
+
+
 class Engine:
     def __init__(
         self,
@@ -368,8 +384,7 @@ class Engine:
         self.record = Record()
         self.events: list[dict[str, Any]] = []
         options = random.Random(f"{seed}:options")  # drawn in this order: skews, mesh, phases
-        specs = make_behaviours(scenario.behaviours)
-        self._check_trading(specs)
+        specs = validate(scenario)
         self.nodes: list[SimNode] = self._make_nodes(specs, options)
         self.by_address: dict[Address, list[SimNode]] = {}
         for node in self.nodes:
@@ -397,16 +412,6 @@ class Engine:
         }
         self._next_us = {nd.index: 0 for nd in self.nodes}
         self._schedule_start(options)
-
-    def _check_trading(self, specs: dict[int, list[tuple[type[Behaviour], Any]]]) -> None:
-        trading = self.scenario.trading
-        perp_oracles = set(trading.oracles) if trading is not None and "perp" in trading.markets else set()
-        for participant, classes in specs.items():
-            for cls, _ in classes:
-                if cls.name in TRADING_BEHAVIOURS and trading is None:
-                    raise ScenarioError(f"behaviour {cls.name} needs markets: the scenario has no [trading]")
-                if cls.name == "oracle_outlier" and participant not in perp_oracles:
-                    raise ScenarioError(f"oracle_outlier: participant {participant} is not an oracle of a perp market")
 
     def _make_nodes(self, specs: dict[int, list[tuple[type[Behaviour], Any]]], options: random.Random) -> list[SimNode]:
         """One node per participant, two for a participant with Twins; each with its clock skew."""

@@ -71,7 +71,7 @@ from p2p.peer import PeerConfig
 from simulations.byzantine import Misbehaving
 from simulations.sim.behaviours import Equivocate, SelfTrade, Silent, Withhold, describe, make_behaviours
 from simulations.sim.checks import trading_problem
-from simulations.sim.engine import TOKEN
+from simulations.sim.engine import TOKEN, validate
 from simulations.sim.run import run_scenario
 from simulations.sim.scenario import Scenario, ScenarioError
 from simulations.sim.trading import PERP, OrderFlow, make_channel
@@ -415,6 +415,7 @@ def _separates(partition: Any, a: int, b: int) -> bool:
 
 def run_nodes(scenario: Scenario, seed: int, folder: Path | None = None) -> NodeModeResult:
     """Run `scenario` with whole nodes under the virtual clock (see the module docstring)."""
+    validate(scenario)  # what the engine refuses, refused here too
     byzantine = _byzantine(scenario)
     slots = [_Slot(i, i not in byzantine, _lives(scenario, i)) for i in range(scenario.participants)]
     keys = test_keys(b"parley-sim-%d", scenario.participants)

@@ -33,6 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from simulations.sim.engine import validate
 from simulations.sim.run import run_scenario
 from simulations.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 
@@ -83,7 +84,9 @@ def load_points(path: Path) -> list[tuple[dict[str, Any], Scenario]]:
         data = json.loads(json.dumps(base))
         for name, value in params.items():
             _set(data, name, value)
-        points.append((params, parse_scenario(data, f"{path} at {params}")))
+        point = parse_scenario(data, f"{path} at {params}")
+        validate(point)
+        points.append((params, point))
     return points
 
 

@@ -46,6 +46,30 @@ def test_run_writes_files_and_replay_is_identical(tmp_path: Path) -> None:
     assert "events.jsonl" in tampered.output
 
 
+TRADING = """
+name = "cli-trading"
+participants = 5
+duration_ms = 4000
+settle_ms = 2000
+[trading]
+markets = ["spot", "perp"]
+orders_per_s = 5.0
+oracles = [0]
+[[behaviours]]
+name = "front_run"
+participants = [4]
+"""
+
+
+def test_a_trading_run_prints_its_orders_fills_and_front_runs(tmp_path: Path) -> None:
+    scenario = tmp_path / "trading.toml"
+    scenario.write_text(TRADING)
+    done = CliRunner().invoke(app, ["sim", "run", str(scenario), "--seed", "2", "--quiet"])
+    assert done.exit_code == 0, done.output
+    for row in ("trading", "oracle", "fills / open orders", "front-runs sorted ahead / signed"):
+        assert row in done.output
+
+
 def test_bad_scenario_is_one_line_error(tmp_path: Path) -> None:
     scenario = tmp_path / "bad.toml"
     scenario.write_text('name = "x"\nparticipants = 4\nduration_ms = 10\nwat = 1\n')
@@ -53,6 +77,12 @@ def test_bad_scenario_is_one_line_error(tmp_path: Path) -> None:
     assert done.exit_code == 1
     assert "wat" in done.output
     assert "Traceback" not in done.output
+    scenario.write_text('name = "x"\nparticipants = 4\nduration_ms = 10\n[[behaviours]]\nname = "spoof"\n'
+                        "participants = [3]\n")
+    needs = CliRunner().invoke(app, ["sim", "run", str(scenario), "--quiet"])
+    assert needs.exit_code == 1
+    assert "spoof needs markets" in needs.output
+    assert "Traceback" not in needs.output
     missing = CliRunner().invoke(app, ["sim", "replay", str(tmp_path / "nothing"), "--quiet"])
     assert missing.exit_code == 1
     assert "not a simulation run folder" in missing.output
