@@ -344,34 +344,49 @@ class StaleParents(Behaviour):
         return list(own[:1])
 
 
-class FloodPending(Behaviour):
-    """With each own operation, ``count`` more signed operations whose parents nobody has (junk
-    ids) and seqs far ahead: they can only wait in the honest pending buffers, which must stay
-    bounded, and make the honest nodes ask for parents that never come."""
-
-    name = "flood_pending"
+class _WithExtras(Behaviour):
+    """Each own operation goes out with ``count`` more (`extras`), made once for it: every peer
+    gets the same ones."""
 
     class Params(NoParams):
         count: int = Field(default=4, ge=1, le=64)
 
     def __init__(self, params: BaseModel, context: BehaviourContext) -> None:
         super().__init__(params, context)
-        self._extra: dict[bytes, list[SignedOp]] = {}
-        self._next_seq = 1_000_000
+        self._extra: dict[bytes, list[SignedOp]] = {}  # one operation's at a time
 
     def gossip(self, node: SimNode, op: SignedOp, dst: int, own: bool) -> list[SignedOp]:
         if not own:
             return [op]
         extra = self._extra.get(op.op_id)
         if extra is None:
-            assert isinstance(self.params, FloodPending.Params)
-            extra = []
-            for _ in range(self.params.count):
-                self._next_seq += 1
-                junk = [OpId(self.context.rng.randbytes(32))]
-                extra.append(sign_op(node.replica.ctx, self.context.key, self._next_seq, junk, op.kind, op.body, op.ts))
-            self._extra = {op.op_id: extra}  # one operation's flood at a time (every peer gets it)
+            assert isinstance(self.params, _WithExtras.Params)
+            extra = self.extras(node, op, self.params.count)
+            self._extra = {op.op_id: extra}
         return [op, *extra]
+
+    def extras(self, node: SimNode, op: SignedOp, count: int) -> list[SignedOp]:
+        raise NotImplementedError
+
+
+class FloodPending(_WithExtras):
+    """With each own operation, ``count`` more signed operations whose parents nobody has (junk
+    ids) and seqs far ahead: they can only wait in the honest pending buffers, which must stay
+    bounded, and make the honest nodes ask for parents that never come."""
+
+    name = "flood_pending"
+
+    def __init__(self, params: BaseModel, context: BehaviourContext) -> None:
+        super().__init__(params, context)
+        self._next_seq = 1_000_000
+
+    def extras(self, node: SimNode, op: SignedOp, count: int) -> list[SignedOp]:
+        extra = []
+        for _ in range(count):
+            self._next_seq += 1
+            junk = [OpId(self.context.rng.randbytes(32))]
+            extra.append(sign_op(node.replica.ctx, self.context.key, self._next_seq, junk, op.kind, op.body, op.ts))
+        return extra
 
 
 class TimeSkew(Behaviour):
@@ -422,29 +437,15 @@ class Silent(Behaviour):
         return [] if self._on(node) else messages
 
 
-class ReplayOps(Behaviour):
+class ReplayOps(_WithExtras):
     """Each own operation goes out with ``count`` old ones from its store (drawn from the
     seed): duplicates every honest node must drop without applying anything twice."""
 
     name = "replay_ops"
 
-    class Params(NoParams):
-        count: int = Field(default=4, ge=1, le=64)
-
-    def __init__(self, params: BaseModel, context: BehaviourContext) -> None:
-        super().__init__(params, context)
-        self._extra: dict[bytes, list[SignedOp]] = {}
-
-    def gossip(self, node: SimNode, op: SignedOp, dst: int, own: bool) -> list[SignedOp]:
-        if not own:
-            return [op]
-        extra = self._extra.get(op.op_id)
-        if extra is None:
-            assert isinstance(self.params, ReplayOps.Params)
-            stored, rng = node.stored_ops(), self.context.rng
-            extra = [stored[rng.randrange(len(stored))] for _ in range(self.params.count)] if stored else []
-            self._extra = {op.op_id: extra}
-        return [op, *extra]
+    def extras(self, node: SimNode, op: SignedOp, count: int) -> list[SignedOp]:
+        stored, rng = node.stored_ops(), self.context.rng
+        return [stored[rng.randrange(len(stored))] for _ in range(count)] if stored else []
 
 
 def _own_last(node: SimNode) -> list[OpId]:

@@ -124,18 +124,27 @@ def _eventual_convergence(engine: Engine) -> Verdict:
     return Verdict("eventual_convergence", True, f"{len(running[0].replica.graph)} operations everywhere")
 
 
+def conservation_problem(replica: Replica, supply: int) -> str | None:
+    """What breaks conservation in `replica` (None: nothing): `Ledger.check_conservation` (every
+    token's buckets, the fee and insurance pools included, sum to its deposits; holds match the
+    open orders), and each token's deposits are `supply`. The node mode checks whole nodes with
+    it too."""
+    ledger = replica.ledger
+    try:
+        ledger.check_conservation()
+    except InternalError as exc:
+        return str(exc)
+    wrong = {t.symbol: ledger.deposits.get(t.symbol, 0) for t in replica.genesis.tokens
+             if ledger.deposits.get(t.symbol, 0) != supply}
+    return f"deposits {wrong} != supply {supply}" if wrong else None
+
+
 def _conservation(engine: Engine) -> Verdict:
     supply = engine.scenario.initial_balance_e9 * engine.scenario.participants
     for node in engine.honest:
-        ledger = node.replica.ledger
-        try:
-            ledger.check_conservation()
-        except InternalError as exc:
-            return Verdict("conservation", False, f"n{node.index}: {exc}")
-        wrong = {t.symbol: ledger.deposits.get(t.symbol, 0) for t in engine.genesis.tokens
-                 if ledger.deposits.get(t.symbol, 0) != supply}
-        if wrong:
-            return Verdict("conservation", False, f"n{node.index}: deposits {wrong} != supply {supply}")
+        problem = conservation_problem(node.replica, supply)
+        if problem is not None:
+            return Verdict("conservation", False, f"n{node.index}: {problem}")
     return Verdict("conservation", True)
 
 

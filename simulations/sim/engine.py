@@ -539,10 +539,9 @@ class Engine:
         return max(self.now + 1, self._next_us[index] // 1000)
 
     def _work(self, node: SimNode, _: Any) -> None:
-        workload = self.scenario.workload
-        stop = workload.stop_ms if workload.stop_ms is not None else self.scenario.duration_ms
-        if self.now >= stop:
+        if self.now >= self.scenario.workload_end_ms:
             return
+        workload = self.scenario.workload
         rng = self._workload_rng[node.index]
         others = [a for a in self.genesis.addresses if a != node.address]
         if others:
@@ -602,26 +601,19 @@ class Engine:
             self._push(self._order_arrival(node.index, start_ms), ORDER, node.index, None)
 
     def _order_arrival(self, index: int, after: int) -> int:
-        rate = self.scenario.trading.orders_per_s  # type: ignore[union-attr]
-        return max(self.now + 1, after + max(1, int(self._flows[index].rng.expovariate(rate) * 1000)))
-
-    def _trading_open(self) -> bool:
-        workload = self.scenario.workload
-        return self.now < (workload.stop_ms if workload.stop_ms is not None else self.scenario.duration_ms)
+        flow = self._flows[index]
+        return max(self.now + 1, after + max(1, int(flow.rng.expovariate(flow.spec.orders_per_s) * 1000)))
 
     def _order(self, node: SimNode, _: Any) -> None:
-        if not self._trading_open():
+        if self.now >= self.scenario.workload_end_ms:
             return
-        trading = self.scenario.trading
-        assert trading is not None
-        mids = {market.symbol: trading.mid_e9 for market in self.genesis.markets}
         open_orders = [order.order_id for order in node.replica.open_orders(node.address)]
-        kind, body = self._flows[node.index].next(mids, open_orders)
+        kind, body = self._flows[node.index].next(open_orders)
         self._sign_own(node, kind, body)
         self._push(self._order_arrival(node.index, self.now), ORDER, node.index, None)
 
     def _oracle(self, node: SimNode, _: Any) -> None:
-        if not self._trading_open():
+        if self.now >= self.scenario.workload_end_ms:
             return
         trading = self.scenario.trading
         assert trading is not None

@@ -138,10 +138,6 @@ class Network:
         if isinstance(latency, FixedLatency):
             return latency.ms * US_PER_MS
         if isinstance(latency, UniformLatency):
-            # `randint(low, high)` is `low + _randbelow(high - low + 1)`: the same draw, without
-            # two layers of argument checks (this is the engine's most frequent call)
-            low = latency.low_ms * US_PER_MS
-            width = (latency.high_ms - latency.low_ms) * US_PER_MS + 1
-            return low + int(self.rng._randbelow(width))  # type: ignore[attr-defined]
+            return self.rng.randint(latency.low_ms * US_PER_MS, latency.high_ms * US_PER_MS)
         draw = math.exp(self.rng.gauss(math.log(latency.median_ms), latency.sigma))
         return int(min(draw, latency.max_ms) * US_PER_MS)

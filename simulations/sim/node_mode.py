@@ -60,7 +60,6 @@ from channel.runtime.keystore import Key
 from channel.runtime.node import HONEST, Behaviour, Node, open_node
 from channel.runtime.service import RequestRejected
 from channel.runtime.store import Store
-from crdt.errors import InternalError
 from crdt.genesis import Genesis
 from crdt.ops import address_of
 from crdt.replica import Replica
@@ -70,7 +69,7 @@ from p2p.memory import MemoryNetwork
 from p2p.peer import PeerConfig
 from simulations.byzantine import Misbehaving
 from simulations.sim.behaviours import Equivocate, SelfTrade, Silent, Withhold, describe, make_behaviours
-from simulations.sim.checks import trading_problem
+from simulations.sim.checks import conservation_problem, trading_problem
 from simulations.sim.engine import TOKEN, validate
 from simulations.sim.run import run_scenario
 from simulations.sim.scenario import Scenario, ScenarioError
@@ -333,7 +332,7 @@ async def _participant(
 
 async def _workload(node: Node, genesis: Genesis, scenario: Scenario, rng: random.Random) -> None:
     workload = scenario.workload
-    stop = (workload.stop_ms if workload.stop_ms is not None else scenario.duration_ms) / 1000
+    stop = scenario.workload_end_ms / 1000
     others = [a for a in genesis.addresses if a != node.address]
     await trio.sleep_until(workload.start_ms / 1000)
     while True:
@@ -349,12 +348,11 @@ async def _trading(node: Node, participant: int, scenario: Scenario, flow: Order
     signs orders at Poisson times (what the node's dry run refuses is not signed)."""
     trading = scenario.trading
     assert trading is not None
-    workload = scenario.workload
-    stop = (workload.stop_ms if workload.stop_ms is not None else scenario.duration_ms) / 1000
+    stop = scenario.workload_end_ms / 1000
     oracle = participant in trading.oracles
     if (oracle and "perp" not in trading.markets) or (not oracle and trading.orders_per_s == 0):
         return
-    await trio.sleep_until(workload.start_ms / 1000)
+    await trio.sleep_until(scenario.workload.start_ms / 1000)
     while True:
         if oracle:
             await trio.sleep(trading.oracle_interval_ms / 1000)
@@ -365,8 +363,7 @@ async def _trading(node: Node, participant: int, scenario: Scenario, flow: Order
         if oracle:
             kind, body = "oracle.price", {"market": PERP.symbol, "price": flow.oracle_price(trading.mid_e9)}
         else:
-            mids = {market.symbol: trading.mid_e9 for market in node.genesis.markets}
-            kind, body = flow.next(mids, [order.order_id for order in node.replica.open_orders(node.address)])
+            kind, body = flow.next([order.order_id for order in node.replica.open_orders(node.address)])
         with contextlib.suppress(RequestRejected):  # its dry run refused it: nothing was signed
             await node.submit(kind, body)
 
@@ -481,6 +478,7 @@ def _result(scenario: Scenario, slots: list[_Slot], keys: list[bytes], decided: 
     running = [slot for slot in honest if slot.up]
     every = [node.replica for slot in honest for node in slot.nodes]  # every incarnation's
     last = [slot.nodes[-1].replica for slot in honest if slot.nodes]
+    supply = scenario.initial_balance_e9 * scenario.participants
     cuts: dict[int, set[tuple[bytes, ...]]] = {}
     for replica in every:
         for cut in replica.cuts:
@@ -500,7 +498,7 @@ def _result(scenario: Scenario, slots: list[_Slot], keys: list[bytes], decided: 
         running=tuple(slot.index for slot in running),
         converged=_converged(scenario, running),
         agreement=all(len(heads) == 1 for heads in cuts.values()),
-        conservation=all(_conserves(scenario, replica) for replica in last),
+        conservation=all(conservation_problem(replica, supply) is None for replica in last),
         evidence=evidence,
         equivocations=equivocations,
         liveness=_liveness(scenario, slots, decided),
@@ -519,17 +517,6 @@ def _converged(scenario: Scenario, running: list[_Slot]) -> bool | None:
         return None
     replicas = [slot.nodes[-1].replica for slot in running]
     return len({(frozenset(r.graph.ops), r.state_hash()) for r in replicas}) == 1
-
-
-def _conserves(scenario: Scenario, replica: Replica) -> bool:
-    """As checks.py's: `Ledger.check_conservation` (every bucket, the fee and insurance pools
-    included, sums to the deposits) and each token's deposits are its genesis supply."""
-    try:
-        replica.ledger.check_conservation()
-    except InternalError:
-        return False
-    supply = scenario.initial_balance_e9 * scenario.participants
-    return all(replica.ledger.deposits.get(token.symbol, 0) == supply for token in replica.genesis.tokens)
 
 
 def _liveness(scenario: Scenario, slots: list[_Slot], decided: bool | None) -> bool | None:

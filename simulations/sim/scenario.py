@@ -241,6 +241,12 @@ class Scenario(_Strict):
         return self
 
     @property
+    def workload_end_ms(self) -> int:
+        """When the workload (transfers, orders, oracle prices) stops."""
+        stop = self.workload.stop_ms
+        return stop if stop is not None else self.duration_ms
+
+    @property
     def end_ms(self) -> int:
         return self.duration_ms + self.settle_ms
 

@@ -66,14 +66,13 @@ class OrderFlow:
         self.rng = rng
         self.markets = markets_of(spec)
 
-    def next(self, mids: dict[str, int], open_orders: list[OpId]) -> tuple[str, dict[str, Any]]:
-        """The next operation: (kind, body). `mids` are the markets' mids now; `open_orders`
-        this node's open orders, by id."""
+    def next(self, open_orders: list[OpId]) -> tuple[str, dict[str, Any]]:
+        """The next operation: (kind, body), given this node's open orders, by id."""
         rng = self.rng
         if open_orders and rng.random() < self.spec.cancel_share:
             return "order.cancel", {"order": rng.choice(open_orders)}
         market = rng.choice(self.markets)
-        tick, mid = market.tick_size, mids[market.symbol]
+        tick, mid = market.tick_size, self.spec.mid_e9
         side = rng.choice((BUY, SELL))
         toward = 1 if side == BUY else -1  # toward the other side of the book
         tif = GTC
