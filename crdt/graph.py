@@ -60,9 +60,9 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
-from collections.abc import Container, Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from crdt.errors import AuthorPendingFull, AuthorQuarantined, BadSequence, InternalError, InvalidInput, PendingFull
 from crdt.ops import SignedOp
@@ -569,8 +569,73 @@ class PendingBuffer:
         return clone
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """An operation compaction moved out of memory, with what the graph and replay knew of it:
+    its height, the certified version it is final in, and replay's outcome (None: it took
+    effect; else the `Reason` it had none, as text)."""
+
+    op: SignedOp
+    height: int
+    epoch: int
+    outcome: str | None
+
+
+class Archive(Protocol):
+    """Where a compacted graph keeps the operations it pruned (the node: its SQLite store; tests
+    and the simulator: `MemoryArchive`). The graph reads it only off its hot path: an operation
+    whose (author, seq) is at or below what was pruned of its author (a replay or an
+    equivocation), a parent that is not in memory, a causal walk that goes below the pruned
+    floor, a peer that asks sync for what was pruned."""
+
+    def put(self, records: Sequence[Pruned]) -> None: ...
+
+    def get(self, op_id: OpId) -> Pruned | None: ...
+
+    def at(self, author: Address, seq: int) -> tuple[OpId, ...]:
+        """The ids archived with this (author, seq), in the order they were accepted."""
+        ...
+
+    def since(self, author: Address, seq: int) -> list[Pruned]:
+        """The archived operations of `author` with a seq above `seq`."""
+        ...
+
+
+class MemoryArchive:
+    """An `Archive` in memory: for tests and the simulator (it saves nothing, it only moves)."""
+
+    def __init__(self) -> None:
+        self._records: dict[OpId, Pruned] = {}
+        self._at: dict[tuple[Address, int], tuple[OpId, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def put(self, records: Sequence[Pruned]) -> None:
+        for record in records:
+            op = record.op
+            if op.op_id not in self._records:
+                self._records[op.op_id] = record
+                key = (op.author, op.seq)
+                self._at[key] = (*self._at.get(key, ()), op.op_id)
+
+    def get(self, op_id: OpId) -> Pruned | None:
+        return self._records.get(op_id)
+
+    def at(self, author: Address, seq: int) -> tuple[OpId, ...]:
+        return self._at.get((author, seq), ())
+
+    def since(self, author: Address, seq: int) -> list[Pruned]:
+        return [r for r in self._records.values() if r.op.author == author and r.op.seq > seq]
+
+
 class HashGraph:
-    def __init__(self, pending: PendingBuffer | None = None) -> None:
+    """The accepted operations. With an `archive`, `prune` moves certified operations out of
+    memory into it, and every read here looks there for what is not in memory, so the graph
+    answers exactly as it would uncompacted (`known`, `get`, `height_of`, `at` are the reads
+    that see both; ``ops``, ``height`` and ``chains`` hold only what is in memory)."""
+
+    def __init__(self, pending: PendingBuffer | None = None, archive: Archive | None = None) -> None:
         self.ops: dict[OpId, SignedOp] = {}
         self.height: dict[OpId, int] = {}
         self.heads: set[OpId] = set()
@@ -581,12 +646,88 @@ class HashGraph:
         self.version_vector: dict[Address, int] = {}
         self.evidence: dict[tuple[Address, int], Equivocation] = {}
         self.pending = pending if pending is not None else PendingBuffer()
+        self.archive = archive
+        self.pruned_seq: dict[Address, int] = {}  # author -> the highest seq pruned into the archive
+        self.pruned = 0  # operations pruned into the archive
 
     def __len__(self) -> int:
-        return len(self.ops)
+        """The accepted operations, pruned ones included (``len(graph.ops)``: those in memory)."""
+        return len(self.ops) + self.pruned
 
     def __contains__(self, op_id: object) -> bool:
         return op_id in self.ops
+
+    # -- reads that see the archive ------------------------------------------------------------
+
+    def _archived(self, op_id: OpId) -> Pruned | None:
+        archive = self.archive
+        return archive.get(op_id) if archive is not None and self.pruned else None
+
+    def known(self, op_id: OpId) -> bool:
+        """Whether `op_id` was accepted (in memory or pruned)."""
+        return op_id in self.ops or self._archived(op_id) is not None
+
+    def get(self, op_id: OpId) -> SignedOp | None:
+        """The accepted operation `op_id` (in memory or pruned), or None."""
+        op = self.ops.get(op_id)
+        if op is None and (record := self._archived(op_id)) is not None:
+            return record.op
+        return op
+
+    def height_of(self, op_id: OpId) -> int:
+        """The height of an accepted operation (in memory or pruned); KeyError if unknown."""
+        height = self.height.get(op_id)
+        if height is None:
+            record = self._archived(op_id)
+            if record is None:
+                raise KeyError(op_id)
+            return record.height
+        return height
+
+    def _parents_of(self, op_id: OpId) -> tuple[OpId, ...]:
+        op = self.ops.get(op_id)
+        if op is None:
+            record = self._archived(op_id)
+            if record is None:
+                raise KeyError(op_id)
+            return record.op.parents
+        return op.parents
+
+    def at(self, author: Address, seq: int) -> tuple[OpId, ...]:
+        """The ids accepted with this (author, seq): one, or two and more for an equivocation."""
+        chain = self.chains.get(author)
+        live = chain.get(seq, ()) if chain is not None else ()
+        if self.archive is not None and seq <= self.pruned_seq.get(author, 0):
+            return (*self.archive.at(author, seq), *live)
+        return live
+
+    def prune(self, records: Sequence[Pruned]) -> None:
+        """Move these accepted operations to the archive and out of memory. The replica chooses
+        them (`crdt.replica.Replica.compact`): certified, and none a head."""
+        archive = self.archive
+        if archive is None:
+            raise InternalError("a graph without an archive cannot prune")
+        heads, ops, height, chains, pruned_seq = self.heads, self.ops, self.height, self.chains, self.pruned_seq
+        for record in records:
+            if record.op.op_id in heads or record.op.op_id not in ops:
+                raise InternalError("only accepted operations that are not heads can be pruned")
+        archive.put(records)
+        for record in records:
+            op = record.op
+            op_id, author, seq = op.op_id, op.author, op.seq
+            del ops[op_id]
+            del height[op_id]
+            chain = chains[author]
+            rest = tuple(other for other in chain[seq] if other != op_id)
+            if rest:
+                chain[seq] = rest
+            else:
+                del chain[seq]
+            if seq > pruned_seq.get(author, 0):
+                pruned_seq[author] = seq
+        self.pruned += len(records)
+
+    # -- input ---------------------------------------------------------------------------------
 
     def add(self, op: SignedOp, source: bytes = b"") -> AddResult:
         """Accept `op` if its parents are known, else keep it pending.
@@ -607,9 +748,11 @@ class HashGraph:
             return ()
         if op.seq < 1:
             raise BadSequence("seq starts at 1")
+        if self.pruned and op.seq <= self.pruned_seq.get(op.author, 0) and self._archived(op_id) is not None:
+            return ()
         for parent in op.parents:
-            if parent not in ops:
-                missing = {parent for parent in op.parents if parent not in ops}
+            if parent not in ops and not (self.pruned and self._archived(parent) is not None):
+                missing = {parent for parent in op.parents if not self.known(parent)}
                 pending.put(op, missing, source)
                 return tuple(sorted(parent for parent in missing if parent not in pending))
         self._accept(op)
@@ -633,7 +776,7 @@ class HashGraph:
         chain = self.chains.get(author)
         own = chain.get(seq - 1) if chain is not None and seq > 1 else None
         # most operations name their own predecessor as a parent: that is checked here at once
-        if seq > 1 and not (own is not None and own[0] in parents) and not self._has_own_predecessor(op, chain):
+        if seq > 1 and not (own is not None and own[0] in parents) and not self._has_own_predecessor(op):
             raise BadSequence(
                 f"seq {seq} of 0x{author.hex()} does not have its seq {seq - 1} in its causal past"
             )
@@ -641,7 +784,9 @@ class HashGraph:
         op_id = op.op_id
         below = 0  # the greatest parent height (a loop: max() of two costs ten times as much)
         for parent in parents:
-            parent_height = height[parent]
+            parent_height = height.get(parent)
+            if parent_height is None:
+                parent_height = self.height_of(parent)  # a pruned parent
             if parent_height > below:
                 below = parent_height
         height[op_id] = below + 1
@@ -652,18 +797,21 @@ class HashGraph:
         if chain is None:
             chain = self.chains[author] = {}
         same_seq = chain.get(seq)
-        if same_seq is None:
-            chain[seq] = (op_id,)
-        else:
-            chain[seq] = (*same_seq, op_id)
+        chain[seq] = (op_id,) if same_seq is None else (*same_seq, op_id)
+        if self.pruned and seq <= self.pruned_seq.get(author, 0):
+            same_seq = self.at(author, seq)[:-1] or None
+        if same_seq is not None:
             key = (author, seq)
             if key not in self.evidence:
-                self.evidence[key] = Equivocation(self.ops[same_seq[0]], op)
+                first = self.get(same_seq[0])
+                if first is None:
+                    raise InternalError("an accepted id without its operation")
+                self.evidence[key] = Equivocation(first, op)
         if seq > self.version_vector.get(author, 0):
             self.version_vector[author] = seq
 
-    def _has_own_predecessor(self, op: SignedOp, chain: dict[int, tuple[OpId, ...]] | None) -> bool:
-        targets = chain.get(op.seq - 1) if chain is not None else None
+    def _has_own_predecessor(self, op: SignedOp) -> bool:
+        targets = self.at(op.author, op.seq - 1)
         if not targets:
             return False
         parents = op.parents
@@ -676,24 +824,30 @@ class HashGraph:
         """Whether `target` is one of `starts` or in their causal past (searching only heights
         at or above the target's, so the walk stays near the top of the graph)."""
         height, ops = self.height, self.ops
-        floor = height[target]
+        floor = self.height_of(target)
         # Heights grow along every edge, so the only operation at the target's height that can
         # be it or have it in its past is the target itself: the walk visits only greater heights.
         stack: list[OpId] = []
         for start in starts:
             if start == target:
                 return True
-            if height[start] > floor:
+            if self.height_of(start) > floor:
                 stack.append(start)
         seen = set(stack)
         while stack:
-            parents = ops[stack.pop()].parents
+            current = stack.pop()
+            op = ops.get(current)
+            parents = op.parents if op is not None else self._parents_of(current)
             if target in parents:
                 return True
             for parent in parents:
-                if parent not in seen and height[parent] > floor:
-                    seen.add(parent)
-                    stack.append(parent)
+                if parent not in seen:
+                    parent_height = height.get(parent)
+                    if parent_height is None:
+                        parent_height = self.height_of(parent)
+                    if parent_height > floor:
+                        seen.add(parent)
+                        stack.append(parent)
         return False
 
     def key(self, op_id: OpId) -> tuple[int, OpId]:
@@ -706,19 +860,27 @@ class HashGraph:
         return [self.ops[op_id] for op_id in sorted(ids, key=self.key)]
 
     def closure(self, heads: Iterable[OpId], stop: Container[OpId] = frozenset()) -> set[OpId]:
-        """The causal closure of `heads` (heads included), not walking into `stop`."""
+        """The causal closure of `heads` (heads included), not walking into `stop`, nor into
+        pruned operations (they are certified, so in every `stop` the replica passes)."""
+        ops = self.ops
         found: set[OpId] = set()
         stack = [head for head in heads if head not in stop]
         while stack:
             current = stack.pop()
             if current in found:
                 continue
+            op = ops.get(current)
+            if op is None:
+                if self._archived(current) is not None:
+                    continue
+                raise KeyError(current)
             found.add(current)
-            stack.extend(p for p in self.ops[current].parents if p not in found and p not in stop)
+            stack.extend(p for p in op.parents if p not in found and p not in stop)
         return found
 
     def missing_for(self, version_vector: dict[Address, int]) -> Iterator[SignedOp]:
-        """Operations a peer with `version_vector` lacks, parents first (for sync)."""
+        """Operations a peer with `version_vector` lacks, parents first (for sync), the pruned
+        ones read from the archive."""
         wanted = [
             op_id
             for author, chain in self.chains.items()
@@ -726,7 +888,15 @@ class HashGraph:
             if seq > version_vector.get(author, 0)
             for op_id in ids
         ]
-        return iter(self.in_order(wanted))
+        archive = self.archive
+        behind = [(a, version_vector.get(a, 0)) for a, top in self.pruned_seq.items() if version_vector.get(a, 0) < top]
+        if archive is None or not behind:
+            return iter(self.in_order(wanted))
+        height, ops = self.height, self.ops
+        keyed = [(height[op_id], op_id, ops[op_id]) for op_id in wanted]
+        keyed += [(r.height, r.op.op_id, r.op) for author, seq in behind for r in archive.since(author, seq)]
+        keyed.sort(key=lambda entry: (entry[0], entry[1]))
+        return iter([entry[2] for entry in keyed])
 
     def merge(self, other: HashGraph) -> AddResult:
         """Set union: add every operation of `other` (parents first). Returns what was new."""
@@ -740,7 +910,9 @@ class HashGraph:
     def copy(self) -> HashGraph:
         """An independent graph with the same accepted operations and the same pending buffer
         (bounds, entries, generation, faults)."""
-        clone = HashGraph()
+        clone = HashGraph(archive=self.archive)
+        clone.pruned_seq = dict(self.pruned_seq)
+        clone.pruned = self.pruned
         clone.merge(self)
         clone.pending = self.pending.copy()
         return clone

@@ -256,7 +256,10 @@ class Ledger:
         self.insurance: dict[Symbol, int] = {}
         self.deposits: dict[Symbol, int] = {}
         self.meta: dict[str, int] = {}  # "version", "time", "deposit_nonce", "placements"
-        self.seq_owner: dict[tuple[Address, int], OpId] = {}  # the first op in the order at each seq
+        # author -> the highest seq in the order so far. Every lower seq is taken too: replay
+        # applies an operation after its seq - 1 (in its causal past, so earlier in the order),
+        # so one number per author says what a set of (author, seq) said, in constant memory.
+        self.seq_high: dict[Address, int] = {}
         # spot markets: every table below changes only through _put / _add
         self._markets: dict[str, Market] = {market.symbol: market for market in genesis.markets}
         self._sides: dict[tuple[str, str], SortedDict] = {
@@ -705,12 +708,12 @@ class Ledger:
 
     def apply(self, op: SignedOp, *, stale: bool = False) -> Reason | None:
         """Apply one operation; return None if it took effect, else the reason it did not."""
-        seq_key = (op.author, op.seq)
-        if seq_key in self.seq_owner:
+        author, seq = op.author, op.seq
+        if seq <= self.seq_high.get(author, 0):
             return Reason.EQUIVOCATION
         # The first operation in the order with this (author, seq) owns it, whatever its outcome:
         # an equivocator's twin never takes effect, even when the first one was rejected.
-        self._set(self.seq_owner, seq_key, op.op_id)
+        self._set(self.seq_high, author, seq)
         try:
             if stale:
                 raise Rejected(Reason.STALE)

@@ -33,7 +33,7 @@ from typing import Any
 
 from crdt.errors import InvalidCut, InvalidInput, MissingOperations
 from crdt.genesis import Genesis
-from crdt.graph import AddResult, Equivocation, HashGraph, PendingBuffer
+from crdt.graph import AddResult, Archive, Equivocation, HashGraph, PendingBuffer, Pruned
 from crdt.ledger import Deposit, Frame, Ledger, Reason
 from crdt.markets.book import OPEN, Fill, FillChanges, FillRecord, OrderInfo, RestingOrder
 from crdt.merkle import BALANCE, WITHDRAWN, MerkleTree, PayoutLeaf, leaf_totals
@@ -78,12 +78,16 @@ class Preview:
 
 
 class Replica:
-    def __init__(self, genesis: Genesis, ctx: Context | None = None, pending: PendingBuffer | None = None) -> None:
+    def __init__(
+        self, genesis: Genesis, ctx: Context | None = None, pending: PendingBuffer | None = None,
+        archive: Archive | None = None,
+    ) -> None:
         """`pending` sets the bounds of the buffer of operations waiting for parents (the
-        defaults of `PendingBuffer` otherwise)."""
+        defaults of `PendingBuffer` otherwise); `archive` is where `compact` moves what it
+        prunes (without one, the replica keeps everything in memory)."""
         self.genesis = genesis
         self.ctx = ctx if ctx is not None else genesis.context()
-        self.graph = HashGraph(pending)
+        self.graph = HashGraph(pending, archive)
         self.ledger = Ledger(genesis)
         self.cuts: list[Cut] = []
         self.epoch_of: dict[OpId, int] = {}
@@ -92,6 +96,7 @@ class Replica:
         self._frames: list[Frame] = []
         self._masks: dict[int, dict[OpId, int]] = {}
         self.replayed = 0  # operations re-applied because a late one sorted before them
+        self.pruned_outcomes: dict[str, int] = {}  # reason -> pruned operations replay refused
         # fill reports: the fills as last reported, the lowest replay position that may have
         # changed since, and how many fills the certified prefix holds (those are final)
         self._reported: list[FillRecord] = []
@@ -201,7 +206,7 @@ class Replica:
             raise InvalidCut("cut names a head twice")  # its freshness mask could never be full
         if cut.time < 0:
             raise InvalidCut("checkpoint time is negative")
-        missing = frozenset(head for head in cut.heads if head not in graph.ops)
+        missing = frozenset(head for head in cut.heads if not graph.known(head))
         if missing:
             raise MissingOperations(f"{len(missing)} operations of the cut are unknown", missing)
         if self.cuts:
@@ -299,6 +304,57 @@ class Replica:
         self._fill_mark = min(self._fill_mark, self.ledger.fill_count)
         return undone
 
+    # -- compaction --------------------------------------------------------------------------------
+
+    def compact(self, keep: int = 2) -> int:
+        """Move to the archive the certified operations that replay and the freshness rule no
+        longer read from memory, and return how many.
+
+        Pruned are the operations final in a version at most ``version - keep`` (`keep` at
+        least 2: an operation in epoch v must descend from every head of cut v - 2, so nothing
+        that can still arrive sorts before cut ``version - 1``) whose height is below every
+        head of the graph and of cut ``version - keep + 1`` on. Freshness walks from the heads
+        of those cuts up, and new operations name heads, so in a channel whose participants
+        name the heads (honest ones do), what is read later is in memory. Anything else (an
+        old operation replayed, an equivocation of a pruned seq, a Byzantine operation naming a
+        pruned parent) is read from the archive: the state, statuses, evidence and answers are
+        exactly those of a replica that never compacts (tests/crdt/test_compaction.py), only
+        those reads are slower. The ledger is the state at the last certified cut plus the
+        tentative suffix already, so it needs nothing of what is pruned."""
+        if keep < 2:
+            raise ValueError("compaction keeps at least the last two certified epochs")
+        graph = self.graph
+        if graph.archive is None:
+            raise InvalidInput("this replica has no archive to compact into")
+        last = self.version - keep
+        if last < 1:
+            return 0
+        height = graph.height
+        floors = [height[head] for head in graph.heads]
+        floors += [graph.height_of(head) for cut in self.cuts[last:] for head in cut.heads]
+        floor = min(floors) if floors else 0
+        epoch_of, outcome = self.epoch_of, self.outcome
+        records = [
+            Pruned(graph.ops[op_id], height[op_id], epoch, outcome[op_id])
+            for op_id, epoch in epoch_of.items()
+            if epoch <= last and height[op_id] < floor
+        ]
+        if not records:
+            return 0
+        records.sort(key=lambda record: (record.epoch, record.height, record.op.op_id))
+        graph.prune(records)
+        counts = self.pruned_outcomes
+        for record in records:
+            op_id = record.op.op_id
+            del epoch_of[op_id]
+            del outcome[op_id]
+            if record.outcome is not None:
+                counts[record.outcome] = counts.get(record.outcome, 0) + 1
+        for memo in self._masks.values():
+            for record in records:
+                memo.pop(record.op.op_id, None)
+        return len(records)
+
     # -- freshness ---------------------------------------------------------------------------------
 
     def _is_stale(self, op: SignedOp, epoch: int, covers: dict[OpId, int] | None = None) -> bool:
@@ -326,13 +382,15 @@ class Replica:
             return memo[op_id]
         heads = self.cuts[version - 1].heads
         bit = {head: 1 << i for i, head in enumerate(heads)}
-        height = self.graph.height
-        ops = self.graph.ops
-        floor = min(height[head] for head in heads)
+        graph = self.graph
+        height, ops, height_of = graph.height, graph.ops, graph.height_of
+        floor = min(height_of(head) for head in heads)
         stack = [op_id]
         while stack:
             current = stack[-1]
-            pending = [p for p in ops[current].parents if p not in memo and height[p] >= floor]
+            op = ops.get(current)
+            parents = op.parents if op is not None else graph._parents_of(current)  # pruned: rare
+            pending = [p for p in parents if p not in memo and (height.get(p) or height_of(p)) >= floor]
             if pending:
                 stack.extend(pending)
                 continue
@@ -340,7 +398,7 @@ class Replica:
             if current in memo:
                 continue
             mask = bit.get(current, 0)
-            for parent in ops[current].parents:
+            for parent in parents:
                 mask |= memo.get(parent, 0)
             memo[current] = mask
         return memo[op_id]
@@ -360,10 +418,27 @@ class Replica:
             return "final" if op_id in self.epoch_of else "tentative"
         if op_id in self.graph.pending:
             return "pending"
+        record = self.graph._archived(op_id)
+        if record is not None:
+            return "final" if record.outcome is None else f"rejected:{record.outcome}"
         return "unknown"
 
+    def outcome_of(self, op_id: OpId) -> tuple[bool, str | None]:
+        """(whether replay applied `op_id`, the reason it had no effect or None), in memory or
+        pruned."""
+        outcome = self.outcome
+        if op_id in outcome:
+            return True, outcome[op_id]
+        record = self.graph._archived(op_id)
+        return (True, record.outcome) if record is not None else (False, None)
+
+    def is_final(self, op_id: OpId) -> bool:
+        """Whether `op_id` is in a certified cut (in memory or pruned)."""
+        return op_id in self.epoch_of or self.graph._archived(op_id) is not None
+
     def rejected(self) -> list[tuple[SignedOp, Reason]]:
-        """Operations replay gave no effect, in application order, with their reasons."""
+        """Operations replay gave no effect, in application order, with their reasons (of
+        those in memory: `compact` moves the oldest to the archive)."""
         return [
             (op, reason)
             for op in self.applied_order()
@@ -371,7 +446,7 @@ class Replica:
         ]
 
     def applied_order(self) -> list[SignedOp]:
-        """Every accepted operation in the order replay applied it."""
+        """Every accepted operation in memory in the order replay applied it."""
         final = sorted(self.epoch_of, key=lambda op_id: (self.epoch_of[op_id], *self.graph.key(op_id)))
         return [self.graph.ops[op_id] for op_id in final] + [
             self.graph.ops[op_id] for _, op_id in self._suffix
@@ -431,7 +506,7 @@ class Replica:
     def order_info(self, order_id: OpId) -> OrderInfo | None:
         """The state of the order placed by operation `order_id` (None if this replica holds no
         order.place with that id)."""
-        op = self.graph.ops.get(order_id) or self.graph.pending.get(order_id)
+        op = self.graph.get(order_id) or self.graph.pending.get(order_id)
         if op is None or op.kind != "order.place":
             return None
         body = op.body
@@ -444,9 +519,9 @@ class Replica:
             status, final = OPEN, False
         elif (closed := ledger.closed.get(order_id)) is not None:
             why, by = closed
-            status, final = why, by is None or by in self.epoch_of
+            status, final = why, by is None or self.is_final(by)
         else:  # rejected:<reason>, or pending
-            status, final = self.status(order_id), order_id in self.epoch_of
+            status, final = self.status(order_id), self.is_final(order_id)
         return OrderInfo(
             order_id, op.author, _text(body.get("market")), _text(body.get("side")), _text(body.get("type")),
             _text(body.get("tif")), _int(body.get("price")), _int(body.get("qty")), body.get("reduce_only") is True,

@@ -299,10 +299,11 @@ class Peer:
         pending = self.replica.graph.pending
         if strict or not pending:
             return fresh
-        ops, batch = self.replica.graph.ops, {op.op_id for op in fresh}
+        graph, batch = self.replica.graph, {op.op_id for op in fresh}
+        ops = graph.ops
         keep = []
         for op in fresh:
-            missing = {p for p in op.parents if p not in ops and p not in batch}
+            missing = {p for p in op.parents if p not in ops and p not in batch and not graph.known(p)}
             if not missing or pending.admits(op, missing, source):
                 keep.append(op)
         return keep

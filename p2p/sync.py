@@ -109,7 +109,7 @@ class HashGraphView:
         return self.graph.heads
 
     def knows(self, op_id: bytes) -> bool:
-        return op_id in self.graph.ops or op_id in self.graph.pending
+        return op_id in self.graph.pending or self.graph.known(OpId(op_id))
 
     def missing_parents(self, limit: int, after: Mapping[bytes, bytes] | None = None) -> Sequence[tuple[bytes, bytes]]:
         return self.graph.pending.missing_round_robin(limit, cast(Mapping[Address, OpId] | None, after))
@@ -119,26 +119,33 @@ class HashGraphView:
 
     def ops_by_id(self, ids: Iterable[bytes]) -> list[SignedOp]:
         graph = self.graph
-        return graph.in_order(OpId(i) for i in ids if i in graph.ops)
+        found = [op for i in ids if (op := graph.get(OpId(i))) is not None]
+        found.sort(key=lambda op: (graph.height_of(op.op_id), op.op_id))
+        return found
 
     def missing_for(
         self, vector: Mapping[bytes, int], limit: int, upto: Mapping[bytes, int] | None = None
     ) -> list[SignedOp]:
         # Walks only the sequence numbers above the vector (HashGraph.missing_for scans every
-        # chain), then sorts by the tentative key, which puts parents first.
+        # chain), then sorts by the tentative key, which puts parents first. What compaction
+        # pruned comes from the archive, in one read per author a peer lags on.
         graph = self.graph
-        ids: list[OpId] = []
+        height, ops = graph.height, graph.ops
+        found: list[tuple[int, OpId, SignedOp]] = []
         for author, top in graph.version_vector.items():
             if upto is not None:
                 top = min(top, upto.get(author, 0))
             have = vector.get(author, 0)
             if top > have:
+                pruned = graph.pruned_seq.get(author, 0)
+                if have < pruned and graph.archive is not None:
+                    archived = graph.archive.since(author, have)
+                    found += [(r.height, r.op.op_id, r.op) for r in archived if r.op.seq <= top]
                 chain = graph.chains[author]
-                for seq in range(have + 1, top + 1):
-                    ids.extend(chain.get(seq, ()))
-        height = graph.height
-        ids.sort(key=lambda op_id: (height[op_id], op_id))
-        return [graph.ops[op_id] for op_id in ids[:limit]]
+                for seq in range(max(have, pruned) + 1, top + 1):
+                    found += [(height[op_id], op_id, ops[op_id]) for op_id in chain.get(seq, ())]
+        found.sort(key=lambda entry: (entry[0], entry[1]))
+        return [entry[2] for entry in found[:limit]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,6 +117,8 @@ class Stats(Model):
     channel: Hex32
     operations: int
     final: int = Field(description="operations in the certified prefix (final or rejected for good)")
+    in_memory: int = Field(description="accepted operations in memory; the rest are in the store's archive "
+                                       "(compaction, `[store] keep_epochs`)")
     pending: int
     rejected: int
     rejected_reasons: dict[str, int]

@@ -39,7 +39,7 @@ def validate_proposal(view: LocalView, height: int, value: CheckpointProposal) -
     replica = view.replica
     if height != replica.version + 1:
         return Validity.NOT_YET  # we have not applied the previous decision yet
-    missing = [head for head in value.heads if head not in replica.graph.ops]
+    missing = [head for head in value.heads if not replica.graph.known(head)]
     if missing:
         return NeedOperations.of(missing)
     for deposit in value.deposits:

@@ -114,6 +114,15 @@ class FinalityTable(_Table):
 
 class StoreTable(_Table):
     max_mb: float = Field(default=0.0, ge=0)
+    # certified epochs kept in memory; older operations move to the store's archive (0: never)
+    keep_epochs: int = Field(default=2, ge=0, le=1_000_000)
+
+    @field_validator("keep_epochs")
+    @classmethod
+    def _keep_two(cls, value: int) -> int:
+        if value == 1:  # freshness reads the cut two versions back (Replica.compact)
+            raise ValueError("keep_epochs is 0 (never compact) or at least 2")
+        return value
 
 
 class ChainTable(_Table):
@@ -226,6 +235,7 @@ class NodeConfig:
     finality_interval: float = 1.0  # at most one checkpoint started per interval, while there is news
     chain: ChainConfig | None = None  # None: no chain (checkpoints are certified, not settled)
     store_max_bytes: int | None = None  # a cap on node.sqlite; None: as much as the disk holds
+    keep_epochs: int = 2  # compaction: certified epochs kept in memory (0: keep everything)
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
@@ -268,6 +278,7 @@ class NodeConfig:
             finality_interval=parsed.finality.interval,
             chain=chain,
             store_max_bytes=int(parsed.store.max_mb * 1024 * 1024) or None,
+            keep_epochs=parsed.store.keep_epochs,
         )
 
     def to_mapping(self, base: Path) -> dict[str, Any]:
@@ -286,6 +297,8 @@ class NodeConfig:
             mapping["password_file"] = rel(self.password_file)
         if self.store_max_bytes is not None:
             mapping["store"] = {"max_mb": self.store_max_bytes / (1024 * 1024)}
+        if self.keep_epochs != 2:
+            mapping.setdefault("store", {})["keep_epochs"] = self.keep_epochs
         if self.chain is not None:
             mapping["chain"] = {
                 "rpc": self.chain.rpc, "settle_every": self.chain.settle_every,

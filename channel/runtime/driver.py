@@ -250,6 +250,7 @@ class ConsensusHost(Protocol):
     def persist(self, what: str, write: Callable[..., object], *args: Any, **kwargs: Any) -> bool: ...
     def set_vote_from(self, height: int) -> None: ...
     def announce(self, ops: Sequence[SignedOp]) -> None: ...
+    def compact(self) -> int: ...
 
 
 class ConsensusDriver:
@@ -563,6 +564,7 @@ class ConsensusDriver:
         self._pending = None
         store = self.node.store
         self.node.persist("a decision", store.put_decision, decide.height, encode_message(decide.proof))
+        self.node.compact()
         self.node.persist("the signing log", store.forget_signed, below=decide.height + 1)
         if decide.height not in self.certificates:
             self.uncertified[decide.height] = (decide.value.checkpoint, trio.current_time())

@@ -195,7 +195,7 @@ class MarketFeed:
             if op.kind in (ORDER_PLACE, ORDER_CANCEL_ALL):
                 market = op.body.get("market")
             elif op.kind == ORDER_CANCEL and isinstance(order_id := op.body.get("order"), bytes):
-                placed = graph.ops.get(OpId(order_id))
+                placed = graph.get(OpId(order_id))
                 market = placed.body.get("market") if placed is not None and placed.kind == ORDER_PLACE else None
             if isinstance(market, str):
                 markets.add(market)
@@ -241,22 +241,25 @@ class MarketFeed:
         """What a closed order's state is read from, but the finality of operations (which only
         a certify changes) and the content of its fills (the fill report names those changes)."""
         replica, ledger = self.replica, self.replica.ledger
-        return (ledger.closed.get(order_id), order_id in replica.outcome, replica.outcome.get(order_id),
-                ledger.order_fills.get(order_id))
+        return (ledger.closed.get(order_id), *replica.outcome_of(order_id), ledger.order_fills.get(order_id))
+
+    def _placed_seq(self, order_id: OpId) -> int:
+        op = self.replica.graph.get(order_id)
+        return op.seq if op is not None else 0
 
     def _greet_orders(self, subscriber: Subscriber) -> None:
         """Read the own orders if no one watched them, then give the new subscriber the open and
         pending ones (of its market), oldest first, as one snapshot."""
         if self._orders is None:
             self._orders, self._resting, self._prints = {}, {}, {}
-            for ids in self.replica.graph.chains.get(self.account, {}).values():
-                for order_id in ids:
+            graph = self.replica.graph
+            for seq in range(1, graph.version_vector.get(self.account, 0) + 1):
+                for order_id in graph.at(self.account, seq):
                     self._check(order_id, publish=False)
-        ops_of = self.replica.graph.ops
         live = sorted(
             (info for order_id, info in self._orders.items()
              if info.status in (OPEN, PENDING) and subscriber.market in (None, info.market)),
-            key=lambda info: ops_of[info.order_id].seq,
+            key=lambda info: self._placed_seq(info.order_id),
         )
         self.events.deliver(subscriber, {"event": "snapshot", "orders": [
             trading.order_json(info, [trading.taker_side(self.replica, record.fill) for record in info.fills])
@@ -310,6 +313,5 @@ class MarketFeed:
             resting_now = self.replica.ledger.orders
             candidates.update(i for i, resting in self._resting.items() if resting_now.get(i) is not resting)
             candidates.update(i for i, printed in self._prints.items() if self._fingerprint(i) != printed)
-        ops_of = self.replica.graph.ops
-        for order_id in sorted(candidates, key=lambda order_id: ops_of[order_id].seq):  # placement order
+        for order_id in sorted(candidates, key=self._placed_seq):  # placement order
             self._check(order_id)

@@ -52,6 +52,7 @@ from libp2p.peer.id import ID
 
 from channel.errors import StorageUnavailable, StoreDamaged, UserError
 from channel.runtime import keystore, perps, trading
+from channel.runtime.archive import StoreArchive
 from channel.runtime.config import NodeConfig
 from channel.runtime.events import EventHub
 from channel.runtime.genesis_file import load_genesis
@@ -97,6 +98,7 @@ log = logging.getLogger(__name__)
 
 STORE_FILE = "node.sqlite"
 MAX_PARENTS = 16
+DEFAULT_KEEP_EPOCHS = 2  # compaction keeps the last two certified epochs in memory (Replica.compact)
 # Status every half second: a gossip loss is repaired within two rounds, and a Status is a
 # version vector, cheap next to the operations it saves from waiting.
 NODE_PEER_CONFIG = PeerConfig(sync_interval=0.5)
@@ -229,20 +231,25 @@ class Node:
         # False: a submit's fsync'd commit runs on the trio thread, in `persist_ops` (only the
         # baseline of benchmarks/fsync.py sets it)
         self.commit_off_loop = True
+        self.keep_epochs = 0  # Node.restore sets it: no compaction for a node built by hand
 
     # -- restoring and persisting --------------------------------------------------------------------
 
     @classmethod
     def restore(
         cls, genesis: Genesis, key: keystore.Key, store: Store, *, fresh_channel: bool = False,
-        wall_clock: WallClock = wall_clock_ms,
+        wall_clock: WallClock = wall_clock_ms, keep_epochs: int = DEFAULT_KEEP_EPOCHS,
     ) -> Node:
         """A node whose replica holds everything in the store, each operation checked again
         against its id and its signature (a disk can fail, and a file can be edited): a row
-        that fails raises `StoreDamaged`, naming it, and the node does not start."""
+        that fails raises `StoreDamaged`, naming it, and the node does not start.
+
+        `keep_epochs` (``[store] keep_epochs``): after each certified checkpoint the replica
+        moves what is certified more than that many versions ago to the store's archive
+        (`Replica.compact`); 0 keeps everything in memory."""
         from channel.runtime.driver import restore_decisions
 
-        replica = Replica(genesis)
+        replica = Replica(genesis, archive=StoreArchive(store, genesis.context()) if keep_epochs else None)
         ops, bad = verify_stored_ops(store, replica.ctx)
         if bad:
             rows = "; ".join(f"row {position}: {what}" for position, what in bad[:3])
@@ -253,7 +260,22 @@ class Node:
             restore_decisions(replica, store.decisions())
         except InvalidInput as exc:
             raise store.damaged("a stored checkpoint decision does not apply", exc) from exc
-        return cls(genesis, key, store, replica, SignerState.load(store, fresh_channel=fresh_channel), wall_clock)
+        node = cls(genesis, key, store, replica, SignerState.load(store, fresh_channel=fresh_channel), wall_clock)
+        node.keep_epochs = keep_epochs
+        node.compact()
+        return node
+
+    def compact(self) -> int:
+        """Move what is certified more than ``keep_epochs`` versions ago out of memory (into the
+        store's archive); returns how many operations went. A store that refuses the write
+        leaves everything in memory (nothing is lost, the next checkpoint tries again)."""
+        if not self.keep_epochs:
+            return 0
+        try:
+            return self.replica.compact(self.keep_epochs)
+        except StorageUnavailable as exc:
+            log.warning("compaction postponed: %s", exc)
+            return 0
 
     def persist_ops(self, ops: Sequence[SignedOp], source: PeerId) -> bool:
         """Write-ahead: store the operations (with the request id of a submit) before they are
@@ -383,14 +405,14 @@ class Node:
                 if self._balances.get(account) != tokens:
                     events.publish("balances", {"account": account, "balances": tokens})
             self._balances = current
-        certified = self.replica.epoch_of
+        replica = self.replica
         for op_id in self._status_candidates(ops):
             last = self._watched[op_id]
             status = self.replica.status(op_id)
             if status != last:
                 self._watched[op_id] = status
                 events.publish("status", {"op_id": "0x" + op_id.hex(), "status": status})
-            if op_id in certified:  # final or rejected for good: it cannot change any more
+            if replica.is_final(op_id):  # final or rejected for good: it cannot change any more
                 del self._watched[op_id]
                 if now is not None:
                     self.metrics.settled(op_id, now)
@@ -570,7 +592,7 @@ class Node:
         return draft.op_id
 
     def _receipt(self, op_id: OpId) -> dict[str, Any]:
-        op = self.replica.graph.ops.get(op_id)
+        op = self.replica.graph.get(op_id)
         return {
             "op_id": "0x" + op_id.hex(),
             "seq": op.seq if op is not None else None,
@@ -584,11 +606,13 @@ class Node:
         now = trio.current_time()
         uptime = now - self.started if self.started is not None else 0.0
         reasons = Counter(str(reason) for reason in replica.outcome.values() if reason is not None)
+        reasons.update(replica.pruned_outcomes)
         stats: dict[str, Any] = {
             "address": "0x" + self.address.hex(),
             "channel": "0x" + self.genesis.channel_id.hex(),
             "operations": len(replica.graph),
-            "final": len(replica.epoch_of),
+            "final": len(replica.epoch_of) + replica.graph.pruned,
+            "in_memory": len(replica.graph.ops),
             "pending": len(replica.graph.pending),
             "rejected": sum(reasons.values()),
             "rejected_reasons": dict(sorted(reasons.items())),
@@ -647,7 +671,7 @@ class Node:
     def operation(self, op_id: bytes) -> dict[str, Any]:
         """The status of an operation, with its author, seq and kind when this node holds it."""
         status = self.replica.status(OpId(op_id))
-        op = self.replica.graph.ops.get(OpId(op_id))
+        op = self.replica.graph.get(OpId(op_id))
         result: dict[str, Any] = {"op_id": "0x" + op_id.hex(), "status": status}
         if op is not None:
             result.update({"author": "0x" + op.author.hex(), "seq": op.seq, "kind": op.kind})
@@ -890,7 +914,7 @@ async def run_node(
     key = keystore.load(config.keystore, password)
     store = open_store(config)  # first: it holds the data directory's lock
     try:
-        node = Node.restore(genesis, key, store, fresh_channel=fresh_channel)
+        node = Node.restore(genesis, key, store, fresh_channel=fresh_channel, keep_epochs=config.keep_epochs)
         node.behaviour = behaviour
         await _serve(node, config, password, serve_api, driver_config, task_status)
     finally:
@@ -987,6 +1011,7 @@ def repair_store(config: NodeConfig) -> dict[str, Any]:
         return report
     try:
         replica = Replica(genesis)
+        store.clear_archived()  # rebuilt by the next start's compaction, from what repair keeps
         ops, bad = verify_stored_ops(store, replica.ctx)
         report["operations"] = store.delete_ops(position for position, _ in bad)
         replica.receive_many(ops)

@@ -167,15 +167,15 @@ class PerpFeed:
                 self._liquidations[op.op_id] = None
         if not self._liquidations:
             return
-        certified = replica.epoch_of
+        certified = replica.is_final
         wanted = self.events.wants(LIQUIDATIONS)
         for op_id in list(self._liquidations):  # in the order they arrived
             old = self._liquidations[op_id]
             found = perps.liquidation_json(op_id, replica.ledger)
-            new = None if found is None else {**found, "final": op_id in certified}
+            new = None if found is None else {**found, "final": certified(op_id)}
             if new != old:
                 if old is not None and new is None:
-                    event: dict[str, Any] | None = {"event": "vanished", **old, "final": op_id in certified}
+                    event: dict[str, Any] | None = {"event": "vanished", **old, "final": certified(op_id)}
                 elif new is not None:
                     event = {"event": "appeared" if old is None else "changed", **new}
                 else:
@@ -183,6 +183,6 @@ class PerpFeed:
                 if event is not None and wanted:
                     self.events.publish(LIQUIDATIONS, event, event["market"])
                 self._liquidations[op_id] = new
-            if op_id in certified:  # final or refused for good: it cannot change any more
+            if certified(op_id):  # final or refused for good: it cannot change any more
                 del self._liquidations[op_id]
 

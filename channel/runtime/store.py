@@ -110,6 +110,15 @@ CREATE TABLE IF NOT EXISTS signed (
     height INTEGER NOT NULL,
     record BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS archived (
+    op_id BLOB PRIMARY KEY,
+    author BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    outcome TEXT
+);
+CREATE INDEX IF NOT EXISTS archived_by_author ON archived (author, seq);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -394,6 +403,37 @@ class Store:
     def delete_meta(self, key: str) -> None:
         with self._transaction() as db:
             db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    # -- the archive of compacted operations (channel.runtime.archive) ------------------------------
+
+    def put_archived(self, rows: list[tuple[bytes, bytes, int, int, int, str | None]]) -> None:
+        """(op id, author, seq, height, epoch, outcome) of operations compaction moved out of
+        memory (their bytes stay in ``ops``). Not fsync'd: a restart rebuilds them."""
+        with self._transaction(fsync=False) as db:
+            db.executemany("INSERT OR REPLACE INTO archived VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def archived(self, op_id: bytes) -> tuple[bytes, int, int, str | None] | None:
+        """(bytes, height, epoch, outcome) of an archived operation, or None."""
+        rows = self._query(
+            "SELECT ops.raw, a.height, a.epoch, a.outcome FROM archived a JOIN ops ON ops.op_id = a.op_id "
+            "WHERE a.op_id = ?", (op_id,),
+        )
+        return (bytes(rows[0][0]), int(rows[0][1]), int(rows[0][2]), rows[0][3]) if rows else None
+
+    def archived_at(self, author: bytes, seq: int) -> list[bytes]:
+        rows = self._query("SELECT op_id FROM archived WHERE author = ? AND seq = ? ORDER BY rowid", (author, seq))
+        return [bytes(row[0]) for row in rows]
+
+    def archived_since(self, author: bytes, seq: int) -> list[tuple[bytes, int, int, str | None]]:
+        rows = self._query(
+            "SELECT ops.raw, a.height, a.epoch, a.outcome FROM archived a JOIN ops ON ops.op_id = a.op_id "
+            "WHERE a.author = ? AND a.seq > ?", (author, seq),
+        )
+        return [(bytes(raw), int(height), int(epoch), outcome) for raw, height, epoch, outcome in rows]
+
+    def clear_archived(self) -> None:
+        with self._transaction(fsync=False) as db:
+            db.execute("DELETE FROM archived")
 
     def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         try:

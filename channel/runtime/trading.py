@@ -99,7 +99,8 @@ def own_fill_json(record: FillRecord, taker_side: str, account: Address) -> dict
 
 def taker_side(replica: Replica, fill: Fill) -> str:
     """The side of the order.place that made a fill (it was applied, so it is in the graph)."""
-    side: str = replica.graph.ops[fill.taker_order].body["side"]
+    op = replica.graph.get(fill.taker_order)
+    side: str = op.body["side"] if op is not None else ""
     return side
 
 

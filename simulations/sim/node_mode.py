@@ -281,7 +281,7 @@ async def _node(
     driver_config, peer_config = _configs(scenario)
     try:
         key = Key(address_of(keys[index]), keys[index])
-        node = Node.restore(genesis, key, store, fresh_channel=fresh_channel, wall_clock=_wall_clock)
+        node = Node.restore(genesis, key, store, fresh_channel=fresh_channel, wall_clock=_wall_clock, keep_epochs=0)
         node.behaviour = behaviour
         async with (
             network.open_transport(_peer_id(index), participant=key.address) as transport,

@@ -194,7 +194,7 @@ def test_undo_restores_the_state_exactly(transfers: list[tuple[int, int, int]]) 
     for frame, state in zip(reversed(frames), reversed(states), strict=True):
         ledger.undo(frame)
         assert ledger.canonical() == state
-    assert ledger.seq_owner == {}
+    assert ledger.seq_high == {}
 
 
 def test_regression_duplicate_token_addresses_are_refused() -> None:
