@@ -114,3 +114,9 @@ class InvalidCut(InvalidInput):
     """A checkpoint cut that cannot follow the previous one."""
 
     code = "invalid_cut"
+
+
+class InvalidSnapshot(InvalidInput):
+    """A snapshot file that is not one, is damaged, forged, or of another channel (crdt/snapshot.py)."""
+
+    code = "invalid_snapshot"

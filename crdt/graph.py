@@ -600,6 +600,10 @@ class Archive(Protocol):
         """The archived operations of `author` with a seq above `seq`."""
         ...
 
+    def extent(self) -> tuple[int, dict[Address, int]]:
+        """How many operations are archived, and each author's highest archived seq."""
+        ...
+
 
 class MemoryArchive:
     """An `Archive` in memory: for tests and the simulator (it saves nothing, it only moves)."""
@@ -627,6 +631,13 @@ class MemoryArchive:
 
     def since(self, author: Address, seq: int) -> list[Pruned]:
         return [r for r in self._records.values() if r.op.author == author and r.op.seq > seq]
+
+    def extent(self) -> tuple[int, dict[Address, int]]:
+        tops: dict[Address, int] = {}
+        for author, seq in self._at:
+            if seq > tops.get(author, 0):
+                tops[author] = seq
+        return len(self._records), tops
 
 
 class HashGraph:

@@ -31,13 +31,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from crdt.errors import InvalidCut, InvalidInput, MissingOperations
+from crdt.errors import InvalidCut, InvalidInput, InvalidSnapshot, MissingOperations
 from crdt.genesis import Genesis
 from crdt.graph import AddResult, Archive, Equivocation, HashGraph, PendingBuffer, Pruned
 from crdt.ledger import Deposit, Frame, Ledger, Reason
 from crdt.markets.book import OPEN, Fill, FillChanges, FillRecord, OrderInfo, RestingOrder
 from crdt.merkle import BALANCE, WITHDRAWN, MerkleTree, PayoutLeaf, leaf_totals
 from crdt.ops import Context, SignedOp
+from crdt.snapshot import Certified, Snapshot, decode_snapshot, encode_snapshot
 from crdt.types import Address, Hash32, OpId
 from crdt.units import apportion, from_e9
 
@@ -354,6 +355,65 @@ class Replica:
             for record in records:
                 memo.pop(record.op.op_id, None)
         return len(records)
+
+    # -- snapshots ---------------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The certified state as a snapshot file (crdt/snapshot.py), changing nothing: the
+        tentative suffix is unwound while the ledger is written, then applied again."""
+        tentative = self._unwind()
+        try:
+            graph = self.graph
+            return encode_snapshot(Snapshot(
+                self.version, self.ledger.state_hash(), tuple(self.cuts), self.ledger,
+                tuple(Certified(op_id, epoch, self.outcome[op_id]) for op_id, epoch in sorted(self.epoch_of.items())),
+                tuple(graph.evidence[key] for key in sorted(graph.evidence)), dict(self.pruned_outcomes),
+            ), self.genesis.channel_id)
+        finally:
+            self._apply_tentative(tentative)
+
+    @classmethod
+    def from_snapshot(
+        cls, genesis: Genesis, data: bytes, ops: Iterable[SignedOp], *, ctx: Context | None = None,
+        pending: PendingBuffer | None = None, archive: Archive | None = None, state_hash: Hash32 | None = None,
+    ) -> Replica:
+        """The replica a snapshot was taken of, with `ops` received after it: every operation
+        not pruned into `archive` (in any order; those the snapshot lists as certified are put
+        in the graph as they were, the others are replayed). Raises `InvalidSnapshot` for a
+        file that is not a snapshot of this channel, that does not fit `ops` and `archive`, or
+        whose state is not `state_hash` (when given: the state decided at its version).
+        The result answers as the replica that wrote it did, once it holds the same operations
+        (tests/crdt/test_snapshots.py)."""
+        replica = cls(genesis, ctx, pending, archive)
+        snapshot = decode_snapshot(data, genesis, replica.ctx, Cut)
+        if state_hash is not None and snapshot.state_hash != state_hash:
+            raise InvalidSnapshot(f"the snapshot's state is not the one decided at version {snapshot.version}")
+        replica.ledger = snapshot.ledger
+        replica.cuts = list(snapshot.cuts)
+        replica._final_fills = replica.ledger.fill_count
+        replica.pruned_outcomes = dict(snapshot.pruned_outcomes)
+        graph = replica.graph
+        if archive is not None:
+            graph.pruned, graph.pruned_seq = archive.extent()
+            graph.version_vector = dict(graph.pruned_seq)  # the operations added below raise it
+        listed = {record.op_id: record for record in snapshot.certified}
+        certified: list[SignedOp] = []
+        rest: list[SignedOp] = []
+        for op in ops:
+            (certified if op.op_id in listed else rest).append(op)
+        added = AddResult()
+        for op in certified:
+            graph.add_to(added, op)
+        if len(added.accepted) != len(certified) or graph.pending:
+            raise InvalidSnapshot("the certified operations of the snapshot do not form a closed graph with the store")
+        for op in certified:
+            record = listed[op.op_id]
+            replica.epoch_of[op.op_id] = record.epoch
+            replica.outcome[op.op_id] = None if record.outcome is None else Reason(record.outcome)
+        replica.receive_many(rest)
+        for equivocation in snapshot.evidence:  # the pair it kept (any pair is a proof; the same one is kept)
+            graph.evidence[(equivocation.author, equivocation.seq)] = equivocation
+        return replica
 
     # -- freshness ---------------------------------------------------------------------------------
 

@@ -43,3 +43,7 @@ class StoreArchive:
 
     def since(self, author: Address, seq: int) -> list[Pruned]:
         return [self._record(row) for row in self.store.archived_since(author, seq)]
+
+    def extent(self) -> tuple[int, dict[Address, int]]:
+        count, tops = self.store.archived_extent()
+        return count, {Address(author): seq for author, seq in tops.items()}

@@ -116,6 +116,8 @@ class StoreTable(_Table):
     max_mb: float = Field(default=0.0, ge=0)
     # certified epochs kept in memory; older operations move to the store's archive (0: never)
     keep_epochs: int = Field(default=2, ge=0, le=1_000_000)
+    # a snapshot of the certified state every that many checkpoints (0: never)
+    snapshot_every: int = Field(default=100, ge=0, le=1_000_000_000)
 
     @field_validator("keep_epochs")
     @classmethod
@@ -236,6 +238,7 @@ class NodeConfig:
     chain: ChainConfig | None = None  # None: no chain (checkpoints are certified, not settled)
     store_max_bytes: int | None = None  # a cap on node.sqlite; None: as much as the disk holds
     keep_epochs: int = 2  # compaction: certified epochs kept in memory (0: keep everything)
+    snapshot_every: int = 100  # a snapshot every that many checkpoints (0: never)
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
@@ -279,6 +282,7 @@ class NodeConfig:
             chain=chain,
             store_max_bytes=int(parsed.store.max_mb * 1024 * 1024) or None,
             keep_epochs=parsed.store.keep_epochs,
+            snapshot_every=parsed.store.snapshot_every,
         )
 
     def to_mapping(self, base: Path) -> dict[str, Any]:
@@ -299,6 +303,8 @@ class NodeConfig:
             mapping["store"] = {"max_mb": self.store_max_bytes / (1024 * 1024)}
         if self.keep_epochs != 2:
             mapping.setdefault("store", {})["keep_epochs"] = self.keep_epochs
+        if self.snapshot_every != 100:
+            mapping.setdefault("store", {})["snapshot_every"] = self.snapshot_every
         if self.chain is not None:
             mapping["chain"] = {
                 "rpc": self.chain.rpc, "settle_every": self.chain.settle_every,

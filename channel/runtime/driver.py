@@ -251,6 +251,7 @@ class ConsensusHost(Protocol):
     def set_vote_from(self, height: int) -> None: ...
     def announce(self, ops: Sequence[SignedOp]) -> None: ...
     def compact(self) -> int: ...
+    def snapshot_if_due(self) -> None: ...
 
 
 class ConsensusDriver:
@@ -565,6 +566,7 @@ class ConsensusDriver:
         store = self.node.store
         self.node.persist("a decision", store.put_decision, decide.height, encode_message(decide.proof))
         self.node.compact()
+        self.node.snapshot_if_due()
         self.node.persist("the signing log", store.forget_signed, below=decide.height + 1)
         if decide.height not in self.certificates:
             self.uncertified[decide.height] = (decide.value.checkpoint, trio.current_time())

@@ -51,7 +51,7 @@ import trio
 from libp2p.peer.id import ID
 
 from channel.errors import StorageUnavailable, StoreDamaged, UserError
-from channel.runtime import keystore, perps, trading
+from channel.runtime import keystore, perps, snapshots, trading
 from channel.runtime.archive import StoreArchive
 from channel.runtime.config import NodeConfig
 from channel.runtime.events import EventHub
@@ -99,6 +99,7 @@ log = logging.getLogger(__name__)
 STORE_FILE = "node.sqlite"
 MAX_PARENTS = 16
 DEFAULT_KEEP_EPOCHS = 2  # compaction keeps the last two certified epochs in memory (Replica.compact)
+DEFAULT_SNAPSHOT_EVERY = 100  # a snapshot of the certified state every 100 checkpoints
 # Status every half second: a gossip loss is repaired within two rounds, and a Status is a
 # version vector, cheap next to the operations it saves from waiting.
 NODE_PEER_CONFIG = PeerConfig(sync_interval=0.5)
@@ -160,12 +161,15 @@ class SignerState:
         store.delete_meta(VOTE_FROM_KEY)
 
 
-def verify_stored_ops(store: Store, ctx: Context) -> tuple[list[SignedOp], list[tuple[int, str]]]:
-    """Every stored operation checked against its op id and its signature: the good ones, and
-    (row position, what is wrong) for the others. Costs one signature recovery per row."""
+def verify_stored_ops(
+    store: Store, ctx: Context, *, skip_archived: bool = False,
+) -> tuple[list[SignedOp], list[tuple[int, str]]]:
+    """Every stored operation (but the archived ones, with `skip_archived`) checked against its
+    op id and its signature: the good ones, and (row position, what is wrong) for the others.
+    Costs one signature recovery per row."""
     good: list[SignedOp] = []
     bad: list[tuple[int, str]] = []
-    for position, op_id, raw in store.load_ops():
+    for position, op_id, raw in store.load_ops(skip_archived=skip_archived):
         try:
             op = decode_op(raw, ctx, verify=False)
         except InvalidInput as exc:
@@ -232,6 +236,7 @@ class Node:
         # baseline of benchmarks/fsync.py sets it)
         self.commit_off_loop = True
         self.keep_epochs = 0  # Node.restore sets it: no compaction for a node built by hand
+        self.snapshot_every = 0  # nor snapshots
 
     # -- restoring and persisting --------------------------------------------------------------------
 
@@ -239,6 +244,7 @@ class Node:
     def restore(
         cls, genesis: Genesis, key: keystore.Key, store: Store, *, fresh_channel: bool = False,
         wall_clock: WallClock = wall_clock_ms, keep_epochs: int = DEFAULT_KEEP_EPOCHS,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
     ) -> Node:
         """A node whose replica holds everything in the store, each operation checked again
         against its id and its signature (a disk can fail, and a file can be edited): a row
@@ -246,24 +252,52 @@ class Node:
 
         `keep_epochs` (``[store] keep_epochs``): after each certified checkpoint the replica
         moves what is certified more than that many versions ago to the store's archive
-        (`Replica.compact`); 0 keeps everything in memory."""
+        (`Replica.compact`); 0 keeps everything in memory. `snapshot_every` (``[store]
+        snapshot_every``): every that many checkpoints a snapshot of the certified state is
+        written (channel/runtime/snapshots.py), and a start begins from the newest one and
+        replays only what is not archived; 0 never writes one (a start then replays it all)."""
         from channel.runtime.driver import restore_decisions
 
-        replica = Replica(genesis, archive=StoreArchive(store, genesis.context()) if keep_epochs else None)
-        ops, bad = verify_stored_ops(store, replica.ctx)
+        ctx = genesis.context()
+        archive = StoreArchive(store, ctx) if keep_epochs else None
+        latest = snapshots.latest_snapshot(store) if snapshot_every else None
+        if latest is not None:
+            store.unarchive_after(latest[0])
+        ops, bad = verify_stored_ops(store, ctx, skip_archived=latest is not None)
         if bad:
             rows = "; ".join(f"row {position}: {what}" for position, what in bad[:3])
             more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
             raise store.damaged(f"{len(bad)} stored operations fail their checks: {rows}{more}")
-        replica.receive_many(ops)
+        decisions = store.decisions()
+        if latest is None:
+            replica = Replica(genesis, ctx, archive=archive)
+            replica.receive_many(ops)
+        else:
+            version, data = latest
+            replica = snapshots.replica_from_snapshot(genesis, store, version, data, ops, archive)
+            decisions = [(height, decision) for height, decision in decisions if height > version]
         try:
-            restore_decisions(replica, store.decisions())
+            restore_decisions(replica, decisions)
         except InvalidInput as exc:
             raise store.damaged("a stored checkpoint decision does not apply", exc) from exc
         node = cls(genesis, key, store, replica, SignerState.load(store, fresh_channel=fresh_channel), wall_clock)
         node.keep_epochs = keep_epochs
+        node.snapshot_every = snapshot_every
         node.compact()
         return node
+
+    def snapshot_if_due(self) -> None:
+        """Write a snapshot every ``snapshot_every`` certified versions (a store or disk that
+        refuses it leaves the previous one; the next is tried at the next such version)."""
+        version = self.replica.version
+        if not self.snapshot_every or version % self.snapshot_every:
+            return
+        try:
+            size = snapshots.write_snapshot(self.store, self.replica)
+        except (OSError, StorageUnavailable) as exc:
+            log.warning("snapshot v%d not written: %s", version, exc)
+            return
+        log.info("snapshot v%d written (%d bytes)", version, size)
 
     def compact(self) -> int:
         """Move what is certified more than ``keep_epochs`` versions ago out of memory (into the
@@ -914,7 +948,8 @@ async def run_node(
     key = keystore.load(config.keystore, password)
     store = open_store(config)  # first: it holds the data directory's lock
     try:
-        node = Node.restore(genesis, key, store, fresh_channel=fresh_channel, keep_epochs=config.keep_epochs)
+        node = Node.restore(genesis, key, store, fresh_channel=fresh_channel, keep_epochs=config.keep_epochs,
+                            snapshot_every=config.snapshot_every)
         node.behaviour = behaviour
         await _serve(node, config, password, serve_api, driver_config, task_status)
     finally:
@@ -1012,6 +1047,7 @@ def repair_store(config: NodeConfig) -> dict[str, Any]:
     try:
         replica = Replica(genesis)
         store.clear_archived()  # rebuilt by the next start's compaction, from what repair keeps
+        report["snapshots"] = snapshots.forget_snapshots(store)  # the next start replays everything
         ops, bad = verify_stored_ops(store, replica.ctx)
         report["operations"] = store.delete_ops(position for position, _ in bad)
         replica.receive_many(ops)

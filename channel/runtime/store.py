@@ -119,6 +119,10 @@ CREATE TABLE IF NOT EXISTS archived (
     outcome TEXT
 );
 CREATE INDEX IF NOT EXISTS archived_by_author ON archived (author, seq);
+CREATE TABLE IF NOT EXISTS snapshots (
+    version INTEGER PRIMARY KEY,
+    digest BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -243,10 +247,13 @@ class Store:
         with _Transaction(self._own, self.path, self._writer) as db:
             return _insert_ops(db, rows, requests)
 
-    def load_ops(self) -> Iterator[tuple[int, bytes, bytes]]:
-        """Every stored operation as (row position, op id, bytes), in arrival order."""
+    def load_ops(self, *, skip_archived: bool = False) -> Iterator[tuple[int, bytes, bytes]]:
+        """Every stored operation as (row position, op id, bytes), in arrival order (but those
+        compaction archived, with `skip_archived`: a start from a snapshot)."""
+        where = " WHERE op_id NOT IN (SELECT op_id FROM archived)" if skip_archived else ""
         try:
-            for position, op_id, raw in self._db.execute("SELECT position, op_id, raw FROM ops ORDER BY position"):
+            query = f"SELECT position, op_id, raw FROM ops{where} ORDER BY position"
+            for position, op_id, raw in self._db.execute(query):
                 yield int(position), bytes(op_id), bytes(raw)
         except sqlite3.DatabaseError as exc:
             raise self.damaged("its operations cannot be read", exc) from exc
@@ -431,9 +438,37 @@ class Store:
         )
         return [(bytes(raw), int(height), int(epoch), outcome) for raw, height, epoch, outcome in rows]
 
+    def archived_extent(self) -> tuple[int, dict[bytes, int]]:
+        """How many operations are archived, and each author's highest archived seq."""
+        rows = self._query("SELECT author, COUNT(*), MAX(seq) FROM archived GROUP BY author")
+        return sum(int(row[1]) for row in rows), {bytes(row[0]): int(row[2]) for row in rows}
+
     def clear_archived(self) -> None:
         with self._transaction(fsync=False) as db:
             db.execute("DELETE FROM archived")
+
+    def unarchive_after(self, version: int) -> None:
+        """Forget the archive rows of versions after `version` (a start from the snapshot at
+        `version` replays those operations again)."""
+        with self._transaction(fsync=False) as db:
+            db.execute("DELETE FROM archived WHERE epoch > ?", (version,))
+
+    # -- snapshots (channel.runtime.snapshots: the files are in the data directory) ------------------
+
+    def put_snapshot(self, version: int, digest: bytes) -> None:
+        with self._transaction(fsync=False) as db:
+            db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?)", (version, digest))
+
+    def snapshot_versions(self) -> list[int]:
+        return [int(row[0]) for row in self._query("SELECT version FROM snapshots ORDER BY version")]
+
+    def snapshot_digest(self, version: int) -> bytes | None:
+        rows = self._query("SELECT digest FROM snapshots WHERE version = ?", (version,))
+        return bytes(rows[0][0]) if rows else None
+
+    def delete_snapshot(self, version: int) -> None:
+        with self._transaction(fsync=False) as db:
+            db.execute("DELETE FROM snapshots WHERE version = ?", (version,))
 
     def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         try:

@@ -10,11 +10,12 @@ answer of every call (accepted, missing and refused operations; a cut's refusal)
 hash, the payout root, the status of every operation ever signed, the book, the fills, the
 evidence, the heads, the version vector and what sync would send a peer. And compaction must
 really prune: the test counts it (`event`) and a plain test checks memory holds only the recent
-epochs.
+epochs. Now and then the compacting replica restarts from its snapshot (crdt/snapshot.py).
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from hypothesis import event, settings
@@ -27,10 +28,16 @@ from crdt.ledger import Deposit
 from crdt.ops import SignedOp
 from crdt.replica import Cut, Replica
 from crdt.types import OpId
-from tests.crdt.crdt_support import ADDR, heads_of, sign
+from tests.crdt.crdt_support import ADDR, heads_of
+from tests.crdt.crdt_support import sign as sign_with
 from tests.crdt.markets.strategies import place_bodies, spot_genesis
 
 GENESIS = spot_genesis()
+CTX = GENESIS.context()
+
+
+def sign(author: int, seq: int, parents: Any, kind: str, body: dict[str, Any], ts: int = 0) -> SignedOp:
+    return sign_with(author, seq, parents, kind, body, ts, ctx=CTX)
 HONEST = (0, 1)
 BYZANTINE = 2
 
@@ -159,12 +166,28 @@ class Compaction(RuleBasedStateMachine):
         assert outcome(lambda: self.full.certify(cut)) == outcome(lambda: self.lean.certify(cut))
         self.snapshots.append(sorted(graph.heads))
 
+    @rule(step=st.integers(0, 2000))
+    def certify_honest(self, step: int) -> None:
+        """An honest cut, then compaction (so that runs certify and prune often)."""
+        self.certify(False, [0], False, step)
+        self.compact(2)
+
     @rule(keep=st.integers(2, 3))
     def compact(self, keep: int) -> None:
         pruned = self.lean.compact(keep)
         self.pruned += pruned
         if pruned:
             event("compaction pruned operations")
+
+    @rule(seed=st.integers(0, 2**32))
+    def restart_from_a_snapshot(self, seed: int) -> None:
+        """The compacting replica is replaced by one rebuilt from its snapshot and the operations
+        it held in memory (in any order), as a node restarting from its snapshot and store is:
+        it must go on answering as the replica that never compacted nor restarted."""
+        held = [*self.lean.graph.ops.values(), *self.lean.graph.pending.ops()]
+        random.Random(seed).shuffle(held)
+        self.lean = Replica.from_snapshot(GENESIS, self.lean.snapshot(), held, archive=self.archive)
+        event("restarted from a snapshot")
 
     @invariant()
     def archive_holds_what_was_pruned(self) -> None:
@@ -203,7 +226,7 @@ class Compaction(RuleBasedStateMachine):
         assert lean.dry_run(probe) == full.dry_run(probe)
 
 
-Compaction.TestCase.settings = settings(max_examples=120, stateful_step_count=60, deadline=None)
+Compaction.TestCase.settings = settings(max_examples=200, stateful_step_count=60, deadline=None)
 TestCompaction = Compaction.TestCase
 
 

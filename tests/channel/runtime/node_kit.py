@@ -23,7 +23,7 @@ import trio.testing
 
 from channel.runtime.driver import ConsensusDriver, DriverConfig
 from channel.runtime.keystore import Key
-from channel.runtime.node import Node, open_node
+from channel.runtime.node import DEFAULT_SNAPSHOT_EVERY, Node, open_node
 from channel.runtime.store import Store
 from crdt import testing
 from crdt.genesis import Genesis, Token
@@ -107,15 +107,17 @@ def peer_id(index: int) -> bytes:
 
 @asynccontextmanager
 async def memory_node(
-    genesis: Genesis, index: int, path: Path, network: MemoryNetwork, config: DriverConfig = FAST
+    genesis: Genesis, index: int, path: Path, network: MemoryNetwork, config: DriverConfig = FAST,
+    snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
 ) -> AsyncIterator[Node]:
     """Participant `index`'s node, its store in ``path/node<index>``: leaving the block stops it
     (as a crash would: nothing is flushed but what the node already wrote), entering it again
-    with the same path restarts it from that store."""
+    with the same path restarts it from that store (and its newest snapshot)."""
     store = VirtualStore(path / f"node{index}" / "node.sqlite")
     try:
         key = Key(address_of(KEYS[index]), KEYS[index])
-        node = Node.restore(genesis, key, store, fresh_channel=True, wall_clock=virtual_wall_clock)
+        node = Node.restore(genesis, key, store, fresh_channel=True, wall_clock=virtual_wall_clock,
+                            snapshot_every=snapshot_every)
         async with (
             network.open_transport(peer_id(index), participant=key.address) as transport,
             open_node(node, transport, PEERS),

@@ -9,9 +9,11 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import pytest
 import trio
 
 from channel.core.consensus import CheckpointSignature, decode_message
+from channel.errors import StoreDamaged
 from channel.runtime.driver import DriverConfig
 from channel.runtime.keystore import Key
 from channel.runtime.node import Node
@@ -287,6 +289,62 @@ def test_a_node_restarted_from_its_store_resumes(tmp_path: Path) -> None:
                 assert again.replica.version >= stopped[0] + 2
                 receipt = await again.submit("transfer", {"to": nodes[2].address, "token": USDC, "amount": 4})
                 assert receipt["seq"] == stopped[2]  # its seq goes on from the store's
+                await agreed([*nodes, again], {op_id(receipt): "final"})
+
+    run_virtual(main)
+
+
+def test_a_node_restarted_from_its_snapshot_is_the_node_that_replays_its_whole_store(tmp_path: Path) -> None:
+    """A node that writes a snapshot every 2 checkpoints and compacts stops; a start from its
+    newest snapshot (and the operations not archived) and a start that replays the whole store
+    give the same node: version, roots, next seq, every status and balance. A damaged snapshot
+    is refused with `StoreDamaged`, not started from; and the node restarted from its snapshot
+    goes on with the others."""
+
+    async def main() -> None:
+        genesis = make_genesis()
+        network = MemoryNetwork()
+        async with AsyncExitStack() as stack:
+            nodes = await memory_nodes(stack, genesis, tmp_path, network, 3)
+            async with memory_node(genesis, 3, tmp_path, network, snapshot_every=2) as last:
+                network.connect_all()
+                for amount in range(1, 4):
+                    await last.submit("transfer", {"to": nodes[0].address, "token": USDC, "amount": amount})
+                await advance(nodes[0], 7, last.address)
+                await settled([*nodes, last])
+                assert last.replica.graph.pruned > 0  # compaction ran
+                known = [OpId(op_id) for _, op_id, _ in last.store.load_ops()]  # archived ones too
+            snapshots = sorted((tmp_path / "node3" / "snapshots").glob("v*.snap"))
+            assert len(snapshots) == 2  # the newest two are kept
+
+            def restored(snapshot_every: int) -> tuple[object, ...]:
+                store = Store(tmp_path / "node3" / "node.sqlite")
+                try:
+                    node = Node.restore(genesis, Key(address_of(KEYS[3]), KEYS[3]), store,
+                                        snapshot_every=snapshot_every)
+                    replica = node.replica
+                    return (replica.version, replica.state_hash(), replica.payout_root(), node.next_seq(),
+                            replica.balances(), {op_id: replica.status(op_id) for op_id in known})
+                finally:
+                    store.close()
+
+            from_snapshot, replayed = restored(2), restored(0)
+            assert from_snapshot == replayed
+            newest = snapshots[-1]
+            good = newest.read_bytes()
+            newest.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+            store = Store(tmp_path / "node3" / "node.sqlite")
+            try:
+                with pytest.raises(StoreDamaged, match="snapshot"):
+                    Node.restore(genesis, Key(address_of(KEYS[3]), KEYS[3]), store, snapshot_every=2)
+            finally:
+                store.close()
+            newest.write_bytes(good)
+
+            async with memory_node(genesis, 3, tmp_path, network, snapshot_every=2) as again:
+                await settled([*nodes, again])
+                receipt = await again.submit("transfer", {"to": nodes[2].address, "token": USDC, "amount": 4})
+                assert receipt["seq"] == from_snapshot[3]
                 await agreed([*nodes, again], {op_id(receipt): "final"})
 
     run_virtual(main)
