@@ -28,6 +28,22 @@ from simulations.sim.scenario import FixedLatency, LinkModel, NetworkSpec, Parti
 US_PER_MS = 1000
 
 
+def uniform_us(rng: random.Random, low: int, high: int) -> int:
+    """``rng.randint(low, high)``, the same draw from the same generator state, without its
+    three interpreted calls (randint, randrange, _randbelow: a tenth of the network's time per
+    message): ``low`` plus the first ``getrandbits(k)`` below the width, ``k`` its bit length,
+    as `random.Random._randbelow_with_getrandbits` draws it (tests/simulations/sim/test_network.py
+    compares the two)."""
+    width = high - low + 1
+    if width <= 0:
+        raise ValueError(f"empty range for randint ({low}, {high})")
+    bits = width.bit_length()
+    draw = rng.getrandbits(bits)
+    while draw >= width:
+        draw = rng.getrandbits(bits)
+    return low + draw
+
+
 @dataclass(slots=True)
 class LinkState:
     model: LinkModel
@@ -138,6 +154,6 @@ class Network:
         if isinstance(latency, FixedLatency):
             return latency.ms * US_PER_MS
         if isinstance(latency, UniformLatency):
-            return self.rng.randint(latency.low_ms * US_PER_MS, latency.high_ms * US_PER_MS)
+            return uniform_us(self.rng, latency.low_ms * US_PER_MS, latency.high_ms * US_PER_MS)
         draw = math.exp(self.rng.gauss(math.log(latency.median_ms), latency.sigma))
         return int(min(draw, latency.max_ms) * US_PER_MS)

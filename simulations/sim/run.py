@@ -22,6 +22,7 @@ from simulations.sim.engine import Engine, Switches
 from simulations.sim.scenario import Scenario, ScenarioError, parse_scenario
 
 RESULTS, EVENTS, TIMELINE, SCENARIO = "results.json", "events.jsonl", "timeline.txt", "scenario.json"
+_EVENT_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # one events.jsonl line (ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +78,8 @@ def run_scenario(
         "violations": [{"check": v.name, "detail": v.detail, "seed": seed} for v in verdicts if v.ok is False],
         "metrics": metrics(engine),
     }
-    events_bytes = b"".join(
-        json.dumps(event, sort_keys=True, separators=(",", ":")).encode() + b"\n" for event in engine.events
-    )
+    encode = _EVENT_JSON.encode  # json.dumps with these arguments would build an encoder per event
+    events_bytes = "".join(encode(event) + "\n" for event in engine.events).encode()
     timeline = "".join(_timeline_line(event) + "\n" for event in engine.events)
     output = RunOutput(results, _dumps(results), events_bytes, timeline, engine)
     if out is not None:

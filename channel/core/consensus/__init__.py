@@ -54,6 +54,7 @@ from channel.core.consensus.messages import (
     Vote,
 )
 from channel.core.consensus.signing import (
+    checkpoint_digest,
     message_digest,
     sign_checkpoint_signature,
     sign_precommit,
@@ -104,6 +105,7 @@ __all__ = [
     "Validity",
     "ValueId",
     "Vote",
+    "checkpoint_digest",
     "decode_message",
     "decode_signing_record",
     "encode_message",

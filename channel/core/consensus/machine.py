@@ -114,6 +114,7 @@ from channel.core.consensus.messages import (
     Vote,
 )
 from channel.core.consensus.signing import (
+    checkpoint_digest,
     sign_checkpoint_signature,
     sign_precommit,
     sign_prevote,
@@ -146,6 +147,10 @@ def proposer(genesis: Genesis, height: int, round_: int) -> Address:
 
 
 # -- the machine ----------------------------------------------------------------------------------
+
+# The tally of a (round, kind) nobody voted in: read only (a Counter's missing key reads 0 and
+# is not stored), so the rules need not make an empty Counter at each evaluation.
+_NO_VOTES: Counter[ValueId | None] = Counter()
 
 
 @dataclass(slots=True)
@@ -462,7 +467,7 @@ class Consensus:
             return False
         proposal = at.proposals[r][at.first_proposal[r]]
         v, vr = proposal.value, proposal.valid_round
-        if not 0 <= vr < r or at.tally.get((vr, PREVOTE), Counter())[v.value_id] < self.quorum:
+        if not 0 <= vr < r or at.tally.get((vr, PREVOTE), _NO_VOTES)[v.value_id] < self.quorum:
             return False
         validity = self._valid(v)
         if validity is Validity.NOT_YET:
@@ -490,7 +495,7 @@ class Consensus:
         if self.step < Step.PREVOTE or self._locked_this_round:
             return False
         r = self.round
-        prevotes = at.tally.get((r, PREVOTE), Counter())
+        prevotes = at.tally.get((r, PREVOTE), _NO_VOTES)
         for value_id, proposal in at.proposals.get(r, {}).items():
             if prevotes[value_id] >= self.quorum and self._valid(proposal.value) is Validity.VALID:
                 self._locked_this_round = True
@@ -504,7 +509,7 @@ class Consensus:
 
     def _precommit_nil_on_nil_quorum(self, at: _Height) -> bool:
         """Lines 44-46: a quorum of nil prevotes of the round while at prevote: precommit nil."""
-        if self.step is not Step.PREVOTE or at.tally.get((self.round, PREVOTE), Counter())[None] < self.quorum:
+        if self.step is not Step.PREVOTE or at.tally.get((self.round, PREVOTE), _NO_VOTES)[None] < self.quorum:
             return False
         self._vote(Precommit, None)
         self.step = Step.PRECOMMIT
@@ -627,7 +632,10 @@ class Consensus:
                 if not known and len(mine) >= self.limits.max_proposals_per_round:
                     return False  # junk ids from an equivocator: keep a few, and every known value
             mine[message.value_id] = message
-            at.tally.setdefault((round_, kind), Counter())[message.value_id] += 1
+            tally = at.tally.get((round_, kind))
+            if tally is None:
+                tally = at.tally[(round_, kind)] = Counter()
+            tally[message.value_id] += 1
         rounds.add(round_)
         at.senders.setdefault(round_, set()).add(signer)
         return True
@@ -644,7 +652,7 @@ class Consensus:
             raise WrongChannel("checkpoint signature for another channel")
         if not self.height - self.limits.commit_window <= version <= self.height + 1:
             return
-        digest = signed.checkpoint.digest(self.genesis.domain)
+        digest = checkpoint_digest(self.genesis, signed.checkpoint)
         mine = self._signatures.setdefault(version, {}).setdefault(signer, {})
         if digest in mine:
             return
@@ -659,7 +667,7 @@ class Consensus:
         value = self.decided.get(version)
         if value is None or version in self.certified:
             return
-        digest = value.checkpoint.digest(self.genesis.domain)
+        digest = checkpoint_digest(self.genesis, value.checkpoint)
         by_signer = self._signatures.get(version, {})
         signatures = [by_digest[digest].signature for by_digest in by_signer.values() if digest in by_digest]
         if len(signatures) >= self.quorum:

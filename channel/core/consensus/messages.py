@@ -99,7 +99,16 @@ class CheckpointProposal:
 
     @property
     def value_id(self) -> ValueId:
-        return _value_id(self)
+        # By identity first: the machine asks for a value's id many times per message, and
+        # `_value_id`'s key is the whole value (hashing and comparing every head and leaf).
+        known = _ids_by_object.get(id(self))
+        if known is not None and known[0] is self:
+            return known[1]
+        value_id = _value_id(self)
+        if len(_ids_by_object) >= _IDS_BY_OBJECT:
+            _ids_by_object.clear()
+        _ids_by_object[id(self)] = (self, value_id)  # the value itself too: its id stays its own
+        return value_id
 
     def cut(self) -> Cut:
         """What `crdt.replica.Replica.certify` takes once this value is decided."""
@@ -140,6 +149,10 @@ class CheckpointProposal:
 @functools.lru_cache(maxsize=4096)
 def _value_id(value: CheckpointProposal) -> ValueId:
     return ValueId(keccak256(cbor.encode(value.to_wire())))
+
+
+_IDS_BY_OBJECT = 4096  # values whose id is kept by identity (emptied when full)
+_ids_by_object: dict[int, tuple[CheckpointProposal, ValueId]] = {}
 
 
 # -- messages -------------------------------------------------------------------------------------

@@ -27,13 +27,44 @@ from crdt.hashing import keccak256
 from crdt.ops import recover_signer, sign_digest
 from crdt.types import Address
 
+_KEPT = 4096  # genesis and checkpoint objects whose digests are kept by identity (emptied when full)
+_prefixes: dict[int, tuple[Genesis, bytes]] = {}
+_checkpoint_digests: dict[tuple[int, int], tuple[Genesis, Checkpoint, bytes]] = {}
+
+
+def _vote_prefix(genesis: Genesis) -> bytes:
+    """``VOTE_PREFIX``, the EIP-712 domain separator and the channel id: what every vote digest of
+    `genesis` starts with (the separator is five hashes, so it is computed once per genesis)."""
+    known = _prefixes.get(id(genesis))
+    if known is not None and known[0] is genesis:
+        return known[1]
+    prefix = VOTE_PREFIX + genesis.domain.separator + genesis.channel_id
+    if len(_prefixes) >= _KEPT:
+        _prefixes.clear()
+    _prefixes[id(genesis)] = (genesis, prefix)  # the genesis itself too: its id stays its own
+    return prefix
+
+
+def checkpoint_digest(genesis: Genesis, checkpoint: Checkpoint) -> bytes:
+    """``checkpoint.digest(genesis.domain)`` (what a checkpoint signature covers), kept by the
+    identity of both: the machine asks for it at every checkpoint signature it receives."""
+    key = (id(genesis), id(checkpoint))
+    known = _checkpoint_digests.get(key)
+    if known is not None and known[0] is genesis and known[1] is checkpoint:
+        return known[2]
+    digest: bytes = checkpoint.digest(genesis.domain)
+    if len(_checkpoint_digests) >= _KEPT:
+        _checkpoint_digests.clear()
+    _checkpoint_digests[key] = (genesis, checkpoint, digest)
+    return digest
+
 
 def vote_digest(
     genesis: Genesis, kind: int, height: int, round_: int, value_id: bytes | None, valid_round: int = -1
 ) -> bytes:
     """The digest a consensus message's signature covers (never an EIP-712 or op digest)."""
     payload = cbor.encode([kind, height, round_, valid_round, value_id or b""])
-    return keccak256(VOTE_PREFIX + genesis.domain.separator + genesis.channel_id + payload)
+    return keccak256(_vote_prefix(genesis) + payload)
 
 
 def message_digest(genesis: Genesis, message: Message) -> bytes:
@@ -45,7 +76,7 @@ def message_digest(genesis: Genesis, message: Message) -> bytes:
         return vote_digest(genesis, PRECOMMIT, message.height, message.round, message.value_id)
     if isinstance(message, Decision):
         raise InternalError("a decision carries many signatures; check each of its precommits")
-    return message.checkpoint.digest(genesis.domain)
+    return checkpoint_digest(genesis, message.checkpoint)
 
 
 def sign_proposal(
