@@ -241,6 +241,26 @@ def recovery_time(history: Iterable[Mapping[str, Any]]) -> float | None:
     return liveness_after_heal(_read(history))[1]
 
 
+def fault_windows(history: Iterable[Mapping[str, Any]]) -> list[tuple[float, float, Mapping[str, Any]]]:
+    """(start, end, fault) of each fault as it happened: the times of its start and end records
+    (a restart ends when the node answers again, later than the schedule's end); a fault still
+    open at the end of the history ends at its last record."""
+    records = list(history)
+    last = max((float(r["t"]) for r in records if "t" in r), default=0.0)
+    windows: list[tuple[float, float, Mapping[str, Any]]] = []
+    open_at: float | None = None
+    for record in records:
+        if record.get("type") == "fault":
+            if record.get("phase") == "start":
+                open_at = float(record["t"])
+            elif open_at is not None:
+                windows.append((open_at, float(record["t"]), record.get("fault") or {}))
+                open_at = None
+    if open_at is not None:
+        windows.append((open_at, last, {}))
+    return windows
+
+
 def findings(history: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """What is no property's violation but worth a look: acknowledged operations that replay
     rejected in the end (by reason and by the node that acknowledged them, with how long after

@@ -2,8 +2,9 @@
 
 Top: each submit's latency against the time it was sent, one colour per node; refused and
 unanswered submits as crosses at the top. Bottom: acknowledged submits per second (all clients)
-and operations seen final per second. Every fault window is shaded on both, and labelled. The
-numbers are all in ``history.jsonl``; the picture is for reading.
+and operations seen final per second. Every fault window is shaded on both, as it happened
+(`checker.fault_windows`), and labelled. The numbers are all in ``history.jsonl``; the picture
+is for reading.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
+from simulations.faults.checker import fault_windows
+
 COLOURS = {"partition": "tab:red", "kill": "tab:purple", "pause": "tab:orange", "delay": "tab:blue"}
 
 
 def plot(records: list[dict[str, Any]], path: Path, title: str = "") -> None:
     submits = [r for r in records if r["type"] == "submit"]
-    faults = [r["fault"] for r in records if r["type"] == "fault" and r["phase"] == "start"]
+    faults = fault_windows(records)
     end = max((r["t"] for r in records if "t" in r), default=1.0)
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=(3, 2))
     nodes = sorted({r["node"] for r in submits})
@@ -50,13 +53,13 @@ def plot(records: list[dict[str, Any]], path: Path, title: str = "") -> None:
     bottom.set_ylabel("operations per second")
     bottom.set_xlabel("time since the clients started (s)")
     bottom.legend(loc="upper right", fontsize=7)
-    for fault in faults:
-        colour = COLOURS.get(fault["kind"], "grey")
+    for start, stop, fault in faults:
+        colour = COLOURS.get(str(fault.get("kind")), "grey")
         for axes in (top, bottom):
-            axes.axvspan(fault["start"], fault["end"], color=colour, alpha=0.15)
-        label = fault["kind"] + (f" {fault.get('shape')}" if fault.get("shape") else "")
+            axes.axvspan(start, stop, color=colour, alpha=0.15)
+        label = str(fault.get("kind", "?")) + (f" {fault.get('shape')}" if fault.get("shape") else "")
         label += f" {fault['nodes']}" if fault.get("nodes") else ""
-        top.text(fault["start"], 1.0, label, transform=top.get_xaxis_transform(), fontsize=7, va="bottom",
+        top.text(start, 1.0, label, transform=top.get_xaxis_transform(), fontsize=7, va="bottom",
                  color=colour)
     for axes in (top, bottom):
         axes.grid(alpha=0.3)

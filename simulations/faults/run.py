@@ -370,8 +370,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 def metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts and latencies of the submits, overall and outside and inside fault windows."""
     submits = [r for r in records if r["type"] == "submit"]
-    windows = [(r["fault"]["start"], r["fault"]["end"])
-               for r in records if r["type"] == "fault" and r["phase"] == "start"]
+    windows = [(start, end) for start, end, _ in checker.fault_windows(records)]
 
     def inside(t: float) -> bool:
         return any(start <= t < end for start, end in windows)
@@ -447,7 +446,9 @@ def run_faults(config: FaultConfig, say: Callable[[str], None] = print) -> dict[
             if popen is not None and popen.poll() is None:
                 popen.send_signal(signal.SIGCONT)
         for node in nodes:
-            node.process.stop(timeout=10)
+            node.process.terminate()
+        for node in nodes:
+            node.process.wait(timeout=10)  # SIGKILL past that
         topology.close()
     verdicts = checker.check(records)
     results = {
