@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 
 from simulations.faults.checker import fault_windows
 
+MAX_LABELS = 12
 COLOURS = {"partition": "tab:red", "kill": "tab:purple", "pause": "tab:orange", "delay": "tab:blue"}
 
 
@@ -59,8 +60,17 @@ def plot(records: list[dict[str, Any]], path: Path, title: str = "") -> None:
             axes.axvspan(start, stop, color=colour, alpha=0.15)
         label = str(fault.get("kind", "?")) + (f" {fault.get('shape')}" if fault.get("shape") else "")
         label += f" {fault['nodes']}" if fault.get("nodes") else ""
+        if len(faults) > MAX_LABELS:
+            continue  # too many to read: the colours say the kind (the legend below)
         top.text(start, 1.0, label, transform=top.get_xaxis_transform(), fontsize=7, va="bottom",
                  color=colour)
+    if len(faults) > MAX_LABELS:
+        from matplotlib.patches import Patch
+
+        kinds = sorted({str(f.get("kind")) for _, _, f in faults})
+        bottom.legend(handles=[*bottom.get_legend_handles_labels()[0],
+                               *(Patch(color=COLOURS.get(k, "grey"), alpha=0.3, label=k) for k in kinds)],
+                      loc="upper right", fontsize=7, ncol=2)
     for axes in (top, bottom):
         axes.grid(alpha=0.3)
     if title:

@@ -43,6 +43,7 @@ from simulations.cluster import USDC_UNIT, NodeProcess, create_cluster, free_por
 from simulations.faults import checker
 from simulations.faults.errors import FaultsError
 from simulations.faults.netns import Topology, create_topology, loopback_topology, namespaces_available
+from simulations.faults.plot import plot
 from simulations.faults.proxy import ApiForwarder, FaultProxy, FaultTable, LinkFault
 from simulations.faults.schedule import KINDS, LIVENESS_BOUND, RECOVERY, SHAPES, Fault, Schedule, make_schedule
 
@@ -460,8 +461,6 @@ def run_faults(config: FaultConfig, say: Callable[[str], None] = print) -> dict[
         "metrics": metrics(records),
     }
     (config.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    from simulations.faults.plot import plot
-
     plot(records, config.out / "latency.png", title=f"{config.nodes} nodes, seed {config.seed}, {network}")
     return results
 
