@@ -78,29 +78,35 @@ def create_cluster(
     root: Path, n: int, *, tokens: list[Token], initial: int, roles: list[Role] | None = None,
     finality_interval: float = 1.0, node_chain: ChainConfig | None = None,
     byzantine: dict[int, tuple[str, ...]] | None = None, seed: int | None = None,
-    markets: Sequence[Market] | None = None, **chain: Any,
+    markets: Sequence[Market] | None = None,
+    addresses: Sequence[tuple[tuple[str, int], tuple[str, int]]] | None = None,
+    api_ports: Sequence[int] | None = None, **chain: Any,
 ) -> Cluster:
     """The layout of an n-node channel in `root`. `chain` passes chain_id, adjudicator and
     dispute_window through to the genesis (for a channel opened on a real chain). With a `seed`
-    the participants' keys derive from it (`keystore.seeded_keys`), else they are new."""
+    the participants' keys derive from it (`keystore.seeded_keys`), else they are new.
+    `addresses` gives each node's ((host, port) peers dial, (host, port) it listens on), for
+    nodes behind a proxy or in their own network namespace (`simulations.faults`); by default
+    both are 127.0.0.1 and one free port. `api_ports` fixes each node's API port (default: 0)."""
     root.mkdir(parents=True, exist_ok=True)
     made = keystore.seeded_keys(seed, n) if seed is not None else [keystore.new_key() for _ in range(n)]
     keys = sorted(made, key=lambda key: key.address)
     node_dirs = tuple(root / f"node{i}" for i in range(n))
-    ports = [free_port() for _ in range(n)]
+    if addresses is None:
+        addresses = [(("127.0.0.1", port), ("127.0.0.1", port)) for port in (free_port() for _ in range(n))]
     bootstraps = [
-        f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id_of(load_or_create(folder, CLUSTER_PASSWORD))}"
-        for port, folder in zip(ports, node_dirs, strict=True)
+        f"/ip4/{host}/tcp/{port}/p2p/{peer_id_of(load_or_create(folder, CLUSTER_PASSWORD))}"
+        for ((host, port), _), folder in zip(addresses, node_dirs, strict=True)
     ]
     genesis, _ = create_genesis_folder(
         root, n, password=CLUSTER_PASSWORD, tokens=tokens, initial=initial, roles=roles, light_kdf=True,
         keys=keys, bootstraps=bootstraps, markets=markets, **chain,
     )
     (root / "password").write_text(CLUSTER_PASSWORD)
-    for key, port, folder in zip(keys, ports, node_dirs, strict=True):
+    for key, (_, (host, port)), api_port, folder in zip(keys, addresses, api_ports or [0] * n, node_dirs, strict=True):
         config = NodeConfig(
             data_dir=folder, genesis=root / "genesis.toml", keystore=keystore.find(root / "keys", key.address),
-            password_file=root / "password", p2p_listen=(f"/ip4/127.0.0.1/tcp/{port}",),
+            password_file=root / "password", p2p_listen=(f"/ip4/{host}/tcp/{port}",), api_port=api_port,
             finality_interval=finality_interval, chain=node_chain,
         )
         (folder / "node.toml").write_text(tomli_w.dumps(config.to_mapping(folder)))
@@ -116,6 +122,7 @@ class NodeProcess:
     process: subprocess.Popen[bytes] | None = None
     fresh_channel: bool = True
     behaviours: tuple[str, ...] = ()  # non-empty: a `simulations.byzantine` process instead
+    prefix: tuple[str, ...] = ()  # run under this, e.g. ("ip", "netns", "exec", NS) (it must exec the command)
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -139,6 +146,7 @@ class NodeProcess:
             command = [sys.executable, "-m", "channel", "node", "run", "--config", str(self.config)]
         if self.fresh_channel and not (self.data_dir / "node.sqlite").exists():
             command.append("--fresh-channel")
+        command = [*self.prefix, *command]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 command,

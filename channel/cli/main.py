@@ -18,6 +18,7 @@ from channel.cli.bot import register as register_bot
 from channel.cli.certificates import register as register_certificates
 from channel.cli.chain import register as register_settlement
 from channel.cli.console import command_group, console, read_password, user_errors
+from channel.cli.faults import register as register_faults
 from channel.cli.markets import MARKETS_HELP, checked_markets, markets_report, markets_summary, markets_table
 from channel.cli.node import register as register_node
 from channel.cli.perps import register as register_perps
@@ -487,6 +488,7 @@ register_perps(app)  # parley positions, account, liquidate, oracle post
 register_certificates(app)  # parley checkpoints, certificate
 register_bot(app)  # parley bot maker
 register_sim(app)  # parley sim run, replay
+register_faults(app)  # parley faults run, check
 
 
 def main() -> None:  # pragma: no cover - the console script
