@@ -4,7 +4,8 @@
 #   bash scripts/dev.sh test [ARGS]   ruff, mypy and the whole test suite
 #   bash scripts/dev.sh setup         only the set-up
 # VENV names the virtual environment (default .venv). Set-up is skipped when it is current.
-# The crdt core is compiled with mypyc when a C compiler is present (PARLEY_PURE=1: pure only).
+# The crdt core and the simulator's engine are compiled with mypyc when a C compiler is present
+# (PARLEY_PURE=1: pure only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -25,7 +26,9 @@ fi
 # source changed since their build, which crdt reports as "stale" (and then runs the sources).
 # Through pip, whose isolated build has the setuptools and mypyc of [build-system]: the venv's
 # own setuptools may be too old for pyproject.toml (`setup.py build_ext` failed on its license).
-if [ "$("$VENV/bin/python" -c 'import crdt; print(crdt.BUILD)' 2>/dev/null)" = stale ]; then
+# The simulator's engine and network are compiled the same way (simulations/sim/_build.py).
+if [ "$("$VENV/bin/python" -c 'import crdt, simulations.sim as s; print(crdt.BUILD, s.BUILD)' 2>/dev/null)" != "compiled compiled" ] \
+        && [ "${PARLEY_PURE:-}" != 1 ] && command -v "${CC:-cc}" >/dev/null 2>&1; then
     "$VENV/bin/python" -m pip install --quiet --no-deps -e .
 fi
 export PATH="$PWD/$VENV/bin:$PATH"
