@@ -284,6 +284,11 @@ class ConsensusDriver:
         self._vote_reports: set[bytes] = set()  # participants whose catch-up answers we caught up to
         self.started = False
         self.highest_seen = 0
+        # what others have decided, from checked messages: per participant, the highest version
+        # its votes (height - 1) or checkpoint signatures show; and the highest a decision's
+        # quorum proves (`channel_version`)
+        self.decided_by: dict[Address, int] = {}
+        self.decided_proven = 0
         self.last_start = -math.inf
         self.confirmed_deposits: dict[int, Deposit] = {}
         # decided here, certificate not assembled yet: version -> (checkpoint, trio time)
@@ -446,8 +451,12 @@ class ConsensusDriver:
         genesis = self.genesis
         if isinstance(message, Decision):
             self.consensus.check_decision(message)
+            self.decided_proven = max(self.decided_proven, message.height)
             return
         signer = signer_of(genesis, message)
+        decided = message.height if isinstance(message, CheckpointSignature) else message.height - 1
+        if decided > self.decided_by.get(signer, 0):
+            self.decided_by[signer] = decided
         if isinstance(message, CheckpointSignature) and message.checkpoint.channel != genesis.channel_id:
             raise WrongChannel("commit for another channel")
         if isinstance(message, Proposal):
@@ -456,6 +465,14 @@ class ConsensusDriver:
             if signer != proposer(genesis, message.height, message.round):
                 raise NotProposer(f"0x{signer.hex()} is not the proposer of round {message.round}")
             message.value.check(genesis)
+
+    def channel_version(self) -> int:
+        """The highest version this node knows an honest participant decided: one a decision's
+        quorum of precommits proves, or one that f + 1 participants' checked messages show (a
+        Byzantine participant can sign votes of any height; f of them cannot make it up)."""
+        shown = sorted(self.decided_by.values(), reverse=True)
+        needed = len(self.genesis.participants) - self.genesis.threshold + 1
+        return max(self.decided_proven, shown[needed - 1] if len(shown) >= needed else 0)
 
     async def _reader(self, subscription: Any) -> None:
         async for _origin, data in subscription:

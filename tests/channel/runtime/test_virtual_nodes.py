@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from channel.core.consensus import CheckpointSignature, decode_message
+from channel.core.consensus import CheckpointSignature, decode_message, sign_prevote
 from channel.errors import StoreDamaged
 from channel.runtime.driver import DriverConfig
 from channel.runtime.keystore import Key
 from channel.runtime.node import Node
+from channel.runtime.service import NotReady
 from channel.runtime.store import Store
 from crdt.certificate import Certificate
 from crdt.errors import InvalidInput
@@ -346,5 +347,37 @@ def test_a_node_restarted_from_its_snapshot_is_the_node_that_replays_its_whole_s
                 receipt = await again.submit("transfer", {"to": nodes[2].address, "token": USDC, "amount": 4})
                 assert receipt["seq"] == from_snapshot[3]
                 await agreed([*nodes, again], {op_id(receipt): "final"})
+
+    run_virtual(main)
+
+
+def test_a_node_that_knows_it_is_two_checkpoints_behind_refuses_to_sign(tmp_path: Path) -> None:
+    """Signing on heads two versions old makes an operation replay rejects as stale after it was
+    acknowledged (the fault harness saw it on healed and restarted nodes). So a node that knows
+    the channel decided two versions more than it certified answers `NotReady`, nothing signed,
+    until it has caught up. It knows it from f + 1 participants' checked votes, or from a
+    decision's quorum: one Byzantine participant's votes of a far height do not stop it."""
+
+    async def main() -> None:
+        genesis = make_genesis()
+        network = MemoryNetwork()
+        async with AsyncExitStack() as stack:
+            nodes = await memory_nodes(stack, genesis, tmp_path, network, 4)
+            network.connect_all()
+            await advance(nodes[0], 2, nodes[1].address)
+            await settled(nodes)
+            node = nodes[3]
+            assert node.driver is not None
+            far = node.replica.version + 5
+            node.driver._check(sign_prevote(genesis, KEYS[0], far, 0, None))  # one liar: f = 1 of 4
+            assert node.behind() is None
+            receipt = await node.submit("transfer", {"to": nodes[0].address, "token": USDC, "amount": 1})
+            assert receipt["status"] == "tentative"
+            node.driver._check(sign_prevote(genesis, KEYS[1], far, 0, None))  # f + 1: one is honest
+            assert node.behind() is not None
+            before = node.next_seq()
+            with pytest.raises(NotReady, match="catching up"):
+                await node.submit("transfer", {"to": nodes[0].address, "token": USDC, "amount": 1})
+            assert node.next_seq() == before  # nothing signed
 
     run_virtual(main)
