@@ -58,7 +58,7 @@ from channel.core.consensus import TimeoutConfig
 from channel.runtime.driver import ConsensusDriver, DriverConfig
 from channel.runtime.keystore import Key
 from channel.runtime.node import HONEST, Behaviour, Node, open_node
-from channel.runtime.service import RequestRejected
+from channel.runtime.service import NotReady, RequestRejected
 from channel.runtime.store import Store
 from crdt.genesis import Genesis
 from crdt.ops import address_of
@@ -340,7 +340,8 @@ async def _workload(node: Node, genesis: Genesis, scenario: Scenario, rng: rando
         if trio.current_time() >= stop:
             return
         body = {"to": rng.choice(others), "token": TOKEN.symbol, "amount": rng.randint(1, workload.amount_max_e9)}
-        await node.submit("transfer", body)
+        with contextlib.suppress(NotReady):  # it knows it is behind (Node.behind): nothing signed, as -32002
+            await node.submit("transfer", body)
 
 
 async def _trading(node: Node, participant: int, scenario: Scenario, flow: OrderFlow) -> None:
@@ -364,7 +365,7 @@ async def _trading(node: Node, participant: int, scenario: Scenario, flow: Order
             kind, body = "oracle.price", {"market": PERP.symbol, "price": flow.oracle_price(trading.mid_e9)}
         else:
             kind, body = flow.next([order.order_id for order in node.replica.open_orders(node.address)])
-        with contextlib.suppress(RequestRejected):  # its dry run refused it: nothing was signed
+        with contextlib.suppress(RequestRejected, NotReady):  # refused by its dry run, or behind: nothing signed
             await node.submit(kind, body)
 
 
