@@ -31,7 +31,6 @@ import cbor2
 from crdt.errors import InvalidInput, InvalidSnapshot
 from crdt.genesis import Genesis
 from crdt.graph import Equivocation
-from crdt.hashing import keccak256
 from crdt.ledger import Deposit, Ledger, Liquidation, Lock
 from crdt.markets.book import Fill, RestingOrder, price_key
 from crdt.markets.funding import FundingState
@@ -174,12 +173,6 @@ def encode_snapshot(snapshot: Snapshot, channel: bytes) -> bytes:
         sorted([str(reason), count] for reason, count in snapshot.pruned_outcomes.items()),
     ])
     return encoded
-
-
-def digest(data: bytes) -> Hash32:
-    """What is kept beside a snapshot file, to find it damaged (the tables the state hash does
-    not cover)."""
-    return Hash32(keccak256(data))
 
 
 def decode_snapshot(data: bytes, genesis: Genesis, ctx: Context, make_cut: Callable[..., Any]) -> Snapshot:

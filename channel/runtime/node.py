@@ -274,7 +274,7 @@ class Node:
             replica.receive_many(ops)
         else:
             version, data = latest
-            replica = snapshots.replica_from_snapshot(genesis, store, version, data, ops, archive)
+            replica = snapshots.replica_from_snapshot(genesis, store, version, data, ops, archive, decisions)
             decisions = [(height, decision) for height, decision in decisions if height > version]
         try:
             restore_decisions(replica, decisions)

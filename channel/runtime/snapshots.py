@@ -16,7 +16,6 @@ instead of replaying the whole store (issue 16; the format is crdt/snapshot.py).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from channel.runtime.keystore import write_atomic
@@ -28,8 +27,6 @@ from crdt.hashing import keccak256
 from crdt.ops import SignedOp
 from crdt.replica import Replica
 from crdt.types import Hash32
-
-log = logging.getLogger(__name__)
 
 SNAPSHOTS_DIR = "snapshots"
 KEEP = 2  # snapshots kept: the newest, and the one before in case the newest is damaged
@@ -62,11 +59,12 @@ def forget_snapshots(store: Store) -> int:
     return len(versions)
 
 
-def decided_state_hash(store: Store, version: int) -> Hash32 | None:
+def decided_state_hash(decisions: list[tuple[int, bytes]], version: int) -> Hash32 | None:
+    """The state hash of the checkpoint decided at `version`, from the stored decisions."""
     from channel.core.consensus.codec import decode_message
     from channel.core.consensus.messages import Decision
 
-    for stored, data in store.decisions():
+    for stored, data in decisions:
         if stored == version:
             decision = decode_message(data)
             if isinstance(decision, Decision):
@@ -93,10 +91,11 @@ def latest_snapshot(store: Store) -> tuple[int, bytes] | None:
 
 def replica_from_snapshot(
     genesis: Genesis, store: Store, version: int, data: bytes, ops: list[SignedOp], archive: Archive | None,
+    decisions: list[tuple[int, bytes]],
 ) -> Replica:
     """The replica of snapshot `version` with the stored operations `ops` (those not archived)
-    replayed on top; `StoreDamaged` if the snapshot does not fit the store."""
-    decided = decided_state_hash(store, version)
+    replayed on top; `StoreDamaged` if the snapshot does not fit the store's `decisions`."""
+    decided = decided_state_hash(decisions, version)
     if decided is None:
         raise store.damaged(f"its snapshot v{version} has no stored decision to check it against")
     try:
